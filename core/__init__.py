@@ -1,0 +1,1 @@
+"""Shepherd's engine: events, store, supervisor and backends. Never imports textual."""

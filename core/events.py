@@ -1,0 +1,274 @@
+"""The event vocabulary: one typed, immutable record per thing that happens.
+
+Every event travels the same way (backend -> supervisor -> store -> TUI) and has a
+stable JSON form: a flat object with ``type``, the common fields and its own fields.
+Events of a type this version does not know (read from a newer database) become
+``OpaqueEvent`` and keep their data, so nothing is lost and nothing crashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+COMMON_FIELDS = ("session_id", "seq", "ts", "subtask_id", "attempt")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """Fields every event has. ``seq`` is 0 until the store assigns it."""
+
+    type: ClassVar[str] = ""
+    session_id: str = ""
+    seq: int = 0
+    ts: float = 0.0
+    subtask_id: str | None = None
+    attempt: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for f in dataclasses.fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields (without the common ones)."""
+        return {k: v for k, v in self.to_dict().items() if k not in COMMON_FIELDS and k != "type"}
+
+    def with_(self, **changes: Any) -> "Event":
+        return dataclasses.replace(self, **changes)
+
+
+# --- session lifecycle -----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionStarted(Event):
+    type: ClassVar[str] = "session.started"
+    title: str = ""
+    backend: str = ""
+    model: str | None = None
+    workspace: str = ""
+    task: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanReady(Event):
+    type: ClassVar[str] = "plan.ready"
+    subtasks: list[dict[str, Any]] = field(default_factory=list)  # [{id, title, prompt}]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SubtaskStarted(Event):
+    type: ClassVar[str] = "subtask.started"
+    title: str = ""
+    phase: str = "coding"  # planning | coding
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptStarted(Event):
+    type: ClassVar[str] = "attempt.started"
+    reason: str = "first"  # first | retry | restart | user_retry | resume
+    prompt_extra: str = ""
+
+
+# --- streaming content -----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TextDelta(Event):
+    type: ClassVar[str] = "text.delta"
+    message_id: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ThinkingDelta(Event):
+    type: ClassVar[str] = "thinking.delta"
+    message_id: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MessageCompleted(Event):
+    type: ClassVar[str] = "message.completed"
+    message_id: str = ""
+    role: str = "assistant"
+    text: str = ""
+
+
+# --- tools -------------------------------------------------------------------------
+
+TOOL_STATUSES = ("ok", "error", "denied", "interrupted")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolStarted(Event):
+    type: ClassVar[str] = "tool.started"
+    call_id: str = ""
+    name: str = ""
+    input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolFinished(Event):
+    type: ClassVar[str] = "tool.finished"
+    call_id: str = ""
+    status: str = "ok"  # ok | error | denied | interrupted
+    output: str = ""
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HookDecision(Event):
+    type: ClassVar[str] = "hook.decision"
+    call_id: str = ""
+    tool: str = ""
+    decision: str = "deny"  # allow | deny
+    reason: str = ""
+
+
+# --- accounting and liveness ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Usage(Event):
+    type: ClassVar[str] = "usage"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Heartbeat(Event):
+    type: ClassVar[str] = "heartbeat"
+    idle_s: float = 0.0
+    open_calls: int = 0
+    stalled: bool = False  # set by the stall watchdog
+
+
+# --- errors, retries, control ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Error(Event):
+    type: ClassVar[str] = "error"
+    kind: str = "unknown"
+    message: str = ""
+    exception_type: str = ""
+    status_code: int | None = None
+    retryable: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryScheduled(Event):
+    type: ClassVar[str] = "retry.scheduled"
+    kind: str = "unknown"
+    retry_no: int = 1
+    max_retries: int = 0
+    delay_s: float = 0.0  # nominal (before SHEPHERD_TIME_SCALE)
+    resume_at: float = 0.0  # wall-clock time the next attempt starts (nominal)
+    action: str = "retry"  # retry | restart | repair
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Control(Event):
+    type: ClassVar[str] = "control"
+    command: str = ""  # pause | resume | retry | retry_now | skip | cancel | note
+    source: str = "tui"  # tui | cli | pause_file | api
+    text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SubtaskFinished(Event):
+    type: ClassVar[str] = "subtask.finished"
+    status: str = "done"  # done | failed | stuck | skipped | cancelled
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionPaused(Event):
+    type: ClassVar[str] = "session.paused"
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionResumed(Event):
+    type: ClassVar[str] = "session.resumed"
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionFinished(Event):
+    type: ClassVar[str] = "session.finished"
+    status: str = "done"  # done | failed | cancelled
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionInterrupted(Event):
+    type: ClassVar[str] = "session.interrupted"
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OpaqueEvent(Event):
+    """An event of a type this version does not know; ``data`` keeps all of it."""
+
+    type_name: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:  # type: ignore[override]
+        return self.type_name
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.data)
+        out.update({k: getattr(self, k) for k in COMMON_FIELDS})
+        out["type"] = self.type_name
+        return out
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        SessionStarted, PlanReady, SubtaskStarted, AttemptStarted, TextDelta, ThinkingDelta,
+        MessageCompleted, ToolStarted, ToolFinished, HookDecision, Usage, Heartbeat, Error,
+        RetryScheduled, Control, SubtaskFinished, SessionPaused, SessionResumed,
+        SessionFinished, SessionInterrupted,
+    )
+}
+
+
+def event_from_dict(d: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSON form. Unknown types become OpaqueEvent; unknown
+    fields of known types (a newer writer) are ignored."""
+    type_name = d.get("type", "")
+    common = {k: d[k] for k in COMMON_FIELDS if k in d}
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        rest = {k: v for k, v in d.items() if k not in COMMON_FIELDS and k != "type"}
+        return OpaqueEvent(type_name=type_name, data=rest, **common)
+    names = {f.name for f in dataclasses.fields(cls)}
+    own = {k: v for k, v in d.items() if k in names and k not in COMMON_FIELDS}
+    return cls(**common, **own)
+
+
+def event_from_json(text: str) -> Event:
+    return event_from_dict(json.loads(text))
+
+
+def new_session_id() -> str:
+    """Short, time-ordered, unique enough to type: 's' + 8 hex of time + 4 random hex."""
+    return f"s{int(time.time()):08x}{os.urandom(2).hex()}"
+
+
+def new_id(prefix: str = "m") -> str:
+    return f"{prefix}_{os.urandom(6).hex()}"
