@@ -1,0 +1,981 @@
+"""A pure projection of events into view state for the session screen.
+
+No Textual here: ``SessionModel.apply(events)`` folds events into a ``SessionInfo``,
+subtasks in plan order, and per subtask an ordered list of blocks (attempt separators,
+streamed text, tool calls, retries, ...). Every mutated block, subtask and the session
+get a fresh ``version`` so widgets re-render only what changed; ``apply`` also returns
+a ``Changes`` summary so the screen touches nothing else.
+
+History is loaded as "derived rows + the last page of events": the rows already hold
+totals (tokens, cost, retries) up to ``SessionRow.last_seq``, so counters are only
+accumulated for events after that (``base_seq``), while states are simply replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+from core import events as ev
+
+# Session statuses that mean "a runner owns this session right now".
+LIVE_STATUSES = frozenset({"running", "paused", "waiting", "stuck", "pending", "starting"})
+# Subtask states in which nothing will move by itself any more.
+FINAL_STATES = frozenset({"done", "failed", "stuck", "skipped", "cancelled", "interrupted"})
+ACTIVE_STATES = frozenset({"running", "waiting_retry", "paused"})
+SUBTASK_STATES = ("pending", "running", "waiting_retry", "paused", "done", "failed", "stuck",
+                  "skipped", "cancelled", "interrupted")
+
+SESSION_PSEUDO_ID = ""  # blocks of session-level events seen before any subtask
+
+
+# --- blocks ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Block:
+    """One visual unit of a subtask's stream. ``bid`` is unique within a model."""
+
+    kind: ClassVar[str] = "block"
+    bid: int
+    subtask_id: str
+    seq: int
+    ts: float
+    attempt: int | None = None
+    version: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"b{self.bid}"
+
+
+@dataclass(eq=False)
+class AttemptBlock(Block):
+    kind: ClassVar[str] = "attempt"
+    number: int = 1
+    reason: str = "first"
+    prompt_extra: str = ""
+
+
+@dataclass(eq=False)
+class TextBlock(Block):
+    kind: ClassVar[str] = "text"
+    message_id: str = ""
+    role: str = "assistant"
+    text: str = ""
+    completed: bool = False
+
+
+@dataclass(eq=False)
+class ThinkingBlock(Block):
+    kind: ClassVar[str] = "thinking"
+    message_id: str = ""
+    text: str = ""
+    completed: bool = False
+
+
+@dataclass(eq=False)
+class ToolBlock(Block):
+    kind: ClassVar[str] = "tool"
+    call_id: str = ""
+    name: str = ""
+    input: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""  # compact one-line input
+    status: str = "running"  # running | ok | error | denied | interrupted
+    output: str = ""
+    duration_s: float | None = None
+    started_ts: float | None = None
+    finished_ts: float | None = None
+    denial: str = ""  # reason from a hook.decision(deny)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def elapsed(self, now: float) -> float | None:
+        """Seconds the call has run (final duration once finished)."""
+        if self.duration_s is not None:
+            return self.duration_s
+        if self.started_ts is None:
+            return None
+        end = self.finished_ts if self.finished_ts is not None else now
+        return max(0.0, end - self.started_ts)
+
+
+@dataclass(eq=False)
+class HookBlock(Block):
+    kind: ClassVar[str] = "hook"
+    call_id: str = ""
+    tool: str = ""
+    decision: str = "deny"
+    reason: str = ""
+
+
+@dataclass(eq=False)
+class RetryBlock(Block):
+    kind: ClassVar[str] = "retry"
+    err_kind: str = "unknown"
+    retry_no: int = 1
+    max_retries: int = 0
+    delay_s: float = 0.0
+    resume_at: float = 0.0
+    action: str = "retry"
+    active: bool = True  # False once the next attempt started (or the wait ended otherwise)
+    outcome: str = ""  # why it stopped waiting: "" | "started" | "retry_now" | "cancelled" | ...
+
+    def seconds_left(self, now: float) -> float:
+        return max(0.0, self.resume_at - now) if self.active else 0.0
+
+    def progress(self, now: float) -> float:
+        """0.0 at scheduling, 1.0 when the wait is over."""
+        if not self.active or self.delay_s <= 0:
+            return 1.0
+        return min(1.0, max(0.0, 1.0 - self.seconds_left(now) / self.delay_s))
+
+    def text(self, now: float) -> str:
+        return retry_text(self.err_kind, self.retry_no, self.max_retries,
+                          self.seconds_left(now) if self.active else None, self.action)
+
+
+@dataclass(eq=False)
+class ErrorBlock(Block):
+    kind: ClassVar[str] = "error"
+    err_kind: str = "unknown"
+    message: str = ""
+    exception_type: str = ""
+    status_code: int | None = None
+    retryable: bool = False
+
+
+@dataclass(eq=False)
+class NoteBlock(Block):
+    """Control and lifecycle lines (pause, resume, notes, unknown events)."""
+
+    kind: ClassVar[str] = "note"
+    category: str = "control"  # control | note | pause | resume | session | opaque | stall
+    text: str = ""
+    source: str = ""
+
+
+@dataclass(eq=False)
+class SubtaskEndBlock(Block):
+    kind: ClassVar[str] = "end"
+    status: str = "done"
+    reason: str = ""
+
+
+# --- subtasks and session -----------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class SubtaskView:
+    id: str
+    title: str = ""
+    position: int = 0
+    phase: str = "coding"
+    state: str = "pending"
+    attempts: int = 0
+    retries: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str = ""
+    last_error_kind: str | None = None
+    retry: RetryBlock | None = None  # the wait in progress, if any
+    blocks: list[Block] = field(default_factory=list)
+    version: int = 0
+    _state_before_pause: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.title or self.id or "session"
+
+    def open_tools(self) -> list[ToolBlock]:
+        return [b for b in self.blocks if isinstance(b, ToolBlock) and b.running]
+
+
+@dataclass(eq=False)
+class SessionInfo:
+    id: str = ""
+    title: str = ""
+    backend: str = ""
+    model: str | None = None
+    workspace: str = ""
+    status: str = "pending"
+    started_at: float | None = None
+    ended_at: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    retries: int = 0
+    last_event_ts: float | None = None
+    last_activity_ts: float | None = None  # last event that was not a heartbeat (or hb - idle)
+    heartbeat_ts: float | None = None
+    idle_s: float | None = None
+    open_calls: int = 0
+    stalled: bool = False
+    pause_requested: bool = False
+    version: int = 0
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def elapsed(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at if (self.ended_at is not None and not self.is_live) else now
+        return max(0.0, end - self.started_at)
+
+    def idle(self, now: float) -> float | None:
+        """Seconds since anything but a heartbeat happened (only meaningful while live)."""
+        if self.last_activity_ts is None:
+            return None
+        return max(0.0, now - self.last_activity_ts)
+
+
+@dataclass
+class Changes:
+    """What one ``apply`` touched, so the screen updates just that."""
+
+    session: bool = False
+    structure: bool = False  # subtasks were added (list must be rebuilt)
+    subtasks: set[str] = field(default_factory=set)  # ids whose row changed
+    added: list[Block] = field(default_factory=list)
+    updated: dict[int, Block] = field(default_factory=dict)  # bid -> block (not in added)
+    added_ids: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.session or self.structure or self.subtasks or self.added or self.updated)
+
+    def merge(self, other: "Changes") -> None:
+        self.session |= other.session
+        self.structure |= other.structure
+        self.subtasks |= other.subtasks
+        for b in other.added:
+            if b.bid not in self.added_ids:
+                self.added.append(b)
+                self.added_ids.add(b.bid)
+                self.updated.pop(b.bid, None)
+        for bid, b in other.updated.items():
+            if bid not in self.added_ids:
+                self.updated[bid] = b
+
+
+# --- the model --------------------------------------------------------------------------
+
+
+class SessionModel:
+    """Folds events into view state. Never raises on odd input: out-of-order, empty or
+    unknown events become something sensible on screen."""
+
+    def __init__(self, session_id: str = "") -> None:
+        self.session = SessionInfo(id=session_id)
+        self.subtasks: dict[str, SubtaskView] = {}
+        self.current_subtask_id: str | None = None
+        self.base_seq = 0  # counters in rows already include events up to here
+        self.first_seq: int | None = None  # oldest event applied (for load-earlier)
+        self.last_seq = 0
+        self.events_applied = 0
+        self._ver = 0
+        self._bid = 0
+        self._tools: dict[str, ToolBlock] = {}
+        self._texts: dict[tuple[str, str], TextBlock] = {}
+        self._thoughts: dict[tuple[str, str], ThinkingBlock] = {}
+        self._changes = Changes()
+
+    # --- construction ---
+
+    @classmethod
+    def from_history(cls, session_row: Any | None, subtask_rows: Iterable[Any] = (),
+                     events: Iterable[ev.Event] = (), session_id: str = "") -> "SessionModel":
+        m = cls(session_id or (getattr(session_row, "id", "") if session_row else ""))
+        if session_row is not None:
+            m.load_session_row(session_row)
+        m.load_subtask_rows(subtask_rows)
+        m.apply(list(events))
+        m.settle()
+        m.take_changes()
+        return m
+
+    def load_session_row(self, row: Any) -> None:
+        s = self.session
+        s.id = row.id
+        s.title = row.title
+        s.backend = row.backend
+        s.model = row.model
+        s.workspace = row.workspace
+        s.status = row.status
+        s.started_at = row.started_at
+        s.ended_at = row.ended_at
+        s.input_tokens = int(row.input_tokens or 0)
+        s.output_tokens = int(row.output_tokens or 0)
+        s.cost_usd = float(row.cost_usd or 0.0)
+        s.retries = int(getattr(row, "retries", 0) or 0)
+        last_ts = getattr(row, "last_event_ts", None) or row.updated_at
+        s.last_event_ts = last_ts
+        s.last_activity_ts = last_ts
+        self.base_seq = max(self.base_seq, int(row.last_seq or 0))
+        self._touch_session()
+
+    def load_subtask_rows(self, rows: Iterable[Any]) -> None:
+        for row in sorted(rows, key=lambda r: r.position):
+            st = self._subtask(row.id, create=True)
+            st.title = row.title or st.title
+            st.position = row.position
+            st.phase = row.phase or st.phase
+            st.state = row.status or st.state
+            st.attempts = row.attempts
+            st.retries = row.retries
+            st.started_at = row.started_at
+            st.finished_at = row.finished_at
+            st.reason = row.reason or ""
+            st.last_error_kind = row.last_error_kind
+            if st.state in ("running", "waiting_retry", "paused"):
+                self.current_subtask_id = st.id
+            self._touch_subtask(st)
+
+    # --- queries ---
+
+    def ordered_subtasks(self) -> list[SubtaskView]:
+        """Plan order; the session pseudo-subtask (if any) first."""
+        return list(self.subtasks.values())
+
+    def subtask(self, subtask_id: str | None) -> SubtaskView | None:
+        return self.subtasks.get(subtask_id or "") if subtask_id is not None else None
+
+    def waiting_retry(self) -> SubtaskView | None:
+        for st in self.subtasks.values():
+            if st.state == "waiting_retry" and st.retry is not None and st.retry.active:
+                return st
+        return None
+
+    def default_subtask_id(self) -> str | None:
+        """What to show when nobody chose: the active subtask, else the last one touched."""
+        if self.current_subtask_id in self.subtasks:
+            return self.current_subtask_id
+        started = [st for st in self.subtasks.values() if st.state != "pending"]
+        if started:
+            return started[-1].id
+        return next(iter(self.subtasks), None)
+
+    def take_changes(self) -> Changes:
+        out, self._changes = self._changes, Changes()
+        return out
+
+    # --- folding ---
+
+    def apply(self, events: Iterable[ev.Event]) -> Changes:
+        for e in events:
+            if e.seq and e.seq <= self.last_seq:
+                continue  # already applied (a live batch overlapping the history page)
+            try:
+                self._apply_one(e)
+            except Exception as exc:  # never let a strange event take the screen down
+                self._note(e, "opaque", f"{e.type}: could not display ({type(exc).__name__}: {exc})")
+            if e.seq:
+                self.last_seq = e.seq
+                if self.first_seq is None or e.seq < self.first_seq:
+                    self.first_seq = e.seq
+            self.events_applied += 1
+        return self.take_changes()
+
+    def settle(self) -> Changes:
+        """For a session nobody runs any more: nothing may look like it still runs."""
+        if not self.session.is_live:
+            self._interrupt_everything(final_state="interrupted")
+        return self.take_changes()
+
+    def _counts(self, e: ev.Event) -> bool:
+        """Whether ``e`` is newer than what the rows' totals already include."""
+        return not e.seq or e.seq > self.base_seq
+
+    def _apply_one(self, e: ev.Event) -> None:
+        s = self.session
+        if e.ts:
+            s.last_event_ts = e.ts
+            if not isinstance(e, ev.Heartbeat):
+                s.last_activity_ts = e.ts
+                if s.stalled:
+                    s.stalled = False
+            self._touch_session()
+        handler = getattr(self, "_on_" + e.type.replace(".", "_"), None)
+        if handler is None or isinstance(e, ev.OpaqueEvent):
+            self._on_opaque(e)
+        else:
+            handler(e)
+
+    # session lifecycle
+
+    def _on_session_started(self, e: ev.SessionStarted) -> None:
+        s = self.session
+        s.id = s.id or e.session_id
+        s.title = e.title or s.title
+        s.backend = e.backend or s.backend
+        s.model = e.model or s.model
+        s.workspace = e.workspace or s.workspace
+        if s.started_at is None:
+            s.started_at = e.ts or None
+        if s.status in ("pending", "starting", ""):
+            s.status = "running"
+        self._touch_session()
+
+    def _on_plan_ready(self, e: ev.PlanReady) -> None:
+        for i, item in enumerate(e.subtasks or []):
+            if not isinstance(item, dict):
+                continue
+            sid = str(item.get("id") or f"#{i + 1}")
+            st = self._subtask(sid, create=True)
+            title = item.get("title")
+            if title and st.title != title:
+                st.title = str(title)
+                self._touch_subtask(st)
+
+    def _on_subtask_started(self, e: ev.SubtaskStarted) -> None:
+        st = self._target(e)
+        if e.title:
+            st.title = e.title
+        st.phase = e.phase or st.phase
+        if st.state not in ("paused",):
+            st.state = "running"
+        if st.started_at is None:
+            st.started_at = e.ts or None
+        st.finished_at = None
+        self.current_subtask_id = st.id
+        self._touch_subtask(st)
+
+    def _on_attempt_started(self, e: ev.AttemptStarted) -> None:
+        st = self._target(e)
+        number = e.attempt or (st.attempts + 1)
+        # calls left open by an earlier attempt are over, whatever the engine said
+        for tb in st.open_tools():
+            if tb.attempt is not None and tb.attempt != number:
+                self._finish_tool(tb, "interrupted", ts=e.ts)
+        self._end_retry(st, "started")
+        st.attempts = max(st.attempts, number)
+        st.state = "running"
+        st.finished_at = None
+        if st.started_at is None:
+            st.started_at = e.ts or None
+        self.current_subtask_id = st.id
+        self._add(st, AttemptBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=number,
+                                   number=number, reason=e.reason or "first",
+                                   prompt_extra=e.prompt_extra or ""))
+        self._touch_subtask(st)
+
+    # streaming content
+
+    def _on_text_delta(self, e: ev.TextDelta) -> None:
+        if not e.text:
+            return
+        st = self._target(e)
+        tb = self._text_block(st, e)
+        tb.text += e.text
+        self._bump(tb)
+
+    def _text_block(self, st: SubtaskView, e: ev.TextDelta | ev.MessageCompleted,
+                    role: str = "assistant") -> TextBlock:
+        key = (st.id, e.message_id)
+        tb = self._texts.get(key) if e.message_id else None
+        if tb is None and not e.message_id:
+            last = st.blocks[-1] if st.blocks else None
+            if isinstance(last, TextBlock) and not last.message_id and not last.completed and last.role == role:
+                tb = last
+        if tb is None:
+            tb = TextBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                           message_id=e.message_id, role=role)
+            self._add(st, tb)
+            if e.message_id:
+                self._texts[key] = tb
+        return tb
+
+    def _on_thinking_delta(self, e: ev.ThinkingDelta) -> None:
+        if not e.text:
+            return
+        st = self._target(e)
+        key = (st.id, e.message_id)
+        tb = self._thoughts.get(key) if e.message_id else None
+        if tb is None and not e.message_id:
+            last = st.blocks[-1] if st.blocks else None
+            if isinstance(last, ThinkingBlock) and not last.message_id and not last.completed:
+                tb = last
+        if tb is None:
+            tb = ThinkingBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                               message_id=e.message_id)
+            self._add(st, tb)
+            if e.message_id:
+                self._thoughts[key] = tb
+        tb.text += e.text
+        self._bump(tb)
+
+    def _on_message_completed(self, e: ev.MessageCompleted) -> None:
+        st = self._target(e)
+        role = e.role or "assistant"
+        if role in ("thinking", "reasoning"):
+            th = self._thoughts.get((st.id, e.message_id))
+            if th is not None:
+                th.text = e.text or th.text
+                th.completed = True
+                self._bump(th)
+            elif e.text:
+                th = ThinkingBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                                   message_id=e.message_id, text=e.text, completed=True)
+                self._add(st, th)
+            return
+        existing = self._texts.get((st.id, e.message_id)) if e.message_id else None
+        if existing is None and not e.text:
+            return  # an empty message that never streamed: nothing to show
+        tb = existing or self._text_block(st, e, role=role)
+        if e.text:  # some backends complete with an empty text: keep what streamed
+            tb.text = e.text
+        tb.role = role
+        tb.completed = True
+        self._bump(tb)
+
+    # tools
+
+    def _on_tool_started(self, e: ev.ToolStarted) -> None:
+        st = self._target(e)
+        tb = self._tools.get(e.call_id) if e.call_id else None
+        if tb is not None:  # finished arrived first, or a duplicate start: fill in, keep status
+            tb.name = e.name or tb.name
+            tb.input = dict(e.input or {}) or tb.input
+            tb.summary = compact_input(tb.name, tb.input)
+            if tb.started_ts is None:
+                tb.started_ts = e.ts or None
+            self._bump(tb)
+            return
+        tb = ToolBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                       call_id=e.call_id, name=e.name or "tool", input=dict(e.input or {}),
+                       started_ts=e.ts or None)
+        tb.summary = compact_input(tb.name, tb.input)
+        self._add(st, tb)
+        if e.call_id:
+            self._tools[e.call_id] = tb
+
+    def _on_tool_finished(self, e: ev.ToolFinished) -> None:
+        tb = self._tools.get(e.call_id) if e.call_id else None
+        if tb is None:
+            st = self._target(e)
+            tb = ToolBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                           call_id=e.call_id, name="tool")
+            self._add(st, tb)
+            if e.call_id:
+                self._tools[e.call_id] = tb
+        elif not tb.running and tb.finished_ts is not None:
+            return  # a finished call never changes again (the store drops duplicates too)
+        tb.status = e.status if e.status in ev.TOOL_STATUSES else "error"
+        tb.output = e.output or ""
+        tb.finished_ts = e.ts or None
+        if e.duration_s is not None:
+            tb.duration_s = float(e.duration_s)
+        elif tb.started_ts is not None and e.ts:
+            tb.duration_s = max(0.0, e.ts - tb.started_ts)
+        self._bump(tb)
+
+    def _on_hook_decision(self, e: ev.HookDecision) -> None:
+        st = self._target(e)
+        self._add(st, HookBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                                call_id=e.call_id, tool=e.tool, decision=e.decision or "deny",
+                                reason=e.reason or ""))
+        tb = self._tools.get(e.call_id) if e.call_id else None
+        if tb is not None and e.decision == "deny":
+            tb.denial = e.reason or "denied"
+            self._bump(tb)
+
+    # accounting and liveness
+
+    def _on_usage(self, e: ev.Usage) -> None:
+        if not self._counts(e):
+            return
+        s = self.session
+        s.input_tokens += int(e.input_tokens or 0)
+        s.output_tokens += int(e.output_tokens or 0)
+        s.cost_usd += float(e.cost_usd or 0.0)
+        self._touch_session()
+
+    def _on_heartbeat(self, e: ev.Heartbeat) -> None:
+        s = self.session
+        s.heartbeat_ts = e.ts or s.heartbeat_ts
+        s.idle_s = float(e.idle_s or 0.0)
+        s.open_calls = int(e.open_calls or 0)
+        if e.ts:
+            since = e.ts - s.idle_s
+            if s.last_activity_ts is None or since < s.last_activity_ts:
+                s.last_activity_ts = since
+        if e.stalled and not s.stalled:
+            st = self._target(e)
+            self._note(e, "stall", f"stalled: nothing from the agent for {fmt_duration(s.idle_s)}",
+                       subtask=st)
+        s.stalled = bool(e.stalled)
+        self._touch_session()
+
+    # errors, retries, control
+
+    def _on_error(self, e: ev.Error) -> None:
+        st = self._target(e)
+        st.last_error_kind = e.kind or st.last_error_kind
+        self._add(st, ErrorBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                                 err_kind=e.kind or "unknown", message=e.message or "",
+                                 exception_type=e.exception_type or "", status_code=e.status_code,
+                                 retryable=bool(e.retryable)))
+        self._touch_subtask(st)
+
+    def _on_retry_scheduled(self, e: ev.RetryScheduled) -> None:
+        st = self._target(e)
+        self._end_retry(st, "superseded")
+        rb = RetryBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                        err_kind=e.kind or "unknown", retry_no=int(e.retry_no or 0),
+                        max_retries=int(e.max_retries or 0), delay_s=float(e.delay_s or 0.0),
+                        resume_at=float(e.resume_at or ((e.ts or 0.0) + float(e.delay_s or 0.0))),
+                        action=e.action or "retry")
+        self._add(st, rb)
+        st.retry = rb
+        if st.state == "paused":
+            st._state_before_pause = "waiting_retry"
+        else:
+            st.state = "waiting_retry"
+        st.last_error_kind = rb.err_kind
+        if self._counts(e):
+            st.retries += 1
+            self.session.retries += 1
+            self._touch_session()
+        self._touch_subtask(st)
+
+    def _on_control(self, e: ev.Control) -> None:
+        cmd = e.command or "?"
+        s = self.session
+        src = f" ({e.source})" if e.source else ""
+        if cmd == "note":
+            text = f"note{src}: {e.text}" if e.text else f"note{src}"
+            self._note(e, "note", text, source=e.source)
+            return
+        labels = {"pause": "pause requested", "pause_now": "pause (now) requested",
+                  "resume": "resume requested", "retry": "retry requested",
+                  "retry_now": "retry now requested", "skip": "skip requested",
+                  "cancel": "cancel requested"}
+        text = labels.get(cmd, f"{cmd} requested") + src
+        if e.text:
+            text += f": {e.text}"
+        if cmd in ("pause", "pause_now"):
+            s.pause_requested = True
+            self._touch_session()
+        elif cmd == "resume":
+            s.pause_requested = False
+            self._touch_session()
+        self._note(e, "control", text, source=e.source)
+
+    def _on_subtask_finished(self, e: ev.SubtaskFinished) -> None:
+        st = self._target(e)
+        status = e.status if e.status in SUBTASK_STATES else "failed"
+        for tb in st.open_tools():
+            self._finish_tool(tb, "interrupted", ts=e.ts)
+        self._end_retry(st, status)
+        st.state = status
+        st.reason = e.reason or ""
+        st.finished_at = e.ts or None
+        st._state_before_pause = None
+        self._add(st, SubtaskEndBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts,
+                                      attempt=e.attempt, status=status, reason=e.reason or ""))
+        self._touch_subtask(st)
+
+    def _on_session_paused(self, e: ev.SessionPaused) -> None:
+        s = self.session
+        s.status = "paused"
+        s.pause_requested = False
+        self._touch_session()
+        for st in self.subtasks.values():
+            if st.state in ("running", "waiting_retry"):
+                st._state_before_pause = st.state
+                st.state = "paused"
+                self._touch_subtask(st)
+        self._note(e, "pause", "paused" + (f": {e.reason}" if e.reason else ""))
+
+    def _on_session_resumed(self, e: ev.SessionResumed) -> None:
+        s = self.session
+        if s.status in ("paused", "interrupted", "pending", "waiting", "stuck") or not s.is_live:
+            s.status = "running"
+        s.ended_at = None
+        s.pause_requested = False
+        self._touch_session()
+        for st in self.subtasks.values():
+            if st.state == "paused":
+                st.state = st._state_before_pause or "running"
+                st._state_before_pause = None
+                self._touch_subtask(st)
+        self._note(e, "resume", "resumed" + (f": {e.reason}" if e.reason else ""))
+
+    def _on_session_finished(self, e: ev.SessionFinished) -> None:
+        s = self.session
+        s.status = e.status or "done"
+        s.ended_at = e.ts or s.ended_at
+        s.pause_requested = False
+        self._touch_session()
+        self._interrupt_everything("cancelled" if s.status == "cancelled" else "interrupted", ts=e.ts)
+        self._note(e, "session", f"session {s.status}" + (f": {e.reason}" if e.reason else ""))
+
+    def _on_session_interrupted(self, e: ev.SessionInterrupted) -> None:
+        s = self.session
+        s.status = "interrupted"
+        s.ended_at = e.ts or s.ended_at
+        s.pause_requested = False
+        self._touch_session()
+        self._interrupt_everything("interrupted", ts=e.ts)
+        self._note(e, "session", "session interrupted" + (f": {e.reason}" if e.reason else ""))
+
+    def _on_opaque(self, e: ev.Event) -> None:
+        data = e.to_dict()
+        for k in ("type", *ev.COMMON_FIELDS):
+            data.pop(k, None)
+        detail = ""
+        if data:
+            try:
+                detail = json.dumps(data, ensure_ascii=False, default=str, sort_keys=True)
+            except Exception:
+                detail = repr(data)
+            detail = " " + _clip(detail, 160)
+        self._note(e, "opaque", f"{e.type or 'event'}{detail}")
+
+    # --- helpers ---
+
+    def _interrupt_everything(self, final_state: str, ts: float | None = None) -> None:
+        for tb in list(self._tools.values()):
+            if tb.running:
+                self._finish_tool(tb, "interrupted", ts=ts)
+        for st in self.subtasks.values():
+            if st.state in ACTIVE_STATES:
+                self._end_retry(st, final_state)
+                st.state = final_state
+                st._state_before_pause = None
+                self._touch_subtask(st)
+            elif st.retry is not None:
+                self._end_retry(st, final_state)
+
+    def _finish_tool(self, tb: ToolBlock, status: str, ts: float | None = None) -> None:
+        tb.status = status
+        if ts:
+            tb.finished_ts = ts
+            if tb.duration_s is None and tb.started_ts is not None:
+                tb.duration_s = max(0.0, ts - tb.started_ts)
+        self._bump(tb)
+
+    def _end_retry(self, st: SubtaskView, outcome: str) -> None:
+        rb = st.retry
+        if rb is None:
+            return
+        st.retry = None
+        if rb.active:
+            rb.active = False
+            rb.outcome = outcome
+            self._bump(rb)
+
+    def _note(self, e: ev.Event, category: str, text: str, source: str = "",
+              subtask: SubtaskView | None = None) -> None:
+        st = subtask or self._target(e)
+        self._add(st, NoteBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                                category=category, text=text, source=source))
+
+    def _target(self, e: ev.Event) -> SubtaskView:
+        """The subtask an event belongs to: its own, else the current one, else 'session'."""
+        if e.subtask_id:
+            return self._subtask(e.subtask_id, create=True)
+        if self.current_subtask_id is not None and self.current_subtask_id in self.subtasks:
+            return self.subtasks[self.current_subtask_id]
+        st = self._subtask(SESSION_PSEUDO_ID, create=True)
+        if not st.title:
+            st.title = "session"
+        return st
+
+    def _subtask(self, sid: str, create: bool = False) -> SubtaskView:
+        st = self.subtasks.get(sid)
+        if st is None:
+            st = SubtaskView(id=sid, position=len(self.subtasks))
+            self.subtasks[sid] = st
+            self._changes.structure = True
+            self._touch_subtask(st)
+        return st
+
+    def _add(self, st: SubtaskView, block: Block) -> None:
+        self._bid += 1
+        block.bid = self._bid
+        block.subtask_id = st.id
+        st.blocks.append(block)
+        self._ver += 1
+        block.version = self._ver
+        self._changes.added.append(block)
+        self._changes.added_ids.add(block.bid)
+        self._touch_subtask(st)  # its block count changed
+
+    def _bump(self, block: Block) -> None:
+        self._ver += 1
+        block.version = self._ver
+        if block.bid not in self._changes.added_ids:
+            self._changes.updated[block.bid] = block
+
+    def _touch_subtask(self, st: SubtaskView) -> None:
+        self._ver += 1
+        st.version = self._ver
+        self._changes.subtasks.add(st.id)
+
+    def _touch_session(self) -> None:
+        self._ver += 1
+        self.session.version = self._ver
+        self._changes.session = True
+
+
+# --- display helpers (pure) ---------------------------------------------------------------
+
+KIND_LABELS = {
+    "tool_concurrency": "tool concurrency",
+    "rate_limit": "rate limit",
+    "auth": "auth",
+    "context_overflow": "context overflow",
+    "content_policy": "content policy",
+    "images_rejected": "images rejected",
+    "transient": "transient error",
+    "stream_broken": "stream broken",
+    "invalid_request": "invalid request",
+    "max_turns": "max turns",
+    "cancelled": "cancelled",
+    "unknown": "unknown error",
+}
+
+ACTION_LABELS = {"retry": "retry", "restart": "restart", "repair": "repair + retry"}
+
+
+def kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, (kind or "error").replace("_", " "))
+
+
+def fmt_seconds_left(seconds: float) -> str:
+    """Countdown seconds, rounded up so "0 s" only shows when the wait is over."""
+    return fmt_duration(math.ceil(max(0.0, seconds) - 1e-9))
+
+
+def retry_text(kind: str, retry_no: int, max_retries: int, seconds_left: float | None,
+               action: str = "retry") -> str:
+    """'tool concurrency — retry 2/5 in 3 s'. ``seconds_left=None``: the wait is over."""
+    verb = ACTION_LABELS.get(action, action or "retry")
+    count = f"{retry_no}/{max_retries}" if max_retries else f"{retry_no}"
+    head = f"{kind_label(kind)} — {verb} {count}"
+    if seconds_left is None:
+        return head
+    if seconds_left <= 0:
+        return f"{head} now"
+    return f"{head} in {fmt_seconds_left(seconds_left)}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """Short human durations: '0.4 s', '3 s', '2 m 05 s', '1 h 02 m'."""
+    if seconds is None:
+        return "–"
+    seconds = max(0.0, float(seconds))
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f} s"
+    total = int(round(seconds))
+    if total < 60:
+        return f"{total} s"
+    m, s = divmod(total, 60)
+    if m < 60:
+        return f"{m} m {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} m"
+
+
+def fmt_clock(seconds: float | None) -> str:
+    """Elapsed time as a clock: '0:07', '12:03', '1:02:03'."""
+    if seconds is None:
+        return "–"
+    total = int(max(0.0, seconds))
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def fmt_tokens(n: int) -> str:
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.2f}M"
+
+
+def fmt_cost(usd: float | None) -> str:
+    if not usd:
+        return "$0"
+    if usd < 0.01:
+        return f"${usd:.4f}"
+    return f"${usd:.2f}"
+
+
+# Keys whose value best says what a tool call does, in order of preference.
+_SUMMARY_KEYS = ("command", "cmd", "file_path", "path", "pattern", "query", "url", "description",
+                 "prompt", "subagent_type", "name", "text", "content")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def compact_input(name: str, data: Any, width: int = 72) -> str:
+    """One line that says what a tool call does: the telling argument first."""
+    if not isinstance(data, dict):
+        return _clip(str(data), width) if data not in (None, "") else ""
+    if not data:
+        return ""
+    primary = next((k for k in _SUMMARY_KEYS if data.get(k) not in (None, "")), None)
+    parts: list[str] = [_value_text(data[primary])] if primary else []
+    for k, v in data.items():
+        if k == primary:
+            continue
+        if len(parts) >= 3:
+            parts.append("…")
+            break
+        parts.append(f"{k}={_value_text(v, 24)}")
+    return _clip(" ".join(parts), width)
+
+
+def _value_text(v: Any, width: int = 200) -> str:
+    if isinstance(v, str):
+        return _clip(v, width)
+    try:
+        return _clip(json.dumps(v, ensure_ascii=False, default=str), width)
+    except Exception:
+        return _clip(repr(v), width)
+
+
+def output_preview(output: str, max_lines: int = 200) -> tuple[str, int]:
+    """The first ``max_lines`` lines of a tool output and how many were left out."""
+    lines = output.splitlines()
+    if len(lines) <= max_lines:
+        return output, 0
+    return "\n".join(lines[:max_lines]), len(lines) - max_lines
+
+
+# Icons per subtask state (running and waiting_retry are animated by the widget).
+STATE_ICONS = {
+    "pending": "·",
+    "running": "⠋",
+    "waiting_retry": "◷",
+    "paused": "⏸",
+    "done": "✓",
+    "failed": "✗",
+    "stuck": "⚠",
+    "skipped": "↷",
+    "cancelled": "■",
+    "interrupted": "⊘",
+}
+
+TOOL_ICONS = {"running": "⠋", "ok": "✓", "error": "✗", "denied": "⛔", "interrupted": "⊘"}
+
+SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+def spinner(frame: int) -> str:
+    return SPINNER_FRAMES[frame % len(SPINNER_FRAMES)]
