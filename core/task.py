@@ -74,20 +74,38 @@ class Task:
     options: dict[str, Any] = field(default_factory=dict)  # backend options ([claude], [openai])
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able summary stored with session.started."""
+        """The whole task as JSON-able data (stored with session.started, so a session
+        can be resumed later). Task files hold no secrets: auth comes from the env."""
+        def step(s: Step) -> dict[str, Any]:
+            d: dict[str, Any] = {"text": s.text, "thinking": s.thinking, "delay_ms": s.delay_ms,
+                                 "after_deltas": s.after_deltas,
+                                 "tools": [{"name": t.name, "args": t.args} for t in s.tools]}
+            for key in ("fail", "retry_after", "message"):
+                if getattr(s, key) is not None:
+                    d[key] = getattr(s, key)
+            return d
+
         return {
             "title": self.title,
             "backend": self.backend,
             "model": self.model,
             "workspace": str(self.workspace),
             "plan": self.plan,
-            "source": str(self.source) if self.source else None,
+            "plan_prompt": self.plan_prompt,
+            "plan_steps": [step(s) for s in self.plan_steps],
             "subtasks": [
-                {"id": s.id, "title": s.title, "prompt": s.prompt, "check": s.check}
+                {"id": s.id, "title": s.title, "prompt": s.prompt, "check": s.check,
+                 "check_timeout": s.check_timeout, "steps": [step(x) for x in s.steps]}
                 for s in self.subtasks
             ],
             "retry": self.retry,
             "max_attempts": self.max_attempts,
+            "max_check_retries": self.max_check_retries,
+            "heartbeat_s": self.heartbeat_s,
+            "stall_s": self.stall_s,
+            "max_turns": self.max_turns,
+            **{k: v for k, v in self.options.items()},
+            "source": str(self.source) if self.source else None,
         }
 
 
@@ -167,7 +185,7 @@ def _parse_retry(raw: Any, src: str) -> dict[str, dict[str, float]]:
 
 
 TOP_KEYS = {
-    "title", "backend", "model", "workspace", "plan", "plan_prompt", "plan_steps", "subtasks",
+    "source", "title", "backend", "model", "workspace", "plan", "plan_prompt", "plan_steps", "subtasks",
     "retry", "max_attempts", "max_check_retries", "heartbeat_s", "stall_s", "max_turns",
     "claude", "openai",
 }
@@ -245,6 +263,16 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
         source=None,
         options=options,
     )
+
+
+def task_from_stored(data: dict[str, Any]) -> Task:
+    """Rebuild a task from ``Task.to_dict()`` (a stored session), for resuming it."""
+    data = {k: v for k, v in data.items() if v is not None}
+    if "subtasks" in data:
+        data["subtasks"] = [{k: v for k, v in s.items() if v is not None} for s in data["subtasks"]]
+    source = data.pop("source", None)
+    task = task_from_dict(data, src="stored task")
+    return Task(**{**task.__dict__, "source": Path(source) if source else None})
 
 
 def load_task(path: str | Path, *, backend: str | None = None, model: str | None = None) -> Task:

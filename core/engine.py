@@ -1,0 +1,663 @@
+"""Supervisor: runs a task's subtasks attempt by attempt, classifies every failure,
+retries within bounds, and takes a person's controls — writing every step as an event.
+
+One Supervisor runs one session. It holds the session's lease, polls the commands
+table and the workspace's ``.shepherd/PAUSE`` file, and never loops unbounded: every
+retry path is capped by the RetryState, and a subtask has a total attempt budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import prompts
+from core.backends.base import AttemptContext, Backend
+from core.clock import Clock, RealClock
+from core.errors import CheckFailed, ErrorInfo, classify
+from core.events import (
+    AttemptStarted, Control, Error, Event, Heartbeat, MessageCompleted, PlanReady,
+    RetryScheduled, SessionFinished, SessionPaused, SessionResumed, SessionStarted,
+    SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted,
+    new_session_id,
+)
+from core.ledger import ToolLedger
+from core.retry import RetryDecision, RetryState, policies_for
+from core.task import Subtask, Task
+
+log = logging.getLogger("shepherd.engine")
+
+COMMAND_POLL_S = 0.25  # real seconds between looks at the commands table and PAUSE file
+LEASE_TTL_S = 30.0
+PLAN_ID = "plan"
+
+
+class Stalled(TimeoutError):
+    """The stall watchdog gave up on an attempt that went silent."""
+
+
+def make_backend(name: str) -> Backend:
+    """Backends are imported lazily: importing the SDKs costs seconds."""
+    if name == "scripted":
+        from core.backends.scripted import ScriptedBackend
+
+        return ScriptedBackend()
+    if name == "openai":
+        from core.backends.openai_agents import OpenAIAgentsBackend
+
+        return OpenAIAgentsBackend()
+    if name == "claude":
+        from core.backends.claude import ClaudeBackend
+
+        return ClaudeBackend()
+    raise ValueError(f"unknown backend {name!r}")
+
+
+@dataclass
+class _Interrupt:
+    """Why the current attempt or wait was cut short by a person."""
+
+    what: str  # pause | pause_now | cancel | skip | retry_now
+    subtask_id: str | None = None
+
+
+@dataclass
+class _SubtaskRun:
+    sub: Subtask
+    phase: str
+    retry: RetryState
+    backend_state: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    last_text: str = ""
+
+
+class Supervisor:
+    """Runs one session. Implements core.control.Controller for in-process controls."""
+
+    def __init__(
+        self,
+        store: Any,
+        task: Task,
+        *,
+        backend: Backend | None = None,
+        clock: Clock | None = None,
+        session_id: str | None = None,
+        interactive: bool = True,
+        resume: bool = False,
+        done_subtasks: set[str] | None = None,
+        started_subtasks: set[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.task = task
+        self.backend = backend or make_backend(task.backend)
+        self.clock = clock or RealClock()
+        self.session_id = session_id or new_session_id()
+        self.interactive = interactive
+        self.resume = resume
+        self._done_subtasks = set(done_subtasks or ())
+        self._started_subtasks = set(started_subtasks or ())  # resumed: these continue their history
+        self.policies = policies_for(task.retry)
+        self.status = "pending"
+        self.subtasks: list[Subtask] = list(task.subtasks)
+        # control state
+        self._wake = asyncio.Event()  # set whenever a control needs the main loop's attention
+        self._pause: str | None = None  # None | "safe" | "now"
+        self._paused = False
+        self._pause_source = ""
+        self._pause_file_text: str | None = None
+        self._cancel = False
+        self._skip: set[str] = set()
+        self._retry_now = False
+        self._retry_requests: list[str] = []
+        self._notes: list[str] = []
+        self._current: _SubtaskRun | None = None
+        self._stop_after_turn: asyncio.Event | None = None
+        self._attempt_task: asyncio.Task[Any] | None = None
+        self._background: list[asyncio.Task[Any]] = []
+
+    # ------------------------------------------------------------------ controls
+
+    async def _control(self, command: str, source: str, text: str = "", subtask_id: str | None = None) -> None:
+        await self._emit(Control(command=command, source=source, text=text, subtask_id=subtask_id))
+
+    async def pause(self, *, immediate: bool = False, source: str = "tui") -> None:
+        await self._control("pause", source, "immediate" if immediate else "")
+        self._pause = "now" if immediate else "safe"
+        self._pause_source = source
+        if self._stop_after_turn is not None:
+            self._stop_after_turn.set()
+        if immediate and self._attempt_task is not None:
+            self._attempt_task.cancel()
+        self._wake.set()
+
+    async def resume(self, *, source: str = "tui") -> None:
+        await self._control("resume", source)
+        self._pause = None
+        self._wake.set()
+
+    async def retry_now(self, *, source: str = "tui") -> None:
+        await self._control("retry_now", source)
+        self._retry_now = True
+        self._wake.set()
+
+    async def retry(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
+        sid = subtask_id or (self._current.sub.id if self._current else None)
+        await self._control("retry", source, subtask_id=sid)
+        if sid:
+            self._retry_requests.append(sid)
+        self._wake.set()
+
+    async def skip(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
+        sid = subtask_id or (self._current.sub.id if self._current else None)
+        await self._control("skip", source, subtask_id=sid)
+        if sid is None:
+            return
+        self._skip.add(sid)
+        if self._current and self._current.sub.id == sid and self._attempt_task is not None:
+            self._attempt_task.cancel()
+        self._wake.set()
+
+    async def cancel(self, *, source: str = "tui") -> None:
+        await self._control("cancel", source)
+        self._cancel = True
+        if self._attempt_task is not None:
+            self._attempt_task.cancel()
+        self._wake.set()
+
+    async def note(self, text: str, *, source: str = "tui") -> None:
+        await self._control("note", source, text)
+        if text.strip():
+            self._notes.append(text.strip())
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _emit(self, ev: Event, *, wait: bool = True) -> Event | None:
+        ev = ev.with_(session_id=self.session_id)
+        if wait:
+            return await self.store.append(ev)
+        self.store.submit(ev)
+        return None
+
+    def _sub_event(self, ev: Event, run: _SubtaskRun) -> Event:
+        return ev.with_(subtask_id=run.sub.id, attempt=run.attempt or None)
+
+    async def _poll_controls(self) -> None:
+        """Cross-process commands and the PAUSE file, polled in real time."""
+        pause_file = Path(self.task.workspace) / ".shepherd" / "PAUSE"
+        handlers: dict[str, Callable[..., Any]] = {
+            "pause": lambda c: self.pause(source=c.source),
+            "pause_now": lambda c: self.pause(immediate=True, source=c.source),
+            "resume": lambda c: self.resume(source=c.source),
+            "retry_now": lambda c: self.retry_now(source=c.source),
+            "retry": lambda c: self.retry(c.subtask_id, source=c.source),
+            "skip": lambda c: self.skip(c.subtask_id, source=c.source),
+            "cancel": lambda c: self.cancel(source=c.source),
+            "note": lambda c: self.note(c.text, source=c.source),
+        }
+        while True:
+            try:
+                for cmd in await self.store.take_commands(self.session_id):
+                    handler = handlers.get(cmd.command)
+                    if handler is not None:
+                        await handler(cmd)
+                if pause_file.exists() and self._pause_file_text is None:
+                    try:
+                        self._pause_file_text = pause_file.read_text(errors="replace").strip()
+                    except OSError:
+                        self._pause_file_text = ""
+                    await self.pause(source="pause_file")
+                elif not pause_file.exists() and self._pause_file_text is not None:
+                    text, self._pause_file_text = self._pause_file_text, None
+                    if text:
+                        self._notes.append(text)
+                    if self._pause and self._pause_source == "pause_file":
+                        await self.resume(source="pause_file")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a poll failure must never kill the run
+                log.exception("control poll failed")
+            await asyncio.sleep(COMMAND_POLL_S)
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_TTL_S / 3)
+            with contextlib.suppress(Exception):
+                await self.store.refresh_lease(self.session_id, ttl_s=LEASE_TTL_S)
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> str:
+        """Run the session to its end; returns done | failed | cancelled."""
+        await self.store.acquire_lease(self.session_id, ttl_s=LEASE_TTL_S)
+        self.status = "running"
+        self._background = [
+            asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"),
+            asyncio.create_task(self._keep_lease(), name=f"lease-{self.session_id}"),
+        ]
+        final = "failed"
+        reason = ""
+        try:
+            if not self.resume:
+                await self._emit(SessionStarted(
+                    title=self.task.title, backend=self.task.backend, model=self.task.model,
+                    workspace=str(self.task.workspace), task=self.task.to_dict(),
+                ))
+                plan = [{"id": s.id, "title": s.title, "prompt": s.prompt} for s in self.subtasks]
+                if self.task.plan:
+                    plan = [{"id": PLAN_ID, "title": "Plan the work", "prompt": self.task.plan_prompt}] + plan
+                await self._emit(PlanReady(subtasks=plan))
+            final, reason = await self._run_all()
+        except asyncio.CancelledError:
+            final, reason = "cancelled", "shut down"
+            raise
+        finally:
+            for t in self._background:
+                t.cancel()
+            for t in self._background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._emit(SessionFinished(status=final, reason=reason)))
+                await self.store.release_lease(self.session_id)
+            self.status = final
+        return final
+
+    async def _run_all(self) -> tuple[str, str]:
+        if self.task.plan and PLAN_ID not in self._done_subtasks:
+            status = await self._run_subtask(
+                Subtask(id=PLAN_ID, title="Plan the work",
+                        prompt=prompts.plan_prompt(self.task.title, self.task.plan_prompt),
+                        steps=self.task.plan_steps),
+                phase="planning",
+            )
+            if status != "done":
+                return self._final_for(status)
+        queue = [s for s in self.subtasks if s.id not in self._done_subtasks]
+        failed: list[str] = []
+        while queue or self._retry_requests:
+            if self._cancel:
+                return "cancelled", "cancelled by a person"
+            if self._retry_requests:
+                sid = self._retry_requests.pop(0)
+                sub = next((s for s in self.subtasks if s.id == sid), None)
+                if sub is None or sub in queue:
+                    continue
+                reason = "user_retry"
+            else:
+                sub = queue.pop(0)
+                reason = "first"
+            status = await self._run_subtask(sub, phase="coding", first_reason=reason)
+            if status == "cancelled":
+                return "cancelled", "cancelled by a person"
+            if status in ("failed", "stuck"):
+                failed.append(sub.id)
+                if not self.interactive:
+                    return "failed", f"subtask {sub.id} {status}"
+            elif sub.id in failed:
+                failed.remove(sub.id)
+        if failed:
+            return "failed", f"subtasks not done: {', '.join(failed)}"
+        return "done", ""
+
+    def _final_for(self, status: str) -> tuple[str, str]:
+        if status == "cancelled":
+            return "cancelled", "cancelled by a person"
+        return "failed", f"planning {status}"
+
+    # ------------------------------------------------------------------ one subtask
+
+    async def _run_subtask(self, sub: Subtask, *, phase: str, first_reason: str = "first") -> str:
+        run = _SubtaskRun(sub=sub, phase=phase, retry=RetryState(
+            self.policies, max_attempts=self.task.max_attempts, max_check_retries=self.task.max_check_retries))
+        self._current = run
+        self._skip.discard(sub.id)
+        await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
+        reason = "resume" if (self.resume and first_reason == "first" and sub.id not in self._done_subtasks
+                              and self._was_started(sub.id)) else first_reason
+        continue_history = reason == "resume"
+        prompt_extra = ""
+        repair = strip_images = False
+        try:
+            while True:
+                stop = await self._between_attempts(run)
+                if stop:
+                    return stop
+                if self._paused:
+                    reason, continue_history = "resume", continue_history or run.attempt > 0
+                    self._paused = False
+                notes = self._take_notes()
+                extra = "\n\n".join(x for x in (prompt_extra, notes) if x)
+                run.attempt += 1
+                run.retry.on_attempt_started()
+                await self._emit(self._sub_event(AttemptStarted(reason=reason, prompt_extra=extra), run))
+                outcome = await self._attempt(run, extra, continue_history, repair, strip_images, reason)
+                repair = strip_images = False
+                if isinstance(outcome, _Interrupt):
+                    if outcome.what in ("cancel", "skip"):
+                        return await self._finish_subtask(run, "cancelled" if outcome.what == "cancel" else "skipped",
+                                                          "by a person")
+                    # paused: the next attempt continues the conversation
+                    prompt_extra, continue_history, reason = "", True, "resume"
+                    continue
+                if outcome is None:  # the attempt succeeded: run the check, if any
+                    outcome = await self._check(run)
+                    if outcome is None:
+                        if phase == "planning":
+                            outcome = await self._accept_plan(run)
+                        if outcome is None:
+                            run.retry.on_success()
+                            return await self._finish_subtask(run, "done", "")
+                decision = await self._on_error(run, outcome)
+                if decision.retry:
+                    waited = await self._countdown(run, decision)
+                    if waited is not None:
+                        if waited.what in ("cancel", "skip"):
+                            return await self._finish_subtask(
+                                run, "cancelled" if waited.what == "cancel" else "skipped", "by a person")
+                    reason = "restart" if decision.action == "restart" else "retry"
+                    prompt_extra = decision.prompt_extra
+                    continue_history = decision.continue_history
+                    repair, strip_images = decision.repair, decision.strip_images
+                    continue
+                status = decision.final_status or "failed"
+                await self._finish_subtask(run, status, decision.reason)
+                if not self.interactive:
+                    return status
+                # interactive: wait for a person to retry, skip or cancel
+                answer = await self._wait_for_person(run)
+                if answer != "retry":
+                    return status if answer == "leave" else answer
+                run.retry.reset()
+                await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
+                reason, prompt_extra, continue_history = "user_retry", "", run.attempt > 0
+        finally:
+            self._current = None
+
+    def _was_started(self, sid: str) -> bool:
+        return sid in self._started_subtasks
+
+    def _take_notes(self) -> str:
+        if not self._notes:
+            return ""
+        notes, self._notes = self._notes, []
+        return prompts.note_context(notes)
+
+    async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str) -> str:
+        await self._emit(SubtaskFinished(subtask_id=run.sub.id, attempt=run.attempt or None,
+                                         status=status, reason=reason))
+        if status in ("done", "skipped"):
+            self._done_subtasks.add(run.sub.id)
+        return status
+
+    async def _between_attempts(self, run: _SubtaskRun) -> str | None:
+        """Honour cancel/skip/pause before an attempt starts; returns a final status or None."""
+        while True:
+            if self._cancel:
+                return await self._finish_subtask(run, "cancelled", "by a person")
+            if run.sub.id in self._skip:
+                self._skip.discard(run.sub.id)
+                return await self._finish_subtask(run, "skipped", "by a person")
+            if self._pause is None:
+                if self._paused:
+                    await self._emit(SessionResumed(reason=f"resumed ({self._pause_source or 'tui'})"))
+                return None
+            if not self._paused:
+                self._paused = True
+                await self._emit(SessionPaused(reason=f"paused by {self._pause_source or 'a person'}"))
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _wait_for_person(self, run: _SubtaskRun) -> str:
+        """A stuck/failed subtask in an interactive session waits for retry/skip/cancel."""
+        self._retry_requests = [s for s in self._retry_requests if s != run.sub.id]
+        while True:
+            if self._cancel:
+                return "cancelled"
+            if run.sub.id in self._skip:
+                self._skip.discard(run.sub.id)
+                await self._finish_subtask(run, "skipped", "by a person")
+                return "skipped"
+            if run.sub.id in self._retry_requests:
+                self._retry_requests.remove(run.sub.id)
+                return "retry"
+            self._wake.clear()
+            await self._wake.wait()
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def _attempt(self, run: _SubtaskRun, extra: str, continue_history: bool, repair: bool,
+                       strip_images: bool, reason: str) -> BaseException | _Interrupt | None:
+        """Run one attempt; None on success, the exception on failure, or why a person stopped it."""
+        self._stop_after_turn = asyncio.Event()
+        if self._pause:
+            self._stop_after_turn.set()
+        ctx = AttemptContext(
+            session_id=self.session_id, task=self.task, subtask=run.sub, attempt=run.attempt,
+            reason=reason, prompt=run.sub.prompt, prompt_extra=extra,
+            continue_history=continue_history, workspace=Path(self.task.workspace),
+            db_path=getattr(self.store, "path", None), phase=run.phase, repair=repair,
+            strip_images=strip_images, clock=self.clock, stop_after_turn=self._stop_after_turn,
+            state=run.backend_state,
+        )
+        ledger = ToolLedger()
+        self._attempt_task = asyncio.create_task(self._consume(run, ctx, ledger))
+        outcome: BaseException | _Interrupt | None
+        try:
+            await asyncio.wait({self._attempt_task})
+            try:
+                self._attempt_task.result()
+                outcome = None
+            except asyncio.CancelledError:
+                outcome = self._why_interrupted(run)
+            except Exception as e:  # noqa: BLE001 - every failure is classified
+                outcome = e
+        except asyncio.CancelledError:  # the supervisor itself is being shut down
+            self._attempt_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._attempt_task
+            raise
+        finally:
+            self._attempt_task = None
+            for fin in ledger.flush(self.clock.monotonic()):
+                await self._emit(self._sub_event(fin, run).with_(attempt=fin.attempt or run.attempt))
+            self._stop_after_turn = None
+        if outcome is None and ctx.stop_after_turn.is_set():
+            # stopped at a safe point for a pause (even one lifted since): not finished
+            return _Interrupt("pause")
+        if outcome is None and (self._cancel or run.sub.id in self._skip):
+            return _Interrupt("cancel" if self._cancel else "skip")
+        return outcome
+
+    def _why_interrupted(self, run: _SubtaskRun) -> _Interrupt:
+        if self._cancel:
+            return _Interrupt("cancel")
+        if run.sub.id in self._skip:
+            self._skip.discard(run.sub.id)
+            return _Interrupt("skip")
+        return _Interrupt("pause_now")
+
+    async def _consume(self, run: _SubtaskRun, ctx: AttemptContext, ledger: ToolLedger) -> None:
+        """Read the backend's stream with heartbeats that never cancel the pending read."""
+        agen: AsyncIterator[Event] = self.backend.attempt(ctx)
+        it = agen.__aiter__()
+        pending: asyncio.Future[Event] | None = None
+        quiet_beats = 0
+        got_text = False
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(it.__anext__())
+                beat = asyncio.ensure_future(self.clock.sleep(self.task.heartbeat_s))
+                done, _ = await asyncio.wait({pending, beat}, return_when=asyncio.FIRST_COMPLETED)
+                if pending not in done:
+                    quiet_beats += 1
+                    idle = quiet_beats * self.task.heartbeat_s
+                    limit = self.task.stall_s * (4 if ledger.has_open() else 1)
+                    stalled = idle >= limit
+                    await self._emit(self._sub_event(
+                        Heartbeat(idle_s=idle, open_calls=len(ledger.open_calls), stalled=stalled), run))
+                    if stalled:
+                        raise Stalled(f"stalled: no event for {idle:.0f} s")
+                    continue
+                beat.cancel()
+                quiet_beats = 0
+                try:
+                    ev = pending.result()
+                except StopAsyncIteration:
+                    pending = None
+                    break
+                pending = None
+                got_text = await self._handle(run, ev, ledger) or got_text
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(agen.aclose(), timeout=10)  # type: ignore[attr-defined]
+
+    async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> bool:
+        now = self.clock.monotonic()
+        ev = self._sub_event(ev, run)
+        if isinstance(ev, (TextDelta, ThinkingDelta)):
+            if ev.text:
+                await self._emit(ev, wait=False)
+            return isinstance(ev, TextDelta)
+        if isinstance(ev, ToolStarted):
+            if ledger.start(ev, now):
+                await self._emit(ev)
+            return False
+        if isinstance(ev, ToolFinished):
+            fin = ledger.finish(ev, now)
+            if fin is not None:
+                await self._emit(fin)
+            return False
+        if isinstance(ev, MessageCompleted):
+            if ev.role == "assistant" and ev.text:
+                run.last_text = ev.text
+        await self._emit(ev)
+        return False
+
+    # ------------------------------------------------------------------ checks, plan, errors
+
+    async def _check(self, run: _SubtaskRun) -> BaseException | None:
+        if not run.sub.check:
+            return None
+        from core.tools import run_check
+
+        call_id = f"check_{run.sub.id}_{run.attempt}"
+        await self._emit(self._sub_event(ToolStarted(call_id=call_id, name="check",
+                                                     input={"command": run.sub.check}), run))
+        t0 = self.clock.monotonic()
+        code, output = await run_check(run.sub.check, Path(self.task.workspace), run.sub.check_timeout)
+        await self._emit(self._sub_event(ToolFinished(
+            call_id=call_id, status="ok" if code == 0 else "error", output=output,
+            duration_s=round(self.clock.monotonic() - t0, 3)), run))
+        if code == 0:
+            return None
+        return CheckFailed(run.sub.check, output, code)
+
+    async def _accept_plan(self, run: _SubtaskRun) -> BaseException | None:
+        try:
+            planned = prompts.parse_plan(run.last_text)
+        except ValueError as e:
+            return CheckFailed("plan", f"the plan could not be read: {e}", 1)
+        subs = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p["prompt"]))
+                for p in planned]
+        self.subtasks = subs
+        await self._emit(PlanReady(subtasks=[{"id": PLAN_ID, "title": run.sub.title, "prompt": run.sub.prompt}]
+                                   + [{"id": s.id, "title": s.title, "prompt": s.prompt} for s in subs]))
+        return None
+
+    async def _on_error(self, run: _SubtaskRun, err: BaseException | _Interrupt) -> RetryDecision:
+        assert not isinstance(err, _Interrupt)
+        info: ErrorInfo = classify(err)
+        log.info("attempt %s of %s failed: %s: %s", run.attempt, run.sub.id, info.kind, info.message)
+        await self._emit(self._sub_event(Error(**info.to_event_fields()), run))
+        decision = run.retry.on_error(info, run.phase)
+        if decision.retry:
+            await self._emit(self._sub_event(RetryScheduled(
+                kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
+                delay_s=decision.delay_s, resume_at=self.clock.now() + decision.delay_s,
+                action=decision.action), run))
+        return decision
+
+    async def _countdown(self, run: _SubtaskRun, decision: RetryDecision) -> _Interrupt | None:
+        """Wait out a retry delay; a person may skip it (retry_now), pause, cancel or skip."""
+        self._retry_now = False
+        sleeper = asyncio.ensure_future(self.clock.sleep(decision.delay_s))
+        try:
+            while not sleeper.done():
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                if self._cancel:
+                    return _Interrupt("cancel")
+                if run.sub.id in self._skip:
+                    self._skip.discard(run.sub.id)
+                    return _Interrupt("skip")
+                if self._retry_now:
+                    return _Interrupt("retry_now")
+                if self._pause:
+                    # paused during a countdown: the wait ends; resume starts the retry at once
+                    return None
+        finally:
+            sleeper.cancel()
+            self._retry_now = False
+        return None
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+@dataclass
+class RunHandle:
+    session_id: str
+    supervisor: Supervisor
+    task: asyncio.Task[str]
+
+
+async def start_run(store: Any, task: Task, *, interactive: bool = True, clock: Clock | None = None,
+                    backend: Backend | None = None, session_id: str | None = None) -> RunHandle:
+    """Start a session in the background; the handle's task returns its final status."""
+    sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id, interactive=interactive)
+    handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
+    # let the run take its lease and write session.started before the caller looks
+    for _ in range(50):
+        if sup.status != "pending" or handle.task.done():
+            break
+        await asyncio.sleep(0)
+    return handle
+
+
+async def resume_run(store: Any, session_id: str, *, interactive: bool = True, clock: Clock | None = None,
+                     backend: Backend | None = None) -> RunHandle:
+    """Continue a session whose runner died (interrupted) or that a person wants to go on."""
+    from core.task import task_from_stored
+
+    row = await store.get_session(session_id)
+    if row is None:
+        from core.store import SessionNotFound
+
+        raise SessionNotFound(f"no session {session_id}")
+    task = task_from_stored(row.task)
+    rows = await store.subtasks(session_id)
+    done = {s.id for s in rows if s.status in ("done", "skipped")}
+    started = {s.id for s in rows if s.attempts > 0}
+    sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
+                     interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started)
+    handle = RunHandle(session_id, sup, asyncio.create_task(sup.run(), name=f"run-{session_id}"))
+    for _ in range(50):
+        if sup.status != "pending" or handle.task.done():
+            break
+        await asyncio.sleep(0)
+    return handle
+
+
+__all__ = ["Supervisor", "RunHandle", "start_run", "resume_run", "make_backend", "Stalled"]

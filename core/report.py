@@ -1,0 +1,249 @@
+"""Sessions as text: the headless Rich log, `shepherd show`, and Markdown/JSONL export.
+
+Everything here renders from stored events, the same vocabulary the TUI uses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from rich.text import Text
+
+from core.events import (
+    AttemptStarted, Control, Error, Event, Heartbeat, HookDecision, MessageCompleted, OpaqueEvent,
+    PlanReady, RetryScheduled, SessionFinished, SessionInterrupted, SessionPaused, SessionResumed,
+    SessionStarted, SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished,
+    ToolStarted, Usage,
+)
+
+KIND_LABELS = {
+    "tool_concurrency": "tool concurrency",
+    "rate_limit": "rate limit",
+    "auth": "authentication",
+    "context_overflow": "context overflow",
+    "content_policy": "content policy",
+    "images_rejected": "images rejected",
+    "transient": "transient error",
+    "stream_broken": "broken stream",
+    "invalid_request": "invalid request",
+    "max_turns": "turn limit",
+    "check_failed": "check failed",
+    "cancelled": "cancelled",
+    "unknown": "unknown error",
+}
+STATUS_STYLE = {
+    "done": "green", "ok": "green", "failed": "red", "error": "red", "stuck": "bold yellow",
+    "cancelled": "magenta", "skipped": "cyan", "interrupted": "yellow", "denied": "yellow",
+    "running": "blue", "paused": "yellow",
+}
+
+
+def kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind.replace("_", " "))
+
+
+def compact(value: Any, width: int = 80) -> str:
+    """A one-line preview of a tool input or output."""
+    if isinstance(value, dict):
+        parts = []
+        for k, v in value.items():
+            v = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            parts.append(f"{k}={v}")
+        text = ", ".join(parts)
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def clock_time(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
+
+
+class LogFormatter:
+    """Turns events into readable log lines (Rich Text); keeps just enough state to
+    print assistant text once per message and tool names on their results."""
+
+    def __init__(self, *, show_text: bool = True, max_text_lines: int = 6) -> None:
+        self.show_text = show_text
+        self.max_text_lines = max_text_lines
+        self._tool_names: dict[str, str] = {}
+        self._partial: dict[str, list[str]] = {}
+
+    def _line(self, ev: Event, body: Text | str, indent: int = 0) -> Text:
+        out = Text(clock_time(ev.ts) + " ", style="dim")
+        out.append("  " * indent)
+        out.append(body if isinstance(body, Text) else Text(body))
+        return out
+
+    def _flush_partial(self, ev: Event) -> list[Text]:
+        out = []
+        for mid, chunks in list(self._partial.items()):
+            text = "".join(chunks).strip()
+            if text and self.show_text:
+                out.append(self._text_block(ev, text + " …(cut off)"))
+        self._partial.clear()
+        return out
+
+    def _text_block(self, ev: Event, text: str) -> Text:
+        lines = text.splitlines() or [""]
+        if len(lines) > self.max_text_lines:
+            lines = lines[: self.max_text_lines] + [f"… ({len(lines) - self.max_text_lines} more lines)"]
+        body = Text("💬 ", style="cyan")
+        body.append("\n".join(lines), style="italic")
+        return self._line(ev, body, 2)
+
+    def format(self, ev: Event) -> list[Text]:
+        if isinstance(ev, (TextDelta, ThinkingDelta)):
+            if isinstance(ev, TextDelta):
+                self._partial.setdefault(ev.message_id, []).append(ev.text)
+            return []
+        if isinstance(ev, Heartbeat):
+            if ev.stalled:
+                return [self._line(ev, Text(f"⏳ stalled: no event for {ev.idle_s:.0f} s", style="yellow"), 2)]
+            return []
+        if isinstance(ev, MessageCompleted):
+            self._partial.pop(ev.message_id, None)
+            return [self._text_block(ev, ev.text)] if (self.show_text and ev.text.strip()) else []
+        if isinstance(ev, SessionStarted):
+            t = Text("▶ ", style="bold")
+            t.append(f"session {ev.session_id} ", style="bold")
+            t.append(f"“{ev.title}” ")
+            t.append(f"[{ev.backend}{'/' + ev.model if ev.model else ''}] in {ev.workspace}", style="dim")
+            return [self._line(ev, t)]
+        if isinstance(ev, PlanReady):
+            names = ", ".join(s.get("id", "?") for s in ev.subtasks)
+            return [self._line(ev, Text(f"plan: {len(ev.subtasks)} subtasks ({names})", style="dim"))]
+        if isinstance(ev, SubtaskStarted):
+            t = Text("● ", style="bold blue")
+            t.append(f"{ev.subtask_id}", style="bold")
+            t.append(f"  {ev.title}" + (f"  ({ev.phase})" if ev.phase != "coding" else ""))
+            return [self._line(ev, t)]
+        if isinstance(ev, AttemptStarted):
+            t = Text(f"attempt {ev.attempt} ({ev.reason})", style="dim")
+            if ev.prompt_extra:
+                first = ev.prompt_extra.strip().splitlines()[0]
+                t.append(f" + context: {compact(first, 70)}", style="dim italic")
+            return [self._line(ev, t, 1)]
+        if isinstance(ev, ToolStarted):
+            self._tool_names[ev.call_id] = ev.name
+            out = self._flush_partial(ev)
+            t = Text("⚙ ", style="blue")
+            t.append(ev.name, style="bold")
+            t.append(f" {compact(ev.input, 70)}", style="dim")
+            return out + [self._line(ev, t, 2)]
+        if isinstance(ev, ToolFinished):
+            name = self._tool_names.get(ev.call_id, ev.call_id)
+            mark = {"ok": "✓", "error": "✗", "denied": "⊘", "interrupted": "⊘"}.get(ev.status, "?")
+            t = Text(f"{mark} {name} ", style=STATUS_STYLE.get(ev.status, ""))
+            t.append(ev.status)
+            if ev.duration_s is not None:
+                t.append(f" {ev.duration_s:.2f}s", style="dim")
+            if ev.status != "ok" and ev.output:
+                t.append(f"  {compact(ev.output, 70)}", style="dim")
+            return [self._line(ev, t, 2)]
+        if isinstance(ev, HookDecision):
+            t = Text(f"⊘ hook {ev.decision} {ev.tool}: ", style="yellow")
+            t.append(compact(ev.reason, 80))
+            return [self._line(ev, t, 2)]
+        if isinstance(ev, Error):
+            out = self._flush_partial(ev)
+            t = Text(f"✗ {kind_label(ev.kind)}", style="bold red" if not ev.retryable else "red")
+            if ev.status_code:
+                t.append(f" ({ev.status_code})")
+            t.append(f": {compact(ev.message, 100)}")
+            return out + [self._line(ev, t, 2)]
+        if isinstance(ev, RetryScheduled):
+            verb = {"restart": "restart", "repair": "repair + retry"}.get(ev.action, "retry")
+            t = Text(f"↻ {kind_label(ev.kind)} — {verb} {ev.retry_no}/{ev.max_retries} in {ev.delay_s:g} s",
+                     style="yellow")
+            return [self._line(ev, t, 2)]
+        if isinstance(ev, Control):
+            t = Text(f"☛ {ev.command}", style="magenta")
+            t.append(f" (from {ev.source})" + (f": {compact(ev.text, 60)}" if ev.text else ""), style="dim")
+            return [self._line(ev, t, 1)]
+        if isinstance(ev, SubtaskFinished):
+            out = self._flush_partial(ev)
+            t = Text(f"■ {ev.subtask_id} {ev.status}", style=STATUS_STYLE.get(ev.status, "bold"))
+            if ev.reason:
+                t.append(f": {ev.reason}", style="dim")
+            return out + [self._line(ev, t)]
+        if isinstance(ev, (SessionPaused, SessionResumed)):
+            word = "⏸ paused" if isinstance(ev, SessionPaused) else "▶ resumed"
+            return [self._line(ev, Text(f"{word} {ev.reason}", style="yellow"))]
+        if isinstance(ev, SessionFinished):
+            t = Text(f"■ session {ev.status}", style="bold " + STATUS_STYLE.get(ev.status, ""))
+            if ev.reason:
+                t.append(f": {ev.reason}", style="dim")
+            return [self._line(ev, t)]
+        if isinstance(ev, SessionInterrupted):
+            return [self._line(ev, Text(f"⊘ session interrupted: {ev.reason}", style="yellow"))]
+        if isinstance(ev, Usage):
+            return []
+        if isinstance(ev, OpaqueEvent):
+            return [self._line(ev, Text(f"· {ev.type_name} {compact(ev.data, 60)}", style="dim"))]
+        return []
+
+
+def export_jsonl(events: Iterable[Event]) -> Iterable[str]:
+    for ev in events:
+        yield ev.to_json() + "\n"
+
+
+def export_markdown(session: Any, subtasks: list[Any], events: Iterable[Event]) -> Iterable[str]:
+    """A readable transcript: header, subtasks table, then per event a line or block."""
+    yield f"# {session.title or session.id}\n\n"
+    yield f"- Session: `{session.id}`\n- Status: **{session.status}**\n"
+    yield f"- Backend: {session.backend}{' / ' + session.model if session.model else ''}\n"
+    yield f"- Workspace: `{session.workspace}`\n"
+    yield f"- Started: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(session.started_at))}\n"
+    yield f"- Retries: {session.retries}; tokens in/out: {session.input_tokens}/{session.output_tokens}"
+    yield f"; cost: ${session.cost_usd:.4f}\n\n" if session.cost_usd else "\n\n"
+    if subtasks:
+        yield "| subtask | title | status | attempts |\n|---|---|---|---|\n"
+        for s in subtasks:
+            yield f"| `{s.id}` | {s.title} | {s.status} | {s.attempts} |\n"
+        yield "\n"
+    names: dict[str, str] = {}
+    partial: dict[str, list[str]] = {}
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            partial.setdefault(ev.message_id, []).append(ev.text)
+        elif isinstance(ev, MessageCompleted):
+            partial.pop(ev.message_id, None)
+            if ev.text.strip():
+                yield f"> {ev.text.strip().replace(chr(10), chr(10) + '> ')}\n\n"
+        elif isinstance(ev, SubtaskStarted):
+            yield f"## {ev.subtask_id}: {ev.title}\n\n"
+        elif isinstance(ev, AttemptStarted):
+            yield f"**Attempt {ev.attempt}** ({ev.reason})\n\n"
+            if ev.prompt_extra:
+                yield "```text\n" + ev.prompt_extra.strip() + "\n```\n\n"
+        elif isinstance(ev, ToolStarted):
+            names[ev.call_id] = ev.name
+            yield f"- ⚙ `{ev.name}` {compact(ev.input, 100)}\n"
+        elif isinstance(ev, ToolFinished):
+            dur = f" in {ev.duration_s:.2f}s" if ev.duration_s is not None else ""
+            yield f"  - {names.get(ev.call_id, ev.call_id)}: **{ev.status}**{dur}\n"
+            if ev.output.strip():
+                out = ev.output.strip()
+                if len(out) > 2000:
+                    out = out[:2000] + "\n… (truncated)"
+                yield "\n```text\n" + out + "\n```\n\n"
+        elif isinstance(ev, Error):
+            yield f"\n**Error — {kind_label(ev.kind)}**: {ev.message}\n\n"
+        elif isinstance(ev, RetryScheduled):
+            yield f"*{kind_label(ev.kind)} — retry {ev.retry_no}/{ev.max_retries} after {ev.delay_s:g} s*\n\n"
+        elif isinstance(ev, HookDecision):
+            yield f"- ⊘ hook {ev.decision} `{ev.tool}`: {ev.reason}\n"
+        elif isinstance(ev, Control):
+            yield f"*☛ {ev.command} from {ev.source}{': ' + ev.text if ev.text else ''}*\n\n"
+        elif isinstance(ev, SubtaskFinished):
+            yield f"**{ev.subtask_id} {ev.status}**{': ' + ev.reason if ev.reason else ''}\n\n"
+        elif isinstance(ev, (SessionPaused, SessionResumed, SessionInterrupted)):
+            yield f"*{ev.type}: {ev.reason}*\n\n"
+        elif isinstance(ev, SessionFinished):
+            yield f"---\n\n**Session {ev.status}**{': ' + ev.reason if ev.reason else ''}\n"
