@@ -1,0 +1,25 @@
+"""Workspace tools (files, shell) for the openai-agents based backends."""
+
+from core.tools.workspace import (
+    ERROR_PREFIX,
+    MAX_OUTPUT_CHARS,
+    TIMEOUT_EXIT_CODE,
+    CommandResult,
+    ConfinementError,
+    execute,
+    is_error_output,
+    list_files,
+    read_file,
+    resolve_in_workspace,
+    run_check,
+    run_command,
+    truncate_middle,
+    workspace_tools,
+    write_file,
+)
+
+__all__ = [
+    "ERROR_PREFIX", "MAX_OUTPUT_CHARS", "TIMEOUT_EXIT_CODE", "CommandResult", "ConfinementError", "execute",
+    "is_error_output", "list_files", "read_file", "resolve_in_workspace", "run_check",
+    "run_command", "truncate_middle", "workspace_tools", "write_file",
+]

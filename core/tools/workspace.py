@@ -1,0 +1,348 @@
+"""Workspace tools for the openai/scripted backends: list, read, write files and run commands.
+
+Plain functions first (testable without the SDK), then ``workspace_tools()`` which wraps
+them as openai-agents ``function_tool``s bound to one workspace. Every path is confined
+to the workspace (symlinks resolved); a refusal or failure is *returned* as text starting
+with ``ERROR_PREFIX`` so the model sees it and the UI can mark the call as failed.
+
+Commands run in their own session (process group); on timeout or cancellation the whole
+group is killed with SIGKILL, so a grandchild sleeper cannot outlive the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.clock import Clock, RealClock
+
+if TYPE_CHECKING:
+    from agents import Tool
+
+ERROR_PREFIX = "Error: "
+MAX_OUTPUT_CHARS = 30_000  # what a tool hands back to the model
+MAX_CAPTURE_BYTES = 4 * MAX_OUTPUT_CHARS  # what we keep while a command runs (head + tail)
+MAX_LIST_ENTRIES = 500
+MAX_COMMAND_TIMEOUT_S = 900.0
+SKIP_DIRS = frozenset({".git", "__pycache__", "node_modules", ".venv", ".mypy_cache", ".pytest_cache"})
+# After the shell exits, background children may still hold the pipe open; wait this
+# long (real seconds) for the rest of the output, then kill the group.
+_DRAIN_GRACE_S = 0.5
+
+
+class ConfinementError(ValueError):
+    """A path that points outside the workspace."""
+
+
+def is_error_output(text: str) -> bool:
+    return text.startswith(ERROR_PREFIX)
+
+
+def truncate_middle(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+    """Keep the head and the tail (errors are usually at the end) and say what was cut."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    tail = limit - head
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n... [{cut} characters truncated] ...\n{text[-tail:]}"
+
+
+def resolve_in_workspace(workspace: Path, path: str) -> Path:
+    """The real path of ``path`` (relative to the workspace, or absolute inside it).
+    Raises ConfinementError when it resolves outside the workspace (``..``, absolute
+    paths elsewhere, symlinks pointing out)."""
+    root = Path(workspace).resolve()
+    raw = Path(os.path.expanduser(path or "."))
+    candidate = raw if raw.is_absolute() else root / raw
+    real = candidate.resolve()  # follows symlinks, also of missing files' parents
+    if real != root and root not in real.parents:
+        raise ConfinementError(
+            f"{ERROR_PREFIX}path {path!r} is outside the workspace ({root}); only paths inside it are allowed"
+        )
+    return real
+
+
+def _rel(workspace: Path, real: Path) -> str:
+    root = Path(workspace).resolve()
+    return "." if real == root else str(real.relative_to(root))
+
+
+# --- plain functions -----------------------------------------------------------------
+
+
+def list_files(workspace: Path, path: str = ".") -> str:
+    """Files under ``path`` (recursive, sorted, directories end with '/'), skipping VCS
+    and cache directories; capped at MAX_LIST_ENTRIES."""
+    try:
+        base = resolve_in_workspace(workspace, path)
+    except ConfinementError as e:
+        return str(e)
+    if not base.exists():
+        return f"{ERROR_PREFIX}{path!r} does not exist"
+    if base.is_file():
+        return _rel(workspace, base)
+    root = Path(workspace).resolve()
+    out: list[str] = []
+    more = False
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        here = Path(dirpath)
+        entries = [here / d for d in dirnames] + [here / f for f in sorted(filenames)]
+        for entry in entries:
+            if len(out) >= MAX_LIST_ENTRIES:
+                more = True
+                break
+            rel = str(entry.relative_to(root))
+            out.append(rel + "/" if entry.is_dir() and not entry.is_symlink() else rel)
+        if more:
+            break
+    if not out:
+        return "(empty directory)"
+    listing = "\n".join(sorted(out))
+    if more:
+        listing += f"\n... (listing stopped at {MAX_LIST_ENTRIES} entries; list a subdirectory)"
+    return listing
+
+
+def read_file(workspace: Path, path: str) -> str:
+    try:
+        real = resolve_in_workspace(workspace, path)
+    except ConfinementError as e:
+        return str(e)
+    if not real.exists():
+        return f"{ERROR_PREFIX}{path!r} does not exist"
+    if real.is_dir():
+        return f"{ERROR_PREFIX}{path!r} is a directory (use list_files)"
+    try:
+        data = real.read_bytes()
+    except OSError as e:
+        return f"{ERROR_PREFIX}cannot read {path!r}: {e.strerror or e}"
+    if b"\x00" in data[:8192]:
+        return f"{ERROR_PREFIX}{path!r} looks like a binary file ({len(data)} bytes)"
+    return truncate_middle(data.decode("utf-8", errors="replace"))
+
+
+def write_file(workspace: Path, path: str, content: str) -> str:
+    try:
+        real = resolve_in_workspace(workspace, path)
+    except ConfinementError as e:
+        return str(e)
+    if real.is_dir():
+        return f"{ERROR_PREFIX}{path!r} is a directory"
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+        data = content.encode("utf-8")
+        real.write_bytes(data)
+    except OSError as e:
+        return f"{ERROR_PREFIX}cannot write {path!r}: {e.strerror or e}"
+    return f"wrote {len(data)} bytes to {_rel(workspace, real)}"
+
+
+@dataclass
+class CommandResult:
+    exit_code: int | None  # None when killed on timeout
+    output: str  # stdout+stderr, truncated
+    timed_out: bool
+    duration_s: float
+
+
+def _command_clock(clock: Clock | None) -> Clock:
+    """Process timeouts are real time: SHEPHERD_TIME_SCALE speeds up the engine's waits,
+    not the programs the agent runs. Virtual clocks (tests) still drive them."""
+    if clock is None or isinstance(clock, RealClock):
+        return RealClock(scale=1.0)
+    return clock
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Resolves ``exited`` when the shell itself exits, pipes open or not."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def _capture(stream: asyncio.StreamReader, buf: bytearray, tail: bytearray) -> None:
+    """Read to EOF keeping the first half of the budget in ``buf`` and the latest bytes
+    in ``tail``, so a flood of output never fills memory."""
+    half = MAX_CAPTURE_BYTES // 2
+    while chunk := await stream.read(65536):
+        room = half - len(buf)
+        if room > 0:
+            buf += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            tail += chunk
+            if len(tail) > half:
+                del tail[: len(tail) - half]
+
+
+async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
+                  clock: Clock | None = None) -> CommandResult:
+    """Run ``command`` through the shell in ``workspace``, in a new session. On timeout,
+    or if the caller is cancelled, the whole process group gets SIGKILL."""
+    clock = _command_clock(clock)
+    start = clock.monotonic()
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.subprocess_shell(
+        lambda: _ExitAwareProtocol(loop),
+        command,
+        cwd=str(workspace),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    proc = asyncio.subprocess.Process(transport, proto, loop)
+    head, tail = bytearray(), bytearray()
+    assert proc.stdout is not None
+    reader = asyncio.ensure_future(_capture(proc.stdout, head, tail))
+    timer = asyncio.ensure_future(clock.sleep(timeout_s))
+    timed_out = False
+    try:
+        # proc.wait() would also wait for the pipe to close, which a background child
+        # can hold open forever: wait for the shell's own exit instead
+        await asyncio.wait({proto.exited, timer}, return_when=asyncio.FIRST_COMPLETED)
+        if not proto.exited.done():
+            timed_out = True
+            _kill_group(proc.pid)
+            await proto.exited
+        # the shell is gone; give lingering background children a moment to finish
+        # writing, then make sure nothing of the group survives the call
+        await asyncio.wait({reader}, timeout=_DRAIN_GRACE_S)
+        _kill_group(proc.pid)
+        await asyncio.wait({reader}, timeout=_DRAIN_GRACE_S)
+    finally:
+        if transport.get_returncode() is None:  # cancelled while running
+            _kill_group(proc.pid)
+        for fut in (timer, reader):
+            if not fut.done():
+                fut.cancel()
+        transport.close()
+    returncode = transport.get_returncode()
+    data = bytes(head)
+    if tail:
+        data += b"\n... [output truncated] ...\n" + bytes(tail)
+    text = truncate_middle(data.decode("utf-8", errors="replace"))
+    return CommandResult(
+        exit_code=None if timed_out else returncode,
+        output=text,
+        timed_out=timed_out,
+        duration_s=clock.monotonic() - start,
+    )
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:g}"
+
+
+async def run_command(workspace: Path, command: str, timeout_s: float = 60.0, *,
+                      clock: Clock | None = None) -> str:
+    """The tool's text: the output, prefixed with an error line on failure or timeout."""
+    if not command or not command.strip():
+        return f"{ERROR_PREFIX}empty command"
+    timeout_s = min(max(float(timeout_s), 0.1), MAX_COMMAND_TIMEOUT_S)
+    try:
+        res = await execute(command, workspace, timeout_s, clock=clock)
+    except OSError as e:
+        return f"{ERROR_PREFIX}cannot start command: {e.strerror or e}"
+    body = res.output if res.output.strip() else "(no output)"
+    if res.timed_out:
+        return f"{ERROR_PREFIX}command timed out after {_fmt_seconds(timeout_s)} s (process group killed)\n{body}"
+    if res.exit_code != 0:
+        return f"{ERROR_PREFIX}command exited with code {res.exit_code}\n{body}"
+    return body
+
+
+TIMEOUT_EXIT_CODE = 124  # what run_check reports for a timed-out check (as coreutils timeout)
+
+
+async def run_check(command: str, workspace: Path, timeout_s: float, *,
+                    clock: Clock | None = None) -> tuple[int, str]:
+    """Run a subtask's ``check`` command: (exit_code, output). A timeout kills the whole
+    process group and gives (TIMEOUT_EXIT_CODE, output + 'timed out after N s')."""
+    try:
+        res = await execute(command, workspace, timeout_s, clock=clock)
+    except OSError as e:
+        return 127, f"cannot start check command: {e.strerror or e}"
+    if res.timed_out:
+        out = res.output.rstrip("\n")
+        sep = "\n" if out else ""
+        return TIMEOUT_EXIT_CODE, f"{out}{sep}timed out after {_fmt_seconds(timeout_s)} s"
+    return (res.exit_code if res.exit_code is not None else -1), res.output
+
+
+# --- the SDK tools -------------------------------------------------------------------
+
+
+def _tool_failure(ctx: Any, error: Exception) -> str:
+    """Unexpected exceptions in a tool become a readable error output, never a crash."""
+    return f"{ERROR_PREFIX}{type(error).__name__}: {error}"
+
+
+def workspace_tools(workspace: Path, clock: Clock | None = None) -> list["Tool"]:
+    """The four tools bound to ``workspace`` as openai-agents FunctionTools."""
+    from agents import function_tool  # lazy: the SDK is expensive to import
+
+    ws = Path(workspace).resolve()
+
+    async def list_files_tool(path: str = ".") -> str:
+        """List the files under a directory of the workspace (recursive).
+
+        Args:
+            path: Directory relative to the workspace root; "." for the root.
+        """
+        return await asyncio.to_thread(list_files, ws, path)
+
+    async def read_file_tool(path: str) -> str:
+        """Read a text file of the workspace.
+
+        Args:
+            path: File path relative to the workspace root.
+        """
+        return await asyncio.to_thread(read_file, ws, path)
+
+    async def write_file_tool(path: str, content: str) -> str:
+        """Create or overwrite a text file in the workspace (parent directories are created).
+
+        Args:
+            path: File path relative to the workspace root.
+            content: The complete new content of the file.
+        """
+        return await asyncio.to_thread(write_file, ws, path, content)
+
+    async def run_command_tool(command: str, timeout_s: int = 60) -> str:
+        """Run a shell command in the workspace root and return its output (stdout and stderr).
+
+        Args:
+            command: The shell command line.
+            timeout_s: Seconds before the command and all its child processes are killed.
+        """
+        return await run_command(ws, command, timeout_s, clock=clock)
+
+    specs = (
+        ("list_files", list_files_tool),
+        ("read_file", read_file_tool),
+        ("write_file", write_file_tool),
+        ("run_command", run_command_tool),
+    )
+    return [
+        function_tool(fn, name_override=name, failure_error_function=_tool_failure)
+        for name, fn in specs
+    ]
