@@ -1,0 +1,98 @@
+"""Shared pieces for engine tests: a controllable backend for control-flow tests and
+helpers that read what the Supervisor stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from core.backends.base import AttemptContext
+from core.clock import RealClock
+from core.events import Event, MessageCompleted, TextDelta, ToolFinished, ToolStarted
+from core.task import task_from_dict
+
+FAST = RealClock(scale=0.0005)  # nominal seconds become half-milliseconds
+
+
+class GateBackend:
+    """A backend whose attempts follow a per-attempt script of actions, for testing the
+    supervisor's control flow (pause, skip, cancel, heartbeats) without any SDK.
+
+    Actions: ("text", str), ("tool", call_id, name), ("result", call_id, status),
+    ("wait", asyncio.Event), ("raise", exc), ("hang",).
+    """
+
+    name = "gate"
+
+    def __init__(self, attempts: list[list[tuple[Any, ...]]]) -> None:
+        self.attempts = attempts
+        self.contexts: list[AttemptContext] = []
+        self.closed: list[int] = []
+
+    async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
+        self.contexts.append(ctx)
+        n = len(self.contexts)
+        script = self.attempts[n - 1] if n <= len(self.attempts) else [("text", "done")]
+        try:
+            for action in script:
+                kind = action[0]
+                if kind == "text":
+                    yield TextDelta(message_id=f"m{n}", text=action[1])
+                    yield MessageCompleted(message_id=f"m{n}", text=action[1])
+                elif kind == "tool":
+                    yield ToolStarted(call_id=action[1], name=action[2], input={})
+                elif kind == "result":
+                    yield ToolFinished(call_id=action[1], status=action[2], output="out")
+                elif kind == "wait":
+                    waiter = asyncio.ensure_future(action[1].wait())
+                    stop = asyncio.ensure_future(ctx.stop_after_turn.wait())
+                    await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    stop.cancel()
+                    if ctx.stop_after_turn.is_set():
+                        return
+                elif kind == "raise":
+                    raise action[1]
+                elif kind == "hang":
+                    await asyncio.Event().wait()
+        finally:
+            self.closed.append(n)
+
+
+def make_task(workspace: Path, subtasks: list[dict[str, Any]], **extra: Any) -> Any:
+    data = {"title": "test task", "backend": "scripted", "workspace": str(workspace),
+            "subtasks": subtasks, **extra}
+    return task_from_dict(data, src="test")
+
+
+async def stored(store: Any, sid: str, type_: str | None = None) -> list[Event]:
+    evs = await store.events(sid, after_seq=0, limit=100000)
+    return [e for e in evs if type_ is None or e.type == type_]
+
+
+async def wait_for(predicate: Callable[[], Any], *, store: Any = None, timeout: float = 10.0) -> None:
+    """Wait (without sleeping a fixed time) until predicate() is truthy; polls on the
+    event loop and, when a store is given, after each of its commits."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    changed = asyncio.Event()
+    unsubscribe = store.subscribe(lambda evs: changed.set()) if store is not None else None
+    try:
+        while True:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            if loop.time() > deadline:
+                raise AssertionError("condition not reached in time")
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=0.05)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        if unsubscribe:
+            unsubscribe()
