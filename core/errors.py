@@ -112,7 +112,7 @@ class StreamBroken(Exception):
 class CheckFailed(Exception):
     """A subtask's check command failed (non-zero exit, or timed out: exit_code None)."""
 
-    def __init__(self, command: str, exit_code: int | None, output: str = "", *,
+    def __init__(self, command: str, output: str = "", exit_code: int | None = None, *,
                  timed_out: bool = False) -> None:
         self.command = command
         self.exit_code = exit_code

@@ -76,7 +76,7 @@ DEFAULT_POLICIES: dict[str, RetryPolicy] = {
     "auth": _fail(),
     "context_overflow": _fail(),
     "content_policy": _fail(),
-    "images_rejected": RetryPolicy(1, 1.0, 1.0, 1.0, action="strip_images"),
+    "images_rejected": RetryPolicy(1, 0.0, 0.0, 1.0, action="strip_images"),  # no wait: nothing to wait for
     "transient": RetryPolicy(5, 2.0, 30.0, 2.0),  # 2,4,8,16,30
     "stream_broken": RetryPolicy(3, 1.0, 1.0, 1.0, action="restart"),  # 1,1,1
     "invalid_request": _fail(),

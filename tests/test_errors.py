@@ -247,7 +247,7 @@ CASES: list[tuple[str, Callable[[], object], str, int | None]] = [
     ("claude-interrupted", lambda: AttemptFailed(result_msg(
         subtype="error_during_execution", terminal_reason="aborted_streaming")), "cancelled", None),
     # check_failed
-    ("check-failed", lambda: CheckFailed("pytest -q", 1, "FAILED tests/test_x.py::test_a - assert 1 == 2"),
+    ("check-failed", lambda: CheckFailed("pytest -q", "FAILED tests/test_x.py::test_a - assert 1 == 2", 1),
      "check_failed", None),
     # unknown
     ("runtime-error", lambda: RuntimeError("boom"), "unknown", None),
@@ -312,11 +312,11 @@ def test_retry_after_http_date() -> None:
 
 
 def test_check_failed_carries_output() -> None:
-    info = classify(CheckFailed("pytest -q", 1, "E   assert 1 == 2\nkey sk-ant-api03-SECRETSECRETSECRET"))
+    info = classify(CheckFailed("pytest -q", "E   assert 1 == 2\nkey sk-ant-api03-SECRETSECRETSECRET", 1))
     assert info.kind == "check_failed"
     assert "pytest -q" in info.message and "exit code 1" in info.message
     assert "assert 1 == 2" in info.detail and "SECRETSECRET" not in info.detail
-    timed_out = classify(CheckFailed("make test", None, "", timed_out=True))
+    timed_out = classify(CheckFailed("make test", "", None, timed_out=True))
     assert "timed out" in timed_out.message
 
 

@@ -42,7 +42,7 @@ def test_planning_phase_is_named() -> None:
 
 def test_check_failed_context_includes_command_and_truncated_output() -> None:
     output = "FIRST LINE\n" + ("x" * 10_000) + "\nLAST LINE: 1 failed"
-    ei = classify(CheckFailed("pytest -q tests/test_dates.py", 1, output))
+    ei = classify(CheckFailed("pytest -q tests/test_dates.py", output, 1))
     text = prompts.retry_context(ei, 1, 2, "coding")
     assert "pytest -q tests/test_dates.py" in text and "exit code 1" in text
     assert "FIRST LINE" in text and "LAST LINE: 1 failed" in text
