@@ -1,0 +1,374 @@
+"""The Shepherd Textual app: opens the store, shows the sessions list, starts runs,
+opens sessions (live here, live elsewhere, or past), and shuts everything down cleanly.
+
+The CLI builds ``ShepherdApp(db_path, ...)`` and calls ``.run()``; the return code is
+``app.return_code`` (0, or 2 when the database cannot be opened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import ModalScreen
+
+from tui.logging_setup import configure_logging, guarded, report_error
+from tui.screens.help import HelpScreen
+from tui.screens.modals import ConfirmModal, RunModal
+from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
+
+if TYPE_CHECKING:
+    from core.task import Task
+
+log = logging.getLogger("shepherd.tui")
+
+_TCSS = Path(__file__).with_name("shepherd.tcss")
+CANCEL_WAIT_S = 10.0  # how long quitting waits for runs to end as cancelled
+
+
+class ShepherdCommands(Provider):
+    """Command palette: the app's commands plus the current screen's keys."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        app: ShepherdApp = self.app  # type: ignore[assignment]
+        commands: list[tuple[str, str, Callable[[], Any]]] = [
+            ("New demo run", "Start the offline scripted demo (no API key needed)", app.action_demo),
+            ("Run task file…", "Start a run from a TOML task file", app.action_run_file),
+            ("Run prompt…", "Start a run from a prompt", app.action_run_prompt),
+            ("Sessions", "Go back to the sessions list", app.action_home),
+            ("Toggle dark/light theme", "Switch between the dark and light theme", app.action_toggle_theme),
+            ("Help", "Keys and status icons", app.action_help),
+        ]
+        seen = {name for name, _, _ in commands}
+        screen = self.screen
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if active.node is app or not binding.description or binding.description in seen:
+                continue
+            seen.add(binding.description)
+            key = app.get_key_display(binding)
+            commands.append((binding.description, f"{key} on this screen",
+                             partial(app.run_action, binding.action, active.node)))
+        return commands
+
+    async def discover(self) -> Hits:
+        for name, help_text, callback in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+class ShepherdApp(App[int]):
+    """The Shepherd TUI.
+
+    ``open_session``: a session id (or unique prefix) to open on start.
+    ``attach``: open it as a run another process owns (tail + RemoteControl); without
+    ``open_session`` it attaches to the newest live session.
+    ``start``: a factory for a Task to run in this process on start (``shepherd demo``/``run``).
+    ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
+    ``log_path``: when given, logging is configured to that file (else the caller did it).
+    """
+
+    TITLE = "Shepherd"
+    CSS_PATH = [_TCSS] if _TCSS.exists() else []
+    COMMANDS = App.COMMANDS | {ShepherdCommands}
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True, show=False),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    def __init__(self, db_path: Path | str, *, open_session: str | None = None, attach: bool = False,
+                 start: Callable[[], "Task"] | None = None, clock: Callable[[], float] = time.time,
+                 log_path: Path | str | None = None) -> None:
+        if log_path is not None:
+            configure_logging(log_path)
+        super().__init__()
+        self.db_path = Path(db_path)
+        self.open_session_id = open_session
+        self.attach = attach
+        self.start = start
+        self.clock = clock
+        self.store: Any = None
+        self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
+        self.home: SessionsScreen | None = None
+        self._quitting = False
+        self._closed = False
+        self.theme = "textual-dark"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        from core.store.db import StoreError
+
+        try:
+            from core.store.db import Store
+
+            self.store = await Store.open(self.db_path)
+        except (StoreError, OSError) as error:
+            log.error("cannot open the database %s", self.db_path, exc_info=error)
+            self.notify(str(error), title="Cannot open the database", severity="error", markup=False)
+            self.set_timer(2.5, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
+            return
+        self.sub_title = str(self.db_path)
+        self.home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids)
+        await self.push_screen(self.home)
+        if self.start is not None:
+            await self._start_from_factory()
+        elif self.open_session_id is not None or self.attach:
+            await self._open_initial()
+
+    @guarded("Could not start the run")
+    async def _start_from_factory(self) -> None:
+        from core.task import TaskError
+
+        try:
+            task = self.start()  # type: ignore[misc]
+        except TaskError as error:
+            self.notify(str(error), title="Cannot start", severity="error", markup=False)
+            return
+        await self.start_task(task)
+
+    @guarded("Could not open the session")
+    async def _open_initial(self) -> None:
+        from core.store.db import StoreError
+
+        sid = self.open_session_id
+        try:
+            if sid is None:
+                sid = await self.store.latest_session_id(status="running")
+                if sid is None:
+                    self.notify("No live session to attach to.", severity="warning")
+                    return
+            else:
+                sid = await self.store.resolve_session(sid)
+        except StoreError as error:
+            self.notify(str(error), severity="error", markup=False)
+            return
+        await self.open_session(sid, follow="tail" if self.attach else "auto")
+
+    async def on_unmount(self) -> None:
+        # Last line of defence (the app exits for any reason): no run dangles, the store flushes.
+        await self._stop_runs(wait_s=CANCEL_WAIT_S)
+        await self._close_store()
+
+    async def _close_store(self) -> None:
+        if self.store is not None and not self._closed:
+            self._closed = True
+            try:
+                await self.store.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing the store failed")
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Unhandled errors still end the app (Textual restores the terminal and prints
+        # the traceback); the log file keeps the details too.
+        log.critical("unhandled exception in the TUI", exc_info=error)
+        super()._handle_exception(error)
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    def live_runs(self) -> list[Any]:
+        return [h for h in self.runs.values() if not h.task.done()]
+
+    def live_run_ids(self) -> set[str]:
+        return {h.session_id for h in self.live_runs()}
+
+    async def start_task(self, task: "Task") -> Any:
+        """Start ``task`` in this process and open its live view. Returns the RunHandle."""
+        from core.engine import start_run
+
+        handle = await start_run(self.store, task, interactive=True)
+        self._track(handle)
+        log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
+        await self.open_session(handle.session_id)
+        return handle
+
+    async def resume_session(self, session_id: str) -> Any:
+        """Continue an interrupted session in this process (``core.engine.resume_run``)."""
+        import core.engine as engine
+
+        if session_id in self.live_run_ids():
+            await self.open_session(session_id)
+            return self.runs[session_id]
+        resume_run = getattr(engine, "resume_run", None)
+        if resume_run is None:
+            self.notify("Resuming sessions is not available in this version.", severity="warning")
+            return None
+        from core.store.db import StoreError
+
+        try:
+            handle = await resume_run(self.store, session_id, interactive=True)
+        except StoreError as error:  # LeaseHeld, SessionNotFound: say it in one line
+            self.notify(str(error), title="Cannot resume", severity="error", markup=False)
+            return None
+        self._track(handle)
+        log.info("resumed run %s", session_id)
+        await self.open_session(session_id)
+        return handle
+
+    def _track(self, handle: Any) -> None:
+        self.runs[handle.session_id] = handle
+        handle.task.add_done_callback(partial(self._run_ended, handle.session_id))
+        if self.home is not None:
+            self.home.request_reload()
+
+    def _run_ended(self, session_id: str, task: asyncio.Task[Any]) -> None:
+        if self._quitting or not self.is_running:
+            return
+        if task.cancelled():
+            status = "cancelled"
+        elif task.exception() is not None:
+            report_error(self, task.exception(), f"Run {session_id} crashed")  # type: ignore[arg-type]
+            return
+        else:
+            status = task.result()
+        severity = "information" if status == "done" else "warning"
+        self.notify(f"Run {session_id} ended: {status}", severity=severity)
+        if self.home is not None:
+            self.home.request_reload()
+
+    async def _stop_runs(self, wait_s: float) -> None:
+        """Cancel every live run and wait for it to end (as cancelled, lease released)."""
+        live = self.live_runs()
+        if not live:
+            return
+        for handle in live:
+            try:
+                await handle.supervisor.cancel(source="tui")
+            except Exception:  # noqa: BLE001 - fall back to cancelling the task below
+                log.exception("cancel of %s failed", handle.session_id)
+        tasks = [h.task for h in live]
+        _, pending = await asyncio.wait(tasks, timeout=wait_s)
+        for t in pending:  # did not stop at its next safe point: stop it hard
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=wait_s)
+        for t in tasks:  # retrieve results so nothing logs "exception never retrieved"
+            if t.done() and not t.cancelled():
+                t.exception()
+
+    # --- screens ---------------------------------------------------------------------------------
+
+    async def open_session(self, session_id: str, *, follow: str | None = "auto") -> None:
+        """Open the session view. ``follow="auto"``: local for runs started here, tail
+        for runs another process owns (or that look live), None for past sessions."""
+        from core.control import RemoteControl
+
+        try:
+            from tui.screens.session import SessionScreen
+        except ImportError as error:
+            self.notify(f"The session view is not available: {error}", severity="error", markup=False)
+            return
+        handle = self.runs.get(session_id)
+        controller: Any = None
+        if handle is not None and not handle.task.done() and follow in ("auto", "local"):
+            follow, controller = "local", handle.supervisor
+        elif follow == "tail":
+            controller = RemoteControl(self.store, session_id)
+        elif follow == "auto":
+            row = await self.store.get_session(session_id)
+            if row is None:
+                self.notify(f"No session {session_id}.", severity="error")
+                return
+            owner = await self.store.lease_owner(session_id)
+            if owner is not None or row.status in LIVE_STATUSES:
+                follow, controller = "tail", RemoteControl(self.store, session_id)
+            else:
+                follow = None
+        await self.push_screen(SessionScreen(self.store, session_id, controller=controller, follow=follow,
+                                             clock=self.clock))
+
+    def _top_is_modal(self) -> bool:
+        return isinstance(self.screen, ModalScreen)
+
+    # --- actions -------------------------------------------------------------------------------
+
+    @guarded("Could not start the demo")
+    async def action_demo(self) -> None:
+        if self.store is None:
+            return
+        from core.demo import demo_task
+
+        await self.start_task(demo_task())
+
+    def action_run_file(self) -> None:
+        if self.store is not None and not self._top_is_modal():
+            self.push_screen(RunModal("file"), self._run_modal_done)
+
+    def action_run_prompt(self) -> None:
+        if self.store is not None and not self._top_is_modal():
+            self.push_screen(RunModal("prompt"), self._run_modal_done)
+
+    @guarded("Could not start the run")
+    async def _run_modal_done(self, task: "Task | None") -> None:
+        if task is not None:
+            await self.start_task(task)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        elif not self._top_is_modal():
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    async def action_home(self) -> None:
+        while len(self.screen_stack) > 2 and self.screen is not self.home:
+            await self.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "back":
+            return self.home is not None and self.screen is not self.home and len(self.screen_stack) > 2
+        return True
+
+    def action_back(self) -> None:
+        if self.screen is not self.home and len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    async def action_quit(self) -> None:
+        """Quit; with runs live in this process, ask first and cancel them cleanly."""
+        if self._quitting:
+            return
+        live = self.live_runs()
+        if not live:
+            self._quitting = True
+            await self._close_store()
+            self.exit(0)
+            return
+        if isinstance(self.screen, ConfirmModal):
+            return
+        n = len(live)
+        question = (f"{n} run{'s are' if n > 1 else ' is'} still running in this window.\n"
+                    "Quitting cancels {they}; {they} will show as cancelled.".format(they="them" if n > 1 else "it"))
+        self.push_screen(ConfirmModal(question, title="Quit Shepherd?", yes="Cancel and quit", no="Stay",
+                                      danger=True), self._confirm_quit)
+
+    def _confirm_quit(self, yes: bool | None) -> None:
+        if not yes or self._quitting:
+            return
+        self._quitting = True
+        self.notify("Cancelling runs…")
+        # A worker, so the screen keeps rendering while the runs wind down.
+        self.run_worker(self._cancel_and_exit(), name="quit", exclusive=True, exit_on_error=False)
+
+    async def _cancel_and_exit(self) -> None:
+        try:
+            await self._stop_runs(wait_s=CANCEL_WAIT_S)
+        finally:
+            await self._close_store()
+            self.exit(0)

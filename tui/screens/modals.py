@@ -1,0 +1,235 @@
+"""Small modal dialogs: confirm, a note for the agent, and starting a run.
+
+Each one dismisses with its result (``bool``, ``str | None``, ``Task | None``), so
+callers use ``push_screen(Modal(...), callback)`` or ``await push_screen_wait(...)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from core.task import BACKENDS, Task, TaskError, load_task, prompt_task
+
+_DIALOG_CSS = """
+{name} {{
+    align: center middle;
+    background: $background 60%;
+}}
+{name} > Vertical {{
+    width: 72;
+    max-width: 95%;
+    height: auto;
+    max-height: 90%;
+    border: thick $primary 70%;
+    background: $surface;
+    padding: 1 2;
+}}
+{name} .dialog-title {{
+    text-style: bold;
+    width: 100%;
+    margin-bottom: 1;
+}}
+{name} .dialog-buttons {{
+    height: auto;
+    width: 100%;
+    align-horizontal: right;
+    margin-top: 1;
+}}
+{name} .dialog-buttons Button {{
+    margin-left: 2;
+}}
+{name} .field-label {{
+    color: $text-muted;
+    margin-top: 1;
+}}
+{name} .dialog-error {{
+    color: $text-error;
+    height: auto;
+    margin-top: 1;
+}}
+{name} .dialog-error.-empty {{
+    display: none;
+}}
+"""
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """Ask a yes/no question. y / Enter on the focused button confirms, n / Esc declines."""
+
+    DEFAULT_CSS = _DIALOG_CSS.format(name="ConfirmModal")
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", show=False),
+        Binding("n", "answer(False)", "No", show=False),
+        Binding("escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, question: str, *, title: str = "Confirm", yes: str = "Yes", no: str = "No",
+                 danger: bool = False) -> None:
+        super().__init__()
+        self.question = question
+        self.title_text = title
+        self.yes = yes
+        self.no = no
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.question, id="question")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self.no} (n)", id="no")
+                yield Button(f"{self.yes} (y)", id="yes", variant="error" if self.danger else "primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#yes", Button).focus()
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+class NoteModal(ModalScreen[str | None]):
+    """Type a note for the agent; it goes into the next prompt. Dismisses with the text or None."""
+
+    DEFAULT_CSS = _DIALOG_CSS.format(name="NoteModal")
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, *, title: str = "Note for the agent", placeholder: str = "e.g. run the tests before editing",
+                 initial: str = "") -> None:
+        super().__init__()
+        self.title_text = title
+        self.placeholder = placeholder
+        self.initial = initial
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(value=self.initial, placeholder=self.placeholder, id="note")
+            yield Static("", id="note-error", classes="dialog-error -empty")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Send", id="send", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#note", Input).focus()
+
+    @on(Input.Submitted, "#note")
+    @on(Button.Pressed, "#send")
+    def _send(self) -> None:
+        text = self.query_one("#note", Input).value.strip()
+        if not text:
+            error = self.query_one("#note-error", Static)
+            error.update("The note is empty.")
+            error.remove_class("-empty")
+            return
+        self.dismiss(text)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class RunModal(ModalScreen[Task | None]):
+    """Start a run from a task file (``mode="file"``) or a bare prompt (``mode="prompt"``).
+
+    Validates with ``core.task`` before closing: a bad file shows its one-line
+    ``TaskError`` inline and the dialog stays open. Dismisses with the Task or None.
+    """
+
+    DEFAULT_CSS = _DIALOG_CSS.format(name="RunModal") + """
+    RunModal Select { width: 100%; }
+    RunModal #row { height: auto; }
+    RunModal #row > Vertical { height: auto; width: 1fr; }
+    RunModal #row > Vertical.-left { margin-right: 2; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, mode: str = "file", *, initial: str = "", backend: str = "claude",
+                 workspace: Path | str | None = None) -> None:
+        super().__init__()
+        if mode not in ("file", "prompt"):
+            raise ValueError(f"RunModal mode must be 'file' or 'prompt', not {mode!r}")
+        self.mode = mode
+        self.initial = initial
+        self.backend = backend if backend in BACKENDS else "claude"
+        self.workspace = str(workspace or Path.cwd())
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            if self.mode == "file":
+                yield Label("Run a task file", classes="dialog-title")
+                yield Label("Task file (TOML)", classes="field-label")
+                yield Input(value=self.initial, placeholder="path/to/task.toml", id="path")
+            else:
+                yield Label("Run a prompt", classes="dialog-title")
+                yield Label("Prompt", classes="field-label")
+                yield Input(value=self.initial, placeholder="What should the agent do?", id="prompt")
+                with Horizontal(id="row"):
+                    with Vertical(classes="-left"):
+                        yield Label("Backend", classes="field-label")
+                        yield Select([(b, b) for b in BACKENDS], value=self.backend, allow_blank=False,
+                                     id="backend")
+                    with Vertical():
+                        yield Label("Model (optional)", classes="field-label")
+                        yield Input(placeholder="backend default", id="model")
+                yield Label("Workspace", classes="field-label")
+                yield Input(value=self.workspace, id="workspace")
+            yield Static("", id="run-error", classes="dialog-error -empty")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Run", id="run", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#path" if self.mode == "file" else "#prompt", Input).focus()
+
+    @property
+    def error_text(self) -> str:
+        return str(self.query_one("#run-error", Static).content)
+
+    def show_error(self, message: str) -> None:
+        error = self.query_one("#run-error", Static)
+        error.update(message.splitlines()[0] if message else "")
+        error.set_class(not message, "-empty")
+
+    def build_task(self) -> Task:
+        """The Task the dialog describes; raises TaskError when it cannot run."""
+        if self.mode == "file":
+            raw = self.query_one("#path", Input).value.strip()
+            if not raw:
+                raise TaskError("task file: enter a path to a .toml task file")
+            return load_task(Path(raw).expanduser())
+        prompt = self.query_one("#prompt", Input).value
+        backend = str(self.query_one("#backend", Select).value)
+        model = self.query_one("#model", Input).value.strip() or None
+        workspace = Path(self.query_one("#workspace", Input).value.strip() or ".").expanduser()
+        if not workspace.is_dir():
+            raise TaskError(f"workspace: {workspace} is not a directory")
+        return prompt_task(prompt, backend=backend, model=model, workspace=workspace.resolve())
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#run")
+    def _run(self) -> None:
+        try:
+            task = self.build_task()
+        except TaskError as e:
+            self.show_error(str(e))
+            return
+        self.dismiss(task)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

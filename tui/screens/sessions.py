@@ -1,0 +1,471 @@
+"""The home screen: every stored session, newest first, live ones animated.
+
+The list is a DataTable fed from ``store.list_sessions`` in pages of 200; it refreshes
+(throttled) when the store commits and on a slow timer for sessions other processes
+write. Cells are only rewritten when their text changes, so a busy store costs little.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Label, Static
+
+from tui.logging_setup import guarded, report_error
+
+if TYPE_CHECKING:
+    from core.store.db import SessionRow
+
+log = logging.getLogger("shepherd.tui.sessions")
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+# status -> (icon, style); "running" uses the spinner instead of its icon.
+STATUS_ICONS: dict[str, tuple[str, str]] = {
+    "running": ("⠋", "bold cyan"),
+    "waiting": ("◷", "bold yellow"),
+    "paused": ("‖", "bold cyan"),
+    "stuck": ("!", "bold black on yellow"),
+    "done": ("✓", "bold green"),
+    "failed": ("✗", "bold red"),
+    "cancelled": ("⊘", "dim"),
+    "interrupted": ("↯", "bold magenta"),
+}
+LIVE_STATUSES = frozenset({"running", "waiting", "paused", "stuck"})
+RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled"})
+
+
+# --- formatting (pure; also used by tests and the screenshot script) ------------------------
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "–"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def fmt_started(ts: float, now: float) -> str:
+    """Relative within the hour, HH:MM the same day, else month and day."""
+    age = now - ts
+    if -60 < age < 60:
+        return "just now"
+    if 0 < age < 3600:
+        return f"{int(age // 60)}m ago"
+    when, today = datetime.fromtimestamp(ts), datetime.fromtimestamp(now)
+    if when.date() == today.date():
+        return when.strftime("%H:%M")
+    if when.year == today.year:
+        return when.strftime("%b %d")
+    return when.strftime("%Y-%m")
+
+
+def fmt_tokens(n: int) -> str:
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def fmt_usage(row: "SessionRow") -> str:
+    tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
+    cost = row.cost_usd or 0.0
+    if not tokens and not cost:
+        return "–"
+    if not cost:
+        return fmt_tokens(tokens)
+    money = "<$0.01" if cost < 0.01 else f"${cost:.2f}"
+    return f"{fmt_tokens(tokens)} {money}"
+
+
+def session_duration(row: "SessionRow", now: float) -> float:
+    end = row.ended_at if row.ended_at is not None else (now if row.status in LIVE_STATUSES
+                                                         else (row.last_event_ts or row.updated_at))
+    return max(0.0, end - row.started_at)
+
+
+# --- widgets ---------------------------------------------------------------------------------------
+
+
+class SessionTable(DataTable):
+    """A DataTable that asks for the next page when scrolled to its end."""
+
+    class NearEnd(Message):
+        pass
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if self.max_scroll_y and new >= self.max_scroll_y - 2:
+            self.post_message(self.NearEnd())
+
+
+# columns: key, label, width (None = takes the remaining width), min terminal width to show it
+COLUMNS: list[tuple[str, str, int | None, int]] = [
+    ("status", " ", 1, 0),
+    ("title", "Title", None, 0),
+    ("id", "ID", 13, 110),
+    ("backend", "Backend/model", 14, 0),
+    ("started", "Started", 8, 0),
+    ("duration", "Took", 7, 0),
+    ("subtasks", "Sub", 5, 0),
+    ("retries", "Rtry", 4, 0),
+    ("usage", "Tokens/cost", 13, 0),
+]
+
+
+class SessionsScreen(Screen):
+    """Home: the sessions list with a filter. Enter opens a session."""
+
+    HELP_TITLE = "the sessions list"
+    PAGE_SIZE = 200
+    REFRESH_THROTTLE_S = 0.25
+    SLOW_REFRESH_S = 2.0
+    SPINNER_S = 0.1
+
+    DEFAULT_CSS = """
+    SessionsScreen { layout: vertical; }
+    SessionsScreen #title-bar {
+        height: 1; width: 100%;
+        background: $primary 30%; color: $text; padding: 0 1;
+    }
+    SessionsScreen #filter-bar { height: 1; width: 100%; padding: 0 1; }
+    SessionsScreen #filter-bar Label { width: auto; color: $text-muted; padding-right: 1; }
+    SessionsScreen #filter { width: 1fr; }
+    SessionsScreen SessionTable { height: 1fr; }
+    SessionsScreen #empty {
+        height: auto; width: 100%; padding: 1 2; color: $text-muted; display: none;
+    }
+    SessionsScreen.-empty #empty { display: block; }
+    SessionsScreen.-empty SessionTable { height: 2; }
+    """
+
+    BINDINGS = [
+        Binding("d", "app.demo", "Demo"),
+        Binding("o", "app.run_file", "Task file"),
+        Binding("g", "app.run_prompt", "Prompt"),
+        Binding("r", "resume", "Resume"),
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("question_mark", "app.help", "Help"),
+        Binding("q", "app.quit", "Quit"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("down", "focus_table", show=False),
+    ]
+
+    def __init__(self, store: Any, *, clock: Callable[[], float] = time.time,
+                 live_ids: Callable[[], set[str]] | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.clock = clock
+        self._live_ids = live_ids or (lambda: set())
+        self.rows: list[SessionRow] = []
+        self.filter_text = ""
+        self.has_more = False
+        self._cells: dict[str, dict[str, str]] = {}  # row id -> column -> plain text shown
+        self._visible_columns: list[tuple[str, str, int]] = []
+        self._frame = 0
+        self._dirty = False
+        self._reload_pending = False
+        self._loading_more = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self._spinner_timer = None
+        self.loaded = False  # becomes True after the first load (tests wait on it)
+
+    # --- layout --------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("Shepherd", id="title-bar")
+        with Horizontal(id="filter-bar"):
+            yield Label("/ filter")
+            yield Input(placeholder="title, id, backend…", id="filter", compact=True)
+        yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=False)
+        yield Static("", id="empty")
+        yield Footer()
+
+    @property
+    def table(self) -> SessionTable:
+        return self.query_one(SessionTable)
+
+    async def on_mount(self) -> None:
+        self._build_columns(self.size.width or self.app.size.width)
+        self.table.focus()
+        if hasattr(self.store, "subscribe"):
+            self._unsubscribe = self.store.subscribe(self._on_commit)
+        if self.app.animation_level != "none":
+            self._spinner_timer = self.set_interval(self.SPINNER_S, self._tick, name="spinner")
+        self.set_interval(self.SLOW_REFRESH_S, self._slow_refresh, name="slow-refresh")
+        await self.reload()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def on_screen_suspend(self) -> None:
+        if self._spinner_timer is not None:
+            self._spinner_timer.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._spinner_timer is not None:
+            self._spinner_timer.resume()
+        if self.loaded:
+            self.request_reload()
+
+    def on_resize(self) -> None:
+        if self._column_plan(self.size.width) != self._visible_columns:
+            self._build_columns(self.size.width)
+            self._rebuild()
+
+    def _column_plan(self, width: int) -> list[tuple[str, str, int]]:
+        shown = [(k, label, w) for k, label, w, min_w in COLUMNS if width >= min_w]
+        fixed = sum(w + 2 for _, _, w in shown if w is not None)
+        title_w = max(12, width - fixed - 2 - 2)  # cell padding + scrollbar room
+        return [(k, label, w if w is not None else title_w) for k, label, w in shown]
+
+    def _build_columns(self, width: int) -> None:
+        self._visible_columns = self._column_plan(width)
+        table = self.table
+        table.clear(columns=True)
+        self._cells.clear()
+        for key, label, w in self._visible_columns:
+            table.add_column(label, width=w, key=key)
+
+    # --- data ------------------------------------------------------------------------------------
+
+    def _on_commit(self, events: list[Any]) -> None:
+        # Called by the store after each commit: just mark dirty, reloads are throttled.
+        self.request_reload()
+
+    def request_reload(self) -> None:
+        self._dirty = True
+        if self._reload_pending or not self.is_attached:
+            return
+        self._reload_pending = True
+        self.set_timer(self.REFRESH_THROTTLE_S, self._throttled_reload, name="reload")
+
+    async def _throttled_reload(self) -> None:
+        self._reload_pending = False
+        if self._dirty and self.is_current:
+            await self.reload()
+
+    async def _slow_refresh(self) -> None:
+        if self.is_current:
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Re-read the loaded window (first page, or as many rows as are loaded)."""
+        self._dirty = False
+        limit = max(self.PAGE_SIZE, len(self.rows))
+        try:
+            rows = await self.store.list_sessions(text=self.filter_text or None, limit=limit, offset=0)
+        except Exception as error:  # noqa: BLE001 - keep the list usable, say what went wrong
+            report_error(self.app, error, "Could not list sessions")
+            return
+        self.has_more = len(rows) >= limit
+        self._apply(rows)
+        self.loaded = True
+
+    async def load_more(self) -> None:
+        if not self.has_more or self._loading_more:
+            return
+        self._loading_more = True
+        try:
+            rows = await self.store.list_sessions(text=self.filter_text or None, limit=self.PAGE_SIZE,
+                                                  offset=len(self.rows))
+            known = {r.id for r in self.rows}
+            fresh = [r for r in rows if r.id not in known]
+            self.has_more = len(rows) >= self.PAGE_SIZE
+            if fresh:
+                self.rows.extend(fresh)
+                for row in fresh:
+                    self._add_row(row)
+        except Exception as error:  # noqa: BLE001
+            report_error(self.app, error, "Could not load more sessions")
+        finally:
+            self._loading_more = False
+
+    def _apply(self, rows: list["SessionRow"]) -> None:
+        if [r.id for r in rows] == [r.id for r in self.rows]:
+            self.rows = rows
+            for row in rows:
+                self._update_row(row)
+        else:
+            self.rows = rows
+            self._rebuild()
+        self._update_chrome()
+
+    def _rebuild(self) -> None:
+        table = self.table
+        keep = self.highlighted_id()
+        table.clear()
+        self._cells.clear()
+        for row in self.rows:
+            self._add_row(row)
+        if keep is not None and keep in self._cells:
+            table.move_cursor(row=table.get_row_index(keep), animate=False)
+
+    # --- cells ---------------------------------------------------------------------------------------
+
+    def _cell_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
+        icon, style = STATUS_ICONS.get(row.status, ("?", "dim"))
+        if row.status == "running":
+            icon = SPINNER[self._frame % len(SPINNER)]
+        backend = row.backend + (f"/{row.model}" if row.model else "")
+        in_process = row.id in self._live_ids()
+        title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)
+        if in_process:
+            title.append(" ●", style="cyan")
+        sub = f"{row.subtasks_done}/{row.subtasks_total}" if row.subtasks_total else "–"
+        return {
+            "status": Text(icon, style=style),
+            "title": title,
+            "id": Text(row.id, style="dim"),
+            "backend": Text(backend, overflow="ellipsis", no_wrap=True),
+            "started": Text(fmt_started(row.started_at, now)),
+            "duration": Text(fmt_duration(session_duration(row, now)), justify="right"),
+            "subtasks": Text(sub, justify="right"),
+            "retries": Text(str(row.retries) if row.retries else "–", justify="right",
+                            style="yellow" if row.retries else ""),
+            "usage": Text(fmt_usage(row), justify="right"),
+        }
+
+    def _add_row(self, row: "SessionRow") -> None:
+        cells = self._cell_texts(row, self.clock())
+        keys = [k for k, _, _ in self._visible_columns]
+        self.table.add_row(*(cells[k] for k in keys), key=row.id)
+        self._cells[row.id] = {k: cells[k].plain + str(cells[k].style) for k in keys}
+
+    def _update_row(self, row: "SessionRow", only: tuple[str, ...] | None = None) -> None:
+        shown = self._cells.get(row.id)
+        if shown is None:
+            return
+        cells = self._cell_texts(row, self.clock())
+        for key in only or tuple(shown):
+            sig = cells[key].plain + str(cells[key].style)
+            if shown.get(key) != sig:
+                shown[key] = sig
+                self.table.update_cell(row.id, key, cells[key])
+
+    def _tick(self) -> None:
+        if not self.is_current:
+            return
+        self._frame += 1
+        each_second = self._frame % int(1 / self.SPINNER_S) == 0
+        for row in self.rows:
+            if row.status in LIVE_STATUSES:
+                self._update_row(row, None if each_second else ("status",))
+
+    def _update_chrome(self) -> None:
+        live = sum(1 for r in self.rows if r.status in LIVE_STATUSES)
+        more = "+" if self.has_more else ""
+        db = getattr(self.store, "path", "")
+        counts = f"{len(self.rows)}{more} session{'s' if len(self.rows) != 1 else ''}"
+        if live:
+            counts += f" · {live} live"
+        bar = Text.assemble(("Shepherd", "bold"), "  ", counts)
+        if db:
+            bar.append(f"  {db}", style="dim")
+        bar.truncate(max(10, self.size.width - 2), overflow="ellipsis")
+        self.query_one("#title-bar", Static).update(bar)
+        empty = not self.rows
+        self.set_class(empty, "-empty")
+        if empty:
+            if self.filter_text:
+                msg = f"No sessions match “{self.filter_text}”. Press Esc to clear the filter."
+            else:
+                msg = ("No sessions yet.\n\n"
+                       "Press d to watch the offline demo (no API key needed),\n"
+                       "o to run a task file, g to run a prompt, ? for help.")
+            self.query_one("#empty", Static).update(msg)
+
+    # --- queries used by actions and tests ----------------------------------------------------------
+
+    def highlighted_id(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:  # noqa: BLE001 - cursor outside the rows
+            return None
+        return key.value if key is not None else None
+
+    def highlighted_row(self) -> "SessionRow | None":
+        sid = self.highlighted_id()
+        return next((r for r in self.rows if r.id == sid), None)
+
+    def row_ids(self) -> list[str]:
+        return [r.id for r in self.rows]
+
+    # --- events and actions ----------------------------------------------------------------------
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self.run_worker(self.reload(), group="sessions-load", exclusive=True, exit_on_error=False)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        self.table.focus()
+
+    @on(DataTable.RowSelected)
+    @guarded("Could not open the session")
+    async def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key is not None and event.row_key.value:
+            await self.app.open_session(event.row_key.value)
+
+    @on(DataTable.RowHighlighted)
+    async def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_bindings()
+        if self.has_more and event.cursor_row >= self.table.row_count - 5:
+            await self.load_more()
+
+    @on(SessionTable.NearEnd)
+    async def _near_end(self) -> None:
+        await self.load_more()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "resume":
+            row = self.highlighted_row() if self.is_mounted else None
+            if row is None or row.status not in RESUMABLE_STATUSES or row.id in self._live_ids():
+                return None  # shown dimmed: nothing to resume here
+        return True
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_focus_table(self) -> None:
+        self.table.focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.value:
+            field.value = ""  # Input.Changed reloads
+        self.table.focus()
+
+    @guarded("Could not resume the session")
+    async def action_resume(self) -> None:
+        row = self.highlighted_row()
+        if row is None:
+            return
+        if row.status not in RESUMABLE_STATUSES:
+            self.app.notify(f"Session {row.id} is {row.status}; only interrupted, failed or cancelled "
+                            "sessions can be resumed.", severity="warning")
+            return
+        await self.app.resume_session(row.id)
