@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.clock import Clock, RealClock
+from core.clock import AutoClock, Clock, RealClock
 
 if TYPE_CHECKING:
     from agents import Tool
@@ -154,8 +154,9 @@ class CommandResult:
 
 def _command_clock(clock: Clock | None) -> Clock:
     """Process timeouts are real time: SHEPHERD_TIME_SCALE speeds up the engine's waits,
-    not the programs the agent runs. Virtual clocks (tests) still drive them."""
-    if clock is None or isinstance(clock, RealClock):
+    not the programs the agent runs, and an AutoClock would jump past the timeout while
+    the process works. A manually driven FakeClock (tests) still drives them."""
+    if clock is None or isinstance(clock, (RealClock, AutoClock)):
         return RealClock(scale=1.0)
     return clock
 
