@@ -404,6 +404,9 @@ def _facts(err: object) -> _Facts:
             inner = body.get("error", body)
             if isinstance(inner, Mapping):
                 f.texts.extend(str(inner.get(k)) for k in ("message", "type", "code") if inner.get(k))
+                if isinstance(inner.get("message"), str) and inner["message"] and f.status is not None:
+                    # what openai 3.x prints; older builders put the whole body dict in the text
+                    f.message = f"Error code: {f.status} - {inner['message']}"
         elif isinstance(body, str):
             f.texts.append(body[:2000])
         response = getattr(err, "response", None)

@@ -18,6 +18,7 @@ FAIL_KINDS = (
     "images_rejected", "transient", "stream_broken", "invalid_request", "max_turns", "unknown",
 )
 RETRY_KEYS = ("max_retries", "initial_delay", "max_delay", "multiplier", "jitter")
+PLAN_ID = "plan"  # the planning attempt's subtask id (core.engine); reserved when plan = true
 
 
 class TaskError(ValueError):
@@ -147,6 +148,11 @@ def _parse_steps(raw: Any, src: str, place: str) -> tuple[Step, ...]:
         retry_after = s.get("retry_after")
         if retry_after is not None:
             _expect(retry_after, (int, float), src, f"{p}.retry_after")
+            if retry_after < 0:
+                raise TaskError(f"{_where(src, p + '.retry_after')}: must be >= 0")
+        message = s.get("message")
+        if message is not None:
+            _expect(message, str, src, f"{p}.message")
         delay_ms = _expect(s.get("delay_ms", 0), int, src, f"{p}.delay_ms")
         after = _expect(s.get("after_deltas", 0), int, src, f"{p}.after_deltas")
         if delay_ms < 0 or after < 0:
@@ -160,7 +166,7 @@ def _parse_steps(raw: Any, src: str, place: str) -> tuple[Step, ...]:
                 fail=fail,
                 after_deltas=after,
                 retry_after=float(retry_after) if retry_after is not None else None,
-                message=s.get("message"),
+                message=message,
             )
         )
     return tuple(steps)
@@ -179,16 +185,29 @@ def _parse_retry(raw: Any, src: str) -> dict[str, dict[str, float]]:
             _expect(value, (int, float), src, f"retry.{kind}.{key}")
             if value < 0:
                 raise TaskError(f"{_where(src, f'retry.{kind}.{key}')}: must be >= 0")
+            if key == "max_retries" and value != int(value):
+                raise TaskError(f"{_where(src, f'retry.{kind}.{key}')}: must be a whole number")
+            if key == "jitter" and value > 1:
+                raise TaskError(f"{_where(src, f'retry.{kind}.{key}')}: must be between 0 and 1 (a fraction)")
             clean[key] = value
         out[kind] = clean
     return out
 
 
 TOP_KEYS = {
-    "source", "title", "backend", "model", "workspace", "plan", "plan_prompt", "plan_steps", "subtasks",
+    "title", "backend", "model", "workspace", "plan", "plan_prompt", "plan_steps", "subtasks",
     "retry", "max_attempts", "max_check_retries", "heartbeat_s", "stall_s", "max_turns",
     "claude", "openai",
 }
+
+
+def _number(data: dict[str, Any], key: str, default: float, src: str, *, minimum: float,
+            strict: bool = False, integer: bool = False) -> Any:
+    """A top-level number with a lower bound (``strict``: must be above it)."""
+    value = _expect(data.get(key, default), int if integer else (int, float), src, key)
+    if value < minimum or (strict and value == minimum):
+        raise TaskError(f"{_where(src, key)}: must be {'>' if strict else '>='} {minimum:g}")
+    return value if integer else float(value)
 
 
 def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path | None = None,
@@ -223,6 +242,8 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
             raise TaskError(f"{_where(src, p + '.id')}: must not be empty")
         if sid in seen:
             raise TaskError(f"{_where(src, p + '.id')}: duplicate subtask id {sid!r}")
+        if plan and sid == PLAN_ID:
+            raise TaskError(f"{_where(src, p + '.id')}: {PLAN_ID!r} is reserved for the planning attempt")
         seen.add(sid)
         prompt = s.get("prompt")
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
@@ -231,35 +252,39 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
         check = s.get("check")
         if check is not None:
             _expect(check, str, src, f"{p}.check")
+        check_timeout = _expect(s.get("check_timeout", 300), (int, float), src, f"{p}.check_timeout")
+        if check_timeout <= 0:
+            raise TaskError(f"{_where(src, p + '.check_timeout')}: must be > 0")
         subtasks.append(
             Subtask(
                 id=sid,
                 title=_expect(s.get("title", sid), str, src, f"{p}.title"),
                 prompt=prompt,
                 check=check,
-                check_timeout=float(_expect(s.get("check_timeout", 300), (int, float), src, f"{p}.check_timeout")),
+                check_timeout=float(check_timeout),
                 steps=_parse_steps(s.get("steps", []), src, f"{p}.steps"),
             )
         )
     options = {k: _expect(data[k], dict, src, k) for k in ("claude", "openai") if k in data}
-    max_attempts = _expect(data.get("max_attempts", 12), int, src, "max_attempts")
-    if max_attempts < 1:
-        raise TaskError(f"{_where(src, 'max_attempts')}: must be >= 1")
+    max_attempts = _number(data, "max_attempts", 12, src, minimum=1, integer=True)
+    plan_prompt = _expect(data.get("plan_prompt", ""), str, src, "plan_prompt")
+    if plan and not raw_subtasks and not (plan_prompt.strip() or title.strip()):
+        raise TaskError(f"{_where(src, 'plan_prompt')}: a planned task needs plan_prompt (what to plan)")
     return Task(
         title=title or (subtasks[0].title if subtasks else "Planned task"),
         backend=backend,
         model=model,
         workspace=ws,
         plan=plan,
-        plan_prompt=_expect(data.get("plan_prompt", ""), str, src, "plan_prompt"),
+        plan_prompt=plan_prompt,
         plan_steps=_parse_steps(data.get("plan_steps", []), src, "plan_steps"),
         subtasks=tuple(subtasks),
         retry=_parse_retry(data.get("retry", {}), src),
         max_attempts=max_attempts,
-        max_check_retries=_expect(data.get("max_check_retries", 2), int, src, "max_check_retries"),
-        heartbeat_s=float(_expect(data.get("heartbeat_s", 15.0), (int, float), src, "heartbeat_s")),
-        stall_s=float(_expect(data.get("stall_s", 600.0), (int, float), src, "stall_s")),
-        max_turns=_expect(data.get("max_turns", 50), int, src, "max_turns"),
+        max_check_retries=_number(data, "max_check_retries", 2, src, minimum=0, integer=True),
+        heartbeat_s=_number(data, "heartbeat_s", 15.0, src, minimum=0, strict=True),
+        stall_s=_number(data, "stall_s", 600.0, src, minimum=0, strict=True),
+        max_turns=_number(data, "max_turns", 50, src, minimum=1, integer=True),
         source=None,
         options=options,
     )

@@ -383,3 +383,10 @@ def test_modules_do_not_import_sdks() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+def test_message_prefers_the_body_message() -> None:
+    body = {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}
+    response = httpx2.Response(429, request=request(), json={"error": body})
+    err = openai.RateLimitError(f"Error code: 429 - {{'error': {body}}}", response=response, body=body)
+    assert classify(err).message == "Error code: 429 - Rate limit reached"
