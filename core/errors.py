@@ -122,6 +122,16 @@ class CheckFailed(Exception):
         super().__init__(f"check `{command}` {how}")
 
 
+class PlanInvalid(CheckFailed):
+    """A planning answer that could not be used as a plan (kind ``check_failed``: the
+    planning attempt is retried, in the planning phase, with the reason as context)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("plan", reason, 1)
+        self.reason = reason
+        Exception.__init__(self, f"the plan could not be used: {reason}")
+
+
 # --- scrubbing -------------------------------------------------------------------------
 
 _SECRET_PATTERNS = (

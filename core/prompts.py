@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ def retry_context(info: "ErrorInfo", retry_no: int, max_retries: int, phase: str
             "and only then decide on the next call. Do not call tools in parallel and do not batch "
             "several reads; read files one by one.\n" + continue_line
         )
+    elif info.kind == "check_failed" and info.exception_type == "PlanInvalid":
+        return plan_retry_context(info.detail.strip() or info.message) + f" ({count})"
     elif info.kind == "check_failed":
         output = truncate_middle(info.detail.strip()) if info.detail.strip() else "(no output)"
         body = (
@@ -159,9 +162,10 @@ def _decoded(text: str) -> list[tuple[Any, str]]:
     return out
 
 
-def parse_plan(text: str) -> list[dict[str, str]]:
+def parse_plan(text: str, reserved: Collection[str] = ("plan",)) -> list[dict[str, str]]:
     """The subtasks [{id, title, prompt}] from a planning answer. Raises ValueError with
-    a reason the agent can act on (it is sent back as the planning retry's context)."""
+    a reason the agent can act on (it is sent back as the planning retry's context).
+    ``reserved`` ids are refused (default: the planning attempt's own id, "plan")."""
     if not text or not text.strip():
         raise ValueError("the answer is empty; expected a JSON array of subtasks in a ```json block")
     errors: list[str] = []
@@ -199,6 +203,8 @@ def parse_plan(text: str) -> list[dict[str, str]]:
             raise ValueError(f"subtask {i}: id {raw_id!r} must be a short word (letters, digits, -, _)")
         if sid in seen:
             raise ValueError(f"subtask {i}: duplicate id {sid!r}")
+        if sid in reserved:
+            raise ValueError(f"subtask {i}: id {sid!r} is reserved; choose another")
         seen.add(sid)
         title = (title or "").strip() or _clip(prompt.strip().splitlines()[0], 60)
         plan.append({"id": sid, "title": title, "prompt": prompt.strip()})

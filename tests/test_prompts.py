@@ -150,6 +150,7 @@ def test_parse_plan_defaults_title_from_prompt() -> None:
     ("```json\n[{\"id\": \"a b/c\", \"prompt\": \"x\"}]\n```", "short word"),
     ("```json\n[{\"id\": \"a\", \"title\": 5, \"prompt\": \"x\"}]\n```", "title must be a string"),
     ("```json\n{\"plan\": 1}\n```", "no JSON array"),
+    ("```json\n[{\"id\": \"plan\", \"prompt\": \"x\"}]\n```", "reserved"),
 ])
 def test_parse_plan_bad(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
@@ -176,3 +177,14 @@ def test_fixed_texts() -> None:
 def test_parse_plan_prefers_the_plan_over_stray_brackets() -> None:
     text = 'As noted in [1] and ["x"], the plan is [{"title": "A", "prompt": "do a"}]'
     assert prompts.parse_plan(text) == [{"id": "s1", "title": "A", "prompt": "do a"}]
+
+
+def test_invalid_plan_context() -> None:
+    from core.errors import PlanInvalid
+
+    ei = classify(PlanInvalid("subtask 2 has no prompt"))
+    assert (ei.kind, ei.message) == ("check_failed", "the plan could not be used: subtask 2 has no prompt")
+    text = prompts.retry_context(ei, 1, 2, "planning")
+    assert "Your plan could not be used: subtask 2 has no prompt" in text
+    assert "```json" in text and "retry 1 of 2" in text
+    assert "Do not weaken" not in text
