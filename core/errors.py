@@ -377,7 +377,7 @@ def _facts(err: object) -> _Facts:
 
     if not isinstance(err, BaseException) or isinstance(err, AttemptFailed):
         result = err.result if isinstance(err, AttemptFailed) else err
-        items = result if isinstance(result, (list, tuple)) else [result]
+        items = list(result) if isinstance(result, (list, tuple)) else [] if result is None else [result]
         for item in items:
             _add_result_facts(f, item)
         if items:
@@ -526,7 +526,7 @@ def _decide(f: _Facts) -> str:
     if text and ((status == 400 and _TOOL_CONC.search(text))
                  or (status is None and _TOOL_CONC_STRONG.search(text))):
         return "tool_concurrency"
-    billing = bool(text) and _BILLING.search(text) is not None
+    billing = bool(text) and client_or_unknown and _BILLING.search(text) is not None
     if not billing and (status == 429 or f.claude_error == "rate_limit"
                         or (status is None and _RATE.search(text))):
         return "rate_limit"

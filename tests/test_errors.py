@@ -21,7 +21,6 @@ from claude_agent_sdk import (
     ProcessError,
     ResultError,
     ResultMessage,
-    TextBlock,
 )
 from claude_agent_sdk._internal.message_parser import parse_message
 from claude_agent_sdk._internal.query import _error_result_text
@@ -390,3 +389,12 @@ def test_message_prefers_the_body_message() -> None:
     response = httpx2.Response(429, request=request(), json={"error": body})
     err = openai.RateLimitError(f"Error code: 429 - {{'error': {body}}}", response=response, body=body)
     assert classify(err).message == "Error code: 429 - Rate limit reached"
+
+
+def test_attempt_failed_without_result() -> None:
+    info = classify(AttemptFailed(None))
+    assert (info.kind, info.exception_type, info.message) == ("unknown", "AttemptFailed", "attempt ended with an error result")
+
+
+def test_billing_words_in_a_server_error_stay_transient() -> None:
+    assert classify(api_status(503, "billing service unavailable", type_="server_error")).kind == "transient"
