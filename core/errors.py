@@ -35,8 +35,6 @@ tests/test_errors.py):
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import errno
 import math
 import re
@@ -292,6 +290,8 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     secs = _num(raw)
     if secs is not None:
         return secs
+    import email.utils  # rare (HTTP-date form): keep it off the import path
+
     try:
         parsed = email.utils.parsedate_tz(str(raw))
         if parsed is None:
@@ -389,7 +389,9 @@ def _facts(err: object) -> _Facts:
         return f
 
     f.message = str(err) or name
-    if isinstance(err, (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)):
+    aio = _module("asyncio")  # not imported here: a CancelledError implies asyncio is loaded
+    if isinstance(err, (KeyboardInterrupt, SystemExit, GeneratorExit)) or (
+            aio is not None and isinstance(err, aio.CancelledError)):
         f.flags.add("cancelled")
         return f
     if isinstance(err, CheckFailed):
