@@ -19,7 +19,7 @@ from typing import Any
 from core import prompts
 from core.backends.base import AttemptContext, Backend
 from core.clock import Clock, RealClock
-from core.errors import CheckFailed, ErrorInfo, classify
+from core.errors import CheckFailed, ErrorInfo, PlanInvalid, classify
 from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, MessageCompleted, PlanReady,
     RetryScheduled, SessionFinished, SessionPaused, SessionResumed, SessionStarted,
@@ -364,6 +364,8 @@ class Supervisor:
                     continue_history = decision.continue_history
                     repair, strip_images = decision.repair, decision.strip_images
                     continue
+                if decision.action == "cancel":  # a cancellation reached classify: not an error
+                    return await self._finish_subtask(run, "cancelled", decision.reason)
                 status = decision.final_status or "failed"
                 await self._finish_subtask(run, status, decision.reason)
                 if not self.interactive:
@@ -566,7 +568,7 @@ class Supervisor:
         try:
             planned = prompts.parse_plan(run.last_text)
         except ValueError as e:
-            return CheckFailed("plan", f"the plan could not be read: {e}", 1)
+            return PlanInvalid(str(e))
         subs = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p["prompt"]))
                 for p in planned]
         self.subtasks = subs
