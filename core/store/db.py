@@ -43,8 +43,32 @@ CONTRACT (other modules code against exactly this; the implementation may add mo
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import inspect
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from core.clock import RealClock
+from core.events import Event, SessionInterrupted, ToolFinished, event_from_json
+from core.store.conn import connect, in_transaction, run_sync, transaction_sync
+from core.store.derive import FINISHED_SESSION, write_events
+from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+    from core.clock import Clock
+    from core.store.agents_session import AgentsSession
+    from core.store.claude_store import ClaudeSessionStore
 
 
 class StoreError(Exception):
@@ -138,3 +162,608 @@ class CommandRow:
     text: str
     source: str
     created_at: float
+
+
+# --- the store ----------------------------------------------------------------------
+
+log = logging.getLogger("shepherd.store")
+T = TypeVar("T")
+
+MAX_WAIT_S = 0.05  # an event is committed within this long of submit (the writer never lingers)
+MAX_BATCH = 500  # bounds one transaction's duration, so a burst cannot stretch the wait
+# WAL + NORMAL: a commit is in the OS once COMMIT returns, so SIGKILL loses nothing
+# acknowledged; only a power cut / kernel crash can drop the last commits (FULL would fsync
+# every commit). Chosen after measuring both, see bench/store_bench.py and the report.
+DEFAULT_SYNCHRONOUS = "NORMAL"
+INTERRUPTED_OUTPUT = "interrupted: the runner stopped"
+
+
+@dataclass
+class WriterStats:
+    """What the writer did; lets tests and the bench check the latency bound."""
+
+    batches: int = 0
+    events: int = 0
+    dropped: int = 0
+    jobs: int = 0
+    failed_batches: int = 0
+    max_batch: int = 0
+    max_latency_s: float = 0.0  # submit -> commit of the worst event
+    max_commit_s: float = 0.0  # the longest single transaction
+    over_budget: int = 0  # events that waited longer than max_wait_s
+
+
+class _Pending:
+    __slots__ = ("event", "ts", "future", "t0")
+
+    def __init__(self, event: Event, ts: float, future: asyncio.Future[Event | None], t0: float) -> None:
+        self.event = event
+        self.ts = ts  # stamped at submit, applied by the writer (one copy of the event, not two)
+        self.future = future
+        self.t0 = t0
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class _Barrier:
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    except OSError:
+        return True
+    return True
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _session_row(r: Any) -> SessionRow:
+    try:
+        task = json.loads(r["task_json"] or "{}")
+    except ValueError:
+        task = {}
+    return SessionRow(
+        id=r["id"], title=r["title"], backend=r["backend"], model=r["model"],
+        workspace=r["workspace"], status=r["status"], started_at=r["started_at"],
+        updated_at=r["updated_at"], ended_at=r["ended_at"], last_seq=r["last_seq"],
+        subtasks_total=r["subtasks_total"], subtasks_done=r["subtasks_done"],
+        retries=r["retries"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
+        cost_usd=r["cost_usd"], task=task if isinstance(task, dict) else {},
+        last_event_ts=r["last_event_ts"])
+
+
+def _subtask_row(r: Any) -> SubtaskRow:
+    return SubtaskRow(
+        session_id=r["session_id"], id=r["id"], title=r["title"], position=r["position"],
+        phase=r["phase"], status=r["status"], attempts=r["attempts"], retries=r["retries"],
+        started_at=r["started_at"], finished_at=r["finished_at"], reason=r["reason"],
+        last_error_kind=r["last_error_kind"])
+
+
+def _tool_call_row(r: Any) -> ToolCallRow:
+    try:
+        tool_input = json.loads(r["input_json"] or "{}")
+    except ValueError:
+        tool_input = {}
+    return ToolCallRow(
+        session_id=r["session_id"], call_id=r["call_id"], subtask_id=r["subtask_id"],
+        attempt=r["attempt"], name=r["name"], input=tool_input, status=r["status"],
+        output=r["output"], started_at=r["started_at"], finished_at=r["finished_at"],
+        duration_s=r["duration_s"], started_seq=r["started_seq"], finished_seq=r["finished_seq"])
+
+
+def _command_row(r: Any) -> CommandRow:
+    return CommandRow(id=r["id"], session_id=r["session_id"], command=r["command"],
+                      subtask_id=r["subtask_id"], text=r["text"], source=r["source"],
+                      created_at=r["created_at"])
+
+
+class Store:
+    """The CONTRACT above, plus: ``stats`` (WriterStats), ``owner`` (this store's lease
+    owner string), ``run_write(fn)`` / ``run_read(fn)`` (raw SQL through the single
+    writer / the read connection, used by the SDK adapters), ``agents_session(id)`` and
+    ``claude_session_store()`` (SDK adapters sharing this store's connections), and
+    ``async with``. One writer connection + one reader connection; every write of this
+    process goes through the writer task, in submission order."""
+
+    def __init__(self, path: Path, clock: Clock | None = None, *,
+                 synchronous: str = DEFAULT_SYNCHRONOUS, max_batch: int = MAX_BATCH) -> None:
+        self.path = path
+        self.clock: Clock = clock or RealClock()
+        self.synchronous = synchronous.upper()
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait_s = MAX_WAIT_S
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.stats = WriterStats()
+        self._wconn: aiosqlite.Connection | None = None
+        self._rconn: aiosqlite.Connection | None = None
+        self._queue: collections.deque[_Pending | _Job | _Barrier] = collections.deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._subscribers: list[Callable[[list[Event]], Any]] = []
+        self._job_events: list[Event] = []
+        self._closing = False
+        self._closed = False
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path | None = None, *, clock: Clock | None = None,
+                   recover: bool = True, synchronous: str = DEFAULT_SYNCHRONOUS,
+                   max_batch: int = MAX_BATCH) -> Store:
+        """Create (0600) or check the file, migrate it, start the writer and recover
+        sessions whose runner is gone. Raises StoreError subclasses for bad files."""
+        target = Path(path).expanduser() if path is not None else await asyncio.to_thread(default_db_path)
+        prepared = await asyncio.to_thread(prepare_database, target)
+        store = cls(prepared, clock, synchronous=synchronous, max_batch=max_batch)
+        try:
+            store._wconn = await connect(prepared, synchronous=store.synchronous)
+            store._rconn = await connect(prepared, synchronous=store.synchronous)
+            store._writer = asyncio.get_running_loop().create_task(
+                store._run_writer(), name="shepherd-store-writer")
+            if recover:
+                await store.recover()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Commit everything submitted so far, stop the writer, close the connections."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        self._closed = True
+        for conn in (self._wconn, self._rconn):
+            if conn is not None:
+                await conn.close()
+        self._wconn = self._rconn = None
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    # --- writing -------------------------------------------------------------------
+
+    def submit(self, event: Event) -> asyncio.Future[Event | None]:
+        """Queue ``event``; the future resolves to the committed event (seq, ts set) or
+        None if it was dropped as a duplicate."""
+        if self._closing:
+            raise StoreError(f"the store {self.path} is closed")
+        if not event.session_id:
+            raise ValueError(f"{event.type} event has no session_id")
+        future: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(event, event.ts or self.clock.now(), future, time.perf_counter()))
+        self._wake.set()
+        return future
+
+    async def append(self, event: Event) -> Event | None:
+        return await self.submit(event)
+
+    async def flush(self) -> None:
+        """Wait until everything submitted before this call is committed (or failed)."""
+        if self._closed or (self._writer is not None and self._writer.done()):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Barrier(future))
+        self._wake.set()
+        await future
+
+    def subscribe(self, callback: Callable[[list[Event]], Any]) -> Callable[[], None]:
+        """``callback(events)`` runs in the event loop after each commit (events in seq
+        order per session). Returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    async def run_write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``fn(conn)`` on the writer connection inside BEGIN IMMEDIATE ... COMMIT,
+        in order with the events queued before it."""
+        if self._closing:
+            raise StoreError(f"the store {self.path} is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(fn, future))
+        self._wake.set()
+        return await future
+
+    async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``fn(conn)`` on the read connection (sees committed data only)."""
+        return await fn(self._reader())
+
+    def _reader(self) -> aiosqlite.Connection:
+        if self._rconn is None:
+            raise StoreError(f"the store {self.path} is closed")
+        return self._rconn
+
+    async def _run_writer(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            head = queue[0]
+            if isinstance(head, _Barrier):
+                queue.popleft()
+                if not head.future.done():
+                    head.future.set_result(None)
+                continue
+            if isinstance(head, _Job):
+                queue.popleft()
+                await self._run_job(head)
+                continue
+            batch: list[_Pending] = []
+            while queue and len(batch) < self.max_batch and isinstance(queue[0], _Pending):
+                batch.append(queue.popleft())  # type: ignore[arg-type]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        events = [p.event for p in batch]
+        stamps = [p.ts for p in batch]
+        t_start = time.perf_counter()
+        try:
+            assert self._wconn is not None
+            now = self.clock.now()
+            results = await run_sync(
+                self._wconn, lambda raw: transaction_sync(raw, lambda c: write_events(c, events, now, stamps)))
+        except Exception as e:  # the writer must survive a failed batch
+            log.exception("store: writing %d events failed", len(batch))
+            self.stats.failed_batches += 1
+            error = e if isinstance(e, StoreError) else StoreError(f"could not write to {self.path}: {e}")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        t_end = time.perf_counter()
+        st = self.stats
+        st.batches += 1
+        st.events += len(batch)
+        st.max_batch = max(st.max_batch, len(batch))
+        st.max_commit_s = max(st.max_commit_s, t_end - t_start)
+        st.max_latency_s = max(st.max_latency_s, t_end - min(p.t0 for p in batch))
+        st.over_budget += sum(1 for p in batch if t_end - p.t0 > self.max_wait_s)
+        committed: list[Event] = []
+        for p, result in zip(batch, results):
+            if result is None:
+                st.dropped += 1
+            else:
+                committed.append(result)
+            if not p.future.done():
+                p.future.set_result(result)
+        self._notify(committed)
+
+    async def _run_job(self, job: _Job) -> None:
+        self._job_events = []
+        self.stats.jobs += 1
+        try:
+            assert self._wconn is not None
+            result = await in_transaction(self._wconn, job.fn)
+        except BaseException as e:  # noqa: B036 - handed to the caller, writer goes on
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            if not job.future.done():
+                job.future.set_exception(e)
+            return
+        if not job.future.done():
+            job.future.set_result(result)
+        if self._job_events:
+            self._notify(self._job_events)
+        self._job_events = []
+
+    async def _write_in_job(self, conn: aiosqlite.Connection, events: list[Event]) -> list[Event | None]:
+        """Write events from inside a job's transaction (recovery); subscribers hear of
+        them after the job commits."""
+        now = self.clock.now()
+        results = await run_sync(conn, lambda raw: write_events(raw, events, now))
+        self._job_events.extend(e for e in results if e is not None)
+        return results
+
+    def _notify(self, events: list[Event]) -> None:
+        if not events:
+            return
+        for callback in list(self._subscribers):
+            try:
+                result = callback(events)
+                if inspect.isawaitable(result):
+                    asyncio.ensure_future(result)
+            except Exception:
+                log.exception("store subscriber %r failed", callback)
+
+    # --- reading -------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        return list(await self._reader().execute_fetchall(sql, tuple(params)))
+
+    async def list_sessions(self, status: str | Iterable[str] | None = None, text: str | None = None,
+                            limit: int = 50, offset: int = 0) -> list[SessionRow]:
+        """Newest first; ``status`` one or several; ``text`` matches title, id, backend, model."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params += statuses
+        if text:
+            pattern = _like(text)
+            where.append("(title LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' "
+                         "OR backend LIKE ? ESCAPE '\\' OR IFNULL(model, '') LIKE ? ESCAPE '\\')")
+            params += [pattern] * 4
+        sql = "SELECT * FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?"
+        rows = await self._fetch(sql, [*params, int(limit), int(offset)])
+        return [_session_row(r) for r in rows]
+
+    async def count_sessions(self, status: str | Iterable[str] | None = None) -> int:
+        if status:
+            statuses = [status] if isinstance(status, str) else list(status)
+            rows = await self._fetch(
+                f"SELECT COUNT(*) AS n FROM sessions WHERE status IN ({', '.join('?' for _ in statuses)})",
+                statuses)
+        else:
+            rows = await self._fetch("SELECT COUNT(*) AS n FROM sessions")
+        return int(rows[0]["n"])
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        rows = await self._fetch("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        return _session_row(rows[0]) if rows else None
+
+    async def resolve_session(self, id_or_prefix: str) -> str:
+        key = (id_or_prefix or "").strip()
+        if not key:
+            raise SessionNotFound("no session id given")
+        if await self._fetch("SELECT 1 FROM sessions WHERE id = ?", (key,)):
+            return key
+        prefix = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self._fetch(
+            "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 6",
+            (prefix,))
+        if not rows:
+            raise SessionNotFound(f"no session matches {key!r}")
+        if len(rows) > 1:
+            ids = [r["id"] for r in rows[:5]]
+            more = ", ..." if len(rows) > 5 else ""
+            raise AmbiguousSession(f"{key!r} matches several sessions ({', '.join(ids)}{more}); "
+                                   "type more of the id")
+        return str(rows[0]["id"])
+
+    async def latest_session_id(self, status: str | Iterable[str] | None = None) -> str | None:
+        rows = await self.list_sessions(status=status, limit=1)
+        return rows[0].id if rows else None
+
+    async def events(self, session_id: str, after_seq: int = 0, limit: int | None = 1000,
+                     types: Iterable[str] | None = None) -> list[Event]:
+        """Events with seq > after_seq, ascending; ``types`` keeps only those types."""
+        sql = "SELECT data FROM events WHERE session_id = ? AND seq > ?"
+        params: list[Any] = [session_id, int(after_seq)]
+        type_list = [types] if isinstance(types, str) else list(types or ())
+        if type_list:
+            sql += f" AND type IN ({', '.join('?' for _ in type_list)})"
+            params += type_list
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(-1 if limit is None else int(limit))
+        rows = await self._fetch(sql, params)
+        return [event_from_json(r["data"]) for r in rows]
+
+    async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
+        """Up to ``limit`` events with seq < before_seq, ascending (scrolling back)."""
+        rows = await self._fetch(
+            "SELECT data FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (session_id, int(before_seq), int(limit)))
+        return [event_from_json(r["data"]) for r in reversed(rows)]
+
+    async def last_seq(self, session_id: str) -> int:
+        rows = await self._fetch("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))
+        if rows:
+            return int(rows[0]["last_seq"])
+        rows = await self._fetch("SELECT MAX(seq) AS m FROM events WHERE session_id = ?", (session_id,))
+        return int(rows[0]["m"] or 0)
+
+    async def subtasks(self, session_id: str) -> list[SubtaskRow]:
+        rows = await self._fetch(
+            "SELECT * FROM subtasks WHERE session_id = ? ORDER BY position, rowid", (session_id,))
+        return [_subtask_row(r) for r in rows]
+
+    async def tool_calls(self, session_id: str, status: str | None = None) -> list[ToolCallRow]:
+        sql = "SELECT * FROM tool_calls WHERE session_id = ?"
+        params: list[Any] = [session_id]
+        if status:
+            sql += " AND status = ?"
+            params.append(status)
+        rows = await self._fetch(sql + " ORDER BY started_seq", params)
+        return [_tool_call_row(r) for r in rows]
+
+    async def tail(self, session_id: str, after_seq: int = 0, poll_s: float = 0.1,
+                   page: int = 1000) -> AsyncIterator[list[Event]]:
+        """Follow a session another process writes: yields each new run of events, polling
+        (through the clock) every ``poll_s`` while nothing is new."""
+        last = int(after_seq)
+        while True:
+            batch = await self.events(session_id, after_seq=last, limit=page)
+            if batch:
+                last = batch[-1].seq
+                yield batch
+                continue
+            await self.clock.sleep(poll_s)
+
+    # --- leases --------------------------------------------------------------------
+
+    def _runner_gone(self, lease: Any, now: float) -> str | None:
+        """Why the lease's runner is gone, or None if it may still be running."""
+        if lease is None:
+            return "no lease"
+        if lease["expires_at"] <= now:
+            return "lease expired"
+        if lease["host"] == self.host and not _pid_alive(int(lease["pid"])):
+            return f"process {lease['pid']} has exited"
+        return None
+
+    async def _lease_row(self, conn: aiosqlite.Connection, session_id: str) -> Any:
+        rows = list(await conn.execute_fetchall("SELECT * FROM leases WHERE session_id = ?", (session_id,)))
+        return rows[0] if rows else None
+
+    async def _take_lease(self, conn: aiosqlite.Connection, session_id: str, ttl_s: float) -> None:
+        row = await self._lease_row(conn, session_id)
+        if row is not None and row["owner"] != self.owner and self._runner_gone(row, self.clock.now()) is None:
+            raise LeaseHeld(session_id, row["owner"])
+        await conn.execute(
+            "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
+            (session_id, self.owner, self.clock.now() + ttl_s, self.pid, self.host))
+
+    async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
+        """Become the one runner of ``session_id``; LeaseHeld if a live runner has it. An
+        expired lease, or one of a dead process on this host, is taken over."""
+        await self.run_write(lambda conn: self._take_lease(conn, session_id, ttl_s))
+
+    async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
+        """Extend our lease; if it was lost meanwhile, take it again or raise LeaseHeld."""
+        async def refresh(conn: aiosqlite.Connection) -> None:
+            cursor = await conn.execute(
+                "UPDATE leases SET expires_at = ? WHERE session_id = ? AND owner = ?",
+                (self.clock.now() + ttl_s, session_id, self.owner))
+            if cursor.rowcount == 0:
+                await self._take_lease(conn, session_id, ttl_s)
+
+        await self.run_write(refresh)
+
+    async def release_lease(self, session_id: str) -> None:
+        async def release(conn: aiosqlite.Connection) -> None:
+            await conn.execute("DELETE FROM leases WHERE session_id = ? AND owner = ?", (session_id, self.owner))
+
+        await self.run_write(release)
+
+    async def lease_owner(self, session_id: str) -> str | None:
+        row = await self._lease_row(self._reader(), session_id)
+        if row is None or self._runner_gone(row, self.clock.now()) is not None:
+            return None
+        return str(row["owner"])
+
+    # --- commands ------------------------------------------------------------------
+
+    async def enqueue_command(self, session_id: str, command: str, subtask_id: str | None = None,
+                              text: str = "", source: str = "cli") -> int:
+        from core.control import COMMANDS
+
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+
+        async def insert(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(
+                "INSERT INTO commands (session_id, command, subtask_id, text, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, command, subtask_id, text, source, self.clock.now()))
+            return int(cursor.lastrowid or 0)
+
+        return await self.run_write(insert)
+
+    async def take_commands(self, session_id: str) -> list[CommandRow]:
+        """Untaken commands for the session, oldest first, marked taken atomically."""
+        # Polled often by runners: skip the write transaction when there is nothing.
+        if not await self._fetch(
+                "SELECT 1 FROM commands WHERE session_id = ? AND taken_at IS NULL LIMIT 1", (session_id,)):
+            return []
+
+        async def take(conn: aiosqlite.Connection) -> list[CommandRow]:
+            rows = list(await conn.execute_fetchall(
+                "SELECT * FROM commands WHERE session_id = ? AND taken_at IS NULL ORDER BY id", (session_id,)))
+            if rows:
+                await conn.executemany("UPDATE commands SET taken_at = ? WHERE id = ?",
+                                       [(self.clock.now(), r["id"]) for r in rows])
+            return [_command_row(r) for r in rows]
+
+        return await self.run_write(take)
+
+    # --- recovery ------------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Close sessions whose runner is gone: tool.finished(interrupted) for each running
+        call, then session.interrupted, in one transaction. Returns their ids; a second
+        call finds nothing (the sessions are no longer live)."""
+        live = tuple(sorted(FINISHED_SESSION))
+        marks = ", ".join("?" for _ in live)
+        if not await self._fetch(f"SELECT 1 FROM sessions WHERE status NOT IN ({marks}) LIMIT 1", live):
+            return []
+
+        async def recover_job(conn: aiosqlite.Connection) -> list[str]:
+            now = self.clock.now()
+            candidates = list(await conn.execute_fetchall(
+                f"SELECT id FROM sessions WHERE status NOT IN ({marks}) ORDER BY started_at", live))
+            events: list[Event] = []
+            recovered: list[str] = []
+            for cand in candidates:
+                sid = cand["id"]
+                lease = await self._lease_row(conn, sid)
+                if lease is not None and lease["owner"] == self.owner:
+                    continue
+                why = self._runner_gone(lease, now)
+                if why is None:
+                    continue
+                calls = await conn.execute_fetchall(
+                    "SELECT call_id, subtask_id, attempt, started_at FROM tool_calls "
+                    "WHERE session_id = ? AND status = 'running' ORDER BY started_seq", (sid,))
+                for c in calls:
+                    events.append(ToolFinished(
+                        session_id=sid, ts=now, subtask_id=c["subtask_id"], attempt=c["attempt"],
+                        call_id=c["call_id"], status="interrupted", output=INTERRUPTED_OUTPUT,
+                        duration_s=max(0.0, now - float(c["started_at"]))))
+                events.append(SessionInterrupted(session_id=sid, ts=now, reason=f"runner gone ({why})"))
+                if lease is not None:
+                    await conn.execute("DELETE FROM leases WHERE session_id = ?", (sid,))
+                recovered.append(sid)
+            if events:
+                await self._write_in_job(conn, events)
+            return recovered
+
+        recovered = await self.run_write(recover_job)
+        if recovered:
+            log.info("store: marked %d session(s) interrupted: %s", len(recovered), ", ".join(recovered))
+        return recovered
+
+    # --- SDK adapters over this store ----------------------------------------------
+
+    def agents_session(self, session_id: str, session_settings: Any = None) -> AgentsSession:
+        """An openai-agents Session kept in this database, written through this store."""
+        from core.store.agents_session import AgentsSession
+
+        return AgentsSession(session_id, self, session_settings=session_settings)
+
+    def claude_session_store(self) -> ClaudeSessionStore:
+        """A claude_agent_sdk SessionStore kept in this database, written through this store."""
+        from core.store.claude_store import ClaudeSessionStore
+
+        return ClaudeSessionStore(self)

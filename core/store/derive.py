@@ -1,0 +1,413 @@
+"""Writing a batch of events and the tables derived from them, inside one transaction.
+
+The caller holds ``BEGIN IMMEDIATE``, so everything read here (last_seq, tool call and
+subtask state) is current even when several processes write the same file: seq numbers
+are gapless and unique, and a duplicate ``tool.finished`` is seen whoever wrote the first.
+Nothing is cached between batches for the same reason. The work per batch is a handful of
+statements whatever its size (executemany), not a few per event, and it is plain sync
+sqlite3 code: the store runs a whole batch in one call on its connection's thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import sqlite3
+
+from core.events import Event
+
+SESSION_COLUMNS = ("id", "title", "backend", "model", "workspace", "status", "started_at",
+                   "updated_at", "ended_at", "last_seq", "last_event_ts", "subtasks_total",
+                   "subtasks_done", "retries", "input_tokens", "output_tokens", "cost_usd",
+                   "task_json")
+SUBTASK_COLUMNS = ("session_id", "id", "title", "position", "planned", "phase", "status",
+                   "attempts", "retries", "started_at", "finished_at", "reason", "last_error_kind")
+CALL_COLUMNS = ("session_id", "call_id", "subtask_id", "attempt", "name", "input_json", "status",
+                "output", "started_at", "finished_at", "duration_s", "started_seq", "finished_seq")
+
+# Events that change subtask rows (so the batch loads that session's subtasks).
+SUBTASK_EVENTS = frozenset({
+    "plan.ready", "subtask.started", "attempt.started", "retry.scheduled", "error",
+    "subtask.finished", "session.paused", "session.resumed", "session.interrupted",
+})
+TOOL_EVENTS = frozenset({"tool.started", "tool.finished"})
+FINISHED_SESSION = frozenset({"done", "failed", "cancelled", "interrupted"})
+LIVE_SUBTASK = frozenset({"running", "waiting_retry", "paused"})
+
+
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return (f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})")
+
+
+_SESSION_UPSERT = _insert_sql("sessions", SESSION_COLUMNS)
+_SUBTASK_UPSERT = _insert_sql("subtasks", SUBTASK_COLUMNS)
+_CALL_UPSERT = _insert_sql("tool_calls", CALL_COLUMNS)
+_EVENT_INSERT = ("INSERT INTO events (session_id, seq, type, ts, subtask_id, attempt, data) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def copy_event(ev: Event, **changes: Any) -> Event:
+    """``ev.with_(**changes)``, several times cheaper than dataclasses.replace (no
+    __init__, no default factories)."""
+    cls = type(ev)
+    new = object.__new__(cls)
+    for name in _field_names(cls):
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(ev, name))
+    return new
+
+
+# Same options as Event.to_json, one encoder reused.
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+
+
+def stamp(ev: Event, seq: int, ts: float) -> tuple[Event, str]:
+    """The event with its seq and ts, and exactly its ``to_json()``, in one pass: this
+    runs for every event, so it avoids dataclasses.replace and a second walk of fields."""
+    cls = type(ev)
+    if cls.to_dict is not Event.to_dict:  # OpaqueEvent has its own JSON form
+        new = copy_event(ev, seq=seq, ts=ts)
+        return new, new.to_json()
+    new = object.__new__(cls)
+    out: dict[str, Any] = {"type": cls.type}
+    for name in _field_names(cls):
+        value = getattr(ev, name)
+        out[name] = value
+        object.__setattr__(new, name, value)
+    object.__setattr__(new, "seq", seq)
+    object.__setattr__(new, "ts", ts)
+    out["seq"] = seq
+    out["ts"] = ts
+    return new, _ENCODER.encode(out)
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+class _Batch:
+    """In-memory copies of the rows one batch touches; written back at the end."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.subtasks: dict[str, dict[str, dict[str, Any]]] = {}  # sid -> id -> row
+        self.calls: dict[tuple[str, str], dict[str, Any]] = {}
+        self.dirty_subtasks: set[tuple[str, str]] = set()
+        self.deleted_subtasks: set[tuple[str, str]] = set()
+        self.dirty_calls: set[tuple[str, str]] = set()
+
+    # --- loading -------------------------------------------------------------------
+
+    def load(self, conn: sqlite3.Connection, events: list[Event], times: list[float]) -> None:
+        sids = list(dict.fromkeys(e.session_id for e in events))
+        for chunk in _chunks(sids):
+            rows = conn.execute(
+                f"SELECT * FROM sessions WHERE id IN ({_marks(len(chunk))})", chunk).fetchall()
+            for r in rows:
+                self.sessions[r["id"]] = dict(r)
+        for sid in sids:
+            if sid not in self.sessions:
+                # No row yet: continue after whatever events exist (a row deleted by hand,
+                # or events written before the first session.started).
+                rows = conn.execute(
+                    "SELECT MAX(seq) AS m FROM events WHERE session_id = ?", (sid,)).fetchall()
+                first_ts = next(t for e, t in zip(events, times) if e.session_id == sid)
+                self.sessions[sid] = _new_session(sid, (rows[0]["m"] or 0), first_ts)
+        sub_sids = list(dict.fromkeys(e.session_id for e in events if e.type in SUBTASK_EVENTS))
+        for chunk in _chunks(sub_sids):
+            rows = conn.execute(
+                f"SELECT * FROM subtasks WHERE session_id IN ({_marks(len(chunk))}) "
+                "ORDER BY position, rowid", chunk).fetchall()
+            for r in rows:
+                self.subtasks.setdefault(r["session_id"], {})[r["id"]] = dict(r)
+        keys: dict[str, set[str]] = {}
+        for e in events:
+            if e.type in TOOL_EVENTS:
+                keys.setdefault(e.session_id, set()).add(getattr(e, "call_id", ""))
+        for sid, call_ids in keys.items():
+            for chunk in _chunks(sorted(call_ids)):
+                rows = conn.execute(
+                    f"SELECT * FROM tool_calls WHERE session_id = ? AND call_id IN ({_marks(len(chunk))})",
+                    (sid, *chunk)).fetchall()
+                for r in rows:
+                    self.calls[(sid, r["call_id"])] = dict(r)
+
+    # --- dedup ---------------------------------------------------------------------
+
+    def is_duplicate(self, ev: Event) -> bool:
+        """A second tool.finished for a call, or a tool.started for a finished call."""
+        if ev.type not in TOOL_EVENTS:
+            return False
+        row = self.calls.get((ev.session_id, getattr(ev, "call_id", "")))
+        return row is not None and row["status"] != "running"
+
+    # --- applying ------------------------------------------------------------------
+
+    def apply(self, ev: Event) -> None:
+        s = self.sessions[ev.session_id]
+        s["last_seq"] = ev.seq
+        s["last_event_ts"] = ev.ts
+        s["updated_at"] = self.now
+        handler = _HANDLERS.get(ev.type)
+        if handler is not None:
+            handler(self, s, ev)
+
+    def subtask(self, sid: str, subtask_id: str, ts: float) -> dict[str, Any]:
+        rows = self.subtasks.setdefault(sid, {})
+        row = rows.get(subtask_id)
+        if row is None:
+            # Before a plan exists (a planning subtask) rows sort before the plan's
+            # positions 0..n-1; once there is a plan, after everything.
+            if any(r["planned"] for r in rows.values()):
+                position = max(r["position"] for r in rows.values()) + 1
+            else:
+                position = -1_000_000 + len(rows)
+            row = {"session_id": sid, "id": subtask_id, "title": "", "position": position,
+                   "planned": 0, "phase": "coding", "status": "pending", "attempts": 0,
+                   "retries": 0, "started_at": None, "finished_at": None, "reason": "",
+                   "last_error_kind": None}
+            rows[subtask_id] = row
+        self.dirty_subtasks.add((sid, subtask_id))
+        self.deleted_subtasks.discard((sid, subtask_id))
+        return row
+
+    def set_subtasks_where(self, sid: str, from_status: frozenset[str], to_status: str) -> None:
+        for sub_id, row in self.subtasks.get(sid, {}).items():
+            if row["status"] in from_status:
+                row["status"] = to_status
+                self.dirty_subtasks.add((sid, sub_id))
+
+    # --- writing back --------------------------------------------------------------
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        for sid, rows in self.subtasks.items():
+            s = self.sessions[sid]
+            planned = [r for r in rows.values() if r["planned"]]
+            s["subtasks_total"] = len(planned)
+            s["subtasks_done"] = sum(1 for r in planned if r["status"] == "done")
+        conn.executemany(_SESSION_UPSERT,
+                               [tuple(s[c] for c in SESSION_COLUMNS) for s in self.sessions.values()])
+        if self.deleted_subtasks:
+            conn.executemany("DELETE FROM subtasks WHERE session_id = ? AND id = ?",
+                                   sorted(self.deleted_subtasks))
+        if self.dirty_subtasks:
+            conn.executemany(_SUBTASK_UPSERT, [
+                tuple(self.subtasks[sid][sub][c] for c in SUBTASK_COLUMNS)
+                for sid, sub in sorted(self.dirty_subtasks) if (sid, sub) not in self.deleted_subtasks])
+        if self.dirty_calls:
+            conn.executemany(_CALL_UPSERT, [
+                tuple(self.calls[k][c] for c in CALL_COLUMNS) for k in sorted(self.dirty_calls)])
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _new_session(sid: str, last_seq: int, ts: float) -> dict[str, Any]:
+    return {"id": sid, "title": "", "backend": "", "model": None, "workspace": "",
+            "status": "running", "started_at": ts, "updated_at": ts, "ended_at": None,
+            "last_seq": last_seq, "last_event_ts": None, "subtasks_total": 0,
+            "subtasks_done": 0, "retries": 0, "input_tokens": 0, "output_tokens": 0,
+            "cost_usd": 0.0, "task_json": "{}"}
+
+
+def _set_running(s: dict[str, Any]) -> None:
+    s["status"] = "running"
+    s["ended_at"] = None
+
+
+# --- one handler per event type that changes derived rows ------------------------------
+
+
+def _on_session_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    s.update(title=ev.title, backend=ev.backend, model=ev.model, workspace=ev.workspace,
+             task_json=_ENCODER.encode(ev.task))
+    _set_running(s)
+
+
+def _on_plan_ready(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    sid = ev.session_id
+    in_plan: set[str] = set()
+    for position, spec in enumerate(ev.subtasks):
+        sub_id = str(spec.get("id", "")) if isinstance(spec, dict) else str(spec)
+        if not sub_id or sub_id in in_plan:
+            continue
+        in_plan.add(sub_id)
+        row = b.subtask(sid, sub_id, ev.ts)
+        row["position"] = position
+        row["planned"] = 1
+        if isinstance(spec, dict) and spec.get("title"):
+            row["title"] = str(spec["title"])
+    # A new plan replaces the old one: drop rows that never started, demote the rest.
+    for sub_id, row in list(b.subtasks.get(sid, {}).items()):
+        if sub_id in in_plan or not row["planned"]:
+            continue
+        if row["status"] == "pending":
+            del b.subtasks[sid][sub_id]
+            b.deleted_subtasks.add((sid, sub_id))
+            b.dirty_subtasks.discard((sid, sub_id))
+        else:
+            row["planned"] = 0
+            b.dirty_subtasks.add((sid, sub_id))
+    b.subtasks.setdefault(sid, {})
+
+
+def _on_subtask_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    _set_running(s)
+    if not ev.subtask_id:
+        return
+    row = b.subtask(ev.session_id, ev.subtask_id, ev.ts)
+    row["status"] = "running"
+    row["phase"] = ev.phase or row["phase"]
+    if ev.title:
+        row["title"] = ev.title
+    if row["started_at"] is None:
+        row["started_at"] = ev.ts
+    row["finished_at"] = None
+    row["reason"] = ""
+
+
+def _on_attempt_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    _set_running(s)
+    if not ev.subtask_id:
+        return
+    row = b.subtask(ev.session_id, ev.subtask_id, ev.ts)
+    row["status"] = "running"
+    row["attempts"] += 1
+    if row["started_at"] is None:
+        row["started_at"] = ev.ts
+    row["finished_at"] = None
+
+
+def _on_retry_scheduled(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    s["retries"] += 1
+    if ev.subtask_id:
+        row = b.subtask(ev.session_id, ev.subtask_id, ev.ts)
+        row["status"] = "waiting_retry"
+        row["retries"] += 1
+
+
+def _on_error(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    if ev.subtask_id:
+        b.subtask(ev.session_id, ev.subtask_id, ev.ts)["last_error_kind"] = ev.kind
+
+
+def _on_subtask_finished(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    if ev.subtask_id:
+        row = b.subtask(ev.session_id, ev.subtask_id, ev.ts)
+        row["status"] = ev.status
+        row["reason"] = ev.reason
+        row["finished_at"] = ev.ts
+    if ev.status == "stuck":
+        s["status"] = "stuck"  # waiting for a person
+
+
+def _on_session_paused(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    s["status"] = "paused"
+    b.set_subtasks_where(ev.session_id, frozenset({"running"}), "paused")
+
+
+def _on_session_resumed(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    _set_running(s)
+    b.set_subtasks_where(ev.session_id, frozenset({"paused"}), "running")
+
+
+def _on_session_finished(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    s["status"] = ev.status
+    s["ended_at"] = ev.ts
+
+
+def _on_session_interrupted(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    s["status"] = "interrupted"
+    s["ended_at"] = ev.ts
+    b.set_subtasks_where(ev.session_id, LIVE_SUBTASK, "interrupted")
+
+
+def _on_usage(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    s["input_tokens"] += int(ev.input_tokens or 0)
+    s["output_tokens"] += int(ev.output_tokens or 0)
+    s["cost_usd"] += float(ev.cost_usd or 0.0)
+
+
+def _on_tool_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    key = (ev.session_id, ev.call_id)
+    row = b.calls.get(key)
+    input_json = _ENCODER.encode(ev.input)
+    if row is None:  # (a repeated start of a running call keeps its first seq and time)
+        row = {"session_id": ev.session_id, "call_id": ev.call_id, "output": "",
+               "started_at": ev.ts, "finished_at": None, "duration_s": None,
+               "started_seq": ev.seq, "finished_seq": None, "status": "running"}
+        b.calls[key] = row
+    row.update(subtask_id=ev.subtask_id, attempt=ev.attempt, name=ev.name, input_json=input_json)
+    b.dirty_calls.add(key)
+
+
+def _on_tool_finished(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    key = (ev.session_id, ev.call_id)
+    row = b.calls.get(key)
+    if row is None:  # finished without a recorded start (e.g. denied before it ran)
+        row = {"session_id": ev.session_id, "call_id": ev.call_id, "subtask_id": ev.subtask_id,
+               "attempt": ev.attempt, "name": "", "input_json": "{}", "started_at": ev.ts,
+               "started_seq": ev.seq}
+        b.calls[key] = row
+    row.update(status=ev.status, output=ev.output, duration_s=ev.duration_s,
+               finished_at=ev.ts, finished_seq=ev.seq)
+    b.dirty_calls.add(key)
+
+
+_HANDLERS = {
+    "session.started": _on_session_started,
+    "plan.ready": _on_plan_ready,
+    "subtask.started": _on_subtask_started,
+    "attempt.started": _on_attempt_started,
+    "retry.scheduled": _on_retry_scheduled,
+    "error": _on_error,
+    "subtask.finished": _on_subtask_finished,
+    "session.paused": _on_session_paused,
+    "session.resumed": _on_session_resumed,
+    "session.finished": _on_session_finished,
+    "session.interrupted": _on_session_interrupted,
+    "usage": _on_usage,
+    "tool.started": _on_tool_started,
+    "tool.finished": _on_tool_finished,
+}
+
+
+def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
+                 stamps: list[float] | None = None) -> list[Event | None]:
+    """Store ``events`` with gapless seq numbers and update the derived tables, inside the
+    caller's write transaction. ``stamps`` gives each event's ts (default: its own).
+    Returns, per input event, the stored event, or None if it was dropped as a duplicate."""
+    if not events:
+        return []
+    times = stamps if stamps is not None else [e.ts for e in events]
+    batch = _Batch(now)
+    batch.load(conn, events, times)
+    out: list[Event | None] = []
+    rows: list[tuple[Any, ...]] = []
+    for ev, ts in zip(events, times):
+        if batch.is_duplicate(ev):
+            out.append(None)
+            continue
+        s = batch.sessions[ev.session_id]
+        ev, data = stamp(ev, s["last_seq"] + 1, ts)
+        batch.apply(ev)
+        rows.append((ev.session_id, ev.seq, ev.type, ts, ev.subtask_id, ev.attempt, data))
+        out.append(ev)
+    if rows:
+        conn.executemany(_EVENT_INSERT, rows)
+        batch.write(conn)
+    return out

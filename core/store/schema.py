@@ -1,0 +1,352 @@
+"""The database file: where it lives, how it is created (0600, WAL), checked and migrated.
+
+Everything here runs before any writer exists, with the stdlib ``sqlite3`` (sync, fast,
+called through ``asyncio.to_thread`` by async callers). A file we must refuse (not SQLite,
+another program's database, a newer schema) is never written to: the checks read the
+header bytes first and then use a read-only connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+
+APPLICATION_ID = 0x53485044  # "SHPD": tells our files from other programs' SQLite files
+BUSY_TIMEOUT_MS = 10_000  # two processes writing one file wait for each other this long
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def default_db_path() -> Path:
+    """$SHEPHERD_DB, else $XDG_DATA_HOME/shepherd/shepherd.db (~/.local/share by default).
+    Creates the parent directory (0700: transcripts are private)."""
+    env = os.environ.get("SHEPHERD_DB", "").strip()
+    if env:
+        path = Path(env).expanduser()
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME", "").strip()
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
+        path = base / "shepherd" / "shepherd.db"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+# --- migrations ---------------------------------------------------------------------
+# One function per schema version, applied forward inside one write transaction.
+# Never edit a released migration; append a new one.
+
+
+def _run_script(c: sqlite3.Connection, script: str) -> None:
+    """Execute statement by statement: ``executescript`` would COMMIT our transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        statement += line
+        if sqlite3.complete_statement(statement):
+            c.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {statement.strip()[:60]}")
+
+
+def _m1_initial(c: sqlite3.Connection) -> None:
+    _run_script(
+        c,
+        """
+        CREATE TABLE sessions (
+            id             TEXT PRIMARY KEY,
+            title          TEXT NOT NULL DEFAULT '',
+            backend        TEXT NOT NULL DEFAULT '',
+            model          TEXT,
+            workspace      TEXT NOT NULL DEFAULT '',
+            status         TEXT NOT NULL DEFAULT 'running',
+            started_at     REAL NOT NULL,
+            updated_at     REAL NOT NULL,
+            ended_at       REAL,
+            last_seq       INTEGER NOT NULL DEFAULT 0,
+            last_event_ts  REAL,
+            subtasks_total INTEGER NOT NULL DEFAULT 0,
+            subtasks_done  INTEGER NOT NULL DEFAULT 0,
+            retries        INTEGER NOT NULL DEFAULT 0,
+            input_tokens   INTEGER NOT NULL DEFAULT 0,
+            output_tokens  INTEGER NOT NULL DEFAULT 0,
+            cost_usd       REAL NOT NULL DEFAULT 0,
+            task_json      TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX sessions_started ON sessions (started_at DESC, id DESC);
+        CREATE INDEX sessions_status ON sessions (status);
+
+        CREATE TABLE events (
+            id         INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            seq        INTEGER NOT NULL,
+            type       TEXT NOT NULL,
+            ts         REAL NOT NULL,
+            subtask_id TEXT,
+            attempt    INTEGER,
+            data       TEXT NOT NULL,
+            UNIQUE (session_id, seq)
+        );
+
+        CREATE TABLE subtasks (
+            session_id      TEXT NOT NULL,
+            id              TEXT NOT NULL,
+            title           TEXT NOT NULL DEFAULT '',
+            position        INTEGER NOT NULL DEFAULT 0,
+            planned         INTEGER NOT NULL DEFAULT 0,
+            phase           TEXT NOT NULL DEFAULT 'coding',
+            status          TEXT NOT NULL DEFAULT 'pending',
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            retries         INTEGER NOT NULL DEFAULT 0,
+            started_at      REAL,
+            finished_at     REAL,
+            reason          TEXT NOT NULL DEFAULT '',
+            last_error_kind TEXT,
+            PRIMARY KEY (session_id, id)
+        );
+
+        CREATE TABLE tool_calls (
+            session_id   TEXT NOT NULL,
+            call_id      TEXT NOT NULL,
+            subtask_id   TEXT,
+            attempt      INTEGER,
+            name         TEXT NOT NULL DEFAULT '',
+            input_json   TEXT NOT NULL DEFAULT '{}',
+            status       TEXT NOT NULL,
+            output       TEXT NOT NULL DEFAULT '',
+            started_at   REAL NOT NULL,
+            finished_at  REAL,
+            duration_s   REAL,
+            started_seq  INTEGER NOT NULL,
+            finished_seq INTEGER,
+            PRIMARY KEY (session_id, call_id)
+        );
+        CREATE INDEX tool_calls_status ON tool_calls (session_id, status);
+
+        CREATE TABLE leases (
+            session_id TEXT PRIMARY KEY,
+            owner      TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            pid        INTEGER NOT NULL,
+            host       TEXT NOT NULL
+        );
+
+        CREATE TABLE commands (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            command    TEXT NOT NULL,
+            subtask_id TEXT,
+            text       TEXT NOT NULL DEFAULT '',
+            source     TEXT NOT NULL DEFAULT 'cli',
+            created_at REAL NOT NULL,
+            taken_at   REAL
+        );
+        CREATE INDEX commands_open ON commands (session_id, taken_at, id);
+
+        -- claude_agent_sdk SessionStore (claude_store.py); subpath '' = main transcript
+        CREATE TABLE claude_entries (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            project_key TEXT NOT NULL,
+            session_id  TEXT NOT NULL,
+            subpath     TEXT NOT NULL DEFAULT '',
+            uuid        TEXT,
+            entry_json  TEXT NOT NULL
+        );
+        CREATE INDEX claude_entries_key ON claude_entries (project_key, session_id, subpath, id);
+        CREATE UNIQUE INDEX claude_entries_uuid
+            ON claude_entries (project_key, session_id, subpath, uuid) WHERE uuid IS NOT NULL;
+        CREATE TABLE claude_keys (
+            project_key TEXT NOT NULL,
+            session_id  TEXT NOT NULL,
+            subpath     TEXT NOT NULL,
+            mtime_ms    INTEGER NOT NULL,
+            PRIMARY KEY (project_key, session_id, subpath)
+        ) WITHOUT ROWID;
+        CREATE TABLE claude_summaries (
+            project_key TEXT NOT NULL,
+            session_id  TEXT NOT NULL,
+            mtime_ms    INTEGER NOT NULL,
+            data_json   TEXT NOT NULL,
+            PRIMARY KEY (project_key, session_id)
+        ) WITHOUT ROWID;
+
+        -- openai-agents Session (agents_session.py)
+        CREATE TABLE agent_items (
+            position   INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL,
+            item_json  TEXT NOT NULL
+        );
+        CREATE INDEX agent_items_session ON agent_items (session_id, position);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- opening ------------------------------------------------------------------------
+
+
+# The error classes live in db.py (the contract); imported at call time because db.py
+# imports this module.
+
+
+def _not_a_db(path: Path, why: str) -> Exception:
+    from core.store.db import NotADatabase
+
+    return NotADatabase(f"{path} is not a Shepherd database: {why}")
+
+
+def _too_new(path: Path, version: int) -> Exception:
+    from core.store.db import SchemaTooNew
+
+    return SchemaTooNew(f"{path} was written by a newer Shepherd (schema {version} > "
+                        f"{SCHEMA_VERSION}); upgrade Shepherd")
+
+
+def _create_private(path: Path) -> None:
+    """Create the empty file 0600 ourselves, before SQLite picks a mode (it then gives
+    -wal and -shm the same mode as the main file)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # in case the umask was odd
+    finally:
+        os.close(fd)
+
+
+def _check_header(path: Path) -> None:
+    """Refuse foreign or newer files from their first 100 bytes, before SQLite opens them
+    (a read-write open could checkpoint a WAL into the file on close)."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if not header:
+        return  # empty file: a new database
+    if not header.startswith(SQLITE_MAGIC):
+        raise _not_a_db(path, "the file is not a SQLite database")
+    if len(header) < 100:
+        raise _not_a_db(path, "the SQLite header is truncated")
+    user_version = int.from_bytes(header[60:64], "big")
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id not in (0, APPLICATION_ID):
+        raise _not_a_db(path, f"it belongs to another program (application_id {app_id:#x})")
+    if user_version > SCHEMA_VERSION and app_id == APPLICATION_ID:
+        raise _too_new(path, user_version)
+
+
+def _inspect_readonly(path: Path) -> tuple[int, int, list[str]]:
+    """user_version, application_id and table names through a read-only connection
+    (sees committed changes still in the WAL; cannot modify the file)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+    finally:
+        conn.close()
+    return version, app_id, tables
+
+
+def _validate(path: Path, version: int, app_id: int, tables: list[str]) -> None:
+    if app_id not in (0, APPLICATION_ID):
+        raise _not_a_db(path, f"it belongs to another program (application_id {app_id:#x})")
+    if version == 0 and tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise _not_a_db(path, f"it holds another program's tables ({shown})")
+    if version > 0 and app_id != APPLICATION_ID:
+        raise _not_a_db(path, "it is another program's SQLite database")
+    if version > SCHEMA_VERSION:
+        raise _too_new(path, version)
+
+
+def prepare_database(path: Path) -> Path:
+    """Create (0600) or check the file, switch it to WAL and migrate it to SCHEMA_VERSION.
+    Raises NotADatabase / SchemaTooNew / StoreError; a refused file is left untouched."""
+    from core.store.db import StoreError
+
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.exists() and not path.is_file():
+            raise StoreError(f"{path} is not a file")
+        _create_private(path)
+        _check_header(path)
+        if path.stat().st_size > 0:
+            version, app_id, tables = _inspect_readonly(path)
+            _validate(path, version, app_id, tables)
+            if version == SCHEMA_VERSION:
+                _ensure_wal(path)
+                return path
+        _migrate(path)
+    except sqlite3.DatabaseError as e:
+        if "not a database" in str(e) or "malformed" in str(e):
+            raise _not_a_db(path, str(e)) from None
+        raise StoreError(f"cannot open {path}: {e}") from None
+    except OSError as e:
+        raise StoreError(f"cannot open {path}: {e.strerror or e}") from None
+    _tighten_sidecars(path)
+    return path
+
+
+def _connect_rw(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _ensure_wal(path: Path) -> None:
+    conn = _connect_rw(path)
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+
+
+def _migrate(path: Path) -> None:
+    conn = _connect_rw(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+            _validate(path, version, app_id, tables)
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[number - 1](conn)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+
+
+def _tighten_sidecars(path: Path) -> None:
+    """-wal/-shm inherit the main file's mode; make sure they are never wider than 0600."""
+    for suffix in ("-wal", "-shm"):
+        side = Path(str(path) + suffix)
+        try:
+            mode = stat.S_IMODE(side.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(side, 0o600)
+        except OSError:
+            pass

@@ -1,0 +1,100 @@
+"""A real process writing to a Shepherd database, for tests/test_store_procs.py.
+
+    python tests/store_child.py kill   DB SESSION [--lease]
+        Runs a session like a runner would: session.started, plan, subtask, attempt, then
+        4 concurrent producers streaming tool.started (every other call left open), text
+        deltas and some tool.finished, forever. Prints each acknowledged seq on its own line
+        (flushed) the moment append() returns. The test SIGKILLs it at a random point.
+
+    python tests/store_child.py append  DB SESSION COUNT TAG
+        Prints "ready", waits for a line on stdin, then appends COUNT text deltas
+        (message_id=TAG) to SESSION from 4 concurrent producers, prints "done".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.events import (  # noqa: E402
+    AttemptStarted,
+    PlanReady,
+    SessionStarted,
+    SubtaskStarted,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
+from core.store.db import Store  # noqa: E402
+
+
+def ack(seq: int) -> None:
+    sys.stdout.write(f"{seq}\n")
+    sys.stdout.flush()
+
+
+async def run_kill(db: str, sid: str, lease: bool) -> None:
+    store = await Store.open(db)
+    if lease:
+        await store.acquire_lease(sid, ttl_s=600)
+    for ev in (SessionStarted(session_id=sid, title="crash test", backend="scripted", workspace="/w"),
+               PlanReady(session_id=sid, subtasks=[{"id": "a", "title": "A", "prompt": "p"}]),
+               SubtaskStarted(session_id=sid, subtask_id="a", title="A"),
+               AttemptStarted(session_id=sid, subtask_id="a", attempt=1)):
+        done = await store.append(ev)
+        assert done is not None
+        ack(done.seq)
+
+    async def producer(p: int) -> None:
+        i = 0
+        while True:
+            call = f"c{p}-{i}"
+            common = {"session_id": sid, "subtask_id": "a", "attempt": 1}
+            started = await store.append(ToolStarted(call_id=call, name="read_file", input={"i": i}, **common))
+            assert started is not None
+            ack(started.seq)
+            for k in range(3):
+                delta = await store.append(TextDelta(message_id=f"m{p}-{i}", text=f"chunk {k} ", **common))
+                assert delta is not None
+                ack(delta.seq)
+            if i % 2 == 0:  # every other call finishes; the rest stay open until the kill
+                finished = await store.append(ToolFinished(call_id=call, output="ok", duration_s=0.01, **common))
+                assert finished is not None
+                ack(finished.seq)
+            i += 1
+
+    await asyncio.gather(*(producer(p) for p in range(4)))
+
+
+async def run_append(db: str, sid: str, count: int, tag: str) -> None:
+    # recover=False: the session belongs to the test, not to a runner that died.
+    store = await Store.open(db, recover=False)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    async def producer(n: int) -> None:
+        for _ in range(n):
+            done = await store.append(TextDelta(session_id=sid, message_id=tag, text="x"))
+            assert done is not None
+
+    share = [count // 4 + (1 if i < count % 4 else 0) for i in range(4)]
+    await asyncio.gather(*(producer(n) for n in share))
+    await store.close()
+    print("done", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    mode = argv[0]
+    if mode == "kill":
+        asyncio.run(run_kill(argv[1], argv[2], "--lease" in argv[3:]))
+    elif mode == "append":
+        asyncio.run(run_append(argv[1], argv[2], int(argv[3]), argv[4]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

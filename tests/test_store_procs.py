@@ -1,0 +1,123 @@
+"""The store with real processes: SIGKILL at random moments, and two writers on one session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import sys
+from pathlib import Path
+
+from core.events import SessionStarted
+from core.store import Store
+
+CHILD = str(Path(__file__).with_name("store_child.py"))
+ROUNDS = 30
+
+
+def _seqs(db: Path, sid: str) -> list[int]:
+    """Seqs straight from the file (read-only), without opening a Store (which recovers)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT seq FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
+    finally:
+        conn.close()
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, CHILD, *args, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_sigkill_never_loses_an_acknowledged_event(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    seed_note = f"(rng state {rng.getstate()[1][0]})"
+    for round_no in range(ROUNDS):
+        sid = f"crash{round_no:02d}"
+        lease = round_no % 2 == 0  # even rounds: a lease of a pid that dies; odd: no lease at all
+        proc = await _spawn("kill", str(db), sid, *(["--lease"] if lease else []))
+        assert proc.stdout is not None
+        kill_after = rng.randint(1, 400)  # acknowledged lines to read before the kill
+        acked: list[int] = []
+        while len(acked) < kill_after:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=20)
+            if not line:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"child ended early: {err.decode(errors='replace')}")
+            acked.append(int(line))
+        proc.kill()  # SIGKILL, wherever the child's writer happens to be
+        await proc.wait()  # reap it: its pid is gone now
+        rest = await proc.stdout.read()
+        acked += [int(x) for x in rest.decode().split("\n")[:-1] if x.strip()]  # complete lines only
+
+        stored = _seqs(db, sid)
+        missing = sorted(set(acked) - set(stored))
+        assert not missing, f"round {round_no}: acknowledged seqs lost: {missing[:10]} {seed_note}"
+        assert stored == list(range(1, len(stored) + 1)), f"round {round_no}: gaps in {stored[-10:]}"
+
+        store = await Store.open(db)  # recovery runs here
+        try:
+            row = await store.get_session(sid)
+            assert row is not None
+            assert row.status == "interrupted", (round_no, row.status)
+            assert await store.tool_calls(sid, status="running") == []
+            assert all(s.status == "interrupted" for s in await store.subtasks(sid))
+            events = await store.events(sid, after_seq=0, limit=None)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+            last = events[-1]
+            assert last.type == "session.interrupted"
+            why = "process" if lease else "no lease"
+            assert why in last.reason, last.reason
+            interrupted = [e for e in events if e.type == "tool.finished" and e.status == "interrupted"]
+            assert all(e.output == "interrupted: the runner stopped" and e.subtask_id == "a" and e.attempt == 1
+                       for e in interrupted)
+            assert await store.lease_owner(sid) is None
+            last_seq = row.last_seq
+        finally:
+            await store.close()
+
+        again = await Store.open(db)  # a second open appends nothing more
+        try:
+            assert await again.recover() == []
+            assert await again.last_seq(sid) == last_seq
+        finally:
+            await again.close()
+
+
+async def test_two_processes_append_to_one_session_without_gaps_or_duplicates(tmp_path: Path) -> None:
+    db = tmp_path / "two.db"
+    sid = "shared"
+    store = await Store.open(db)
+    await store.append(SessionStarted(session_id=sid, title="two writers"))
+    await store.close()
+
+    count = 1500
+    procs = [await _spawn("append", str(db), sid, str(count), tag) for tag in ("A", "B")]
+    for proc in procs:  # both connected and waiting
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), timeout=20)).strip() == b"ready"
+    for proc in procs:  # go at the same moment
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+    for proc in procs:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err.decode(errors="replace")
+        assert out.strip() == b"done"
+
+    store = await Store.open(db, recover=False)
+    try:
+        events = await store.events(sid, limit=None)
+        assert [e.seq for e in events] == list(range(1, 2 * count + 2))
+        tags = [e.message_id for e in events[1:]]
+        assert tags.count("A") == count and tags.count("B") == count
+        # both really wrote while the other did: their events interleave
+        switches = sum(1 for a, b in zip(tags, tags[1:]) if a != b)
+        assert switches > 2, f"the two writers never interleaved ({switches} switches)"
+        row = await store.get_session(sid)
+        assert row is not None and row.last_seq == 2 * count + 1
+    finally:
+        await store.close()
