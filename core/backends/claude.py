@@ -1,0 +1,815 @@
+"""Claude Agent SDK backend: one attempt = one ``ClaudeSDKClient`` over the bundled CLI.
+
+The client keeps one anyio task group from connect to disconnect, so it lives in a
+worker task of its own; the supervisor reads events from a queue (it reads the
+iterator from a fresh task for every step, which the client would not survive).
+
+Stream -> events (only their own fields; the supervisor fills in the rest):
+  StreamEvent text_delta / thinking_delta      -> TextDelta / ThinkingDelta (live)
+  AssistantMessage TextBlock                    -> MessageCompleted (the text is not
+      re-emitted as a delta; the CLI sends one AssistantMessage per content block, so the
+      message's text so far is sent each time, under the API message id)
+  ToolUseBlock                                  -> ToolStarted
+  ToolResultBlock (UserMessage)                 -> ToolFinished (ok | error | denied | interrupted)
+  ResultMessage                                 -> Usage (per attempt), or AttemptFailed
+  SystemMessage api_retry / permission_denied, a mid-stream break the CLI recovered
+      from, an error message the run survived    -> informational Error / HookDecision
+
+Failures raise: ``AttemptFailed(result_message, text)`` for error results,
+``StreamBroken`` when the stream ends without a result, and the SDK's own exceptions
+(ProcessError, CLIConnectionError, CLINotFoundError, ...). Retries belong to the
+supervisor: the CLI runs with ``CLAUDE_CODE_MAX_RETRIES`` = ``[claude] cli_max_retries``
+(default 0) so a 529 does not hide inside it for minutes.
+
+Sessions: the Claude session id is derived from (Shepherd session, subtask, generation)
+so it is known even after a restart, and kept in ``ctx.state``. A restart resumes it
+(``resume=``) with ``ctx.prompt_extra`` (or a short "continue") as the new user turn: the
+original prompt is never sent twice. The transcript is mirrored into our database
+(``core.store.open_claude_session_store``), so a resume works with an empty
+CLAUDE_CONFIG_DIR. A repair (``ctx.repair``) forks the session at the last message before
+the tool use the API rejects (``resume_session_at`` + ``fork_session``: the next
+generation), and the agent is told what was dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import platform
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from core import prompts
+from core.backends.base import AttemptContext, BackendUnavailable
+from core.backends.claude_hooks import HookPolicy
+from core.errors import AttemptFailed, StreamBroken, classify
+from core.events import (
+    Error,
+    Event,
+    HookDecision,
+    MessageCompleted,
+    TextDelta,
+    ThinkingDelta,
+    ToolFinished,
+    ToolStarted,
+    Usage,
+)
+
+log = logging.getLogger("shepherd.claude")
+
+NO_CREDENTIALS = ("Claude backend needs ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or a Claude login "
+                  "(run `claude login`)")
+DEFAULT_ALLOWED_TOOLS = ("Bash", "Read", "Write", "Edit", "Glob", "Grep", "Task")
+PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "auto")
+SETTING_SOURCES = ("user", "project", "local")
+OUTPUT_LIMIT = 20_000  # characters of a tool result kept in tool.finished
+POST_HOOK_WAIT_S = 5.0  # bound on waiting for a Post hook the CLI should already have run
+INTERRUPT_TIMEOUT_S = 3.0
+CLOSE_TIMEOUT_S = 6.0  # interrupt + wait for the worker + disconnect stays under the engine's 10 s
+_NS = uuid.UUID("5b0f3c2e-8a51-4d7e-9a43-6c1d2f0e7a19")  # namespace of our Claude session ids
+_CONTINUE_FALLBACK = "[Shepherd] Continue the task from where you left off."
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaudeConfig:
+    """``[claude]`` task options (with the task's model and max_turns as fallbacks)."""
+
+    model: str | None = None
+    permission_mode: str = "acceptEdits"
+    allowed_tools: tuple[str, ...] = DEFAULT_ALLOWED_TOOLS
+    disallowed_tools: tuple[str, ...] = ()
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    cli_max_retries: int = 0
+    max_subagents: int = 4
+    setting_sources: tuple[str, ...] | None = ()  # () = isolation; None = the CLI's defaults
+    cli_path: str | None = None
+
+    @classmethod
+    def from_task(cls, task: Any) -> "ClaudeConfig":
+        raw = dict((getattr(task, "options", None) or {}).get("claude") or {})
+
+        def bad(key: str, want: str) -> BackendUnavailable:
+            return BackendUnavailable(f"[claude] {key}: expected {want}, got {raw.get(key)!r}")
+
+        def str_list(key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+            if key not in raw:
+                return default
+            v = raw[key]
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise bad(key, "a list of strings")
+            return tuple(v)
+
+        def number(key: str, default: Any, kind: type, minimum: float = 0) -> Any:
+            if key not in raw:
+                return default
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
+                    or v < minimum:
+                raise bad(key, f"a {'whole ' if kind is int else ''}number >= {minimum:g}")
+            return kind(v)
+
+        model = raw.get("model", getattr(task, "model", None))
+        if model is not None and not isinstance(model, str):
+            raise bad("model", "a string")
+        mode = raw.get("permission_mode", "acceptEdits")
+        if mode not in PERMISSION_MODES:
+            raise bad("permission_mode", "one of " + ", ".join(PERMISSION_MODES))
+        sources = str_list("setting_sources", ())
+        if sources and any(s not in SETTING_SOURCES for s in sources):
+            raise bad("setting_sources", "a list of " + ", ".join(SETTING_SOURCES))
+        cli_path = raw.get("cli_path")
+        if cli_path is not None and not isinstance(cli_path, str):
+            raise bad("cli_path", "a string")
+        return cls(
+            model=model,
+            permission_mode=mode,
+            allowed_tools=str_list("allowed_tools", DEFAULT_ALLOWED_TOOLS) or (),
+            disallowed_tools=str_list("disallowed_tools", ()) or (),
+            max_turns=number("max_turns", getattr(task, "max_turns", None), int, 1),
+            max_budget_usd=number("max_budget_usd", None, float, 0),
+            cli_max_retries=number("cli_max_retries", 0, int, 0),
+            max_subagents=number("max_subagents", 4, int, 0),
+            setting_sources=sources,
+            cli_path=cli_path,
+        )
+
+
+def credential_source(env: Mapping[str, str]) -> str | None:
+    """Where the CLI would get its credentials from (a short description), or None."""
+    if env.get("ANTHROPIC_API_KEY"):
+        return "ANTHROPIC_API_KEY"
+    if env.get("ANTHROPIC_AUTH_TOKEN"):
+        return "ANTHROPIC_AUTH_TOKEN"
+    if env.get("CLAUDE_CODE_OAUTH_TOKEN"):
+        return "CLAUDE_CODE_OAUTH_TOKEN"
+    if env.get("ANTHROPIC_BASE_URL"):
+        return "ANTHROPIC_BASE_URL (gateway)"
+    for var in ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"):
+        if env.get(var) not in (None, "", "0", "false"):
+            return var
+    config_dir = Path(env.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude").expanduser()
+    if (config_dir / ".credentials.json").is_file():
+        return f"Claude login ({config_dir})"
+    with contextlib.suppress(OSError, ValueError):
+        settings = json.loads((config_dir / "settings.json").read_text(encoding="utf-8-sig"))
+        if isinstance(settings, dict) and settings.get("apiKeyHelper"):
+            return "apiKeyHelper"
+    if platform.system() == "Darwin":  # a login kept in the macOS keychain leaves only this behind
+        state = Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json" if env.get("CLAUDE_CONFIG_DIR") \
+            else Path.home() / ".claude.json"
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(state.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("oauthAccount"):
+                return "Claude login (keychain)"
+    return None
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cli_env(env: Mapping[str, str], config: ClaudeConfig) -> dict[str, str]:
+    """Our additions to the CLI's environment (the SDK merges them over os.environ)."""
+    out = {
+        # no feature-flag/telemetry calls: they cost seconds on a network that drops packets
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # the supervisor owns retries
+        "CLAUDE_CODE_MAX_RETRIES": str(config.cli_max_retries),
+    }
+    base_url = env.get("ANTHROPIC_BASE_URL", "")
+    if base_url and _is_loopback_url(base_url):  # an inherited HTTP(S)_PROXY must not get it
+        for var in ("NO_PROXY", "no_proxy"):
+            have = [x for x in env.get(var, "").split(",") if x.strip()]
+            for host in ("127.0.0.1", "localhost", "::1"):
+                if host not in have:
+                    have.append(host)
+            out[var] = ",".join(have)
+    return out
+
+
+def session_uuid(shepherd_session: str, subtask_id: str, generation: int = 0) -> str:
+    """The Claude session id for a subtask: derived, so a restarted Shepherd finds it."""
+    name = f"{shepherd_session}/{subtask_id}" + (f"#{generation}" if generation else "")
+    return str(uuid.uuid5(_NS, name))
+
+
+# --- transcript repair ----------------------------------------------------------------------
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _blocks(message: Any) -> list[dict[str, Any]]:
+    content = _get(message, "content") if message is not None else None
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content or [] if isinstance(b, dict)]
+
+
+@dataclass(frozen=True)
+class RepairPoint:
+    resume_at: str  # uuid of the last message kept
+    dropped_calls: tuple[tuple[str, str, dict[str, Any]], ...]  # (id, name, input) never answered properly
+    dropped_messages: int
+    found: bool  # True: a tool use the API rejects was found; False: the fallback (last tool turn)
+
+    def describe(self) -> str:
+        calls = ", ".join(f"{name} {json.dumps(inp, ensure_ascii=False)[:120]} (id {cid})"
+                          for cid, name, inp in self.dropped_calls[:5])
+        more = f" and {len(self.dropped_calls) - 5} more" if len(self.dropped_calls) > 5 else ""
+        n = self.dropped_messages
+        return (f"the tool call{'s' if len(self.dropped_calls) != 1 else ''} {calls}{more}, "
+                f"and {n} transcript message{'s' if n != 1 else ''} from there on")
+
+
+def find_repair_point(messages: list[Any]) -> RepairPoint | None:
+    """Where to rewind a transcript the API rejects for a tool use without its result.
+
+    ``messages``: the session's main chain in order (claude_agent_sdk SessionMessage, or
+    dicts with type/uuid/message). The API merges consecutive same-role messages into one
+    turn and wants every tool_use answered by a tool_result at the head of the very next
+    user turn. The first assistant turn that breaks this is cut off: we keep everything
+    before its first tool_use. With nothing visibly wrong, the last turn with tool calls
+    is cut (the API named something we cannot see). None: nothing to rewind to.
+    """
+    msgs = [m for m in messages if _get(m, "type") in ("user", "assistant") and _get(m, "uuid")]
+    turns: list[tuple[str, list[int]]] = []  # (role, indexes into msgs)
+    for i, m in enumerate(msgs):
+        role = _get(m, "type")
+        if turns and turns[-1][0] == role:
+            turns[-1][1].append(i)
+        else:
+            turns.append((role, [i]))
+
+    def tool_uses(idx: list[int]) -> list[tuple[int, dict[str, Any]]]:
+        return [(i, b) for i in idx for b in _blocks(_get(msgs[i], "message")) if b.get("type") == "tool_use"]
+
+    bad_turn: int | None = None
+    for t, (role, idx) in enumerate(turns):
+        uses = tool_uses(idx) if role == "assistant" else []
+        if not uses:
+            continue
+        answered: set[Any] = set()
+        if t + 1 < len(turns):
+            for i in turns[t + 1][1]:
+                blocks = _blocks(_get(msgs[i], "message"))
+                lead = True
+                for b in blocks:
+                    if b.get("type") != "tool_result":
+                        lead = False
+                        break
+                    answered.add(b.get("tool_use_id"))
+                if not lead:
+                    break
+        if any(b.get("id") not in answered for _, b in uses):
+            bad_turn = t
+            break
+    found = bad_turn is not None
+    if bad_turn is None:
+        tool_turns = [t for t, (role, idx) in enumerate(turns) if role == "assistant" and tool_uses(idx)]
+        if not tool_turns:
+            return None
+        bad_turn = tool_turns[-1]
+    uses = tool_uses(turns[bad_turn][1])
+    first = uses[0][0]
+    if first == 0:
+        return None
+    dropped = [b for _, b in uses]  # we keep everything before the first of them
+    return RepairPoint(
+        resume_at=str(_get(msgs[first - 1], "uuid")),
+        dropped_calls=tuple((str(b.get("id")), str(b.get("name")), dict(b.get("input") or {})) for b in dropped),
+        dropped_messages=len(msgs) - first,
+        found=found,
+    )
+
+
+# --- the backend ------------------------------------------------------------------------------
+
+
+class ClaudeBackend:
+    """``env`` is laid over os.environ for the CLI (tests point it at a fake API)."""
+
+    name = "claude"
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, cli_path: str | None = None) -> None:
+        self.env = dict(env or {})
+        self.cli_path = cli_path
+
+    def effective_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+    async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
+        run = _Attempt(self, ctx)  # raises BackendUnavailable at once
+        run.start()
+        try:
+            while True:
+                item = await run.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            await run.shutdown()
+
+
+_END = object()
+
+
+@dataclass
+class _MessageState:
+    texts: list[str] = field(default_factory=list)  # completed text blocks
+    streamed: str = ""  # text deltas since the last completed text block
+    thinking_streamed: bool = False
+
+
+class _Attempt:
+    """One attempt: a worker task owns the client; events go through ``queue``."""
+
+    def __init__(self, backend: ClaudeBackend, ctx: AttemptContext) -> None:
+        self.ctx = ctx
+        self.env = backend.effective_env()
+        if credential_source(self.env) is None:
+            raise BackendUnavailable(NO_CREDENTIALS)
+        self.config = ClaudeConfig.from_task(ctx.task)
+        self.cli_path = self.config.cli_path or backend.cli_path
+        self.extra_env = {**backend.env, **cli_env(self.env, self.config)}
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.worker: asyncio.Task[None] | None = None
+        self.client: Any = None
+        self.connected = False
+        self.closing = False
+        self.result_seen = False
+        self.interrupt_sent = False
+        self.stop_interrupt = False  # the interrupt was ours, for ctx.stop_after_turn
+        self.at_boundary = False  # between turns: every tool call answered, no new output yet
+        self.messages: dict[str, _MessageState] = {}
+        self.current_message: str = ""
+        self.started: set[str] = set()
+        self.open_calls: dict[str, str] = {}  # call id -> tool name
+        self.denied: dict[str, str] = {}  # call id -> reason (our hook or the CLI's permissions)
+        self.pending_error: Any = None  # an error AssistantMessage, until we know if the run survived
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        extra_roots = []
+        tmp = self.env.get("CLAUDE_CODE_TMPDIR") or "/tmp"
+        extra_roots.append(Path(tmp) / f"claude-{os.getuid()}" if hasattr(os, "getuid") else Path(tmp))
+        config_dir = Path(self.env.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude").expanduser()
+        extra_roots.append(config_dir / "projects")
+        self.config_dir = config_dir
+        tools = set(self.config.allowed_tools)
+        self.policy = HookPolicy(
+            ctx.workspace, max_subagents=self.config.max_subagents,
+            subagents_allowed=bool(tools & {"Task", "Agent"}) or self.config.permission_mode == "bypassPermissions",
+            extra_read_roots=extra_roots,
+        )
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.worker = asyncio.get_running_loop().create_task(self._main(), name="claude-attempt")
+
+    def emit(self, ev: Event) -> None:
+        self.queue.put_nowait(ev)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _stderr(self, line: str) -> None:
+        self.stderr_tail.append(line)
+        log.info("cli: %s", line.rstrip())
+
+    async def shutdown(self) -> None:
+        """Early close (or normal end): interrupt the CLI, let the worker disconnect; bounded."""
+        worker = self.worker
+        if worker is None or worker.done():
+            return
+        self.closing = True
+        if self.connected and not self.result_seen and not self.interrupt_sent:
+            self.interrupt_sent = True
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self.client.interrupt(), INTERRUPT_TIMEOUT_S)
+        done, _ = await asyncio.wait({worker}, timeout=CLOSE_TIMEOUT_S / 2)
+        if not done:
+            worker.cancel()
+            await asyncio.wait({worker}, timeout=CLOSE_TIMEOUT_S / 2)
+        for t in list(self.tasks):
+            t.cancel()
+
+    # --- the worker -----------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        store = None
+        try:
+            store = self._open_store()
+            options, prompt = await self._plan(store)
+            await self._run_client(options, prompt)
+        except asyncio.CancelledError:
+            if not self.closing:
+                self.queue.put_nowait(asyncio.CancelledError())
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            self.queue.put_nowait(e)
+        finally:
+            for t in list(self.tasks):
+                t.cancel()
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    await store.close()
+            self.queue.put_nowait(_END)
+
+    def _open_store(self) -> Any:
+        if self.ctx.db_path is None:
+            return None
+        from core.store import open_claude_session_store
+
+        return open_claude_session_store(self.ctx.db_path)
+
+    async def _run_client(self, options: Any, prompt: str) -> None:
+        from claude_agent_sdk import ClaudeSDKClient
+
+        client = ClaudeSDKClient(options)
+        self.client = client
+        try:
+            await client.connect()
+            self.connected = True
+            if self.closing:
+                return
+            self._spawn(self._watch_stop())
+            await client.query(prompt)
+            ended = False
+            async for msg in client.receive_messages():
+                if await self._handle(msg):
+                    ended = True
+                    break
+            if not ended and not self.closing:
+                tail = " | ".join(list(self.stderr_tail)[-3:])
+                raise StreamBroken("the Claude CLI stream ended without a result" + (f" ({tail})" if tail else ""))
+        finally:
+            self.connected = False
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+    # --- session planning -------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return self.ctx.state.setdefault("claude", {})
+
+    def _sid(self, generation: int) -> str:
+        return session_uuid(self.ctx.session_id, self.ctx.subtask.id, generation)
+
+    async def _exists(self, store: Any, sid: str) -> bool:
+        from claude_agent_sdk import project_key_for_directory
+
+        key = project_key_for_directory(str(self.ctx.workspace))
+        if store is not None:
+            with contextlib.suppress(Exception):
+                if await store.load({"project_key": key, "session_id": sid}):
+                    return True
+        return (self.config_dir / "projects" / key / f"{sid}.jsonl").is_file()
+
+    async def _latest(self, store: Any) -> int | None:
+        """The newest generation of this subtask's session that exists, if any."""
+        state = self._state()
+        if "generation" in state and await self._exists(store, self._sid(state["generation"])):
+            return int(state["generation"])
+        found = None
+        for g in range(0, 64):
+            if await self._exists(store, self._sid(g)):
+                found = g
+            elif found is not None or g > 0:
+                break
+        return found
+
+    async def _transcript(self, store: Any, sid: str) -> list[Any]:
+        from claude_agent_sdk import InMemorySessionStore, get_session_messages_from_store, project_key_for_directory
+
+        cwd = str(self.ctx.workspace)
+        msgs: list[Any] = []
+        if store is not None:
+            with contextlib.suppress(Exception):
+                msgs = await get_session_messages_from_store(store, sid, directory=cwd)
+        if not msgs:  # no database: the CLI's own transcript file
+            path = self.config_dir / "projects" / project_key_for_directory(cwd) / f"{sid}.jsonl"
+            with contextlib.suppress(OSError):
+                mem = InMemorySessionStore()
+                entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                await mem.append({"project_key": project_key_for_directory(cwd), "session_id": sid}, entries)
+                msgs = await get_session_messages_from_store(mem, sid, directory=cwd)
+        return msgs
+
+    async def _plan(self, store: Any) -> tuple[Any, str]:
+        """Which session to run (fresh, resumed, or repaired) and the user turn to send."""
+        ctx, state = self.ctx, self._state()
+        extra = ctx.prompt_extra.strip()
+        resume: str | None = None
+        resume_at: str | None = None
+        fork = False
+        latest = await self._latest(store) if ctx.continue_history else None
+        if latest is not None:
+            resume = self._sid(latest)
+            generation = latest
+            prompt = extra or _continue_prompt()
+            if ctx.repair:
+                point = find_repair_point(await self._transcript(store, resume))
+                if point is None:
+                    log.warning("repair asked for, but session %s has no tool use to rewind; resuming as is", resume)
+                else:
+                    resume_at, fork = point.resume_at, True
+                    generation = latest + 1
+                    while await self._exists(store, self._sid(generation)):
+                        generation += 1
+                    notice = prompts.repair_notice(point.describe())
+                    prompt = notice + ("\n\n" + extra if extra else "")
+                    state["repairs"] = int(state.get("repairs", 0)) + 1
+                    log.info("repairing session %s: rewinding to %s (%s)", resume, resume_at,
+                             "rejected tool use found" if point.found else "last tool turn")
+        else:
+            # a fresh conversation: the original prompt (with any retry context) is the user turn
+            generation = 0
+            newest = await self._latest(store)
+            if newest is not None:
+                generation = newest + 1
+            prompt = ctx.prompt + ("\n\n" + extra if extra else "")
+        sid = self._sid(generation)
+        state.update(session_id=sid, generation=generation)
+        if ctx.strip_images:
+            log.info("strip_images: the Claude CLI already drops images the API rejected; resuming")
+        return self._options(resume=resume, resume_at=resume_at, fork=fork, session_id=sid, store=store), prompt
+
+    def _options(self, *, resume: str | None, resume_at: str | None, fork: bool, session_id: str,
+                 store: Any) -> Any:
+        from claude_agent_sdk import ClaudeAgentOptions
+
+        cfg = self.config
+        kwargs: dict[str, Any] = dict(
+            cwd=str(self.ctx.workspace),
+            env=self.extra_env,
+            stderr=self._stderr,
+            model=cfg.model,
+            permission_mode=cfg.permission_mode,
+            allowed_tools=list(cfg.allowed_tools),
+            disallowed_tools=list(cfg.disallowed_tools),
+            max_turns=cfg.max_turns,
+            max_budget_usd=cfg.max_budget_usd,
+            include_partial_messages=True,
+            hooks=self.policy.hooks(),
+            setting_sources=list(cfg.setting_sources) if cfg.setting_sources is not None else None,
+        )
+        if self.cli_path:
+            kwargs["cli_path"] = self.cli_path
+        if store is not None:
+            kwargs.update(session_store=store, session_store_flush="eager")
+        if resume is None:
+            kwargs["session_id"] = session_id
+        else:
+            kwargs["resume"] = resume
+            if resume_at:
+                kwargs.update(resume_session_at=resume_at, fork_session=fork, session_id=session_id)
+        return ClaudeAgentOptions(**kwargs)
+
+    # --- stop at the next safe point ---------------------------------------------------------
+
+    async def _watch_stop(self) -> None:
+        await self.ctx.stop_after_turn.wait()
+        self._maybe_stop()
+
+    def _maybe_stop(self) -> None:
+        if (self.ctx.stop_after_turn.is_set() and self.at_boundary and not self.open_calls
+                and not self.interrupt_sent and not self.result_seen and self.connected):
+            self.interrupt_sent = self.stop_interrupt = True
+            self._spawn(self._interrupt())
+
+    async def _interrupt(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.interrupt(), INTERRUPT_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - the CLI may already be done
+            log.info("interrupt failed: %s", e)
+
+    # --- messages -> events ---------------------------------------------------------------
+
+    async def _handle(self, msg: Any) -> bool:
+        """Translate one SDK message; True when the attempt's stream is over."""
+        from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage, UserMessage
+
+        if isinstance(msg, ResultMessage):
+            self.result_seen = True
+            self._finish_result(msg)
+            return True
+        if isinstance(msg, StreamEvent):
+            self._on_stream_event(msg)
+        elif isinstance(msg, AssistantMessage):
+            if msg.error:
+                self._flush_pending_error()
+                self.pending_error = msg
+                return False
+            self._flush_pending_error()
+            self._on_assistant(msg)
+        elif isinstance(msg, UserMessage):
+            self._flush_pending_error()
+            await self._on_user(msg)
+        elif isinstance(msg, SystemMessage):
+            self._on_system(msg)
+        for d in self.policy.take_decisions(self.started):
+            self._emit_decision(d.call_id, d.tool, d.reason)
+        self._maybe_stop()
+        return False
+
+    def _flush_pending_error(self) -> None:
+        """An error message the run went on after (e.g. a stream cut mid-response that the
+        CLI recovered from) is only information."""
+        msg, self.pending_error = self.pending_error, None
+        if msg is None:
+            return
+        text = _text_of(msg.content)
+        info = classify(AttemptFailed(msg, text))
+        kind = "stream_broken" if "mid-response" in text.lower() or "mid-stream" in text.lower() else info.kind
+        self.emit(Error(kind=kind, message=text or f"assistant error: {msg.error}",
+                        exception_type="AssistantMessage", status_code=info.status_code, retryable=True))
+
+    def _on_stream_event(self, msg: Any) -> None:
+        if msg.parent_tool_use_id:  # a sub-agent's stream: its report arrives as the tool result
+            return
+        ev = msg.event or {}
+        kind = ev.get("type")
+        if kind == "message_start":
+            self.current_message = str((ev.get("message") or {}).get("id") or f"m_{msg.uuid}")
+            self.messages.setdefault(self.current_message, _MessageState())
+            self.at_boundary = False
+        elif kind == "content_block_delta":
+            delta = ev.get("delta") or {}
+            state = self.messages.setdefault(self.current_message, _MessageState())
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                state.streamed += delta["text"]
+                self.emit(TextDelta(message_id=self.current_message, text=delta["text"]))
+            elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
+                state.thinking_streamed = True
+                self.emit(ThinkingDelta(message_id=self.current_message, text=delta["thinking"]))
+        elif kind == "message_stop":
+            state = self.messages.get(self.current_message)
+            if state is not None and state.streamed:
+                # deltas that no full text block followed: the stream broke off mid-message and
+                # the CLI asked again; close the partial message and say so
+                state.texts.append(state.streamed)
+                state.streamed = ""
+                self.emit(MessageCompleted(message_id=self.current_message, text="\n\n".join(state.texts)))
+                self.emit(Error(kind="stream_broken", retryable=True, exception_type="StreamEvent",
+                                message="the response stream broke off mid-message; the Claude CLI asked again"))
+
+    def _on_assistant(self, msg: Any) -> None:
+        from claude_agent_sdk import TextBlock, ThinkingBlock, ToolUseBlock
+
+        mid = msg.message_id or self.current_message or f"m_{msg.uuid}"
+        top = not msg.parent_tool_use_id
+        state = self.messages.setdefault(mid, _MessageState())
+        for block in msg.content:
+            if isinstance(block, TextBlock) and top:
+                state.texts.append(block.text)
+                state.streamed = ""
+                self.emit(MessageCompleted(message_id=mid, text="\n\n".join(state.texts)))
+            elif isinstance(block, ThinkingBlock) and top:
+                if not state.thinking_streamed and block.thinking:
+                    self.emit(ThinkingDelta(message_id=mid, text=block.thinking))
+            elif isinstance(block, ToolUseBlock):
+                if block.id in self.started:
+                    continue
+                self.started.add(block.id)
+                self.open_calls[block.id] = block.name
+                self.emit(ToolStarted(call_id=block.id, name=block.name, input=dict(block.input or {})))
+        if top:
+            self.at_boundary = False
+
+    async def _on_user(self, msg: Any) -> None:
+        from claude_agent_sdk import ToolResultBlock
+
+        if not isinstance(msg.content, list):
+            return
+        had_results = False
+        for block in msg.content:
+            if not isinstance(block, ToolResultBlock):
+                continue
+            had_results = True
+            call_id = block.tool_use_id
+            # synchronise with the Post hook (it runs in the SDK's reader task): its effects
+            # (the sub-agent slot) must land before we move past this result
+            if self.policy.expects_post(call_id) and call_id not in self.denied and not self.interrupt_sent:
+                if not await self.policy.wait_settled(call_id, POST_HOOK_WAIT_S):
+                    log.debug("no Post hook for %s within %.0f s", call_id, POST_HOOK_WAIT_S)
+            self.policy.release(call_id)
+            for d in self.policy.take_decisions({call_id}):
+                self._emit_decision(d.call_id, d.tool, d.reason)
+            output = _text_of(block.content)
+            info = self.policy.post_info.get(call_id, {})
+            if call_id in self.denied:
+                status = "denied"
+            elif block.is_error and (self.interrupt_sent or info.get("interrupted")):
+                status = "interrupted"
+            elif block.is_error:
+                status = "error"
+            else:
+                status = "ok"
+            duration = info.get("duration_ms")
+            self.open_calls.pop(call_id, None)
+            self.emit(ToolFinished(call_id=call_id, status=status,
+                                   output=prompts.truncate_middle(output, OUTPUT_LIMIT),
+                                   duration_s=round(duration / 1000.0, 3) if duration is not None else None))
+        if had_results and not msg.parent_tool_use_id and not self.open_calls:
+            self.at_boundary = True
+
+    def _emit_decision(self, call_id: str, tool: str, reason: str) -> None:
+        if call_id in self.denied:
+            return
+        self.denied[call_id] = reason
+        self.emit(HookDecision(call_id=call_id, tool=tool, decision="deny", reason=reason))
+
+    def _on_system(self, msg: Any) -> None:
+        data = msg.data or {}
+        if msg.subtype == "init":
+            sid = data.get("session_id")
+            if sid:
+                self._state()["session_id"] = sid
+        elif msg.subtype == "api_retry":
+            status = data.get("error_status")
+            err = str(data.get("error") or "")
+            info = classify(AttemptFailed({"is_error": True, "api_error_status": status,
+                                           "result": f"API Error: {status} {err}".strip()}))
+            delay = (data.get("retry_delay_ms") or 0) / 1000.0
+            self.emit(Error(kind=info.kind, retryable=True, status_code=status, exception_type="api_retry",
+                            message=f"CLI retry {data.get('attempt')}/{data.get('max_retries')} in "
+                                    f"{delay:.1f} s after: {info.message}"))
+        elif msg.subtype == "permission_denied":
+            call_id = str(data.get("tool_use_id") or "")
+            if call_id:
+                self._emit_decision(call_id, str(data.get("tool_name") or ""),
+                                    str(data.get("message") or "permission denied"))
+        elif msg.subtype == "mirror_error":
+            log.warning("transcript mirror to the database failed: %s", data.get("error"))
+
+    def _finish_result(self, msg: Any) -> None:
+        for d in self.policy.take_decisions():
+            self._emit_decision(d.call_id, d.tool, d.reason)
+        usage = msg.usage or {}
+        tokens_in = sum(int(usage.get(k) or 0) for k in
+                        ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        tokens_out = int(usage.get("output_tokens") or 0)
+        if tokens_in or tokens_out or msg.total_cost_usd:
+            self.emit(Usage(input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=msg.total_cost_usd))
+        aborted = msg.terminal_reason in ("aborted_streaming", "aborted_tools")
+        failed = msg.is_error or msg.subtype != "success"
+        if failed and (self.closing or (self.stop_interrupt and (aborted or msg.subtype == "error_during_execution"))):
+            return  # the stop we asked for
+        if failed:
+            evidence = (msg, self.pending_error) if self.pending_error is not None else msg
+            text = msg.result or (_text_of(self.pending_error.content) if self.pending_error is not None else "") \
+                or "; ".join(msg.errors or []) or f"Claude run ended with {msg.subtype}"
+            self.pending_error = None
+            raise AttemptFailed(evidence, text)
+        self._flush_pending_error()
+
+
+def _text_of(content: Any) -> str:
+    """Plain text of a message/result content (a string or a list of blocks)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        text = block.get("text") if isinstance(block, dict) else getattr(block, "text", None)
+        if isinstance(text, str):
+            parts.append(text)
+        elif isinstance(block, dict) and block.get("type") == "image":
+            parts.append("[image]")
+    return "\n".join(parts)
+
+
+def _continue_prompt() -> str:
+    fn = getattr(prompts, "continue_prompt", None)
+    return fn() if callable(fn) else _CONTINUE_FALLBACK
+
+
+__all__ = [
+    "ClaudeBackend", "ClaudeConfig", "RepairPoint", "credential_source", "cli_env", "find_repair_point",
+    "session_uuid", "NO_CREDENTIALS", "DEFAULT_ALLOWED_TOOLS",
+]
