@@ -76,6 +76,18 @@ def agent_instructions(workspace: Path) -> str:
     )
 
 
+def tools_for(ctx: AttemptContext) -> list[Any]:
+    """The workspace tools, built once per subtask (building them costs ~30 ms)."""
+    from core.tools import workspace_tools
+
+    key = (str(Path(ctx.workspace).resolve()), id(ctx.clock))
+    cached = ctx.state.get("agents_tools")
+    if cached is None or cached[0] != key:
+        cached = (key, workspace_tools(ctx.workspace, ctx.clock))
+        ctx.state["agents_tools"] = cached
+    return cached[1]
+
+
 def session_key(ctx: AttemptContext) -> str:
     return f"{ctx.session_id}:{ctx.subtask.id}"
 
@@ -368,5 +380,5 @@ async def run_agent_attempt(ctx: AttemptContext, agent: "Agent[Any]",
 __all__ = [
     "EventMapper", "SDK_TOOL_FAILURE", "agent_instructions", "attempt_input", "close_dangling_calls",
     "open_session", "prepare_history", "quiet_sdk_loggers", "run_agent_attempt", "run_streamed", "session_key",
-    "stream_run", "strip_image_inputs", "tool_status", "tracing_disabled", "ERROR_PREFIX",
+    "stream_run", "strip_image_inputs", "tool_status", "tools_for", "tracing_disabled", "ERROR_PREFIX",
 ]

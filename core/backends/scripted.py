@@ -40,11 +40,10 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
-from core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt
+from core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
 from core.backends.base import AttemptContext
 from core.events import Event
 from core.task import Step
-from core.tools import workspace_tools
 
 CURSOR_KEY = "scripted_cursor"
 FILLER_TEXT = "Working through the task step by step, checking each file as I go along."
@@ -357,7 +356,7 @@ class ScriptedBackend:
         return Agent(
             name="shepherd",
             instructions=agent_instructions(ctx.workspace),
-            tools=workspace_tools(ctx.workspace, ctx.clock),
+            tools=tools_for(ctx),
             model=StepModel(ctx, self.calls),
         )
 
