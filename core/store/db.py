@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from core.clock import RealClock
 from core.events import Event, SessionInterrupted, ToolFinished, event_from_json
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
-from core.store.derive import FINISHED_SESSION, write_events
+from core.store.derive import FINISHED_SESSION, prepare, write_events
 from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
 
 if TYPE_CHECKING:
@@ -194,11 +194,11 @@ class WriterStats:
 
 
 class _Pending:
-    __slots__ = ("event", "ts", "future", "t0")
+    __slots__ = ("event", "head", "future", "t0")
 
-    def __init__(self, event: Event, ts: float, future: asyncio.Future[Event | None], t0: float) -> None:
-        self.event = event
-        self.ts = ts  # stamped at submit, applied by the writer (one copy of the event, not two)
+    def __init__(self, event: Event, head: str, future: asyncio.Future[Event | None], t0: float) -> None:
+        self.event = event  # the store's own copy, ts set; the writer sets its seq
+        self.head = head  # its JSON without seq
         self.future = future
         self.t0 = t0
 
@@ -361,7 +361,8 @@ class Store:
         if not event.session_id:
             raise ValueError(f"{event.type} event has no session_id")
         future: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(event, event.ts or self.clock.now(), future, time.perf_counter()))
+        own, head = prepare(event, event.ts or self.clock.now())
+        self._queue.append(_Pending(own, head, future, time.perf_counter()))
         self._wake.set()
         return future
 
@@ -433,13 +434,13 @@ class Store:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         events = [p.event for p in batch]
-        stamps = [p.ts for p in batch]
+        heads = [p.head for p in batch]
         t_start = time.perf_counter()
         try:
             assert self._wconn is not None
             now = self.clock.now()
             results = await run_sync(
-                self._wconn, lambda raw: transaction_sync(raw, lambda c: write_events(c, events, now, stamps)))
+                self._wconn, lambda raw: transaction_sync(raw, lambda c: write_events(c, events, now, heads)))
         except Exception as e:  # the writer must survive a failed batch
             log.exception("store: writing %d events failed", len(batch))
             self.stats.failed_batches += 1

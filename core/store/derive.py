@@ -45,8 +45,21 @@ def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
 _SESSION_UPSERT = _insert_sql("sessions", SESSION_COLUMNS)
 _SUBTASK_UPSERT = _insert_sql("subtasks", SUBTASK_COLUMNS)
 _CALL_UPSERT = _insert_sql("tool_calls", CALL_COLUMNS)
-_EVENT_INSERT = ("INSERT INTO events (session_id, seq, type, ts, subtask_id, attempt, data) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# Events go in as multi-row INSERTs: sqlite3's executemany releases and re-takes the GIL
+# around every row, and each re-take can wait a whole switch interval (5 ms) while the
+# event loop thread is busy; one statement per chunk keeps a batch to a few hand-overs.
+_EVENT_COLUMNS = "INSERT INTO events (session_id, seq, type, ts, subtask_id, attempt, data) VALUES "
+_EVENT_CHUNK = 128  # 7 columns x 128 rows stays under SQLite's oldest variable limit (999)
+_EVENT_SQL: dict[int, str] = {}
+
+
+def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    for i in range(0, len(rows), _EVENT_CHUNK):
+        chunk = rows[i:i + _EVENT_CHUNK]
+        sql = _EVENT_SQL.get(len(chunk))
+        if sql is None:
+            sql = _EVENT_SQL[len(chunk)] = _EVENT_COLUMNS + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        conn.execute(sql, [v for row in chunk for v in row])
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -73,24 +86,31 @@ def copy_event(ev: Event, **changes: Any) -> Event:
 _ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
 
 
-def stamp(ev: Event, seq: int, ts: float) -> tuple[Event, str]:
-    """The event with its seq and ts, and exactly its ``to_json()``, in one pass: this
-    runs for every event, so it avoids dataclasses.replace and a second walk of fields."""
+def prepare(ev: Event, ts: float) -> tuple[Event, str]:
+    """A private copy of ``ev`` with its ts, and its JSON without ``seq`` (the writer
+    splices that in). Runs in ``Store.submit`` on the event loop thread, so the writer
+    thread does little Python per event and mostly runs SQLite with the GIL released."""
     cls = type(ev)
     if cls.to_dict is not Event.to_dict:  # OpaqueEvent has its own JSON form
-        new = copy_event(ev, seq=seq, ts=ts)
-        return new, new.to_json()
+        new = copy_event(ev, ts=ts)
+        out = new.to_dict()
+        out.pop("seq", None)
+        return new, _ENCODER.encode(out)
     new = object.__new__(cls)
-    out: dict[str, Any] = {"type": cls.type}
+    out = {"type": cls.type}
     for name in _field_names(cls):
         value = getattr(ev, name)
         out[name] = value
         object.__setattr__(new, name, value)
-    object.__setattr__(new, "seq", seq)
     object.__setattr__(new, "ts", ts)
-    out["seq"] = seq
     out["ts"] = ts
+    del out["seq"]
     return new, _ENCODER.encode(out)
+
+
+def _with_seq(head: str, seq: int) -> str:
+    """The event's full JSON (its to_json() content; seq comes last instead of sorted)."""
+    return f'{head[:-1]}, "seq": {seq}}}'
 
 
 def _marks(n: int) -> str:
@@ -111,7 +131,7 @@ class _Batch:
 
     # --- loading -------------------------------------------------------------------
 
-    def load(self, conn: sqlite3.Connection, events: list[Event], times: list[float]) -> None:
+    def load(self, conn: sqlite3.Connection, events: list[Event]) -> None:
         sids = list(dict.fromkeys(e.session_id for e in events))
         for chunk in _chunks(sids):
             rows = conn.execute(
@@ -124,7 +144,7 @@ class _Batch:
                 # or events written before the first session.started).
                 rows = conn.execute(
                     "SELECT MAX(seq) AS m FROM events WHERE session_id = ?", (sid,)).fetchall()
-                first_ts = next(t for e, t in zip(events, times) if e.session_id == sid)
+                first_ts = next(e.ts for e in events if e.session_id == sid)
                 self.sessions[sid] = _new_session(sid, (rows[0]["m"] or 0), first_ts)
         sub_sids = list(dict.fromkeys(e.session_id for e in events if e.type in SUBTASK_EVENTS))
         for chunk in _chunks(sub_sids):
@@ -387,27 +407,32 @@ _HANDLERS = {
 
 
 def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
-                 stamps: list[float] | None = None) -> list[Event | None]:
+                 heads: list[str] | None = None) -> list[Event | None]:
     """Store ``events`` with gapless seq numbers and update the derived tables, inside the
-    caller's write transaction. ``stamps`` gives each event's ts (default: its own).
-    Returns, per input event, the stored event, or None if it was dropped as a duplicate."""
+    caller's write transaction. With ``heads`` (from ``prepare``) the events are the
+    store's private copies and get their seq set in place; without, they are prepared
+    here (their own ts kept). Returns, per event, the stored event or None if it was
+    dropped as a duplicate."""
     if not events:
         return []
-    times = stamps if stamps is not None else [e.ts for e in events]
+    if heads is None:
+        prepared = [prepare(e, e.ts) for e in events]
+        events = [p[0] for p in prepared]
+        heads = [p[1] for p in prepared]
     batch = _Batch(now)
-    batch.load(conn, events, times)
+    batch.load(conn, events)
     out: list[Event | None] = []
     rows: list[tuple[Any, ...]] = []
-    for ev, ts in zip(events, times):
+    for ev, head in zip(events, heads):
         if batch.is_duplicate(ev):
             out.append(None)
             continue
-        s = batch.sessions[ev.session_id]
-        ev, data = stamp(ev, s["last_seq"] + 1, ts)
+        seq = batch.sessions[ev.session_id]["last_seq"] + 1
+        object.__setattr__(ev, "seq", seq)  # our own copy, not yet seen by anyone
         batch.apply(ev)
-        rows.append((ev.session_id, ev.seq, ev.type, ts, ev.subtask_id, ev.attempt, data))
+        rows.append((ev.session_id, seq, ev.type, ev.ts, ev.subtask_id, ev.attempt, _with_seq(head, seq)))
         out.append(ev)
     if rows:
-        conn.executemany(_EVENT_INSERT, rows)
+        _insert_events(conn, rows)
         batch.write(conn)
     return out
