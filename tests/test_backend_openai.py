@@ -37,7 +37,9 @@ def make_task(ws: Path, **extra: Any) -> Task:
 
 
 class Driver:
-    def __init__(self, api: FakeOpenAI, flavour: str, ws: Path, **task_extra: Any) -> None:
+    def __init__(self, api: FakeOpenAI, flavour: str, ws: Path, db_path: Path | None = None,
+                 **task_extra: Any) -> None:
+        self.db_path = db_path
         self.backend = OpenAIAgentsBackend(api_key="sk-test-not-a-real-key", base_url=api.base_url, api=flavour)
         self.task = make_task(ws, **task_extra)
         self.state: dict[str, Any] = {}
@@ -49,7 +51,8 @@ class Driver:
         return AttemptContext(session_id="s1", task=self.task, subtask=sub, attempt=self.n,
                               reason="first" if self.n == 1 else "retry", prompt=sub.prompt,
                               prompt_extra=extra, continue_history=self.n > 1 if cont is None else cont,
-                              workspace=self.task.workspace, clock=AutoClock(), state=self.state)
+                              workspace=self.task.workspace, clock=AutoClock(), state=self.state,
+                              db_path=self.db_path)
 
     async def run(self, ctx: AttemptContext | None = None) -> tuple[list[Event], BaseException | None]:
         events: list[Event] = []
@@ -184,13 +187,15 @@ async def test_mid_stream_break_after_deltas(ws: Path, flavour: str, how: str) -
 
 
 @pytest.mark.parametrize("flavour", APIS)
-async def test_restart_after_failure_does_not_duplicate_user_message(ws: Path, flavour: str) -> None:
+@pytest.mark.parametrize("store", [False, True], ids=["memory-session", "store-session"])
+async def test_restart_after_failure_does_not_duplicate_user_message(ws: Path, tmp_path: Path, flavour: str,
+                                                                     store: bool) -> None:
     with FakeOpenAI([
         {"tools": [{"name": "read_file", "args": {"path": "README.md"}}]},
         {"error": {"status": 500, "message": "boom"}},
         {"text": "Recovered."},
     ]) as api:
-        d = Driver(api, flavour, ws)
+        d = Driver(api, flavour, ws, db_path=tmp_path / "shepherd.db" if store else None)
         _, err = await d.run()
         assert isinstance(err, openai.InternalServerError)
         events, err = await d.run(d.ctx(extra="[Shepherd] The last attempt failed; continue."))
@@ -279,3 +284,42 @@ async def test_fake_server_non_streaming(flavour: str) -> None:
         r3 = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "echo me"}])
         assert r3.choices[0].message.content == "Echo: echo me"
         await client.close()
+
+
+@pytest.mark.parametrize("flavour", APIS)
+async def test_stop_after_turn_then_resume(ws: Path, flavour: str) -> None:
+    with FakeOpenAI([
+        {"tools": [{"name": "write_file", "args": {"path": "a.txt", "content": "A"}},
+                   {"name": "read_file", "args": {"path": "README.md"}}]},
+        {"text": "Resumed and done."},
+    ]) as api:
+        d = Driver(api, flavour, ws)
+        ctx = d.ctx()
+        events: list[Event] = []
+        async for ev in d.backend.attempt(ctx):
+            events.append(ev)
+            if isinstance(ev, ToolStarted):
+                ctx.stop_after_turn.set()
+        assert sum(isinstance(e, ToolFinished) for e in events) == 2
+        assert len(api.requests) == 1  # stopped before the next model call
+        events, err = await d.run(d.ctx())
+    assert err is None and texts(events) == "Resumed and done."
+    assert user_texts(flavour, api.requests[1]["body"]) == [PROMPT]
+    assert len(tool_outputs(flavour, api.requests[1]["body"])) == 2
+
+
+@pytest.mark.parametrize("flavour", APIS)
+async def test_early_close_mid_stream_does_not_hang(ws: Path, flavour: str) -> None:
+    import asyncio
+
+    with FakeOpenAI([{"text": " ".join(["slow"] * 200), "delay_ms": 20}]) as api:
+        d = Driver(api, flavour, ws)
+        agen = d.backend.attempt(d.ctx())
+        async for ev in agen:
+            if isinstance(ev, TextDelta):
+                break
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(agen.aclose(), 10)
+        assert loop.time() - t0 < 2
+    assert len(api.requests) == 1

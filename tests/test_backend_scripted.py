@@ -428,3 +428,37 @@ async def test_sdk_loggers_stay_off_the_terminal(ws: Path, capfd: pytest.Capture
     assert isinstance(err, ModelBehaviorError)  # unknown tool
     out, errout = capfd.readouterr()
     assert out == "" and errout == ""
+
+
+async def test_store_backed_session_survives_a_new_process(ws: Path, tmp_path: Path) -> None:
+    from core.store import open_agents_session
+    from core.store.db import Store
+
+    db = tmp_path / "shepherd.db"
+    store = await Store.open(db)  # the engine holds the store open while attempts run
+    try:
+        steps = [{"text": "Looking.", "tools": [{"name": "read_file", "args": {"path": "README.md"}}]},
+                 {"fail": "rate_limit", "retry_after": 1}, {"text": "Back again."}]
+        r1 = Runner(make_task(ws, steps))
+        _, err = await r1.run(r1.ctx(db_path=db))
+        assert isinstance(err, openai.RateLimitError)
+        assert SESSION_STATE_KEY not in r1.state  # nothing cached: the database holds the history
+        # a new process (fresh backend and state) continues from the database
+        r2 = Runner(make_task(ws, steps))
+        r2.attempt_no = 1
+        events, err = await r2.run(r2.ctx(db_path=db, cont=True, extra="[Shepherd] retry note"))
+        assert isinstance(err, openai.RateLimitError)  # step 1 replays (it left no trace)
+        events, err = await r2.run(r2.ctx(db_path=db, cont=True))
+        assert err is None and texts(events) == "Back again."
+        seen = r2.backend.calls[-1].input
+        assert user_messages(seen) == ["Fix the bug.", "[Shepherd] retry note"]
+        assert [i["call_id"] for i in seen if i.get("type") == "function_call_output"] == ["call_fix_0_0"]
+        session = open_agents_session(db, "s1:fix")
+        try:
+            stored = await session.get_items()
+        finally:
+            await session.close()
+        assert user_messages(stored) == ["Fix the bug.", "[Shepherd] retry note"]
+        assert stored[-1]["role"] == "assistant"
+    finally:
+        await store.close()

@@ -92,34 +92,30 @@ def session_key(ctx: AttemptContext) -> str:
     return f"{ctx.session_id}:{ctx.subtask.id}"
 
 
-async def open_session(ctx: AttemptContext, factory: SessionFactory | None = None) -> "Session":
-    """The subtask's openai-agents Session, kept in ``ctx.state`` across attempts.
+async def open_session(ctx: AttemptContext, factory: SessionFactory | None = None) -> tuple["Session", bool]:
+    """The subtask's openai-agents Session and whether this attempt must close it.
 
-    Order: an injected factory; the store-backed session
-    (``core.store.open_agents_session(db_path, key)``) when the store provides it; an
-    in-memory ``SQLiteSession`` (history then lives only as long as this process)."""
+    Order: an injected factory (the caller owns it); the store-backed session
+    (``core.store.open_agents_session(db_path, key)``: opened per attempt, closed after it,
+    so no connection outlives the attempt); else an in-memory ``SQLiteSession`` kept in
+    ``ctx.state`` (history then lives only as long as this process)."""
     key = session_key(ctx)
-    cached = ctx.state.get(SESSION_STATE_KEY)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    session: Any = None
     if factory is not None:
-        session = factory(ctx, key)
-    elif ctx.db_path is not None:
-        try:
-            from core.store import open_agents_session  # type: ignore[attr-defined]
-        except ImportError:
-            open_agents_session = None
-        if open_agents_session is not None:
-            session = open_agents_session(ctx.db_path, key)
-    if inspect.isawaitable(session):
-        session = await session
-    if session is None:
+        session: Any = factory(ctx, key)
+        if inspect.isawaitable(session):
+            session = await session
+        return session, False
+    if ctx.db_path is not None:
+        from core.store import open_agents_session
+
+        return open_agents_session(ctx.db_path, key), True
+    cached = ctx.state.get(SESSION_STATE_KEY)
+    if cached is None or cached[0] != key:
         from agents import SQLiteSession
 
-        session = SQLiteSession(key)
-    ctx.state[SESSION_STATE_KEY] = (key, session)
-    return session
+        cached = (key, SQLiteSession(key))
+        ctx.state[SESSION_STATE_KEY] = cached
+    return cached[1], False
 
 
 # --- history repair ----------------------------------------------------------------------
@@ -370,11 +366,15 @@ async def run_agent_attempt(ctx: AttemptContext, agent: "Agent[Any]",
                             session_factory: SessionFactory | None = None) -> AsyncIterator[Event]:
     """One attempt: open the subtask's session, repair history, choose the input, run the
     agent and yield its events."""
-    session = await open_session(ctx, session_factory)
-    run_input = await attempt_input(ctx, session)
-    result = run_streamed(ctx, agent, run_input, session)
-    async for ev in stream_run(result, ctx):
-        yield ev
+    session, owned = await open_session(ctx, session_factory)
+    try:
+        run_input = await attempt_input(ctx, session)
+        result = run_streamed(ctx, agent, run_input, session)
+        async for ev in stream_run(result, ctx):
+            yield ev
+    finally:
+        if owned:
+            await session.close()
 
 
 __all__ = [
