@@ -207,6 +207,27 @@ async def test_api_errors_surface_as_classified_attempt_failures(sandbox, case) 
     assert box.state["claude"]["session_id"]  # known, so the retry can resume it
 
 
+
+async def test_turn_limit_and_cli_retries(sandbox) -> None:
+    """max_turns from [claude] ends the run as max_turns; with cli_max_retries the CLI's own
+    retry shows up as an informational error and the attempt goes on."""
+    box = sandbox([{"tool_use": {"name": "Bash", "input": {"command": "echo 1"}}},
+                   {"tool_use": {"name": "Bash", "input": {"command": "echo 2"}}}], name="turns")
+    events, err = await box.run(box.ctx("loop", options={"max_turns": 1}))
+    assert isinstance(err, AttemptFailed) and classify(err).kind == "max_turns", err
+    assert [f.status for f in of(events, ToolFinished)] == ["ok"] and len(of(events, Usage)) == 1
+
+    box = sandbox([{"error": {"status": 529, "type": "overloaded_error", "message": "Overloaded",
+                              "should_retry": True}},
+                   {"text": "fine now"}], name="retries")
+    events, err = await box.run(box.ctx("go", options={"cli_max_retries": 1}))
+    assert err is None, err
+    infos = of(events, Error)
+    assert len(infos) == 1 and infos[0].retryable and infos[0].kind == "transient"
+    assert infos[0].message.startswith("CLI retry 1/1") and infos[0].status_code == 529
+    assert [c.text for c in of(events, MessageCompleted)] == ["fine now"]
+    assert len(box.api.main_requests()) == 2
+
 def _put_text_before_tool_result(db: Path, session_id: str) -> str:
     """Damage a stored transcript the way hook output does in the wild: text lands ahead of
     a tool_result, so the API sees a tool_use without its result "immediately after".

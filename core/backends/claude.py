@@ -779,6 +779,8 @@ class _Attempt:
         failed = msg.is_error or msg.subtype != "success"
         if failed and (self.closing or (self.stop_interrupt and (aborted or msg.subtype == "error_during_execution"))):
             return  # the stop we asked for
+        if not failed and msg.stop_reason == "refusal":  # a refusal is not a finished subtask
+            raise AttemptFailed(msg, f"the model refused to continue: {(msg.result or '').strip()[:300]}")
         if failed:
             evidence = (msg, self.pending_error) if self.pending_error is not None else msg
             text = msg.result or (_text_of(self.pending_error.content) if self.pending_error is not None else "") \

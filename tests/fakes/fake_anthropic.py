@@ -16,6 +16,7 @@ Each request to the main loop takes the next turn of the script:
     {"drop": True, "text": "partial"}                    the connection closes mid-stream
     {"rule": fn}                                          fn(request_body) -> turn | None
     {"hold": threading.Event(), ...}                     answer only once the event is set
+    {"text": "I can't help with that.", "stop_reason": "refusal"}   any stop_reason
 
 Any turn takes ``"times": N`` (default 1) or ``None`` (forever). A rule answers while
 ``fn`` returns a turn; when it returns None the request falls through to the rest of
@@ -344,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _message(self, body: dict[str, Any], turn: Turn) -> dict[str, Any]:
         content = self._content(turn)
-        stop = "tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn"
+        stop = turn.get("stop_reason") or ("tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn")
         return {"id": self.api.new_id("msg"), "type": "message", "role": "assistant",
                 "model": body.get("model") or self.api.model, "content": content,
                 "stop_reason": stop, "stop_sequence": None,
