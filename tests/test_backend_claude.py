@@ -8,7 +8,6 @@ Each CLI start costs ~0.5-1.5 s, so the integration tests are few and each check
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import uuid
 from pathlib import Path

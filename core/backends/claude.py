@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import json
 import logging
@@ -73,7 +74,7 @@ PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dont
 SETTING_SOURCES = ("user", "project", "local")
 OUTPUT_LIMIT = 20_000  # characters of a tool result kept in tool.finished
 POST_HOOK_WAIT_S = 5.0  # bound on waiting for a Post hook the CLI should already have run
-INTERRUPT_TIMEOUT_S = 3.0
+INTERRUPT_TIMEOUT_S = 2.0
 CLOSE_TIMEOUT_S = 6.0  # interrupt + wait for the worker + disconnect stays under the engine's 10 s
 _NS = uuid.UUID("5b0f3c2e-8a51-4d7e-9a43-6c1d2f0e7a19")  # namespace of our Claude session ids
 _CONTINUE_FALLBACK = "[Shepherd] Continue the task from where you left off."
@@ -372,7 +373,7 @@ class _Attempt:
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self.tasks: set[asyncio.Task[Any]] = set()
         extra_roots = []
-        tmp = self.env.get("CLAUDE_CODE_TMPDIR") or "/tmp"
+        tmp = self.env.get("CLAUDE_CODE_TMPDIR") or self.env.get("TMPDIR") or "/tmp"
         extra_roots.append(Path(tmp) / f"claude-{os.getuid()}" if hasattr(os, "getuid") else Path(tmp))
         config_dir = Path(self.env.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude").expanduser()
         extra_roots.append(config_dir / "projects")
@@ -423,6 +424,8 @@ class _Attempt:
     async def _main(self) -> None:
         store = None
         try:
+            # the first import costs ~1 s: not on the event loop (the TUI and heartbeats run there)
+            await asyncio.to_thread(importlib.import_module, "claude_agent_sdk")
             store = self._open_store()
             options, prompt = await self._plan(store)
             await self._run_client(options, prompt)
@@ -464,6 +467,9 @@ class _Attempt:
                     ended = True
                     break
             if not ended and not self.closing:
+                if self.pending_error is not None:  # the CLI reported an API error, then went away
+                    err, self.pending_error = self.pending_error, None
+                    raise AttemptFailed(err, _text_of(err.content) or f"assistant error: {err.error}")
                 tail = " | ".join(list(self.stderr_tail)[-3:])
                 raise StreamBroken("the Claude CLI stream ended without a result" + (f" ({tail})" if tail else ""))
         finally:
@@ -479,24 +485,28 @@ class _Attempt:
     def _sid(self, generation: int) -> str:
         return session_uuid(self.ctx.session_id, self.ctx.subtask.id, generation)
 
-    async def _exists(self, store: Any, sid: str) -> bool:
+    async def _known_sessions(self, store: Any) -> set[str]:
+        """Claude session ids with a transcript for this workspace: in the database, or
+        (without one) in the CLI's own projects directory."""
         from claude_agent_sdk import project_key_for_directory
 
         key = project_key_for_directory(str(self.ctx.workspace))
+        known: set[str] = set()
         if store is not None:
             with contextlib.suppress(Exception):
-                if await store.load({"project_key": key, "session_id": sid}):
-                    return True
-        return (self.config_dir / "projects" / key / f"{sid}.jsonl").is_file()
+                known.update(str(s["session_id"]) for s in await store.list_sessions(key))
+        with contextlib.suppress(OSError):
+            known.update(p.stem for p in (self.config_dir / "projects" / key).glob("*.jsonl"))
+        return known
 
-    async def _latest(self, store: Any) -> int | None:
+    def _latest(self, known: set[str]) -> int | None:
         """The newest generation of this subtask's session that exists, if any."""
         state = self._state()
-        if "generation" in state and await self._exists(store, self._sid(state["generation"])):
+        if "generation" in state and self._sid(int(state["generation"])) in known:
             return int(state["generation"])
         found = None
-        for g in range(0, 64):
-            if await self._exists(store, self._sid(g)):
+        for g in range(0, 256):
+            if self._sid(g) in known:
                 found = g
             elif found is not None or g > 0:
                 break
@@ -526,7 +536,8 @@ class _Attempt:
         resume: str | None = None
         resume_at: str | None = None
         fork = False
-        latest = await self._latest(store) if ctx.continue_history else None
+        known = await self._known_sessions(store)
+        latest = self._latest(known) if ctx.continue_history else None
         if latest is not None:
             resume = self._sid(latest)
             generation = latest
@@ -538,7 +549,7 @@ class _Attempt:
                 else:
                     resume_at, fork = point.resume_at, True
                     generation = latest + 1
-                    while await self._exists(store, self._sid(generation)):
+                    while self._sid(generation) in known:
                         generation += 1
                     notice = prompts.repair_notice(point.describe())
                     prompt = notice + ("\n\n" + extra if extra else "")
@@ -548,7 +559,7 @@ class _Attempt:
         else:
             # a fresh conversation: the original prompt (with any retry context) is the user turn
             generation = 0
-            newest = await self._latest(store)
+            newest = self._latest(known)
             if newest is not None:
                 generation = newest + 1
             prompt = ctx.prompt + ("\n\n" + extra if extra else "")
