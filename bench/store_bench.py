@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
 from core.clock import RealClock  # noqa: E402
-from core.events import SessionStarted, TextDelta  # noqa: E402
+from core.events import SessionFinished, SessionStarted, TextDelta  # noqa: E402
 from core.store import Store  # noqa: E402
 
 TEXT = "streaming a few words of assistant text "  # ~40 chars, a typical delta
@@ -119,6 +119,7 @@ async def bench_rehydrate(path: Path, n: int) -> dict[str, float]:
     futures = [store.submit(TextDelta(session_id=sid, message_id=f"m{i // 50}", text=TEXT)) for i in range(n)]
     await asyncio.gather(*futures)
     fill_s = time.perf_counter() - t0
+    await store.append(SessionFinished(session_id=sid, status="done"))  # (else recovery interrupts it)
     await store.close()
     size_mb = path.stat().st_size / 1e6
 
@@ -129,9 +130,9 @@ async def bench_rehydrate(path: Path, n: int) -> dict[str, float]:
     last = await store.events_before(sid, row.last_seq + 1, limit=200)
     first = await store.events(sid, after_seq=0, limit=200)
     total_s = time.perf_counter() - t0
-    assert len(last) == 200 and len(first) == 200 and last[-1].seq == n + 1
+    assert len(last) == 200 and len(first) == 200 and last[-1].seq == n + 2 == row.last_seq
     await store.close()
-    return {"events": n + 1, "fill_per_s": n / fill_s, "rehydrate_ms": total_s * 1000, "db_mb": size_mb}
+    return {"events": n + 2, "fill_per_s": n / fill_s, "rehydrate_ms": total_s * 1000, "db_mb": size_mb}
 
 
 async def main() -> None:
@@ -164,6 +165,13 @@ async def main() -> None:
         for m, r in ours.items():
             print(f"  sync={m:6} max {r['max_latency_ms']:.1f} ms, longest transaction {r['max_commit_ms']:.1f} ms, "
                   f"events over 50 ms: {r['over_50ms']}, {r['batches']} commits (largest {r['max_batch']} events)")
+        print("\nShepherd append rate by number of concurrent producers (sync=NORMAL; the peers are"
+              " flat: every add_items is its own commit):")
+        line = []
+        for producers in (1, 4, 16, 64):
+            r = await bench_shepherd(d / f"scale-{producers}.db", max(n // 2, 500), producers, "NORMAL")
+            line.append(f"P={producers}: {r['append_per_s']:,.0f}/s")
+        print("  " + ", ".join(line))
         if args.rehydrate:
             r = await bench_rehydrate(d / "rehydrate.db", args.rehydrate)
             print(f"\nrehydrate: {r['events']:,} events ({r['db_mb']:.0f} MB, written at {r['fill_per_s']:,.0f}/s "

@@ -784,3 +784,15 @@ async def test_json_of_task_and_input_keeps_unicode(store: Store) -> None:
     assert "✓" in conn.execute("SELECT task_json FROM sessions").fetchone()[0]
     assert json.loads(conn.execute("SELECT input_json FROM tool_calls").fetchone()[0]) == {"p": "é"}
     conn.close()
+
+
+def test_fast_decoding_matches_the_event_vocabulary() -> None:
+    from core.events import event_from_json
+
+    full = ToolStarted(session_id="s", seq=4, ts=2.0, call_id="c", name="n", input={"a": 1}).to_json()
+    missing = json.dumps({"type": "tool.started", "session_id": "s", "seq": 4, "ts": 2.0, "call_id": "c"})
+    extra = json.dumps({**json.loads(full), "added_in_v9": True})
+    unknown = json.dumps({"type": "brand.new", "session_id": "s", "seq": 5, "ts": 3.0, "x": 1})
+    for data in (full, missing, extra, unknown):
+        assert derive.decode_event(data) == event_from_json(data)
+        assert type(derive.decode_event(data)) is type(event_from_json(data))

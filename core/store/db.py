@@ -58,9 +58,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
-from core.events import Event, SessionInterrupted, ToolFinished, event_from_json
+from core.events import Event, SessionInterrupted, ToolFinished
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
-from core.store.derive import FINISHED_SESSION, prepare, write_events
+from core.store.derive import FINISHED_SESSION, decode_event, prepare, write_events
 from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
 
 if TYPE_CHECKING:
@@ -579,14 +579,14 @@ class Store:
         sql += " ORDER BY seq LIMIT ?"
         params.append(-1 if limit is None else int(limit))
         rows = await self._fetch(sql, params)
-        return [event_from_json(r["data"]) for r in rows]
+        return [decode_event(r["data"]) for r in rows]
 
     async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
         """Up to ``limit`` events with seq < before_seq, ascending (scrolling back)."""
         rows = await self._fetch(
             "SELECT data FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (session_id, int(before_seq), int(limit)))
-        return [event_from_json(r["data"]) for r in reversed(rows)]
+        return [decode_event(r["data"]) for r in reversed(rows)]
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._fetch("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite3
 
-from core.events import Event
+from core.events import EVENT_TYPES, Event, event_from_dict
 
 SESSION_COLUMNS = ("id", "title", "backend", "model", "workspace", "status", "started_at",
                    "updated_at", "ended_at", "last_seq", "last_event_ts", "subtasks_total",
@@ -84,6 +84,40 @@ def copy_event(ev: Event, **changes: Any) -> Event:
 
 # Same options as Event.to_json, one encoder reused.
 _ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+try:  # the C encoder, built once (JSONEncoder.encode builds a new one on every call)
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring as _encode_basestring
+
+    _C_ENCODE = _c_make_encoder(None, str, _encode_basestring, None, ": ", ", ", True, False, True)
+except (ImportError, TypeError):  # pragma: no cover - interpreters without _json
+    _C_ENCODE = None
+
+
+def _encode(obj: dict[str, Any]) -> str:
+    """``json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)``, faster.
+    (No circular-reference check: event payloads are plain JSON data.)"""
+    if _C_ENCODE is not None:
+        return "".join(_C_ENCODE(obj, 0))
+    return _ENCODER.encode(obj)
+
+
+def decode_event(data: str) -> Event:
+    """``event_from_json(data)`` for rows we wrote: when the JSON has every field of a
+    known type, build the event directly (reading 100k events is common, and the generic
+    path walks dataclasses.fields per row). Anything else takes the generic path."""
+    d = json.loads(data)
+    cls = EVENT_TYPES.get(d.get("type", ""))
+    if cls is None or cls.to_dict is not Event.to_dict:
+        return event_from_dict(d)
+    names = _field_names(cls)
+    try:
+        values = [d[name] for name in names]
+    except KeyError:  # written by an older version: defaults fill the gaps
+        return event_from_dict(d)
+    ev = object.__new__(cls)
+    for name, value in zip(names, values):
+        object.__setattr__(ev, name, value)
+    return ev
 
 
 def prepare(ev: Event, ts: float) -> tuple[Event, str]:
@@ -95,7 +129,7 @@ def prepare(ev: Event, ts: float) -> tuple[Event, str]:
         new = copy_event(ev, ts=ts)
         out = new.to_dict()
         out.pop("seq", None)
-        return new, _ENCODER.encode(out)
+        return new, _encode(out)
     new = object.__new__(cls)
     out = {"type": cls.type}
     for name in _field_names(cls):
@@ -105,7 +139,7 @@ def prepare(ev: Event, ts: float) -> tuple[Event, str]:
     object.__setattr__(new, "ts", ts)
     out["ts"] = ts
     del out["seq"]
-    return new, _ENCODER.encode(out)
+    return new, _encode(out)
 
 
 def _with_seq(head: str, seq: int) -> str:
