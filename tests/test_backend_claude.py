@@ -472,6 +472,9 @@ async def test_no_credentials_fails_at_once(tmp_path: Path, monkeypatch: pytest.
     assert loop.time() - t0 < 0.5  # no CLI was started
     assert "ANTHROPIC_API_KEY" in str(ei.value) and "claude login" in str(ei.value)
     assert not classify(ei.value).retryable
+    with pytest.raises(BackendUnavailable, match="ANTHROPIC_API_KEY"):  # the CLI's pre-flight check
+        ClaudeBackend().check_available(task)
+    ClaudeBackend(env={"ANTHROPIC_API_KEY": "k"}).check_available(task)
     # a Claude login (credentials file) is enough
     (tmp_path / ".claude").mkdir()
     (tmp_path / ".claude" / ".credentials.json").write_text("{}")

@@ -319,6 +319,13 @@ class ClaudeBackend:
     def effective_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
 
+    def check_available(self, task: Any) -> None:
+        """Fail before anything runs (raises BackendUnavailable): no credentials, or bad
+        ``[claude]`` options. Cheap: no SDK import, no CLI start."""
+        if credential_source(self.effective_env()) is None:
+            raise BackendUnavailable(NO_CREDENTIALS)
+        ClaudeConfig.from_task(task)
+
     async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
         run = _Attempt(self, ctx)  # raises BackendUnavailable at once
         run.start()
