@@ -182,6 +182,7 @@ class SubtaskView:
     finished_at: float | None = None
     reason: str = ""
     last_error_kind: str | None = None
+    planned: bool = False
     retry: RetryBlock | None = None  # the wait in progress, if any
     blocks: list[Block] = field(default_factory=list)
     version: int = 0
@@ -421,22 +422,49 @@ class SessionModel:
         s.workspace = e.workspace or s.workspace
         if s.started_at is None:
             s.started_at = e.ts or None
-        if s.status in ("pending", "starting", ""):
+        if s.status in ("pending", "starting", "") and self._counts(e):
             s.status = "running"
         self._touch_session()
 
     def _on_plan_ready(self, e: ev.PlanReady) -> None:
+        in_plan: list[str] = []
         for i, item in enumerate(e.subtasks or []):
             if not isinstance(item, dict):
                 continue
             sid = str(item.get("id") or f"#{i + 1}")
+            if sid in in_plan:
+                continue
+            in_plan.append(sid)
             st = self._subtask(sid, create=True)
+            st.planned = True
             title = item.get("title")
             if title and st.title != title:
                 st.title = str(title)
                 self._touch_subtask(st)
+        # A new plan replaces the old one: subtasks of an earlier plan that never
+        # started go away (as in the store's rows).
+        for sid, st in list(self.subtasks.items()):
+            if st.planned and sid not in in_plan and st.state == "pending" and not st.blocks:
+                del self.subtasks[sid]
+                self._changes.structure = True
+        # what is outside the plan (a planning subtask, "session") first, then plan order
+        keys = list(self.subtasks)
+        ranked = [k for k in keys if k not in in_plan] + [k for k in in_plan if k in self.subtasks]
+        if ranked != keys:
+            self.subtasks = {k: self.subtasks[k] for k in ranked}
+            self._changes.structure = True
+
+    def _set_running(self, e: ev.Event) -> None:
+        s = self.session
+        if not self._counts(e):
+            return  # the rows already say where the session went after this
+        if s.status != "running" or s.ended_at is not None:
+            s.status = "running"
+            s.ended_at = None
+            self._touch_session()
 
     def _on_subtask_started(self, e: ev.SubtaskStarted) -> None:
+        self._set_running(e)
         st = self._target(e)
         if e.title:
             st.title = e.title
@@ -450,6 +478,7 @@ class SessionModel:
         self._touch_subtask(st)
 
     def _on_attempt_started(self, e: ev.AttemptStarted) -> None:
+        self._set_running(e)
         st = self._target(e)
         number = e.attempt or (st.attempts + 1)
         # calls left open by an earlier attempt are over, whatever the engine said
@@ -683,10 +712,14 @@ class SessionModel:
         self._add(st, SubtaskEndBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts,
                                       attempt=e.attempt, status=status, reason=e.reason or ""))
         self._touch_subtask(st)
+        if status == "stuck" and self.session.is_live and self._counts(e):
+            self.session.status = "stuck"  # waiting for a person
+            self._touch_session()
 
     def _on_session_paused(self, e: ev.SessionPaused) -> None:
         s = self.session
-        s.status = "paused"
+        if self._counts(e):
+            s.status = "paused"
         s.pause_requested = False
         self._touch_session()
         for st in self.subtasks.values():
@@ -698,9 +731,9 @@ class SessionModel:
 
     def _on_session_resumed(self, e: ev.SessionResumed) -> None:
         s = self.session
-        if s.status in ("paused", "interrupted", "pending", "waiting", "stuck") or not s.is_live:
+        if self._counts(e):
             s.status = "running"
-        s.ended_at = None
+            s.ended_at = None
         s.pause_requested = False
         self._touch_session()
         for st in self.subtasks.values():
@@ -712,17 +745,20 @@ class SessionModel:
 
     def _on_session_finished(self, e: ev.SessionFinished) -> None:
         s = self.session
-        s.status = e.status or "done"
-        s.ended_at = e.ts or s.ended_at
+        status = e.status or "done"
+        if self._counts(e):
+            s.status = status
+            s.ended_at = e.ts or s.ended_at
         s.pause_requested = False
         self._touch_session()
-        self._interrupt_everything("cancelled" if s.status == "cancelled" else "interrupted", ts=e.ts)
-        self._note(e, "session", f"session {s.status}" + (f": {e.reason}" if e.reason else ""))
+        self._interrupt_everything("cancelled" if status == "cancelled" else "interrupted", ts=e.ts)
+        self._note(e, "session", f"session {status}" + (f": {e.reason}" if e.reason else ""))
 
     def _on_session_interrupted(self, e: ev.SessionInterrupted) -> None:
         s = self.session
-        s.status = "interrupted"
-        s.ended_at = e.ts or s.ended_at
+        if self._counts(e):
+            s.status = "interrupted"
+            s.ended_at = e.ts or s.ended_at
         s.pause_requested = False
         self._touch_session()
         self._interrupt_everything("interrupted", ts=e.ts)

@@ -1,0 +1,182 @@
+"""Where the session screen's events come from.
+
+Every feed first loads history: the derived session row, the subtask rows and only the
+LAST page of events (a 100k-event session must open at once); ``load_earlier()`` pages
+backwards on demand. Then, for a live session, it delivers new committed events:
+
+* ``LocalFeed``  the run is in this process: ``store.subscribe`` (no polling, no lag).
+* ``TailFeed``   another process runs it: ``store.tail`` polls the database.
+* ``StaticFeed`` a past session: history only.
+
+Rows are read before events, so replaying the page never moves state backwards;
+the model drops events whose seq it has already seen, so overlaps are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from core.events import Event
+
+if TYPE_CHECKING:
+    from core.store.db import SessionRow, Store, SubtaskRow
+
+PAGE_SIZE = 2000
+EventsCallback = Callable[[list[Event]], None]
+
+
+@dataclass
+class History:
+    session: "SessionRow | None"
+    subtasks: "list[SubtaskRow]" = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    has_earlier: bool = False
+
+    @property
+    def last_seq(self) -> int:
+        if self.events:
+            return self.events[-1].seq
+        return int(getattr(self.session, "last_seq", 0) or 0)
+
+
+class StaticFeed:
+    """History only (a session nobody runs)."""
+
+    live = False
+
+    def __init__(self, store: "Store", session_id: str, page_size: int = PAGE_SIZE) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.page_size = page_size
+        self.first_seq: int | None = None  # oldest event loaded so far
+        self.last_seq = 0
+        self._callback: EventsCallback | None = None
+        self._closed = False
+
+    async def open(self) -> History:
+        row = await self.store.get_session(self.session_id)
+        subtasks = await self.store.subtasks(self.session_id)
+        last = await self.store.last_seq(self.session_id)
+        events = await self.store.events_before(self.session_id, last + 1, limit=self.page_size) if last else []
+        if events:
+            self.first_seq = events[0].seq
+            self.last_seq = events[-1].seq
+        else:
+            self.first_seq = last + 1 if last else None
+            self.last_seq = last
+        return History(row, list(subtasks), list(events), has_earlier=self.has_earlier)
+
+    @property
+    def has_earlier(self) -> bool:
+        return self.first_seq is not None and self.first_seq > 1
+
+    async def load_earlier(self, limit: int | None = None) -> list[Event]:
+        """The page of events just before the oldest loaded one (ascending seq)."""
+        if not self.has_earlier:
+            return []
+        events = await self.store.events_before(self.session_id, self.first_seq, limit=limit or self.page_size)
+        if events:
+            self.first_seq = events[0].seq
+        else:
+            self.first_seq = 1
+        return list(events)
+
+    def start(self, callback: EventsCallback) -> None:
+        self._callback = callback
+
+    async def close(self) -> None:
+        self._closed = True
+        self._callback = None
+
+    def _deliver(self, events: list[Event]) -> None:
+        fresh = [e for e in events if e.seq > self.last_seq]
+        if not fresh or self._callback is None or self._closed:
+            return
+        self.last_seq = fresh[-1].seq
+        self._callback(fresh)
+
+
+class LocalFeed(StaticFeed):
+    """The run lives in this process: committed batches arrive through store.subscribe."""
+
+    live = True
+
+    def __init__(self, store: "Store", session_id: str, page_size: int = PAGE_SIZE) -> None:
+        super().__init__(store, session_id, page_size)
+        self._buffer: list[Event] = []
+        self._unsubscribe: Callable[[], Any] | None = None
+
+    async def open(self) -> History:
+        # Subscribe before reading, so nothing committed meanwhile is missed.
+        self._unsubscribe = self.store.subscribe(self._on_commit)
+        return await super().open()
+
+    def _on_commit(self, events: list[Event]) -> None:
+        mine = [e for e in events if e.session_id == self.session_id]
+        if not mine:
+            return
+        if self._callback is None:
+            self._buffer.extend(mine)
+        else:
+            self._deliver(mine)
+
+    def start(self, callback: EventsCallback) -> None:
+        super().start(callback)
+        buffered, self._buffer = self._buffer, []
+        if buffered:
+            self._deliver(buffered)
+
+    async def close(self) -> None:
+        await super().close()
+        if self._unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                self._unsubscribe()
+            self._unsubscribe = None
+
+
+class TailFeed(StaticFeed):
+    """Another process runs the session: follow the database with store.tail."""
+
+    live = True
+
+    def __init__(self, store: "Store", session_id: str, page_size: int = PAGE_SIZE,
+                 poll_s: float = 0.1) -> None:
+        super().__init__(store, session_id, page_size)
+        self.poll_s = poll_s
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    def start(self, callback: EventsCallback) -> None:
+        super().start(callback)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        try:
+            async for batch in self.store.tail(self.session_id, after_seq=self.last_seq, poll_s=self.poll_s):
+                if self._closed:
+                    break
+                self._deliver(list(batch))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the screen shows it; following just stops
+            self.error = exc
+
+    async def close(self) -> None:
+        await super().close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def make_feed(store: "Store", session_id: str, follow: str | None, page_size: int = PAGE_SIZE) -> StaticFeed:
+    if follow == "local":
+        return LocalFeed(store, session_id, page_size)
+    if follow == "tail":
+        return TailFeed(store, session_id, page_size)
+    return StaticFeed(store, session_id, page_size)

@@ -1,0 +1,387 @@
+"""The session screen: one session, live or past, rendered from its events.
+
+Layout: header / subtask list (left) + stream of the selected subtask (right) /
+status bar / footer. Events from the feed are buffered and applied to the model and
+the widgets at most once per frame (~30 fps), so a burst of deltas costs one update.
+Controls go through ``core.control.Controller``; a session nobody runs is read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList
+
+from tui import model as m
+from tui.feed import History, StaticFeed, make_feed
+from tui.widgets.status import SessionHeader, StatusBar
+from tui.widgets.stream import EarlierBar, StreamView
+from tui.widgets.subtasks import SubtaskList, subtask_id_of
+
+if TYPE_CHECKING:
+    from core.control import Controller
+    from core.events import Event
+    from core.store.db import Store
+
+STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
+FRAME_S = 1 / 30
+READ_ONLY = "read-only: this session is not running"
+
+
+class SessionScreen(Screen[None]):
+    """``follow``: "local" (the run is in this process: store.subscribe), "tail" (another
+    process: store.tail) or None (history only). ``clock`` is read for every countdown,
+    spinner duration and elapsed time (snapshot tests freeze it)."""
+
+    BINDINGS = [
+        Binding("p", "pause_resume", "Pause/resume"),
+        Binding("P,shift+p", "pause_now", "Pause now", show=False),
+        Binding("n", "retry_now", "Retry now"),
+        Binding("r", "retry", "Retry subtask"),
+        Binding("s", "skip", "Skip subtask"),
+        Binding("c", "cancel", "Cancel run"),
+        Binding("m", "note", "Note"),
+        Binding("e", "export", "Export"),
+        Binding("u", "load_earlier", "Load earlier", show=False),
+        Binding("escape,q", "back", "Back"),
+    ]
+
+    PAGE_SIZE = 2000  # events loaded on open (and per "load earlier")
+
+    def __init__(self, store: "Store", session_id: str, *, controller: "Controller | None" = None,
+                 follow: str | None = None, clock: Callable[[], float] = time.time,
+                 name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        if follow not in ("local", "tail", None):
+            raise ValueError(f"follow must be 'local', 'tail' or None, not {follow!r}")
+        self.store = store
+        self.session_id = session_id
+        self.controller = controller
+        self.follow = follow
+        self.clock = clock
+        self.model = m.SessionModel(session_id)
+        self.feed: StaticFeed = make_feed(store, session_id, follow, page_size=self.PAGE_SIZE)
+        self.history: History | None = None
+        self.selected: str | None = None
+        self.auto_follow = True  # show whichever subtask is active until the user picks one
+        self.loaded = asyncio.Event()
+        self.frames = 0  # model+widget updates done (one per frame with events)
+        self.events_received = 0
+        self._pending: list["Event"] = []
+        self._flush_scheduled = False
+        self._lock = asyncio.Lock()
+
+    # --- layout ------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield SessionHeader(self.model.session, id="session-header")
+        with Horizontal(id="session-body"):
+            yield SubtaskList(self.clock, id="subtasks")
+            yield StreamView(self.clock, id="stream")
+        yield StatusBar(self.model.session, self.clock, follow=self.follow, id="status")
+        yield Footer()
+
+    @property
+    def subtask_list(self) -> SubtaskList:
+        return self.query_one(SubtaskList)
+
+    @property
+    def stream(self) -> StreamView:
+        return self.query_one(StreamView)
+
+    @property
+    def status_bar(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    @property
+    def live(self) -> bool:
+        return self.model.session.is_live
+
+    @property
+    def controllable(self) -> bool:
+        return self.controller is not None and self.live
+
+    # --- loading and live updates -------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        try:
+            self.history = await self.feed.open()
+        except Exception as exc:
+            self.notify(f"could not load session {self.session_id}: {exc}", severity="error", markup=False)
+            self.history = History(None)
+        h = self.history
+        if h.session is None and not h.events:
+            self.notify(f"no session {self.session_id} in the database", severity="warning")
+        self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id)
+        self.selected = self.model.default_subtask_id()
+        await self._render_all()
+        self.subtask_list.focus()
+        self.feed.start(self._on_events)
+        self.loaded.set()
+
+    def _on_events(self, events: list["Event"]) -> None:
+        """Feed callback: buffer, and schedule one flush for the next frame."""
+        self._pending.extend(events)
+        self.events_received += len(events)
+        if not self._flush_scheduled and self.is_attached:
+            self._flush_scheduled = True
+            # Arm the frame timer from the screen's own message loop: the caller may be
+            # the store's writer task, outside the app's context.
+            self.call_later(self._arm_flush)
+
+    def _arm_flush(self) -> None:
+        self.set_timer(FRAME_S, self._flush, name="session-flush")
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        async with self._lock:
+            if not self._pending:
+                return
+            events, self._pending = self._pending, []
+            changes = self.model.apply(events)
+            self.frames += 1
+            try:
+                await self._render_changes(changes)
+            except Exception as exc:  # a display problem must not kill the live view
+                self.log.error("session render failed", exc)
+                self.notify(f"display error: {exc}", severity="error", markup=False)
+
+    async def flush_now(self) -> None:
+        """Apply whatever is buffered at once (tests; shutting down)."""
+        await self._flush()
+
+    async def _render_all(self) -> None:
+        info = self.model.session
+        self.query_one(SessionHeader).sync(info)
+        self.status_bar.sync(info, live=self.live, read_only=not self.controllable)
+        self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
+        await self.stream.show(self.model.subtask(self.selected), more_events=self.feed.has_earlier)
+
+    async def _render_changes(self, changes: m.Changes) -> None:
+        if changes.session:
+            info = self.model.session
+            self.query_one(SessionHeader).sync(info)
+            self.status_bar.sync(info, live=self.live, read_only=not self.controllable)
+        if changes.structure:
+            self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
+        elif changes.subtasks:
+            self.subtask_list.refresh_subtasks(changes.subtasks)
+        if self.auto_follow:
+            target = self.model.default_subtask_id()
+            if target is not None and target != self.selected:
+                await self._select(target)
+                return  # show() mounted the whole (current) tail already
+        sel = self.selected
+        if sel is None:
+            target = self.model.default_subtask_id()
+            if target is not None:
+                await self._select(target)
+            return
+        added = [b for b in changes.added if b.subtask_id == sel]
+        if added:
+            await self.stream.add_blocks(added)
+        updated = [b for b in changes.updated.values() if b.subtask_id == sel]
+        if updated:
+            self.stream.update_blocks(updated)
+
+    async def _select(self, subtask_id: str | None) -> None:
+        self.selected = subtask_id
+        self.subtask_list.select(subtask_id)
+        await self.stream.show(self.model.subtask(subtask_id), more_events=self.feed.has_earlier)
+
+    async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        sid = subtask_id_of(event.option.id)
+        if sid is None or sid == self.selected:
+            return
+        self.auto_follow = sid == self.model.default_subtask_id()
+        await self._select(sid)
+
+    async def on_earlier_bar_pressed(self, _: EarlierBar.Pressed) -> None:
+        await self.action_load_earlier()
+
+    async def on_unmount(self) -> None:
+        try:
+            await self.feed.close()
+        except Exception:
+            pass
+
+    # --- paging back ---------------------------------------------------------------------
+
+    async def action_load_earlier(self) -> None:
+        """Show hidden blocks of this subtask, else fetch the page of events before."""
+        if self.stream.hidden_blocks:
+            await self.stream.show_earlier()
+            return
+        if not self.feed.has_earlier:
+            self.notify("this is the beginning of the session")
+            return
+        async with self._lock:
+            try:
+                earlier = await self.feed.load_earlier()
+                after = earlier[-1].seq if earlier else 0
+                rest = await self.store.events(self.session_id, after_seq=after, limit=None)
+            except Exception as exc:
+                self.notify(f"could not load earlier events: {exc}", severity="error", markup=False)
+                return
+            first_seq = next((b.seq for b in self.stream.widgets_blocks()), None)
+            h = self.history or History(None)
+            self.model = m.SessionModel.from_history(h.session, h.subtasks, list(earlier) + list(rest),
+                                                     session_id=self.session_id)
+            pending, self._pending = self._pending, []
+            self.model.apply(pending)
+            self.model.settle() if not self.feed.live else None
+            self.model.take_changes()
+            await self._render_all()
+            if first_seq is not None:
+                self.stream.scroll_to_seq(first_seq)
+
+    # --- controls ------------------------------------------------------------------------
+
+    def _selected_subtask(self) -> str | None:
+        sid = self.subtask_list.selected_id if self.is_mounted else None
+        sid = sid if sid is not None else self.selected
+        return sid or None  # the session pseudo-subtask means "the current one"
+
+    async def _control(self, what: str, call: Callable[[], Awaitable[Any]], done: str | None = None) -> bool:
+        if not self.controllable:
+            self.notify(READ_ONLY if not self.live or self.controller is None else READ_ONLY, severity="warning")
+            return False
+        try:
+            await call()
+        except Exception as exc:
+            self.notify(f"{what} failed: {exc}", severity="error", markup=False)
+            return False
+        if done:
+            self.notify(done, timeout=2)
+        return True
+
+    async def action_pause_resume(self) -> None:
+        info = self.model.session
+        if not info.is_live and info.status == "interrupted":
+            await self._resume_interrupted()
+            return
+        ctl = self.controller
+        if info.status == "paused" or info.pause_requested:
+            await self._control("resume", lambda: ctl.resume(source="tui"), "resume requested")  # type: ignore[union-attr]
+        else:
+            await self._control("pause", lambda: ctl.pause(immediate=False, source="tui"),  # type: ignore[union-attr]
+                                "pause requested: at the next safe point")
+
+    async def action_pause_now(self) -> None:
+        ctl = self.controller
+        await self._control("pause", lambda: ctl.pause(immediate=True, source="tui"),  # type: ignore[union-attr]
+                            "pausing now")
+
+    async def _resume_interrupted(self) -> None:
+        resume = getattr(self.app, "resume_session", None)
+        if resume is None:
+            self.notify(READ_ONLY, severity="warning")
+            return
+        try:
+            result = resume(self.session_id)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            self.notify(f"resume failed: {exc}", severity="error", markup=False)
+
+    async def action_retry_now(self) -> None:
+        if self.controllable and self.model.waiting_retry() is None:
+            self.notify("no retry is waiting", severity="warning")
+            return
+        ctl = self.controller
+        await self._control("retry now", lambda: ctl.retry_now(source="tui"), "retrying now")  # type: ignore[union-attr]
+
+    async def action_retry(self) -> None:
+        sid = self._selected_subtask()
+        ctl = self.controller
+        await self._control("retry", lambda: ctl.retry(sid, source="tui"),  # type: ignore[union-attr]
+                            f"retry requested: {self._label(sid)}")
+
+    async def action_skip(self) -> None:
+        sid = self._selected_subtask()
+        ctl = self.controller
+        await self._control("skip", lambda: ctl.skip(sid, source="tui"),  # type: ignore[union-attr]
+                            f"skip requested: {self._label(sid)}")
+
+    def action_cancel(self) -> None:
+        if not self.controllable:
+            self.notify(READ_ONLY, severity="warning")
+            return
+        from tui.screens.modals import ConfirmModal
+
+        self.app.push_screen(ConfirmModal("Cancel this run? Open tool calls are interrupted and the session "
+                                          "ends as cancelled.", title="Cancel the run?", yes="Cancel run",
+                                          no="Keep running", danger=True), self._cancel_confirmed)
+
+    async def _cancel_confirmed(self, yes: bool | None) -> None:
+        if yes:
+            ctl = self.controller
+            await self._control("cancel", lambda: ctl.cancel(source="tui"), "cancel requested")  # type: ignore[union-attr]
+
+    def action_note(self) -> None:
+        if not self.controllable:
+            self.notify(READ_ONLY, severity="warning")
+            return
+        from tui.screens.modals import NoteModal
+
+        self.app.push_screen(NoteModal(), self._note_entered)
+
+    async def _note_entered(self, text: str | None) -> None:
+        if text:
+            ctl = self.controller
+            await self._control("note", lambda: ctl.note(text, source="tui"), "note queued for the next prompt")  # type: ignore[union-attr]
+
+    async def action_export(self) -> None:
+        try:
+            path = await export_session(self.store, self.session_id)
+        except Exception as exc:
+            self.notify(f"export failed: {exc}", severity="error", markup=False)
+            return
+        self.last_export = path
+        self.notify(f"exported to {path}", markup=False)
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+        else:
+            self.app.exit()
+
+    def _label(self, sid: str | None) -> str:
+        st = self.model.subtask(sid) if sid is not None else self.model.subtask(self.model.current_subtask_id)
+        return st.label if st is not None else "current subtask"
+
+
+async def export_session(store: "Store", session_id: str, directory: Path | None = None) -> Path:
+    """Write the whole session next to the database: Markdown through core.report when
+    it is there, else the event JSONL. Returns the file written."""
+    events: list[Any] = []
+    after = 0
+    while True:
+        page = await store.events(session_id, after_seq=after, limit=5000)
+        if not page:
+            break
+        events.extend(page)
+        after = page[-1].seq
+    directory = directory or Path(store.path).parent
+    try:
+        from core.report import export_markdown
+    except ImportError:
+        export_markdown = None  # type: ignore[assignment]
+    row = await store.get_session(session_id)
+    if export_markdown is not None and row is not None:
+        subtasks = await store.subtasks(session_id)
+        text = "".join(export_markdown(row, list(subtasks), events))
+        path = directory / f"shepherd-{session_id}.md"
+    else:
+        text = "".join(e.to_json() + "\n" for e in events)
+        path = directory / f"shepherd-{session_id}.jsonl"
+    await asyncio.to_thread(path.write_text, text, encoding="utf-8")
+    return path

@@ -1,0 +1,372 @@
+"""One widget per model block. Each keeps the block it shows and re-renders only when
+the block's version moved (``sync``); spinners and countdowns tick through the
+app-level ``Ticker`` and read time from the screen's clock."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Callable
+
+from textual.binding import Binding
+from textual.content import Content
+from textual.events import Click
+from textual.widget import Widget
+from textual.widgets import Markdown
+
+from tui import model as m
+from tui.widgets.anim import Ticker
+
+Clock = Callable[[], float]
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _clean(text: str) -> str:
+    """Tool output as plain text: no escape sequences or control characters, tabs expanded."""
+    return _ANSI.sub("", text.expandtabs(4))
+
+ATTEMPT_REASONS = {
+    "first": "first",
+    "retry": "retry after error",
+    "restart": "stream restart",
+    "user_retry": "retry by user",
+    "resume": "resumed",
+    "repair": "transcript repaired",
+}
+
+TOOL_STYLES = {"running": "$accent", "ok": "$success", "error": "$error", "denied": "$warning",
+               "interrupted": "$text-muted"}
+END_STYLES = {"done": "$success", "failed": "$error", "stuck": "$warning", "skipped": "$text-muted",
+              "cancelled": "$text-muted", "interrupted": "$text-muted"}
+NOTE_ICONS = {"note": "✎", "pause": "⏸", "resume": "▶", "session": "■", "stall": "⚠", "opaque": "?",
+              "control": "▸"}
+
+
+class BlockWidget(Widget):
+    """Base: a block rendered as Content; ``sync`` re-renders on a version change."""
+
+    DEFAULT_CSS = """
+    BlockWidget { height: auto; width: 1fr; }
+    """
+
+    def __init__(self, block: m.Block, clock: Clock = time.time) -> None:
+        super().__init__(classes=f"block -{block.kind}")
+        self.block = block
+        self.clock = clock
+        self.frame = 0
+        self._seen = -1
+        self._ticking = False
+
+    # what subclasses implement
+    def render_block(self, width: int) -> Content:  # pragma: no cover - overridden
+        return Content("")
+
+    def animated(self) -> bool:
+        return False
+
+    def on_block_changed(self) -> None:
+        """Hook: set classes etc. when the block moved on."""
+
+    # machinery
+    def render(self) -> Content:
+        width = max(10, self.content_region.width or self.size.width or 80)
+        try:
+            return self.render_block(width)
+        except Exception as exc:  # a rendering bug shows as a line, never a crash
+            return Content(f"[{self.block.kind}: {type(exc).__name__}: {exc}]")
+
+    def on_mount(self) -> None:
+        self._seen = self.block.version
+        self.frame = Ticker.of(self.app).frame
+        self.on_block_changed()
+        self._update_ticking()
+
+    def on_unmount(self) -> None:
+        if self._ticking:
+            Ticker.of(self.app).discard(self)
+            self._ticking = False
+
+    def sync(self) -> bool:
+        """Re-render if the block changed; True when it did."""
+        if self.block.version == self._seen:
+            return False
+        self._seen = self.block.version
+        self.on_block_changed()
+        self.refresh(layout=True)
+        self._update_ticking()
+        return True
+
+    def _update_ticking(self) -> None:
+        want = self.animated()
+        if want == self._ticking or not self.is_attached:
+            return
+        ticker = Ticker.of(self.app)
+        if want:
+            ticker.add(self)
+        else:
+            ticker.discard(self)
+        self._ticking = want
+
+    def tick(self, frame: int) -> None:
+        self.frame = frame
+        self.refresh()
+        if not self.animated():
+            self._update_ticking()
+
+
+class AttemptSeparator(BlockWidget):
+    block: m.AttemptBlock
+
+    def render_block(self, width: int) -> Content:
+        b = self.block
+        reason = ATTEMPT_REASONS.get(b.reason, b.reason)
+        label = f" attempt {b.number} · {reason} "
+        head = Content.assemble(("──", "$primary"), (label, "bold $primary"))
+        head = head.append(Content.styled("─" * max(0, width - head.cell_length), "$primary"))
+        if not b.prompt_extra.strip():
+            return head
+        lines = b.prompt_extra.strip().splitlines()
+        extra = " ".join(lines[:1])
+        if len(lines) > 1:
+            extra += f"  (+{len(lines) - 1} lines)"
+        return Content("\n").join([head, Content.styled(m._clip("↳ " + extra, width), "$text-muted italic")])
+
+
+class TextView(Markdown):
+    """Streamed assistant text: append-only Markdown updates, one in flight at a time,
+    so a burst of deltas becomes a single append."""
+
+    DEFAULT_CSS = """
+    TextView { height: auto; margin: 0; padding: 0 1; }
+    """
+
+    def __init__(self, block: m.TextBlock, clock: Clock = time.time) -> None:
+        super().__init__(block.text, classes=f"block -{block.kind} -role-{block.role}")
+        self.block = block
+        self.clock = clock
+        self._seen = block.version
+        self._rendered = block.text
+        self._busy = False
+
+    def on_mount(self) -> None:
+        self.set_class(not self.block.completed, "-streaming")
+
+    def sync(self) -> bool:
+        if self.block.version == self._seen:
+            return False
+        self._seen = self.block.version
+        self.set_class(not self.block.completed, "-streaming")
+        if not self._busy and self._rendered != self.block.text:
+            self._busy = True
+            self.run_worker(self._pump(), group="markdown", exit_on_error=False)
+        return True
+
+    async def _pump(self) -> None:
+        try:
+            while self._rendered != self.block.text and self.is_attached:
+                target = self.block.text
+                if self._rendered and target.startswith(self._rendered):
+                    delta = target[len(self._rendered):]
+                    self._rendered = target
+                    await self.append(delta)
+                else:  # replaced (message.completed differs): render from scratch
+                    self._rendered = target
+                    await self.update(target)
+        finally:
+            self._busy = False
+
+    @property
+    def settled(self) -> bool:
+        """Everything the block holds has been handed to Markdown."""
+        return not self._busy and self._rendered == self.block.text
+
+
+class Expandable(BlockWidget):
+    """A block that folds: Enter or a click toggles it."""
+
+    can_focus = True
+    BINDINGS = [Binding("enter", "toggle", "Expand", show=False)]
+
+    def __init__(self, block: m.Block, clock: Clock = time.time) -> None:
+        super().__init__(block, clock)
+        self.expanded = False
+
+    def action_toggle(self) -> None:
+        self.expanded = not self.expanded
+        self.set_class(self.expanded, "-expanded")
+        self.refresh(layout=True)
+
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        self.focus()
+        self.action_toggle()
+
+
+class ThinkingView(Expandable):
+    block: m.ThinkingBlock
+
+    def render_block(self, width: int) -> Content:
+        text = self.block.text.strip()
+        lines = text.splitlines() or [""]
+        marker = "▾" if self.expanded else "▸"
+        head = Content.assemble((f"{marker} ∴ thinking", "$text-muted bold"),
+                                (f"  {len(lines)} line{'s' if len(lines) != 1 else ''}", "$text-muted"))
+        if self.expanded:
+            return Content("\n").join([head, Content.styled(text, "$text-muted italic")])
+        last = m._clip(lines[-1], max(10, width - head.cell_length - 3))
+        return head.append(Content.styled("  " + last, "$text-muted italic"))
+
+
+class ToolCallView(Expandable):
+    """Name, compact input, spinner while open; status and duration when finished;
+    output folded until Enter/click."""
+
+    block: m.ToolBlock
+    MAX_OUTPUT_LINES = 200
+
+    def animated(self) -> bool:
+        return self.block.running
+
+    def on_block_changed(self) -> None:
+        for status in m.TOOL_ICONS:
+            self.set_class(self.block.status == status, f"-{status}")
+
+    def icon(self) -> str:
+        if self.block.running:
+            return m.spinner(self.frame)
+        return m.TOOL_ICONS.get(self.block.status, "?")
+
+    def render_block(self, width: int) -> Content:
+        b = self.block
+        style = TOOL_STYLES.get(b.status, "")
+        elapsed = b.elapsed(self.clock())
+        if b.running:
+            tail = f"  {m.fmt_duration(elapsed)}" if elapsed is not None else ""
+        else:
+            tail = f"  {b.status}" + (f" · {m.fmt_duration(elapsed)}" if elapsed is not None else "")
+        has_output = bool(b.output.strip())
+        marker = ("▾ " if self.expanded else "▸ ") if has_output else "  "
+        head = Content.assemble((marker, "$text-muted"), (self.icon() + " ", f"bold {style}"),
+                                (b.name or "tool", "bold"))
+        room = width - head.cell_length - len(tail) - 1
+        if b.summary and room > 4:
+            head = head.append(Content.styled(" " + m._clip(b.summary, room), "$text"))
+        head = head.append(Content.styled(tail, f"{style}" if not b.running else "$text-muted"))
+        parts = [head]
+        if b.denial:
+            parts.append(Content.styled(m._clip(f"    ⛔ {b.denial}", width), "$warning"))
+        if has_output and self.expanded:
+            shown, more = m.output_preview(b.output, self.MAX_OUTPUT_LINES)
+            body = Content(_clean(shown.rstrip("\n")))
+            parts.append(body.stylize("$text-muted") if b.status == "ok" else body)
+            if more:
+                parts.append(Content.styled(f"… {more} more lines", "$text-muted italic"))
+        elif has_output and b.status in ("error", "denied"):
+            first = b.output.strip().splitlines()[0]
+            parts.append(Content.styled(m._clip("    " + first, width), f"{style}"))
+        return Content("\n").join(parts)
+
+
+class HookView(BlockWidget):
+    block: m.HookBlock
+
+    def render_block(self, width: int) -> Content:
+        b = self.block
+        if b.decision == "deny":
+            return Content.styled(m._clip(f"⛔ hook denied {b.tool or 'tool'}: {b.reason}", width), "$warning")
+        return Content.styled(m._clip(f"✓ hook allowed {b.tool or 'tool'}: {b.reason}", width), "$text-muted")
+
+
+class RetryBanner(BlockWidget):
+    """'tool concurrency — retry 2/5 in 3 s' with a live countdown bar."""
+
+    block: m.RetryBlock
+
+    def animated(self) -> bool:
+        return self.block.active
+
+    def on_block_changed(self) -> None:
+        self.set_class(self.block.active, "-active")
+
+    def render_block(self, width: int) -> Content:
+        b = self.block
+        now = self.clock()
+        if b.active:
+            head = Content.assemble(("⟳ ", "bold $warning"), (b.text(now), "bold $warning"))
+            left = b.seconds_left(now)
+            if left <= 0:
+                head = head.append(Content.styled("  starting…", "$text-muted"))
+            else:
+                head = head.append(Content.styled("  n: retry now", "$text-muted"))
+            bar_w = max(4, width)
+            done = int(round(b.progress(now) * bar_w))
+            bar = Content.assemble(("━" * done, "$warning"), ("─" * (bar_w - done), "$text-muted"))
+            return Content("\n").join([head, bar])
+        after = f" after {m.fmt_duration(b.delay_s)}" if b.delay_s else ""
+        outcome = {"started": "", "superseded": " (superseded)"}.get(b.outcome, f" ({b.outcome})" if b.outcome else "")
+        return Content.styled(m._clip(f"⟳ {b.text(now)}{after}{outcome}", width), "$text-muted")
+
+
+class ErrorView(BlockWidget):
+    block: m.ErrorBlock
+
+    def render_block(self, width: int) -> Content:
+        b = self.block
+        code = f" {b.status_code}" if b.status_code else ""
+        head = Content.assemble(("✗ ", "bold $error"), (f"{m.kind_label(b.err_kind)}{code}", "bold $error"),
+                                (f"  {b.exception_type}" if b.exception_type else "", "$text-muted"))
+        lines = b.message.strip().splitlines()
+        if not lines:
+            return head
+        body = [Content.styled(m._clip(line, width - 2), "$error") for line in lines[:3]]
+        if len(lines) > 3:
+            body.append(Content.styled(f"… {len(lines) - 3} more lines", "$text-muted italic"))
+        return Content("\n").join([head, *[Content("  ").append(x) for x in body]])
+
+
+class NoteView(BlockWidget):
+    block: m.NoteBlock
+
+    def on_block_changed(self) -> None:
+        self.add_class(f"-{self.block.category}")
+
+    def render_block(self, width: int) -> Content:
+        b = self.block
+        style = {"note": "$accent", "stall": "$warning", "opaque": "$text-muted"}.get(b.category, "$text-muted")
+        icon = NOTE_ICONS.get(b.category, "▸")
+        if b.category == "note":
+            return Content.styled(f"{icon} {b.text}", style)
+        return Content.styled(m._clip(f"{icon} {b.text}", width), style)
+
+
+class SubtaskEndView(BlockWidget):
+    block: m.SubtaskEndBlock
+
+    def render_block(self, width: int) -> Content:
+        b = self.block
+        style = END_STYLES.get(b.status, "")
+        icon = m.STATE_ICONS.get(b.status, "■")
+        text = f"{icon} subtask {b.status}" + (f" — {b.reason}" if b.reason else "")
+        return Content.styled(m._clip(text, width), f"bold {style}")
+
+
+WIDGETS: dict[type[m.Block], type[Widget]] = {
+    m.AttemptBlock: AttemptSeparator,
+    m.TextBlock: TextView,
+    m.ThinkingBlock: ThinkingView,
+    m.ToolBlock: ToolCallView,
+    m.HookBlock: HookView,
+    m.RetryBlock: RetryBanner,
+    m.ErrorBlock: ErrorView,
+    m.NoteBlock: NoteView,
+    m.SubtaskEndBlock: SubtaskEndView,
+}
+
+
+def widget_for(block: m.Block, clock: Clock = time.time) -> Widget:
+    cls = WIDGETS.get(type(block), NoteView)
+    if cls is NoteView and not isinstance(block, m.NoteBlock):
+        block = m.NoteBlock(bid=block.bid, subtask_id=block.subtask_id, seq=block.seq, ts=block.ts,
+                            version=block.version, category="opaque", text=block.kind)
+    return cls(block, clock)  # type: ignore[call-arg]

@@ -1,0 +1,137 @@
+"""Session header (title, backend/model, id) and the status bar (state, elapsed, idle
+time, tokens, cost, retries)."""
+
+from __future__ import annotations
+
+import time
+
+from textual.content import Content
+from textual.widget import Widget
+
+from tui import model as m
+from tui.widgets.anim import Ticker
+from tui.widgets.blocks import Clock
+
+SESSION_STYLES = {
+    "running": "$success",
+    "paused": "$warning",
+    "waiting": "$warning",
+    "stuck": "$warning",
+    "done": "$success",
+    "failed": "$error",
+    "cancelled": "$text-muted",
+    "interrupted": "$text-muted",
+}
+SESSION_ICONS = {"running": "●", "paused": "⏸", "waiting": "◷", "stuck": "⚠", "done": "✓", "failed": "✗",
+                 "cancelled": "■", "interrupted": "⊘", "pending": "·"}
+
+
+def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool = False,
+                follow: str | None = None) -> Content:
+    status = info.status
+    label = status
+    if info.pause_requested and status == "running":
+        label = "pausing…"
+    parts: list[tuple[str, str] | str] = [
+        (f" {SESSION_ICONS.get(status, '●')} {label} ", f"bold {SESSION_STYLES.get(status, '')}"),
+    ]
+    sep = (" │ ", "$text-muted")
+    parts += [sep, (m.fmt_clock(info.elapsed(now)), "")]
+    if live and status in ("running", "waiting", "stuck"):
+        idle = info.idle(now)
+        if idle is not None and idle >= 1:
+            parts += [sep, (f"idle {m.fmt_duration(int(idle))}", "$warning" if info.stalled else "$text-muted")]
+        if info.open_calls:
+            parts += [sep, (f"{info.open_calls} open call{'s' if info.open_calls != 1 else ''}", "$text-muted")]
+    if info.stalled and live:
+        parts += [sep, ("⚠ stalled", "bold $warning")]
+    parts += [sep, (f"{m.fmt_tokens(info.input_tokens)}↑ {m.fmt_tokens(info.output_tokens)}↓ tok", "")]
+    parts += [sep, (m.fmt_cost(info.cost_usd), "")]
+    if info.retries:
+        parts += [sep, (f"↻ {info.retries}", "$warning")]
+    if read_only or not live:
+        parts += [sep, ("read-only", "$text-muted italic")]
+    elif follow == "tail":
+        parts += [sep, ("attached", "$text-muted italic")]
+    return Content.assemble(*parts)
+
+
+def header_line(info: m.SessionInfo) -> Content:
+    who = info.backend + (f"/{info.model}" if info.model else "")
+    return Content.assemble((" " + (info.title or "(untitled)"), "bold"),
+                            (f"  {who}" if who else "", "$text-muted"),
+                            (f"  {info.id}", "$text-muted"))
+
+
+class SessionHeader(Widget):
+    DEFAULT_CSS = """
+    SessionHeader { height: 1; width: 1fr; }
+    """
+
+    def __init__(self, info: m.SessionInfo, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.info = info
+        self._seen = -1
+
+    def render(self) -> Content:
+        return header_line(self.info)
+
+    def sync(self, info: m.SessionInfo) -> None:
+        self.info = info
+        self.refresh()
+
+
+class StatusBar(Widget):
+    """Redrawn on session changes and, while live, once a tick if its text changed."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; width: 1fr; }
+    """
+
+    def __init__(self, info: m.SessionInfo, clock: Clock = time.time, *, follow: str | None = None,
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.info = info
+        self.clock = clock
+        self.follow = follow
+        self.live = False
+        self.read_only = True
+        self._text = ""
+        self._ticking = False
+
+    def render(self) -> Content:
+        line = status_line(self.info, self.clock(), live=self.live, read_only=self.read_only,
+                           follow=self.follow)
+        self._text = line.plain
+        return line
+
+    @property
+    def text(self) -> str:
+        return status_line(self.info, self.clock(), live=self.live, read_only=self.read_only,
+                           follow=self.follow).plain
+
+    def sync(self, info: m.SessionInfo, *, live: bool, read_only: bool) -> None:
+        self.info = info
+        self.live = live
+        self.read_only = read_only
+        self.refresh()
+        self._update_ticking()
+
+    def _update_ticking(self) -> None:
+        if not self.is_attached or self.live == self._ticking:
+            return
+        ticker = Ticker.of(self.app)
+        ticker.add(self) if self.live else ticker.discard(self)
+        self._ticking = self.live
+
+    def on_mount(self) -> None:
+        self._update_ticking()
+
+    def on_unmount(self) -> None:
+        if self._ticking:
+            Ticker.of(self.app).discard(self)
+            self._ticking = False
+
+    def tick(self, frame: int) -> None:
+        if self.text != self._text:
+            self.refresh()

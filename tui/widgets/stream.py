@@ -1,0 +1,185 @@
+"""The stream of the selected subtask: block widgets in a scroll that follows the tail.
+
+Only the selected subtask's blocks are mounted, at most ``MAX_BLOCKS`` of them (the
+oldest are pruned as new ones arrive); earlier ones come back on demand. New blocks
+from one frame are mounted in one ``mount_all``; changed blocks re-render in place."""
+
+from __future__ import annotations
+
+import time
+from textual.containers import VerticalScroll
+from textual.content import Content
+from textual.events import Click
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Static
+
+from tui import model as m
+from tui.widgets.blocks import Clock, widget_for
+
+
+class EarlierBar(Static):
+    """The line at the top that says more is hidden; a click asks for it."""
+
+    class Pressed(Message):
+        pass
+
+    DEFAULT_CSS = """
+    EarlierBar { height: auto; width: 1fr; }
+    """
+
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        self.post_message(self.Pressed())
+
+
+class StreamView(VerticalScroll):
+    MAX_BLOCKS = 200
+    PRUNE_SLACK = 50  # prune in steps, not on every new block
+
+    DEFAULT_CSS = """
+    StreamView { height: 1fr; }
+    """
+
+    def __init__(self, clock: Clock = time.time, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.clock = clock
+        self.subtask: m.SubtaskView | None = None
+        self.widgets: dict[int, Widget] = {}  # bid -> mounted widget, in order
+        self.first_index = 0  # index in subtask.blocks of the first mounted block
+        self.more_events = False  # the store holds events older than the loaded page
+        self.mount_count = 0  # block widgets created over this view's life (tests, benchmarks)
+        self._bar = EarlierBar("", classes="earlier")
+        self._follow_pending = True
+
+    def compose(self):
+        yield self._bar
+
+    def on_mount(self) -> None:
+        self._bar.display = False
+
+    # Textual's anchor pins content to the bottom even when it fits the view; anchor
+    # only once it overflows, so a short stream starts at the top.
+    def on_resize(self) -> None:
+        self._maybe_anchor()
+
+    def _maybe_anchor(self) -> None:
+        if self._follow_pending and self.max_scroll_y > 0:
+            self._follow_pending = False
+            self.anchor()
+
+    @property
+    def following(self) -> bool:
+        """Whether new content scrolls into view (at the bottom, or everything fits)."""
+        return self._follow_pending or (self.is_anchored and not self._anchor_released)
+
+    # --- what is shown ---
+
+    @property
+    def hidden_blocks(self) -> int:
+        return self.first_index
+
+    def _update_bar(self) -> None:
+        hidden = self.first_index
+        if hidden or self.more_events:
+            what = f"{hidden} earlier block{'s' if hidden != 1 else ''}" if hidden else "earlier events"
+            self._bar.update(Content.styled(f"↑ {what} — press u or click to load", "$text-muted italic"))
+            self._bar.display = True
+        else:
+            self._bar.display = False
+
+    async def show(self, subtask: m.SubtaskView | None, *, more_events: bool = False) -> None:
+        """Replace everything with the tail of ``subtask``."""
+        self.more_events = more_events
+        old = [w for w in self.children if w is not self._bar]
+        self.widgets.clear()
+        if old:
+            await self.remove_children(old)
+        self.subtask = subtask
+        self.first_index = 0
+        self.anchor(False)
+        self._follow_pending = True
+        self.scroll_to(y=0, animate=False, immediate=True)
+        if subtask is None:
+            self._update_bar()
+            return
+        blocks = subtask.blocks[-self.MAX_BLOCKS:]
+        self.first_index = len(subtask.blocks) - len(blocks)
+        await self._mount_blocks(blocks)
+        self._update_bar()
+        self._maybe_anchor()
+
+    async def add_blocks(self, blocks: list[m.Block]) -> None:
+        """Blocks appended to the shown subtask since the last frame."""
+        fresh = [b for b in blocks if b.bid not in self.widgets]
+        if not fresh:
+            return
+        await self._mount_blocks(fresh)
+        if len(self.widgets) > self.MAX_BLOCKS + self.PRUNE_SLACK:
+            await self._prune()
+
+    def update_blocks(self, blocks: list[m.Block]) -> int:
+        n = 0
+        for b in blocks:
+            w = self.widgets.get(b.bid)
+            if w is not None and w.sync():  # type: ignore[attr-defined]
+                n += 1
+        return n
+
+    async def show_earlier(self, count: int | None = None) -> int:
+        """Mount up to ``count`` model blocks above the first shown one; how many."""
+        if self.subtask is None or self.first_index <= 0:
+            return 0
+        count = count or self.MAX_BLOCKS
+        start = max(0, self.first_index - count)
+        blocks = self.subtask.blocks[start:self.first_index]
+        widgets = [widget_for(b, self.clock) for b in blocks]
+        self.mount_count += len(widgets)
+        # keep the dict in display order: earlier blocks first
+        self.widgets = {**{b.bid: w for b, w in zip(blocks, widgets)}, **self.widgets}
+        self.first_index = start
+        self._follow_pending = False
+        if self.is_anchored:
+            self.release_anchor()
+        await self.mount_all(widgets, after=self._bar)
+        self._update_bar()
+        return len(widgets)
+
+    def set_more_events(self, more: bool) -> None:
+        self.more_events = more
+        self._update_bar()
+
+    async def _mount_blocks(self, blocks: list[m.Block]) -> None:
+        widgets = [widget_for(b, self.clock) for b in blocks]
+        for b, w in zip(blocks, widgets):
+            self.widgets[b.bid] = w
+        self.mount_count += len(widgets)
+        await self.mount_all(widgets)
+
+    async def _prune(self) -> None:
+        extra = len(self.widgets) - self.MAX_BLOCKS
+        if extra <= 0:
+            return
+        gone = list(self.widgets)[:extra]
+        widgets = [self.widgets.pop(bid) for bid in gone]
+        self.first_index += extra
+        self._update_bar()
+        await self.remove_children(widgets)
+
+    def block_widget(self, bid: int) -> Widget | None:
+        return self.widgets.get(bid)
+
+    def widgets_blocks(self) -> list[m.Block]:
+        """The blocks on screen, in order."""
+        return [w.block for w in self.widgets.values()]  # type: ignore[attr-defined]
+
+    def scroll_to_seq(self, seq: int) -> None:
+        """Bring the block that starts at event ``seq`` to the top (after paging back)."""
+        for w in self.widgets.values():
+            if w.block.seq >= seq:  # type: ignore[attr-defined]
+                self._follow_pending = False
+                if self.is_anchored:
+                    self.release_anchor()
+                self.scroll_to_widget(w, top=True, animate=False)
+                return
+

@@ -1,0 +1,135 @@
+"""The subtask list: one line per subtask in plan order with a state icon; a spinner
+while running and a countdown while waiting to retry."""
+
+from __future__ import annotations
+
+import time
+
+from textual.content import Content
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from tui import model as m
+from tui.widgets.anim import Ticker
+from tui.widgets.blocks import Clock
+
+STATE_STYLES = {
+    "pending": "$text-muted",
+    "running": "$accent",
+    "waiting_retry": "$warning",
+    "paused": "$warning",
+    "done": "$success",
+    "failed": "$error",
+    "stuck": "$warning",
+    "skipped": "$text-muted",
+    "cancelled": "$text-muted",
+    "interrupted": "$text-muted",
+}
+
+
+def option_id(subtask_id: str) -> str:
+    return "st:" + subtask_id
+
+
+def subtask_id_of(opt_id: str | None) -> str | None:
+    if opt_id is None or not opt_id.startswith("st:"):
+        return None
+    return opt_id[3:]
+
+
+def subtask_line(st: m.SubtaskView, frame: int, now: float) -> Content:
+    """'⠙ Find the failing test' / '◷ Fix it  3s' / '✓ Done one  ↻2'."""
+    state = st.state
+    if state == "running":
+        icon = m.spinner(frame)
+    else:
+        icon = m.STATE_ICONS.get(state, "?")
+    parts: list[tuple[str, str] | str] = [(icon + " ", f"bold {STATE_STYLES.get(state, '')}"),
+                                         (st.label, "" if state != "pending" else "$text-muted")]
+    if state == "waiting_retry" and st.retry is not None and st.retry.active:
+        parts.append((f"  ⟳{m.fmt_seconds_left(st.retry.seconds_left(now)).replace(' ', '')}", "$warning"))
+    elif st.retries:
+        parts.append((f"  ↻{st.retries}", "$text-muted"))
+    if st.phase == "planning":
+        parts.append(("  plan", "$text-muted italic"))
+    return Content.assemble(*parts)
+
+
+class SubtaskList(OptionList):
+    DEFAULT_CSS = """
+    SubtaskList { height: 1fr; }
+    """
+
+    def __init__(self, clock: Clock = time.time, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.clock = clock
+        self.frame = 0
+        self._subtasks: list[m.SubtaskView] = []
+        self._plain: dict[str, str] = {}  # subtask id -> last rendered plain text
+        self._ticking = False
+
+    def set_subtasks(self, subtasks: list[m.SubtaskView], selected: str | None) -> None:
+        self._subtasks = list(subtasks)
+        now = self.clock()
+        options = []
+        self._plain.clear()
+        for st in self._subtasks:
+            line = subtask_line(st, self.frame, now)
+            self._plain[st.id] = line.plain
+            options.append(Option(line, id=option_id(st.id)))
+        self.set_options(options)
+        self.select(selected)
+        self._update_ticking()
+
+    def select(self, subtask_id: str | None) -> None:
+        if subtask_id is None:
+            return
+        try:
+            index = self.get_option_index(option_id(subtask_id))
+        except Exception:
+            return
+        if self.highlighted != index:
+            self.highlighted = index
+
+    @property
+    def selected_id(self) -> str | None:
+        opt = self.highlighted_option
+        return subtask_id_of(opt.id) if opt is not None else None
+
+    def refresh_subtasks(self, ids: set[str] | None = None) -> None:
+        now = self.clock()
+        for st in self._subtasks:
+            if ids is not None and st.id not in ids:
+                continue
+            line = subtask_line(st, self.frame, now)
+            if self._plain.get(st.id) != line.plain:
+                self._plain[st.id] = line.plain
+                try:
+                    self.replace_option_prompt(option_id(st.id), line)
+                except Exception:
+                    pass
+        self._update_ticking()
+
+    def _animated(self) -> bool:
+        return any(st.state in ("running", "waiting_retry") for st in self._subtasks)
+
+    def _update_ticking(self) -> None:
+        want = self._animated()
+        if want == self._ticking or not self.is_attached:
+            return
+        ticker = Ticker.of(self.app)
+        ticker.add(self) if want else ticker.discard(self)
+        self._ticking = want
+
+    def on_mount(self) -> None:
+        self.frame = Ticker.of(self.app).frame
+        self._update_ticking()
+
+    def on_unmount(self) -> None:
+        if self._ticking:
+            Ticker.of(self.app).discard(self)
+            self._ticking = False
+
+    def tick(self, frame: int) -> None:
+        self.frame = frame
+        self.refresh_subtasks({st.id for st in self._subtasks if st.state in ("running", "waiting_retry")})
