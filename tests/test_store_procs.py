@@ -121,3 +121,22 @@ async def test_two_processes_append_to_one_session_without_gaps_or_duplicates(tm
         assert row is not None and row.last_seq == 2 * count + 1
     finally:
         await store.close()
+
+
+async def test_a_forgotten_close_does_not_hang_the_process_at_exit(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from core.events import SessionStarted\n"
+        "from core.store import Store, open_claude_session_store\n"
+        "async def main():\n"
+        f"    s = await Store.open({str(tmp_path / 'f.db')!r})\n"
+        "    await s.append(SessionStarted(session_id='x'))\n"
+        f"    c = open_claude_session_store({str(tmp_path / 'f.db')!r})\n"
+        "    await c.load({'project_key': 'p', 'session_id': 'x'})\n"
+        "asyncio.run(main())\n"
+        "print('bye')\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0 and out.strip() == b"bye", err.decode(errors="replace")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -30,8 +31,8 @@ async def connect(path: Path, *, synchronous: str = "NORMAL") -> aiosqlite.Conne
     pending = aiosqlite.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     # A forgotten close() must not keep the interpreter alive at exit: the worker thread
     # only runs SQLite calls, and an abrupt end is just a crash that WAL recovers from.
-    thread = getattr(pending, "_thread", None)
-    if thread is not None:
+    thread = pending if isinstance(pending, threading.Thread) else getattr(pending, "_thread", None)
+    if isinstance(thread, threading.Thread):  # (aiosqlite <0.22: the connection is the thread)
         thread.daemon = True
     conn = await pending
     conn.row_factory = sqlite3.Row

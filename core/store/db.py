@@ -169,8 +169,13 @@ class CommandRow:
 log = logging.getLogger("shepherd.store")
 T = TypeVar("T")
 
-MAX_WAIT_S = 0.05  # an event is committed within this long of submit (the writer never lingers)
-MAX_BATCH = 500  # bounds one transaction's duration, so a burst cannot stretch the wait
+# The writer never waits on a timer: it commits whatever is queued the moment the previous
+# commit ends. So an event waits at most for one commit in flight plus its own; MAX_BATCH
+# keeps one commit short (a few ms for 500 events here). That holds the 50 ms bound while
+# the offered load is within the writer's capacity; a burst beyond it queues, it is never
+# dropped. WriterStats records the worst wait actually seen.
+MAX_WAIT_S = 0.05
+MAX_BATCH = 500
 # WAL + NORMAL: a commit is in the OS once COMMIT returns, so SIGKILL loses nothing
 # acknowledged; only a power cut / kernel crash can drop the last commits (FULL would fsync
 # every commit). Chosen after measuring both, see bench/store_bench.py and the report.
@@ -281,7 +286,12 @@ class Store:
     writer / the read connection, used by the SDK adapters), ``agents_session(id)`` and
     ``claude_session_store()`` (SDK adapters sharing this store's connections), and
     ``async with``. One writer connection + one reader connection; every write of this
-    process goes through the writer task, in submission order."""
+    process goes through the writer task, in submission order.
+
+    Runners: ``acquire_lease(session_id)`` BEFORE appending session.started, and
+    ``refresh_lease`` well within ``ttl_s`` (e.g. on each heartbeat). Recovery, which runs
+    whenever any process opens the store, treats a live session without a valid lease as
+    one whose runner died."""
 
     def __init__(self, path: Path, clock: Clock | None = None, *,
                  synchronous: str = DEFAULT_SYNCHRONOUS, max_batch: int = MAX_BATCH) -> None:
