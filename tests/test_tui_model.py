@@ -528,3 +528,38 @@ def test_large_stream_is_linear() -> None:
     took = time.perf_counter() - t
     assert len(model.subtasks["a"].blocks) == 1 + 100
     assert took < 3.0, took
+
+
+def test_a_new_plan_replaces_subtasks_that_never_started() -> None:
+    s = Seq()
+    model = m.SessionModel("s1")
+    model.apply([s(ev.SessionStarted, title="t"),
+                 s(ev.SubtaskStarted, subtask_id="plan", title="Plan", phase="planning"),
+                 s(ev.PlanReady, subtasks=[{"id": "x", "title": "X"}, {"id": "y", "title": "Y"}])])
+    assert list(model.subtasks) == ["plan", "x", "y"]
+    ch = model.apply([s(ev.PlanReady, subtasks=[{"id": "z", "title": "Z"}, {"id": "x", "title": "X2"}])])
+    assert list(model.subtasks) == ["plan", "z", "x"] and ch.structure
+    assert model.subtasks["x"].title == "X2"
+
+
+def test_a_stuck_subtask_makes_the_session_wait_for_a_person() -> None:
+    s = Seq()
+    model = m.SessionModel("s1")
+    model.apply(started_session(s))
+    model.apply([s(ev.SubtaskFinished, subtask_id="a", status="stuck", reason="budget")])
+    assert model.session.status == "stuck" and model.session.is_live
+    model.apply([s(ev.AttemptStarted, subtask_id="a", attempt=2, reason="user_retry")])
+    assert model.session.status == "running" and model.subtasks["a"].state == "running"
+
+
+def test_replayed_events_never_move_the_session_status_behind_the_rows() -> None:
+    """Events up to the row's last_seq are already in its status: replaying an
+    attempt.started from the page must not make a finished session look running."""
+    s = Seq()
+    evs = started_session(s)
+    model = m.SessionModel.from_history(Row(status="done", last_seq=s.seq), [StRow("a", 0, "done")], evs)
+    assert model.session.status == "done" and not model.session.is_live
+    assert model.subtasks["a"].state == "done"
+    # a new event after the rows does move it
+    model.apply([s(ev.SessionResumed, reason="resume")])
+    assert model.session.status == "running"

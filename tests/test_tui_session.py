@@ -448,6 +448,8 @@ async def test_streaming_many_deltas_coalesces(store: Store) -> None:
         await until(pilot, settled, "all deltas rendered")
         texts = views(screen, TextView)
         assert [t.source for t in texts] == [expected["m0"], expected["m1"], expected["m2"]]
+        shown = plain(texts[2])
+        assert shown.startswith("word0 word1") and "word999" in shown
         assert screen.stream.mount_count - mounts0 == 6  # 3 text blocks + 3 tool calls: O(blocks)
         assert screen.frames - frames0 < 40  # far fewer updates than the 3003 events
 
@@ -484,6 +486,7 @@ async def test_only_the_selected_subtask_is_mounted_and_auto_follow(store: Store
 async def test_block_window_is_bounded_and_earlier_blocks_come_back(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(StreamView, "MAX_BLOCKS", 10)
     monkeypatch.setattr(StreamView, "PRUNE_SLACK", 5)
+    monkeypatch.setattr(StreamView, "SHOW_BLOCKS", 10)
     w = Writer(store)
     await w.start()
     screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
@@ -634,3 +637,26 @@ def test_bindings_are_described_for_footer_and_palette() -> None:
     described = {b.action: b.description for b in SessionScreen.BINDINGS}  # type: ignore[union-attr]
     for action in ("pause_resume", "pause_now", "retry_now", "retry", "skip", "cancel", "note", "export", "back"):
         assert described.get(action), action
+
+
+def test_markdown_renders_blocks_with_hanging_indents() -> None:
+    from tui.widgets.markdown import to_content
+
+    text = ("# Plan\n\nI will **fix** `parse_date` now, see [docs](https://example.org).\n\n"
+            "- first item that is long enough to wrap onto a second line here\n- second\n  - nested\n\n"
+            "1. one\n2. two\n\n> quoted\n\n```py\nx = 1\n```\n\n| a | b |\n|---|---|\n| 1 | 22 |\n\n---\nend")
+    lines = to_content(text, 40).plain.splitlines()
+    assert lines[0] == "Plan" and lines[1] == ""
+    assert lines[2].startswith("I will fix parse_date now, see docs")
+    assert "(https://example.org)" in " ".join(lines[2:4])
+    i = lines.index("• first item that is long enough to wrap")
+    assert lines[i + 1] == "  onto a second line here"
+    assert lines[i + 2] == "• second" and lines[i + 3] == "  ◦ nested"
+    assert "1. one" in lines and "2. two" in lines
+    assert "▌ quoted" in lines and "▏ x = 1" in lines
+    assert "a │ b" in lines and "1 │ 22" in lines
+    assert "─" * 40 in lines and lines[-1] == "end"
+    assert all(len(line) <= 40 for line in lines)
+    # half-written markdown while streaming never fails
+    for cut in range(0, len(text), 7):
+        to_content(text[:cut], 30)

@@ -469,11 +469,12 @@ class SessionModel:
         if e.title:
             st.title = e.title
         st.phase = e.phase or st.phase
-        if st.state not in ("paused",):
-            st.state = "running"
+        if self._counts(e):  # older events are already in the subtask rows
+            if st.state != "paused":
+                st.state = "running"
+            st.finished_at = None
         if st.started_at is None:
             st.started_at = e.ts or None
-        st.finished_at = None
         self.current_subtask_id = st.id
         self._touch_subtask(st)
 
@@ -487,8 +488,9 @@ class SessionModel:
                 self._finish_tool(tb, "interrupted", ts=e.ts)
         self._end_retry(st, "started")
         st.attempts = max(st.attempts, number)
-        st.state = "running"
-        st.finished_at = None
+        if self._counts(e):
+            st.state = "running"
+            st.finished_at = None
         if st.started_at is None:
             st.started_at = e.ts or None
         self.current_subtask_id = st.id
@@ -665,7 +667,9 @@ class SessionModel:
                         action=e.action or "retry")
         self._add(st, rb)
         st.retry = rb
-        if st.state == "paused":
+        if not self._counts(e):
+            pass
+        elif st.state == "paused":
             st._state_before_pause = "waiting_retry"
         else:
             st.state = "waiting_retry"
@@ -705,10 +709,11 @@ class SessionModel:
         for tb in st.open_tools():
             self._finish_tool(tb, "interrupted", ts=e.ts)
         self._end_retry(st, status)
-        st.state = status
-        st.reason = e.reason or ""
-        st.finished_at = e.ts or None
-        st._state_before_pause = None
+        if self._counts(e):
+            st.state = status
+            st.reason = e.reason or ""
+            st.finished_at = e.ts or None
+            st._state_before_pause = None
         self._add(st, SubtaskEndBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts,
                                       attempt=e.attempt, status=status, reason=e.reason or ""))
         self._touch_subtask(st)
@@ -722,7 +727,7 @@ class SessionModel:
             s.status = "paused"
         s.pause_requested = False
         self._touch_session()
-        for st in self.subtasks.values():
+        for st in self.subtasks.values() if self._counts(e) else ():
             if st.state in ("running", "waiting_retry"):
                 st._state_before_pause = st.state
                 st.state = "paused"
@@ -736,7 +741,7 @@ class SessionModel:
             s.ended_at = None
         s.pause_requested = False
         self._touch_session()
-        for st in self.subtasks.values():
+        for st in self.subtasks.values() if self._counts(e) else ():
             if st.state == "paused":
                 st.state = st._state_before_pause or "running"
                 st._state_before_pause = None

@@ -12,9 +12,10 @@ from textual.binding import Binding
 from textual.content import Content
 from textual.events import Click
 from textual.widget import Widget
-from textual.widgets import Markdown
+from textual.geometry import Size
 
 from tui import model as m
+from tui.widgets import markdown as md
 from tui.widgets.anim import Ticker
 
 Clock = Callable[[], float]
@@ -133,53 +134,55 @@ class AttemptSeparator(BlockWidget):
         return Content("\n").join([head, Content.styled(m._clip("↳ " + extra, width), "$text-muted italic")])
 
 
-class TextView(Markdown):
-    """Streamed assistant text: append-only Markdown updates, one in flight at a time,
-    so a burst of deltas becomes a single append."""
+class TextView(BlockWidget):
+    """Assistant (or user) text as Markdown, one widget per message. Deltas of a frame
+    arrive as one version bump: the text is re-parsed once and only this widget
+    re-renders. Wrapped here at the real width, so its height is exact."""
 
     DEFAULT_CSS = """
-    TextView { height: auto; margin: 0; padding: 0 1; }
+    TextView { height: auto; padding: 0 1; }
     """
 
     def __init__(self, block: m.TextBlock, clock: Clock = time.time) -> None:
-        super().__init__(block.text, classes=f"block -{block.kind} -role-{block.role}")
-        self.block = block
-        self.clock = clock
-        self._seen = block.version
-        self._rendered = block.text
-        self._busy = False
+        super().__init__(block, clock)
+        self.add_class(f"-role-{block.role}")
+        self._units: list[md.Unit] | None = None
+        self._units_version = -1
+        self._cache: dict[int, Content] = {}  # width -> content, for the current version
+        self._cache_version = -1
 
-    def on_mount(self) -> None:
+    def on_block_changed(self) -> None:
         self.set_class(not self.block.completed, "-streaming")
 
-    def sync(self) -> bool:
-        if self.block.version == self._seen:
-            return False
-        self._seen = self.block.version
-        self.set_class(not self.block.completed, "-streaming")
-        if not self._busy and self._rendered != self.block.text:
-            self._busy = True
-            self.run_worker(self._pump(), group="markdown", exit_on_error=False)
-        return True
+    def _content(self, width: int) -> Content:
+        b = self.block
+        if self._cache_version != b.version:
+            self._cache.clear()
+            self._cache_version = b.version
+        content = self._cache.get(width)
+        if content is None:
+            if self._units is None or self._units_version != b.version:
+                self._units = md.parse(b.text)
+                self._units_version = b.version
+            if len(self._cache) >= 4:  # layout asks for a couple of widths (with/without scrollbar)
+                self._cache.clear()
+            content = self._cache[width] = md.render(self._units, width)
+        return content
 
-    async def _pump(self) -> None:
-        try:
-            while self._rendered != self.block.text and self.is_attached:
-                target = self.block.text
-                if self._rendered and target.startswith(self._rendered):
-                    delta = target[len(self._rendered):]
-                    self._rendered = target
-                    await self.append(delta)
-                else:  # replaced (message.completed differs): render from scratch
-                    self._rendered = target
-                    await self.update(target)
-        finally:
-            self._busy = False
+    def render(self) -> Content:
+        return self._content(max(8, self.content_size.width or 80))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return self._content(max(8, width)).plain.count("\n") + 1
+
+    @property
+    def source(self) -> str:
+        """The text this widget shows (as of its last sync)."""
+        return self.block.text if self._seen == self.block.version else ""
 
     @property
     def settled(self) -> bool:
-        """Everything the block holds has been handed to Markdown."""
-        return not self._busy and self._rendered == self.block.text
+        return self._seen == self.block.version
 
 
 class Expandable(BlockWidget):

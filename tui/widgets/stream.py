@@ -34,7 +34,8 @@ class EarlierBar(Static):
 
 
 class StreamView(VerticalScroll):
-    MAX_BLOCKS = 200
+    MAX_BLOCKS = 200  # mounted at most (older ones are pruned as new ones arrive)
+    SHOW_BLOCKS = 100  # mounted when a subtask is shown, and per "load earlier"
     PRUNE_SLACK = 50  # prune in steps, not on every new block
 
     DEFAULT_CSS = """
@@ -103,7 +104,7 @@ class StreamView(VerticalScroll):
         if subtask is None:
             self._update_bar()
             return
-        blocks = subtask.blocks[-self.MAX_BLOCKS:]
+        blocks = subtask.blocks[-min(self.SHOW_BLOCKS, self.MAX_BLOCKS):]
         self.first_index = len(subtask.blocks) - len(blocks)
         await self._mount_blocks(blocks)
         self._update_bar()
@@ -115,7 +116,8 @@ class StreamView(VerticalScroll):
         if not fresh:
             return
         await self._mount_blocks(fresh)
-        if len(self.widgets) > self.MAX_BLOCKS + self.PRUNE_SLACK:
+        # prune only while following the tail: someone reading older blocks keeps them
+        if len(self.widgets) > self.MAX_BLOCKS + self.PRUNE_SLACK and self.following:
             await self._prune()
 
     def update_blocks(self, blocks: list[m.Block]) -> int:
@@ -130,7 +132,7 @@ class StreamView(VerticalScroll):
         """Mount up to ``count`` model blocks above the first shown one; how many."""
         if self.subtask is None or self.first_index <= 0:
             return 0
-        count = count or self.MAX_BLOCKS
+        count = count or self.SHOW_BLOCKS
         start = max(0, self.first_index - count)
         blocks = self.subtask.blocks[start:self.first_index]
         widgets = [widget_for(b, self.clock) for b in blocks]
