@@ -82,6 +82,7 @@ class ShepherdApp(App[int]):
     """
 
     TITLE = "Shepherd"
+    STORE_ERROR_EXIT_S = 3.0  # time to read the notification before the app exits
     CSS_PATH = [_TCSS] if _TCSS.exists() else []
     COMMANDS = App.COMMANDS | {ShepherdCommands}
     BINDINGS = [
@@ -121,7 +122,7 @@ class ShepherdApp(App[int]):
         except (StoreError, OSError) as error:
             log.error("cannot open the database %s", self.db_path, exc_info=error)
             self.notify(str(error), title="Cannot open the database", severity="error", markup=False)
-            self.set_timer(2.5, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
+            self.set_timer(self.STORE_ERROR_EXIT_S, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
             return
         self.sub_title = str(self.db_path)
         self.home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids)

@@ -42,14 +42,15 @@ class SessionScreen(Screen[None]):
     spinner duration and elapsed time (snapshot tests freeze it)."""
 
     BINDINGS = [
-        Binding("p", "pause_resume", "Pause/resume"),
-        Binding("P,shift+p", "pause_now", "Pause now", show=False),
-        Binding("n", "retry_now", "Retry now"),
-        Binding("r", "retry", "Retry subtask"),
-        Binding("s", "skip", "Skip subtask"),
-        Binding("c", "cancel", "Cancel run"),
-        Binding("m", "note", "Note"),
-        Binding("e", "export", "Export"),
+        Binding("p", "pause_resume", "Pause", tooltip="Pause at the next safe point, or resume"),
+        Binding("P,shift+p", "pause_now", "Pause now", show=False, tooltip="Pause at once (interrupts open calls)"),
+        # shown by the retry banner itself ("n: retry now"), so the footer fits 80 columns
+        Binding("n", "retry_now", "Retry now", show=False, tooltip="Skip the retry countdown"),
+        Binding("r", "retry", "Retry", tooltip="Retry the selected subtask"),
+        Binding("s", "skip", "Skip", tooltip="Skip the selected subtask"),
+        Binding("c", "cancel", "Cancel", tooltip="Cancel the run"),
+        Binding("m", "note", "Note", tooltip="Send a note for the agent's next prompt"),
+        Binding("e", "export", "Export", tooltip="Write the session to a file next to the database"),
         Binding("u", "load_earlier", "Load earlier", show=False),
         Binding("escape,q", "back", "Back"),
     ]

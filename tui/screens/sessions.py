@@ -106,6 +106,11 @@ def session_duration(row: "SessionRow", now: float) -> float:
 class SessionTable(DataTable):
     """A DataTable that asks for the next page when scrolled to its end."""
 
+    BINDINGS = [
+        Binding("home", "scroll_top", "First", show=False),
+        Binding("end", "scroll_bottom", "Last", show=False),
+    ]
+
     class NearEnd(Message):
         pass
 
@@ -119,8 +124,8 @@ class SessionTable(DataTable):
 COLUMNS: list[tuple[str, str, int | None, int]] = [
     ("status", " ", 1, 0),
     ("title", "Title", None, 0),
-    ("id", "ID", 13, 110),
-    ("backend", "Backend/model", 14, 0),
+    ("id", "ID", 13, 124),
+    ("backend", "Backend/model", 14, 96),
     ("started", "Started", 8, 0),
     ("duration", "Took", 7, 0),
     ("subtasks", "Sub", 5, 0),
@@ -294,6 +299,7 @@ class SessionsScreen(Screen):
                 self.rows.extend(fresh)
                 for row in fresh:
                     self._add_row(row)
+            self._update_chrome()
         except Exception as error:  # noqa: BLE001
             report_error(self.app, error, "Could not load more sessions")
         finally:

@@ -37,9 +37,9 @@ ATTEMPT_REASONS = {
 }
 
 TOOL_STYLES = {"running": "$accent", "ok": "$success", "error": "$error", "denied": "$warning",
-               "interrupted": "$text-muted"}
-END_STYLES = {"done": "$success", "failed": "$error", "stuck": "$warning", "skipped": "$text-muted",
-              "cancelled": "$text-muted", "interrupted": "$text-muted"}
+               "interrupted": "$foreground-muted"}
+END_STYLES = {"done": "$success", "failed": "$error", "stuck": "$warning", "skipped": "$foreground-muted",
+              "cancelled": "$foreground-muted", "interrupted": "$foreground-muted"}
 NOTE_ICONS = {"note": "✎", "pause": "⏸", "resume": "▶", "session": "■", "stall": "⚠", "opaque": "?",
               "control": "▸"}
 
@@ -131,7 +131,7 @@ class AttemptSeparator(BlockWidget):
         extra = " ".join(lines[:1])
         if len(lines) > 1:
             extra += f"  (+{len(lines) - 1} lines)"
-        return Content("\n").join([head, Content.styled(m._clip("↳ " + extra, width), "$text-muted italic")])
+        return Content("\n").join([head, Content.styled(m._clip("↳ " + extra, width), "$foreground-muted italic")])
 
 
 class TextView(BlockWidget):
@@ -213,12 +213,12 @@ class ThinkingView(Expandable):
         text = self.block.text.strip()
         lines = text.splitlines() or [""]
         marker = "▾" if self.expanded else "▸"
-        head = Content.assemble((f"{marker} ∴ thinking", "$text-muted bold"),
-                                (f"  {len(lines)} line{'s' if len(lines) != 1 else ''}", "$text-muted"))
+        head = Content.assemble((f"{marker} ∴ thinking", "$foreground-muted bold"),
+                                (f"  {len(lines)} line{'s' if len(lines) != 1 else ''}", "$foreground-muted"))
         if self.expanded:
-            return Content("\n").join([head, Content.styled(text, "$text-muted italic")])
+            return Content("\n").join([head, Content.styled(text, "$foreground-muted italic")])
         last = m._clip(lines[-1], max(10, width - head.cell_length - 3))
-        return head.append(Content.styled("  " + last, "$text-muted italic"))
+        return head.append(Content.styled("  " + last, "$foreground-muted italic"))
 
 
 class ToolCallView(Expandable):
@@ -250,21 +250,21 @@ class ToolCallView(Expandable):
             tail = f"  {b.status}" + (f" · {m.fmt_duration(elapsed)}" if elapsed is not None else "")
         has_output = bool(b.output.strip())
         marker = ("▾ " if self.expanded else "▸ ") if has_output else "  "
-        head = Content.assemble((marker, "$text-muted"), (self.icon() + " ", f"bold {style}"),
+        head = Content.assemble((marker, "$foreground-muted"), (self.icon() + " ", f"bold {style}"),
                                 (b.name or "tool", "bold"))
         room = width - head.cell_length - len(tail) - 1
         if b.summary and room > 4:
-            head = head.append(Content.styled(" " + m._clip(b.summary, room), "$text"))
-        head = head.append(Content.styled(tail, f"{style}" if not b.running else "$text-muted"))
+            head = head.append(Content.styled(" " + m._clip(b.summary, room), "$foreground"))
+        head = head.append(Content.styled(tail, f"{style}" if not b.running else "$foreground-muted"))
         parts = [head]
         if b.denial:
             parts.append(Content.styled(m._clip(f"    ⛔ {b.denial}", width), "$warning"))
         if has_output and self.expanded:
             shown, more = m.output_preview(b.output, self.MAX_OUTPUT_LINES)
             body = Content(_clean(shown.rstrip("\n")))
-            parts.append(body.stylize("$text-muted") if b.status == "ok" else body)
+            parts.append(body.stylize("$foreground-muted") if b.status == "ok" else body)
             if more:
-                parts.append(Content.styled(f"… {more} more lines", "$text-muted italic"))
+                parts.append(Content.styled(f"… {more} more lines", "$foreground-muted italic"))
         elif has_output and b.status in ("error", "denied"):
             first = b.output.strip().splitlines()[0]
             parts.append(Content.styled(m._clip("    " + first, width), f"{style}"))
@@ -278,7 +278,7 @@ class HookView(BlockWidget):
         b = self.block
         if b.decision == "deny":
             return Content.styled(m._clip(f"⛔ hook denied {b.tool or 'tool'}: {b.reason}", width), "$warning")
-        return Content.styled(m._clip(f"✓ hook allowed {b.tool or 'tool'}: {b.reason}", width), "$text-muted")
+        return Content.styled(m._clip(f"✓ hook allowed {b.tool or 'tool'}: {b.reason}", width), "$foreground-muted")
 
 
 class RetryBanner(BlockWidget):
@@ -297,18 +297,16 @@ class RetryBanner(BlockWidget):
         now = self.clock()
         if b.active:
             head = Content.assemble(("⟳ ", "bold $warning"), (b.text(now), "bold $warning"))
-            left = b.seconds_left(now)
-            if left <= 0:
-                head = head.append(Content.styled("  starting…", "$text-muted"))
-            else:
-                head = head.append(Content.styled("  n: retry now", "$text-muted"))
+            hint = "  starting…" if b.seconds_left(now) <= 0 else "  n: retry now"
+            if head.cell_length + len(hint) <= width:
+                head = head.append(Content.styled(hint, "$foreground-muted"))
             bar_w = max(4, width)
             done = int(round(b.progress(now) * bar_w))
-            bar = Content.assemble(("━" * done, "$warning"), ("─" * (bar_w - done), "$text-muted"))
+            bar = Content.assemble(("━" * done, "$warning"), ("─" * (bar_w - done), "$foreground-muted"))
             return Content("\n").join([head, bar])
         after = f" after {m.fmt_duration(b.delay_s)}" if b.delay_s else ""
         outcome = {"started": "", "superseded": " (superseded)"}.get(b.outcome, f" ({b.outcome})" if b.outcome else "")
-        return Content.styled(m._clip(f"⟳ {b.text(now)}{after}{outcome}", width), "$text-muted")
+        return Content.styled(m._clip(f"⟳ {b.text(now)}{after}{outcome}", width), "$foreground-muted")
 
 
 class ErrorView(BlockWidget):
@@ -318,13 +316,13 @@ class ErrorView(BlockWidget):
         b = self.block
         code = f" {b.status_code}" if b.status_code else ""
         head = Content.assemble(("✗ ", "bold $error"), (f"{m.kind_label(b.err_kind)}{code}", "bold $error"),
-                                (f"  {b.exception_type}" if b.exception_type else "", "$text-muted"))
+                                (f"  {b.exception_type}" if b.exception_type else "", "$foreground-muted"))
         lines = b.message.strip().splitlines()
         if not lines:
             return head
         body = [Content.styled(m._clip(line, width - 2), "$error") for line in lines[:3]]
         if len(lines) > 3:
-            body.append(Content.styled(f"… {len(lines) - 3} more lines", "$text-muted italic"))
+            body.append(Content.styled(f"… {len(lines) - 3} more lines", "$foreground-muted italic"))
         return Content("\n").join([head, *[Content("  ").append(x) for x in body]])
 
 
@@ -336,7 +334,7 @@ class NoteView(BlockWidget):
 
     def render_block(self, width: int) -> Content:
         b = self.block
-        style = {"note": "$accent", "stall": "$warning", "opaque": "$text-muted"}.get(b.category, "$text-muted")
+        style = {"note": "$accent", "stall": "$warning", "opaque": "$foreground-muted"}.get(b.category, "$foreground-muted")
         icon = NOTE_ICONS.get(b.category, "▸")
         if b.category == "note":
             return Content.styled(f"{icon} {b.text}", style)

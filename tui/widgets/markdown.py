@@ -107,9 +107,9 @@ def _inline(token: Any) -> Content:
                 styles.pop()
             href = href_stack.pop() if href_stack else ""
             if href and href != "".join(link_text) and not href.startswith("#"):
-                parts.append((f" ({href})", "$text-muted"))
+                parts.append((f" ({href})", "$foreground-muted"))
         elif t == "image":
-            add(f"[image: {child.content or child.attrs.get('src', '')}]", "$text-muted")
+            add(f"[image: {child.content or child.attrs.get('src', '')}]", "$foreground-muted")
         elif t == "html_inline":
             add(child.content)
         else:
@@ -140,14 +140,14 @@ def _table(tokens: list[Any], start: int) -> tuple[Content, int]:
     ncols = max((len(r) for _, r in rows), default=0)
     widths = [max((r[c].cell_length for _, r in rows if c < len(r)), default=0) for c in range(ncols)]
     lines: list[Content] = []
-    sep = Content.styled(" │ ", "$text-muted")
+    sep = Content.styled(" │ ", "$foreground-muted")
     for is_header, cells in rows:
         padded = [(cells[c] if c < len(cells) else Content("")).pad_right(widths[c] - (cells[c].cell_length if c < len(cells) else 0))
                   for c in range(ncols)]
         line = sep.join(padded)
         lines.append(line.stylize("bold") if is_header else line)
         if is_header:
-            lines.append(Content.styled("─┼─".join("─" * w for w in widths), "$text-muted"))
+            lines.append(Content.styled("─┼─".join("─" * w for w in widths), "$foreground-muted"))
     return Content("\n").join(lines), i + 1
 
 
@@ -181,7 +181,7 @@ def parse(text: str) -> list[Unit]:
             if lst.ordered:
                 marker = f"{lst.n}. "
                 lst.n += 1
-                style = "$text-muted"
+                style = "$foreground-muted"
             else:
                 marker = BULLETS[(len(b.lists) - 1) % len(BULLETS)] + " "
                 style = "$text-accent"
@@ -222,7 +222,7 @@ def render(units: list[Unit], width: int) -> Content:
             lines.append(Content(""))
         avail = max(4, width - unit.first.cell_length)
         if unit.rule:
-            lines.append(unit.first + Content.styled("─" * avail, "$text-muted"))
+            lines.append(unit.first + Content.styled("─" * avail, "$foreground-muted"))
             continue
         body: list[Content] = []
         for raw in unit.content.split("\n"):

@@ -19,8 +19,8 @@ SESSION_STYLES = {
     "stuck": "$warning",
     "done": "$success",
     "failed": "$error",
-    "cancelled": "$text-muted",
-    "interrupted": "$text-muted",
+    "cancelled": "$foreground-muted",
+    "interrupted": "$foreground-muted",
 }
 SESSION_ICONS = {"running": "●", "paused": "⏸", "waiting": "◷", "stuck": "⚠", "done": "✓", "failed": "✗",
                  "cancelled": "■", "interrupted": "⊘", "pending": "·"}
@@ -35,14 +35,14 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     parts: list[tuple[str, str] | str] = [
         (f" {SESSION_ICONS.get(status, '●')} {label} ", f"bold {SESSION_STYLES.get(status, '')}"),
     ]
-    sep = (" │ ", "$text-muted")
+    sep = (" │ ", "$foreground-muted")
     parts += [sep, (m.fmt_clock(info.elapsed(now)), "")]
     if live and status in ("running", "waiting", "stuck"):
         idle = info.idle(now)
         if idle is not None and idle >= 1:
-            parts += [sep, (f"idle {m.fmt_duration(int(idle))}", "$warning" if info.stalled else "$text-muted")]
+            parts += [sep, (f"idle {m.fmt_duration(int(idle))}", "$warning" if info.stalled else "$foreground-muted")]
         if info.open_calls:
-            parts += [sep, (f"{info.open_calls} open call{'s' if info.open_calls != 1 else ''}", "$text-muted")]
+            parts += [sep, (f"{info.open_calls} open call{'s' if info.open_calls != 1 else ''}", "$foreground-muted")]
     if info.stalled and live:
         parts += [sep, ("⚠ stalled", "bold $warning")]
     parts += [sep, (f"{m.fmt_tokens(info.input_tokens)}↑ {m.fmt_tokens(info.output_tokens)}↓ tok", "")]
@@ -50,17 +50,17 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     if info.retries:
         parts += [sep, (f"↻ {info.retries}", "$warning")]
     if read_only or not live:
-        parts += [sep, ("read-only", "$text-muted italic")]
+        parts += [sep, ("read-only", "$foreground-muted italic")]
     elif follow == "tail":
-        parts += [sep, ("attached", "$text-muted italic")]
+        parts += [sep, ("attached", "$foreground-muted italic")]
     return Content.assemble(*parts)
 
 
 def header_line(info: m.SessionInfo) -> Content:
     who = info.backend + (f"/{info.model}" if info.model else "")
     return Content.assemble((" " + (info.title or "(untitled)"), "bold"),
-                            (f"  {who}" if who else "", "$text-muted"),
-                            (f"  {info.id}", "$text-muted"))
+                            (f"  {who}" if who else "", "$foreground-muted"),
+                            (f"  {info.id}", "$foreground-muted"))
 
 
 class SessionHeader(Widget):

@@ -84,7 +84,7 @@ class StreamView(VerticalScroll):
         hidden = self.first_index
         if hidden or self.more_events:
             what = f"{hidden} earlier block{'s' if hidden != 1 else ''}" if hidden else "earlier events"
-            self._bar.update(Content.styled(f"↑ {what} — press u or click to load", "$text-muted italic"))
+            self._bar.update(Content.styled(f"↑ {what} — press u or click to load", "$foreground-muted italic"))
             self._bar.display = True
         else:
             self._bar.display = False

@@ -14,16 +14,16 @@ from tui.widgets.anim import Ticker
 from tui.widgets.blocks import Clock
 
 STATE_STYLES = {
-    "pending": "$text-muted",
+    "pending": "$foreground-muted",
     "running": "$accent",
     "waiting_retry": "$warning",
     "paused": "$warning",
     "done": "$success",
     "failed": "$error",
     "stuck": "$warning",
-    "skipped": "$text-muted",
-    "cancelled": "$text-muted",
-    "interrupted": "$text-muted",
+    "skipped": "$foreground-muted",
+    "cancelled": "$foreground-muted",
+    "interrupted": "$foreground-muted",
 }
 
 
@@ -38,20 +38,21 @@ def subtask_id_of(opt_id: str | None) -> str | None:
 
 
 def subtask_line(st: m.SubtaskView, frame: int, now: float) -> Content:
-    """'⠙ Find the failing test' / '◷ Fix it  3s' / '✓ Done one  ↻2'."""
+    """'⠙ Find the failing test' / '◷ 3s Fix it' / '✓ ↻2 Done one'."""
     state = st.state
     if state == "running":
         icon = m.spinner(frame)
     else:
         icon = m.STATE_ICONS.get(state, "?")
-    parts: list[tuple[str, str] | str] = [(icon + " ", f"bold {STATE_STYLES.get(state, '')}"),
-                                         (st.label, "" if state != "pending" else "$text-muted")]
+    parts: list[tuple[str, str] | str] = [(icon + " ", f"bold {STATE_STYLES.get(state, '')}")]
+    # counters go before the title: a long title is cut at the right edge, they are not
     if state == "waiting_retry" and st.retry is not None and st.retry.active:
-        parts.append((f"  ⟳{m.fmt_seconds_left(st.retry.seconds_left(now)).replace(' ', '')}", "$warning"))
+        parts.append((f"{m.fmt_seconds_left(st.retry.seconds_left(now)).replace(' ', '')} ", "bold $warning"))
     elif st.retries:
-        parts.append((f"  ↻{st.retries}", "$text-muted"))
+        parts.append((f"↻{st.retries} ", "$foreground-muted"))
     if st.phase == "planning":
-        parts.append(("  plan", "$text-muted italic"))
+        parts.append(("plan: ", "$foreground-muted italic"))
+    parts.append((st.label, "" if state != "pending" else "$foreground-muted"))
     return Content.assemble(*parts)
 
 
