@@ -34,23 +34,23 @@ class RemoteControl:
         await self.store.enqueue_command(self.session_id, command, subtask_id=subtask_id, text=text,
                                          source=source or self.source)
 
-    async def pause(self, *, immediate: bool = False, source: str = "tui") -> None:
+    async def pause(self, *, immediate: bool = False, source: str | None = None) -> None:
         await self._send("pause_now" if immediate else "pause", source=source)
 
-    async def resume(self, *, source: str = "tui") -> None:
+    async def resume(self, *, source: str | None = None) -> None:
         await self._send("resume", source=source)
 
-    async def retry_now(self, *, source: str = "tui") -> None:
+    async def retry_now(self, *, source: str | None = None) -> None:
         await self._send("retry_now", source=source)
 
-    async def retry(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
+    async def retry(self, subtask_id: str | None = None, *, source: str | None = None) -> None:
         await self._send("retry", subtask_id, source=source)
 
-    async def skip(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
+    async def skip(self, subtask_id: str | None = None, *, source: str | None = None) -> None:
         await self._send("skip", subtask_id, source=source)
 
-    async def cancel(self, *, source: str = "tui") -> None:
+    async def cancel(self, *, source: str | None = None) -> None:
         await self._send("cancel", source=source)
 
-    async def note(self, text: str, *, source: str = "tui") -> None:
+    async def note(self, text: str, *, source: str | None = None) -> None:
         await self._send("note", text=text, source=source)

@@ -98,7 +98,7 @@ class Supervisor:
         self.clock = clock or RealClock()
         self.session_id = session_id or new_session_id()
         self.interactive = interactive
-        self.resume = resume
+        self._resuming = resume
         self._done_subtasks = set(done_subtasks or ())
         self._started_subtasks = set(started_subtasks or ())  # resumed: these continue their history
         self.policies = policies_for(task.retry)
@@ -242,7 +242,7 @@ class Supervisor:
         final = "failed"
         reason = ""
         try:
-            if not self.resume:
+            if not self._resuming:
                 await self._emit(SessionStarted(
                     title=self.task.title, backend=self.task.backend, model=self.task.model,
                     workspace=str(self.task.workspace), task=self.task.to_dict(),
@@ -317,7 +317,7 @@ class Supervisor:
         self._current = run
         self._skip.discard(sub.id)
         await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
-        reason = "resume" if (self.resume and first_reason == "first" and sub.id not in self._done_subtasks
+        reason = "resume" if (self._resuming and first_reason == "first" and sub.id not in self._done_subtasks
                               and self._was_started(sub.id)) else first_reason
         continue_history = reason == "resume"
         prompt_extra = ""
