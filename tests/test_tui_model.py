@@ -489,7 +489,8 @@ def test_retry_text(args: tuple, expected: str) -> None:
 
 
 def test_formatters() -> None:
-    assert m.fmt_duration(0.42) == "0.4 s"
+    assert m.fmt_duration(0.42) == "420 ms" and m.fmt_duration(0.0004) == "1 ms" and m.fmt_duration(0) == "0 s"
+    assert m.fmt_duration(1.25) == "1.2 s"
     assert m.fmt_duration(3) == "3 s"
     assert m.fmt_duration(125) == "2 m 05 s"
     assert m.fmt_duration(3725) == "1 h 02 m"

@@ -912,10 +912,12 @@ def retry_text(kind: str, retry_no: int, max_retries: int, seconds_left: float |
 
 
 def fmt_duration(seconds: float | None) -> str:
-    """Short human durations: '0.4 s', '3 s', '2 m 05 s', '1 h 02 m'."""
+    """Short human durations: '420 ms', '1.3 s', '3 s', '2 m 05 s', '1 h 02 m'."""
     if seconds is None:
         return "–"
     seconds = max(0.0, float(seconds))
+    if 0 < seconds < 0.95:
+        return f"{max(1, round(seconds * 1000))} ms"
     if seconds < 10 and seconds != int(seconds):
         return f"{seconds:.1f} s"
     total = int(round(seconds))

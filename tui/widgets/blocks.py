@@ -172,6 +172,21 @@ class TextView(BlockWidget):
     def render(self) -> Content:
         return self._content(max(8, self.content_size.width or 80))
 
+    def sync(self) -> bool:
+        """Like BlockWidget.sync, but a delta that does not add a line repaints this
+        widget only, without a layout pass over the whole stream."""
+        if self.block.version == self._seen:
+            return False
+        self._seen = self.block.version
+        self.on_block_changed()
+        width = self.content_size.width
+        if width and self.size.height:
+            lines = self._content(max(8, width)).plain.count("\n") + 1
+            self.refresh(layout=lines != self.content_size.height)
+        else:
+            self.refresh(layout=True)
+        return True
+
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return self._content(max(8, width)).plain.count("\n") + 1
 
@@ -266,8 +281,9 @@ class ToolCallView(Expandable):
             if more:
                 parts.append(Content.styled(f"… {more} more lines", "$foreground-muted italic"))
         elif has_output and b.status in ("error", "denied"):
-            first = b.output.strip().splitlines()[0]
-            parts.append(Content.styled(m._clip("    " + first, width), f"{style}"))
+            # the end of a failing output says why (tracebacks, test summaries)
+            last = b.output.strip().splitlines()[-1]
+            parts.append(Content.styled(m._clip("    " + _clean(last), width), f"{style}"))
         return Content("\n").join(parts)
 
 
