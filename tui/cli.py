@@ -269,12 +269,13 @@ async def run_headless(args: argparse.Namespace, task: Any) -> int:
     store = await _open_store(args, must_exist=False)
     console = Console(stderr=True, highlight=False)
     fmt = LogFormatter()
+    as_json = getattr(args, "json", False)
 
     def on_commit(events: list[Any]) -> None:
         for ev in events:
             if ev.session_id != sup.session_id:
                 continue
-            if args.json:
+            if as_json:
                 print(ev.to_json(), flush=True)
             for line in fmt.format(ev):
                 console.print(line)
