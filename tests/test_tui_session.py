@@ -660,3 +660,47 @@ def test_markdown_renders_blocks_with_hanging_indents() -> None:
     # half-written markdown while streaming never fails
     for cut in range(0, len(text), 7):
         to_content(text[:cut], 30)
+
+
+async def test_thinking_folds_and_idle_time_hides_during_a_countdown(store: Store) -> None:
+    from tui.widgets.blocks import ThinkingView
+
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.ThinkingDelta, subtask_id="a", attempt=1, message_id="t1", text="First I read the tests.\n")
+    await w.add(ev.ThinkingDelta, subtask_id="a", attempt=1, message_id="t1", text="Then the parser.")
+    clock = Clock(w.ts + 30)
+    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
+    app = Harness(screen)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        [thinking] = views(screen, ThinkingView)
+        assert plain(thinking) == "▸ ∴ thinking  2 lines  Then the parser."
+        thinking.focus()
+        await pilot.press("enter")
+        assert "First I read the tests." in plain(thinking) and thinking.size.height >= 3
+        assert "idle 30 s" in screen.status_bar.text
+        await w.add(ev.RetryScheduled, subtask_id="a", attempt=1, kind="transient", retry_no=1, max_retries=5,
+                    delay_s=60, resume_at=w.ts + 60.5)
+        await screen.flush_now()
+        clock.now = w.ts + 10
+        assert "idle" not in screen.status_bar.text  # the banner explains the wait
+
+
+async def test_clicking_the_earlier_bar_loads_more(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SessionScreen, "PAGE_SIZE", 10)
+    w = Writer(store)
+    await w.start()
+    for i in range(30):
+        await w.add(ev.Control, command="note", text=f"n{i}")
+    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
+    app = Harness(screen)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        first = screen.model.first_seq
+        bar = screen.stream._bar
+        assert bar.display
+        await pilot.click(bar)
+        await until(pilot, lambda: (screen.model.first_seq or 0) < first, "an earlier page")
+        notes = [b.text for b in screen.model.subtasks["a"].blocks if isinstance(b, m.NoteBlock)]
+        assert notes[-1] == "note (tui): n29" and len(notes) == 20

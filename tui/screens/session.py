@@ -162,15 +162,18 @@ class SessionScreen(Screen[None]):
     async def _render_all(self) -> None:
         info = self.model.session
         self.query_one(SessionHeader).sync(info)
-        self.status_bar.sync(info, live=self.live, read_only=not self.controllable)
+        self._sync_status()
         self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
         await self.stream.show(self.model.subtask(self.selected), more_events=self.feed.has_earlier)
 
+    def _sync_status(self) -> None:
+        self.status_bar.sync(self.model.session, live=self.live, read_only=not self.controllable,
+                             waiting=self.model.waiting_retry() is not None)
+
     async def _render_changes(self, changes: m.Changes) -> None:
-        if changes.session:
-            info = self.model.session
-            self.query_one(SessionHeader).sync(info)
-            self.status_bar.sync(info, live=self.live, read_only=not self.controllable)
+        if changes.session or changes.subtasks:
+            self.query_one(SessionHeader).sync(self.model.session)
+            self._sync_status()
         if changes.structure:
             self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
         elif changes.subtasks:

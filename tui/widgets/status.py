@@ -27,7 +27,8 @@ SESSION_ICONS = {"running": "●", "paused": "⏸", "waiting": "◷", "stuck": "
 
 
 def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool = False,
-                follow: str | None = None) -> Content:
+                follow: str | None = None, waiting: bool = False) -> Content:
+    """``waiting``: a retry countdown runs (its banner says why nothing happens, so no idle time)."""
     status = info.status
     label = status
     if info.pause_requested and status == "running":
@@ -38,7 +39,7 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     sep = (" │ ", "$foreground-muted")
     parts += [sep, (m.fmt_clock(info.elapsed(now)), "")]
     if live and status in ("running", "waiting", "stuck"):
-        idle = info.idle(now)
+        idle = None if waiting else info.idle(now)
         if idle is not None and idle >= 1:
             parts += [sep, (f"idle {m.fmt_duration(int(idle))}", "$warning" if info.stalled else "$foreground-muted")]
         if info.open_calls:
@@ -96,24 +97,26 @@ class StatusBar(Widget):
         self.follow = follow
         self.live = False
         self.read_only = True
+        self.waiting = False
         self._text = ""
         self._ticking = False
 
     def render(self) -> Content:
         line = status_line(self.info, self.clock(), live=self.live, read_only=self.read_only,
-                           follow=self.follow)
+                           follow=self.follow, waiting=self.waiting)
         self._text = line.plain
         return line
 
     @property
     def text(self) -> str:
         return status_line(self.info, self.clock(), live=self.live, read_only=self.read_only,
-                           follow=self.follow).plain
+                           follow=self.follow, waiting=self.waiting).plain
 
-    def sync(self, info: m.SessionInfo, *, live: bool, read_only: bool) -> None:
+    def sync(self, info: m.SessionInfo, *, live: bool, read_only: bool, waiting: bool = False) -> None:
         self.info = info
         self.live = live
         self.read_only = read_only
+        self.waiting = waiting
         self.refresh()
         self._update_ticking()
 
