@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 READ_ONLY = "read-only: this session is not running"
+NO_CONTROLS = "read-only: no controls for this session here"
 
 
 class SessionScreen(Screen[None]):
@@ -241,13 +242,15 @@ class SessionScreen(Screen[None]):
                                                      session_id=self.session_id)
             pending, self._pending = self._pending, []
             self.model.apply(pending)
-            self.model.settle() if not self.feed.live else None
             self.model.take_changes()
             await self._render_all()
             if first_seq is not None:
                 self.stream.scroll_to_seq(first_seq)
 
     # --- controls ------------------------------------------------------------------------
+
+    def _refuse(self) -> None:
+        self.notify(READ_ONLY if not self.live else NO_CONTROLS, severity="warning")
 
     def _selected_subtask(self) -> str | None:
         sid = self.subtask_list.selected_id if self.is_mounted else None
@@ -256,7 +259,7 @@ class SessionScreen(Screen[None]):
 
     async def _control(self, what: str, call: Callable[[], Awaitable[Any]], done: str | None = None) -> bool:
         if not self.controllable:
-            self.notify(READ_ONLY if not self.live or self.controller is None else READ_ONLY, severity="warning")
+            self._refuse()
             return False
         try:
             await call()
@@ -317,7 +320,7 @@ class SessionScreen(Screen[None]):
 
     def action_cancel(self) -> None:
         if not self.controllable:
-            self.notify(READ_ONLY, severity="warning")
+            self._refuse()
             return
         from tui.screens.modals import ConfirmModal
 
@@ -332,7 +335,7 @@ class SessionScreen(Screen[None]):
 
     def action_note(self) -> None:
         if not self.controllable:
-            self.notify(READ_ONLY, severity="warning")
+            self._refuse()
             return
         from tui.screens.modals import NoteModal
 
