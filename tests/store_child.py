@@ -6,15 +6,19 @@
         deltas and some tool.finished, forever. Prints each acknowledged seq on its own line
         (flushed) the moment append() returns. The test SIGKILLs it at a random point.
 
-    python tests/store_child.py append  DB SESSION COUNT TAG
-        Prints "ready", waits for a line on stdin, then appends COUNT text deltas
-        (message_id=TAG) to SESSION from 4 concurrent producers, prints "done".
+    python tests/store_child.py append  DB SESSION SECONDS TAG
+        Prints "ready", waits for a line on stdin, then appends text deltas (message_id=TAG)
+        to SESSION from 4 concurrent producers for SECONDS, prints "done <count>". (A time
+        window, not a count, so two such processes surely overlap even on a busy machine.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,29 +73,33 @@ async def run_kill(db: str, sid: str, lease: bool) -> None:
     await asyncio.gather(*(producer(p) for p in range(4)))
 
 
-async def run_append(db: str, sid: str, count: int, tag: str) -> None:
+async def run_append(db: str, sid: str, seconds: float, tag: str) -> None:
     # recover=False: the session belongs to the test, not to a runner that died.
     store = await Store.open(db, recover=False)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    deadline = time.monotonic() + seconds
+    written = 0
 
-    async def producer(n: int) -> None:
-        for _ in range(n):
+    async def producer() -> None:
+        nonlocal written
+        while time.monotonic() < deadline:
             done = await store.append(TextDelta(session_id=sid, message_id=tag, text="x"))
             assert done is not None
+            written += 1
 
-    share = [count // 4 + (1 if i < count % 4 else 0) for i in range(4)]
-    await asyncio.gather(*(producer(n) for n in share))
+    await asyncio.gather(*(producer() for _ in range(4)))
     await store.close()
-    print("done", flush=True)
+    print(f"done {written}", flush=True)
 
 
 def main(argv: list[str]) -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test can ask where we hang
     mode = argv[0]
     if mode == "kill":
         asyncio.run(run_kill(argv[1], argv[2], "--lease" in argv[3:]))
     elif mode == "append":
-        asyncio.run(run_append(argv[1], argv[2], int(argv[3]), argv[4]))
+        asyncio.run(run_append(argv[1], argv[2], float(argv[3]), argv[4]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

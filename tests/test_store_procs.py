@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -64,7 +65,9 @@ async def test_sigkill_never_loses_an_acknowledged_event(tmp_path: Path) -> None
             assert row is not None
             assert row.status == "interrupted", (round_no, row.status)
             assert await store.tool_calls(sid, status="running") == []
-            assert all(s.status == "interrupted" for s in await store.subtasks(sid))
+            subtask = {s.id: s.status for s in await store.subtasks(sid)}
+            started = 3 in acked  # seq 3 is subtask.started
+            assert subtask.get("a") in (("interrupted",) if started else ("interrupted", "pending", None))
             events = await store.events(sid, after_seq=0, limit=None)
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             last = events[-1]
@@ -94,8 +97,7 @@ async def test_two_processes_append_to_one_session_without_gaps_or_duplicates(tm
     await store.append(SessionStarted(session_id=sid, title="two writers"))
     await store.close()
 
-    count = 1500
-    procs = [await _spawn("append", str(db), sid, str(count), tag) for tag in ("A", "B")]
+    procs = [await _spawn("append", str(db), sid, "0.6", tag) for tag in ("A", "B")]
     for proc in procs:  # both connected and waiting
         assert proc.stdout is not None
         assert (await asyncio.wait_for(proc.stdout.readline(), timeout=20)).strip() == b"ready"
@@ -103,22 +105,37 @@ async def test_two_processes_append_to_one_session_without_gaps_or_duplicates(tm
         assert proc.stdin is not None
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
-    for proc in procs:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    counts: dict[str, int] = {}
+    for tag, proc in zip("AB", procs):
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        except asyncio.TimeoutError:
+            for p in procs:  # show where a stuck child is stuck (faulthandler), then fail
+                if p.returncode is None:
+                    p.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(1)
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+            dumps = [((await p.stderr.read()) if p.stderr else b"").decode(errors="replace") for p in procs]
+            raise AssertionError("a writer process hung:\n" + "\n---\n".join(dumps)) from None
         assert proc.returncode == 0, err.decode(errors="replace")
-        assert out.strip() == b"done"
+        word, number = out.split()
+        assert word == b"done"
+        counts[tag] = int(number)
 
+    total = counts["A"] + counts["B"]
     store = await Store.open(db, recover=False)
     try:
         events = await store.events(sid, limit=None)
-        assert [e.seq for e in events] == list(range(1, 2 * count + 2))
+        assert [e.seq for e in events] == list(range(1, total + 2))
         tags = [e.message_id for e in events[1:]]
-        assert tags.count("A") == count and tags.count("B") == count
+        assert tags.count("A") == counts["A"] > 0 and tags.count("B") == counts["B"] > 0
         # both really wrote while the other did: their events interleave
         switches = sum(1 for a, b in zip(tags, tags[1:]) if a != b)
         assert switches > 2, f"the two writers never interleaved ({switches} switches)"
         row = await store.get_session(sid)
-        assert row is not None and row.last_seq == 2 * count + 1
+        assert row is not None and row.last_seq == total + 1
     finally:
         await store.close()
 
