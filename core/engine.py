@@ -224,10 +224,18 @@ class Supervisor:
             await asyncio.sleep(COMMAND_POLL_S)
 
     async def _keep_lease(self) -> None:
+        from core.store import LeaseHeld
+
         while True:
             await asyncio.sleep(LEASE_TTL_S / 3)
-            with contextlib.suppress(Exception):
+            try:
                 await self.store.refresh_lease(self.session_id, ttl_s=LEASE_TTL_S)
+            except LeaseHeld as e:  # another runner took the session over: stop writing it
+                log.error("lost the lease of %s to %s; stopping", self.session_id, e.owner)
+                await self.cancel(source="lease")
+                return
+            except Exception:  # a busy database must not kill the run; the next refresh retries
+                log.exception("lease refresh failed")
 
     # ------------------------------------------------------------------ the run
 
