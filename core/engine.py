@@ -119,6 +119,7 @@ class Supervisor:
         self._stop_after_turn: asyncio.Event | None = None
         self._attempt_task: asyncio.Task[Any] | None = None
         self._background: list[asyncio.Task[Any]] = []
+        self._retry_reason = "first"  # "user_retry" when a person re-runs a finished subtask
 
     # ------------------------------------------------------------------ controls
 
@@ -298,7 +299,7 @@ class Supervisor:
                 reason = "user_retry"
             else:
                 sub = queue.pop(0)
-                reason = "first"
+                reason = self._retry_reason
             status = await self._run_subtask(sub, phase="coding", first_reason=reason)
             if status == "cancelled":
                 return "cancelled", "cancelled by a person"
@@ -327,8 +328,8 @@ class Supervisor:
         await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
         reason = "resume" if (self._resuming and first_reason == "first" and sub.id not in self._done_subtasks
                               and self._was_started(sub.id)) else first_reason
-        continue_history = reason == "resume"
-        prompt_extra = ""
+        continue_history = reason == "resume" or (reason == "user_retry" and self._was_started(sub.id))
+        prompt_extra = prompts.user_retry_context() if reason == "user_retry" else ""
         repair = strip_images = False
         try:
             while True:
@@ -342,6 +343,7 @@ class Supervisor:
                 extra = "\n\n".join(x for x in (prompt_extra, notes) if x)
                 run.attempt += 1
                 run.retry.on_attempt_started()
+                self._started_subtasks.add(sub.id)
                 await self._emit(self._sub_event(AttemptStarted(reason=reason, prompt_extra=extra), run))
                 outcome = await self._attempt(run, extra, continue_history, repair, strip_images, reason)
                 repair = strip_images = False
@@ -384,7 +386,7 @@ class Supervisor:
                     return status if answer == "leave" else answer
                 run.retry.reset()
                 await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
-                reason, prompt_extra, continue_history = "user_retry", "", run.attempt > 0
+                reason, prompt_extra, continue_history = "user_retry", prompts.user_retry_context(), run.attempt > 0
         finally:
             self._current = None
 
@@ -647,8 +649,9 @@ async def start_run(store: Any, task: Task, *, interactive: bool = True, clock: 
 
 
 async def resume_run(store: Any, session_id: str, *, interactive: bool = True, clock: Clock | None = None,
-                     backend: Backend | None = None) -> RunHandle:
-    """Continue a session whose runner died (interrupted) or that a person wants to go on."""
+                     backend: Backend | None = None, retry_subtask: str | None = None) -> RunHandle:
+    """Continue a session whose runner died (interrupted), or run one subtask of a
+    finished session again (``retry_subtask``: a person's retry, counters reset)."""
     from core.task import task_from_stored
 
     row = await store.get_session(session_id)
@@ -660,8 +663,16 @@ async def resume_run(store: Any, session_id: str, *, interactive: bool = True, c
     rows = await store.subtasks(session_id)
     done = {s.id for s in rows if s.status in ("done", "skipped")}
     started = {s.id for s in rows if s.attempts > 0}
+    if retry_subtask is not None:
+        if retry_subtask not in {s.id for s in rows}:
+            from core.store import SessionNotFound
+
+            raise SessionNotFound(f"session {session_id} has no subtask {retry_subtask!r}")
+        done = {s.id for s in rows} - {retry_subtask}  # only that one runs again
     sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
                      interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started)
+    if retry_subtask is not None:
+        sup._retry_reason = "user_retry"
     handle = RunHandle(session_id, sup, asyncio.create_task(sup.run(), name=f"run-{session_id}"))
     for _ in range(50):
         if sup.status != "pending" or handle.task.done():

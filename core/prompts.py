@@ -227,3 +227,14 @@ def interrupted_tool_output() -> str:
     return ("[interrupted] This tool call did not finish: the previous attempt ended before it "
             "returned a result. Its effects are unknown; check the state before relying on it and "
             "call the tool again if you need its result.")
+
+
+def user_retry_context() -> str:
+    """A person asked to run a finished (or stuck/failed) subtask again."""
+    return ("[Shepherd] A person asked you to do this subtask again. Check the current state of "
+            "the workspace first, then finish the subtask; do not assume earlier work is correct.")
+
+
+def continue_prompt() -> str:
+    """The user turn for a resumed conversation when there is nothing else to say."""
+    return "[Shepherd] Continue the task from where you left off."
