@@ -227,6 +227,8 @@ async def test_no_key_is_backend_unavailable(ws: Path, monkeypatch: pytest.Monke
         monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
         backend = OpenAIAgentsBackend()
         task = make_task(ws)
+        with pytest.raises(BackendUnavailable, match="OPENAI_API_KEY"):
+            backend.check_available(task)  # what the CLI asks before a session starts
         ctx = AttemptContext(session_id="s", task=task, subtask=task.subtasks[0], attempt=1, reason="first",
                              prompt=PROMPT, prompt_extra="", continue_history=False, workspace=ws)
         with pytest.raises(BackendUnavailable) as exc:
@@ -267,6 +269,9 @@ async def test_env_configuration_and_defaults(ws: Path, monkeypatch: pytest.Monk
                               prompt=PROMPT, prompt_extra="", continue_history=False, workspace=ws)
         with pytest.raises(BackendUnavailable, match="api must be one of"):
             backend.settings(ctx3)
+        with pytest.raises(BackendUnavailable, match="api must be one of"):
+            backend.check_available(bad)
+        backend.check_available(task)
 
 
 @pytest.mark.parametrize("flavour", APIS)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.backends.base import AttemptContext
 from core.events import Event, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, Usage, new_id
-from core.tools import ERROR_PREFIX, is_error_output
+from core.tools import is_error_output
 
 if TYPE_CHECKING:
     from agents import Agent, RunResultStreaming
@@ -380,5 +380,5 @@ async def run_agent_attempt(ctx: AttemptContext, agent: "Agent[Any]",
 __all__ = [
     "EventMapper", "SDK_TOOL_FAILURE", "agent_instructions", "attempt_input", "close_dangling_calls",
     "open_session", "prepare_history", "quiet_sdk_loggers", "run_agent_attempt", "run_streamed", "session_key",
-    "stream_run", "strip_image_inputs", "tool_status", "tools_for", "tracing_disabled", "ERROR_PREFIX",
+    "stream_run", "strip_image_inputs", "tool_status", "tools_for", "tracing_disabled",
 ]

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
 from core.backends.base import AttemptContext, BackendUnavailable
 from core.events import Event
+from core.task import Task
 
 DEFAULT_MODEL = "gpt-4.1"
 APIS = ("responses", "chat_completions")
@@ -70,9 +71,17 @@ class OpenAIAgentsBackend:
     def __repr__(self) -> str:
         return f"OpenAIAgentsBackend(base_url={self._base_url!r}, api={self._api!r}, model={self._model!r})"
 
+    def check_available(self, task: Task) -> None:
+        """Fail before anything runs (raises BackendUnavailable): no key, or bad
+        ``[openai]`` options. Cheap: no SDK import, no network."""
+        self.settings_for(task)
+
     def settings(self, ctx: AttemptContext) -> OpenAISettings:
+        return self.settings_for(ctx.task)
+
+    def settings_for(self, task: Task) -> OpenAISettings:
         """Resolve the configuration; raises BackendUnavailable before any network call."""
-        opts: dict[str, Any] = dict(ctx.task.options.get("openai", {}) or {})
+        opts: dict[str, Any] = dict(task.options.get("openai", {}) or {})
         key = self._api_key or os.environ.get("OPENAI_API_KEY", "").strip()
         if not key:
             raise BackendUnavailable(NO_KEY_MESSAGE)
@@ -80,7 +89,7 @@ class OpenAIAgentsBackend:
         api = self._api or opts.get("api") or default_api(base_url)
         if api not in APIS:
             raise BackendUnavailable(f"[openai] api must be one of {', '.join(APIS)}, got {api!r}")
-        model = self._model or ctx.task.model or opts.get("model") or DEFAULT_MODEL
+        model = self._model or task.model or opts.get("model") or DEFAULT_MODEL
         return OpenAISettings(api_key=key, base_url=base_url, api=api, model=str(model))
 
     def _client_for(self, s: OpenAISettings) -> Any:
