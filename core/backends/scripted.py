@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ class StepModel(Model):
     def _cursor_from_history(self, input: list[Any]) -> int:
         """A new process resuming a session has no cursor: continue after the last step
         whose tool calls are in the history (text-only steps leave no trace)."""
-        pattern = re.compile(rf"^call_{re.escape(self.ctx.subtask.id)}_(\d+)_\d+$")
+        pattern = re.compile(rf"^call_{re.escape(self.ctx.subtask.id)}_(\d+)_\d+(?:_[0-9a-f]+)?$")
         last = -1
         for item in input:
             if isinstance(item, dict) and item.get("type") == "function_call":
@@ -316,7 +317,9 @@ class StepModel(Model):
                                               item=message, sequence_number=nxt())
 
         for i, spec in enumerate(step.tools):
-            call_id = f"call_{self.ctx.subtask.id}_{index if index is not None else 'end'}_{i}"
+            # a random tail keeps ids unique when a resumed process replays a step whose
+            # calls never reached the history (they were closed as interrupted)
+            call_id = f"call_{self.ctx.subtask.id}_{index if index is not None else 'end'}_{i}_{os.urandom(3).hex()}"
             args = json.dumps(spec.args, ensure_ascii=False)
             out_chars += len(args) + len(spec.name)
             oi = len(output)
