@@ -120,6 +120,7 @@ class Supervisor:
         self._attempt_task: asyncio.Task[Any] | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._retry_reason = "first"  # "user_retry" when a person re-runs a finished subtask
+        self._unacked: list[asyncio.Future[Any]] = []
 
     # ------------------------------------------------------------------ controls
 
@@ -181,8 +182,18 @@ class Supervisor:
         ev = ev.with_(session_id=self.session_id)
         if wait:
             return await self.store.append(ev)
-        self.store.submit(ev)
+        # stream events are not waited for one by one (the SDK does not wait for us
+        # either); the writer commits them within 50 ms and _ack() checks them in bulk
+        self._unacked.append(self.store.submit(ev))
         return None
+
+    async def _ack(self) -> None:
+        """Wait until every submitted stream event is committed; surface a write failure."""
+        pending, self._unacked = self._unacked, []
+        if pending:
+            for result in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                    raise result
 
     def _sub_event(self, ev: Event, run: _SubtaskRun) -> Event:
         return ev.with_(subtask_id=run.sub.id, attempt=run.attempt or None)
@@ -476,8 +487,9 @@ class Supervisor:
         finally:
             self._attempt_task = None
             for fin in ledger.flush(self.clock.monotonic()):
-                await self._emit(self._sub_event(fin, run).with_(attempt=fin.attempt or run.attempt))
+                await self._emit(self._sub_event(fin, run).with_(attempt=fin.attempt or run.attempt), wait=False)
             self._stop_after_turn = None
+            await self._ack()
         if outcome is None and ctx.stop_after_turn.is_set():
             # stopped at a safe point for a pause (even one lifted since): not finished
             return _Interrupt("pause")
@@ -494,19 +506,28 @@ class Supervisor:
         return _Interrupt("pause_now")
 
     async def _consume(self, run: _SubtaskRun, ctx: AttemptContext, ledger: ToolLedger) -> None:
-        """Read the backend's stream with heartbeats that never cancel the pending read."""
+        """Read the backend's stream with heartbeats that never cancel the pending read:
+        ``asyncio.wait`` on the same ``__anext__`` task and a heartbeat timer, never a
+        timeout around the read (that corrupts SDK streams)."""
         agen: AsyncIterator[Event] = self.backend.attempt(ctx)
         it = agen.__aiter__()
         pending: asyncio.Future[Event] | None = None
+        beat: asyncio.Future[None] | None = None
         quiet_beats = 0
-        got_text = False
+        events_since_beat = 0
         try:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(it.__anext__())
-                beat = asyncio.ensure_future(self.clock.sleep(self.task.heartbeat_s))
-                done, _ = await asyncio.wait({pending, beat}, return_when=asyncio.FIRST_COMPLETED)
-                if pending not in done:
+                if beat is None:  # one timer per heartbeat period, not one per event
+                    beat = asyncio.ensure_future(self.clock.sleep(self.task.heartbeat_s))
+                    events_since_beat = 0
+                await asyncio.wait({pending, beat}, return_when=asyncio.FIRST_COMPLETED)
+                if beat.done() and not pending.done():
+                    beat = None
+                    if events_since_beat:  # events arrived during this period: not idle
+                        quiet_beats = 0
+                        continue
                     quiet_beats += 1
                     idle = quiet_beats * self.task.heartbeat_s
                     limit = self.task.stall_s * (4 if ledger.has_open() else 1)
@@ -516,16 +537,20 @@ class Supervisor:
                     if stalled:
                         raise Stalled(f"stalled: no event for {idle:.0f} s")
                     continue
-                beat.cancel()
-                quiet_beats = 0
+                if not pending.done():
+                    continue
                 try:
                     ev = pending.result()
                 except StopAsyncIteration:
                     pending = None
                     break
                 pending = None
-                got_text = await self._handle(run, ev, ledger) or got_text
+                quiet_beats = 0
+                events_since_beat += 1
+                await self._handle(run, ev, ledger)
         finally:
+            if beat is not None:
+                beat.cancel()
             if pending is not None and not pending.done():
                 pending.cancel()
                 with contextlib.suppress(BaseException):
@@ -533,27 +558,26 @@ class Supervisor:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(agen.aclose(), timeout=10)  # type: ignore[attr-defined]
 
-    async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> bool:
+    async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
         now = self.clock.monotonic()
         ev = self._sub_event(ev, run)
         if isinstance(ev, (TextDelta, ThinkingDelta)):
             if ev.text:
                 await self._emit(ev, wait=False)
-            return isinstance(ev, TextDelta)
+            return
         if isinstance(ev, ToolStarted):
             if ledger.start(ev, now):
-                await self._emit(ev)
-            return False
+                await self._emit(ev, wait=False)
+            return
         if isinstance(ev, ToolFinished):
             fin = ledger.finish(ev, now)
             if fin is not None:
-                await self._emit(fin)
-            return False
+                await self._emit(fin, wait=False)
+            return
         if isinstance(ev, MessageCompleted):
             if ev.role == "assistant" and ev.text:
                 run.last_text = ev.text
-        await self._emit(ev)
-        return False
+        await self._emit(ev, wait=False)
 
     # ------------------------------------------------------------------ checks, plan, errors
 
