@@ -506,57 +506,48 @@ class Supervisor:
         return _Interrupt("pause_now")
 
     async def _consume(self, run: _SubtaskRun, ctx: AttemptContext, ledger: ToolLedger) -> None:
-        """Read the backend's stream with heartbeats that never cancel the pending read:
-        ``asyncio.wait`` on the same ``__anext__`` task and a heartbeat timer, never a
-        timeout around the read (that corrupts SDK streams)."""
+        """Read the backend's stream. Heartbeats and the stall watchdog run beside the
+        read and never cancel a pending ``__anext__`` (a timeout around the read corrupts
+        SDK streams and drops in-flight tool results); only a real stall ends the attempt."""
         agen: AsyncIterator[Event] = self.backend.attempt(ctx)
-        it = agen.__aiter__()
-        pending: asyncio.Future[Event] | None = None
-        beat: asyncio.Future[None] | None = None
-        quiet_beats = 0
-        events_since_beat = 0
+        progress = [0]
+        stalled: list[str] = []
+        watchdog = asyncio.ensure_future(self._watch(run, ledger, progress, stalled, asyncio.current_task()))
         try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(it.__anext__())
-                if beat is None:  # one timer per heartbeat period, not one per event
-                    beat = asyncio.ensure_future(self.clock.sleep(self.task.heartbeat_s))
-                    events_since_beat = 0
-                await asyncio.wait({pending, beat}, return_when=asyncio.FIRST_COMPLETED)
-                if beat.done() and not pending.done():
-                    beat = None
-                    if events_since_beat:  # events arrived during this period: not idle
-                        quiet_beats = 0
-                        continue
-                    quiet_beats += 1
-                    idle = quiet_beats * self.task.heartbeat_s
-                    limit = self.task.stall_s * (4 if ledger.has_open() else 1)
-                    stalled = idle >= limit
-                    await self._emit(self._sub_event(
-                        Heartbeat(idle_s=idle, open_calls=len(ledger.open_calls), stalled=stalled), run))
-                    if stalled:
-                        raise Stalled(f"stalled: no event for {idle:.0f} s")
-                    continue
-                if not pending.done():
-                    continue
-                try:
-                    ev = pending.result()
-                except StopAsyncIteration:
-                    pending = None
-                    break
-                pending = None
-                quiet_beats = 0
-                events_since_beat += 1
+            async for ev in agen:
+                progress[0] += 1
                 await self._handle(run, ev, ledger)
+        except asyncio.CancelledError:
+            if stalled:
+                raise Stalled(stalled[0]) from None
+            raise
         finally:
-            if beat is not None:
-                beat.cancel()
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+            watchdog.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(agen.aclose(), timeout=10)  # type: ignore[attr-defined]
+
+    async def _watch(self, run: _SubtaskRun, ledger: ToolLedger, progress: list[int], stalled: list[str],
+                     consumer: asyncio.Task[Any] | None) -> None:
+        """Emit a heartbeat for every heartbeat period without events; flag and end an
+        attempt idle longer than stall_s (four times that while a tool call is open)."""
+        if getattr(self.clock, "scale", 1.0) == 0:  # SHEPHERD_TIME_SCALE=0: no waits, so no idle
+            return
+        quiet, seen = 0, progress[0]
+        while True:
+            await self.clock.sleep(self.task.heartbeat_s)
+            if progress[0] != seen:
+                quiet, seen = 0, progress[0]
+                continue
+            quiet += 1
+            idle = quiet * self.task.heartbeat_s
+            is_stalled = idle >= self.task.stall_s * (4 if ledger.has_open() else 1)
+            await self._emit(self._sub_event(
+                Heartbeat(idle_s=idle, open_calls=len(ledger.open_calls), stalled=is_stalled), run))
+            if is_stalled:
+                stalled.append(f"stalled: no event for {idle:.0f} s")
+                if consumer is not None:
+                    consumer.cancel()
+                return
 
     async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
         now = self.clock.monotonic()

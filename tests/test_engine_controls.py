@@ -168,8 +168,8 @@ async def test_stall_watchdog_restarts_a_silent_attempt(tmp_path: Path) -> None:
                                             clock=clock, heartbeat_s=15, stall_s=30)
     try:
         await wait_for(lambda: len(backend.contexts) == 1, store=store)
-        while len(backend.contexts) < 2:
-            await wait_for(lambda: clock.pending() > 0, store=store)
+        while len(backend.contexts) < 2 and not run.done():
+            await wait_for(lambda: clock.pending() > 0 or len(backend.contexts) >= 2 or run.done(), store=store)
             clock.wake_next()
             await asyncio.sleep(0)
         assert await run == "done"
