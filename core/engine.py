@@ -32,6 +32,7 @@ from core.task import Subtask, Task
 
 log = logging.getLogger("shepherd.engine")
 
+DELTA_WINDOW_S = 0.025  # real seconds a text delta may wait to be merged with the next ones
 COMMAND_POLL_S = 0.25  # real seconds between looks at the commands table and PAUSE file
 LEASE_TTL_S = 30.0
 PLAN_ID = "plan"
@@ -121,6 +122,9 @@ class Supervisor:
         self._background: list[asyncio.Task[Any]] = []
         self._retry_reason = "first"  # "user_retry" when a person re-runs a finished subtask
         self._unacked: list[asyncio.Future[Any]] = []
+        self._delta_buf: Event | None = None
+        self._delta_parts: list[str] = []
+        self._delta_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ controls
 
@@ -463,7 +467,7 @@ class Supervisor:
             session_id=self.session_id, task=self.task, subtask=run.sub, attempt=run.attempt,
             reason=reason, prompt=run.sub.prompt, prompt_extra=extra,
             continue_history=continue_history, workspace=Path(self.task.workspace),
-            db_path=getattr(self.store, "path", None), phase=run.phase, repair=repair,
+            db_path=getattr(self.store, "path", None), store=self.store, phase=run.phase, repair=repair,
             strip_images=strip_images, clock=self.clock, stop_after_turn=self._stop_after_turn,
             state=run.backend_state,
         )
@@ -523,6 +527,7 @@ class Supervisor:
             raise
         finally:
             watchdog.cancel()
+            self._flush_deltas()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(agen.aclose(), timeout=10)  # type: ignore[attr-defined]
 
@@ -549,13 +554,34 @@ class Supervisor:
                     consumer.cancel()
                 return
 
+    def _buffer_delta(self, ev: Event) -> None:
+        """Coalesce consecutive deltas of one message for up to DELTA_WINDOW_S: the text
+        is the same, the database and every live view get a fraction of the rows."""
+        buf = self._delta_buf
+        if buf is not None and type(buf) is type(ev) and buf.message_id == ev.message_id:  # type: ignore[attr-defined]
+            self._delta_parts.append(ev.text)  # type: ignore[attr-defined]
+            return
+        self._flush_deltas()
+        self._delta_buf, self._delta_parts = ev, [ev.text]  # type: ignore[attr-defined]
+        self._delta_timer = asyncio.get_running_loop().call_later(DELTA_WINDOW_S, self._flush_deltas)
+
+    def _flush_deltas(self) -> None:
+        if self._delta_timer is not None:
+            self._delta_timer.cancel()
+            self._delta_timer = None
+        if self._delta_buf is not None:
+            ev = self._delta_buf.with_(text="".join(self._delta_parts), session_id=self.session_id)
+            self._delta_buf, self._delta_parts = None, []
+            self._unacked.append(self.store.submit(ev))
+
     async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
         now = self.clock.monotonic()
         ev = self._sub_event(ev, run)
         if isinstance(ev, (TextDelta, ThinkingDelta)):
             if ev.text:
-                await self._emit(ev, wait=False)
+                self._buffer_delta(ev)
             return
+        self._flush_deltas()
         if isinstance(ev, ToolStarted):
             if ledger.start(ev, now):
                 await self._emit(ev, wait=False)

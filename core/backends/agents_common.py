@@ -105,6 +105,9 @@ async def open_session(ctx: AttemptContext, factory: SessionFactory | None = Non
         if inspect.isawaitable(session):
             session = await session
         return session, False
+    if ctx.store is not None and hasattr(ctx.store, "agents_session"):
+        # through the supervisor's store: one writer, no second connection fighting for the lock
+        return ctx.store.agents_session(key), False
     if ctx.db_path is not None:
         from core.store import open_agents_session
 

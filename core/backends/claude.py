@@ -450,6 +450,8 @@ class _Attempt:
             self.queue.put_nowait(_END)
 
     def _open_store(self) -> Any:
+        if self.ctx.store is not None and hasattr(self.ctx.store, "claude_session_store"):
+            return self.ctx.store.claude_session_store()  # its close() leaves the Store open
         if self.ctx.db_path is None:
             return None
         from core.store import open_claude_session_store
