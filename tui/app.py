@@ -107,7 +107,7 @@ class ShepherdApp(App[int]):
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
         self.home: SessionsScreen | None = None
         self._quitting = False
-        self._closed = False
+        self._store_closed = False
         self.theme = "textual-dark"
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -167,8 +167,8 @@ class ShepherdApp(App[int]):
         await self._close_store()
 
     async def _close_store(self) -> None:
-        if self.store is not None and not self._closed:
-            self._closed = True
+        if self.store is not None and not self._store_closed:
+            self._store_closed = True
             try:
                 await self.store.close()
             except Exception:  # noqa: BLE001
