@@ -535,11 +535,13 @@ class Supervisor:
                      consumer: asyncio.Task[Any] | None) -> None:
         """Emit a heartbeat for every heartbeat period without events; flag and end an
         attempt idle longer than stall_s (four times that while a tool call is open)."""
-        if getattr(self.clock, "scale", 1.0) == 0:  # SHEPHERD_TIME_SCALE=0: no waits, so no idle
-            return
+        # Liveness is about real processes (the SDK, the CLI, the tools run in real time),
+        # so SHEPHERD_TIME_SCALE, which shortens the engine's own waits, does not apply here;
+        # tests still drive this through a virtual clock.
+        clock = RealClock(scale=1.0) if isinstance(self.clock, RealClock) else self.clock
         quiet, seen = 0, progress[0]
         while True:
-            await self.clock.sleep(self.task.heartbeat_s)
+            await clock.sleep(self.task.heartbeat_s)
             if progress[0] != seen:
                 quiet, seen = 0, progress[0]
                 continue

@@ -1,0 +1,104 @@
+"""Resuming: a session whose runner was SIGKILLed mid-tool continues in a new process
+from its stored history; a person re-runs a finished subtask of a finished session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.engine import Supervisor, resume_run
+from core.store import Store, open_agents_session
+from tests.engine_helpers import FAST, make_task, stored
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _kill_mid_tool(tmp_path: Path) -> tuple[Path, Path]:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = tmp_path / "t.toml"
+    task.write_text(f'''
+title = "resumable"
+backend = "scripted"
+workspace = "{ws}"
+[[subtasks]]
+id = "one"
+prompt = "make a marker file"
+  [[subtasks.steps]]
+  text = "working"
+  tools = [{{ name = "run_command", args = {{ command = "sleep 2; echo done > marker.txt" }} }}]
+  [[subtasks.steps]]
+  text = "Marker written."
+''')
+    db = tmp_path / "s.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task), "--headless", "--db", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            if db.exists():
+                try:
+                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                        if con.execute("SELECT count(*) FROM tool_calls WHERE status='running'").fetchone()[0]:
+                            break
+                except sqlite3.OperationalError:
+                    pass
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+    return db, ws
+
+
+async def test_resume_after_sigkill_continues_the_session(tmp_path: Path) -> None:
+    db, ws = _kill_mid_tool(tmp_path)
+    store = await Store.open(db)  # recovery marks it interrupted
+    try:
+        sid = (await store.list_sessions())[0].id
+        assert (await store.get_session(sid)).status == "interrupted"
+        handle = await resume_run(store, sid, interactive=False, clock=FAST)
+        assert await handle.task == "done"
+        assert (ws / "marker.txt").read_text() == "done\n"
+        row = await store.get_session(sid)
+        assert row.status == "done" and row.subtasks_done == 1
+        attempts = await stored(store, sid, "attempt.started")
+        assert [a.reason for a in attempts] == ["first", "resume"]
+        calls = await store.tool_calls(sid)
+        assert [c.status for c in calls] == ["interrupted", "ok"]
+        assert len({c.call_id for c in calls}) == 2
+        items = await open_agents_session(db, f"{sid}:one").get_items()
+        assert sum(1 for i in items if i.get("role") == "user" and "marker" in str(i.get("content"))) == 1
+        seqs = [e.seq for e in await stored(store, sid)]
+        assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        await store.close()
+
+
+async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = make_task(ws, [
+        {"id": "a", "prompt": "first thing", "steps": [{"text": "did a"}, {"text": "did a again"}]},
+        {"id": "b", "prompt": "second thing", "steps": [{"text": "did b"}]},
+    ])
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False)
+        assert await sup.run() == "done"
+        handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST, retry_subtask="a")
+        assert await handle.task == "done"
+        attempts = await stored(store, sup.session_id, "attempt.started")
+        assert [(a.subtask_id, a.reason) for a in attempts] == [("a", "first"), ("b", "first"), ("a", "user_retry")]
+        assert "do this subtask again" in attempts[-1].prompt_extra
+        subs = {s.id: (s.status, s.attempts) for s in await store.subtasks(sup.session_id)}
+        assert subs == {"a": ("done", 2), "b": ("done", 1)}
+        finished = await stored(store, sup.session_id, "session.finished")
+        assert [f.status for f in finished] == ["done", "done"]
+    finally:
+        await store.close()
