@@ -265,7 +265,7 @@ async def open_store(path: Path, clock: FakeClock | None = None) -> Any:
 
 
 async def build_db_async(path: Path, shapes: list[str], *, starts: dict[str, float] | None = None) -> dict[str, str]:
-    clock = FakeClock(start=min({**DEFAULT_STARTS, **(starts or {})}[s] for s in shapes) - 1)
+    clock = FakeClock(start=min([{**DEFAULT_STARTS, **(starts or {})}[s] for s in shapes] or [T0]) - 1)
     store = await open_store(path, clock)
     try:
         ids = await populate(store, shapes, starts=starts)

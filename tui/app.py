@@ -33,6 +33,14 @@ _TCSS = Path(__file__).with_name("shepherd.tcss")
 CANCEL_WAIT_S = 10.0  # how long quitting waits for runs to end as cancelled
 
 
+def _short_path(path: Path) -> str:
+    """The path as the user gave it, with the home directory as ``~``."""
+    try:
+        return "~/" + str(path.relative_to(Path.home())) if path.is_absolute() else str(path)
+    except ValueError:
+        return str(path)
+
+
 class ShepherdCommands(Provider):
     """Command palette: the app's commands plus the current screen's keys."""
 
@@ -125,7 +133,8 @@ class ShepherdApp(App[int]):
             self.set_timer(self.STORE_ERROR_EXIT_S, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
             return
         self.sub_title = str(self.db_path)
-        self.home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids)
+        self.home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
+                                   db_label=_short_path(self.db_path))
         await self.push_screen(self.home)
         if self.start is not None:
             await self._start_from_factory()

@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from tui.logging_setup import guarded, report_error
+from tui.widgets.anim import Ticker
 
 if TYPE_CHECKING:
     from core.store.db import SessionRow
@@ -141,7 +142,7 @@ class SessionsScreen(Screen):
     PAGE_SIZE = 200
     REFRESH_THROTTLE_S = 0.25
     SLOW_REFRESH_S = 2.0
-    SPINNER_S = 0.1
+    TICKS_PER_SECOND = 10  # the shared Ticker's rate: durations of live rows move once a second
 
     DEFAULT_CSS = """
     SessionsScreen { layout: vertical; }
@@ -173,10 +174,11 @@ class SessionsScreen(Screen):
     ]
 
     def __init__(self, store: Any, *, clock: Callable[[], float] = time.time,
-                 live_ids: Callable[[], set[str]] | None = None) -> None:
+                 live_ids: Callable[[], set[str]] | None = None, db_label: str | None = None) -> None:
         super().__init__()
         self.store = store
         self.clock = clock
+        self.db_label = db_label if db_label is not None else str(getattr(store, "path", ""))
         self._live_ids = live_ids or (lambda: set())
         self.rows: list[SessionRow] = []
         self.filter_text = ""
@@ -188,7 +190,7 @@ class SessionsScreen(Screen):
         self._reload_pending = False
         self._loading_more = False
         self._unsubscribe: Callable[[], None] | None = None
-        self._spinner_timer = None
+        self._ticking = False
         self.loaded = False  # becomes True after the first load (tests wait on it)
 
     # --- layout --------------------------------------------------------------------------------
@@ -211,23 +213,20 @@ class SessionsScreen(Screen):
         self.table.focus()
         if hasattr(self.store, "subscribe"):
             self._unsubscribe = self.store.subscribe(self._on_commit)
-        if self.app.animation_level != "none":
-            self._spinner_timer = self.set_interval(self.SPINNER_S, self._tick, name="spinner")
         self.set_interval(self.SLOW_REFRESH_S, self._slow_refresh, name="slow-refresh")
         await self.reload()
 
     def on_unmount(self) -> None:
+        self._set_ticking(False)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
 
     def on_screen_suspend(self) -> None:
-        if self._spinner_timer is not None:
-            self._spinner_timer.pause()
+        self._set_ticking(False)
 
     def on_screen_resume(self) -> None:
-        if self._spinner_timer is not None:
-            self._spinner_timer.resume()
+        self._set_ticking(any(r.status in LIVE_STATUSES for r in self.rows))
         if self.loaded:
             self.request_reload()
 
@@ -367,19 +366,28 @@ class SessionsScreen(Screen):
                 shown[key] = sig
                 self.table.update_cell(row.id, key, cells[key])
 
-    def _tick(self) -> None:
+    def _set_ticking(self, on: bool) -> None:
+        """Spinners and live durations ride the app's one Ticker, only while needed."""
+        if on == self._ticking:
+            return
+        self._ticking = on
+        ticker = Ticker.of(self.app)
+        ticker.add(self) if on else ticker.discard(self)
+
+    def tick(self, frame: int) -> None:
         if not self.is_current:
             return
-        self._frame += 1
-        each_second = self._frame % int(1 / self.SPINNER_S) == 0
+        self._frame = frame
+        each_second = frame % self.TICKS_PER_SECOND == 0
         for row in self.rows:
             if row.status in LIVE_STATUSES:
                 self._update_row(row, None if each_second else ("status",))
 
     def _update_chrome(self) -> None:
         live = sum(1 for r in self.rows if r.status in LIVE_STATUSES)
+        self._set_ticking(live > 0 and self.is_current)
         more = "+" if self.has_more else ""
-        db = getattr(self.store, "path", "")
+        db = self.db_label
         counts = f"{len(self.rows)}{more} session{'s' if len(self.rows) != 1 else ''}"
         if live:
             counts += f" · {live} live"
