@@ -162,3 +162,46 @@ def finished_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_control_commands_reject_finished_sessions(finished_db: Path, cmd: str) -> None:
     sid = json.loads(run("sessions", "--json", "--db", str(finished_db)).stdout.splitlines()[0])["id"]
     assert "not running" in one_line_error(run(cmd, sid, "--db", str(finished_db)))
+
+
+def _run_with_env(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHEPHERD_TIME_SCALE": "0.01", **env_extra}
+    return subprocess.run([*SHEPHERD, *args], capture_output=True, text=True, timeout=180, env=env, cwd=cwd)
+
+
+def test_run_prompt_openai_backend_against_the_fake(tmp_path: Path) -> None:
+    from tests.fakes.fake_openai import FakeOpenAI
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "hello.txt").write_text("hi there\n")
+    script = [{"error": {"status": 500, "message": "upstream overloaded"}},
+              {"tools": [{"name": "read_file", "args": {"path": "hello.txt"}}]},
+              {"text": "The file says hi."}]
+    with FakeOpenAI(script=script) as api:
+        proc = _run_with_env(["run", "-p", "Read hello.txt", "--backend", "openai", "--headless",
+                              "--workspace", str(ws), "--db", str(tmp_path / "s.db")],
+                             {"OPENAI_API_KEY": "sk-test-fake", "OPENAI_BASE_URL": api.base_url}, ROOT)
+        bodies = [r["body"] for r in api.requests]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "transient error (500)" in proc.stderr and "retry 1/5" in proc.stderr
+    assert "read_file" in proc.stderr and "session done" in proc.stderr
+    assert len(bodies) == 3  # no hidden client retries: the engine saw the 500
+    assert "hi there" in json.dumps(bodies[-1])  # the tool result reached the next request
+    assert "sk-test-fake" not in (tmp_path / "s.db").read_bytes().decode("latin-1")
+
+
+def test_run_prompt_claude_backend_against_the_fake(tmp_path: Path) -> None:
+    from tests.fakes.fake_anthropic import FakeAnthropic, offline_cli_env
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    with FakeAnthropic(script=[{"tool_use": {"name": "Bash", "input": {"command": "echo from-bash > out.txt"}}},
+                               {"text": "Wrote out.txt."}]) as api:
+        env = offline_cli_env(api.base_url, str(tmp_path / "claude"), str(tmp_path / "ctmp"))
+        proc = _run_with_env(["run", "-p", "Write out.txt with bash", "--backend", "claude", "--headless",
+                              "--workspace", str(ws), "--db", str(tmp_path / "s.db")], env, ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (ws / "out.txt").read_text() == "from-bash\n"
+    assert "Bash" in proc.stderr and "session done" in proc.stderr
+    assert "sk-ant-fake-key" not in (tmp_path / "s.db").read_bytes().decode("latin-1")
