@@ -11,6 +11,8 @@ import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from core.text import truncate_middle as _truncate_middle
+
 if TYPE_CHECKING:
     from core.errors import ErrorInfo
 
@@ -27,13 +29,7 @@ _INTERRUPTED_BY = {
 
 
 def truncate_middle(text: str, limit: int = OUTPUT_LIMIT) -> str:
-    """Keep the head and (more of) the tail: errors show up first, summaries last."""
-    if len(text) <= limit:
-        return text
-    head = limit // 4
-    tail = limit - head
-    omitted = len(text) - head - tail
-    return f"{text[:head]}\n… [{omitted} characters omitted] …\n{text[-tail:]}"
+    return _truncate_middle(text, limit)
 
 
 def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:

@@ -98,7 +98,7 @@ def test_read_file_truncates(ws: Path) -> None:
     (ws / "big.txt").write_text("a" * 100 + "b" * (MAX_OUTPUT_CHARS * 3) + "THE END")
     out = read_file(ws, "big.txt")
     assert len(out) < MAX_OUTPUT_CHARS + 200
-    assert "truncated" in out and out.startswith("a" * 100) and out.endswith("THE END")
+    assert "omitted" in out and out.startswith("a" * 100) and out.endswith("THE END")
 
 
 # --- commands ------------------------------------------------------------------------
@@ -196,7 +196,7 @@ async def test_command_output_truncated(ws: Path) -> None:
         ws, f"{sys.executable} -c \"print('x' * 2_000_000); print('LAST LINE')\""
     )
     assert len(out) < MAX_OUTPUT_CHARS + 200
-    assert "truncated" in out and out.rstrip().endswith("LAST LINE")
+    assert "omitted" in out and out.rstrip().endswith("LAST LINE")
 
 
 # --- the SDK wrappers ------------------------------------------------------------------

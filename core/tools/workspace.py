@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.clock import AutoClock, Clock, RealClock
+from core.text import truncate_middle as _truncate_middle
 
 if TYPE_CHECKING:
     from agents import Tool
@@ -44,13 +45,7 @@ def is_error_output(text: str) -> bool:
 
 
 def truncate_middle(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
-    """Keep the head and the tail (errors are usually at the end) and say what was cut."""
-    if len(text) <= limit:
-        return text
-    head = limit // 3
-    tail = limit - head
-    cut = len(text) - head - tail
-    return f"{text[:head]}\n... [{cut} characters truncated] ...\n{text[-tail:]}"
+    return _truncate_middle(text, limit, head_share=1 / 3)
 
 
 def resolve_in_workspace(workspace: Path, path: str) -> Path:
