@@ -235,11 +235,26 @@ class SessionsScreen(Screen):
             self._build_columns(self.size.width)
             self._rebuild()
 
+    TITLE_MAX = 40  # beyond this, spare width goes to backend/model first
+    BACKEND_MAX = 26
+
     def _column_plan(self, width: int) -> list[tuple[str, str, int]]:
         shown = [(k, label, w) for k, label, w, min_w in COLUMNS if width >= min_w]
         fixed = sum(w + 2 for _, _, w in shown if w is not None)
-        title_w = max(12, width - fixed - 2 - 2)  # cell padding + scrollbar room
-        return [(k, label, w if w is not None else title_w) for k, label, w in shown]
+        spare = width - fixed - 2 - 2  # cell padding of the title + scrollbar room
+        title_w = max(12, min(spare, self.TITLE_MAX))
+        extra = max(0, spare - title_w)
+        plan = []
+        for key, label, w in shown:
+            if w is None:
+                w = title_w
+            elif key == "backend" and extra:
+                grow = min(extra, self.BACKEND_MAX - w)
+                w, extra = w + grow, extra - grow
+            plan.append((key, label, w))
+        if extra:  # still room: the title takes it
+            plan = [(k, lb, w + extra if k == "title" else w) for k, lb, w in plan]
+        return plan
 
     def _build_columns(self, width: int) -> None:
         self._visible_columns = self._column_plan(width)

@@ -1,0 +1,75 @@
+"""Make the README screenshots from the real app: ``python screenshots/make_screenshots.py``.
+
+Each view is the real ShepherdApp on a database written from real events (the same
+fixtures as tests/test_snapshots.py), with the clock frozen, the time zone UTC and the
+spinners still, so the SVGs only change when the UI does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests import tui_fixtures as fx  # noqa: E402
+from tui.app import ShepherdApp  # noqa: E402
+from tui.widgets.anim import Ticker  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+ALL_SHAPES = ["done", "failed", "cancelled", "live", "retry", "stuck", "interrupted"]
+
+# file name -> (session shape to open or None for the home screen, terminal size, window title)
+VIEWS: dict[str, tuple[str | None, tuple[int, int], str]] = {
+    "home.svg": (None, (120, 24), "shepherd — sessions"),
+    "live-parallel-tools.svg": ("live", (120, 32), "shepherd — a live session with parallel tool calls"),
+    "retry-countdown.svg": ("retry", (120, 32), "shepherd — waiting for a retry"),
+    "stuck-subtask.svg": ("stuck", (120, 32), "shepherd — a stuck subtask"),
+    "interrupted-session.svg": ("interrupted", (120, 32), "shepherd — a reopened interrupted session"),
+}
+
+
+async def shoot(db: Path, shape: str | None, size: tuple[int, int], title: str) -> str:
+    sid = fx.SESSION_IDS[shape] if shape else None
+    app = ShepherdApp(db, open_session=sid, clock=lambda: fx.NOW)
+    async with app.run_test(size=size) as pilot:
+        deadline = time.monotonic() + 20
+        while True:
+            loaded = getattr(app.screen, "loaded", None)
+            ready = app.home is not None and app.home.loaded and (
+                sid is None or (isinstance(loaded, asyncio.Event) and loaded.is_set()))
+            if ready:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{title}: the app did not settle")
+            await pilot.pause(0.02)
+        flush = getattr(app.screen, "flush_now", None)
+        if flush is not None:
+            await flush()
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        return app.export_screenshot(title=title)
+
+
+def main() -> int:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    Ticker.animate = False
+    with tempfile.TemporaryDirectory(prefix="shepherd-shots-") as tmp:
+        os.chdir(tmp)  # the database path is shown on screen: keep it short and stable
+        db = Path("shepherd.db")
+        fx.build_db(db, ALL_SHAPES)
+        for name, (shape, size, title) in VIEWS.items():
+            svg = asyncio.run(shoot(db, shape, size, title))
+            (OUT / name).write_text(svg, encoding="utf-8")
+            print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
