@@ -286,7 +286,9 @@ async def test_two_runs_live_at_once_both_on_home(tmp_path: Path) -> None:
         h1 = await app.start_task(_waiting_task("first"))
         h2 = await app.start_task(_waiting_task("second"))
         assert app.live_run_ids() == {h1.session_id, h2.session_id}
-        await pilot.press("escape", "escape")
+        # one session view at a time: the second replaced the first, back goes home
+        assert len(app.screen_stack) == 3 and app.screen.session_id == h2.session_id
+        await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is home, what="home")
         await wait_until(pilot, lambda: set(home.row_ids()) == {h1.session_id, h2.session_id},
                          what="both runs listed")

@@ -299,6 +299,10 @@ class ShepherdApp(App[int]):
                 follow, controller = "tail", RemoteControl(self.store, session_id)
             else:
                 follow = None
+        # One session view at a time: a new one replaces the one on top (back still goes
+        # home), so hidden live views never keep rendering streams nobody sees.
+        while isinstance(self.screen, SessionScreen) and len(self.screen_stack) > 2:
+            await self.pop_screen()
         await self.push_screen(SessionScreen(self.store, session_id, controller=controller, follow=follow,
                                              clock=self.clock))
 
