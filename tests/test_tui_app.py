@@ -285,6 +285,8 @@ async def test_two_runs_live_at_once_both_on_home(tmp_path: Path) -> None:
         home = await home_ready(pilot)
         h1 = await app.start_task(_waiting_task("first"))
         h2 = await app.start_task(_waiting_task("second"))
+        for h in (h1, h2):  # both settled in their 10-minute wait
+            await wait_for_event(pilot, app.store, h.session_id, "retry.scheduled")
         assert app.live_run_ids() == {h1.session_id, h2.session_id}
         # one session view at a time: the second replaced the first, back goes home
         assert len(app.screen_stack) == 3 and app.screen.session_id == h2.session_id
@@ -296,6 +298,22 @@ async def test_two_runs_live_at_once_both_on_home(tmp_path: Path) -> None:
         await app._stop_runs(wait_s=10)
     for h in (h1, h2):
         assert h.task.done()
+
+
+async def wait_for_event(pilot: Any, store: Store, sid: str, type_: str) -> None:
+    """Until the session has an event of ``type_`` (a run settled into a known state)."""
+    found: list[bool] = []
+
+    async def check() -> None:
+        found[:] = [bool(await store.events(sid, types=[type_], limit=1))]
+
+    await check()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not found[0]:
+        assert loop.time() < deadline, f"no {type_} in {sid}"
+        await pilot.pause(0.02)
+        await check()
 
 
 def _waiting_task(title: str):
@@ -315,6 +333,7 @@ async def test_quit_with_a_live_run_asks_and_cancels_it(tmp_path: Path) -> None:
         await home_ready(pilot)
         handle = await app.start_task(_waiting_task("Long wait"))
         sid = handle.session_id
+        await wait_for_event(pilot, app.store, sid, "retry.scheduled")
         await wait_until(pilot, lambda: app.screen is not app.home, what="session screen")
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
@@ -355,6 +374,7 @@ async def test_leaving_run_test_never_leaves_a_run_dangling(tmp_path: Path) -> N
     async with app.run_test() as pilot:
         await home_ready(pilot)
         handle = await app.start_task(_waiting_task("Dangling?"))
+        await wait_for_event(pilot, app.store, handle.session_id, "retry.scheduled")
     assert handle.task.done()
     store = await Store.open(db)
     try:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shepherd.tui")
 
 _TCSS = Path(__file__).with_name("shepherd.tcss")
-CANCEL_WAIT_S = 10.0  # how long quitting waits for runs to end as cancelled
+CANCEL_WAIT_S = 5.0  # how long quitting waits for a run to stop at a safe point before stopping it hard
 
 
 def _short_path(path: Path) -> str:

@@ -28,6 +28,12 @@ _KEY_PATTERNS = [
 ]
 
 _HANDLER_TAG = "_shepherd_file_handler"
+_current_path: Path | None = None
+
+
+def current_log_path() -> Path | None:
+    """Where configure_logging last sent the logs (None if it was never called)."""
+    return _current_path
 
 
 def redact(text: str) -> str:
@@ -115,6 +121,8 @@ def configure_logging(log_path: Path | str | None = None, *, level: int = loggin
     # No handler-less fallback to stderr, and warnings go to the file too.
     logging.lastResort = None
     logging.captureWarnings(True)
+    global _current_path
+    _current_path = path
     return path
 
 

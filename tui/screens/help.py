@@ -27,8 +27,14 @@ and stores every event in SQLite. Past sessions open exactly as they looked live
 * Every wait for a retry shows a countdown; skip it with the session's *retry now* key.
 * A run you start here stops when you quit Shepherd (you are asked first).
 * `shepherd attach` follows a run another process owns; its controls still work.
-* Logs go to a file (see `shepherd --help`), never to the screen.
+* Logs go to a file, never to the screen: {log}.
 """
+
+
+def _log_location() -> str:
+    from tui.logging_setup import current_log_path, default_log_path
+
+    return f"`{current_log_path() or default_log_path()}`"
 
 
 def _key_rows(screen: Screen) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -66,7 +72,7 @@ def help_markdown(screen: Screen) -> str:
         f"## Keys everywhere\n\n{_table(everywhere)}\n"
         "`ctrl+p` opens the command palette: every action, searchable.\n\n"
         f"## Status icons\n\n| icon | means |\n|---|---|\n{legend}\n\n"
-        f"## About\n\n{ABOUT}"
+        f"## About\n\n{ABOUT.format(log=_log_location())}"
     )
 
 
