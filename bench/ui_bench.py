@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 WORDS = ("the parser reads each field and returns a tuple of ints while the check runs "
          "`pytest -q` against dates.py so that DD/MM/YYYY values are no longer swapped; "
          "next I will look at the README and **fix** the slash branch").split()
-KEY_EVERY_S = 0.1
+KEY_EVERY_S = 0.1  # a cheap app-level key, ten times a second
+SWITCH_EVERY_S = 0.75  # a subtask switch (re-renders the stream), as a person would
 
 
 def synthetic_deltas(seed: int):
@@ -224,7 +225,7 @@ async def run_shepherd(seconds: float, rate: float | None, sessions: int, stacke
             latencies: list[float] = []
             k = 0
             while not stop.is_set():
-                await asyncio.sleep(KEY_EVERY_S * 2)
+                await asyncio.sleep(SWITCH_EVERY_S)
                 before = len(switch_marks)
                 t0 = time.perf_counter()
                 event = events.Key(keys[k % 2], None)
