@@ -114,6 +114,7 @@ class Supervisor:
         self._cancel = False
         self._skip: set[str] = set()
         self._retry_now = False
+        self._counting_down = False
         self._retry_requests: list[str] = []
         self._notes: list[str] = []
         self._current: _SubtaskRun | None = None
@@ -148,8 +149,9 @@ class Supervisor:
 
     async def retry_now(self, *, source: str = "tui") -> None:
         await self._control("retry_now", source)
-        self._retry_now = True
-        self._wake.set()
+        if self._counting_down:  # outside a countdown there is nothing to skip
+            self._retry_now = True
+            self._wake.set()
 
     async def retry(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
         sid = subtask_id or (self._current.sub.id if self._current else None)
@@ -471,6 +473,9 @@ class Supervisor:
             strip_images=strip_images, clock=self.clock, stop_after_turn=self._stop_after_turn,
             state=run.backend_state,
         )
+        if self._cancel or run.sub.id in self._skip:  # a control that came in while it was being set up
+            self._stop_after_turn = None
+            return self._why_interrupted(run)
         ledger = ToolLedger()
         self._attempt_task = asyncio.create_task(self._consume(run, ctx, ledger))
         outcome: BaseException | _Interrupt | None
@@ -644,14 +649,11 @@ class Supervisor:
 
     async def _countdown(self, run: _SubtaskRun, decision: RetryDecision) -> _Interrupt | None:
         """Wait out a retry delay; a person may skip it (retry_now), pause, cancel or skip."""
-        self._retry_now = False
         sleeper = asyncio.ensure_future(self.clock.sleep(decision.delay_s))
+        self._counting_down = True
         try:
-            while not sleeper.done():
-                self._wake.clear()
-                waker = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-                waker.cancel()
+            while True:
+                # look at the controls before every wait: one may have come in just before
                 if self._cancel:
                     return _Interrupt("cancel")
                 if run.sub.id in self._skip:
@@ -662,9 +664,15 @@ class Supervisor:
                 if self._pause:
                     # paused during a countdown: the wait ends; resume starts the retry at once
                     return None
+                if sleeper.done():
+                    return None
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
         finally:
             sleeper.cancel()
-            self._retry_now = False
+            self._retry_now = self._counting_down = False
         return None
 
 

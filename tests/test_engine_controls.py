@@ -24,7 +24,7 @@ def _rate_limit() -> openai.RateLimitError:
 
 async def _setup(tmp_path: Path, attempts: list, *, subtasks: int = 1, clock=FAST, **extra):
     ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
+    ws.mkdir(parents=True, exist_ok=True)
     subs = [{"id": f"t{i + 1}", "title": f"Task {i + 1}", "prompt": f"do {i + 1}"} for i in range(subtasks)]
     task = make_task(ws, subs, **extra)
     store = await Store.open(tmp_path / "s.db")
@@ -197,3 +197,20 @@ async def test_stuck_subtask_waits_for_a_person_then_retry(tmp_path: Path) -> No
         assert (await store.subtasks(sup.session_id))[0].status == "done"
     finally:
         await store.close()
+
+
+async def test_cancel_right_after_start_is_not_lost(tmp_path: Path) -> None:
+    """A cancel that lands while a subtask is being set up (before its attempt runs)
+    must still end the run, not let the attempt start and sit in a long retry wait."""
+    slow = FakeClock()
+    for delay in range(0, 12):
+        store, sup, backend, run = await _setup(tmp_path / f"r{delay}", [[("raise", _rate_limit())]] * 3,
+                                                clock=slow, heartbeat_s=1e9)
+        try:
+            for _ in range(delay):
+                await asyncio.sleep(0)
+            await sup.cancel()
+            assert await asyncio.wait_for(run, timeout=10) == "cancelled"
+            assert (await store.get_session(sup.session_id)).status == "cancelled"
+        finally:
+            await store.close()
