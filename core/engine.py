@@ -132,8 +132,10 @@ class Supervisor:
     async def _control(self, command: str, source: str, text: str = "", subtask_id: str | None = None) -> None:
         await self._emit(Control(command=command, source=source, text=text, subtask_id=subtask_id))
 
+    # Each control changes the state first and then records its event: the change takes
+    # effect at once, and the event is queued in the same step, so it is stored first.
+
     async def pause(self, *, immediate: bool = False, source: str = "tui") -> None:
-        await self._control("pause", source, "immediate" if immediate else "")
         self._pause = "now" if immediate else "safe"
         self._pause_source = source
         if self._stop_after_turn is not None:
@@ -141,46 +143,46 @@ class Supervisor:
         if immediate and self._attempt_task is not None:
             self._attempt_task.cancel()
         self._wake.set()
+        await self._control("pause", source, "immediate" if immediate else "")
 
     async def resume(self, *, source: str = "tui") -> None:
-        await self._control("resume", source)
         self._pause = None
         self._wake.set()
+        await self._control("resume", source)
 
     async def retry_now(self, *, source: str = "tui") -> None:
-        await self._control("retry_now", source)
         if self._counting_down:  # outside a countdown there is nothing to skip
             self._retry_now = True
             self._wake.set()
+        await self._control("retry_now", source)
 
     async def retry(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
         sid = subtask_id or (self._current.sub.id if self._current else None)
-        await self._control("retry", source, subtask_id=sid)
         if sid:
             self._retry_requests.append(sid)
         self._wake.set()
+        await self._control("retry", source, subtask_id=sid)
 
     async def skip(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
         sid = subtask_id or (self._current.sub.id if self._current else None)
+        if sid is not None:
+            self._skip.add(sid)
+            if self._current and self._current.sub.id == sid and self._attempt_task is not None:
+                self._attempt_task.cancel()
+            self._wake.set()
         await self._control("skip", source, subtask_id=sid)
-        if sid is None:
-            return
-        self._skip.add(sid)
-        if self._current and self._current.sub.id == sid and self._attempt_task is not None:
-            self._attempt_task.cancel()
-        self._wake.set()
 
     async def cancel(self, *, source: str = "tui") -> None:
-        await self._control("cancel", source)
         self._cancel = True
         if self._attempt_task is not None:
             self._attempt_task.cancel()
         self._wake.set()
+        await self._control("cancel", source)
 
     async def note(self, text: str, *, source: str = "tui") -> None:
-        await self._control("note", source, text)
         if text.strip():
             self._notes.append(text.strip())
+        await self._control("note", source, text)
 
     # ------------------------------------------------------------------ plumbing
 

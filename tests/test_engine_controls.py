@@ -202,14 +202,18 @@ async def test_stuck_subtask_waits_for_a_person_then_retry(tmp_path: Path) -> No
 async def test_cancel_right_after_start_is_not_lost(tmp_path: Path) -> None:
     """A cancel that lands while a subtask is being set up (before its attempt runs)
     must still end the run, not let the attempt start and sit in a long retry wait."""
-    slow = FakeClock()
-    for delay in range(0, 12):
-        store, sup, backend, run = await _setup(tmp_path / f"r{delay}", [[("raise", _rate_limit())]] * 3,
+    for trigger in ("subtask.started", "attempt.started"):
+        slow = FakeClock()
+        store, sup, backend, run = await _setup(tmp_path / trigger, [[("raise", _rate_limit())]] * 3,
                                                 clock=slow, heartbeat_s=1e9)
+        fired: list[asyncio.Future] = []
+
+        def on_commit(events: list, trigger: str = trigger) -> None:
+            if not fired and any(e.type == trigger for e in events):
+                fired.append(asyncio.ensure_future(sup.cancel()))
+
+        store.subscribe(on_commit)
         try:
-            for _ in range(delay):
-                await asyncio.sleep(0)
-            await sup.cancel()
             assert await asyncio.wait_for(run, timeout=10) == "cancelled"
             assert (await store.get_session(sup.session_id)).status == "cancelled"
         finally:
