@@ -314,7 +314,9 @@ async def test_derived_tables_follow_a_scripted_session(store: Store, clock: Fak
     await put(RetryScheduled(session_id=sid, subtask_id="find", attempt=1, kind="rate_limit", delay_s=5))
     mid = await store.subtasks(sid)
     assert mid[0].status == "waiting_retry" and mid[0].retries == 1
+    assert (await store.get_session(sid)).status == "waiting"  # a countdown, shown as such
     await put(AttemptStarted(session_id=sid, subtask_id="find", attempt=2, reason="retry"))
+    assert (await store.get_session(sid)).status == "running"
     await put(Usage(session_id=sid, input_tokens=1000, output_tokens=200, cost_usd=0.01))
     await put(Usage(session_id=sid, input_tokens=500, output_tokens=50, cost_usd=0.005))
     await put(SubtaskFinished(session_id=sid, subtask_id="find", status="done", reason="found it"))

@@ -348,6 +348,8 @@ def _on_attempt_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
 
 def _on_retry_scheduled(b: _Batch, s: dict[str, Any], ev: Any) -> None:
     s["retries"] += 1
+    if s["status"] == "running":
+        s["status"] = "waiting"  # a retry countdown; the next attempt.started makes it running
     if ev.subtask_id:
         row = b.subtask(ev.session_id, ev.subtask_id, ev.ts)
         row["status"] = "waiting_retry"
