@@ -99,8 +99,8 @@ class Harness(App[None]):
     def on_mount(self) -> None:
         self.push_screen(self.session_screen)
 
-    async def resume_session(self, session_id: str) -> None:
-        self.resumed.append(session_id)
+    async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> None:
+        self.resumed.append(session_id if retry_subtask is None else f"{session_id}:{retry_subtask}")
 
 
 class Writer:
@@ -262,6 +262,23 @@ async def test_resume_on_an_interrupted_session_asks_the_app(store: Store, notif
         await until(pilot, lambda: app.resumed == [SID], "resume_session called")
         await pilot.press("s")
         assert notified[-1] == (READ_ONLY, "warning")
+
+
+async def test_retry_on_a_finished_session_reruns_the_selected_subtask(store: Store, notified: list) -> None:
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+    await w.add(ev.SessionFinished, status="done")
+    screen = SessionScreen(store, SID, controller=None, follow=None, clock=Clock(w.ts))
+    app = Harness(screen)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        screen.subtask_list.focus()
+        await pilot.pause()
+        selected = screen._selected_subtask()
+        assert selected
+        await pilot.press("r")
+        await until(pilot, lambda: app.resumed == [f"{SID}:{selected}"], "the app asked to re-run the subtask")
 
 
 async def test_a_failing_controller_is_reported_not_fatal(store: Store, notified: list) -> None:

@@ -207,8 +207,9 @@ class ShepherdApp(App[int]):
         await self.open_session(handle.session_id)
         return handle
 
-    async def resume_session(self, session_id: str) -> Any:
-        """Continue an interrupted session in this process (``core.engine.resume_run``)."""
+    async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> Any:
+        """Continue an interrupted session in this process, or run one subtask of a
+        finished session again (``core.engine.resume_run``)."""
         import core.engine as engine
 
         if session_id in self.live_run_ids():
@@ -221,7 +222,7 @@ class ShepherdApp(App[int]):
         from core.store.db import StoreError
 
         try:
-            handle = await resume_run(self.store, session_id, interactive=True)
+            handle = await resume_run(self.store, session_id, interactive=True, retry_subtask=retry_subtask)
         except StoreError as error:  # LeaseHeld, SessionNotFound: say it in one line
             self.notify(str(error), title="Cannot resume", severity="error", markup=False)
             return None

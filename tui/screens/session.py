@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 READ_ONLY = "read-only: this session is not running"
+FINISHED_SESSION_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
 NO_CONTROLS = "read-only: no controls for this session here"
 
 
@@ -287,13 +288,13 @@ class SessionScreen(Screen[None]):
         await self._control("pause", lambda: ctl.pause(immediate=True, source="tui"),  # type: ignore[union-attr]
                             "pausing now")
 
-    async def _resume_interrupted(self) -> None:
+    async def _resume_interrupted(self, retry_subtask: str | None = None) -> None:
         resume = getattr(self.app, "resume_session", None)
         if resume is None:
             self.notify(READ_ONLY, severity="warning")
             return
         try:
-            result = resume(self.session_id)
+            result = resume(self.session_id, retry_subtask=retry_subtask) if retry_subtask else resume(self.session_id)
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
@@ -308,6 +309,11 @@ class SessionScreen(Screen[None]):
 
     async def action_retry(self) -> None:
         sid = self._selected_subtask()
+        info = self.model.session
+        if not info.is_live and self.controller is None and sid and info.status in FINISHED_SESSION_STATES:
+            # a past session: a person's retry runs that subtask again in this process
+            await self._resume_interrupted(retry_subtask=sid)
+            return
         ctl = self.controller
         await self._control("retry", lambda: ctl.retry(sid, source="tui"),  # type: ignore[union-attr]
                             f"retry requested: {self._label(sid)}")
