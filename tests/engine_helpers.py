@@ -4,6 +4,12 @@ helpers that read what the Supervisor stored."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -96,3 +102,37 @@ async def wait_for(predicate: Callable[[], Any], *, store: Any = None, timeout: 
     finally:
         if unsubscribe:
             unsubscribe()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_command") -> None:
+    """Start ``shepherd run TASK --headless`` as a real process, watch its database the
+    way another process would until a ``tool`` call is running, then SIGKILL it."""
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task_file), "--headless", "--db", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError("the run ended before it was killed: " + proc.stderr.read().decode()[-2000:])
+            assert time.monotonic() < deadline, "the tool call never started"
+            if db.exists():
+                try:
+                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                        running = con.execute("SELECT count(*) FROM tool_calls WHERE status='running' AND name=?",
+                                              (tool,)).fetchone()[0]
+                except sqlite3.OperationalError:
+                    running = 0
+                if running:
+                    break
+            time.sleep(0.05)  # polling another process's database: there is no event to await
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()

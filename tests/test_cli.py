@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.engine_helpers import kill_headless_run_mid_tool
 
 SHEPHERD = [sys.executable, "-m", "tui.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,33 +112,7 @@ prompt = "run something slow"
   tools = [{{ name = "run_command", args = {{ command = "sleep 3" }} }}, {{ name = "list_files", args = {{ path = "." }} }}]
 ''')
     db = tmp_path / "s.db"
-    env = {**os.environ, "SHEPHERD_TIME_SCALE": "1"}
-    proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", "--db", str(db)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # poll the database the way another process would
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the tool call never started"
-            if db.exists():
-                try:
-                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                        n = con.execute("SELECT count(*) FROM tool_calls WHERE status='running' AND name='run_command'").fetchone()[0]
-                except sqlite3.OperationalError:
-                    n = 0
-                if n:
-                    break
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the tool's own process group, if still there
-        except ProcessLookupError:
-            pass
+    kill_headless_run_mid_tool(task, db)
 
     listing = run("sessions", "--json", "--db", str(db))  # opening the db runs recovery
     rows = [json.loads(line) for line in listing.stdout.splitlines()]

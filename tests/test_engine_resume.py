@@ -3,20 +3,11 @@ from its stored history; a person re-runs a finished subtask of a finished sessi
 
 from __future__ import annotations
 
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from core.engine import Supervisor, resume_run
 from core.store import Store, open_agents_session
-from tests.engine_helpers import FAST, make_task, stored
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.engine_helpers import FAST, kill_headless_run_mid_tool, make_task, stored
 
 def _kill_mid_tool(tmp_path: Path) -> tuple[Path, Path]:
     ws = tmp_path / "ws"
@@ -36,23 +27,7 @@ prompt = "make a marker file"
   text = "Marker written."
 ''')
     db = tmp_path / "s.db"
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task), "--headless", "--db", str(db)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline
-            if db.exists():
-                try:
-                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                        if con.execute("SELECT count(*) FROM tool_calls WHERE status='running'").fetchone()[0]:
-                            break
-                except sqlite3.OperationalError:
-                    pass
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=10)
+    kill_headless_run_mid_tool(task, db)
     return db, ws
 
 
