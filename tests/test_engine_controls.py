@@ -182,8 +182,6 @@ async def test_stall_watchdog_restarts_a_silent_attempt(tmp_path: Path) -> None:
 
 
 async def test_stuck_subtask_waits_for_a_person_then_retry(tmp_path: Path) -> None:
-    from core.errors import ErrorInfo  # noqa: F401 - ensures the module is importable
-
     attempts = [[("raise", RuntimeError("boom"))]] * 3 + [[("text", "ok")]]
     store, sup, backend, run = await _setup(tmp_path, attempts)
     try:

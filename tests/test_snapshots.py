@@ -10,7 +10,6 @@ what changed before committing.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any

@@ -11,7 +11,6 @@ from typing import Any, Callable
 
 import pytest
 
-from core.clock import FakeClock
 from core.store.db import Store
 from core.task import TaskError, load_task, task_from_dict
 from tests import tui_fixtures as fx
