@@ -8,6 +8,7 @@ The CLI builds ``ShepherdApp(db_path, ...)`` and calls ``.run()``; the return co
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from functools import partial
@@ -122,6 +123,10 @@ class ShepherdApp(App[int]):
 
     async def on_mount(self) -> None:
         from core.store.db import StoreError
+
+        # Streaming makes many small objects; with the default thresholds the collector
+        # runs often enough to stall the event loop while a flood of deltas comes in.
+        gc.set_threshold(20_000, 20, 20)
 
         try:
             from core.store.db import Store

@@ -333,6 +333,9 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
     configure_file_logging(db)
     app = ShepherdApp(db, open_session=attach, attach=attach is not None,
                       start=(lambda: task) if task is not None else None)
+    import gc
+
+    gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection
     result = app.run()
     return result if isinstance(result, int) else EXIT_OK
 
