@@ -126,6 +126,7 @@ class Supervisor:
         self._delta_buf: Event | None = None
         self._delta_parts: list[str] = []
         self._delta_timer: asyncio.TimerHandle | None = None
+        self._delta_run: _SubtaskRun | None = None
 
     # ------------------------------------------------------------------ controls
 
@@ -563,7 +564,7 @@ class Supervisor:
                     consumer.cancel()
                 return
 
-    def _buffer_delta(self, ev: Event) -> None:
+    def _buffer_delta(self, ev: Event, run: _SubtaskRun) -> None:
         """Coalesce consecutive deltas of one message for up to DELTA_WINDOW_S: the text
         is the same, the database and every live view get a fraction of the rows."""
         buf = self._delta_buf
@@ -571,39 +572,41 @@ class Supervisor:
             self._delta_parts.append(ev.text)  # type: ignore[attr-defined]
             return
         self._flush_deltas()
-        self._delta_buf, self._delta_parts = ev, [ev.text]  # type: ignore[attr-defined]
+        self._delta_buf, self._delta_parts, self._delta_run = ev, [ev.text], run  # type: ignore[attr-defined]
         self._delta_timer = asyncio.get_running_loop().call_later(DELTA_WINDOW_S, self._flush_deltas)
 
     def _flush_deltas(self) -> None:
         if self._delta_timer is not None:
             self._delta_timer.cancel()
             self._delta_timer = None
-        if self._delta_buf is not None:
-            ev = self._delta_buf.with_(text="".join(self._delta_parts), session_id=self.session_id)
-            self._delta_buf, self._delta_parts = None, []
+        if self._delta_buf is not None and self._delta_run is not None:
+            run = self._delta_run
+            ev = self._delta_buf.with_(text="".join(self._delta_parts), session_id=self.session_id,
+                                       subtask_id=run.sub.id, attempt=run.attempt or None)
+            self._delta_buf, self._delta_parts, self._delta_run = None, [], None
             self._unacked.append(self.store.submit(ev))
 
     async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
-        now = self.clock.monotonic()
-        ev = self._sub_event(ev, run)
+        """One backend event: deltas are coalesced, tool events go through the ledger,
+        everything is stamped once and submitted without waiting for its commit."""
         if isinstance(ev, (TextDelta, ThinkingDelta)):
             if ev.text:
-                self._buffer_delta(ev)
+                self._buffer_delta(ev, run)
             return
         self._flush_deltas()
+        now = self.clock.monotonic()
+        ev = ev.with_(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None)
         if isinstance(ev, ToolStarted):
-            if ledger.start(ev, now):
-                await self._emit(ev, wait=False)
-            return
-        if isinstance(ev, ToolFinished):
+            if not ledger.start(ev, now):
+                return
+        elif isinstance(ev, ToolFinished):
             fin = ledger.finish(ev, now)
-            if fin is not None:
-                await self._emit(fin, wait=False)
-            return
-        if isinstance(ev, MessageCompleted):
-            if ev.role == "assistant" and ev.text:
-                run.last_text = ev.text
-        await self._emit(ev, wait=False)
+            if fin is None:
+                return
+            ev = fin
+        elif isinstance(ev, MessageCompleted) and ev.role == "assistant" and ev.text:
+            run.last_text = ev.text
+        self._unacked.append(self.store.submit(ev))
 
     # ------------------------------------------------------------------ checks, plan, errors
 
