@@ -60,9 +60,26 @@ MESSAGE_LIMIT = 400  # characters of an ErrorInfo message
 DETAIL_LIMIT = 20_000  # characters of check output kept in ErrorInfo.detail
 
 
+KIND_LABELS = {
+    "tool_concurrency": "tool concurrency",
+    "rate_limit": "rate limit",
+    "auth": "auth",
+    "context_overflow": "context overflow",
+    "content_policy": "content policy",
+    "images_rejected": "images rejected",
+    "transient": "transient error",
+    "stream_broken": "stream broken",
+    "invalid_request": "invalid request",
+    "max_turns": "max turns",
+    "cancelled": "cancelled",
+    "unknown": "unknown error",
+    "check_failed": "check failed",
+}
+
+
 def kind_label(kind: str) -> str:
-    """'tool_concurrency' -> 'tool concurrency' (for reasons and banners)."""
-    return kind.replace("_", " ")
+    """'tool_concurrency' -> 'tool concurrency': the one wording for reasons, logs and the TUI."""
+    return KIND_LABELS.get(kind, (kind or "error").replace("_", " "))
 
 
 @dataclass(frozen=True)
@@ -133,10 +150,11 @@ class PlanInvalid(CheckFailed):
 # --- scrubbing -------------------------------------------------------------------------
 
 _SECRET_PATTERNS = (
-    # sk-..., sk-ant-api03-..., sk-proj-...: keep the prefix so the message stays readable.
-    (re.compile(r"\b(sk-(?:ant-|proj-)?)[A-Za-z0-9][A-Za-z0-9_\-]{6,}"), r"\1[redacted]"),
+    # sk-..., sk-ant-api03-..., sk-proj-..., sk-svcacct-...: keep the prefix so the text stays readable.
+    (re.compile(r"\b(sk-(?:ant-|proj-|svcacct-|admin-)?)[A-Za-z0-9][A-Za-z0-9_\-]{6,}"), r"\1[redacted]"),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/\-]{8,}=*"), r"\1[redacted]"),
-    (re.compile(r"(?i)\b((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]{4,}"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b((?:x-)?(?:api[_-]?key|auth[_-]?token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]{4,}"),
+     r"\1[redacted]"),
 )
 
 

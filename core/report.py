@@ -12,6 +12,8 @@ from typing import Any
 
 from rich.text import Text
 
+from core.errors import kind_label
+
 from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, HookDecision, MessageCompleted, OpaqueEvent,
     PlanReady, RetryScheduled, SessionFinished, SessionInterrupted, SessionPaused, SessionResumed,
@@ -19,30 +21,11 @@ from core.events import (
     ToolStarted, Usage,
 )
 
-KIND_LABELS = {
-    "tool_concurrency": "tool concurrency",
-    "rate_limit": "rate limit",
-    "auth": "authentication",
-    "context_overflow": "context overflow",
-    "content_policy": "content policy",
-    "images_rejected": "images rejected",
-    "transient": "transient error",
-    "stream_broken": "broken stream",
-    "invalid_request": "invalid request",
-    "max_turns": "turn limit",
-    "check_failed": "check failed",
-    "cancelled": "cancelled",
-    "unknown": "unknown error",
-}
 STATUS_STYLE = {
     "done": "green", "ok": "green", "failed": "red", "error": "red", "stuck": "bold yellow",
     "cancelled": "magenta", "skipped": "cyan", "interrupted": "yellow", "denied": "yellow",
     "running": "blue", "paused": "yellow",
 }
-
-
-def kind_label(kind: str) -> str:
-    return KIND_LABELS.get(kind, kind.replace("_", " "))
 
 
 def compact(value: Any, width: int = 80) -> str:

@@ -36,7 +36,7 @@ def test_demo_headless_runs_to_done(tmp_path: Path) -> None:
     proc = run("demo", "--headless", "--db", str(db))
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stderr
-    for needle in ("list_files", "read_file", "tool concurrency — retry 1/5 in 2 s", "broken stream — restart",
+    for needle in ("list_files", "read_file", "tool concurrency — retry 1/5 in 2 s", "stream broken — restart",
                    "check failed", "session done"):
         assert needle in log, needle
     listing = run("sessions", "--json", "--db", str(db))

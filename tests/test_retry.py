@@ -280,7 +280,7 @@ def test_decision_feeds_retry_scheduled_event() -> None:
 
 def test_fractional_delay_in_reason() -> None:
     policies = policies_for({"transient": {"initial_delay": 1.5}})
-    assert run(RetryState(policies), err("transient")).reason == "transient — retry 1/5 in 1.5 s"
+    assert run(RetryState(policies), err("transient")).reason == "transient error — retry 1/5 in 1.5 s"
 
 
 def test_images_rejected_retries_at_once() -> None:

@@ -546,8 +546,8 @@ async def test_sdk_logging_goes_to_the_file_not_the_screen(tmp_path: Path, resto
     out, err = capfd.readouterr()
     assert "model call failed" not in err + out and "stray warning" not in err + out
     logged = log_path.read_text()
-    assert "openai.agents" in logged and "model call failed with key sk-*** here" in logged
-    assert "sk-ant-***" in logged and "ZYXWVUTSRQ" not in logged and "abcdefghijklmnop" not in logged
+    assert "openai.agents" in logged and "model call failed with key sk-proj-[redacted] here" in logged
+    assert "sk-ant-[redacted]" in logged and "ZYXWVUTSRQ" not in logged and "abcdefghijklmnop" not in logged
     assert "stray warning" in logged and "a deprecation nobody asked for" in logged
     assert logging.lastResort is None
     assert oct(log_path.stat().st_mode & 0o777) == "0o600"

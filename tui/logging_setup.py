@@ -11,21 +11,14 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
-import re
 import sys
 from pathlib import Path
+
+from core.errors import scrub
 
 # Loggers the SDKs and we use. They propagate to the root, which owns the file handler.
 ROUTED_LOGGERS = ("openai", "openai.agents", "httpx", "httpcore", "claude_agent_sdk", "anthropic",
                   "aiosqlite", "asyncio", "shepherd")
-
-_KEY_PATTERNS = [
-    # Anthropic keys first (they also start with "sk-").
-    (re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}"), "sk-ant-***"),
-    (re.compile(r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{12,}"), "sk-***"),
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{12,}"), r"\1***"),
-    (re.compile(r"(?i)((?:x-api-key|api[_-]?key|auth[_-]?token)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9._\-]{12,}"), r"\1***"),
-]
 
 _HANDLER_TAG = "_shepherd_file_handler"
 _current_path: Path | None = None
@@ -37,10 +30,8 @@ def current_log_path() -> Path | None:
 
 
 def redact(text: str) -> str:
-    """Mask anything that looks like an API key."""
-    for pattern, replacement in _KEY_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    """Mask anything that looks like an API key (the same rules as error messages)."""
+    return scrub(text)
 
 
 class RedactFilter(logging.Filter):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from core import events as ev
+from core.errors import kind_label
 
 # Session statuses that mean "a runner owns this session right now".
 LIVE_STATUSES = frozenset({"running", "paused", "waiting", "stuck", "pending", "starting"})
@@ -871,26 +872,7 @@ class SessionModel:
 
 # --- display helpers (pure) ---------------------------------------------------------------
 
-KIND_LABELS = {
-    "tool_concurrency": "tool concurrency",
-    "rate_limit": "rate limit",
-    "auth": "auth",
-    "context_overflow": "context overflow",
-    "content_policy": "content policy",
-    "images_rejected": "images rejected",
-    "transient": "transient error",
-    "stream_broken": "stream broken",
-    "invalid_request": "invalid request",
-    "max_turns": "max turns",
-    "cancelled": "cancelled",
-    "unknown": "unknown error",
-}
-
 ACTION_LABELS = {"retry": "retry", "restart": "restart", "repair": "repair + retry"}
-
-
-def kind_label(kind: str) -> str:
-    return KIND_LABELS.get(kind, (kind or "error").replace("_", " "))
 
 
 def fmt_seconds_left(seconds: float) -> str:
