@@ -126,6 +126,7 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from core.report import STATUS_STYLE
+    from tui.model import fmt_span
 
     console = Console()
     if not rows:
@@ -140,20 +141,11 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
             r.id, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]", r.title,
             r.backend + (f"/{r.model}" if r.model else ""),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
-            _duration(end - r.started_at), f"{r.subtasks_done}/{r.subtasks_total}", str(r.retries),
+            fmt_span(end - r.started_at), f"{r.subtasks_done}/{r.subtasks_total}", str(r.retries),
             f"{r.input_tokens + r.output_tokens}",
         )
     console.print(table)
     return EXIT_OK
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
 async def _all_events(store: Any, sid: str) -> Any:

@@ -912,6 +912,20 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} m"
 
 
+def fmt_span(seconds: float | None) -> str:
+    """Compact spans for table columns: '45s', '2m05s', '1h02m', '3d04h'."""
+    if seconds is None or seconds < 0:
+        return "–"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
 def fmt_clock(seconds: float | None) -> str:
     """Elapsed time as a clock: '0:07', '12:03', '1:02:03'."""
     if seconds is None:

@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from tui.logging_setup import guarded, report_error
+from tui.model import fmt_span
 from tui.widgets.anim import Ticker
 
 if TYPE_CHECKING:
@@ -46,19 +47,6 @@ RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled"})
 
 
 # --- formatting (pure; also used by tests and the screenshot script) ------------------------
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "–"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def fmt_started(ts: float, now: float) -> str:
@@ -357,7 +345,7 @@ class SessionsScreen(Screen):
             "id": Text(row.id, style="dim"),
             "backend": Text(backend, overflow="ellipsis", no_wrap=True),
             "started": Text(fmt_started(row.started_at, now)),
-            "duration": Text(fmt_duration(session_duration(row, now)), justify="right"),
+            "duration": Text(fmt_span(session_duration(row, now)), justify="right"),
             "subtasks": Text(sub, justify="right"),
             "retries": Text(str(row.retries) if row.retries else "–", justify="right",
                             style="yellow" if row.retries else ""),
