@@ -64,7 +64,6 @@ class _Interrupt:
     """Why the current attempt or wait was cut short by a person."""
 
     what: str  # pause | pause_now | cancel | skip | retry_now
-    subtask_id: str | None = None
 
 
 @dataclass
@@ -403,7 +402,7 @@ class Supervisor:
                 # interactive: wait for a person to retry, skip or cancel
                 answer = await self._wait_for_person(run)
                 if answer != "retry":
-                    return status if answer == "leave" else answer
+                    return answer
                 run.retry.reset()
                 await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
                 reason, prompt_extra, continue_history = "user_retry", prompts.user_retry_context(), run.attempt > 0
@@ -694,9 +693,13 @@ class RunHandle:
 async def start_run(store: Any, task: Task, *, interactive: bool = True, clock: Clock | None = None,
                     backend: Backend | None = None, session_id: str | None = None) -> RunHandle:
     """Start a session in the background; the handle's task returns its final status."""
-    sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id, interactive=interactive)
+    return await _launch(Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
+                                    interactive=interactive))
+
+
+async def _launch(sup: Supervisor) -> RunHandle:
     handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
-    # let the run take its lease and write session.started before the caller looks
+    # let the run take its lease and write its first event before the caller looks
     for _ in range(50):
         if sup.status != "pending" or handle.task.done():
             break
@@ -729,12 +732,7 @@ async def resume_run(store: Any, session_id: str, *, interactive: bool = True, c
                      interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started)
     if retry_subtask is not None:
         sup._retry_reason = "user_retry"
-    handle = RunHandle(session_id, sup, asyncio.create_task(sup.run(), name=f"run-{session_id}"))
-    for _ in range(50):
-        if sup.status != "pending" or handle.task.done():
-            break
-        await asyncio.sleep(0)
-    return handle
+    return await _launch(sup)
 
 
 __all__ = ["Supervisor", "RunHandle", "start_run", "resume_run", "make_backend", "Stalled"]

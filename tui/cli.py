@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -250,7 +249,7 @@ async def run_headless(args: argparse.Namespace, task: Any) -> int:
     from core.engine import Supervisor, make_backend
     from core.report import LogFormatter
 
-    configure_file_logging(_db_path(args))
+    configure_logging()  # SDK and engine logs go to the log file, never over the screen
     try:
         backend = make_backend(task.backend)
         check = getattr(backend, "check_available", None)
@@ -301,28 +300,17 @@ async def run_headless(args: argparse.Namespace, task: Any) -> int:
     return _exit_for(status)
 
 
-def configure_file_logging(db_path: Path) -> Path:
-    """SDK and engine logs go to a file next to the database, never over the screen."""
-    try:
-        from tui.logging_setup import configure_logging
-    except ImportError:  # pragma: no cover - the TUI package is optional for headless use
-        configure_logging = None
-    log_path = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "shepherd" / "shepherd.log"
-    if configure_logging is not None:
-        configure_logging(log_path)
-    else:
-        import logging
+def configure_logging() -> Path:
+    from tui.logging_setup import configure_logging as configure
 
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(filename=log_path, level=logging.INFO)
-    return log_path
+    return configure()
 
 
 def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None) -> int:
     from tui.app import ShepherdApp
 
     db = _db_path(args)
-    configure_file_logging(db)
+    configure_logging()
     app = ShepherdApp(db, open_session=attach, attach=attach is not None,
                       start=(lambda: task) if task is not None else None)
     import gc
