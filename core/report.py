@@ -28,18 +28,48 @@ STATUS_STYLE = {
 }
 
 
+_SUMMARY_KEYS = ("command", "cmd", "file_path", "path", "pattern", "query", "url", "description",
+                 "prompt", "subagent_type", "name", "text", "content")
+
+
+def clip(text: str, width: int) -> str:
+    """One line of at most ``width`` characters (whitespace folded, an ellipsis when cut)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def compact_input(name: str, data: Any, width: int = 72) -> str:
+    """One line that says what a tool call does: the telling argument first."""
+    if not isinstance(data, dict):
+        return clip(str(data), width) if data not in (None, "") else ""
+    if not data:
+        return ""
+    primary = next((k for k in _SUMMARY_KEYS if data.get(k) not in (None, "")), None)
+    parts: list[str] = [_value_text(data[primary])] if primary else []
+    for k, v in data.items():
+        if k == primary:
+            continue
+        if len(parts) >= 3:
+            parts.append("…")
+            break
+        parts.append(f"{k}={_value_text(v, 24)}")
+    return clip(" ".join(parts), width)
+
+
+def _value_text(v: Any, width: int = 200) -> str:
+    if isinstance(v, str):
+        return clip(v, width)
+    try:
+        return clip(json.dumps(v, ensure_ascii=False, default=str), width)
+    except Exception:
+        return clip(repr(v), width)
+
+
 def compact(value: Any, width: int = 80) -> str:
-    """A one-line preview of a tool input or output."""
+    """A one-line preview: a tool input (telling argument first) or any other value."""
     if isinstance(value, dict):
-        parts = []
-        for k, v in value.items():
-            v = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-            parts.append(f"{k}={v}")
-        text = ", ".join(parts)
-    else:
-        text = str(value)
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+        return compact_input("", value, width)
+    return clip(str(value), width)
 
 
 def clock_time(ts: float) -> str:

@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Iterable
 
 from core import events as ev
 from core.errors import kind_label
+from core.report import clip as _clip
+from core.report import compact_input
 
 # Session statuses that mean "a runner owns this session right now".
 LIVE_STATUSES = frozenset({"running", "paused", "waiting", "stuck", "pending", "starting"})
@@ -953,42 +955,6 @@ def fmt_cost(usd: float | None) -> str:
 
 
 # Keys whose value best says what a tool call does, in order of preference.
-_SUMMARY_KEYS = ("command", "cmd", "file_path", "path", "pattern", "query", "url", "description",
-                 "prompt", "subagent_type", "name", "text", "content")
-
-
-def _clip(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
-
-
-def compact_input(name: str, data: Any, width: int = 72) -> str:
-    """One line that says what a tool call does: the telling argument first."""
-    if not isinstance(data, dict):
-        return _clip(str(data), width) if data not in (None, "") else ""
-    if not data:
-        return ""
-    primary = next((k for k in _SUMMARY_KEYS if data.get(k) not in (None, "")), None)
-    parts: list[str] = [_value_text(data[primary])] if primary else []
-    for k, v in data.items():
-        if k == primary:
-            continue
-        if len(parts) >= 3:
-            parts.append("…")
-            break
-        parts.append(f"{k}={_value_text(v, 24)}")
-    return _clip(" ".join(parts), width)
-
-
-def _value_text(v: Any, width: int = 200) -> str:
-    if isinstance(v, str):
-        return _clip(v, width)
-    try:
-        return _clip(json.dumps(v, ensure_ascii=False, default=str), width)
-    except Exception:
-        return _clip(repr(v), width)
-
-
 def output_preview(output: str, max_lines: int = 200) -> tuple[str, int]:
     """The first ``max_lines`` lines of a tool output and how many were left out."""
     lines = output.splitlines()
