@@ -118,3 +118,13 @@ class AutoClock(FakeClock):
             for _ in range(20):
                 await asyncio.sleep(0)
             self.wake_next()
+
+
+def real_time(clock: Clock | None) -> Clock:
+    """The clock for measuring real processes (a tool's timeout, an agent gone silent):
+    SHEPHERD_TIME_SCALE speeds up the engine's own waits, not the programs it watches,
+    and an AutoClock would jump past a deadline while the process works. A manually
+    driven FakeClock (tests) is kept, so tests still drive these waits."""
+    if clock is None or isinstance(clock, (RealClock, AutoClock)):
+        return RealClock(scale=1.0)
+    return clock

@@ -18,7 +18,7 @@ from typing import Any
 
 from core import prompts
 from core.backends.base import AttemptContext, Backend
-from core.clock import Clock, RealClock
+from core.clock import Clock, RealClock, real_time
 from core.errors import CheckFailed, ErrorInfo, PlanInvalid, classify
 from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, MessageCompleted, PlanReady,
@@ -542,10 +542,7 @@ class Supervisor:
                      consumer: asyncio.Task[Any] | None) -> None:
         """Emit a heartbeat for every heartbeat period without events; flag and end an
         attempt idle longer than stall_s (four times that while a tool call is open)."""
-        # Liveness is about real processes (the SDK, the CLI, the tools run in real time),
-        # so SHEPHERD_TIME_SCALE, which shortens the engine's own waits, does not apply here;
-        # tests still drive this through a virtual clock.
-        clock = RealClock(scale=1.0) if isinstance(self.clock, RealClock) else self.clock
+        clock = real_time(self.clock)  # liveness of real processes: not time-scaled
         quiet, seen = 0, progress[0]
         while True:
             await clock.sleep(self.task.heartbeat_s)

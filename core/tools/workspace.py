@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.clock import AutoClock, Clock, RealClock
+from core.clock import Clock, real_time
 from core.text import truncate_middle as _truncate_middle
 
 if TYPE_CHECKING:
@@ -147,15 +147,6 @@ class CommandResult:
     duration_s: float
 
 
-def _command_clock(clock: Clock | None) -> Clock:
-    """Process timeouts are real time: SHEPHERD_TIME_SCALE speeds up the engine's waits,
-    not the programs the agent runs, and an AutoClock would jump past the timeout while
-    the process works. A manually driven FakeClock (tests) still drives them."""
-    if clock is None or isinstance(clock, (RealClock, AutoClock)):
-        return RealClock(scale=1.0)
-    return clock
-
-
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -193,7 +184,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
                   clock: Clock | None = None) -> CommandResult:
     """Run ``command`` through the shell in ``workspace``, in a new session. On timeout,
     or if the caller is cancelled, the whole process group gets SIGKILL."""
-    clock = _command_clock(clock)
+    clock = real_time(clock)
     start = clock.monotonic()
     loop = asyncio.get_running_loop()
     transport, proto = await loop.subprocess_shell(
