@@ -128,3 +128,9 @@ def real_time(clock: Clock | None) -> Clock:
     if clock is None or isinstance(clock, (RealClock, AutoClock)):
         return RealClock(scale=1.0)
     return clock
+
+
+def real_seconds(clock: Clock, nominal: float) -> float:
+    """How long ``clock.sleep(nominal)`` really lasts, as ``clock.now()`` will see it: a
+    RealClock's time scale (SHEPHERD_TIME_SCALE) applies; virtual clocks wait the nominal time."""
+    return max(0.0, nominal) * float(getattr(clock, "scale", 1.0))

@@ -18,13 +18,13 @@ from typing import Any
 
 from core import prompts
 from core.backends.base import AttemptContext, Backend
-from core.clock import Clock, RealClock, real_time
+from core.clock import Clock, RealClock, real_seconds, real_time
 from core.errors import CheckFailed, ErrorInfo, PlanInvalid, classify
 from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, MessageCompleted, PlanReady,
     RetryScheduled, SessionFinished, SessionPaused, SessionResumed, SessionStarted,
     SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted,
-    new_session_id,
+    new_id, new_session_id,
 )
 from core.ledger import ToolLedger
 from core.retry import RetryDecision, RetryState, policies_for
@@ -63,7 +63,7 @@ def make_backend(name: str) -> Backend:
 class _Interrupt:
     """Why the current attempt or wait was cut short by a person."""
 
-    what: str  # pause | pause_now | cancel | skip | retry_now
+    what: str  # pause | pause_now | cancel | skip | retry_now | restart
 
 
 @dataclass
@@ -72,8 +72,22 @@ class _SubtaskRun:
     phase: str
     retry: RetryState
     backend_state: dict[str, Any] = field(default_factory=dict)
-    attempt: int = 0
+    attempt: int = 0  # the last attempt's number: continues the stored record (never restarts at 1)
     last_text: str = ""
+    held: tuple[str, str] | None = None  # (status, reason) it was left in waiting for a person
+    restart: bool = False  # a person's retry while it runs: restart the attempt now
+    settled: bool = False  # its end is recorded (or being): a retry now runs it again instead
+
+
+def _held_for_person(history: list[Event]) -> tuple[str, str] | None:
+    """(status, reason) when a subtask's record ends stuck or failed (no attempt since):
+    a resumed runner must not quietly start it again; only a person's retry does."""
+    for ev in reversed(history):
+        if isinstance(ev, SubtaskFinished):
+            return (ev.status, ev.reason) if ev.status in ("stuck", "failed") else None
+        if isinstance(ev, (AttemptStarted, SubtaskStarted)):
+            return None
+    return None
 
 
 class Supervisor:
@@ -109,6 +123,7 @@ class Supervisor:
         self._pause: str | None = None  # None | "safe" | "now"
         self._paused = False
         self._pause_source = ""
+        self._resume_source = ""
         self._pause_file_text: str | None = None
         self._cancel = False
         self._skip: set[str] = set()
@@ -147,6 +162,7 @@ class Supervisor:
 
     async def resume(self, *, source: str = "tui") -> None:
         self._pause = None
+        self._resume_source = source
         self._wake.set()
         await self._control("resume", source)
 
@@ -158,10 +174,36 @@ class Supervisor:
 
     async def retry(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
         sid = subtask_id or (self._current.sub.id if self._current else None)
-        if sid:
-            self._retry_requests.append(sid)
+        refused = self._route_retry(sid)
+        if refused:
+            log.info("retry of %s refused: %s", sid, refused)
         self._wake.set()
-        await self._control("retry", source, subtask_id=sid)
+        await self._control("retry", source, f"refused: {refused}" if refused else "", subtask_id=sid)
+
+    def _route_retry(self, sid: str | None) -> str:
+        """Where a person's retry goes; returns why it is refused ("" when taken).
+
+        The running subtask restarts its current attempt now (the attempt is cancelled, the
+        next one has reason user_retry and fresh counters): it never runs a second time
+        after it succeeded. A finished one (done, skipped, or stuck waiting for a person)
+        runs again. One that has not run yet, or an unknown id, is refused."""
+        if sid is None:
+            return "no subtask is running"
+        run = self._current
+        if run is not None and run.sub.id == sid and not run.settled:
+            run.restart = True
+            if self._attempt_task is not None:
+                self._attempt_task.cancel()
+            return ""
+        if run is not None and run.sub.id == sid:  # stuck, waiting for a person
+            self._retry_requests.append(sid)
+            return ""
+        if sid not in {s.id for s in self.subtasks}:
+            return f"no subtask {sid!r} to run again" if sid != PLAN_ID else "the plan cannot be run again"
+        if sid not in self._done_subtasks:
+            return f"subtask {sid} has not run yet"
+        self._retry_requests.append(sid)
+        return ""
 
     async def skip(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
         sid = subtask_id or (self._current.sub.id if self._current else None)
@@ -306,7 +348,6 @@ class Supervisor:
             if status != "done":
                 return self._final_for(status)
         queue = [s for s in self.subtasks if s.id not in self._done_subtasks]
-        failed: list[str] = []
         while queue or self._retry_requests:
             if self._cancel:
                 return "cancelled", "cancelled by a person"
@@ -323,13 +364,9 @@ class Supervisor:
             if status == "cancelled":
                 return "cancelled", "cancelled by a person"
             if status in ("failed", "stuck"):
-                failed.append(sub.id)
-                if not self.interactive:
-                    return "failed", f"subtask {sub.id} {status}"
-            elif sub.id in failed:
-                failed.remove(sub.id)
-        if failed:
-            return "failed", f"subtasks not done: {', '.join(failed)}"
+                # a permanent failure ends the session at once, interactive or not; a stuck
+                # subtask only comes back here headless (interactive, it waits for a person)
+                return "failed", f"subtask {sub.id} {status}"
         return "done", ""
 
     def _final_for(self, status: str) -> tuple[str, str]:
@@ -340,17 +377,23 @@ class Supervisor:
     # ------------------------------------------------------------------ one subtask
 
     async def _run_subtask(self, sub: Subtask, *, phase: str, first_reason: str = "first") -> str:
-        run = _SubtaskRun(sub=sub, phase=phase, retry=RetryState(
-            self.policies, max_attempts=self.task.max_attempts, max_check_retries=self.task.max_check_retries))
+        run = await self._new_run(sub, phase, first_reason)
         self._current = run
         self._skip.discard(sub.id)
-        await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
         reason = "resume" if (self._resuming and first_reason == "first" and sub.id not in self._done_subtasks
                               and self._was_started(sub.id)) else first_reason
         continue_history = reason == "resume" or (reason == "user_retry" and self._was_started(sub.id))
         prompt_extra = prompts.user_retry_context() if reason == "user_retry" else ""
         repair = strip_images = False
         try:
+            if run.held is not None and reason == "resume":
+                # it was waiting for a person when its runner stopped: it still is
+                answer = await self._settle(run, *run.held)
+                if answer is not None:
+                    return answer
+                reason, prompt_extra, continue_history = "user_retry", prompts.user_retry_context(), True
+            else:
+                await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
             while True:
                 stop = await self._between_attempts(run)
                 if stop:
@@ -358,6 +401,17 @@ class Supervisor:
                 if self._paused:
                     reason, continue_history = "resume", continue_history or run.attempt > 0
                     self._paused = False
+                if self._take_restart(run):
+                    reason, prompt_extra = "user_retry", prompts.user_retry_context()
+                    continue_history = continue_history or run.attempt > 0
+                    repair = strip_images = False
+                spent = run.retry.budget_spent()
+                if spent:  # e.g. resumed with its budget used up: no attempt beyond it
+                    answer = await self._settle(run, "stuck", spent)
+                    if answer is not None:
+                        return answer
+                    reason, prompt_extra, continue_history = "user_retry", prompts.user_retry_context(), True
+                    continue
                 notes = self._take_notes()
                 extra = "\n\n".join(x for x in (prompt_extra, notes) if x)
                 run.attempt += 1
@@ -366,20 +420,25 @@ class Supervisor:
                 await self._emit(self._sub_event(AttemptStarted(reason=reason, prompt_extra=extra), run))
                 outcome = await self._attempt(run, extra, continue_history, repair, strip_images, reason)
                 repair = strip_images = False
+                if isinstance(outcome, _Interrupt) and outcome.what in ("cancel", "skip"):
+                    return await self._finish_subtask(run, "cancelled" if outcome.what == "cancel" else "skipped",
+                                                      "by a person")
+                if run.restart and not isinstance(outcome, BaseException):
+                    continue  # a person restarts it: whatever this attempt did is superseded
                 if isinstance(outcome, _Interrupt):
-                    if outcome.what in ("cancel", "skip"):
-                        return await self._finish_subtask(run, "cancelled" if outcome.what == "cancel" else "skipped",
-                                                          "by a person")
                     # paused: the next attempt continues the conversation
                     prompt_extra, continue_history, reason = "", True, "resume"
                     continue
                 if outcome is None:  # the attempt succeeded: run the check, if any
                     outcome = await self._check(run)
+                    if run.restart:
+                        continue
                     if outcome is None:
                         if phase == "planning":
                             outcome = await self._accept_plan(run)
                         if outcome is None:
                             run.retry.on_success()
+                            run.settled = True
                             return await self._finish_subtask(run, "done", "")
                 decision = await self._on_error(run, outcome)
                 if decision.retry:
@@ -388,6 +447,8 @@ class Supervisor:
                         if waited.what in ("cancel", "skip"):
                             return await self._finish_subtask(
                                 run, "cancelled" if waited.what == "cancel" else "skipped", "by a person")
+                        if waited.what == "restart":
+                            continue
                     reason = "restart" if decision.action == "restart" else "retry"
                     prompt_extra = decision.prompt_extra
                     continue_history = decision.continue_history
@@ -395,19 +456,54 @@ class Supervisor:
                     continue
                 if decision.action == "cancel":  # a cancellation reached classify: not an error
                     return await self._finish_subtask(run, "cancelled", decision.reason)
-                status = decision.final_status or "failed"
-                await self._finish_subtask(run, status, decision.reason)
-                if not self.interactive:
-                    return status
-                # interactive: wait for a person to retry, skip or cancel
-                answer = await self._wait_for_person(run)
-                if answer != "retry":
+                answer = await self._settle(run, decision.final_status or "failed", decision.reason)
+                if answer is not None:
                     return answer
-                run.retry.reset()
-                await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
                 reason, prompt_extra, continue_history = "user_retry", prompts.user_retry_context(), run.attempt > 0
         finally:
             self._current = None
+
+    async def _new_run(self, sub: Subtask, phase: str, first_reason: str) -> _SubtaskRun:
+        """A subtask's run continues its stored record: attempt numbers go on from the
+        highest one stored (so no call id repeats), and the attempt budget and per-kind
+        counters are rebuilt from its events. A crash or a resume refills nothing; only a
+        person's retry starts them over."""
+        run = _SubtaskRun(sub=sub, phase=phase, retry=RetryState(
+            self.policies, max_attempts=self.task.max_attempts, max_check_retries=self.task.max_check_retries))
+        top, history = await self.store.subtask_history(self.session_id, sub.id)
+        run.attempt = top
+        run.retry.restore(history)
+        if first_reason == "user_retry":
+            run.retry.reset()
+        else:
+            run.held = _held_for_person(history)
+        return run
+
+    def _take_restart(self, run: _SubtaskRun) -> bool:
+        """A person's retry of the running subtask: the next attempt starts over (counters reset)."""
+        if not run.restart:
+            return False
+        run.restart = False
+        run.retry.reset()
+        return True
+
+    async def _settle(self, run: _SubtaskRun, status: str, reason: str) -> str | None:
+        """Record that a subtask ended ``status``; returns its final status, or None when a
+        person retried it (the caller goes on with a user_retry attempt). Only a stuck
+        subtask of an interactive session waits for a person; a permanent failure (auth,
+        invalid request...) is final at once, so the session ends instead of hanging."""
+        run.settled = True
+        await self._finish_subtask(run, status, reason)
+        if status != "stuck" or not self.interactive:
+            return status
+        answer = await self._wait_for_person(run)
+        if answer != "retry":
+            return answer
+        run.settled = False
+        run.restart = False
+        run.retry.reset()
+        await self._emit(SubtaskStarted(subtask_id=run.sub.id, title=run.sub.title, phase=run.phase))
+        return None
 
     def _was_started(self, sid: str) -> bool:
         return sid in self._started_subtasks
@@ -435,7 +531,7 @@ class Supervisor:
                 return await self._finish_subtask(run, "skipped", "by a person")
             if self._pause is None:
                 if self._paused:
-                    await self._emit(SessionResumed(reason=f"resumed ({self._pause_source or 'tui'})"))
+                    await self._emit(SessionResumed(reason=f"resumed by {self._resume_source or 'a person'}"))
                 return None
             if not self._paused:
                 self._paused = True
@@ -475,7 +571,7 @@ class Supervisor:
             strip_images=strip_images, clock=self.clock, stop_after_turn=self._stop_after_turn,
             state=run.backend_state,
         )
-        if self._cancel or run.sub.id in self._skip:  # a control that came in while it was being set up
+        if self._cancel or run.sub.id in self._skip or run.restart:  # a control that came in while it was being set up
             self._stop_after_turn = None
             return self._why_interrupted(run)
         ledger = ToolLedger()
@@ -514,6 +610,8 @@ class Supervisor:
         if run.sub.id in self._skip:
             self._skip.discard(run.sub.id)
             return _Interrupt("skip")
+        if run.restart:
+            return _Interrupt("restart")
         return _Interrupt("pause_now")
 
     async def _consume(self, run: _SubtaskRun, ctx: AttemptContext, ledger: ToolLedger) -> None:
@@ -611,7 +709,8 @@ class Supervisor:
             return None
         from core.tools import run_check
 
-        call_id = f"check_{run.sub.id}_{run.attempt}"
+        # unique beyond the attempt number too: a duplicate call id would be dropped by the store
+        call_id = new_id(f"check_{run.sub.id}_{run.attempt}")
         await self._emit(self._sub_event(ToolStarted(call_id=call_id, name="check",
                                                      input={"command": run.sub.check}), run))
         t0 = self.clock.monotonic()
@@ -644,7 +743,8 @@ class Supervisor:
         if decision.retry:
             await self._emit(self._sub_event(RetryScheduled(
                 kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
-                delay_s=decision.delay_s, resume_at=self.clock.now() + decision.delay_s,
+                # delay_s stays nominal; resume_at is when the countdown really ends (time scale)
+                delay_s=decision.delay_s, resume_at=self.clock.now() + real_seconds(self.clock, decision.delay_s),
                 action=decision.action), run))
         return decision
 
@@ -662,6 +762,8 @@ class Supervisor:
                     return _Interrupt("skip")
                 if self._retry_now:
                     return _Interrupt("retry_now")
+                if run.restart:
+                    return _Interrupt("restart")
                 if self._pause:
                     # paused during a countdown: the wait ends; resume starts the retry at once
                     return None

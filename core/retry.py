@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -182,6 +182,12 @@ class RetryState:
     def context_for(self, phase: str) -> str:
         return self._context if self._context_phase == phase else ""
 
+    def budget_spent(self) -> str:
+        """Why no further attempt may start ("" while the budget lasts)."""
+        if self.attempts < self.max_attempts:
+            return ""
+        return f"attempt budget exhausted ({self.attempts}/{self.max_attempts} attempts)"
+
     # --- transitions --------------------------------------------------------------------
     def on_attempt_started(self) -> int:
         """Count an attempt against the budget; returns its number (1-based)."""
@@ -206,6 +212,28 @@ class RetryState:
         self._clear_retry_state()
         self.attempts = 0
         self.last_decision = None
+
+    def restore(self, history: Iterable[Any]) -> None:
+        """Rebuild the budget and the consecutive counters from a subtask's stored events
+        (oldest first; attempt.started, error, retry.scheduled, subtask.finished), as they
+        stood when its last runner stopped: a crash and a resume refill nothing. The same
+        transitions as live: a person's retry (an attempt with reason ``user_retry``) starts
+        over like ``reset()``; an accepted attempt (``done``) clears the counters like
+        ``on_success()``; an error of another kind starts the count over."""
+        for ev in history:
+            kind = getattr(ev, "kind", None)
+            if ev.type == "attempt.started":
+                if getattr(ev, "reason", "") == "user_retry":
+                    self.reset()
+                self.attempts += 1
+            elif ev.type in ("error", "retry.scheduled") and kind and kind != "cancelled":
+                if kind != self.last_kind:
+                    self._clear_retry_state()
+                self.last_kind = kind
+                if ev.type == "retry.scheduled":
+                    self._counts[kind] = max(self._counts.get(kind, 0), int(getattr(ev, "retry_no", 0) or 0))
+            elif ev.type == "subtask.finished" and getattr(ev, "status", "") == "done":
+                self._clear_retry_state()
 
     def on_error(self, info: ErrorInfo, phase: str = "coding") -> RetryDecision:
         kind = info.kind

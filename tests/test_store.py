@@ -725,6 +725,7 @@ async def test_recovery_interrupts_sessions_whose_runner_is_gone(tmp_path: Path,
     await runner.acquire_lease("expired", ttl_s=30)
     await runner.acquire_lease("live", ttl_s=3600)
     await runner.close()  # leaves "live" leased by an owner whose pid (ours) is alive
+    last_sign_of_life = clock.now()
     clock.advance(60)
 
     store = await Store.open(path, clock=clock)  # recovery runs here
@@ -732,7 +733,9 @@ async def test_recovery_interrupts_sessions_whose_runner_is_gone(tmp_path: Path,
         for sid, why in (("gone", "no lease"), ("expired", "lease expired"), ("paused", "no lease"),
                          ("stuck", "no lease")):
             row = await store.get_session(sid)
-            assert row is not None and row.status == "interrupted" and row.ended_at == clock.now(), sid
+            # it ended with its last event, not a minute later when recovery noticed
+            assert row is not None and row.status == "interrupted" and row.ended_at == last_sign_of_life, sid
+            assert row.updated_at == clock.now()
             assert await store.tool_calls(sid, status="running") == []
             calls = {c.call_id: c for c in await store.tool_calls(sid)}
             for cid in ("open1", "open2"):

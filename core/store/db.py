@@ -181,6 +181,8 @@ MAX_BATCH = 500
 # every commit). Chosen after measuring both, see bench/store_bench.py and the report.
 DEFAULT_SYNCHRONOUS = "NORMAL"
 INTERRUPTED_OUTPUT = "interrupted: the runner stopped"
+# The events a subtask's attempt numbers and retry budget are rebuilt from (subtask_history).
+SUBTASK_HISTORY_TYPES = ("subtask.started", "attempt.started", "error", "retry.scheduled", "subtask.finished")
 
 
 @dataclass
@@ -619,6 +621,21 @@ class Store:
         rows = await self._fetch(sql + " ORDER BY started_seq", params)
         return [_tool_call_row(r) for r in rows]
 
+    async def subtask_history(self, session_id: str, subtask_id: str,
+                              types: Iterable[str] = SUBTASK_HISTORY_TYPES) -> tuple[int, list[Event]]:
+        """What a runner rebuilds a subtask's attempt numbers and retry budget from: the
+        highest attempt number any of its events carries, and its ``types`` events
+        (attempts, errors, retries, starts and ends), ascending."""
+        type_list = list(types)
+        top = await self._fetch(
+            "SELECT MAX(attempt) AS m FROM events WHERE session_id = ? AND subtask_id = ?",
+            (session_id, subtask_id))
+        rows = await self._fetch(
+            "SELECT data FROM events WHERE session_id = ? AND subtask_id = ? "
+            f"AND type IN ({', '.join('?' for _ in type_list)}) ORDER BY seq",
+            (session_id, subtask_id, *type_list))
+        return int(top[0]["m"] or 0), [decode_event(r["data"]) for r in rows]
+
     async def tail(self, session_id: str, after_seq: int = 0, poll_s: float = 0.1,
                    page: int = 1000) -> AsyncIterator[list[Event]]:
         """Follow a session another process writes: yields each new run of events, polling
@@ -733,7 +750,7 @@ class Store:
         async def recover_job(conn: aiosqlite.Connection) -> list[str]:
             now = self.clock.now()
             candidates = list(await conn.execute_fetchall(
-                f"SELECT id FROM sessions WHERE status NOT IN ({marks}) ORDER BY started_at", live))
+                f"SELECT id, last_event_ts FROM sessions WHERE status NOT IN ({marks}) ORDER BY started_at", live))
             events: list[Event] = []
             recovered: list[str] = []
             for cand in candidates:
@@ -744,15 +761,17 @@ class Store:
                 why = self._runner_gone(lease, now)
                 if why is None:
                     continue
+                # the session ended with its last sign of life, not when someone noticed
+                at = now if cand["last_event_ts"] is None else min(now, float(cand["last_event_ts"]))
                 calls = await conn.execute_fetchall(
                     "SELECT call_id, subtask_id, attempt, started_at FROM tool_calls "
                     "WHERE session_id = ? AND status = 'running' ORDER BY started_seq", (sid,))
                 for c in calls:
                     events.append(ToolFinished(
-                        session_id=sid, ts=now, subtask_id=c["subtask_id"], attempt=c["attempt"],
+                        session_id=sid, ts=at, subtask_id=c["subtask_id"], attempt=c["attempt"],
                         call_id=c["call_id"], status="interrupted", output=INTERRUPTED_OUTPUT,
-                        duration_s=max(0.0, now - float(c["started_at"]))))
-                events.append(SessionInterrupted(session_id=sid, ts=now, reason=f"runner gone ({why})"))
+                        duration_s=max(0.0, at - float(c["started_at"]))))
+                events.append(SessionInterrupted(session_id=sid, ts=at, reason=f"runner gone ({why})"))
                 if lease is not None:
                     await conn.execute("DELETE FROM leases WHERE session_id = ?", (sid,))
                 recovered.append(sid)

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from typing import Any
 
 import sqlite3
 
 from core.events import EVENT_TYPES, Event, event_from_dict
+
+log = logging.getLogger("shepherd.store")
 
 SESSION_COLUMNS = ("id", "title", "backend", "model", "workspace", "status", "started_at",
                    "updated_at", "ended_at", "last_seq", "last_event_ts", "subtasks_total",
@@ -442,6 +445,13 @@ _HANDLERS = {
 }
 
 
+def _log_duplicate(ev: Event) -> None:
+    """A dropped event is never silent: two calls sharing an id would lose a record."""
+    log.warning("store: dropped a duplicate %s for call %r of session %s (subtask %s, attempt %s): "
+                "that call already finished", ev.type, getattr(ev, "call_id", ""), ev.session_id,
+                ev.subtask_id, ev.attempt)
+
+
 def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
                  heads: list[str] | None = None) -> list[Event | None]:
     """Store ``events`` with gapless seq numbers and update the derived tables, inside the
@@ -461,6 +471,7 @@ def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
     rows: list[tuple[Any, ...]] = []
     for ev, head in zip(events, heads):
         if batch.is_duplicate(ev):
+            _log_duplicate(ev)
             out.append(None)
             continue
         seq = batch.sessions[ev.session_id]["last_seq"] + 1
