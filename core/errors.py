@@ -16,8 +16,8 @@ tests/test_errors.py):
   check's output as context.
 - claude ``CLINotFoundError`` and other permanent setup failures (working directory
   missing, bad settings), agents ``UserError`` and ``BackendUnavailable`` are
-  ``invalid_request``: permanent, fail at once with the message. A
-  ``BackendUnavailable`` whose text speaks of credentials is ``auth``.
+  ``invalid_request``: permanent, fail at once with the message. Missing credentials
+  (``MissingCredentials``, raised by the backends as ``NoCredentials``) are ``auth``.
 - Other claude ``CLIConnectionError`` (the CLI process died / stdin closed) and
   ``CLIJSONDecodeError``/``MessageParseError`` are ``stream_broken``: restart from history.
 - Billing problems (claude ``billing_error``, HTTP 402, OpenAI ``insufficient_quota``
@@ -115,6 +115,12 @@ class AttemptFailed(Exception):
     def __init__(self, result: object, message: str = "") -> None:
         self.result = result
         super().__init__(message or _ATTEMPT_FAILED_DEFAULT)
+
+
+class MissingCredentials(Exception):
+    """A backend has no credentials to start with (no API key, no login): kind ``auth``,
+    by type, whatever the message says. Backends raise ``core.backends.base.NoCredentials``
+    (also a ``BackendUnavailable``, so callers that check before a run catch it too)."""
 
 
 class StreamBroken(Exception):
@@ -506,6 +512,10 @@ def _facts(err: object) -> _Facts:
         return f
 
     # ours and the standard library ----------------------------------------------------
+    if isinstance(err, MissingCredentials):
+        f.flags.add("credentials")
+        f.texts.append(f.message)
+        return f
     backend_base = _module("core.backends.base")
     if _isinstance(err, backend_base, "BackendUnavailable"):
         f.flags.add("setup")
@@ -550,7 +560,7 @@ def _decide(f: _Facts) -> str:
     if not billing and (status == 429 or f.claude_error == "rate_limit"
                         or (status is None and _RATE.search(text))):
         return "rate_limit"
-    if (status in (401, 402, 403) or billing
+    if (status in (401, 402, 403) or billing or "credentials" in flags
             or f.claude_error in ("authentication_failed", "billing_error")
             or (status is None and text and _AUTH.search(text))):
         return "auth"

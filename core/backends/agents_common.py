@@ -31,7 +31,7 @@ from core.events import Event, MessageCompleted, TextDelta, ThinkingDelta, ToolF
 from core.tools import is_error_output
 
 if TYPE_CHECKING:
-    from agents import Agent, RunResultStreaming
+    from agents import Agent, RunHooks, RunResultStreaming
     from agents.memory import Session
 
 SDK_LOGGERS = ("openai.agents", "openai", "httpx", "httpx2", "httpcore", "httpcore2")
@@ -218,7 +218,8 @@ async def attempt_input(ctx: AttemptContext, session: "Session") -> str | list[A
     return ctx.prompt + ("\n\n" + ctx.prompt_extra if ctx.prompt_extra else "")
 
 
-def run_streamed(ctx: AttemptContext, agent: "Agent[Any]", input: str | list[Any], session: "Session") -> "RunResultStreaming":
+def run_streamed(ctx: AttemptContext, agent: "Agent[Any]", input: str | list[Any], session: "Session",
+                 hooks: "RunHooks[Any] | None" = None) -> "RunResultStreaming":
     from agents import RunConfig, Runner
 
     return Runner.run_streamed(
@@ -226,8 +227,35 @@ def run_streamed(ctx: AttemptContext, agent: "Agent[Any]", input: str | list[Any
         input,
         session=session,
         max_turns=ctx.task.max_turns,
+        hooks=hooks,
         run_config=RunConfig(tracing_disabled=tracing_disabled(), workflow_name="shepherd"),
     )
+
+
+def tool_timer(monotonic: Callable[[], float]) -> "RunHooks[Any]":
+    """Run hooks that time each tool call where it really runs, keyed by the SDK's
+    tool_call_id. The SDK runs a turn's function calls concurrently and streams their
+    outputs together once all are done, so timing from the stream would give every call
+    the slowest one's duration. ``durations`` holds each finished call's seconds."""
+    from agents import RunHooks
+
+    class ToolTimer(RunHooks[Any]):
+        def __init__(self) -> None:
+            self._started: dict[str, float] = {}
+            self.durations: dict[str, float] = {}
+
+        async def on_tool_start(self, context: Any, agent: Any, tool: Any) -> None:
+            call_id = getattr(context, "tool_call_id", None)
+            if call_id:
+                self._started[str(call_id)] = monotonic()
+
+        async def on_tool_end(self, context: Any, agent: Any, tool: Any, result: Any) -> None:
+            call_id = str(getattr(context, "tool_call_id", "") or "")
+            t0 = self._started.pop(call_id, None)
+            if t0 is not None:
+                self.durations[call_id] = round(monotonic() - t0, 3)
+
+    return ToolTimer()
 
 
 # --- stream -> events ------------------------------------------------------------------------
@@ -263,8 +291,9 @@ def _parse_args(raw: Any) -> dict[str, Any]:
 class EventMapper:
     """Maps openai-agents stream events to core.events (own fields only)."""
 
-    def __init__(self, monotonic: Callable[[], float]) -> None:
+    def __init__(self, monotonic: Callable[[], float], durations: dict[str, float] | None = None) -> None:
         self._monotonic = monotonic
+        self._durations = durations if durations is not None else {}  # call id -> measured where it ran
         self._ids: dict[str, str] = {}  # provider item id -> our message id, per response
         self._started: dict[str, float] = {}  # call id -> start time
         self.responses = 0
@@ -318,7 +347,9 @@ class EventMapper:
             call_id = str(_get(raw, "call_id") or _get(raw, "id") or "")
             output = _output_text(getattr(item, "output", _get(raw, "output")))
             t0 = self._started.pop(call_id, None)
-            duration = round(self._monotonic() - t0, 3) if t0 is not None else None
+            duration = self._durations.pop(call_id, None)
+            if duration is None and t0 is not None:  # not a timed function tool: as the stream saw it
+                duration = round(self._monotonic() - t0, 3)
             return [ToolFinished(call_id=call_id, status=tool_status(output), output=output, duration_s=duration)]
         return []
 
@@ -334,9 +365,11 @@ async def _settle(task: asyncio.Task[Any] | None, timeout: float) -> None:
         await asyncio.wait({task}, timeout=timeout)
 
 
-async def stream_run(result: "RunResultStreaming", ctx: AttemptContext) -> AsyncIterator[Event]:
-    """Yield core events for one Runner run; see the module docstring for the rules."""
-    mapper = EventMapper(ctx.clock.monotonic)
+async def stream_run(result: "RunResultStreaming", ctx: AttemptContext,
+                     durations: dict[str, float] | None = None) -> AsyncIterator[Event]:
+    """Yield core events for one Runner run; see the module docstring for the rules.
+    ``durations``: tool call seconds measured where the tools ran (``tool_timer``)."""
+    mapper = EventMapper(ctx.clock.monotonic, durations)
     stop = ctx.stop_after_turn
 
     async def stop_watch() -> None:
@@ -372,8 +405,9 @@ async def run_agent_attempt(ctx: AttemptContext, agent: "Agent[Any]",
     session, owned = await open_session(ctx, session_factory)
     try:
         run_input = await attempt_input(ctx, session)
-        result = run_streamed(ctx, agent, run_input, session)
-        async for ev in stream_run(result, ctx):
+        timer = tool_timer(ctx.clock.monotonic)
+        result = run_streamed(ctx, agent, run_input, session, hooks=timer)
+        async for ev in stream_run(result, ctx, timer.durations):  # type: ignore[attr-defined]
             yield ev
     finally:
         if owned:
@@ -383,5 +417,5 @@ async def run_agent_attempt(ctx: AttemptContext, agent: "Agent[Any]",
 __all__ = [
     "EventMapper", "SDK_TOOL_FAILURE", "agent_instructions", "attempt_input", "close_dangling_calls",
     "open_session", "prepare_history", "quiet_sdk_loggers", "run_agent_attempt", "run_streamed", "session_key",
-    "stream_run", "strip_image_inputs", "tool_status", "tools_for", "tracing_disabled",
+    "stream_run", "strip_image_inputs", "tool_status", "tool_timer", "tools_for", "tracing_disabled",
 ]

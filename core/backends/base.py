@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.clock import Clock, RealClock
+from core.errors import MissingCredentials
 from core.events import Event
 
 if TYPE_CHECKING:
@@ -64,3 +65,7 @@ class Backend(Protocol):
 class BackendUnavailable(Exception):
     """The backend cannot start at all (missing credentials, missing CLI): a clear,
     one-line reason for the user; nothing is retried."""
+
+
+class NoCredentials(BackendUnavailable, MissingCredentials):
+    """The backend has no credentials (no API key, no login): classified ``auth``."""

@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core import prompts
-from core.backends.base import AttemptContext, BackendUnavailable
+from core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
 from core.backends.claude_hooks import HookPolicy
 from core.errors import AttemptFailed, StreamBroken, classify
 from core.events import (
@@ -323,7 +323,7 @@ class ClaudeBackend:
         """Fail before anything runs (raises BackendUnavailable): no credentials, or bad
         ``[claude]`` options. Cheap: no SDK import, no CLI start."""
         if credential_source(self.effective_env()) is None:
-            raise BackendUnavailable(NO_CREDENTIALS)
+            raise NoCredentials(NO_CREDENTIALS)
         ClaudeConfig.from_task(task)
 
     async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
@@ -358,7 +358,7 @@ class _Attempt:
         self.ctx = ctx
         self.env = backend.effective_env()
         if credential_source(self.env) is None:
-            raise BackendUnavailable(NO_CREDENTIALS)
+            raise NoCredentials(NO_CREDENTIALS)
         self.config = ClaudeConfig.from_task(ctx.task)
         self.cli_path = self.config.cli_path or backend.cli_path
         self.extra_env = {**backend.env, **cli_env(self.env, self.config)}

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
-from core.backends.base import AttemptContext, BackendUnavailable
+from core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
 from core.events import Event
 from core.task import Task
 
@@ -84,7 +84,7 @@ class OpenAIAgentsBackend:
         opts: dict[str, Any] = dict(task.options.get("openai", {}) or {})
         key = self._api_key or os.environ.get("OPENAI_API_KEY", "").strip()
         if not key:
-            raise BackendUnavailable(NO_KEY_MESSAGE)
+            raise NoCredentials(NO_KEY_MESSAGE)
         base_url = self._base_url or opts.get("base_url") or os.environ.get("OPENAI_BASE_URL", "").strip() or None
         api = self._api or opts.get("api") or default_api(base_url)
         if api not in APIS:
