@@ -232,16 +232,76 @@ def test_pause_resume_and_pause_request() -> None:
     assert model.session.status == "running" and model.subtasks["a"].state == "running"
 
 
-def test_pause_during_retry_wait_resumes_into_the_wait() -> None:
+def _countdown(s: Seq, model: m.SessionModel, *, delay: float = 5.0, wait: float | None = None) -> m.RetryBlock:
+    e = s(ev.RetryScheduled, subtask_id="a", attempt=1, kind="transient", retry_no=1, max_retries=5,
+          delay_s=delay, action="retry")
+    model.apply([e.with_(resume_at=e.ts + (delay if wait is None else wait))])
+    rb = model.subtasks["a"].retry
+    assert rb is not None and rb.active
+    return rb
+
+
+def test_pause_during_a_countdown_ends_it_and_says_paused() -> None:
+    """The engine stops waiting when paused and starts the retry on resume: the view says
+    "paused", never "now starting…" with a full bar while nothing starts."""
     s = Seq()
     model = m.SessionModel("s1")
     model.apply(started_session(s))
-    model.apply([s(ev.RetryScheduled, subtask_id="a", kind="transient", retry_no=1, max_retries=5, delay_s=2,
-                   resume_at=T0 + 100)])
-    model.apply([s(ev.SessionPaused)])
-    assert model.subtasks["a"].state == "paused"
-    model.apply([s(ev.SessionResumed)])
-    assert model.subtasks["a"].state == "waiting_retry"
+    rb = _countdown(s, model)
+    model.apply([s(ev.Control, command="pause", source="tui"), s(ev.SessionPaused, reason="paused by tui")])
+    assert model.subtasks["a"].state == "paused" and model.waiting_retry() is None
+    assert not rb.active and rb.outcome == "paused"
+    assert rb.summary() == "transient error — retry 1/5 (paused: starts on resume)"
+    model.apply([s(ev.SessionResumed, reason="resumed by tui")])
+    assert model.subtasks["a"].state == "running" and model.waiting_retry() is None
+    model.apply([s(ev.AttemptStarted, subtask_id="a", attempt=2, reason="retry")])
+    assert rb.outcome == "paused" and model.subtasks["a"].attempts == 2
+
+
+def test_retry_now_ends_the_countdown_at_once() -> None:
+    s = Seq()
+    model = m.SessionModel("s1")
+    model.apply(started_session(s))
+    rb = _countdown(s, model)
+    model.apply([s(ev.Control, command="retry_now", source="tui")])
+    assert not rb.active and model.waiting_retry() is None and model.subtasks["a"].state == "running"
+    assert rb.summary() == "transient error — retry 1/5 now (wait skipped)"  # not "after 5 s"
+    model.apply([s(ev.AttemptStarted, subtask_id="a", attempt=2, reason="retry")])
+    assert rb.outcome == "retry_now"
+
+
+def test_a_persons_retry_ends_the_countdown_but_a_refused_one_does_not() -> None:
+    s = Seq()
+    model = m.SessionModel("s1")
+    model.apply(started_session(s))
+    rb = _countdown(s, model)
+    model.apply([s(ev.Control, command="retry", subtask_id="a", text="refused: whatever", source="cli")])
+    assert rb.active
+    model.apply([s(ev.Control, command="retry", subtask_id="a", source="cli")])
+    assert not rb.active and rb.summary() == "transient error — retry 1/5 (restarted by a person)"
+
+
+def test_a_full_countdown_says_how_long_it_really_waited() -> None:
+    s = Seq()
+    model = m.SessionModel("s1")
+    model.apply(started_session(s))
+    rb = _countdown(s, model, delay=2.0, wait=10.0)  # SHEPHERD_TIME_SCALE=5: 2 s nominal, 10 s real
+    assert rb.text(rb.ts + 3) == "transient error — retry 1/5 in 7 s"
+    assert rb.progress(rb.ts + 5) == pytest.approx(0.5)  # follows the real wait, not delay_s
+    model.apply([s(ev.AttemptStarted, subtask_id="a", attempt=2, reason="retry", dt=10)])
+    assert rb.summary() == "transient error — retry 1/5 after 10 s"
+
+
+def test_reopened_session_paused_mid_countdown_shows_no_countdown() -> None:
+    s = Seq()
+    events = started_session(s)
+    e = s(ev.RetryScheduled, subtask_id="a", attempt=1, kind="transient", retry_no=1, max_retries=5, delay_s=5)
+    events += [e.with_(resume_at=e.ts + 5), s(ev.SessionPaused, reason="paused by cli")]
+    row = Row(status="paused", ended_at=None, last_seq=s.seq)
+    model = m.SessionModel.from_history(row, [StRow("a", 0, "paused", retries=1)], events)
+    assert model.waiting_retry() is None
+    rb = next(b for b in model.subtasks["a"].blocks if isinstance(b, m.RetryBlock))
+    assert not rb.active and rb.outcome == "paused"
 
 
 def test_notes_and_control_go_to_the_current_subtask() -> None:
@@ -564,3 +624,24 @@ def test_replayed_events_never_move_the_session_status_behind_the_rows() -> None
     # a new event after the rows does move it
     model.apply([s(ev.SessionResumed, reason="resume")])
     assert model.session.status == "running"
+
+
+def test_retry_banner_widget_after_a_skip_or_a_pause_shows_no_bar_and_no_starting() -> None:
+    """The real RetryBanner widget (no app needed to render a block)."""
+    from tui.widgets.blocks import RetryBanner
+
+    s = Seq()
+    model = m.SessionModel("s1")
+    model.apply(started_session(s))
+    rb = _countdown(s, model, delay=2.0, wait=10.0)
+    live = RetryBanner(rb, clock=lambda: rb.ts + 5).render_block(60).plain
+    assert "in 5 s" in live and "━" in live and "starting" not in live  # half way through the real wait
+    model.apply([s(ev.SessionPaused, reason="paused by tui")])
+    paused = RetryBanner(rb, clock=lambda: rb.ts + 30).render_block(60).plain
+    assert "paused" in paused and "starting" not in paused and "━" not in paused and "\n" not in paused
+    model.apply([s(ev.SessionResumed, reason="resumed by tui"),
+                 s(ev.AttemptStarted, subtask_id="a", attempt=2, reason="retry")])
+    rb2 = _countdown(s, model, delay=5.0)
+    model.apply([s(ev.Control, command="retry_now", source="tui")])
+    skipped = RetryBanner(rb2, clock=lambda: rb2.ts + 1).render_block(60).plain
+    assert skipped == "⟳ transient error — retry 1/5 now (wait skipped)"

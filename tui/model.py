@@ -126,20 +126,36 @@ class RetryBlock(Block):
     resume_at: float = 0.0
     action: str = "retry"
     active: bool = True  # False once the next attempt started (or the wait ended otherwise)
-    outcome: str = ""  # why it stopped waiting: "" | "started" | "retry_now" | "cancelled" | ...
+    outcome: str = ""  # why it stopped waiting: "" | "started" | "retry_now" | "paused" | "user_retry" | ...
 
     def seconds_left(self, now: float) -> float:
         return max(0.0, self.resume_at - now) if self.active else 0.0
 
+    @property
+    def wait_s(self) -> float:
+        """The real length of the wait: resume_at is when the engine really resumes (under
+        SHEPHERD_TIME_SCALE that is not delay_s, which stays nominal)."""
+        if self.ts and self.resume_at > self.ts:
+            return self.resume_at - self.ts
+        return self.delay_s
+
     def progress(self, now: float) -> float:
         """0.0 at scheduling, 1.0 when the wait is over."""
-        if not self.active or self.delay_s <= 0:
+        if not self.active or self.wait_s <= 0:
             return 1.0
-        return min(1.0, max(0.0, 1.0 - self.seconds_left(now) / self.delay_s))
+        return min(1.0, max(0.0, 1.0 - self.seconds_left(now) / self.wait_s))
 
     def text(self, now: float) -> str:
         return retry_text(self.err_kind, self.retry_no, self.max_retries,
                           self.seconds_left(now) if self.active else None, self.action)
+
+    def summary(self) -> str:
+        """The line once the wait is over: what really ended it (never a wait it skipped)."""
+        head = retry_text(self.err_kind, self.retry_no, self.max_retries, None, self.action)
+        if self.outcome == "started":
+            return f"{head} after {fmt_duration(self.wait_s)}" if self.wait_s > 0 else head
+        tail = RETRY_OUTCOMES.get(self.outcome, f" ({self.outcome})" if self.outcome else "")
+        return head + tail
 
 
 @dataclass(eq=False)
@@ -704,7 +720,20 @@ class SessionModel:
         elif cmd == "resume":
             s.pause_requested = False
             self._touch_session()
+        elif cmd in ("retry_now", "retry") and not (e.text or "").startswith("refused"):
+            self._skip_countdown(e, "retry_now" if cmd == "retry_now" else "user_retry")
         self._note(e, "control", text, source=e.source)
+
+    def _skip_countdown(self, e: ev.Control, outcome: str) -> None:
+        """`n` (or a person's retry) ends a countdown at once: the engine starts the retry now."""
+        st = self.subtask(e.subtask_id) if e.subtask_id else next(
+            (x for x in self.subtasks.values() if x.retry is not None and x.retry.active), None)
+        if st is None or st.retry is None or not st.retry.active:
+            return
+        self._end_retry(st, outcome)
+        if st.state == "waiting_retry" and self._counts(e):
+            st.state = "running"
+        self._touch_subtask(st)
 
     def _on_subtask_finished(self, e: ev.SubtaskFinished) -> None:
         st = self._target(e)
@@ -732,9 +761,13 @@ class SessionModel:
         self._touch_session()
         for st in self.subtasks.values() if self._counts(e) else ():
             if st.state in ("running", "waiting_retry"):
-                st._state_before_pause = st.state
+                # a pause ends a countdown (the engine stops waiting; resume starts the retry)
+                st._state_before_pause = "running" if st.retry is not None and st.retry.active else st.state
                 st.state = "paused"
                 self._touch_subtask(st)
+        for st in self.subtasks.values():
+            if st.retry is not None and st.retry.active:
+                self._end_retry(st, "paused")
         self._note(e, "pause", "paused" + (f": {e.reason}" if e.reason else ""))
 
     def _on_session_resumed(self, e: ev.SessionResumed) -> None:
@@ -875,6 +908,8 @@ class SessionModel:
 # --- display helpers (pure) ---------------------------------------------------------------
 
 ACTION_LABELS = {"retry": "retry", "restart": "restart", "repair": "repair + retry"}
+RETRY_OUTCOMES = {"retry_now": " now (wait skipped)", "user_retry": " (restarted by a person)",
+                  "paused": " (paused: starts on resume)", "superseded": " (superseded)"}
 
 
 def fmt_seconds_left(seconds: float) -> str:

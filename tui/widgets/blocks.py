@@ -320,9 +320,7 @@ class RetryBanner(BlockWidget):
             done = int(round(b.progress(now) * bar_w))
             bar = Content.assemble(("━" * done, "$warning"), ("─" * (bar_w - done), "$foreground-muted"))
             return Content("\n").join([head, bar])
-        after = f" after {m.fmt_duration(b.delay_s)}" if b.delay_s else ""
-        outcome = {"started": "", "superseded": " (superseded)"}.get(b.outcome, f" ({b.outcome})" if b.outcome else "")
-        return Content.styled(m._clip(f"⟳ {b.text(now)}{after}{outcome}", width), "$foreground-muted")
+        return Content.styled(m._clip(f"⟳ {b.summary()}", width), "$foreground-muted")
 
 
 class ErrorView(BlockWidget):
