@@ -561,3 +561,28 @@ async def test_an_unopenable_database_is_reported_and_the_app_exits_2(tmp_path: 
     async with app.run_test() as pilot:
         await wait_exit(app)
     assert app.return_code == 2
+
+
+async def test_a_run_without_credentials_ends_failed_on_screen_at_once(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No API key: the session ends `failed` (auth, one line) at once; the status bar and
+    the database stop saying `running` without anyone quitting."""
+    from tui.screens.session import SessionScreen
+
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "no-login"))
+    task = task_from_dict({"title": "needs a key", "backend": "claude", "workspace": str(tmp_path),
+                           "subtasks": [{"id": "t1", "prompt": "p"}]}, src="test")
+    app = ShepherdApp(tmp_path / "s.db", start=lambda: task)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen), what="run screen")
+        (handle,) = app.runs.values()
+        assert await asyncio.wait_for(asyncio.shield(handle.task), 20) == "failed"
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.model.session.status == "failed", what="model says failed")
+        bar = screen.status_bar.render().plain
+        assert "failed" in bar and "running" not in bar
+        row = await app.store.get_session(handle.session_id)
+        assert row is not None and row.status == "failed"
+        (err,) = [e for e in await app.store.events(handle.session_id) if e.type == "error"]
+        assert err.kind == "auth"
+        await wait_until(pilot, lambda: shows(app, "auth"), what="auth on screen")
