@@ -386,14 +386,13 @@ class Supervisor:
         prompt_extra = prompts.user_retry_context() if reason == "user_retry" else ""
         repair = strip_images = False
         try:
+            await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
             if run.held is not None and reason == "resume":
                 # it was waiting for a person when its runner stopped: it still is
                 answer = await self._settle(run, *run.held)
                 if answer is not None:
                     return answer
                 reason, prompt_extra, continue_history = "user_retry", prompts.user_retry_context(), True
-            else:
-                await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
             while True:
                 stop = await self._between_attempts(run)
                 if stop:
@@ -692,10 +691,14 @@ class Supervisor:
         ev = ev.with_(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None)
         if isinstance(ev, ToolStarted):
             if not ledger.start(ev, now):
+                log.info("dropped a repeated tool.started for call %r of %s (attempt %s)",
+                         ev.call_id, run.sub.id, run.attempt)
                 return
         elif isinstance(ev, ToolFinished):
             fin = ledger.finish(ev, now)
             if fin is None:
+                log.info("dropped a repeated tool.finished for call %r of %s (attempt %s)",
+                         ev.call_id, run.sub.id, run.attempt)
                 return
             ev = fin
         elif isinstance(ev, MessageCompleted) and ev.role == "assistant" and ev.text:

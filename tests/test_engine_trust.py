@@ -186,12 +186,42 @@ async def test_a_stuck_subtask_stays_stuck_on_resume_until_a_person_retries(tmp_
         handle = await resume_run(store, sid, interactive=False, clock=FAST, backend=backend)
         assert await handle.task == "failed"
         assert len(backend.contexts) == 3  # no attempt beyond the stuck one
+        ends = [(e.status, e.reason) for e in await stored(store, sid, "subtask.finished")]
+        assert len(ends) == 2 and ends[1] == ends[0] and ends[0][0] == "stuck"  # said again, still stuck
         handle = await resume_run(store, sid, interactive=False, clock=FAST, backend=backend, retry_subtask="t1")
         assert await handle.task == "done"
         attempts = await stored(store, sid, "attempt.started")
         assert [(a.attempt, a.reason) for a in attempts][-1] == (4, "user_retry")
     finally:
         await store.close()
+
+
+async def test_an_interactive_resume_of_a_stuck_subtask_waits_for_a_person(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    backend = GateBackend([[("raise", _boom())]] * 3 + [[("text", "fixed")]])
+    task = make_task(ws, [{"id": "t1", "prompt": "p"}], retry={"unknown": {"initial_delay": 0, "max_delay": 0}})
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
+        assert await sup.run() == "failed"
+        sid = sup.session_id
+        await store.run_write(lambda c: c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,)))
+        handle = await resume_run(store, sid, interactive=True, clock=FAST, backend=backend)
+        await wait_for(lambda: _status_is(store, sid, "stuck"), store=store)
+        row = await store.get_session(sid)
+        assert row.ended_at is None and len(backend.contexts) == 3
+        await handle.supervisor.retry("t1")
+        assert await asyncio.wait_for(handle.task, 20) == "done"
+        attempts = await stored(store, sid, "attempt.started")
+        assert [(a.attempt, a.reason) for a in attempts][-1] == (4, "user_retry")
+    finally:
+        await store.close()
+
+
+async def _status_is(store: Store, sid: str, status: str) -> bool:
+    row = await store.get_session(sid)
+    return row is not None and row.status == status
 
 
 # --- 6: retry of a running subtask restarts its attempt ----------------------------------------
