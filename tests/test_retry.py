@@ -286,3 +286,32 @@ def test_fractional_delay_in_reason() -> None:
 def test_images_rejected_retries_at_once() -> None:
     d = run(RetryState(), err("images_rejected"))
     assert (d.delay_s, d.reason) == (0, "images rejected — retry without images 1/1 in 0 s")
+
+
+def test_restore_rebuilds_budget_and_consecutive_counters_from_stored_events() -> None:
+    from core.events import AttemptStarted, Error, RetryScheduled, SubtaskFinished
+
+    def failed(n: int, kind: str, retry_no: int, reason: str = "retry") -> list:
+        return [AttemptStarted(attempt=n, reason=reason), Error(kind=kind),
+                RetryScheduled(kind=kind, retry_no=retry_no, max_retries=5)]
+
+    history = (failed(1, "transient", 1, "first") + failed(2, "transient", 2) + failed(3, "rate_limit", 1)
+               + failed(4, "rate_limit", 2) + [AttemptStarted(attempt=5, reason="resume")])
+    st = RetryState()
+    st.restore(history)
+    assert st.attempts == 5 and st.counts == {"rate_limit": 2} and st.last_kind == "rate_limit"
+    # the next rate limit is the 3rd consecutive one, not the 1st
+    info = ErrorInfo(kind="rate_limit", message="429", exception_type="RateLimitError", status_code=429,
+                     retryable=True)
+    assert st.on_error(info).retry_no == 3
+    # a person's retry starts everything over; a success clears the counters, not the budget
+    again = RetryState()
+    again.restore(history + [AttemptStarted(attempt=6, reason="user_retry")] + failed(7, "transient", 1))
+    assert again.attempts == 2 and again.counts == {"transient": 1}
+    done = RetryState()
+    done.restore(history + [SubtaskFinished(status="done")])
+    assert done.attempts == 5 and done.counts == {} and done.last_kind is None
+    assert RetryState(max_attempts=5).budget_spent() == ""
+    spent = RetryState(max_attempts=5)
+    spent.restore(history)
+    assert spent.budget_spent() == "attempt budget exhausted (5/5 attempts)"
