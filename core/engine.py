@@ -384,6 +384,8 @@ class Supervisor:
                               and self._was_started(sub.id)) else first_reason
         continue_history = reason == "resume" or (reason == "user_retry" and self._was_started(sub.id))
         prompt_extra = prompts.user_retry_context() if reason == "user_retry" else ""
+        if reason == "resume":  # its runner stopped during a retry countdown: that retry's context
+            prompt_extra = run.retry.context_for(phase)
         repair = strip_images = False
         try:
             await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))

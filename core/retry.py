@@ -219,21 +219,39 @@ class RetryState:
         stood when its last runner stopped: a crash and a resume refill nothing. The same
         transitions as live: a person's retry (an attempt with reason ``user_retry``) starts
         over like ``reset()``; an accepted attempt (``done``) clears the counters like
-        ``on_success()``; an error of another kind starts the count over."""
+        ``on_success()``; an error of another kind starts the count over. A retry that was
+        scheduled but never started leaves its context in ``pending_context`` (rebuilt from
+        the stored error; not for a failed check, whose output is not stored with it)."""
+        phase, error = "coding", None
         for ev in history:
             kind = getattr(ev, "kind", None)
-            if ev.type == "attempt.started":
+            if ev.type == "subtask.started":
+                phase = getattr(ev, "phase", "") or phase
+            elif ev.type == "attempt.started":
                 if getattr(ev, "reason", "") == "user_retry":
                     self.reset()
                 self.attempts += 1
+                self._context, self._context_phase = "", None  # the retry it waited for has started
             elif ev.type in ("error", "retry.scheduled") and kind and kind != "cancelled":
                 if kind != self.last_kind:
                     self._clear_retry_state()
                 self.last_kind = kind
-                if ev.type == "retry.scheduled":
-                    self._counts[kind] = max(self._counts.get(kind, 0), int(getattr(ev, "retry_no", 0) or 0))
-            elif ev.type == "subtask.finished" and getattr(ev, "status", "") == "done":
-                self._clear_retry_state()
+                if ev.type == "error":
+                    error = ev
+                else:
+                    n = int(getattr(ev, "retry_no", 0) or 0)
+                    self._counts[kind] = max(self._counts.get(kind, 0), n)
+                    # (a failed check's context needs its output, which the error does not keep)
+                    if error is not None and error.kind == kind and (
+                            kind != "check_failed" or error.exception_type == "PlanInvalid"):
+                        info = ErrorInfo(kind=kind, message=error.message, exception_type=error.exception_type,
+                                         status_code=error.status_code, retryable=error.retryable)
+                        self._context = prompts.retry_context(info, n, int(getattr(ev, "max_retries", 0) or 0), phase)
+                        self._context_phase = phase
+            elif ev.type == "subtask.finished":
+                self._context, self._context_phase = "", None
+                if getattr(ev, "status", "") == "done":
+                    self._clear_retry_state()
 
     def on_error(self, info: ErrorInfo, phase: str = "coding") -> RetryDecision:
         kind = info.kind

@@ -401,3 +401,25 @@ async def test_interrupted_session_ends_at_its_last_event_not_at_recovery(tmp_pa
         assert call.status == "interrupted" and call.duration_s == 0.0
     finally:
         await store.close()
+
+
+async def test_a_runner_stopped_in_a_countdown_resumes_with_that_retrys_context(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    backend = GateBackend([[("raise", _boom())], [("text", "ok")]])
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, make_task(ws, [{"id": "t1", "prompt": "p"}]), backend=backend, clock=FakeClock(),
+                         interactive=False)
+        run = asyncio.create_task(sup.run())  # the 3 s countdown never ends on this clock
+        await wait_for(lambda: stored(store, sup.session_id, "retry.scheduled"), store=store)
+        run.cancel()  # the runner goes away mid-countdown
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST, backend=backend)
+        assert await handle.task == "done"
+        resumed = backend.contexts[1]
+        assert resumed.reason == "resume" and resumed.continue_history
+        assert "boom" in resumed.prompt_extra and "retry 1 of 2" in resumed.prompt_extra
+    finally:
+        await store.close()
