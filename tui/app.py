@@ -298,7 +298,7 @@ class ShepherdApp(App[int]):
         elif follow == "auto":
             row = await self.store.get_session(session_id)
             if row is None:
-                self.notify(f"No session {session_id}.", severity="error")
+                self.notify(f"No session {session_id}.", severity="error", markup=False)
                 return
             owner = await self.store.lease_owner(session_id)
             if owner is not None or row.status in LIVE_STATUSES:
