@@ -414,3 +414,36 @@ async def test_tui_filter_text_is_not_markup(tmp_path: Path) -> None:
         text = rendered(app)
         assert "No sessions match “[/src/old] [@click=app.quit]q[/]”" in text
         assert app.is_running
+
+
+# --- the TUI in a real terminal ------------------------------------------------------------------------
+
+
+def test_tui_in_tmux_leaves_the_pane_title_and_screen_alone(headless: dict[str, Any], tmp_path: Path) -> None:
+    """The issue's reproduction: opening the session in the TUI set the tmux pane title."""
+    import shlex
+    import shutil
+
+    from tests.test_tmux_demo import Tmux, _shepherd_script
+
+    assert shutil.which("tmux"), "tmux is required for this test (apt-get install -y tmux)"
+    tmux = Tmux(socket=f"shepherd-adv-{os.getpid()}", session="adv")
+    env = {"SHEPHERD_DB": str(headless["db"]), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "TERM": "xterm-256color", "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+    command = "env -u COLUMNS -u LINES " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) \
+        + f" {shlex.quote(_shepherd_script())}"  # the pane's size, not the test runner's
+    try:
+        tmux.run("new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "40", command + "; sleep 60",
+                 ";", "set-option", "-w", "-t", tmux.session, "window-size", "manual",
+                 ";", "resize-window", "-t", tmux.session, "-x", "160", "-y", "40")
+        tmux.run("set-option", "-p", "-t", tmux.session, "allow-set-title", "on", check=False)
+        tmux.run("select-pane", "-t", tmux.session, "-T", "before")
+        # the title row shows, literally: the CSI 2J in it did not clear the list
+        tmux.wait_for("the home list", lambda s: "Move [/src/old] into [new] ␛]0;pwned␇" in s)
+        tmux.keys("Enter")
+        tmux.wait_for("the session", lambda s: "said ␛]0;pwned␇" in s)
+        tmux.run("send-keys", "-t", tmux.session, "")  # one more round trip: output is processed
+        assert tmux.fmt("#{pane_title}") == "before"
+        tmux.keys("C-q")
+    finally:
+        tmux.run("kill-server", check=False)
