@@ -55,7 +55,11 @@ def safe(text: str) -> str:
         text = _SGR.sub("", text)
     if "\r\n" in text:
         text = text.replace("\r\n", "\n")
-    return text.translate(_TABLE)
+    return _UNSAFE.sub(_mark, text)  # touches only the controls (translate walks every char)
+
+
+def _mark(m: _re.Match[str]) -> str:
+    return _TABLE[ord(m.group())]
 
 
 def safe_data(value: _Any) -> _Any:
@@ -76,21 +80,26 @@ def safe_data(value: _Any) -> _Any:
     return value
 
 
+_FIELD_NAMES: dict[tuple[type, tuple[str, ...]], tuple[str, ...]] = {}
+
+
 def safe_fields(obj: _Any, keep: tuple[str, ...] = ()) -> _Any:
     """A dataclass instance (an event, a store row) with ``safe_data`` applied to every
     field except those in ``keep`` (identifiers the caller still needs exact). Returns
     ``obj`` itself when nothing needed changing (or when it is not a dataclass)."""
     if not _dc.is_dataclass(obj) or isinstance(obj, type):
         return obj
+    key = (type(obj), keep)
+    names = _FIELD_NAMES.get(key)
+    if names is None:
+        names = _FIELD_NAMES[key] = tuple(f.name for f in _dc.fields(obj) if f.init and f.name not in keep)
     changes = {}
-    for f in _dc.fields(obj):
-        if f.name in keep or not f.init:
-            continue
-        v = getattr(obj, f.name)
+    for name in names:
+        v = getattr(obj, name)
         if isinstance(v, (str, dict, list, tuple)):
             s = safe_data(v)
             if s is not v:
-                changes[f.name] = s
+                changes[name] = s
     return _dc.replace(obj, **changes) if changes else obj
 
 
