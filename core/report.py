@@ -14,7 +14,7 @@ from typing import Any
 from rich.text import Text
 
 from core.errors import kind_label
-from core.text import json_line_safe, safe_fields
+from core.text import safe_fields
 
 from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, HookDecision, MessageCompleted, OpaqueEvent,
@@ -205,10 +205,10 @@ class LogFormatter:
 
 
 def export_jsonl(events: Iterable[Event]) -> Iterable[str]:
-    """The events exactly, one JSON object a line; what JSON leaves raw (C1 controls,
-    U+2028/9, bidi overrides) is escaped, so the file is safe to `cat` and to split."""
+    """The events exactly, one JSON object a line (``Event.to_json`` escapes what a
+    terminal or a line splitter would act on, so the file is safe to `cat` and to split)."""
     for ev in events:
-        yield json_line_safe(ev.to_json()) + "\n"
+        yield ev.to_json() + "\n"
 
 
 def _cell(text: Any) -> str:

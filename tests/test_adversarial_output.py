@@ -348,6 +348,22 @@ def test_jsonl_export_is_exact_and_one_event_a_line(which: str, headless: dict[s
     assert [json.loads(ln) for ln in lines] == [json.loads(e.to_json()) for e in stored]
 
 
+def test_run_json_stream_is_exact_and_one_event_a_line(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    task = tmp_path / "hostile.toml"
+    task.write_text(HOSTILE_TOML, encoding="utf-8")
+    db = tmp_path / "s.db"
+    proc = run("run", str(task), "--json", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not raw_controls(proc.stdout) and not raw_controls(proc.stderr)
+    lines = proc.stdout.splitlines()
+    sid = json.loads(lines[0])["session_id"]
+    stored = asyncio.run(stored_events(db, sid))
+    assert [json.loads(ln) for ln in lines] == [json.loads(e.to_json()) for e in stored]
+    said = next(json.loads(ln) for ln in lines if '"message.completed"' in ln and "said" in ln)
+    assert OSC_TITLE in said["text"] and "\x9b2J" in said["text"]
+
+
 def test_json_line_safe_round_trips() -> None:
     value = {"t": "\x9b\x85\u2028\u2029\u202e\x7f\ud800 ok \\u009b", "k\x9d": ["\x1b"]}
     dumped = json.dumps(value, ensure_ascii=False)
