@@ -463,3 +463,48 @@ def test_tui_in_tmux_leaves_the_pane_title_and_screen_alone(headless: dict[str, 
         tmux.keys("C-q")
     finally:
         tmux.run("kill-server", check=False)
+
+
+async def test_toasts_show_error_text_with_visible_controls(tmp_path: Path) -> None:
+    """Error texts quote model and tool output; a toast is a terminal channel too."""
+    from tui.app import ShepherdApp
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done"])
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await _wait(pilot, lambda: app.home is not None and app.home.loaded, "home")
+        app.home.notify(f"no {OSC_TITLE} {C1_CSI}", title=f"t {CSI_CLEAR}", severity="error", markup=False)
+        await pilot.pause(0.3)
+        text = rendered(app)
+        assert "no ␛]0;pwned␇ \\x9b2J" in text and "t ␛[2J" in text
+        assert not raw_controls(text), raw_controls(text)
+
+
+def test_the_log_file_shows_controls_as_marks(tmp_path: Path) -> None:
+    import logging
+
+    from tui.logging_setup import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    path = tmp_path / "shepherd.log"
+    try:
+        configure_logging(path)
+        logging.getLogger("shepherd.test").info("started run %s (%s)", "s1", TITLE)
+        try:
+            raise RuntimeError(f"tool said {OSC_CLIPBOARD}{CR_OVERWRITE}")
+        except RuntimeError:
+            logging.getLogger("shepherd.test").exception("failed")
+    finally:
+        for h in list(root.handlers):
+            if h not in saved[0]:
+                root.removeHandler(h)
+                h.close()
+        for h in saved[0]:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(saved[1])
+    text = path.read_bytes().decode("utf-8")  # not read_text: it would turn a CR into a newline
+    assert "Move [/src/old] into [new] ␛]0;pwned␇␛[2J\\x9b2J" in text and "␛]52;c;" in text
+    assert "Traceback" in text and not raw_controls(text), raw_controls(text)

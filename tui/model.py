@@ -389,7 +389,7 @@ class SessionModel:
                 # untrusted text enters the view here: every widget downstream gets safe text
                 self._apply_one(safe_fields(e, keep=_PLAN_KEEP if isinstance(e, ev.PlanReady) else ID_FIELDS))
             except Exception as exc:  # never let a strange event take the screen down
-                self._note(e, "opaque", f"{e.type}: could not display ({type(exc).__name__}: {exc})")
+                self._note(e, "opaque", safe(f"{e.type}: could not display ({type(exc).__name__}: {exc})"))
             if e.seq:
                 self.last_seq = e.seq
                 if self.first_seq is None or e.seq < self.first_seq:
