@@ -508,3 +508,24 @@ def test_the_log_file_shows_controls_as_marks(tmp_path: Path) -> None:
     text = path.read_bytes().decode("utf-8")  # not read_text: it would turn a CR into a newline
     assert "Move [/src/old] into [new] ␛]0;pwned␇␛[2J\\x9b2J" in text and "␛]52;c;" in text
     assert "Traceback" in text and not raw_controls(text), raw_controls(text)
+
+
+async def test_tui_export_file_name_stays_in_its_directory(tmp_path: Path) -> None:
+    """A database from elsewhere can hold any session id: the `e` export's file name is
+    built from it and must neither leave the directory nor carry controls."""
+    from tui.screens.session import export_session
+
+    db = tmp_path / "db" / "s.db"
+    db.parent.mkdir()
+    sid = f"../../evil{OSC_TITLE}"
+    store = await fx.open_store(db, FakeClock(start=fx.T0 - 1))
+    try:
+        w = fx.Writer(store, sid, fx.T0)
+        await w.start(TITLE)
+        await w.finish(1, "done")
+        path = await export_session(store, sid)
+    finally:
+        await store.close()
+    assert path.parent == db.parent and path.name.startswith("shepherd-") and not raw_controls(path.name)
+    text = path.read_bytes().decode("utf-8")
+    assert not raw_controls(text) and "␛]0;pwned␇" in text
