@@ -529,3 +529,31 @@ async def test_tui_export_file_name_stays_in_its_directory(tmp_path: Path) -> No
     assert path.parent == db.parent and path.name.startswith("shepherd-") and not raw_controls(path.name)
     text = path.read_bytes().decode("utf-8")
     assert not raw_controls(text) and "␛]0;pwned␇" in text
+
+
+async def test_tui_shows_a_hostile_session_id_as_text(tmp_path: Path) -> None:
+    """Ids stay exact in the model (they address the store and commands) and are made
+    safe where they are shown: the home's id column and the session header."""
+    from tui.app import ShepherdApp
+    from tui.screens.session import SessionScreen
+
+    db = tmp_path / "s.db"
+    sid = f"s6{OSC_TITLE}"  # fits the id column
+    store = await fx.open_store(db, FakeClock(start=fx.T0 - 1))
+    try:
+        w = fx.Writer(store, sid, fx.T0)
+        await w.start("benign")
+        await w.finish(1, "done")
+    finally:
+        await store.close()
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await _wait(pilot, lambda: app.home is not None and app.home.loaded, "home")
+        await pilot.pause(0.1)
+        assert not raw_controls(rendered(app)) and "s6␛]0;pwned␇" in rendered(app)
+        await app.open_session(sid)
+        await _wait(pilot, lambda: isinstance(app.screen, SessionScreen), "session screen")
+        await asyncio.wait_for(app.screen.loaded.wait(), 20)
+        await pilot.pause(0.2)
+        assert app.screen.model.session.title == "benign"  # the exact id found the session
+        assert not raw_controls(rendered(app)) and "s6␛]0;pwned␇" in rendered(app)

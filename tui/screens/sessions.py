@@ -348,7 +348,7 @@ class SessionsScreen(Screen):
         return {
             "status": Text(icon, style=style),
             "title": title,
-            "id": Text(row.id, style="dim"),
+            "id": Text(safe(row.id), style="dim"),  # kept exact in the row: it opens the session
             "backend": Text(backend, overflow="ellipsis", no_wrap=True),
             "started": Text(fmt_started(row.started_at, now)),
             "duration": Text(fmt_span(session_duration(row, now)), justify="right"),
