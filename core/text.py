@@ -1,6 +1,10 @@
-"""Small text helpers shared by the engine, the tools and the prompts."""
+"""Small text helpers shared by the engine, the tools, the prompts and every view."""
 
 from __future__ import annotations
+
+import dataclasses as _dc
+import re as _re
+from typing import Any as _Any
 
 
 def truncate_middle(text: str, limit: int, *, head_share: float = 0.25) -> str:
@@ -22,10 +26,6 @@ def truncate_middle(text: str, limit: int, *, head_share: float = 0.25) -> str:
 # such text enters it (TUI model, Rich log, `show`, `sessions`, Markdown export, log file).
 # Only colour/style sequences (SGR, ``ESC[...m``) are dropped, since they carry no text and
 # tool output is full of them; every other control stays visible as a readable mark.
-
-import dataclasses as _dc
-import re as _re
-from typing import Any as _Any
 
 # Bidirectional embeddings, overrides and isolates reorder what a person reads ("Trojan
 # Source", CVE-2021-42574). Zero-width joiners are left alone: emoji and several scripts
