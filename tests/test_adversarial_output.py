@@ -557,3 +557,29 @@ async def test_tui_shows_a_hostile_session_id_as_text(tmp_path: Path) -> None:
         await pilot.pause(0.2)
         assert app.screen.model.session.title == "benign"  # the exact id found the session
         assert not raw_controls(rendered(app)) and "s6␛]0;pwned␇" in rendered(app)
+
+
+async def test_run_modal_error_quoting_the_task_file_is_text(tmp_path: Path) -> None:
+    """The run dialog's one-line error quotes the path and the file: never markup."""
+    from tui.app import ShepherdApp
+    from tui.screens.modals import RunModal
+
+    (tmp_path / "[b]x[").mkdir()
+    bad = tmp_path / "[b]x[" / "src] [@click=app.quit]q.toml"  # the path reads "[b]x[/src] …"
+    bad.write_text('title = "x"\nbackend = "scripted"\n[[subtasks]]\nid = "a"\n')  # no prompt
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(160, 30)) as pilot:
+        await _wait(pilot, lambda: app.home is not None and app.home.loaded, "home")
+        await pilot.press("o")
+        await _wait(pilot, lambda: isinstance(app.screen, RunModal), "run modal")
+        modal = app.screen
+        modal.query_one("#path").value = str(bad)
+        await pilot.press("enter")
+        await _wait(pilot, lambda: "missing prompt" in modal.error_text, "inline error")
+        await pilot.pause(0.2)
+        from tests.test_tui_app import shows
+
+        from tests.test_tui_app import screen_text
+
+        assert shows(app, "x[/src] [@click=app.quit]q.toml: subtasks[0].prompt"), screen_text(app)
+        assert app.is_running and app.screen is modal
