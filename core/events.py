@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from core.text import json_line_safe
+
 COMMON_FIELDS = ("session_id", "seq", "ts", "subtask_id", "attempt")
 
 
@@ -36,7 +38,9 @@ class Event:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
+        """One line of JSON, exact, that a terminal or a line splitter cannot misread
+        (C1 controls, U+2028/9 and bidi overrides escaped; see core.text.json_line_safe)."""
+        return json_line_safe(json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=str))
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields (without the common ones)."""

@@ -6,6 +6,7 @@ Everything here renders from stored events, the same vocabulary the TUI uses.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from rich.text import Text
 
 from core.errors import kind_label
+from core.text import safe_fields
 
 from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, HookDecision, MessageCompleted, OpaqueEvent,
@@ -110,6 +112,7 @@ class LogFormatter:
         return self._line(ev, body, 2)
 
     def format(self, ev: Event) -> list[Text]:
+        ev = safe_fields(ev)  # untrusted text enters the log here: no raw control reaches a terminal
         if isinstance(ev, (TextDelta, ThinkingDelta)):
             if isinstance(ev, TextDelta):
                 self._partial.setdefault(ev.message_id, []).append(ev.text)
@@ -202,12 +205,30 @@ class LogFormatter:
 
 
 def export_jsonl(events: Iterable[Event]) -> Iterable[str]:
+    """The events exactly, one JSON object a line (``Event.to_json`` escapes what a
+    terminal or a line splitter would act on, so the file is safe to `cat` and to split)."""
     for ev in events:
         yield ev.to_json() + "\n"
 
 
+def _cell(text: Any) -> str:
+    """A Markdown table cell: one line, no column break."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _fenced(text: str, info: str = "text") -> str:
+    """A code block whose fence no backtick run in ``text`` can close."""
+    runs = [len(r) for r in re.findall(r"`{3,}", text)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return f"{fence}{info}\n{text}\n{fence}\n\n"
+
+
 def export_markdown(session: Any, subtasks: list[Any], events: Iterable[Event]) -> Iterable[str]:
-    """A readable transcript: header, subtasks table, then per event a line or block."""
+    """A readable transcript: header, subtasks table, then per event a line or block.
+    Every stored text is passed through ``core.text.safe`` on the way in."""
+    session = safe_fields(session)
+    subtasks = [safe_fields(s) for s in subtasks]
+    events = (safe_fields(ev) for ev in events)
     yield f"# {session.title or session.id}\n\n"
     yield f"- Session: `{session.id}`\n- Status: **{session.status}**\n"
     yield f"- Backend: {session.backend}{' / ' + session.model if session.model else ''}\n"
@@ -218,7 +239,7 @@ def export_markdown(session: Any, subtasks: list[Any], events: Iterable[Event]) 
     if subtasks:
         yield "| subtask | title | status | attempts |\n|---|---|---|---|\n"
         for s in subtasks:
-            yield f"| `{s.id}` | {s.title} | {s.status} | {s.attempts} |\n"
+            yield f"| `{_cell(s.id)}` | {_cell(s.title)} | {s.status} | {s.attempts} |\n"
         yield "\n"
     names: dict[str, str] = {}
     partial: dict[str, list[str]] = {}
@@ -234,7 +255,7 @@ def export_markdown(session: Any, subtasks: list[Any], events: Iterable[Event]) 
         elif isinstance(ev, AttemptStarted):
             yield f"**Attempt {ev.attempt}** ({ev.reason})\n\n"
             if ev.prompt_extra:
-                yield "```text\n" + ev.prompt_extra.strip() + "\n```\n\n"
+                yield _fenced(ev.prompt_extra.strip())
         elif isinstance(ev, ToolStarted):
             names[ev.call_id] = ev.name
             yield f"- ⚙ `{ev.name}` {compact(ev.input, 100)}\n"
@@ -245,7 +266,7 @@ def export_markdown(session: Any, subtasks: list[Any], events: Iterable[Event]) 
                 out = ev.output.strip()
                 if len(out) > 2000:
                     out = out[:2000] + "\n… (truncated)"
-                yield "\n```text\n" + out + "\n```\n\n"
+                yield "\n" + _fenced(out)
         elif isinstance(ev, Error):
             yield f"\n**Error — {kind_label(ev.kind)}**: {ev.message}\n\n"
         elif isinstance(ev, RetryScheduled):

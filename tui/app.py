@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen
 
+from core.text import safe
 from tui.logging_setup import configure_logging, guarded, report_error
 from tui.screens.help import HelpScreen
 from tui.screens.modals import ConfirmModal, RunModal
@@ -118,6 +119,12 @@ class ShepherdApp(App[int]):
         self._quitting = False
         self._store_closed = False
         self.theme = "textual-dark"
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every toast (the app's and every widget's) passes here: error texts quote model
+        and tool output, so their controls are made visible (core.text.safe)."""
+        super().notify(safe(message), title=safe(title), severity=severity, timeout=timeout, markup=markup)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -298,7 +305,7 @@ class ShepherdApp(App[int]):
         elif follow == "auto":
             row = await self.store.get_session(session_id)
             if row is None:
-                self.notify(f"No session {session_id}.", severity="error")
+                self.notify(f"No session {session_id}.", severity="error", markup=False)
                 return
             owner = await self.store.lease_owner(session_id)
             if owner is not None or row.status in LIVE_STATUSES:

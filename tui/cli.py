@@ -113,7 +113,7 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     if args.json:
-        for r in rows:
+        for r in rows:  # json.dumps escapes every control (ensure_ascii): exact and terminal-safe
             print(json.dumps({
                 "id": r.id, "title": r.title, "status": r.status, "backend": r.backend, "model": r.model,
                 "started_at": r.started_at, "ended_at": r.ended_at, "subtasks_done": r.subtasks_done,
@@ -121,30 +121,78 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
                 "output_tokens": r.output_tokens, "cost_usd": r.cost_usd, "workspace": r.workspace,
             }))
         return EXIT_OK
-    from rich.console import Console
-    from rich.table import Table
+    if not rows:
+        print("No sessions yet. Try `shepherd demo`.", file=sys.stderr if not sys.stdout.isatty() else sys.stdout)
+        return EXIT_OK
+    cells = [_session_cells(r) for r in rows]
+    if not sys.stdout.isatty():
+        # piped: plain, one row a line, tab-separated, full values (for grep, cut, awk)
+        for c in cells:
+            print("\t".join(c[k] for k in _SESSION_COLUMNS))
+        return EXIT_OK
+    _print_sessions_table(cells)
+    return EXIT_OK
 
-    from core.report import STATUS_STYLE
+
+# Columns of `shepherd sessions`, in order; the table drops the last ones on narrow screens.
+_SESSION_COLUMNS = ("id", "status", "title", "backend", "started", "took", "sub", "retries", "tokens")
+
+
+def _session_cells(r: Any) -> dict[str, str]:
+    """One session as plain one-line texts (stored text made terminal-safe)."""
+    from core.report import clip
+    from core.text import safe
     from tui.model import fmt_span
 
-    console = Console()
-    if not rows:
-        console.print("No sessions yet. Try `shepherd demo`.")
-        return EXIT_OK
-    table = Table(box=None, header_style="bold")
-    for col in ("id", "status", "title", "backend", "started", "duration", "subtasks", "retries", "tokens"):
-        table.add_column(col)
-    for r in rows:
-        end = r.ended_at or time.time()
-        table.add_row(
-            r.id, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]", r.title,
-            r.backend + (f"/{r.model}" if r.model else ""),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
-            fmt_span(end - r.started_at), f"{r.subtasks_done}/{r.subtasks_total}", str(r.retries),
-            f"{r.input_tokens + r.output_tokens}",
-        )
+    end = r.ended_at or time.time()
+    return {
+        "id": safe(r.id), "status": safe(r.status),
+        "title": clip(safe(r.title), 10_000) or "(untitled)",
+        "backend": clip(safe(r.backend + (f"/{r.model}" if r.model else "")), 10_000),
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)),
+        "took": fmt_span(end - r.started_at), "sub": f"{r.subtasks_done}/{r.subtasks_total}",
+        "retries": str(r.retries), "tokens": str(r.input_tokens + r.output_tokens),
+    }
+
+
+def _print_sessions_table(cells: list[dict[str, str]]) -> None:
+    """The listing on a terminal: ids whole, titles cut to one line with an ellipsis,
+    less important columns dropped when the screen is narrow. Cells are Text, never markup."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from core.report import STATUS_STYLE
+
+    console = Console(highlight=False)
+    short_date = console.width < 120
+    if short_date:
+        cells = [{**c, "started": c["started"][5:]} for c in cells]
+    shown = list(_SESSION_COLUMNS)
+    need = {k: max(len(k), *(len(c[k]) for c in cells)) for k in shown}
+    title_min = min(need["title"], 24)
+    for k in ("backend", "tokens", "retries", "started", "took", "sub"):  # least needed first
+        if sum(need[c] + 2 for c in shown if c != "title") + title_min <= console.width:
+            break
+        shown.remove(k)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    id_width = max(len(c["id"]) for c in cells)
+    for k in shown:
+        if k == "id":  # never cut: folds onto a second line before it is shortened
+            table.add_column(k, min_width=id_width, overflow="fold")
+        elif k == "title":  # the one column that gives way
+            table.add_column(k, min_width=title_min, overflow="ellipsis")
+        else:
+            table.add_column(k, no_wrap=True, overflow="ellipsis",
+                             justify="right" if k in ("took", "sub", "retries", "tokens") else "left")
+    for c in cells:
+        row = []
+        for k in shown:
+            value = c[k]
+            style = STATUS_STYLE.get(value, "") if k == "status" else ("dim" if k == "id" else "")
+            row.append(Text(value, style=style, no_wrap=k != "id", overflow="fold" if k == "id" else "ellipsis"))
+        table.add_row(*row)
     console.print(table)
-    return EXIT_OK
 
 
 async def _all_events(store: Any, sid: str) -> Any:
@@ -168,16 +216,26 @@ async def cmd_show(args: argparse.Namespace) -> int:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
         console = Console(highlight=False)
-        console.print(f"[bold]{row.title}[/]  [dim]{row.id}[/]  status: [bold]{row.status}[/]  "
-                      f"subtasks {row.subtasks_done}/{row.subtasks_total}  retries {row.retries}  "
-                      f"tokens {row.input_tokens}/{row.output_tokens}")
-        fmt = LogFormatter()
+        console.print(_show_header(row))
+        fmt = LogFormatter()  # makes every event's text terminal-safe (core.text.safe)
         async for ev in _all_events(store, sid):
             for line in fmt.format(ev):
                 console.print(line)
     finally:
         await store.close()
     return EXIT_OK
+
+
+def _show_header(row: Any) -> Any:
+    """`show`'s first line, built as Text: a title is data, never markup."""
+    from rich.text import Text
+
+    from core.text import safe
+
+    return Text.assemble(
+        (safe(row.title), "bold"), "  ", (safe(row.id), "dim"), "  status: ", (safe(row.status), "bold"),
+        f"  subtasks {row.subtasks_done}/{row.subtasks_total}  retries {row.retries}  "
+        f"tokens {row.input_tokens}/{row.output_tokens}")
 
 
 async def cmd_export(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from core.errors import scrub
+from core.text import safe
 
 # Loggers the SDKs and we use. They propagate to the root, which owns the file handler.
 ROUTED_LOGGERS = ("openai", "openai.agents", "httpx", "httpcore", "claude_agent_sdk", "anthropic",
@@ -49,10 +50,11 @@ class RedactFilter(logging.Filter):
 
 
 class RedactingFormatter(logging.Formatter):
-    """Masks keys in the final text too, which covers tracebacks and exception text."""
+    """Masks keys in the final text too, which covers tracebacks and exception text; log
+    lines quote model and tool text, so controls are made visible (`tail -f` is a terminal)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return safe(redact(super().format(record)))
 
 
 def default_log_path() -> Path:

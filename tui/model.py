@@ -22,6 +22,11 @@ from core import events as ev
 from core.errors import kind_label
 from core.report import clip as _clip
 from core.report import compact_input
+from core.text import safe, safe_fields
+
+# Identifiers the model keys on and sends back in commands: kept exact (shown through ``safe``).
+ID_FIELDS = ("session_id", "subtask_id", "call_id", "message_id", "id")
+_PLAN_KEEP = (*ID_FIELDS, "subtasks")  # the plan holds ids too: its titles are made safe one by one
 
 # Session statuses that mean "a runner owns this session right now".
 LIVE_STATUSES = frozenset({"running", "paused", "waiting", "stuck", "pending", "starting"})
@@ -209,7 +214,7 @@ class SubtaskView:
 
     @property
     def label(self) -> str:
-        return self.title or self.id or "session"
+        return self.title or safe(self.id) or "session"
 
     def open_tools(self) -> list[ToolBlock]:
         return [b for b in self.blocks if isinstance(b, ToolBlock) and b.running]
@@ -324,6 +329,7 @@ class SessionModel:
         return m
 
     def load_session_row(self, row: Any) -> None:
+        row = safe_fields(row, keep=(*ID_FIELDS, "task"))  # stored text enters the view here
         s = self.session
         s.id = row.id
         s.title = row.title
@@ -345,6 +351,7 @@ class SessionModel:
 
     def load_subtask_rows(self, rows: Iterable[Any]) -> None:
         for row in sorted(rows, key=lambda r: r.position):
+            row = safe_fields(row, keep=ID_FIELDS)  # stored text enters the view here
             st = self._subtask(row.id, create=True)
             st.title = row.title or st.title
             st.position = row.position
@@ -395,9 +402,10 @@ class SessionModel:
             if e.seq and e.seq <= self.last_seq:
                 continue  # already applied (a live batch overlapping the history page)
             try:
-                self._apply_one(e)
+                # untrusted text enters the view here: every widget downstream gets safe text
+                self._apply_one(safe_fields(e, keep=_PLAN_KEEP if isinstance(e, ev.PlanReady) else ID_FIELDS))
             except Exception as exc:  # never let a strange event take the screen down
-                self._note(e, "opaque", f"{e.type}: could not display ({type(exc).__name__}: {exc})")
+                self._note(e, "opaque", safe(f"{e.type}: could not display ({type(exc).__name__}: {exc})"))
             if e.seq:
                 self.last_seq = e.seq
                 if self.first_seq is None or e.seq < self.first_seq:
@@ -457,8 +465,9 @@ class SessionModel:
             st = self._subtask(sid, create=True)
             st.planned = True
             title = item.get("title")
+            title = safe(str(title)) if title else ""
             if title and st.title != title:
-                st.title = str(title)
+                st.title = title
                 self._touch_subtask(st)
         # A new plan replaces the old one: subtasks of an earlier plan that never
         # started go away (as in the store's rows).

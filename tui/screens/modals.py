@@ -11,11 +11,13 @@ from pathlib import Path
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from core.task import BACKENDS, Task, TaskError, load_task, prompt_task
+from core.text import safe
 
 _DIALOG_CSS = """
 {name} {{
@@ -202,7 +204,8 @@ class RunModal(ModalScreen[Task | None]):
 
     def show_error(self, message: str) -> None:
         error = self.query_one("#run-error", Static)
-        error.update(message.splitlines()[0] if message else "")
+        # the message quotes the task file and its path: text, never markup
+        error.update(Content(safe(message.splitlines()[0])) if message else "")
         error.set_class(not message, "-empty")
 
     def build_task(self) -> Task:

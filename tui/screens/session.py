@@ -372,6 +372,14 @@ class SessionScreen(Screen[None]):
         return st.label if st is not None else "current subtask"
 
 
+def _file_part(text: str) -> str:
+    """A session id as one safe file-name part: a database from elsewhere may hold any id
+    ("../x", controls), and the export must land in its directory, under a readable name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip(".") or "session"
+
+
 async def export_session(store: "Store", session_id: str, directory: Path | None = None) -> Path:
     """Write the whole session next to the database: Markdown through core.report when
     it is there, else the event JSONL. Returns the file written."""
@@ -392,9 +400,9 @@ async def export_session(store: "Store", session_id: str, directory: Path | None
     if export_markdown is not None and row is not None:
         subtasks = await store.subtasks(session_id)
         text = "".join(export_markdown(row, list(subtasks), events))
-        path = directory / f"shepherd-{session_id}.md"
+        path = directory / f"shepherd-{_file_part(session_id)}.md"
     else:
         text = "".join(e.to_json() + "\n" for e in events)
-        path = directory / f"shepherd-{session_id}.jsonl"
+        path = directory / f"shepherd-{_file_part(session_id)}.jsonl"
     await asyncio.to_thread(path.write_text, text, encoding="utf-8")
     return path

@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
+from core.text import safe, safe_fields
 from tui.logging_setup import guarded, report_error
 from tui.model import fmt_span
 from tui.widgets.anim import Ticker
@@ -87,6 +88,11 @@ def session_duration(row: "SessionRow", now: float) -> float:
     end = row.ended_at if row.ended_at is not None else (now if row.status in LIVE_STATUSES
                                                          else (row.last_event_ts or row.updated_at))
     return max(0.0, end - row.started_at)
+
+
+def _safe_rows(rows: list["SessionRow"]) -> list["SessionRow"]:
+    """Stored rows enter the home screen here: titles, backends, models made terminal-safe."""
+    return [safe_fields(r, keep=("id", "task")) for r in rows]  # the task is not shown here
 
 
 # --- widgets ---------------------------------------------------------------------------------------
@@ -279,7 +285,7 @@ class SessionsScreen(Screen):
         self._dirty = False
         limit = max(self.PAGE_SIZE, len(self.rows))
         try:
-            rows = await self.store.list_sessions(text=self.filter_text or None, limit=limit, offset=0)
+            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=limit, offset=0))
         except Exception as error:  # noqa: BLE001 - keep the list usable, say what went wrong
             report_error(self.app, error, "Could not list sessions")
             return
@@ -292,8 +298,8 @@ class SessionsScreen(Screen):
             return
         self._loading_more = True
         try:
-            rows = await self.store.list_sessions(text=self.filter_text or None, limit=self.PAGE_SIZE,
-                                                  offset=len(self.rows))
+            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=self.PAGE_SIZE,
+                                                             offset=len(self.rows)))
             known = {r.id for r in self.rows}
             fresh = [r for r in rows if r.id not in known]
             self.has_more = len(rows) >= self.PAGE_SIZE
@@ -342,7 +348,7 @@ class SessionsScreen(Screen):
         return {
             "status": Text(icon, style=style),
             "title": title,
-            "id": Text(row.id, style="dim"),
+            "id": Text(safe(row.id), style="dim"),  # kept exact in the row: it opens the session
             "backend": Text(backend, overflow="ellipsis", no_wrap=True),
             "started": Text(fmt_started(row.started_at, now)),
             "duration": Text(fmt_span(session_duration(row, now)), justify="right"),
@@ -403,12 +409,12 @@ class SessionsScreen(Screen):
         self.set_class(empty, "-empty")
         if empty:
             if self.filter_text:
-                msg = f"No sessions match “{self.filter_text}”. Press Esc to clear the filter."
+                msg = f"No sessions match “{safe(self.filter_text)}”. Press Esc to clear the filter."
             else:
                 msg = ("No sessions yet.\n\n"
                        "Press d to watch the offline demo (no API key needed),\n"
                        "o to run a task file, g to run a prompt, ? for help.")
-            self.query_one("#empty", Static).update(msg)
+            self.query_one("#empty", Static).update(Text(msg))  # the filter is text, not markup
 
     # --- queries used by actions and tests ----------------------------------------------------------
 

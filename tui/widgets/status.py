@@ -8,6 +8,7 @@ import time
 from textual.content import Content
 from textual.widget import Widget
 
+from core.text import safe
 from tui import model as m
 from tui.widgets.anim import Ticker
 from tui.widgets.blocks import Clock
@@ -61,7 +62,7 @@ def header_line(info: m.SessionInfo) -> Content:
     who = info.backend + (f"/{info.model}" if info.model else "")
     return Content.assemble((" " + (info.title or "(untitled)"), "bold"),
                             (f"  {who}" if who else "", "$foreground-muted"),
-                            (f"  {info.id}", "$foreground-muted"))
+                            (f"  {safe(info.id)}", "$foreground-muted"))  # ids are kept exact in the model
 
 
 class SessionHeader(Widget):
