@@ -225,3 +225,39 @@ def test_the_log_file_has_no_secret_value(tmp_path: Path, secret_env: None) -> N
     text = path.read_text()
     assert "token [redacted] reversed [redacted]" in text and "boom" in text
     assert_clean(text, "the log file")
+
+
+def _claude_scrub_available() -> bool:
+    from core.backends.claude import subprocess_scrub_available
+
+    return subprocess_scrub_available()
+
+
+@pytest.mark.skipif(not _claude_scrub_available(), reason="Claude Code scrubs its Bash tool's environment only "
+                    "with bubblewrap and socat (Linux); without them its Bash tool sees the CLI's key")
+async def test_claude_code_bash_tool_sees_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real bundled CLI against the loopback fake API: the CLI has its key (it talks
+    to the API), its Bash tool has neither that key nor Shepherd's other secrets."""
+    from core.events import ToolFinished
+    from tests.fakes.fake_anthropic import FakeAnthropic, tool_results
+    from tests.test_backend_claude import Env, of
+
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", SERVICE)
+    command = ("env | grep -i -e key -e token; echo AK=$ANTHROPIC_API_KEY; echo $OPENAI_API_KEY | rev; "
+               "cat /proc/$PPID/environ 2>/dev/null | tr '\\0' '\\n' | grep -i key; echo bash-ran")
+    api = FakeAnthropic(script=[{"text": "Looking.", "tool_use": {"name": "Bash", "input": {"command": command}}},
+                                {"text": "Done."}]).start()
+    try:
+        box = Env(tmp_path / "box", api)
+        key = box.env["ANTHROPIC_API_KEY"]
+        events, err = await box.run(box.ctx("print the keys"))
+        assert err is None, err
+        out = [f.output for f in of(events, ToolFinished)]
+        assert len(out) == 1 and "bash-ran" in out[0] and "AK=\n" in out[0] + "\n"
+        sent = json.dumps(tool_results(api.main_requests()[-1]))
+        for text in (out[0], sent):
+            for secret in (key, key[::-1], OPENAI, OPENAI[::-1], SERVICE):
+                assert secret not in text
+    finally:
+        api.stop()
