@@ -296,13 +296,10 @@ async def run_check(command: str, workspace: Path, timeout_s: float, *,
 
 
 def shell_confinement(policy: SpawnPolicy | None) -> str:
-    """The truth about the shell tool, for its description and the agent's prompt."""
-    if policy is None or not policy.confined:
-        return ("The shell is not confined to the workspace (only the file tools are); "
-                "credentials are not in its environment.")
-    net = "has the network" if policy.network else "has no network"
-    return ("The shell runs in a sandbox: only the workspace is writable, the rest of the file "
-            f"system is read-only, the home directory is hidden, /tmp is private and it {net}.")
+    """The truth about the shell tool under ``policy`` (the words live in core.prompts)."""
+    from core.prompts import shell_confinement as words
+
+    return words(bool(policy and policy.confined), bool(policy and policy.network))
 
 
 def _tool_failure(ctx: Any, error: Exception) -> str:
