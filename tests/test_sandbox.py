@@ -49,6 +49,12 @@ async def test_unconfined_shell_is_described_as_such(layout) -> None:
     assert "file tools" in prompt
     confined = agent_instructions(ws, task(ws, sandbox="bwrap"))
     assert "sandbox" in confined and "not confined" not in confined and "no network" in confined
+    from core.tools import workspace_tools
+
+    def description(policy: SpawnPolicy | None) -> str:
+        return next(t for t in workspace_tools(ws, policy=policy) if t.name == "run_command").description
+
+    assert "not confined" in description(None) and "sandbox" in description(BWRAP)
 
 
 @needs_bwrap
