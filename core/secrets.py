@@ -198,11 +198,13 @@ class Scrubber:
 
     __slots__ = ("pattern", "forms", "_patterns")
 
-    def __init__(self) -> None:
+    def __init__(self, *, patterns: bool = True) -> None:
+        """``patterns=False``: only the values, not the key-shaped patterns (for text the
+        model reads and may write back: ``api_key = os.environ[...]`` must stay code)."""
         from core.errors import scrub_patterns  # core.errors imports us lazily, never at load
 
         self.pattern, self.forms = _pattern()
-        self._patterns = scrub_patterns
+        self._patterns = scrub_patterns if patterns else None
 
     def text(self, text: str) -> str:
         """The scrubbed text; the same object when there was nothing to scrub."""
@@ -211,7 +213,8 @@ class Scrubber:
         new = text
         if self.pattern is not None and any(f in new for f in self.forms):
             new = self.pattern.sub(REDACTED, new)
-        new = self._patterns(new)
+        if self._patterns is not None:
+            new = self._patterns(new)
         return text if new == text else new
 
     def obj(self, obj: Any) -> Any:
@@ -239,6 +242,12 @@ class Scrubber:
 def scrub_text(text: str) -> str:
     """``text`` without secret values (and their reversed/base64 forms) or key patterns."""
     return Scrubber().text(text)
+
+
+def scrub_values(text: str) -> str:
+    """Only the secret values (and their reversed/base64 forms): what a tool hands back to
+    the model, which may write that text into a file again."""
+    return Scrubber(patterns=False).text(text)
 
 
 def scrub_obj(obj: Any) -> Any:

@@ -261,3 +261,19 @@ async def test_claude_code_bash_tool_sees_no_key(tmp_path: Path, monkeypatch: py
                 assert secret not in text
     finally:
         api.stop()
+
+
+async def test_tools_scrub_secret_values_but_leave_code_alone(tmp_path: Path, secret_env: None) -> None:
+    """What the model reads it may write back: key-shaped code must stay code, only the
+    values of secret variables go."""
+    from core.tools import workspace_tools
+
+    code = 'api_key = os.environ["OPENAI_API_KEY"]\nheaders = {"Authorization": "Bearer " + token}\n'
+    (tmp_path / "conf.py").write_text(code + f"FALLBACK = '{SERVICE}'\n")
+    tools = {t.name: t for t in workspace_tools(tmp_path)}
+    from agents.tool_context import ToolContext
+
+    raw = json.dumps({"path": "conf.py"})
+    ctx = ToolContext(context=None, tool_name="read_file", tool_call_id="c1", tool_arguments=raw)
+    out = await tools["read_file"].on_invoke_tool(ctx, raw)
+    assert out == code + "FALLBACK = '[redacted]'\n"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.clock import Clock, real_time
-from core.secrets import scrub_text
+from core.secrets import scrub_values
 from core.text import truncate_middle as _truncate_middle
 from core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, spawn_kwargs
 
@@ -260,7 +260,7 @@ async def run_command(workspace: Path, command: str, timeout_s: float = 60.0, *,
         return f"{ERROR_PREFIX}not run: {e}"
     except OSError as e:
         return f"{ERROR_PREFIX}cannot start command: {e.strerror or e}"
-    output = scrub_text(res.output)
+    output = scrub_values(res.output)
     body = output if output.strip() else "(no output)"
     if res.timed_out:
         return f"{ERROR_PREFIX}command timed out after {_fmt_seconds(timeout_s)} s (process group killed)\n{body}"
@@ -284,7 +284,7 @@ async def run_check(command: str, workspace: Path, timeout_s: float, *,
         return 126, f"check not run: {e}"
     except OSError as e:
         return 127, f"cannot start check command: {e.strerror or e}"
-    output = scrub_text(res.output)
+    output = scrub_values(res.output)
     if res.timed_out:
         out = output.rstrip("\n")
         sep = "\n" if out else ""
@@ -330,7 +330,7 @@ def workspace_tools(workspace: Path, clock: Clock | None = None,
         Args:
             path: File path relative to the workspace root.
         """
-        return scrub_text(await asyncio.to_thread(read_file, ws, path))  # e.g. a .env file
+        return scrub_values(await asyncio.to_thread(read_file, ws, path))  # e.g. a .env file
 
     async def write_file_tool(path: str, content: str) -> str:
         """Create or overwrite a text file in the workspace (parent directories are created).
