@@ -18,6 +18,7 @@ Only this module decides what is secret; nothing here imports anything heavy.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import socket
@@ -173,23 +174,39 @@ def _current_values() -> tuple[str, ...]:
     return tuple(sorted(values, key=len, reverse=True))
 
 
+_env_seen: tuple[Any, ...] | None = None  # os.environ's items when _cache was last checked
+
+
 def _pattern() -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
-    """One compiled alternation of every form of every secret value, and the forms,
-    rebuilt only when the secret values change (checking is one pass over the environment)."""
-    global _cache
-    values = _current_values()
+    """One compiled alternation of every form of every secret value, and the forms.
+    Called for every store submit, so the common case is cheap: while os.environ holds
+    the very same items (a tuple compare, by identity) nothing is recomputed."""
+    global _cache, _env_seen
+    data = getattr(os.environ, "_data", None)
+    snapshot = tuple(data.items()) if isinstance(data, dict) else None
     key, pattern, forms = _cache
-    if key == values:
+    if snapshot is not None and snapshot == _env_seen and key:
         return pattern, forms
-    found: dict[str, None] = {}
-    for v in values:
-        for f in _forms(v):
-            found[f] = None
-    forms = tuple(sorted(found, key=len, reverse=True))
-    pattern = re.compile("|".join(re.escape(f) for f in forms)) if forms else None
+    values = _current_values()
+    if key != values or not key:
+        found: dict[str, None] = {}
+        for v in values:
+            for f in _forms(v):
+                found[f] = None
+        forms = tuple(sorted(found, key=len, reverse=True))
+        pattern = re.compile("|".join(re.escape(f) for f in forms)) if forms else None
+        key = values or ("",)  # never empty once checked, so the fast path can trust it
     with _lock:
-        _cache = (values, pattern, forms)
+        _cache = (key, pattern, forms)
+        _env_seen = snapshot
     return pattern, forms
+
+
+@functools.cache
+def _scrub_patterns() -> Any:
+    from core.errors import scrub_patterns  # core.errors imports us lazily, never at load
+
+    return scrub_patterns
 
 
 class Scrubber:
@@ -201,10 +218,8 @@ class Scrubber:
     def __init__(self, *, patterns: bool = True) -> None:
         """``patterns=False``: only the values, not the key-shaped patterns (for text the
         model reads and may write back: ``api_key = os.environ[...]`` must stay code)."""
-        from core.errors import scrub_patterns  # core.errors imports us lazily, never at load
-
         self.pattern, self.forms = _pattern()
-        self._patterns = scrub_patterns if patterns else None
+        self._patterns = _scrub_patterns() if patterns else None
 
     def text(self, text: str) -> str:
         """The scrubbed text; the same object when there was nothing to scrub."""

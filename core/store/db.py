@@ -335,6 +335,7 @@ class Store:
         self._job_events: list[Event] = []
         self._closing = False
         self._closed = False
+        self._scrubber_now: Scrubber | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -393,13 +394,25 @@ class Store:
         if not event.session_id:
             raise ValueError(f"{event.type} event has no session_id")
         future: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        own, head = prepare(scrub_event(event), event.ts or self.clock.now())
+        own, head = prepare(scrub_event(event, self._scrubber()), event.ts or self.clock.now())
         self._queue.append(_Pending(own, head, future, time.perf_counter()))
         self._wake.set()
         return future
 
     async def append(self, event: Event) -> Event | None:
         return await self.submit(event)
+
+    def _scrubber(self) -> Scrubber:
+        """One Scrubber for all submits of one event-loop iteration (a burst of events
+        checks the environment once); the next iteration sees any change."""
+        scrubber = self._scrubber_now
+        if scrubber is None:
+            scrubber = self._scrubber_now = Scrubber()
+            asyncio.get_running_loop().call_soon(self._forget_scrubber)
+        return scrubber
+
+    def _forget_scrubber(self) -> None:
+        self._scrubber_now = None
 
     async def flush(self) -> None:
         """Wait until everything submitted before this call is committed (or failed)."""
