@@ -68,6 +68,14 @@ async def test_bwrap_sandbox_confines_writes_reads_home_and_network(layout) -> N
     assert system.exit_code != 0 and not Path("/usr/shepherd-was-here").exists()
     hidden = await execute(f"cat {home}/.ssh/id_ed25519; ls -A $HOME", ws, policy=BWRAP)
     assert "private-key" not in hidden.output
+    sock = Path("/run") / f"shepherd-test-{os.getpid()}.sock"
+    if os.access("/run", os.W_OK):  # a socket there (docker.sock-like) is out of reach
+        sock.write_text("")
+        try:
+            seen = await execute(f"test -e {sock} && echo visible || echo hidden", ws, policy=BWRAP)
+            assert seen.output.strip() == "hidden"
+        finally:
+            sock.unlink()
     tmp = await execute("echo t > /tmp/x && cat /tmp/x", ws, policy=BWRAP)
     assert tmp.exit_code == 0  # a private /tmp...
     assert not Path("/tmp/x").exists() or Path("/tmp/x").read_text() != "t\n"  # ...not the real one
@@ -120,3 +128,21 @@ async def test_a_confined_command_never_runs_unconfined(tmp_path: Path, monkeypa
     assert out.startswith("Error: not run") and "bubblewrap" in out and not (tmp_path / "ran").exists()
     code, output = await run_check("touch ran", tmp_path, 10, task=task(tmp_path, sandbox="bwrap"))
     assert code != 0 and "bubblewrap" in output and not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("extra, where", [
+    ({"sandbox": "docker"}, "sandbox"), ({"sandbox": True}, "sandbox"),
+    ({"sandbox_network": "yes"}, "sandbox_network"), ({"pass_env": "NPM_TOKEN"}, "pass_env"),
+    ({"pass_env": ["A=1"]}, "pass_env[0]"),
+])
+def test_bad_spawn_keys_are_refused_with_their_place(tmp_path: Path, extra: dict, where: str) -> None:
+    from core.task import TaskError
+
+    with pytest.raises(TaskError) as e:
+        task(tmp_path, **extra)
+    assert where in str(e.value)
+    ok = task(tmp_path, pass_env=["NPM_TOKEN"], sandbox="bwrap", sandbox_network=True)
+    assert (ok.pass_env, ok.sandbox, ok.sandbox_network) == (("NPM_TOKEN",), "bwrap", True)
+    from core.task import task_from_stored
+
+    assert task_from_stored(ok.to_dict()).pass_env == ("NPM_TOKEN",)  # a resume keeps them

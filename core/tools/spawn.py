@@ -15,7 +15,7 @@ Every process a tool starts (the shell tool, a subtask's ``check``) goes through
   tools run on; docs/DEVELOPING.md says so.
 - Sandbox (``sandbox = "bwrap"``): bubblewrap with the workspace writable, the rest of
   the file system read-only, $HOME hidden (except the directories PATH uses there), a
-  private /tmp, its own PID namespace (nothing survives it) and no network unless
+  private /tmp and /run (no docker.sock, no session bus), its own PID namespace (nothing survives it) and no network unless
   ``sandbox_network = true``. If bwrap is missing or cannot create namespaces, the run is
   refused (``sandbox_problem``) and a spawn fails: never a silent unconfined run.
 """
@@ -144,6 +144,13 @@ def bwrap_argv(workspace: Path, *, network: bool = False, home: Path | None = No
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     if not network:
         argv.append("--unshare-net")
+    if Path("/run").is_dir() and not Path("/run").is_symlink():
+        # sockets (docker.sock, the session bus, agents under /run/user) work through a
+        # read-only mount too: hide them; keep the resolver's files when there is a network
+        argv += ["--tmpfs", "/run"]
+        resolve = Path("/run/systemd/resolve")
+        if network and resolve.is_dir():
+            argv += ["--ro-bind", str(resolve), str(resolve)]
     home = Path(home or os.environ.get("HOME") or Path.home()).resolve()
     if home != Path("/") and home.is_dir():
         argv += ["--tmpfs", str(home)]  # ~/.ssh, ~/.aws, ~/.config ... are not there
