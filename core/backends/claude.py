@@ -222,10 +222,12 @@ def cli_env(env: Mapping[str, str], config: ClaudeConfig, pass_env: tuple[str, .
     variable can only be blanked, not removed): secrets the CLI does not need are blanked
     (the task's ``pass_env`` excepted), and Claude Code is asked to keep its own
     credentials from its Bash tool (SCRUB_VAR) where it can."""
-    from core.secrets import withheld_names
+    from core.secrets import RUNNER_MARKER, runner_marker_value, withheld_names
 
     out = {name: "" for name in withheld_names(env, pass_env) if not _cli_needs(name, env)}
     out.update({
+        # the CLI and its Bash tool are this runner's tool processes: recovery finds them by it
+        RUNNER_MARKER: runner_marker_value(),
         # no feature-flag/telemetry calls: they cost seconds on a network that drops packets
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         # the supervisor owns retries
