@@ -719,7 +719,8 @@ class Supervisor:
         await self._emit(self._sub_event(ToolStarted(call_id=call_id, name="check",
                                                      input={"command": run.sub.check}), run))
         t0 = self.clock.monotonic()
-        code, output = await run_check(run.sub.check, Path(self.task.workspace), run.sub.check_timeout)
+        code, output = await run_check(run.sub.check, Path(self.task.workspace), run.sub.check_timeout,
+                                       task=self.task)
         await self._emit(self._sub_event(ToolFinished(
             call_id=call_id, status="ok" if code == 0 else "error", output=output,
             duration_s=round(self.clock.monotonic() - t0, 3)), run))

@@ -234,3 +234,14 @@ def user_retry_context() -> str:
 def continue_prompt() -> str:
     """The user turn for a resumed conversation when there is nothing else to say."""
     return "[Shepherd] Continue the task from where you left off."
+
+
+def shell_confinement(confined: bool, network: bool = False) -> str:
+    """The truth about the shell tool (core.tools.spawn), for its description and the
+    agent's instructions: the file tools are confined, the shell only in the sandbox."""
+    if not confined:
+        return ("The shell is not confined to the workspace (only the file tools are); "
+                "credentials are not in its environment.")
+    net = "has the network" if network else "has no network"
+    return ("The shell runs in a sandbox: only the workspace is writable, the rest of the file "
+            f"system is read-only, the home directory is hidden, /tmp is private and it {net}.")

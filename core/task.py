@@ -73,6 +73,9 @@ class Task:
     max_turns: int = 50
     source: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend options ([claude], [openai])
+    pass_env: tuple[str, ...] = ()  # secret variables tool processes may still get
+    sandbox: str | None = None  # None (the shell is not confined) | "bwrap"
+    sandbox_network: bool = False  # bwrap: keep the network
 
     def to_dict(self) -> dict[str, Any]:
         """The whole task as JSON-able data (stored with session.started, so a session
@@ -105,6 +108,7 @@ class Task:
             "heartbeat_s": self.heartbeat_s,
             "stall_s": self.stall_s,
             "max_turns": self.max_turns,
+            "pass_env": list(self.pass_env), "sandbox": self.sandbox, "sandbox_network": self.sandbox_network,
             **{k: v for k, v in self.options.items()},
             "source": str(self.source) if self.source else None,
         }
@@ -198,6 +202,7 @@ TOP_KEYS = {
     "title", "backend", "model", "workspace", "plan", "plan_prompt", "plan_steps", "subtasks",
     "retry", "max_attempts", "max_check_retries", "heartbeat_s", "stall_s", "max_turns",
     "claude", "openai",
+    "pass_env", "sandbox", "sandbox_network",  # how tool processes run: core.tools.spawn
 }
 
 
@@ -287,6 +292,7 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
         max_turns=_number(data, "max_turns", 50, src, minimum=1, integer=True),
         source=None,
         options=options,
+        **_spawn_keys(data, src),
     )
 
 
@@ -333,3 +339,16 @@ def prompt_task(prompt: str, *, backend: str = "scripted", model: str | None = N
         backend=backend,
         model=model,
     )
+
+
+def _spawn_keys(data: dict[str, Any], src: str) -> dict[str, Any]:
+    """``pass_env`` (names), ``sandbox`` ("bwrap" or absent), ``sandbox_network`` (bool)."""
+    names = _expect(data.get("pass_env", []), list, src, "pass_env")
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or not n.strip() or "=" in n:
+            raise TaskError(f"{_where(src, f'pass_env[{i}]')}: expected a variable name, got {n!r}")
+    sandbox = data.get("sandbox")
+    if sandbox is not None and sandbox != "bwrap":
+        raise TaskError(f"{_where(src, 'sandbox')}: the only sandbox is \"bwrap\", got {sandbox!r}")
+    network = _expect(data.get("sandbox_network", False), bool, src, "sandbox_network")
+    return {"pass_env": tuple(n.strip() for n in names), "sandbox": sandbox, "sandbox_network": network}

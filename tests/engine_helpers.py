@@ -107,9 +107,11 @@ async def wait_for(predicate: Callable[[], Any], *, store: Any = None, timeout: 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_command") -> None:
+def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_command",
+                               ready: Callable[[], bool] | None = None) -> int:
     """Start ``shepherd run TASK --headless`` as a real process, watch its database the
-    way another process would until a ``tool`` call is running, then SIGKILL it."""
+    way another process would until a ``tool`` call is running (and ``ready()``, if
+    given, is true), then SIGKILL it. Returns the runner's pid."""
     proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task_file), "--headless", "--db", str(db)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
@@ -126,10 +128,11 @@ def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_co
                                               (tool,)).fetchone()[0]
                 except sqlite3.OperationalError:
                     running = 0
-                if running:
+                if running and (ready is None or ready()):
                     break
             time.sleep(0.05)  # polling another process's database: there is no event to await
         os.kill(proc.pid, signal.SIGKILL)
+        return proc.pid
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -60,8 +60,12 @@ class Env:
         self.cfg = tmp / "cfg"
         self.cfg.mkdir()
         (tmp / "ctmp").mkdir()
+        (tmp / "home").mkdir()
         self.db = tmp / "shepherd.db"
         self.env = {
+            # not the machine's shell profile: with Claude Code's Bash sandbox on (see
+            # cli_env), a profile that writes into $HOME (pyenv's rehash) prints warnings
+            "HOME": str(tmp / "home"),
             "ANTHROPIC_BASE_URL": api.base_url,
             "ANTHROPIC_API_KEY": "sk-ant-test-fake",
             "CLAUDE_CONFIG_DIR": str(self.cfg),

@@ -296,6 +296,16 @@ def _task_from_args(args: argparse.Namespace) -> Any:
     return load_task(args.task_file, backend=args.backend, model=args.model)
 
 
+def _check_sandbox(task: Any) -> None:
+    """A task asking for a sandbox this machine cannot give is refused before anything runs."""
+    from core.tools.spawn import SandboxUnavailable, check_sandbox
+
+    try:
+        check_sandbox(task)
+    except SandboxUnavailable as e:
+        raise UsageError(str(e)) from None
+
+
 def _exit_for(status: str) -> int:
     return {"done": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
 
@@ -389,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_tui(args)
         if args.command in ("demo", "run"):
             task = _task_from_args(args)
+            _check_sandbox(task)
             if args.headless or getattr(args, "json", False):
                 return asyncio.run(run_headless(args, task))
             return run_tui(args, task=task)

@@ -31,13 +31,14 @@ def current_log_path() -> Path | None:
 
 
 def redact(text: str) -> str:
-    """Mask anything that looks like an API key (the same rules as error messages)."""
+    """Mask secrets (the same rules as error messages and the store: core.secrets)."""
     return scrub(text)
 
 
 class RedactFilter(logging.Filter):
-    """Masks API keys in the message (args are merged in first, so keys passed as
-    ``%s`` arguments are caught too)."""
+    """Masks secrets in the message: key patterns and every value of a secret environment
+    variable (core.errors.scrub). Args are merged in first, so secrets passed as ``%s``
+    arguments are caught too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

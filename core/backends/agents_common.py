@@ -64,26 +64,32 @@ def tracing_disabled() -> bool:
     return os.environ.get("SHEPHERD_TRACING", "").strip() != "1"
 
 
-def agent_instructions(workspace: Path) -> str:
-    """The agent's system prompt: where it works and with what."""
+def agent_instructions(workspace: Path, task: Any = None) -> str:
+    """The agent's system prompt: where it works and with what (and, truthfully, how far
+    the shell reaches: see core.tools.shell_confinement)."""
+    from core.tools.spawn import SpawnPolicy
+    from core.tools.workspace import shell_confinement
+
     return (
         "You are a careful software engineer working in a project workspace at "
         f"{Path(workspace).resolve()}. Use the tools: list_files and read_file to look around, "
         "write_file to create or change files (always the complete content), and run_command "
-        "to run shell commands (tests, builds) in the workspace root. Paths are relative to the "
-        "workspace and cannot leave it. Verify your changes by running them. When the task is "
-        "done, answer with a short summary of what you did."
+        "to run shell commands (tests, builds) in the workspace root. The file tools' paths are "
+        "relative to the workspace and cannot leave it. "
+        f"{shell_confinement(SpawnPolicy.from_task(task))} Verify your changes by running them. "
+        "When the task is done, answer with a short summary of what you did."
     )
 
 
 def tools_for(ctx: AttemptContext) -> list[Any]:
     """The workspace tools, built once per subtask (building them costs ~30 ms)."""
-    from core.tools import workspace_tools
+    from core.tools import SpawnPolicy, workspace_tools
 
-    key = (str(Path(ctx.workspace).resolve()), id(ctx.clock))
+    policy = SpawnPolicy.from_task(ctx.task)
+    key = (str(Path(ctx.workspace).resolve()), id(ctx.clock), policy)
     cached = ctx.state.get("agents_tools")
     if cached is None or cached[0] != key:
-        cached = (key, workspace_tools(ctx.workspace, ctx.clock))
+        cached = (key, workspace_tools(ctx.workspace, ctx.clock, policy))
         ctx.state["agents_tools"] = cached
     return cached[1]
 

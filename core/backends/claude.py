@@ -188,14 +188,57 @@ def _is_loopback_url(url: str) -> bool:
         return False
 
 
-def cli_env(env: Mapping[str, str], config: ClaudeConfig) -> dict[str, str]:
-    """Our additions to the CLI's environment (the SDK merges them over os.environ)."""
-    out = {
+SCRUB_VAR = "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"
+
+
+def _cli_needs(name: str, env: Mapping[str, str]) -> bool:
+    """Credentials the CLI itself reads (its own API calls): kept in its environment,
+    and kept from its Bash tool by Claude Code's own scrub (SCRUB_VAR)."""
+    upper = name.upper()
+    on = lambda var: env.get(var) not in (None, "", "0", "false")  # noqa: E731
+    return (upper.startswith(("ANTHROPIC_", "CLAUDE_")) or upper.endswith("_PROXY")
+            or (upper.startswith("AWS_") and on("CLAUDE_CODE_USE_BEDROCK"))
+            or (upper.startswith(("GOOGLE_", "GCLOUD_", "CLOUDSDK_", "VERTEX_")) and on("CLAUDE_CODE_USE_VERTEX"))
+            or (upper.startswith("AZURE_") and on("CLAUDE_CODE_USE_FOUNDRY")))
+
+
+def subprocess_scrub_available() -> bool:
+    """Whether Claude Code can scrub credentials from its subprocesses here. With SCRUB_VAR
+    set, the bundled CLI (2.1.x) runs Bash in its own sandbox, which on Linux needs
+    bubblewrap and socat (without them every Bash call fails); elsewhere it is not
+    verified, so it is not turned on."""
+    import shutil
+    import sys
+
+    from core.tools.spawn import SpawnPolicy, sandbox_problem
+
+    if not sys.platform.startswith("linux") or shutil.which("socat") is None:
+        return False
+    return sandbox_problem(SpawnPolicy(sandbox="bwrap")) is None
+
+
+def cli_env(env: Mapping[str, str], config: ClaudeConfig, pass_env: tuple[str, ...] = ()) -> dict[str, str]:
+    """Our additions to the CLI's environment (the SDK merges them over os.environ, so a
+    variable can only be blanked, not removed): secrets the CLI does not need are blanked
+    (the task's ``pass_env`` excepted), and Claude Code is asked to keep its own
+    credentials from its Bash tool (SCRUB_VAR) where it can."""
+    from core.secrets import RUNNER_MARKER, runner_marker_value, withheld_names
+
+    out = {name: "" for name in withheld_names(env, pass_env) if not _cli_needs(name, env)}
+    out.update({
+        # the CLI and its Bash tool are this runner's tool processes: recovery finds them by it
+        RUNNER_MARKER: runner_marker_value(),
         # no feature-flag/telemetry calls: they cost seconds on a network that drops packets
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         # the supervisor owns retries
         "CLAUDE_CODE_MAX_RETRIES": str(config.cli_max_retries),
-    }
+    })
+    if SCRUB_VAR not in env:  # an explicit choice (e.g. =0) is the user's
+        if subprocess_scrub_available():
+            out[SCRUB_VAR] = "1"
+        else:
+            log.warning("Claude Code's Bash tool will see the CLI's credentials: it can only scrub them "
+                        "with bubblewrap and socat installed (Linux)")
     base_url = env.get("ANTHROPIC_BASE_URL", "")
     if base_url and _is_loopback_url(base_url):  # an inherited HTTP(S)_PROXY must not get it
         for var in ("NO_PROXY", "no_proxy"):
@@ -313,8 +356,11 @@ class ClaudeBackend:
     name = "claude"
 
     def __init__(self, *, env: Mapping[str, str] | None = None, cli_path: str | None = None) -> None:
+        from core.secrets import register_env
+
         self.env = dict(env or {})
         self.cli_path = cli_path
+        register_env(self.env)  # its keys are secrets too, though not in os.environ
 
     def effective_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
@@ -361,7 +407,7 @@ class _Attempt:
             raise NoCredentials(NO_CREDENTIALS)
         self.config = ClaudeConfig.from_task(ctx.task)
         self.cli_path = self.config.cli_path or backend.cli_path
-        self.extra_env = {**backend.env, **cli_env(self.env, self.config)}
+        self.extra_env = {**backend.env, **cli_env(self.env, self.config, tuple(getattr(ctx.task, "pass_env", ())))}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
         self.client: Any = None

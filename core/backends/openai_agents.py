@@ -121,7 +121,7 @@ class OpenAIAgentsBackend:
             model_settings = ModelSettings()
         agent = Agent(
             name="shepherd",
-            instructions=agent_instructions(ctx.workspace),
+            instructions=agent_instructions(ctx.workspace, ctx.task),
             tools=tools_for(ctx),
             model=model,
             model_settings=model_settings,

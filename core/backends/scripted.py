@@ -358,7 +358,7 @@ class ScriptedBackend:
     def make_agent(self, ctx: AttemptContext) -> Agent[Any]:
         return Agent(
             name="shepherd",
-            instructions=agent_instructions(ctx.workspace),
+            instructions=agent_instructions(ctx.workspace, ctx.task),
             tools=tools_for(ctx),
             model=StepModel(ctx, self.calls),
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiosqlite
 
+from core.secrets import Scrubber
 from core.store.conn import Database, Executor
 
 
@@ -58,7 +59,8 @@ class AgentsSession:
     async def add_items(self, items: list[Any]) -> None:
         if not items:
             return
-        rows = [(self.session_id, json.dumps(item)) for item in items]
+        scrubber = Scrubber()  # history is stored and sent to the model again: no secrets
+        rows = [(self.session_id, json.dumps(scrubber.obj(item))) for item in items]
 
         async def write(conn: aiosqlite.Connection) -> None:
             await conn.executemany("INSERT INTO agent_items (session_id, item_json) VALUES (?, ?)", rows)

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiosqlite
 
+from core.secrets import Scrubber
 from core.store.conn import Database, Executor
 
 _last_mtime_ms = 0
@@ -44,6 +45,8 @@ class ClaudeSessionStore:
         if not entries:
             return
         project_key, session_id, subpath = _key(key)
+        scrubber = Scrubber()  # the transcript mirror is stored like events: no secrets
+        entries = [scrubber.obj(e) for e in entries]
         fold = None
         if not subpath:  # subagent transcripts never feed the main session's summary
             from claude_agent_sdk import fold_session_summary as fold  # (before taking the lock)

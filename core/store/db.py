@@ -60,7 +60,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from core.clock import RealClock
 from core.events import Event, SessionInterrupted, ToolFinished
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
-from core.store.derive import FINISHED_SESSION, decode_event, prepare, write_events
+from core.secrets import Scrubber
+from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
+from core.store.derive import _field_names as field_names
 from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
 
 if TYPE_CHECKING:
@@ -237,6 +239,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_NOT_SCRUBBED = frozenset({"session_id", "seq", "ts", "subtask_id", "attempt"})
+
+
+def scrub_event(ev: Event, scrubber: Scrubber | None = None) -> Event:
+    """``ev`` with secrets scrubbed from every text it carries (nested ones too): the
+    store's write path calls this for every event, so no table, export or screen that
+    reads the store can show a secret. The same event when there was nothing to scrub."""
+    scrubber = scrubber or Scrubber()
+    changes: dict[str, Any] = {}
+    for name in field_names(type(ev)):
+        if name in _NOT_SCRUBBED:
+            continue
+        value = getattr(ev, name)
+        if isinstance(value, (str, dict, list)):
+            new = scrubber.obj(value)
+            if new is not value:
+                changes[name] = new
+    return copy_event(ev, **changes) if changes else ev
+
+
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -315,6 +337,7 @@ class Store:
         self._job_events: list[Event] = []
         self._closing = False
         self._closed = False
+        self._scrubber_now: Scrubber | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -373,13 +396,25 @@ class Store:
         if not event.session_id:
             raise ValueError(f"{event.type} event has no session_id")
         future: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        own, head = prepare(event, event.ts or self.clock.now())
+        own, head = prepare(scrub_event(event, self._scrubber()), event.ts or self.clock.now())
         self._queue.append(_Pending(own, head, future, time.perf_counter()))
         self._wake.set()
         return future
 
     async def append(self, event: Event) -> Event | None:
         return await self.submit(event)
+
+    def _scrubber(self) -> Scrubber:
+        """One Scrubber for all submits of one event-loop iteration (a burst of events
+        checks the environment once); the next iteration sees any change."""
+        scrubber = self._scrubber_now
+        if scrubber is None:
+            scrubber = self._scrubber_now = Scrubber()
+            asyncio.get_running_loop().call_soon(self._forget_scrubber)
+        return scrubber
+
+    def _forget_scrubber(self) -> None:
+        self._scrubber_now = None
 
     async def flush(self) -> None:
         """Wait until everything submitted before this call is committed (or failed)."""
@@ -501,6 +536,8 @@ class Store:
         """Write events from inside a job's transaction (recovery); subscribers hear of
         them after the job commits."""
         now = self.clock.now()
+        scrubber = Scrubber()
+        events = [scrub_event(e, scrubber) for e in events]
         results = await run_sync(conn, lambda raw: write_events(raw, events, now))
         self._job_events.extend(e for e in results if e is not None)
         return results
@@ -709,6 +746,7 @@ class Store:
 
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+        text = Scrubber().text(text)  # a person's message may quote a secret too
 
         async def insert(conn: aiosqlite.Connection) -> int:
             cursor = await conn.execute(
@@ -740,8 +778,9 @@ class Store:
 
     async def recover(self) -> list[str]:
         """Close sessions whose runner is gone: tool.finished(interrupted) for each running
-        call, then session.interrupted, in one transaction. Returns their ids; a second
-        call finds nothing (the sessions are no longer live)."""
+        call, then session.interrupted, in one transaction; then kill the tool processes a
+        dead runner of this host left behind (core.tools.spawn.kill_orphans). Returns their
+        ids; a second call finds nothing (the sessions are no longer live)."""
         live = tuple(sorted(FINISHED_SESSION))
         marks = ", ".join("?" for _ in live)
         if not await self._fetch(f"SELECT 1 FROM sessions WHERE status NOT IN ({marks}) LIMIT 1", live):
@@ -753,6 +792,7 @@ class Store:
                 f"SELECT id, last_event_ts FROM sessions WHERE status NOT IN ({marks}) ORDER BY started_at", live))
             events: list[Event] = []
             recovered: list[str] = []
+            dead_runners.clear()
             for cand in candidates:
                 sid = cand["id"]
                 lease = await self._lease_row(conn, sid)
@@ -772,6 +812,8 @@ class Store:
                         call_id=c["call_id"], status="interrupted", output=INTERRUPTED_OUTPUT,
                         duration_s=max(0.0, at - float(c["started_at"]))))
                 events.append(SessionInterrupted(session_id=sid, ts=at, reason=f"runner gone ({why})"))
+                if lease is not None and lease["host"] == self.host and not _pid_alive(int(lease["pid"])):
+                    dead_runners.add(int(lease["pid"]))
                 if lease is not None:
                     await conn.execute("DELETE FROM leases WHERE session_id = ?", (sid,))
                 recovered.append(sid)
@@ -779,7 +821,17 @@ class Store:
                 await self._write_in_job(conn, events)
             return recovered
 
+        dead_runners: set[int] = set()
         recovered = await self.run_write(recover_job)
+        if dead_runners:
+            # what their tools left running (a process that escaped its group, or no
+            # pdeathsig on this system): only this host's, only marked with a dead runner
+            from core.tools.spawn import kill_orphans
+
+            killed = sum([await asyncio.to_thread(kill_orphans, pid, self.host) for pid in sorted(dead_runners)])
+            if killed:
+                log.info("store: killed %d tool process(es) left by runner(s) %s", killed,
+                         ", ".join(map(str, sorted(dead_runners))))
         if recovered:
             log.info("store: marked %d session(s) interrupted: %s", len(recovered), ", ".join(recovered))
         return recovered

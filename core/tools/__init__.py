@@ -1,5 +1,6 @@
 """Workspace tools (files, shell) for the openai-agents based backends."""
 
+from core.tools.spawn import SandboxUnavailable, SpawnPolicy, check_sandbox
 from core.tools.workspace import (
     ERROR_PREFIX,
     MAX_OUTPUT_CHARS,
@@ -13,13 +14,15 @@ from core.tools.workspace import (
     resolve_in_workspace,
     run_check,
     run_command,
+    shell_confinement,
     truncate_middle,
     workspace_tools,
     write_file,
 )
 
 __all__ = [
+    "SandboxUnavailable", "SpawnPolicy", "check_sandbox",
     "ERROR_PREFIX", "MAX_OUTPUT_CHARS", "TIMEOUT_EXIT_CODE", "CommandResult", "ConfinementError", "execute",
     "is_error_output", "list_files", "read_file", "resolve_in_workspace", "run_check",
-    "run_command", "truncate_middle", "workspace_tools", "write_file",
+    "run_command", "shell_confinement", "truncate_middle", "workspace_tools", "write_file",
 ]

@@ -1,12 +1,15 @@
 """Workspace tools for the openai/scripted backends: list, read, write files and run commands.
 
 Plain functions first (testable without the SDK), then ``workspace_tools()`` which wraps
-them as openai-agents ``function_tool``s bound to one workspace. Every path is confined
-to the workspace (symlinks resolved); a refusal or failure is *returned* as text starting
-with ``ERROR_PREFIX`` so the model sees it and the UI can mark the call as failed.
+them as openai-agents ``function_tool``s bound to one workspace. Every path of the *file*
+tools is confined to the workspace (symlinks resolved); the shell is not, unless the task
+asks for ``sandbox = "bwrap"`` (core.tools.spawn). A refusal or failure is *returned* as
+text starting with ``ERROR_PREFIX`` so the model sees it and the UI can mark the call as failed.
 
-Commands run in their own session (process group); on timeout or cancellation the whole
-group is killed with SIGKILL, so a grandchild sleeper cannot outlive the call.
+Commands run in their own session (process group) with ``core.tools.spawn``'s environment
+(no credentials) and lifetime rules; on timeout or cancellation the whole group is killed
+with SIGKILL, so a grandchild sleeper cannot outlive the call. What a tool returns to the
+model is scrubbed of secret values (core.secrets) first.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.clock import Clock, real_time
+from core.secrets import scrub_values
 from core.text import truncate_middle as _truncate_middle
+from core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, spawn_kwargs
 
 if TYPE_CHECKING:
     from agents import Tool
@@ -181,20 +186,23 @@ async def _capture(stream: asyncio.StreamReader, buf: bytearray, tail: bytearray
 
 
 async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
-                  clock: Clock | None = None) -> CommandResult:
-    """Run ``command`` through the shell in ``workspace``, in a new session. On timeout,
-    or if the caller is cancelled, the whole process group gets SIGKILL."""
+                  clock: Clock | None = None, policy: SpawnPolicy | None = None) -> CommandResult:
+    """Run ``command`` through the shell in ``workspace``, in a new session, as ``policy``
+    says (environment, sandbox). On timeout, or if the caller is cancelled, the whole
+    process group gets SIGKILL. Raises SandboxUnavailable rather than run a confined
+    command unconfined."""
     clock = real_time(clock)
     start = clock.monotonic()
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.subprocess_shell(
+    argv = command_argv(command, Path(workspace), policy)
+    transport, proto = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(loop),
-        command,
+        *argv,
         cwd=str(workspace),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
+        **spawn_kwargs(policy),
     )
     proc = asyncio.subprocess.Process(transport, proto, loop)
     head, tail = bytearray(), bytearray()
@@ -240,16 +248,20 @@ def _fmt_seconds(s: float) -> str:
 
 
 async def run_command(workspace: Path, command: str, timeout_s: float = 60.0, *,
-                      clock: Clock | None = None) -> str:
-    """The tool's text: the output, prefixed with an error line on failure or timeout."""
+                      clock: Clock | None = None, policy: SpawnPolicy | None = None) -> str:
+    """The tool's text: the output (secrets scrubbed), prefixed with an error line on
+    failure or timeout."""
     if not command or not command.strip():
         return f"{ERROR_PREFIX}empty command"
     timeout_s = min(max(float(timeout_s), 0.1), MAX_COMMAND_TIMEOUT_S)
     try:
-        res = await execute(command, workspace, timeout_s, clock=clock)
+        res = await execute(command, workspace, timeout_s, clock=clock, policy=policy)
+    except SandboxUnavailable as e:
+        return f"{ERROR_PREFIX}not run: {e}"
     except OSError as e:
         return f"{ERROR_PREFIX}cannot start command: {e.strerror or e}"
-    body = res.output if res.output.strip() else "(no output)"
+    output = scrub_values(res.output)
+    body = output if output.strip() else "(no output)"
     if res.timed_out:
         return f"{ERROR_PREFIX}command timed out after {_fmt_seconds(timeout_s)} s (process group killed)\n{body}"
     if res.exit_code != 0:
@@ -261,21 +273,33 @@ TIMEOUT_EXIT_CODE = 124  # what run_check reports for a timed-out check (as core
 
 
 async def run_check(command: str, workspace: Path, timeout_s: float, *,
-                    clock: Clock | None = None) -> tuple[int, str]:
-    """Run a subtask's ``check`` command: (exit_code, output). A timeout kills the whole
-    process group and gives (TIMEOUT_EXIT_CODE, output + 'timed out after N s')."""
+                    clock: Clock | None = None, task: Any = None) -> tuple[int, str]:
+    """Run a subtask's ``check`` command as the task's tools run (environment, sandbox):
+    (exit_code, output). A timeout kills the whole process group and gives
+    (TIMEOUT_EXIT_CODE, output + 'timed out after N s'). The output goes back to the model
+    as retry context, so it is scrubbed of secrets here."""
     try:
-        res = await execute(command, workspace, timeout_s, clock=clock)
+        res = await execute(command, workspace, timeout_s, clock=clock, policy=SpawnPolicy.from_task(task))
+    except SandboxUnavailable as e:
+        return 126, f"check not run: {e}"
     except OSError as e:
         return 127, f"cannot start check command: {e.strerror or e}"
+    output = scrub_values(res.output)
     if res.timed_out:
-        out = res.output.rstrip("\n")
+        out = output.rstrip("\n")
         sep = "\n" if out else ""
         return TIMEOUT_EXIT_CODE, f"{out}{sep}timed out after {_fmt_seconds(timeout_s)} s"
-    return (res.exit_code if res.exit_code is not None else -1), res.output
+    return (res.exit_code if res.exit_code is not None else -1), output
 
 
 # --- the SDK tools -------------------------------------------------------------------
+
+
+def shell_confinement(policy: SpawnPolicy | None) -> str:
+    """The truth about the shell tool under ``policy`` (the words live in core.prompts)."""
+    from core.prompts import shell_confinement as words
+
+    return words(bool(policy and policy.confined), bool(policy and policy.network))
 
 
 def _tool_failure(ctx: Any, error: Exception) -> str:
@@ -283,11 +307,14 @@ def _tool_failure(ctx: Any, error: Exception) -> str:
     return f"{ERROR_PREFIX}{type(error).__name__}: {error}"
 
 
-def workspace_tools(workspace: Path, clock: Clock | None = None) -> list["Tool"]:
-    """The four tools bound to ``workspace`` as openai-agents FunctionTools."""
+def workspace_tools(workspace: Path, clock: Clock | None = None,
+                    policy: SpawnPolicy | None = None) -> list["Tool"]:
+    """The four tools bound to ``workspace`` as openai-agents FunctionTools; ``policy``
+    (SpawnPolicy.from_task) says how run_command's processes run."""
     from agents import function_tool  # lazy: the SDK is expensive to import
 
     ws = Path(workspace).resolve()
+    policy = policy or SpawnPolicy()
 
     async def list_files_tool(path: str = ".") -> str:
         """List the files under a directory of the workspace (recursive).
@@ -303,7 +330,7 @@ def workspace_tools(workspace: Path, clock: Clock | None = None) -> list["Tool"]
         Args:
             path: File path relative to the workspace root.
         """
-        return await asyncio.to_thread(read_file, ws, path)
+        return scrub_values(await asyncio.to_thread(read_file, ws, path))  # e.g. a .env file
 
     async def write_file_tool(path: str, content: str) -> str:
         """Create or overwrite a text file in the workspace (parent directories are created).
@@ -315,13 +342,16 @@ def workspace_tools(workspace: Path, clock: Clock | None = None) -> list["Tool"]
         return await asyncio.to_thread(write_file, ws, path, content)
 
     async def run_command_tool(command: str, timeout_s: int = 60) -> str:
-        """Run a shell command in the workspace root and return its output (stdout and stderr).
+        return await run_command(ws, command, timeout_s, clock=clock, policy=policy)
+
+    run_command_tool.__doc__ = f"""Run a shell command in the workspace root and return its output (stdout and stderr).
+
+        {shell_confinement(policy)}
 
         Args:
             command: The shell command line.
             timeout_s: Seconds before the command and all its child processes are killed.
         """
-        return await run_command(ws, command, timeout_s, clock=clock)
 
     specs = (
         ("list_files", list_files_tool),
