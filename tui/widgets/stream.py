@@ -60,9 +60,17 @@ class StreamView(VerticalScroll):
         self._bar.display = False
 
     # Textual's anchor pins content to the bottom even when it fits the view; anchor
-    # only once it overflows, so a short stream starts at the top.
+    # only once it overflows, so a short stream starts at the top. Once anchored, Textual
+    # keeps the end in view as content grows, lets go when the user scrolls up and takes
+    # hold again when they scroll back to the end. Content grows without a Resize event
+    # (a reflow only resizes widgets whose region changed), so watch the virtual size:
+    # whatever was appended or grew, the first overflow arms the anchor.
     def on_resize(self) -> None:
         self._maybe_anchor()
+
+    def watch_virtual_size(self) -> None:
+        if self._follow_pending:  # the container size is set after this: look once layout is done
+            self.call_after_refresh(self._maybe_anchor)
 
     def _maybe_anchor(self) -> None:
         if self._follow_pending and self.max_scroll_y > 0:
