@@ -4,6 +4,7 @@ the sessions list filters as you type. Real Store files, the real app via pilot.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,52 @@ async def test_scrolling_up_stops_following_and_the_end_follows_again(store: Sto
         await w.add(ev.SubtaskFinished, subtask_id="a", status="stuck", reason="retry budget used up")
         await _step(pilot, screen)
         assert at_end(screen)
+
+
+# --- 15: no false "no session" toast on runs started here --------------------------------
+
+
+async def test_runs_started_here_never_toast_no_session_even_before_the_first_commit(tmp_path: Path) -> None:
+    """The store's commits are held back until the new session's screen has loaded (the
+    race at its worst, every time): the screen knows the run is its own and waits for it."""
+    from tests.test_tui_app import home_ready, notifications
+    from tui.app import ShepherdApp
+
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await home_ready(pilot)
+        store = app.store
+        gate = asyncio.Event()
+        commit = store._commit
+
+        async def gated(batch: Any) -> None:
+            await gate.wait()
+            await commit(batch)
+
+        store._commit = gated
+        try:
+            await _start_ten_runs(pilot, app, gate)
+        finally:  # a failure must not leave the writer blocked (closing would wait forever)
+            gate.set()
+            store._commit = commit
+        bad = [n.message for n in notifications(app) if "no session" in n.message]
+        assert bad == []
+
+
+async def _start_ten_runs(pilot: Any, app: Any, gate: asyncio.Event) -> None:
+    from tests.test_tui_app import _waiting_task, notifications, wait_until
+
+    store = app.store
+    for i in range(10):
+        gate.clear()
+        handle = await app.start_task(_waiting_task(f"run {i}"))
+        screen = app.screen
+        assert isinstance(screen, SessionScreen) and screen.session_id == handle.session_id
+        await wait_until(pilot, screen.loaded.is_set, what="the session screen loaded")
+        assert await store.get_session(handle.session_id) is None  # nothing committed yet
+        assert not [n.message for n in notifications(app) if "no session" in n.message]
+        assert "starting" in screen.status_bar.text
+        gate.set()
+        await wait_until(pilot, lambda: screen.model.session.title == f"run {i}", what="the first events")
+        await handle.supervisor.cancel(source="test")
+        await asyncio.wait_for(asyncio.shield(handle.task), 15)

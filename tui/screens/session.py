@@ -121,7 +121,9 @@ class SessionScreen(Screen[None]):
             self.notify(f"could not load session {self.session_id}: {exc}", severity="error", markup=False)
             self.history = History(None)
         h = self.history
-        if h.session is None and not h.events:
+        if h.session is None and not h.events and self.follow is None:
+            # A followed session may not have committed its first event yet (a run just
+            # started here or elsewhere): its feed delivers it, the status says "starting…".
             self.notify(f"no session {self.session_id} in the database", severity="warning")
         self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id)
         self.selected = self.model.default_subtask_id()

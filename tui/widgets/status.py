@@ -33,6 +33,8 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     label = status
     if info.pause_requested and status == "running":
         label = "pausing…"
+    elif status in ("pending", "starting"):  # followed before its first event is committed
+        label = "starting…"
     parts: list[tuple[str, str] | str] = [
         (f" {SESSION_ICONS.get(status, '●')} {label} ", f"bold {SESSION_STYLES.get(status, '')}"),
     ]
