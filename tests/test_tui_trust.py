@@ -160,3 +160,245 @@ async def _start_ten_runs(pilot: Any, app: Any, gate: asyncio.Event) -> None:
         await wait_until(pilot, lambda: screen.model.session.title == f"run {i}", what="the first events")
         await handle.supervisor.cancel(source="test")
         await asyncio.wait_for(asyncio.shield(handle.task), 15)
+
+
+# --- 17: the status bar never says idle while tools run; p answers at once ---------------
+
+
+async def test_status_bar_shows_tools_running_not_idle(store: Store) -> None:
+    w = Writer(store)
+    await w.start()
+    a = await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash", input={"command": "sleep 9"})
+    await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c2", name="Bash", input={"command": "sleep 8"})
+    clock = Clock(a.ts + 5)
+    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
+    app = Harness(screen)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot, screen)
+        text = screen.status_bar.text
+        assert "⚙ 2 tools running 5 s" in text and "idle" not in text
+        await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c1", status="ok", output="")
+        await screen.flush_now()
+        assert "⚙ 1 tool running 4 s" in screen.status_bar.text  # c2 started 0.5 s later
+        await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c2", status="ok", output="")
+        await screen.flush_now()
+        clock.now = w.ts + 3
+        text = screen.status_bar.text
+        assert "running" in text.split("│")[0] and "tool" not in text and "idle 3 s" in text
+
+
+async def test_p_on_an_interrupted_session_answers_at_once_and_imports_off_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming imports the backend's SDK (seconds): the status says "resuming…" at once,
+    the import runs in a thread, the screen keeps working meanwhile."""
+    import threading
+
+    import core.engine as engine
+    from tests import tui_fixtures as fx
+    from tests.test_tui_app import wait_until
+    from tui.app import ShepherdApp
+
+    monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["interrupted"])
+    real, imported, gate, where = engine.make_backend, set(), threading.Event(), []
+
+    def slow_first_import(name: str) -> Any:
+        if name not in imported:  # the first call is the import: slow, and it must not be the loop's
+            where.append(threading.current_thread() is threading.main_thread())
+            assert where[-1] is False, "the SDK import ran on the event loop"
+            assert gate.wait(20)
+            imported.add(name)
+        return real(name)
+
+    monkeypatch.setattr(engine, "make_backend", slow_first_import)
+    sid = fx.SESSION_IDS["interrupted"]
+    app = ShepherdApp(db, open_session=sid, clock=lambda: fx.NOW)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded.is_set(),
+                             what="the interrupted session")
+            screen = app.screen
+            assert [k.description for k in screen.query("FooterKey") if k.key == "p"] == ["Resume"]
+            await pilot.press("p")
+            await pilot.pause()
+            assert "⟳ resuming…" in screen.status_bar.text
+            for _ in range(5):  # the loop is free while the import runs
+                await pilot.pause(0.01)
+            assert where == [False] and app.screen is screen
+            gate.set()
+            await wait_until(pilot, lambda: sid in app.runs, what="the run resumed")
+            await wait_until(pilot, lambda: app.screen is not screen and isinstance(app.screen, SessionScreen),
+                             what="the live view")
+            await asyncio.wait_for(asyncio.shield(app.runs[sid].task), 30)
+    finally:
+        gate.set()
+
+
+# --- 18: the footer says what the keys do now -------------------------------------------
+
+
+def footer(screen: Any) -> list[str]:
+    return [f"{k.key_display or k.key} {k.description}" for k in screen.query("FooterKey")]
+
+
+def keys(screen: Any) -> dict[str, str]:
+    return {k.key: k.description for k in screen.query("FooterKey")}
+
+
+async def _footer_settles(pilot: Any, screen: Any, want: dict[str, str | None]) -> None:
+    def ok() -> bool:
+        shown = keys(screen)
+        return all(shown.get(k) == v for k, v in want.items())
+
+    await until(pilot, ok, f"footer {want}")
+
+
+async def test_footer_in_each_state(store: Store) -> None:
+    w = Writer(store)
+    await w.start()
+    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
+    app = Harness(screen)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot, screen)
+        # running
+        await _footer_settles(pilot, screen, {"p": "Pause", "r": "Retry", "s": "Skip", "c": "Cancel", "m": "Note"})
+        # paused: p resumes, and says so
+        await w.add(ev.Control, command="pause", source="tui")
+        await w.add(ev.SessionPaused, reason="user")
+        await screen.flush_now()
+        await _footer_settles(pilot, screen, {"p": "Resume", "r": "Retry", "c": "Cancel"})
+        await w.add(ev.SessionResumed)
+        await screen.flush_now()
+        await _footer_settles(pilot, screen, {"p": "Pause"})
+        # stuck: waiting for a person to retry, skip or cancel; pausing means nothing
+        await w.add(ev.SubtaskFinished, subtask_id="a", status="stuck", reason="retry budget used up")
+        await screen.flush_now()
+        await _footer_settles(pilot, screen, {"p": None, "r": "Retry", "s": "Skip", "c": "Cancel"})
+        # finished: a past session; r runs the selected subtask again (this app can)
+        await w.add(ev.SessionFinished, status="failed", reason="subtask a stuck")
+        await screen.flush_now()
+        screen.controller = None
+        screen.refresh_bindings()
+        await _footer_settles(pilot, screen, {"p": None, "r": "Retry", "s": None, "c": None, "m": None,
+                                              "e": "Export"})
+
+
+async def test_footer_of_a_read_only_session_offers_only_what_works(store: Store) -> None:
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.SessionFinished, status="done")
+    screen = SessionScreen(store, SID, controller=Recorder(), follow=None, clock=Clock(w.ts))
+    app = Harness(screen)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot, screen)
+        await _footer_settles(pilot, screen, {"e": "Export"})
+        assert set(keys(screen)) <= {"e", "escape", "ctrl+p"}, footer(screen)
+        assert "read-only" in screen.status_bar.text
+
+
+async def test_palette_offers_resume_when_paused_and_not_pause(tmp_path: Path) -> None:
+    from tests import tui_fixtures as fx
+    from tests.test_tui_app import wait_until
+    from tui.app import ShepherdApp, ShepherdCommands
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["live"])
+    sid = fx.SESSION_IDS["live"]
+    app = ShepherdApp(db, open_session=sid, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded.is_set(),
+                         what="the live session")
+        screen = app.screen
+        assert screen.controllable  # another process runs it: attached, with its controls
+
+        def offered() -> list[str]:
+            return [name for name, _, _ in ShepherdCommands(screen)._commands()]
+
+        assert "Pause" in offered() and "Resume" not in offered()
+        await app.store.append(ev.SessionPaused(session_id=sid, ts=fx.NOW, reason="paused by cli"))
+        await wait_until(pilot, lambda: screen.model.session.status == "paused", what="paused")
+        await pilot.pause()
+        assert "Resume" in offered() and "Pause" not in offered()
+        assert keys(screen)["p"] == "Resume"
+
+
+# --- 19: tool calls unfold visibly; the full text is one key away ------------------------
+
+
+async def test_blocks_are_reachable_with_j_k_and_say_what_enter_and_o_do(store: Store) -> None:
+    from tui.screens.tool_output import ToolOutputScreen
+    from tui.widgets.blocks import ToolCallView
+
+    w = Writer(store)
+    await w.start()
+    out = "".join(f"line {i} of the output\n" for i in range(480))
+    for i in range(3):
+        await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id=f"c{i}", name="Bash",
+                    input={"command": f"pytest -q tests/test_{i}.py", "timeout": 60})
+        await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id=f"c{i}", status="ok",
+                    output=out if i == 1 else f"ok {i}", duration_s=0.5)
+    screen = SessionScreen(store, SID, controller=None, follow=None, clock=Clock(w.ts))
+    app = Harness(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, screen)
+        tools = [wd for wd in screen.stream.widgets.values() if isinstance(wd, ToolCallView)]
+        assert all(wd.render().plain.startswith("▸ ") for wd in tools)  # a fold marker on every call
+        assert keys(screen).get("o") == "Output"
+        await pilot.press("j")
+        assert screen.focused is tools[0]
+        await pilot.press("j")
+        assert screen.focused is tools[1]
+        await _footer_settles(pilot, screen, {"enter": "Expand", "o": "Full output"})
+        await pilot.press("enter")
+        await _footer_settles(pilot, screen, {"enter": "Collapse"})
+        assert tools[1].expanded and tools[1].render().plain.startswith("▾ ")
+        assert tools[1].region.y >= screen.stream.region.y  # its head stayed in view
+        await pilot.press("enter")
+        assert not tools[1].expanded
+        await pilot.press("k")
+        assert screen.focused is tools[0]
+        await pilot.press("j", "o")
+        await until(pilot, lambda: isinstance(app.screen, ToolOutputScreen), "the full output")
+        modal = app.screen
+        text = "\n".join(str(st.render()) for st in modal.query("Static"))
+        assert "output  10.9 kB, 480 lines" in text
+        assert "line 0 of the output" in text and "line 479 of the output" in text  # all of it
+        assert '"command": "pytest -q tests/test_1.py"' in text and '"timeout": 60' in text
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "back")
+        assert screen.focused is tools[1]
+
+
+def test_one_icon_per_state_on_home_session_view_and_help() -> None:
+    from tui import icons
+    from tui.screens import help as help_screen
+    from tui.widgets.status import status_line
+    from tui.widgets.subtasks import subtask_line
+    from tui import model as m
+
+    legend = dict(help_screen.STATUS_LEGEND)
+    for state, _ in icons.LEGEND:
+        icon = icons.STATE_ICONS[state]
+        assert icon in legend
+        sub_state = "waiting_retry" if state == "waiting" else state
+        if state != "running":
+            assert subtask_line(m.SubtaskView(id="a", state=sub_state), 0, T0).plain.startswith(icon)
+        assert status_line(m.SessionInfo(status=state), T0, live=True).plain.strip().startswith(icon)
+    assert m.STATE_ICONS is icons.STATE_ICONS
+
+
+async def test_home_rows_use_the_same_icons(tmp_path: Path) -> None:
+    from tests import tui_fixtures as fx
+    from tests.test_tui_app import home_ready
+    from tui import icons
+    from tui.app import ShepherdApp
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done", "failed", "cancelled", "stuck", "interrupted"])
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        home = await home_ready(pilot)
+        for row in home.rows:
+            cell = home.table.get_cell(row.id, "status")
+            assert cell.plain == icons.STATE_ICONS[row.status], row.status

@@ -9,16 +9,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown
 
-STATUS_LEGEND = [
-    ("⠋", "running (the spinner moves while the agent works)"),
-    ("◷", "waiting for a retry (a countdown shows when it starts again)"),
-    ("‖", "paused"),
-    ("!", "stuck: a retry budget ran out; retry, skip or cancel it"),
-    ("✓", "done"),
-    ("✗", "failed"),
-    ("⊘", "cancelled"),
-    ("↯", "interrupted: the process running it died; open it to see where it stopped"),
-]
+from tui.icons import LEGEND, STATE_ICONS
+
+STATUS_LEGEND = [(STATE_ICONS[state], meaning) for state, meaning in LEGEND]
 
 ABOUT = """\
 Shepherd runs coding agents, retries them when an API fails (with a bounded budget),

@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
+from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
 from tui.model import fmt_span
 from tui.widgets.anim import Ticker
@@ -30,17 +31,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shepherd.tui.sessions")
 
-SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-# status -> (icon, style); "running" uses the spinner instead of its icon.
-STATUS_ICONS: dict[str, tuple[str, str]] = {
-    "running": ("⠋", "bold cyan"),
-    "waiting": ("◷", "bold yellow"),
-    "paused": ("‖", "bold cyan"),
-    "stuck": ("!", "bold black on yellow"),
-    "done": ("✓", "bold green"),
-    "failed": ("✗", "bold red"),
-    "cancelled": ("⊘", "dim"),
-    "interrupted": ("↯", "bold magenta"),
+# status -> style; the icon comes from the one table (tui.icons), "running" spins.
+STATUS_STYLES: dict[str, str] = {
+    "running": "bold cyan",
+    "waiting": "bold yellow",
+    "paused": "bold cyan",
+    "stuck": "bold black on yellow",
+    "done": "bold green",
+    "failed": "bold red",
+    "cancelled": "dim",
+    "interrupted": "bold magenta",
 }
 LIVE_STATUSES = frozenset({"running", "waiting", "paused", "stuck"})
 RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled"})
@@ -330,9 +330,7 @@ class SessionsScreen(Screen):
     # --- cells ---------------------------------------------------------------------------------------
 
     def _cell_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
-        icon, style = STATUS_ICONS.get(row.status, ("?", "dim"))
-        if row.status == "running":
-            icon = SPINNER[self._frame % len(SPINNER)]
+        icon, style = state_icon(row.status, self._frame), STATUS_STYLES.get(row.status, "dim")
         backend = row.backend + (f"/{row.model}" if row.model else "")
         in_process = row.id in self._live_ids()
         title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)

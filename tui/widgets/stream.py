@@ -176,6 +176,32 @@ class StreamView(VerticalScroll):
         self._update_bar()
         await self.remove_children(widgets)
 
+    def keep_in_view(self, widget: Widget) -> None:
+        """A block the reader unfolded: once laid out, bring its head (and as much of it
+        as fits) into view instead of jumping to the stream's end. Following goes on if
+        that is still the end; else it resumes when the reader scrolls back down."""
+        was_pending, self._follow_pending = self._follow_pending, False  # this growth is no append
+
+        def reveal() -> None:
+            if was_pending and not self.is_anchored:
+                if self.max_scroll_y <= 0:  # still fits: wait for the first real overflow
+                    self._follow_pending = True
+                    return
+                self._anchored, self._anchor_released = True, True  # armed; the end takes hold again
+            tall = widget.outer_size.height > self.scrollable_content_region.height
+            self.scroll_to_widget(widget, animate=False, top=tall, immediate=True)
+            self.resume_following_at_end()
+
+        self.call_after_refresh(reveal)
+
+    def resume_following_at_end(self) -> None:
+        """After a programmatic scroll (focus, reveal): still at the end means following."""
+        if self.is_anchored and self._anchor_released and self.scroll_y >= self.max_scroll_y:
+            self._anchor_released = False
+
+    def focusable_blocks(self) -> list[Widget]:
+        return [w for w in self.widgets.values() if w.can_focus]
+
     def block_widget(self, bid: int) -> Widget | None:
         return self.widgets.get(bid)
 
