@@ -402,3 +402,62 @@ async def test_home_rows_use_the_same_icons(tmp_path: Path) -> None:
         for row in home.rows:
             cell = home.table.get_cell(row.id, "status")
             assert cell.plain == icons.STATE_ICONS[row.status], row.status
+
+
+# --- 21: the sessions list filters as you type; help shows Shepherd's keys first ---------
+
+
+async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: Path) -> None:
+    from tests import tui_fixtures as fx
+    from tests.test_tui_app import home_ready, wait_until
+    from textual.widgets import Input
+    from tui.app import ShepherdApp
+    from tui.screens.help import HelpScreen
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done", "failed", "cancelled"])
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        home = await home_ready(pilot)
+        field = home.query_one("#filter", Input)
+        assert app.focused is home.table
+        await pilot.press("t", "y", "p", "e")  # none of them is a key of this screen
+        assert field.value == "type" and app.focused is field
+        await wait_until(pilot, lambda: home.row_ids() == [fx.SESSION_IDS["cancelled"]], what="filtered")
+        await pilot.press("escape")  # clears and goes back to the list
+        assert field.value == "" and app.focused is home.table
+        await wait_until(pilot, lambda: len(home.row_ids()) == 3, what="all rows again")
+        await pilot.press("question_mark")  # a binding stays the binding
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is home, what="home")
+        assert field.value == ""
+        await pilot.press("slash", *"dates")  # / first, to type letters that are keys
+        assert field.value == "dates"
+
+
+async def test_help_shows_shepherds_keys_first_and_the_palette_keys_entry_opens_it(tmp_path: Path) -> None:
+    from textual.command import CommandPalette
+    from tests.test_tui_app import home_ready, shows, wait_until
+    from tui.app import ShepherdApp
+    from tui.screens.help import HelpScreen
+
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(100, 40)) as pilot:
+        home = await home_ready(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = app.screen.text
+        first = text.split("## Keys on the sessions list")[1].split("##")[0]
+        rows = [line for line in first.splitlines() if line.startswith("| `")]
+        assert rows[0] == "| `d` | Demo |"
+        assert not any(generic in text for generic in ("Focus Next", "Copy selected text", "Cursor up"))
+        assert "Type to filter" in text
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is home, what="home")
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
+        await pilot.press(*"keys")
+        await wait_until(pilot, lambda: shows(app, "Shepherd's keys on this screen"), what="the Keys entry")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help from the palette")

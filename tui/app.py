@@ -360,6 +360,18 @@ class ShepherdApp(App[int]):
         elif not self._top_is_modal():
             self.push_screen(HelpScreen(self.screen))
 
+    def get_system_commands(self, screen: Any) -> Any:
+        """Textual's palette entries, with "Keys" opening Shepherd's help (its keys first)
+        instead of Textual's generic key panel."""
+        from textual.app import SystemCommand
+
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":
+                yield SystemCommand("Keys", "Shepherd's keys on this screen, and what the icons mean",
+                                    self.action_help)
+            else:
+                yield command
+
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 

@@ -64,6 +64,9 @@ class SessionScreen(Screen[None]):
         Binding("escape,q", "back", "Back"),
     ]
 
+    HELP_TITLE = "a session"
+    HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too")]
+    HELP_NOTE = "The footer shows the keys that apply right now; `j`/`k` reach the tool calls."
     PAGE_SIZE = 2000  # events loaded on open (and per "load earlier")
 
     def __init__(self, store: "Store", session_id: str, *, controller: "Controller | None" = None,

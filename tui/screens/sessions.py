@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -127,6 +127,8 @@ class SessionsScreen(Screen):
     """Home: the sessions list with a filter. Enter opens a session."""
 
     HELP_TITLE = "the sessions list"
+    HELP_NOTE = ("Type to filter: any other printable key goes to the filter (the keys above keep "
+                 "their meaning; `/` first to type them too), `esc` clears it.")
     PAGE_SIZE = 200
     REFRESH_THROTTLE_S = 0.25
     SLOW_REFRESH_S = 2.0
@@ -187,7 +189,8 @@ class SessionsScreen(Screen):
         yield Static("Shepherd", id="title-bar")
         with Horizontal(id="filter-bar"):
             yield Label("/ filter")
-            yield Input(placeholder="title, id, backend…", id="filter", compact=True)
+            yield Input(placeholder="type to filter: title, id, backend…", id="filter", compact=True,
+                        select_on_focus=False)
         yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=False)
         yield Static("", id="empty")
         yield Footer()
@@ -461,6 +464,22 @@ class SessionsScreen(Screen):
             if row is None or row.status not in RESUMABLE_STATUSES or row.id in self._live_ids():
                 return None  # shown dimmed: nothing to resume here
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """Filter as you type: a printable key that is not one of this screen's keys
+        (d, o, g, r, q, ?, /...) goes to the filter. A key that is a binding stays the
+        binding; ``/`` first, to type anything."""
+        field = self.query_one("#filter", Input)
+        char = event.character
+        if self.focused is field or not char or not char.isprintable() or char.isspace():
+            return
+        if event.key in self.active_bindings:
+            return
+        event.stop()
+        event.prevent_default()
+        field.focus()
+        field.value += char
+        field.cursor_position = len(field.value)
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()
