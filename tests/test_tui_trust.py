@@ -461,3 +461,41 @@ async def test_help_shows_shepherds_keys_first_and_the_palette_keys_entry_opens_
         await wait_until(pilot, lambda: shows(app, "Shepherd's keys on this screen"), what="the Keys entry")
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help from the palette")
+
+
+async def test_content_that_fits_again_starts_at_the_top(store: Store) -> None:
+    """Unfolding a long output and folding it again, or the view moving on to a short
+    subtask, never leaves short content pinned to the bottom of the view."""
+    from tui.widgets.blocks import ToolCallView
+
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash", input={"command": "ls"})
+    await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c1", status="ok",
+                output="\n".join(f"f{i}" for i in range(100)))
+    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
+    app = Harness(screen)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await loaded(pilot, screen)
+        s = screen.stream
+        [tool] = [wd for wd in s.widgets.values() if isinstance(wd, ToolCallView)]
+        tool.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert s.max_scroll_y > 0 and tool.region.y >= s.region.y  # its head in view
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        first = next(iter(s.widgets.values()))
+        assert s.scroll_y == 0 and first.region.y <= s.scrollable_content_region.y + 1  # (its margin)  # at the top, not pinned down
+        await pilot.press("enter")  # open again, then the run moves on to a short subtask
+        await pilot.pause()
+        await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+        await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+        await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+        await _step(pilot, screen)
+        await pilot.pause()
+        assert screen.selected == "b"
+        first = next(iter(s.widgets.values()))
+        assert s.scroll_y == 0 and first.region.y <= s.scrollable_content_region.y + 1  # (its margin)

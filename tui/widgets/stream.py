@@ -69,13 +69,18 @@ class StreamView(VerticalScroll):
         self._maybe_anchor()
 
     def watch_virtual_size(self) -> None:
-        if self._follow_pending:  # the container size is set after this: look once layout is done
-            self.call_after_refresh(self._maybe_anchor)
+        self.call_after_refresh(self._maybe_anchor)  # the container size is set after this
 
     def _maybe_anchor(self) -> None:
         if self._follow_pending and self.max_scroll_y > 0:
             self._follow_pending = False
             self.anchor()
+        elif self.is_anchored and self.max_scroll_y <= 0:
+            # everything fits again (a block folded, a short subtask shown): an anchor would
+            # pin it to the bottom; wait for the next overflow instead
+            self.anchor(False)
+            self._follow_pending = True
+            self.scroll_to(y=0, animate=False, immediate=True)
 
     @property
     def following(self) -> bool:
