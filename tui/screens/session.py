@@ -286,7 +286,7 @@ class SessionScreen(Screen[None]):
     def _rerunnable(self) -> bool:
         """A past session: r runs the selected subtask again in this process."""
         info = self.model.session
-        return (not info.is_live and self.controller is None and info.status in FINISHED_SESSION_STATES
+        return (not info.is_live and info.status in FINISHED_SESSION_STATES
                 and getattr(self.app, "resume_session", None) is not None and bool(self._selected_subtask()))
 
     def _pausing(self) -> bool:

@@ -316,17 +316,30 @@ class ToolCallView(Expandable):
 
 
 def input_text(data: object) -> str:
-    """A tool's input as a person reads it: pretty JSON (strings as they are)."""
-    import json
-
+    """A tool's input as a person reads it: ``key: value`` lines, strings as they are."""
     if data in (None, "", {}):
         return ""
     if isinstance(data, str):
         return data
+    if isinstance(data, dict):  # one key a line; a text with lines (file content) as its lines
+        out: list[str] = []
+        for key, value in data.items():
+            if isinstance(value, str) and "\n" in value:
+                out.append(f"{key}:")
+                out.extend("    " + line for line in value.rstrip("\n").split("\n"))
+            else:
+                out.append(f"{key}: {value if isinstance(value, str) else _json(value)}")
+        return "\n".join(out)
+    return _json(data)
+
+
+def _json(value: object) -> str:
+    import json
+
     try:
-        return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
-        return str(data)
+        return str(value)
 
 
 class HookView(BlockWidget):
