@@ -280,8 +280,7 @@ async def test_footer_in_each_state(store: Store) -> None:
         await screen.flush_now()
         screen.controller = None
         screen.refresh_bindings()
-        await _footer_settles(pilot, screen, {"p": None, "r": "Retry", "s": None, "c": None, "m": None,
-                                              "e": "Export"})
+        await _footer_settles(pilot, screen, {"p": None, "r": "Retry", "s": None, "c": None, "m": None})
 
 
 async def test_footer_of_a_read_only_session_offers_only_what_works(store: Store) -> None:
@@ -292,8 +291,8 @@ async def test_footer_of_a_read_only_session_offers_only_what_works(store: Store
     app = Harness(screen)
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot, screen)
-        await _footer_settles(pilot, screen, {"e": "Export"})
-        assert set(keys(screen)) <= {"r", "e", "escape", "ctrl+p"}, footer(screen)
+        await _footer_settles(pilot, screen, {"escape": "Back"})
+        assert set(keys(screen)) <= {"r", "escape", "ctrl+p"}, footer(screen)
         assert keys(screen)["r"] == "Retry"  # run a subtask of it again, in this process
         assert "read-only" in screen.status_bar.text
 
@@ -350,7 +349,7 @@ async def test_blocks_are_reachable_with_j_k_and_say_what_enter_and_o_do(store: 
         assert screen.focused is tools[0]
         await pilot.press("j")
         assert screen.focused is tools[1]
-        await _footer_settles(pilot, screen, {"enter": "Expand", "o": "Full output"})
+        await _footer_settles(pilot, screen, {"enter": "Expand", "o": "Output"})
         await pilot.press("enter")
         await _footer_settles(pilot, screen, {"enter": "Collapse"})
         assert tools[1].expanded and tools[1].render().plain.startswith("▾ ")

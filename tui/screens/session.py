@@ -59,7 +59,8 @@ class SessionScreen(Screen[None]):
         Binding("k", "previous_block", "Previous block", show=False,
                 tooltip="Focus the previous tool call or thought"),
         Binding("o", "open_output", "Output", tooltip="The focused tool call (else the last one) in full"),
-        Binding("e", "export", "Export", tooltip="Write the session to a file next to the database"),
+        Binding("e", "export", "Export", show=False,  # in the help and the palette: the footer fits 80 columns
+                tooltip="Write the session to a file next to the database"),
         Binding("u", "load_earlier", "Load earlier", show=False),
         Binding("escape,q", "back", "Back"),
     ]
@@ -101,7 +102,7 @@ class SessionScreen(Screen[None]):
             yield SubtaskList(self.clock, id="subtasks")
             yield StreamView(self.clock, id="stream")
         yield StatusBar(self.model.session, self.clock, follow=self.follow, id="status")
-        yield Footer()
+        yield Footer(compact=True)  # every key that applies fits 80 columns
 
     @property
     def subtask_list(self) -> SubtaskList:

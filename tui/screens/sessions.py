@@ -189,7 +189,7 @@ class SessionsScreen(Screen):
         yield Static("Shepherd", id="title-bar")
         with Horizontal(id="filter-bar"):
             yield Label("/ filter")
-            yield Input(placeholder="type to filter: title, id, backend…", id="filter", compact=True,
+            yield Input(placeholder="just type: title, id, backend…", id="filter", compact=True,
                         select_on_focus=False)
         yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=False)
         yield Static("", id="empty")

@@ -266,7 +266,6 @@ class ToolCallView(Expandable):
 
     block: m.ToolBlock
     MAX_OUTPUT_LINES = 200
-    BINDINGS = [Binding("o", "screen.open_output", "Full output", tooltip="The whole input and output")]
 
     def animated(self) -> bool:
         return self.block.running
