@@ -93,6 +93,7 @@ class SessionScreen(Screen[None]):
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
         self._busy = False  # a resume this screen asked for is starting
+        self._keys_state: tuple[Any, ...] | None = None
 
     # --- layout ------------------------------------------------------------------------
 
@@ -185,7 +186,17 @@ class SessionScreen(Screen[None]):
     def _sync_status(self) -> None:
         self.status_bar.sync(self.model.session, live=self.live, read_only=not self.controllable,
                              waiting=self.model.waiting_retry() is not None, tools=self._open_tool_starts())
-        self.refresh_bindings()  # what p, r, s... can do follows the state
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """What p, r, s... can do follows the state; the footer is rebuilt only when that
+        changes (not on every frame of a stream)."""
+        info = self.model.session
+        state = (info.status, info.pause_requested, self.controllable, self._busy, self.selected,
+                 self.model.waiting_retry() is not None, self._tool_target() is not None)
+        if state != self._keys_state:
+            self._keys_state = state
+            self.refresh_bindings()
 
     def _open_tool_starts(self) -> list[float | None]:
         """Start times of the tool calls open now (only active subtasks can have any)."""

@@ -61,7 +61,7 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     parts += [sep, (m.fmt_cost(info.cost_usd), "")]
     if info.retries:
         parts += [sep, (f"↻ {info.retries}", "$warning")]
-    if read_only or not live:
+    if (read_only or not live) and not note:
         parts += [sep, ("read-only", "$foreground-muted italic")]
     elif follow == "tail":
         parts += [sep, ("attached", "$foreground-muted italic")]
