@@ -18,7 +18,7 @@ from core.clock import FakeClock
 from core.store.db import Store
 from tui import model as m
 from tui.screens.modals import ConfirmModal, NoteModal
-from tui.screens.session import READ_ONLY, STYLESHEET, SessionScreen
+from tui.screens.session import STYLESHEET, SessionScreen
 from tui.widgets.anim import Ticker
 from tui.widgets.blocks import AttemptSeparator, RetryBanner, TextView, ToolCallView
 from tui.widgets.stream import StreamView
