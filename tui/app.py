@@ -43,6 +43,18 @@ def _short_path(path: Path) -> str:
         return str(path)
 
 
+async def preload_backend(name: str) -> None:
+    """Import a backend's SDK in a thread (it takes seconds): the screen keeps drawing and
+    the run that follows finds it imported. A backend that cannot load fails later, where
+    the run reports it."""
+    from core.engine import make_backend
+
+    try:
+        await asyncio.to_thread(make_backend, name)
+    except Exception:  # noqa: BLE001 - reported by the run itself
+        log.debug("preloading backend %r failed", name, exc_info=True)
+
+
 class ShepherdCommands(Provider):
     """Command palette: the app's commands plus the current screen's keys."""
 
@@ -60,7 +72,7 @@ class ShepherdCommands(Provider):
         screen = self.screen
         for active in screen.active_bindings.values():
             binding = active.binding
-            if active.node is app or not binding.description or binding.description in seen:
+            if active.node is app or not active.enabled or not binding.description or binding.description in seen:
                 continue
             seen.add(binding.description)
             key = app.get_key_display(binding)
@@ -213,6 +225,7 @@ class ShepherdApp(App[int]):
         """Start ``task`` in this process and open its live view. Returns the RunHandle."""
         from core.engine import start_run
 
+        await preload_backend(task.backend)
         handle = await start_run(self.store, task, interactive=True)
         self._track(handle)
         log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
@@ -233,6 +246,9 @@ class ShepherdApp(App[int]):
             return None
         from core.store.db import StoreError
 
+        row = await self.store.get_session(session_id)
+        if row is not None:
+            await preload_backend(row.backend)
         try:
             handle = await resume_run(self.store, session_id, interactive=True, retry_subtask=retry_subtask)
         except StoreError as error:  # LeaseHeld, SessionNotFound: say it in one line
@@ -350,6 +366,18 @@ class ShepherdApp(App[int]):
             self.pop_screen()
         elif not self._top_is_modal():
             self.push_screen(HelpScreen(self.screen))
+
+    def get_system_commands(self, screen: Any) -> Any:
+        """Textual's palette entries, with "Keys" opening Shepherd's help (its keys first)
+        instead of Textual's generic key panel."""
+        from textual.app import SystemCommand
+
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":
+                yield SystemCommand("Keys", "Shepherd's keys on this screen, and what the icons mean",
+                                    self.action_help)
+            else:
+                yield command
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"

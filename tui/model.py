@@ -1007,24 +1007,5 @@ def output_preview(output: str, max_lines: int = 200) -> tuple[str, int]:
     return "\n".join(lines[:max_lines]), len(lines) - max_lines
 
 
-# Icons per subtask state (running and waiting_retry are animated by the widget).
-STATE_ICONS = {
-    "pending": "·",
-    "running": "⠋",
-    "waiting_retry": "◷",
-    "paused": "⏸",
-    "done": "✓",
-    "failed": "✗",
-    "stuck": "⚠",
-    "skipped": "↷",
-    "cancelled": "■",
-    "interrupted": "⊘",
-}
-
-TOOL_ICONS = {"running": "⠋", "ok": "✓", "error": "✗", "denied": "⛔", "interrupted": "⊘"}
-
-SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-
-
-def spinner(frame: int) -> str:
-    return SPINNER_FRAMES[frame % len(SPINNER_FRAMES)]
+# Icons: one table for every view (tui.icons).
+from tui.icons import STATE_ICONS, SPINNER_FRAMES, TOOL_ICONS, spinner  # noqa: E402,F401

@@ -3,22 +3,17 @@ and what the status icons mean. Built from the live bindings, so it never goes s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown
 
-STATUS_LEGEND = [
-    ("⠋", "running (the spinner moves while the agent works)"),
-    ("◷", "waiting for a retry (a countdown shows when it starts again)"),
-    ("‖", "paused"),
-    ("!", "stuck: a retry budget ran out; retry, skip or cancel it"),
-    ("✓", "done"),
-    ("✗", "failed"),
-    ("⊘", "cancelled"),
-    ("↯", "interrupted: the process running it died; open it to see where it stopped"),
-]
+from tui.icons import LEGEND, STATE_ICONS
+
+STATUS_LEGEND = [(STATE_ICONS[state], meaning) for state, meaning in LEGEND]
 
 ABOUT = """\
 Shepherd runs coding agents, retries them when an API fails (with a bounded budget),
@@ -37,21 +32,43 @@ def _log_location() -> str:
     return f"`{current_log_path() or default_log_path()}`"
 
 
+def _rows(node: object, app: object) -> list[tuple[str, str]]:
+    """Every described key Shepherd's own classes give ``node`` (also those that cannot be
+    used right now); Textual's inherited ones (focus, copy) are left out."""
+    rows: list[tuple[str, str]] = []
+    for cls in reversed(type(node).__mro__):
+        if not cls.__module__.startswith("tui.") or "BINDINGS" not in cls.__dict__:
+            continue
+        for binding in cls.__dict__["BINDINGS"]:
+            if isinstance(binding, Binding) and binding.description:
+                keys = [replace(binding, key=k.strip()) for k in binding.key.split(",")]
+                shown = list(dict.fromkeys(app.get_key_display(k) for k in keys))  # type: ignore[attr-defined]
+                rows.append(("/".join(shown), binding.description))
+    return rows
+
+
+def _merge(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One row per key: 'p' Pause / Resume (the footer shows whichever applies)."""
+    merged: dict[str, list[str]] = {}
+    for key, desc in rows:
+        merged.setdefault(key, []).append(desc)
+    return [(key, " / ".join(descs)) for key, descs in merged.items()]
+
+
 def _key_rows(screen: Screen) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(this screen's keys, app-wide keys) as (key display, description) pairs."""
+    """(this screen's keys, app-wide keys) as (key display, description) pairs: Shepherd's
+    own keys only, all of them (the footer shows those that apply now). Textual's generic
+    widget keys (cursor moves, scrolling) are one line under the tables."""
     app = screen.app
-    local: list[tuple[str, str]] = []
-    everywhere: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
-    for active in screen.active_bindings.values():
-        binding: Binding = active.binding
-        if not binding.description:
-            continue
-        row = (app.get_key_display(binding), binding.description)
-        if row in seen:
-            continue
-        seen.add(row)
-        (everywhere if active.node is app else local).append(row)
+
+    def fresh(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        out = [r for r in rows if r not in seen]
+        seen.update(out)
+        return out
+
+    local = _merge(fresh(_rows(screen, app) + list(getattr(screen, "HELP_EXTRA", []))))
+    everywhere = fresh(_rows(app, app))
     return local, everywhere
 
 
@@ -67,10 +84,12 @@ def help_markdown(screen: Screen) -> str:
     local, everywhere = _key_rows(screen)
     name = getattr(screen, "HELP_TITLE", None) or type(screen).__name__.removesuffix("Screen") or "this screen"
     legend = "\n".join(f"| `{icon}` | {meaning} |" for icon, meaning in STATUS_LEGEND)
+    note = getattr(screen, "HELP_NOTE", "")
     return (
-        f"# Help\n\n## Keys on {name}\n\n{_table(local)}\n"
+        f"# Help\n\n## Keys on {name}\n\n{_table(local)}\n" + (f"{note}\n\n" if note else "") +
         f"## Keys everywhere\n\n{_table(everywhere)}\n"
-        "`ctrl+p` opens the command palette: every action, searchable.\n\n"
+        "`ctrl+p` opens the command palette: every action, searchable. Arrows, `PgUp`/`PgDn`, "
+        "`Home`/`End` move in lists and scroll; `Tab` moves between panes.\n\n"
         f"## Status icons\n\n| icon | means |\n|---|---|\n{legend}\n\n"
         f"## About\n\n{ABOUT.format(log=_log_location())}"
     )

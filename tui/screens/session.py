@@ -43,8 +43,11 @@ class SessionScreen(Screen[None]):
     process: store.tail) or None (history only). ``clock`` is read for every countdown,
     spinner duration and elapsed time (snapshot tests freeze it)."""
 
+    # The footer shows what each key does now and hides what cannot be done (check_action);
+    # p is "Pause" or "Resume", whichever applies.
     BINDINGS = [
-        Binding("p", "pause_resume", "Pause", tooltip="Pause at the next safe point, or resume"),
+        Binding("p", "pause", "Pause", tooltip="Pause at the next safe point"),
+        Binding("p", "resume", "Resume", tooltip="Resume the run"),
         Binding("P,shift+p", "pause_now", "Pause now", show=False, tooltip="Pause at once (interrupts open calls)"),
         # shown by the retry banner itself ("n: retry now"), so the footer fits 80 columns
         Binding("n", "retry_now", "Retry now", show=False, tooltip="Skip the retry countdown"),
@@ -52,11 +55,19 @@ class SessionScreen(Screen[None]):
         Binding("s", "skip", "Skip", tooltip="Skip the selected subtask"),
         Binding("c", "cancel", "Cancel", tooltip="Cancel the run"),
         Binding("m", "note", "Note", tooltip="Send a note for the agent's next prompt"),
-        Binding("e", "export", "Export", tooltip="Write the session to a file next to the database"),
+        Binding("j", "next_block", "Next block", show=False, tooltip="Focus the next tool call or thought"),
+        Binding("k", "previous_block", "Previous block", show=False,
+                tooltip="Focus the previous tool call or thought"),
+        Binding("o", "open_output", "Output", tooltip="The focused tool call (else the last one) in full"),
+        Binding("e", "export", "Export", show=False,  # in the help and the palette: the footer fits 80 columns
+                tooltip="Write the session to a file next to the database"),
         Binding("u", "load_earlier", "Load earlier", show=False),
         Binding("escape,q", "back", "Back"),
     ]
 
+    HELP_TITLE = "a session"
+    HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too")]
+    HELP_NOTE = "The footer shows the keys that apply right now; `j`/`k` reach the tool calls."
     PAGE_SIZE = 2000  # events loaded on open (and per "load earlier")
 
     def __init__(self, store: "Store", session_id: str, *, controller: "Controller | None" = None,
@@ -81,6 +92,8 @@ class SessionScreen(Screen[None]):
         self._pending: list["Event"] = []
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
+        self._busy = False  # a resume this screen asked for is starting
+        self._keys_state: tuple[Any, ...] | None = None
 
     # --- layout ------------------------------------------------------------------------
 
@@ -90,7 +103,7 @@ class SessionScreen(Screen[None]):
             yield SubtaskList(self.clock, id="subtasks")
             yield StreamView(self.clock, id="stream")
         yield StatusBar(self.model.session, self.clock, follow=self.follow, id="status")
-        yield Footer()
+        yield Footer(compact=True)  # every key that applies fits 80 columns
 
     @property
     def subtask_list(self) -> SubtaskList:
@@ -121,7 +134,9 @@ class SessionScreen(Screen[None]):
             self.notify(f"could not load session {self.session_id}: {exc}", severity="error", markup=False)
             self.history = History(None)
         h = self.history
-        if h.session is None and not h.events:
+        if h.session is None and not h.events and self.follow is None:
+            # A followed session may not have committed its first event yet (a run just
+            # started here or elsewhere): its feed delivers it, the status says "starting…".
             self.notify(f"no session {self.session_id} in the database", severity="warning")
         self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id)
         self.selected = self.model.default_subtask_id()
@@ -170,7 +185,25 @@ class SessionScreen(Screen[None]):
 
     def _sync_status(self) -> None:
         self.status_bar.sync(self.model.session, live=self.live, read_only=not self.controllable,
-                             waiting=self.model.waiting_retry() is not None)
+                             waiting=self.model.waiting_retry() is not None, tools=self._open_tool_starts())
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """What p, r, s... can do follows the state; the footer is rebuilt only when that
+        changes (not on every frame of a stream)."""
+        info = self.model.session
+        state = (info.status, info.pause_requested, self.controllable, self._busy, self.selected,
+                 self.model.waiting_retry() is not None, self._tool_target() is not None)
+        if state != self._keys_state:
+            self._keys_state = state
+            self.refresh_bindings()
+
+    def _open_tool_starts(self) -> list[float | None]:
+        """Start times of the tool calls open now (only active subtasks can have any)."""
+        if not self.live:
+            return []
+        return [tb.started_ts for st in self.model.subtasks.values() if st.state in m.ACTIVE_STATES
+                for tb in st.open_tools()]
 
     async def _render_changes(self, changes: m.Changes) -> None:
         if changes.session or changes.subtasks:
@@ -200,6 +233,7 @@ class SessionScreen(Screen[None]):
 
     async def _select(self, subtask_id: str | None) -> None:
         self.selected = subtask_id
+        self.refresh_bindings()
         self.subtask_list.select(subtask_id)
         await self.stream.show(self.model.subtask(subtask_id), more_events=self.feed.has_earlier)
 
@@ -253,6 +287,45 @@ class SessionScreen(Screen[None]):
     def _refuse(self) -> None:
         self.notify(READ_ONLY if not self.live else NO_CONTROLS, severity="warning")
 
+    # what can be done now (footer, palette and keys agree: a False hides the key)
+
+    def _resumable(self) -> bool:
+        """An interrupted session nobody runs: p continues it in this process."""
+        info = self.model.session
+        return (not info.is_live and info.status == "interrupted"
+                and getattr(self.app, "resume_session", None) is not None)
+
+    def _rerunnable(self) -> bool:
+        """A past session: r runs the selected subtask again in this process."""
+        info = self.model.session
+        return (not info.is_live and info.status in FINISHED_SESSION_STATES
+                and getattr(self.app, "resume_session", None) is not None and bool(self._selected_subtask()))
+
+    def _pausing(self) -> bool:
+        info = self.model.session
+        return info.status == "paused" or info.pause_requested
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if not self.is_mounted or self._busy:
+            return action in ("export", "back", "load_earlier", "next_block", "previous_block", "open_output")
+        ctl = self.controllable
+        status = self.model.session.status
+        if action == "pause":
+            return ctl and not self._pausing() and status != "stuck"
+        if action == "resume":
+            return (ctl and self._pausing()) or self._resumable()
+        if action == "pause_now":
+            return ctl and status != "paused" and status != "stuck"
+        if action == "retry_now":
+            return ctl and self.model.waiting_retry() is not None
+        if action == "retry":
+            return ctl or self._rerunnable()
+        if action in ("skip", "cancel", "note"):
+            return ctl
+        if action == "open_output":
+            return self._tool_target() is not None
+        return True
+
     def _selected_subtask(self) -> str | None:
         sid = self.subtask_list.selected_id if self.is_mounted else None
         sid = sid if sid is not None else self.selected
@@ -271,34 +344,57 @@ class SessionScreen(Screen[None]):
             self.notify(done, timeout=2)
         return True
 
-    async def action_pause_resume(self) -> None:
-        info = self.model.session
-        if not info.is_live and info.status == "interrupted":
-            await self._resume_interrupted()
+    async def action_pause(self) -> None:
+        ctl = self.controller
+        await self._control("pause", lambda: ctl.pause(immediate=False, source="tui"),  # type: ignore[union-attr]
+                            "pause requested: at the next safe point")
+
+    async def action_resume(self) -> None:
+        if self._resumable():
+            self._resume_interrupted()
             return
         ctl = self.controller
-        if info.status == "paused" or info.pause_requested:
-            await self._control("resume", lambda: ctl.resume(source="tui"), "resume requested")  # type: ignore[union-attr]
+        await self._control("resume", lambda: ctl.resume(source="tui"), "resume requested")  # type: ignore[union-attr]
+
+    async def action_pause_resume(self) -> None:
+        """p as one key: resume when paused (or interrupted), else pause."""
+        if self._resumable() or self._pausing():
+            await self.action_resume()
         else:
-            await self._control("pause", lambda: ctl.pause(immediate=False, source="tui"),  # type: ignore[union-attr]
-                                "pause requested: at the next safe point")
+            await self.action_pause()
 
     async def action_pause_now(self) -> None:
         ctl = self.controller
         await self._control("pause", lambda: ctl.pause(immediate=True, source="tui"),  # type: ignore[union-attr]
                             "pausing now")
 
-    async def _resume_interrupted(self, retry_subtask: str | None = None) -> None:
+    def _resume_interrupted(self, retry_subtask: str | None = None) -> None:
+        """Continue (or re-run a subtask of) a session nobody runs. Starting a run imports
+        the backend's SDK (seconds): say so at once, and never wait for it on this key."""
         resume = getattr(self.app, "resume_session", None)
         if resume is None:
             self.notify(READ_ONLY, severity="warning")
             return
-        try:
-            result = resume(self.session_id, retry_subtask=retry_subtask) if retry_subtask else resume(self.session_id)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as exc:
-            self.notify(f"resume failed: {exc}", severity="error", markup=False)
+        self._busy = True
+        self.refresh_bindings()
+        what = f"re-running {self._label(retry_subtask)}…" if retry_subtask else "resuming…"
+        self.status_bar.show_note(what)
+
+        async def run() -> None:
+            try:
+                result = resume(self.session_id, retry_subtask=retry_subtask) if retry_subtask \
+                    else resume(self.session_id)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                self.notify(f"resume failed: {exc}", severity="error", markup=False)
+                result = None
+            if self.is_attached and result is None:  # nothing started: back to what is true
+                self._busy = False
+                self._sync_status()
+
+        # the app's worker: the resumed run's view replaces this screen (which would cancel its own)
+        self.app.run_worker(run(), group="resume", exclusive=True, exit_on_error=False)
 
     async def action_retry_now(self) -> None:
         if self.controllable and self.model.waiting_retry() is None:
@@ -309,10 +405,9 @@ class SessionScreen(Screen[None]):
 
     async def action_retry(self) -> None:
         sid = self._selected_subtask()
-        info = self.model.session
-        if not info.is_live and self.controller is None and sid and info.status in FINISHED_SESSION_STATES:
+        if self._rerunnable():
             # a past session: a person's retry runs that subtask again in this process
-            await self._resume_interrupted(retry_subtask=sid)
+            self._resume_interrupted(retry_subtask=sid)
             return
         ctl = self.controller
         await self._control("retry", lambda: ctl.retry(sid, source="tui"),  # type: ignore[union-attr]
@@ -351,6 +446,55 @@ class SessionScreen(Screen[None]):
         if text:
             ctl = self.controller
             await self._control("note", lambda: ctl.note(text, source="tui"), "note queued for the next prompt")  # type: ignore[union-attr]
+
+    # --- moving through the stream ---------------------------------------------------------
+
+    def action_next_block(self) -> None:
+        self._move_block(+1)
+
+    def action_previous_block(self) -> None:
+        self._move_block(-1)
+
+    def _move_block(self, step: int) -> None:
+        """Focus the next/previous tool call or thought (from the list: the first one on
+        screen, or the last one). Focus scrolls it into view."""
+        stream = self.stream
+        blocks = stream.focusable_blocks()
+        if not blocks:
+            self.notify("no tool calls or thoughts in this subtask", timeout=2)
+            return
+        focused = self.focused
+        if focused in blocks:
+            i = max(0, min(len(blocks) - 1, blocks.index(focused) + step))
+        elif step > 0:
+            top = stream.region.y
+            i = next((n for n, w in enumerate(blocks) if w.region.height and w.region.y >= top), len(blocks) - 1)
+        else:
+            i = len(blocks) - 1
+        blocks[i].focus()
+        stream.call_after_refresh(stream.resume_following_at_end)
+
+    def _tool_target(self) -> Any:
+        from tui.widgets.blocks import ToolCallView
+
+        if not self.is_mounted:
+            return None
+        if isinstance(self.focused, ToolCallView):
+            return self.focused
+        return next((w for w in reversed(list(self.stream.widgets.values())) if isinstance(w, ToolCallView)), None)
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # Enter/o say what they do on the focused block
+
+    async def action_open_output(self) -> None:
+        from tui.screens.tool_output import ToolOutputScreen, load_call
+
+        target = self._tool_target()
+        if target is None:
+            self.notify("no tool call in this subtask", timeout=2)
+            return
+        data, output = await load_call(self.store, self.session_id, target.block)
+        await self.app.push_screen(ToolOutputScreen(target.block, data, output))
 
     async def action_export(self) -> None:
         try:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from core.text import safe, safe_fields
+from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
 from tui.model import fmt_span
 from tui.widgets.anim import Ticker
@@ -31,17 +32,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shepherd.tui.sessions")
 
-SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-# status -> (icon, style); "running" uses the spinner instead of its icon.
-STATUS_ICONS: dict[str, tuple[str, str]] = {
-    "running": ("⠋", "bold cyan"),
-    "waiting": ("◷", "bold yellow"),
-    "paused": ("‖", "bold cyan"),
-    "stuck": ("!", "bold black on yellow"),
-    "done": ("✓", "bold green"),
-    "failed": ("✗", "bold red"),
-    "cancelled": ("⊘", "dim"),
-    "interrupted": ("↯", "bold magenta"),
+# status -> style; the icon comes from the one table (tui.icons), "running" spins.
+STATUS_STYLES: dict[str, str] = {
+    "running": "bold cyan",
+    "waiting": "bold yellow",
+    "paused": "bold cyan",
+    "stuck": "bold black on yellow",
+    "done": "bold green",
+    "failed": "bold red",
+    "cancelled": "dim",
+    "interrupted": "bold magenta",
 }
 LIVE_STATUSES = frozenset({"running", "waiting", "paused", "stuck"})
 RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled"})
@@ -133,6 +133,8 @@ class SessionsScreen(Screen):
     """Home: the sessions list with a filter. Enter opens a session."""
 
     HELP_TITLE = "the sessions list"
+    HELP_NOTE = ("Type to filter: any other printable key goes to the filter (the keys above keep "
+                 "their meaning; `/` first to type them too), `esc` clears it.")
     PAGE_SIZE = 200
     REFRESH_THROTTLE_S = 0.25
     SLOW_REFRESH_S = 2.0
@@ -193,7 +195,8 @@ class SessionsScreen(Screen):
         yield Static("Shepherd", id="title-bar")
         with Horizontal(id="filter-bar"):
             yield Label("/ filter")
-            yield Input(placeholder="title, id, backend…", id="filter", compact=True)
+            yield Input(placeholder="just type: title, id, backend…", id="filter", compact=True,
+                        select_on_focus=False)
         yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=False)
         yield Static("", id="empty")
         yield Footer()
@@ -336,9 +339,7 @@ class SessionsScreen(Screen):
     # --- cells ---------------------------------------------------------------------------------------
 
     def _cell_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
-        icon, style = STATUS_ICONS.get(row.status, ("?", "dim"))
-        if row.status == "running":
-            icon = SPINNER[self._frame % len(SPINNER)]
+        icon, style = state_icon(row.status, self._frame), STATUS_STYLES.get(row.status, "dim")
         backend = row.backend + (f"/{row.model}" if row.model else "")
         in_process = row.id in self._live_ids()
         title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)
@@ -469,6 +470,22 @@ class SessionsScreen(Screen):
             if row is None or row.status not in RESUMABLE_STATUSES or row.id in self._live_ids():
                 return None  # shown dimmed: nothing to resume here
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """Filter as you type: a printable key that is not one of this screen's keys
+        (d, o, g, r, q, ?, /...) goes to the filter. A key that is a binding stays the
+        binding; ``/`` first, to type anything."""
+        field = self.query_one("#filter", Input)
+        char = event.character
+        if self.focused is field or not char or not char.isprintable() or char.isspace():
+            return
+        if event.key in self.active_bindings:
+            return
+        event.stop()
+        event.prevent_default()
+        field.focus()
+        field.value += char
+        field.cursor_position = len(field.value)
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()

@@ -201,19 +201,43 @@ class TextView(BlockWidget):
 
 
 class Expandable(BlockWidget):
-    """A block that folds: Enter or a click toggles it."""
+    """A block that folds: Enter or a click toggles it. The footer says which way
+    (two bindings on Enter, ``check_action`` shows the one that applies)."""
 
     can_focus = True
-    BINDINGS = [Binding("enter", "toggle", "Expand", show=False)]
+    BINDINGS = [
+        Binding("enter", "expand", "Expand", tooltip="Show this block in full"),
+        Binding("enter", "collapse", "Collapse", tooltip="Fold this block to one line"),
+    ]
 
     def __init__(self, block: m.Block, clock: Clock = time.time) -> None:
         super().__init__(block, clock)
         self.expanded = False
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "expand":
+            return not self.expanded
+        if action == "collapse":
+            return self.expanded
+        return True
+
+    def action_expand(self) -> None:
+        if not self.expanded:
+            self.action_toggle()
+
+    def action_collapse(self) -> None:
+        if self.expanded:
+            self.action_toggle()
+
     def action_toggle(self) -> None:
         self.expanded = not self.expanded
         self.set_class(self.expanded, "-expanded")
         self.refresh(layout=True)
+        self.refresh_bindings()
+        if self.expanded:  # a reader opened it: keep its head in view, not the stream's end
+            keep = getattr(self.parent, "keep_in_view", None)
+            if keep is not None:
+                keep(self)
 
     def on_click(self, event: Click) -> None:
         event.stop()
@@ -238,7 +262,7 @@ class ThinkingView(Expandable):
 
 class ToolCallView(Expandable):
     """Name, compact input, spinner while open; status and duration when finished;
-    output folded until Enter/click."""
+    output folded until Enter/click (the full input and output: ``o``)."""
 
     block: m.ToolBlock
     MAX_OUTPUT_LINES = 200
@@ -264,7 +288,7 @@ class ToolCallView(Expandable):
         else:
             tail = f"  {b.status}" + (f" · {m.fmt_duration(elapsed)}" if elapsed is not None else "")
         has_output = bool(b.output.strip())
-        marker = ("▾ " if self.expanded else "▸ ") if has_output else "  "
+        marker = "▾ " if self.expanded else "▸ "  # every call unfolds (output, else its input)
         head = Content.assemble((marker, "$foreground-muted"), (self.icon() + " ", f"bold {style}"),
                                 (b.name or "tool", "bold"))
         room = width - head.cell_length - len(tail) - 1
@@ -279,12 +303,42 @@ class ToolCallView(Expandable):
             body = Content(_clean(shown.rstrip("\n")))
             parts.append(body.stylize("$foreground-muted") if b.status == "ok" else body)
             if more:
-                parts.append(Content.styled(f"… {more} more lines", "$foreground-muted italic"))
+                parts.append(Content.styled(f"… {more} more lines — o: full output", "$foreground-muted italic"))
+        elif self.expanded:
+            parts.append(Content.styled(_clean(input_text(b.input)) or "(no input, no output yet)",
+                                        "$foreground-muted"))
         elif has_output and b.status in ("error", "denied"):
             # the end of a failing output says why (tracebacks, test summaries)
             last = b.output.strip().splitlines()[-1]
             parts.append(Content.styled(m._clip("    " + _clean(last), width), f"{style}"))
         return Content("\n").join(parts)
+
+
+def input_text(data: object) -> str:
+    """A tool's input as a person reads it: ``key: value`` lines, strings as they are."""
+    if data in (None, "", {}):
+        return ""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):  # one key a line; a text with lines (file content) as its lines
+        out: list[str] = []
+        for key, value in data.items():
+            if isinstance(value, str) and "\n" in value:
+                out.append(f"{key}:")
+                out.extend("    " + line for line in value.rstrip("\n").split("\n"))
+            else:
+                out.append(f"{key}: {value if isinstance(value, str) else _json(value)}")
+        return "\n".join(out)
+    return _json(data)
+
+
+def _json(value: object) -> str:
+    import json
+
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 class HookView(BlockWidget):

@@ -10,6 +10,7 @@ from textual.widget import Widget
 
 from core.text import safe
 from tui import model as m
+from tui.icons import state_icon
 from tui.widgets.anim import Ticker
 from tui.widgets.blocks import Clock
 
@@ -23,35 +24,45 @@ SESSION_STYLES = {
     "cancelled": "$foreground-muted",
     "interrupted": "$foreground-muted",
 }
-SESSION_ICONS = {"running": "●", "paused": "⏸", "waiting": "◷", "stuck": "⚠", "done": "✓", "failed": "✗",
-                 "cancelled": "■", "interrupted": "⊘", "pending": "·"}
-
 
 def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool = False,
-                follow: str | None = None, waiting: bool = False) -> Content:
-    """``waiting``: a retry countdown runs (its banner says why nothing happens, so no idle time)."""
+                follow: str | None = None, waiting: bool = False, frame: int = 0,
+                tools: list[float | None] | None = None, note: str = "") -> Content:
+    """``waiting``: a retry countdown runs (its banner says why nothing happens, so no idle time).
+    ``tools``: start times of the tool calls open now (while any runs, nothing is idle).
+    ``note``: what a key just started ("resuming…"), shown until the real state arrives."""
     status = info.status
     label = status
     if info.pause_requested and status == "running":
         label = "pausing…"
+    elif status in ("pending", "starting"):  # followed before its first event is committed
+        label = "starting…"
+    icon = state_icon(status, frame)
+    if note:
+        icon, label = "⟳", note
     parts: list[tuple[str, str] | str] = [
-        (f" {SESSION_ICONS.get(status, '●')} {label} ", f"bold {SESSION_STYLES.get(status, '')}"),
+        (f" {icon} {label} ", f"bold {SESSION_STYLES.get(status, '')}"),
     ]
     sep = (" │ ", "$foreground-muted")
     parts += [sep, (m.fmt_clock(info.elapsed(now)), "")]
     if live and status in ("running", "waiting", "stuck"):
-        idle = None if waiting else info.idle(now)
-        if idle is not None and idle >= 1:
-            parts += [sep, (f"idle {m.fmt_duration(int(idle))}", "$warning" if info.stalled else "$foreground-muted")]
-        if info.open_calls:
-            parts += [sep, (f"{info.open_calls} open call{'s' if info.open_calls != 1 else ''}", "$foreground-muted")]
+        n_tools = len(tools) if tools else info.open_calls
+        if n_tools:
+            starts = [t for t in (tools or []) if t is not None]
+            took = f" {m.fmt_duration(int(max(0.0, now - min(starts))))}" if starts else ""
+            parts += [sep, (f"⚙ {n_tools} tool{'s' if n_tools != 1 else ''} running{took}", "$accent")]
+        else:
+            idle = None if waiting else info.idle(now)
+            if idle is not None and idle >= 1:
+                parts += [sep, (f"idle {m.fmt_duration(int(idle))}",
+                                "$warning" if info.stalled else "$foreground-muted")]
     if info.stalled and live:
         parts += [sep, ("⚠ stalled", "bold $warning")]
     parts += [sep, (f"{m.fmt_tokens(info.input_tokens)}↑ {m.fmt_tokens(info.output_tokens)}↓ tok", "")]
     parts += [sep, (m.fmt_cost(info.cost_usd), "")]
     if info.retries:
         parts += [sep, (f"↻ {info.retries}", "$warning")]
-    if read_only or not live:
+    if (read_only or not live) and not note:
         parts += [sep, ("read-only", "$foreground-muted italic")]
     elif follow == "tail":
         parts += [sep, ("attached", "$foreground-muted italic")]
@@ -99,27 +110,41 @@ class StatusBar(Widget):
         self.live = False
         self.read_only = True
         self.waiting = False
+        self.tools: list[float | None] = []
+        self.note = ""
+        self.frame = 0
         self._text = ""
         self._ticking = False
 
+    def _line(self) -> Content:
+        return status_line(self.info, self.clock(), live=self.live, read_only=self.read_only,
+                           follow=self.follow, waiting=self.waiting, frame=self.frame, tools=self.tools,
+                           note=self.note)
+
     def render(self) -> Content:
-        line = status_line(self.info, self.clock(), live=self.live, read_only=self.read_only,
-                           follow=self.follow, waiting=self.waiting)
+        line = self._line()
         self._text = line.plain
         return line
 
     @property
     def text(self) -> str:
-        return status_line(self.info, self.clock(), live=self.live, read_only=self.read_only,
-                           follow=self.follow, waiting=self.waiting).plain
+        return self._line().plain
 
-    def sync(self, info: m.SessionInfo, *, live: bool, read_only: bool, waiting: bool = False) -> None:
+    def sync(self, info: m.SessionInfo, *, live: bool, read_only: bool, waiting: bool = False,
+             tools: list[float | None] | None = None) -> None:
         self.info = info
         self.live = live
         self.read_only = read_only
         self.waiting = waiting
+        self.tools = list(tools or [])
+        self.note = ""  # the real state has arrived
         self.refresh()
         self._update_ticking()
+
+    def show_note(self, note: str) -> None:
+        """Say at once what a key started, before the state it leads to is known."""
+        self.note = note
+        self.refresh()
 
     def _update_ticking(self) -> None:
         if not self.is_attached or self.live == self._ticking:
@@ -137,5 +162,6 @@ class StatusBar(Widget):
             self._ticking = False
 
     def tick(self, frame: int) -> None:
+        self.frame = frame
         if self.text != self._text:
             self.refresh()

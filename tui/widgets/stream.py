@@ -60,14 +60,27 @@ class StreamView(VerticalScroll):
         self._bar.display = False
 
     # Textual's anchor pins content to the bottom even when it fits the view; anchor
-    # only once it overflows, so a short stream starts at the top.
+    # only once it overflows, so a short stream starts at the top. Once anchored, Textual
+    # keeps the end in view as content grows, lets go when the user scrolls up and takes
+    # hold again when they scroll back to the end. Content grows without a Resize event
+    # (a reflow only resizes widgets whose region changed), so watch the virtual size:
+    # whatever was appended or grew, the first overflow arms the anchor.
     def on_resize(self) -> None:
         self._maybe_anchor()
+
+    def watch_virtual_size(self) -> None:
+        self.call_after_refresh(self._maybe_anchor)  # the container size is set after this
 
     def _maybe_anchor(self) -> None:
         if self._follow_pending and self.max_scroll_y > 0:
             self._follow_pending = False
             self.anchor()
+        elif self.is_anchored and self.max_scroll_y <= 0:
+            # everything fits again (a block folded, a short subtask shown): an anchor would
+            # pin it to the bottom; wait for the next overflow instead
+            self.anchor(False)
+            self._follow_pending = True
+            self.scroll_to(y=0, animate=False, immediate=True)
 
     @property
     def following(self) -> bool:
@@ -167,6 +180,32 @@ class StreamView(VerticalScroll):
         self.first_index += extra
         self._update_bar()
         await self.remove_children(widgets)
+
+    def keep_in_view(self, widget: Widget) -> None:
+        """A block the reader unfolded: once laid out, bring its head (and as much of it
+        as fits) into view instead of jumping to the stream's end. Following goes on if
+        that is still the end; else it resumes when the reader scrolls back down."""
+        was_pending, self._follow_pending = self._follow_pending, False  # this growth is no append
+
+        def reveal() -> None:
+            if was_pending and not self.is_anchored:
+                if self.max_scroll_y <= 0:  # still fits: wait for the first real overflow
+                    self._follow_pending = True
+                    return
+                self._anchored, self._anchor_released = True, True  # armed; the end takes hold again
+            tall = widget.outer_size.height > self.scrollable_content_region.height
+            self.scroll_to_widget(widget, animate=False, top=tall, immediate=True)
+            self.resume_following_at_end()
+
+        self.call_after_refresh(reveal)
+
+    def resume_following_at_end(self) -> None:
+        """After a programmatic scroll (focus, reveal): still at the end means following."""
+        if self.is_anchored and self._anchor_released and self.scroll_y >= self.max_scroll_y:
+            self._anchor_released = False
+
+    def focusable_blocks(self) -> list[Widget]:
+        return [w for w in self.widgets.values() if w.can_focus]
 
     def block_widget(self, bid: int) -> Widget | None:
         return self.widgets.get(bid)
