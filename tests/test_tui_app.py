@@ -173,6 +173,20 @@ async def test_pages_of_200_and_more_on_scroll_end(tmp_path: Path) -> None:
         await wait_until(pilot, lambda: len(home.rows) == 450 and not home.has_more, what="last page")
         assert "450 sessions" in screen_text(app)
         assert home.row_ids() == list(reversed(ids))
+        await home.reload()  # what the slow refresh timer does: a full window is not "more"
+        assert len(home.rows) == 450 and not home.has_more
+
+
+async def test_exactly_one_page_of_sessions_has_no_more(tmp_path: Path) -> None:
+    db = tmp_path / "page.db"
+    store = await Store.open(db)
+    await fx.many_sessions(store, 200)
+    await store.close()
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        home = await home_ready(pilot)
+        assert len(home.rows) == 200 and not home.has_more
+        assert "200 sessions" in screen_text(app) and "200+" not in screen_text(app)
 
 
 async def test_home_refreshes_when_another_process_writes(tmp_path: Path) -> None:

@@ -288,11 +288,14 @@ class SessionsScreen(Screen):
         self._dirty = False
         limit = max(self.PAGE_SIZE, len(self.rows))
         try:
-            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=limit, offset=0))
+            # one row past the window says whether there is more (a full window alone cannot)
+            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=limit + 1,
+                                                             offset=0))
         except Exception as error:  # noqa: BLE001 - keep the list usable, say what went wrong
             report_error(self.app, error, "Could not list sessions")
             return
-        self.has_more = len(rows) >= limit
+        self.has_more = len(rows) > limit
+        rows = rows[:limit]
         self._apply(rows)
         self.loaded = True
 
@@ -301,11 +304,12 @@ class SessionsScreen(Screen):
             return
         self._loading_more = True
         try:
-            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=self.PAGE_SIZE,
-                                                             offset=len(self.rows)))
+            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None,
+                                                             limit=self.PAGE_SIZE + 1, offset=len(self.rows)))
+            self.has_more = len(rows) > self.PAGE_SIZE
+            rows = rows[:self.PAGE_SIZE]
             known = {r.id for r in self.rows}
             fresh = [r for r in rows if r.id not in known]
-            self.has_more = len(rows) >= self.PAGE_SIZE
             if fresh:
                 self.rows.extend(fresh)
                 for row in fresh:
