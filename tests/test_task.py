@@ -93,6 +93,7 @@ def test_design_example_loads(tmp_path: Path) -> None:
 
 
 def test_scripted_steps_load(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
     task = load_task(write(tmp_path, SCRIPTED))
     assert task.backend == "scripted"  # the default
     assert task.workspace == (tmp_path / "ws").resolve()
@@ -113,7 +114,7 @@ def test_cli_overrides_backend_and_model(tmp_path: Path) -> None:
 
 def test_workspace_absolute_and_home(tmp_path: Path) -> None:
     assert task_from_dict(base(workspace=str(tmp_path))).workspace == tmp_path
-    assert task_from_dict(base(workspace="~/x")).workspace == Path.home() / "x"
+    assert task_from_dict(base(workspace="~")).workspace == Path.home()
 
 
 def test_default_ids_and_title() -> None:
@@ -143,6 +144,7 @@ def test_planned_task_without_subtasks() -> None:
 
 
 def test_stored_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
     for text in (DESIGN_EXAMPLE, SCRIPTED):
         task = load_task(write(tmp_path, text))
         again = task_from_stored(task.to_dict())
