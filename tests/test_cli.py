@@ -75,7 +75,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
 
     db = tmp_path / "s.db"
     assert run("sessions", "--db", str(db)).returncode == 0
-    assert "no session" in one_line_error(run("show", "zzzz", "--db", str(db))).lower()
+    assert not db.exists()  # listing nothing creates nothing
+    assert "no database at" in one_line_error(run("show", "zzzz", "--db", str(db)))
     one_line_error(run("export", "x", "--format", "pdf", "--db", str(db)))
     one_line_error(run("frobnicate"))
 
@@ -132,10 +133,18 @@ def finished_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-@pytest.mark.parametrize("cmd", ["pause", "resume", "skip", "cancel", "retry"])
+@pytest.mark.parametrize("cmd", ["pause", "skip", "cancel", "retry"])
 def test_control_commands_reject_finished_sessions(finished_db: Path, cmd: str) -> None:
     sid = json.loads(run("sessions", "--json", "--db", str(finished_db)).stdout.splitlines()[0])["id"]
     assert "not running" in one_line_error(run(cmd, sid, "--db", str(finished_db)))
+
+
+def test_resume_of_a_done_session_without_retry_is_refused(finished_db: Path) -> None:
+    sid = json.loads(run("sessions", "--json", "--db", str(finished_db)).stdout.splitlines()[0])["id"]
+    before = finished_db.read_bytes()
+    for extra in ([], ["--headless"]):
+        assert "is done: nothing to resume" in one_line_error(run("resume", sid, *extra, "--db", str(finished_db)))
+    assert finished_db.read_bytes() == before
 
 
 def _run_with_env(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
