@@ -105,14 +105,14 @@ def _db_path(args: argparse.Namespace, *, create: bool = True) -> Path:
     return Path(args.db).expanduser() if args.db else default_db_path(create=create)
 
 
-async def _open_store(args: argparse.Namespace, *, writes: bool) -> Any:
-    """Read-only commands (``writes=False``) create nothing and skip the integrity check;
-    commands that write (runs, resumes, control commands) get a checked database."""
+async def _open_store(args: argparse.Namespace, *, create: bool = False, check: bool = True) -> Any:
+    """Only a run creates a database (``create``); commands about existing sessions make
+    no directory and no file (a missing one is NoDatabase). ``check``: PRAGMA quick_check
+    first, for every command that may write (runs, resumes, control commands); readers
+    skip it and meet damage where they read."""
     from core.store import Store
 
-    if writes:
-        return await Store.open(_db_path(args))
-    return await Store.open(_db_path(args, create=False), create=False, check=False)
+    return await Store.open(_db_path(args, create=create), create=create, check=check)
 
 
 def _err(message: str) -> None:
@@ -126,7 +126,7 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
     from core.store import NoDatabase
 
     try:
-        store = await _open_store(args, writes=False)
+        store = await _open_store(args, check=False)
     except NoDatabase:  # nothing stored yet: an empty listing, and nothing created
         rows = []
     else:
@@ -185,7 +185,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
 
     from core.report import LogFormatter
 
-    store = await _open_store(args, writes=False)
+    store = await _open_store(args, check=False)
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
@@ -257,7 +257,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
     from core.report import export_jsonl, export_markdown
 
     out = _output_path(args)
-    store = await _open_store(args, writes=False)
+    store = await _open_store(args, check=False)
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
@@ -276,7 +276,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def cmd_control(args: argparse.Namespace) -> int:
-    store = await _open_store(args, writes=True)
+    store = await _open_store(args)
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
@@ -299,7 +299,7 @@ async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
     (sid, False); otherwise every reason not to start one is one line (UsageError)."""
     from core.task import task_from_stored
 
-    store = await _open_store(args, writes=True)  # opening recovers sessions whose runner died
+    store = await _open_store(args)  # opening recovers sessions whose runner died
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
@@ -383,7 +383,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
 
     configure_logging()  # SDK and engine logs go to the log file, never over the screen
     backend = _checked_backend(task) if task is not None else None  # before any file is made
-    store = await _open_store(args, writes=True)
+    store = await _open_store(args, create=resume is None)
     try:
         if resume is not None:
             from core.task import task_from_stored
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _resolve_live(args: argparse.Namespace) -> str:
-    store = await _open_store(args, writes=False)
+    store = await _open_store(args)  # checked like the TUI's own open, so damage is one line here
     try:
         if args.session:
             return await store.resolve_session(args.session)

@@ -553,7 +553,8 @@ class Store:
             return decode_event(data)
         except Exception as e:  # noqa: BLE001 - any garbage in a row is that row's damage
             self.damaged_events.add((session_id, int(seq)))
-            log.warning("store: event %s of session %s does not decode: %s", seq, session_id, e)
+            # info, not warning: the CLI says it in its own line, the TUI shows the row
+            log.info("store: event %s of session %s does not decode: %s", seq, session_id, e)
             return OpaqueEvent(type_name="damaged", session_id=session_id, seq=int(seq),
                                data={"note": f"[damaged event seq {seq}]"})
 

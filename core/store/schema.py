@@ -264,7 +264,11 @@ def _check_header(path: Path) -> bool:
 
 
 def _readonly(path: Path) -> sqlite3.Connection:
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    """A connection that cannot change anything. Without a -wal file no other connection
+    is open and the main file is all there is: ``immutable`` then keeps SQLite from
+    creating -wal/-shm beside a file we may be about to refuse."""
+    wal = Path(f"{path}-wal").exists()
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if wal else "&immutable=1")
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
 
 
