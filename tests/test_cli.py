@@ -417,3 +417,32 @@ async def test_tui_demo_has_a_countdown_long_enough_to_act_on(tmp_path: Path) ->
         await store.close()
     assert max(delays[True]) >= 8  # time to try n, p or c in the TUI
     assert max(delays[False]) <= 2  # the headless demo stays quick
+
+
+async def test_resume_without_headless_opens_the_tui_running_the_session(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `shepherd resume SESSION` (no --headless) starts: the TUI, resuming it in-process."""
+    import asyncio
+
+    from tui.app import ShepherdApp
+    from tui.screens.session import SessionScreen
+
+    monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = tmp_path / "t.toml"
+    task.write_text(f'workspace = "{ws}"\n[[subtasks]]\nid = "one"\nprompt = "p"\n'
+                    '  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 2" } }]\n')
+    db = tmp_path / "s.db"
+    kill_headless_run_mid_tool(task, db)
+    (row,) = _sessions(db)
+    app = ShepherdApp(db, resume=(row["id"], None))
+    async with app.run_test(size=(120, 36)) as pilot:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (isinstance(app.screen, SessionScreen) and row["id"] in app.runs):
+            assert loop.time() < deadline, "the resumed session never opened"
+            await pilot.pause(0.02)
+        assert app.screen.session_id == row["id"] and app.screen.follow == "local"
+        assert await asyncio.wait_for(asyncio.shield(app.runs[row["id"]].task), 60) == "done"
+    assert _attempts(db, row["id"]) == [("one", "first"), ("one", "resume")]
