@@ -176,8 +176,9 @@ def good_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     (["export", "s", "--format", "md"], "matches several sessions"),
     (["export", "zz", "--format", "pdf"], "invalid choice: 'pdf'"),
     (["export", "zz"], "--format"),
-    (["sessions", "--limit", "-1"], "must be at least 1"),
-    (["sessions", "--limit", "0"], "must be at least 1"),
+    (["sessions", "--limit", "-1"], "must be between 1 and"),
+    (["sessions", "--limit", "0"], "must be between 1 and"),
+    (["sessions", "--limit", "99999999999999999999999"], "must be between 1 and"),
     (["sessions", "--limit", "abc"], "expected a whole number"),
     (["run", "-p", ""], "prompt: must not be empty"),
     (["run", "-p", "  \n "], "prompt: must not be empty"),
@@ -193,6 +194,7 @@ def good_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     (["cancel", "s0000abcdef0"], "is done, not running"),
     (["retry", "s0000abcdef0", "a"], "shepherd resume s0000abcdef0 --retry SUBTASK"),
     (["attach", "zzzz"], "no session matches"),
+    (["show", "\x1b]0;pwned\x07\x9b2J"], "no session matches '\\x1b]0;pwned\\x07\\x9b2J'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["sessions", "--nope"], "unrecognized arguments"),
 ])
@@ -230,6 +232,10 @@ def make_bad_db(kind: str, where: Path) -> Path:
     path = where / "bad.db"
     if kind == "not sqlite":
         path.write_bytes(b"this is not a database\n" * 200)
+    elif kind == "foreign tables":
+        with sqlite3.connect(path) as con:
+            con.execute('CREATE TABLE "\x1b]0;pwned\x07[red]x[/]" (a)')
+        con.close()
     elif kind == "a directory":
         path.mkdir()
     elif kind == "newer schema":
@@ -257,6 +263,7 @@ def make_bad_db(kind: str, where: Path) -> Path:
 DB_KINDS = {  # kind -> what the line says
     "not sqlite": "not a Shepherd database",
     "a directory": "is not a file",
+    "foreign tables": "another program's tables",
     "newer schema": "newer Shepherd",
     "truncated": "database damaged",
     "truncated header": "database damaged",

@@ -36,8 +36,8 @@ def _limit(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000000, got {value}")
     return value
 
 
@@ -324,6 +324,7 @@ async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
         task = task_from_stored(row.task)
         if not task.workspace.is_dir():
             raise UsageError(f"session {sid}: its workspace {str(task.workspace)!r} no longer exists")
+        _checked_backend(task)  # credentials missing: one line here, not after the TUI opened
         return sid, True
     finally:
         await store.close()

@@ -199,17 +199,23 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # imports this module.
 
 
+def _printable(text: str) -> str:
+    """``why`` may quote the file (table names, SQLite's schema errors): never a raw
+    control character in a message for the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _not_a_db(path: Path, why: str) -> Exception:
     from core.store.db import NotADatabase
 
-    return NotADatabase(f"{path} is not a Shepherd database: {why}")
+    return NotADatabase(f"{path} is not a Shepherd database: {_printable(why)}")
 
 
 def damaged(path: Path, why: str) -> Exception:
     """The one wording for a Shepherd database SQLite cannot read whole."""
     from core.store.db import DatabaseDamaged
 
-    return DatabaseDamaged(f"database damaged: {path}: {why} (try `sqlite3 {path} .recover` "
+    return DatabaseDamaged(f"database damaged: {path}: {_printable(why)} (try `sqlite3 {path} .recover` "
                            "into a new file; this one is left as it is)")
 
 
@@ -324,8 +330,10 @@ def prepare_database(path: Path, *, create: bool = True, check: bool = False) ->
     try:
         if path.exists() and not path.is_file():
             raise StoreError(f"{path} is not a file")
-        if not create and (not path.exists() or path.stat().st_size == 0):
+        if not create and not path.exists():
             raise NoDatabase(f"no database at {path}")
+        if not create and path.stat().st_size == 0:
+            raise NoDatabase(f"no database at {path} (the file is empty)")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _create_private(path)
         ours = _check_header(path)
@@ -344,7 +352,7 @@ def prepare_database(path: Path, *, create: bool = True, check: bool = False) ->
             raise damaged(path, str(e)) from None
         if "not a database" in str(e):
             raise _not_a_db(path, str(e)) from None
-        raise StoreError(f"cannot open {path}: {e}") from None
+        raise StoreError(f"cannot open {path}: {_printable(str(e))}") from None
     except OSError as e:
         raise StoreError(f"cannot open {path}: {e.strerror or e}") from None
     _tighten_sidecars(path)
