@@ -446,3 +446,26 @@ async def test_resume_without_headless_opens_the_tui_running_the_session(tmp_pat
         assert app.screen.session_id == row["id"] and app.screen.follow == "local"
         assert await asyncio.wait_for(asyncio.shield(app.runs[row["id"]].task), 60) == "done"
     assert _attempts(db, row["id"]) == [("one", "first"), ("one", "resume")]
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_a_headless_log_whose_reader_goes_away_does_not_hang_the_run(tmp_path: Path, extra: list[str]) -> None:
+    """`shepherd run --headless 2>&1 | head -1`: Rich's SystemExit on a broken pipe used to
+    escape the event loop and leave the process hanging at exit, its session never finished."""
+    db = tmp_path / "s.db"
+    task = _task_file(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "p"\n  [[subtasks.steps]]\n'
+                      '  tools = [{ name = "run_command", args = { command = "sleep 1" } }]\n'
+                      '  [[subtasks.steps]]\n  text = "done"\n')
+    reader, writer = os.pipe()
+    proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", *extra, "--db", str(db)], cwd=ROOT,
+                            stdout=writer, stderr=writer, env={**os.environ, "SHEPHERD_TIME_SCALE": "0.02"})
+    os.close(writer)
+    try:
+        with os.fdopen(reader, "rb") as r:
+            assert r.readline()  # the first line, then the reader goes away
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _sessions(db)[0]["status"] == "done"

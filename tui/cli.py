@@ -371,12 +371,24 @@ def _checked_backend(task: Any) -> Any:
     return backend
 
 
+def _log_console_class() -> type:
+    from rich.console import Console
+
+    class LogConsole(Console):
+        """Rich's default answer to a closed pipe is SystemExit from inside whatever
+        callback printed: in a headless run that escaped the event loop and hung the
+        process at exit (`shepherd run --headless 2>&1 | head`). Here it just goes quiet."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+
+    return LogConsole
+
+
 async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: str | None = None,
                        retry: str | None = None) -> int:
     """A run with a readable log on stderr (and JSON lines with --json): a new ``task``,
     or ``resume`` (a session id) continued / with ``retry`` re-running that subtask."""
-    from rich.console import Console
-
     from core.backends.base import BackendUnavailable
     from core.engine import resume_run, start_run
     from core.events import new_session_id
@@ -395,19 +407,30 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         await store.close()
         raise
     sid = resume or new_session_id()
-    console = Console(stderr=True, highlight=False)
+    console = _log_console_class()(stderr=True, highlight=False)
     fmt = LogFormatter()
     as_json = getattr(args, "json", False)
 
-    def on_commit(events: list[Any]) -> None:
-        for ev in events:
-            if ev.session_id != sid:
-                continue
-            if as_json:
-                print(ev.to_json(), flush=True)
-            for line in fmt.format(ev):
-                console.print(line)
+    closed = False  # the log's reader went away (`| head`): the run goes on, unlogged
 
+    def on_commit(events: list[Any]) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            for ev in events:
+                if ev.session_id != sid:
+                    continue
+                if as_json:
+                    print(ev.to_json(), flush=True)
+                for line in fmt.format(ev):
+                    console.print(line)
+        except BrokenPipeError:
+            closed = True
+
+    if resume is not None:  # a new run's log opens with its session.started; a resumed one has none
+        what = f"subtask {retry} again" if retry else "where it stopped"
+        console.print(f"▶ resuming session {sid}: {what}", markup=False, style="bold")
     unsubscribe = store.subscribe(on_commit)  # before the run writes its first event
     loop = asyncio.get_running_loop()
     interrupted = False
