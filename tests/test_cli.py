@@ -469,3 +469,12 @@ def test_a_headless_log_whose_reader_goes_away_does_not_hang_the_run(tmp_path: P
             proc.kill()
             proc.wait()
     assert _sessions(db)[0]["status"] == "done"
+
+
+@pytest.mark.parametrize("argv", [[], ["demo"], ["run", "-p", "hi", "--backend", "scripted"]])
+def test_the_tui_entry_points_refuse_a_bad_database_in_one_line(tmp_path: Path, argv: list[str]) -> None:
+    junk = _junk(tmp_path)
+    before = junk.read_bytes()
+    line = one_line_error(run("--db", str(junk), *argv, timeout=30))
+    assert str(junk) in line and "not a Shepherd database" in line
+    assert junk.read_bytes() == before

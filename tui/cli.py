@@ -474,9 +474,15 @@ def configure_logging() -> Path:
 
 def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None,
             resume: tuple[str, str | None] | None = None) -> int:
+    from core.store import Store
     from tui.app import ShepherdApp
 
     db = _db_path(args)
+
+    async def precheck() -> None:  # a bad database is one line here, not a flash of the TUI
+        await (await Store.open(db, recover=False)).close()
+
+    asyncio.run(precheck())
     configure_logging()
     app = ShepherdApp(db, open_session=attach, attach=attach is not None,
                       start=(lambda: task) if task is not None else None, resume=resume)
