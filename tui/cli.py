@@ -303,6 +303,10 @@ async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
+        subs = await store.subtasks(sid)
+        if args.retry is not None and args.retry not in {s.id for s in subs}:
+            known = ", ".join(repr(s.id) for s in subs) or "none"
+            raise UsageError(f"session {sid} has no subtask {args.retry!r} (its subtasks: {known})")
         if await store.lease_owner(sid) is not None:
             await store.enqueue_command(sid, "resume", source="cli")
             sent = "resume"
@@ -311,10 +315,6 @@ async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
                 sent += f" and retry {args.retry}"
             print(f"{sent} sent to {sid} (its runner is live)", file=sys.stderr)
             return sid, False
-        subs = await store.subtasks(sid)
-        if args.retry is not None and args.retry not in {s.id for s in subs}:
-            known = ", ".join(s.id for s in subs) or "none"
-            raise UsageError(f"session {sid} has no subtask {args.retry!r} (its subtasks: {known})")
         if row.status in DONE_STATUSES and args.retry is None:
             redo = [s.id for s in subs if s.status not in ("done", "skipped")]
             hint = f" (shepherd resume {sid} --retry {redo[0]} runs one again)" if redo else ""
