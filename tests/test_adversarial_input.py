@@ -71,7 +71,8 @@ def bad_task_files(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
         "check_timeout inf": (task_text(ws, sub="check_timeout = inf"), ["check_timeout", "finite"]),
         "retry delay inf": (task_text(ws, "[retry.transient]\ninitial_delay = inf"),
                             ["retry.transient.initial_delay", "finite"]),
-        "retry max nan": (task_text(ws, "[retry.rate_limit]\nmax_delay = nan"), ["retry.rate_limit.max_delay", "finite"]),
+        "retry max nan": (task_text(ws, "[retry.rate_limit]\nmax_delay = nan"),
+                          ["retry.rate_limit.max_delay", "finite"]),
         "retry count huge": (task_text(ws, "[retry.transient]\nmax_retries = 1e300"),
                              ["retry.transient.max_retries", "between"]),
         "retry multiplier < 1": (task_text(ws, "[retry.transient]\nmultiplier = 0.5"), ["multiplier", ">= 1"]),
@@ -210,7 +211,8 @@ def test_bad_arguments_are_one_line(good_db: tuple[Path, list[str]], argv: list[
 
 # Every command that opens a database, with what it needs to get that far.
 DB_COMMANDS = {
-    "sessions": ["sessions"], "show": ["show", "s0000abcdef0"], "export": ["export", "s0000abcdef0", "--format", "jsonl"],
+    "sessions": ["sessions"], "show": ["show", "s0000abcdef0"],
+    "export": ["export", "s0000abcdef0", "--format", "jsonl"],
     "attach": ["attach", "s0000abcdef0"], "resume": ["resume", "s0000abcdef0", "--headless"],
     "pause": ["pause", "s0000abcdef0"], "retry": ["retry", "s0000abcdef0"],
     "run": ["run", "-p", "hi", "--backend", "scripted", "--headless"], "demo": ["demo", "--headless"],
