@@ -6,7 +6,9 @@ message names the file, the place (e.g. ``subtasks[2].steps[0].fail``) and the r
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,163 +120,260 @@ def _where(src: str, place: str) -> str:
     return f"{src}: {place}" if place else src
 
 
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+
+
 def _expect(value: Any, kind: type | tuple[type, ...], src: str, place: str) -> Any:
+    """``value`` if it is a ``kind``, else TaskError (bool is never a number)."""
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise TaskError(f"{_where(src, place)}: expected a number, got {value!r}")
     if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise TaskError(f"{_where(src, place)}: expected {names}, got {type(value).__name__} {value!r}")
+        raise TaskError(f"{_where(src, place)}: expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
     return value
 
 
-def _parse_steps(raw: Any, src: str, place: str) -> tuple[Step, ...]:
+MAX_PROBLEMS_SHOWN = 12
+MAX_DEPTH = 32  # tables/arrays inside each other; a task file needs a handful
+MAX_TASK_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Num:
+    """A numeric setting: type, bounds (``above``: strictly greater than ``low``), default."""
+
+    default: float | int | None
+    integer: bool = False
+    low: float = 0
+    above: bool = False
+    high: float = 1e9
+    whole: bool = False  # a float is accepted when it is a whole number (retry max_retries)
+
+
+class _Check:
+    """Collects every problem of a task (place, reason) instead of stopping at the first,
+    so one run of ``shepherd run`` shows all that is wrong. Methods return a usable
+    fallback after recording a problem, so checking goes on."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.problems: list[str] = []
+
+    def fail(self, place: str, reason: str) -> None:
+        self.problems.append(f"{place}: {reason}" if place else reason)
+
+    def type(self, value: Any, kind: type | tuple[type, ...], place: str, fallback: Any = None) -> Any:
+        try:
+            return _expect(value, kind, "", place)
+        except TaskError as e:
+            self.fail("", str(e).removeprefix(": "))
+            return fallback
+
+    def keys(self, d: dict[str, Any], allowed: Iterable[str], place: str) -> None:
+        for key in sorted(set(d) - set(allowed), key=str):
+            self.fail(place, f"unknown key {key!r}")
+
+    def num(self, value: Any, spec: Num, place: str) -> Any:
+        if value is None:
+            return spec.default
+        kind: type | tuple[type, ...] = int if spec.integer and not spec.whole else (int, float)
+        value = self.type(value, kind, place, fallback=None)
+        if value is None:
+            return spec.default
+        bad = None
+        if isinstance(value, float) and not math.isfinite(value):
+            bad = f"must be a finite number, got {value!r}"
+        elif value < spec.low or (spec.above and value == spec.low):
+            bad = f"must be {'>' if spec.above else '>='} {spec.low:g}"
+        elif value > spec.high:
+            bad = f"must be between {spec.low:g} and {spec.high:g}"
+        elif spec.whole and value != int(value):
+            bad = "must be a whole number"
+        if bad:
+            self.fail(place, bad)
+            return spec.default
+        return int(value) if spec.integer else float(value)
+
+    def done(self) -> None:
+        if not self.problems:
+            return
+        shown = self.problems[:MAX_PROBLEMS_SHOWN]
+        more = len(self.problems) - len(shown)
+        text = "; ".join(shown) + (f"; … and {more} more" if more else "")
+        head = f"{len(self.problems)} problems: " if len(self.problems) > 1 else ""
+        raise TaskError(f"{self.src}: {head}{text}")
+
+
+STEP_NUMBERS = {
+    "delay_ms": Num(0, integer=True, high=3_600_000),
+    "after_deltas": Num(0, integer=True, high=1_000_000),
+    "retry_after": Num(None, high=86_400),
+}
+STEP_KEYS = {"text", "thinking", "tools", "fail", "message", *STEP_NUMBERS}
+
+
+def _parse_steps(ck: _Check, raw: Any, place: str) -> tuple[Step, ...]:
     steps = []
-    for i, s in enumerate(_expect(raw, list, src, place)):
+    for i, s in enumerate(ck.type(raw, list, place, fallback=[])):
         p = f"{place}[{i}]"
-        _expect(s, dict, src, p)
-        unknown = set(s) - {"text", "thinking", "tools", "delay_ms", "fail", "after_deltas", "retry_after", "message"}
-        if unknown:
-            raise TaskError(f"{_where(src, p)}: unknown key {sorted(unknown)[0]!r}")
+        if ck.type(s, dict, p) is None:
+            continue
+        ck.keys(s, STEP_KEYS, p)
         tools = []
-        for j, t in enumerate(_expect(s.get("tools", []), list, src, f"{p}.tools")):
+        for j, t in enumerate(ck.type(s.get("tools", []), list, f"{p}.tools", fallback=[])):
             tp = f"{p}.tools[{j}]"
-            _expect(t, dict, src, tp)
-            name = _expect(t.get("name"), str, src, f"{tp}.name")
-            args = _expect(t.get("args", {}), dict, src, f"{tp}.args")
+            if ck.type(t, dict, tp) is None:
+                continue
+            name = ck.type(t.get("name"), str, f"{tp}.name", fallback="")
+            args = ck.type(t.get("args", {}), dict, f"{tp}.args", fallback={})
             tools.append(ToolCallSpec(name=name, args=args))
         fail = s.get("fail")
-        if fail is not None:
-            _expect(fail, str, src, f"{p}.fail")
-            if fail not in FAIL_KINDS:
-                raise TaskError(
-                    f"{_where(src, p + '.fail')}: unknown fail kind {fail!r} (one of {', '.join(FAIL_KINDS)})"
-                )
-        retry_after = s.get("retry_after")
-        if retry_after is not None:
-            _expect(retry_after, (int, float), src, f"{p}.retry_after")
-            if retry_after < 0:
-                raise TaskError(f"{_where(src, p + '.retry_after')}: must be >= 0")
+        if fail is not None and ck.type(fail, str, f"{p}.fail") is not None and fail not in FAIL_KINDS:
+            ck.fail(f"{p}.fail", f"unknown fail kind {fail!r} (one of {', '.join(FAIL_KINDS)})")
         message = s.get("message")
         if message is not None:
-            _expect(message, str, src, f"{p}.message")
-        delay_ms = _expect(s.get("delay_ms", 0), int, src, f"{p}.delay_ms")
-        after = _expect(s.get("after_deltas", 0), int, src, f"{p}.after_deltas")
-        if delay_ms < 0 or after < 0:
-            raise TaskError(f"{_where(src, p)}: delay_ms and after_deltas must be >= 0")
-        steps.append(
-            Step(
-                text=_expect(s.get("text", ""), str, src, f"{p}.text"),
-                thinking=_expect(s.get("thinking", ""), str, src, f"{p}.thinking"),
-                tools=tuple(tools),
-                delay_ms=delay_ms,
-                fail=fail,
-                after_deltas=after,
-                retry_after=float(retry_after) if retry_after is not None else None,
-                message=message,
-            )
-        )
+            ck.type(message, str, f"{p}.message")
+        nums = {k: ck.num(s.get(k), spec, f"{p}.{k}") for k, spec in STEP_NUMBERS.items()}
+        steps.append(Step(
+            text=ck.type(s.get("text", ""), str, f"{p}.text", fallback=""),
+            thinking=ck.type(s.get("thinking", ""), str, f"{p}.thinking", fallback=""),
+            tools=tuple(tools), fail=fail, message=message, **nums))
     return tuple(steps)
 
 
-def _parse_retry(raw: Any, src: str) -> dict[str, dict[str, float]]:
+RETRY_NUMBERS = {
+    "max_retries": Num(None, integer=True, whole=True, high=100),
+    "initial_delay": Num(None, high=86_400),
+    "max_delay": Num(None, high=86_400),
+    "multiplier": Num(None, low=1, high=100),
+    "jitter": Num(None, high=1),
+}
+assert set(RETRY_NUMBERS) == set(RETRY_KEYS)
+
+
+def _parse_retry(ck: _Check, raw: Any) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for kind, settings in _expect(raw, dict, src, "retry").items():
+    for kind, settings in ck.type(raw, dict, "retry", fallback={}).items():
         if kind not in FAIL_KINDS:
-            raise TaskError(f"{_where(src, f'retry.{kind}')}: unknown error kind {kind!r}")
-        _expect(settings, dict, src, f"retry.{kind}")
+            ck.fail(f"retry.{kind}", f"unknown error kind {kind!r}")
+            continue
+        if ck.type(settings, dict, f"retry.{kind}") is None:
+            continue
         clean: dict[str, float] = {}
         for key, value in settings.items():
-            if key not in RETRY_KEYS:
-                raise TaskError(f"{_where(src, f'retry.{kind}.{key}')}: unknown setting (one of {', '.join(RETRY_KEYS)})")
-            _expect(value, (int, float), src, f"retry.{kind}.{key}")
-            if value < 0:
-                raise TaskError(f"{_where(src, f'retry.{kind}.{key}')}: must be >= 0")
-            if key == "max_retries" and value != int(value):
-                raise TaskError(f"{_where(src, f'retry.{kind}.{key}')}: must be a whole number")
-            if key == "jitter" and value > 1:
-                raise TaskError(f"{_where(src, f'retry.{kind}.{key}')}: must be between 0 and 1 (a fraction)")
-            clean[key] = value
+            place = f"retry.{kind}.{key}"
+            if key not in RETRY_NUMBERS:
+                ck.fail(place, f"unknown setting (one of {', '.join(RETRY_KEYS)})")
+                continue
+            n = len(ck.problems)
+            number = ck.num(value, RETRY_NUMBERS[key], place)
+            if len(ck.problems) == n:
+                clean[key] = value if key != "max_retries" else number
         out[kind] = clean
     return out
 
 
+# Top-level numeric settings: name -> bounds (a new one is one line here plus its Task field).
+TOP_NUMBERS = {
+    "max_attempts": Num(12, integer=True, low=1, high=1000),
+    "max_check_retries": Num(2, integer=True, high=100),
+    "heartbeat_s": Num(15.0, above=True, high=86_400),
+    "stall_s": Num(600.0, above=True, high=30 * 86_400),
+    "max_turns": Num(50, integer=True, low=1, high=100_000),
+}
+SUBTASK_KEYS = {"id", "title", "prompt", "check", "check_timeout", "steps"}
+CHECK_TIMEOUT = Num(300.0, above=True, high=30 * 86_400)
 TOP_KEYS = {
     "title", "backend", "model", "workspace", "plan", "plan_prompt", "plan_steps", "subtasks",
-    "retry", "max_attempts", "max_check_retries", "heartbeat_s", "stall_s", "max_turns",
-    "claude", "openai",
+    "retry", "claude", "openai", *TOP_NUMBERS,
     "pass_env", "sandbox", "sandbox_network",  # how tool processes run: core.tools.spawn
 }
 
 
-def _number(data: dict[str, Any], key: str, default: float, src: str, *, minimum: float,
-            strict: bool = False, integer: bool = False) -> Any:
-    """A top-level number with a lower bound (``strict``: must be above it)."""
-    value = _expect(data.get(key, default), int if integer else (int, float), src, key)
-    if value < minimum or (strict and value == minimum):
-        raise TaskError(f"{_where(src, key)}: must be {'>' if strict else '>='} {minimum:g}")
-    return value if integer else float(value)
+def _too_deep(data: Any) -> str | None:
+    """The place of the first value nested deeper than MAX_DEPTH (walked without recursion)."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, place, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return place or "(top)"
+        if isinstance(value, dict):
+            stack.extend((v, f"{place}.{k}" if place else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{place}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
 
 
 def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path | None = None,
-                   backend: str | None = None, model: str | None = None) -> Task:
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        raise TaskError(f"{src}: unknown key {sorted(unknown)[0]!r}")
-    title = _expect(data.get("title", ""), str, src, "title")
-    backend = backend or _expect(data.get("backend", "scripted"), str, src, "backend")
+                   backend: str | None = None, model: str | None = None,
+                   check_workspace: bool = True) -> Task:
+    """Validate ``data`` completely; TaskError lists every problem found (one line).
+    ``check_workspace``: the workspace must be an existing directory (off for a stored
+    task, whose workspace the resuming command checks itself)."""
+    ck = _Check(src)
+    deep = _too_deep(data)
+    if deep is not None:
+        raise TaskError(f"{_where(src, deep[:80])}: nested deeper than {MAX_DEPTH} levels")
+    ck.keys(data, TOP_KEYS, "")
+    title = ck.type(data.get("title", ""), str, "title", fallback="")
+    backend = backend or ck.type(data.get("backend", "scripted"), str, "backend", fallback="scripted")
     if backend not in BACKENDS:
-        raise TaskError(f"{_where(src, 'backend')}: unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
+        ck.fail("backend", f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
     model = model or data.get("model")
     if model is not None:
-        _expect(model, str, src, "model")
-    ws = Path(_expect(data.get("workspace", "."), str, src, "workspace")).expanduser()
+        model = ck.type(model, str, "model")
+    ws = Path(ck.type(data.get("workspace", "."), str, "workspace", fallback=".")).expanduser()
     if not ws.is_absolute():
         ws = (base_dir or Path.cwd()) / ws
-    plan = _expect(data.get("plan", False), bool, src, "plan")
-    raw_subtasks = _expect(data.get("subtasks", []), list, src, "subtasks")
-    if not raw_subtasks and not plan:
-        raise TaskError(f"{_where(src, 'subtasks')}: a task needs at least one subtask (or plan = true)")
+    if check_workspace and not ws.is_dir():
+        ck.fail("workspace", f"{str(ws)!r} is not a directory" if ws.exists() else f"{str(ws)!r} does not exist")
+    plan = ck.type(data.get("plan", False), bool, "plan", fallback=False)
+    raw_subtasks = ck.type(data.get("subtasks", []), list, "subtasks", fallback=None)
+    if raw_subtasks == [] and not plan:
+        ck.fail("subtasks", "a task needs at least one subtask (or plan = true)")
     subtasks: list[Subtask] = []
     seen: set[str] = set()
-    for i, s in enumerate(raw_subtasks):
+    for i, s in enumerate(raw_subtasks or []):
         p = f"subtasks[{i}]"
-        _expect(s, dict, src, p)
-        unknown = set(s) - {"id", "title", "prompt", "check", "check_timeout", "steps"}
-        if unknown:
-            raise TaskError(f"{_where(src, p)}: unknown key {sorted(unknown)[0]!r}")
-        sid = _expect(s.get("id", f"s{i + 1}"), str, src, f"{p}.id").strip()
+        if ck.type(s, dict, p) is None:
+            continue
+        ck.keys(s, SUBTASK_KEYS, p)
+        sid = (ck.type(s.get("id", f"s{i + 1}"), str, f"{p}.id", fallback=f"s{i + 1}")).strip()
         if not sid:
-            raise TaskError(f"{_where(src, p + '.id')}: must not be empty")
-        if sid in seen:
-            raise TaskError(f"{_where(src, p + '.id')}: duplicate subtask id {sid!r}")
-        if plan and sid == PLAN_ID:
-            raise TaskError(f"{_where(src, p + '.id')}: {PLAN_ID!r} is reserved for the planning attempt")
+            ck.fail(f"{p}.id", "must not be empty")
+        elif _has_control(sid):
+            ck.fail(f"{p}.id", f"must not contain control characters ({sid!r})")
+        elif sid in seen:
+            ck.fail(f"{p}.id", f"duplicate subtask id {sid!r}")
+        elif plan and sid == PLAN_ID:
+            ck.fail(f"{p}.id", f"{PLAN_ID!r} is reserved for the planning attempt")
         seen.add(sid)
         prompt = s.get("prompt")
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
-            raise TaskError(f"{_where(src, p + '.prompt')}: missing prompt")
-        _expect(prompt, str, src, f"{p}.prompt")
+            ck.fail(f"{p}.prompt", "missing prompt")
+        else:
+            prompt = ck.type(prompt, str, f"{p}.prompt", fallback="")
         check = s.get("check")
         if check is not None:
-            _expect(check, str, src, f"{p}.check")
-        check_timeout = _expect(s.get("check_timeout", 300), (int, float), src, f"{p}.check_timeout")
-        if check_timeout <= 0:
-            raise TaskError(f"{_where(src, p + '.check_timeout')}: must be > 0")
-        subtasks.append(
-            Subtask(
-                id=sid,
-                title=_expect(s.get("title", sid), str, src, f"{p}.title"),
-                prompt=prompt,
-                check=check,
-                check_timeout=float(check_timeout),
-                steps=_parse_steps(s.get("steps", []), src, f"{p}.steps"),
-            )
-        )
-    options = {k: _expect(data[k], dict, src, k) for k in ("claude", "openai") if k in data}
-    max_attempts = _number(data, "max_attempts", 12, src, minimum=1, integer=True)
-    plan_prompt = _expect(data.get("plan_prompt", ""), str, src, "plan_prompt")
+            check = ck.type(check, str, f"{p}.check")
+        subtasks.append(Subtask(
+            id=sid, title=ck.type(s.get("title", sid), str, f"{p}.title", fallback=sid),
+            prompt=prompt or "", check=check,
+            check_timeout=ck.num(s.get("check_timeout"), CHECK_TIMEOUT, f"{p}.check_timeout"),
+            steps=_parse_steps(ck, s.get("steps", []), f"{p}.steps")))
+    options = {k: ck.type(data[k], dict, k, fallback={}) for k in ("claude", "openai") if k in data}
+    plan_prompt = ck.type(data.get("plan_prompt", ""), str, "plan_prompt", fallback="")
     if plan and not raw_subtasks and not (plan_prompt.strip() or title.strip()):
-        raise TaskError(f"{_where(src, 'plan_prompt')}: a planned task needs plan_prompt (what to plan)")
+        ck.fail("plan_prompt", "a planned task needs plan_prompt (what to plan)")
+    plan_steps = _parse_steps(ck, data.get("plan_steps", []), "plan_steps")
+    retry = _parse_retry(ck, data.get("retry", {}))
+    numbers = {k: ck.num(data.get(k), spec, k) for k, spec in TOP_NUMBERS.items()}
+    spawn = _spawn_keys(ck, data)
+    ck.done()
     return Task(
         title=title or (subtasks[0].title if subtasks else "Planned task"),
         backend=backend,
@@ -282,17 +381,13 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
         workspace=ws,
         plan=plan,
         plan_prompt=plan_prompt,
-        plan_steps=_parse_steps(data.get("plan_steps", []), src, "plan_steps"),
+        plan_steps=plan_steps,
         subtasks=tuple(subtasks),
-        retry=_parse_retry(data.get("retry", {}), src),
-        max_attempts=max_attempts,
-        max_check_retries=_number(data, "max_check_retries", 2, src, minimum=0, integer=True),
-        heartbeat_s=_number(data, "heartbeat_s", 15.0, src, minimum=0, strict=True),
-        stall_s=_number(data, "stall_s", 600.0, src, minimum=0, strict=True),
-        max_turns=_number(data, "max_turns", 50, src, minimum=1, integer=True),
+        retry=retry,
         source=None,
         options=options,
-        **_spawn_keys(data, src),
+        **spawn,
+        **numbers,
     )
 
 
@@ -302,24 +397,34 @@ def task_from_stored(data: dict[str, Any]) -> Task:
     if "subtasks" in data:
         data["subtasks"] = [{k: v for k, v in s.items() if v is not None} for s in data["subtasks"]]
     source = data.pop("source", None)
-    task = task_from_dict(data, src="stored task")
+    task = task_from_dict(data, src="stored task", check_workspace=False)
     return Task(**{**task.__dict__, "source": Path(source) if source else None})
 
 
 def load_task(path: str | Path, *, backend: str | None = None, model: str | None = None) -> Task:
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_TASK_BYTES + 1)
     except OSError as e:
         raise TaskError(f"{path}: cannot read task file ({e.strerror or e})") from None
+    if len(raw) > MAX_TASK_BYTES:
+        raise TaskError(f"{path}: too large for a task file (over {MAX_TASK_BYTES // (1024 * 1024)} MiB)")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise TaskError(f"{path}: not a UTF-8 text file") from None
+    except UnicodeDecodeError as e:
+        raise TaskError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
-        raise TaskError(f"{path}: invalid TOML: {e}") from None
+        raise TaskError(f"{path}: invalid TOML: {_printable(str(e))}") from None
+    except RecursionError:  # tomllib recurses per nesting level
+        raise TaskError(f"{path}: nested too deeply to read (limit {MAX_DEPTH} levels)") from None
     task = task_from_dict(data, src=str(path), base_dir=path.resolve().parent, backend=backend, model=model)
     return Task(**{**task.__dict__, "source": path.resolve()})
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character shown escaped (it may quote the file)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def prompt_task(prompt: str, *, backend: str = "scripted", model: str | None = None,
@@ -341,14 +446,18 @@ def prompt_task(prompt: str, *, backend: str = "scripted", model: str | None = N
     )
 
 
-def _spawn_keys(data: dict[str, Any], src: str) -> dict[str, Any]:
+def _spawn_keys(ck: _Check, data: dict[str, Any]) -> dict[str, Any]:
     """``pass_env`` (names), ``sandbox`` ("bwrap" or absent), ``sandbox_network`` (bool)."""
-    names = _expect(data.get("pass_env", []), list, src, "pass_env")
+    names = ck.type(data.get("pass_env", []), list, "pass_env", fallback=[])
+    good: list[str] = []
     for i, n in enumerate(names):
-        if not isinstance(n, str) or not n.strip() or "=" in n:
-            raise TaskError(f"{_where(src, f'pass_env[{i}]')}: expected a variable name, got {n!r}")
+        if not isinstance(n, str) or not n.strip() or "=" in n or _has_control(n):
+            ck.fail(f"pass_env[{i}]", f"expected a variable name, got {n!r}")
+        else:
+            good.append(n.strip())
     sandbox = data.get("sandbox")
     if sandbox is not None and sandbox != "bwrap":
-        raise TaskError(f"{_where(src, 'sandbox')}: the only sandbox is \"bwrap\", got {sandbox!r}")
-    network = _expect(data.get("sandbox_network", False), bool, src, "sandbox_network")
-    return {"pass_env": tuple(n.strip() for n in names), "sandbox": sandbox, "sandbox_network": network}
+        ck.fail("sandbox", f'the only sandbox is "bwrap", got {sandbox!r}')
+        sandbox = None
+    network = ck.type(data.get("sandbox_network", False), bool, "sandbox_network", fallback=False)
+    return {"pass_env": tuple(good), "sandbox": sandbox, "sandbox_network": network}

@@ -75,7 +75,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
 
     db = tmp_path / "s.db"
     assert run("sessions", "--db", str(db)).returncode == 0
-    assert "no session" in one_line_error(run("show", "zzzz", "--db", str(db))).lower()
+    assert not db.exists()  # listing nothing creates nothing
+    assert "no database at" in one_line_error(run("show", "zzzz", "--db", str(db)))
     one_line_error(run("export", "x", "--format", "pdf", "--db", str(db)))
     one_line_error(run("frobnicate"))
 
@@ -132,10 +133,18 @@ def finished_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-@pytest.mark.parametrize("cmd", ["pause", "resume", "skip", "cancel", "retry"])
+@pytest.mark.parametrize("cmd", ["pause", "skip", "cancel", "retry"])
 def test_control_commands_reject_finished_sessions(finished_db: Path, cmd: str) -> None:
     sid = json.loads(run("sessions", "--json", "--db", str(finished_db)).stdout.splitlines()[0])["id"]
     assert "not running" in one_line_error(run(cmd, sid, "--db", str(finished_db)))
+
+
+def test_resume_of_a_done_session_without_retry_is_refused(finished_db: Path) -> None:
+    sid = json.loads(run("sessions", "--json", "--db", str(finished_db)).stdout.splitlines()[0])["id"]
+    before = finished_db.read_bytes()
+    for extra in ([], ["--headless"]):
+        assert "is done: nothing to resume" in one_line_error(run("resume", sid, *extra, "--db", str(finished_db)))
+    assert finished_db.read_bytes() == before
 
 
 def _run_with_env(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -179,3 +188,293 @@ def test_run_prompt_claude_backend_against_the_fake(tmp_path: Path) -> None:
     assert (ws / "out.txt").read_text() == "from-bash\n"
     assert "Bash" in proc.stderr and "session done" in proc.stderr
     assert "sk-ant-fake-key" not in (tmp_path / "s.db").read_bytes().decode("latin-1")
+
+
+# --- --db before and after every subcommand (and $SHEPHERD_DB) ----------------------------------
+
+def _junk(tmp_path: Path) -> Path:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite " * 50)
+    return junk
+
+
+def _task_file(tmp_path: Path, body: str = "", title: str = "tiny") -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    task = tmp_path / f"{title}.toml"
+    task.write_text(f'title = "{title}"\nworkspace = "{ws}"\n' + (body or
+                    '[[subtasks]]\nid = "a"\nprompt = "say hi"\n  [[subtasks.steps]]\n  text = "hi"\n'))
+    return task
+
+
+# Each subcommand with the arguments it needs to reach its database.
+SUBCOMMANDS = {
+    "demo": ["--headless"], "run": ["-p", "hi", "--backend", "scripted", "--headless"],
+    "attach": ["s1"], "sessions": [], "show": ["s1"], "export": ["s1", "--format", "md"],
+    "resume": ["s1", "--headless"], "pause": ["s1"], "skip": ["s1"], "cancel": ["s1"], "retry": ["s1"],
+}
+
+
+@pytest.mark.parametrize("cmd", sorted(SUBCOMMANDS))
+def test_db_before_or_after_the_subcommand_is_the_one_used(tmp_path: Path, cmd: str) -> None:
+    """A junk file as --db, in either place or as $SHEPHERD_DB: the command must meet that
+    file (and refuse it by name), not the default database."""
+    junk = _junk(tmp_path)
+    before = junk.read_bytes()
+    for argv, env in (([cmd, *SUBCOMMANDS[cmd], "--db", str(junk)], {}),
+                      (["--db", str(junk), cmd, *SUBCOMMANDS[cmd]], {}),
+                      ([cmd, *SUBCOMMANDS[cmd]], {"SHEPHERD_DB": str(junk)})):
+        line = one_line_error(run(*argv, env_extra=env))
+        assert str(junk) in line and "not a Shepherd database" in line, (argv, line)
+    assert junk.read_bytes() == before
+
+
+def test_db_before_the_subcommand_gets_the_data(tmp_path: Path) -> None:
+    db = tmp_path / "chosen.db"
+    task = _task_file(tmp_path)
+    assert run("--db", str(db), "run", str(task), "--headless").returncode == 0
+    assert run("--db", str(db), "demo", "--headless").returncode == 0
+    rows = [json.loads(line) for line in run("--db", str(db), "sessions", "--json").stdout.splitlines()]
+    assert sorted(r["title"] for r in rows) == ["Demo: fix the date parser in tinydates", "tiny"]
+    default = Path(os.environ["XDG_DATA_HOME"]) / "shepherd" / "shepherd.db"
+    assert not default.exists()  # nothing went to the default database
+
+
+# --- shepherd resume -----------------------------------------------------------------------------
+
+def _sessions(db: Path) -> list[dict]:
+    return [json.loads(line) for line in run("sessions", "--json", "--db", str(db)).stdout.splitlines()]
+
+
+def _attempts(db: Path, sid: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as con:
+        return [(json.loads(d)["subtask_id"], json.loads(d)["reason"]) for (d,) in con.execute(
+            "SELECT data FROM events WHERE session_id = ? AND type = 'attempt.started' ORDER BY seq", (sid,))]
+
+
+def test_resume_headless_runs_an_interrupted_session_to_done(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = tmp_path / "t.toml"
+    task.write_text(f'''
+title = "resumable"
+workspace = "{ws}"
+[[subtasks]]
+id = "one"
+prompt = "make a marker file"
+  [[subtasks.steps]]
+  tools = [{{ name = "run_command", args = {{ command = "sleep 2; echo done > marker.txt" }} }}]
+  [[subtasks.steps]]
+  text = "Marker written."
+[[subtasks]]
+id = "two"
+prompt = "say so"
+  [[subtasks.steps]]
+  text = "All done."
+''')
+    db = tmp_path / "s.db"
+    kill_headless_run_mid_tool(task, db)
+    (row,) = _sessions(db)
+    assert row["status"] == "interrupted"
+    proc = run("resume", row["id"][:8], "--headless", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "session done" in proc.stderr
+    (row,) = _sessions(db)
+    assert row["status"] == "done" and row["subtasks_done"] == 2
+    assert (ws / "marker.txt").read_text() == "done\n"
+    assert _attempts(db, row["id"]) == [("one", "first"), ("one", "resume"), ("two", "first")]
+
+
+def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    task = _task_file(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n  [[subtasks.steps]]\n  text = "did a"\n'
+                      '[[subtasks]]\nid = "b"\nprompt = "two"\n  [[subtasks.steps]]\n  text = "did b"\n')
+    assert run("run", str(task), "--headless", "--db", str(db)).returncode == 0
+    (row,) = _sessions(db)
+    proc = run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _attempts(db, row["id"]) == [("a", "first"), ("b", "first"), ("a", "user_retry")]
+    assert "no subtask 'zz'" in one_line_error(run("resume", row["id"], "--retry", "zz", "--headless",
+                                                   "--db", str(db)))
+
+
+def test_resume_exit_code_follows_the_run(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    task = _task_file(tmp_path, 'max_check_retries = 0\n[[subtasks]]\nid = "a"\nprompt = "one"\ncheck = "false"\n'
+                      '  [[subtasks.steps]]\n  text = "did a"\n')
+    assert run("run", str(task), "--headless", "--db", str(db)).returncode == 1
+    (row,) = _sessions(db)
+    assert row["status"] == "failed"
+    assert run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db)).returncode == 1
+
+
+def _wait_for_lease(db: Path, proc: subprocess.Popen) -> str:
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        assert time.monotonic() < deadline, "the runner never took its lease"
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                    row = con.execute("SELECT session_id FROM leases").fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if row:
+                return str(row[0])
+        time.sleep(0.05)  # another process's database: there is no event to await
+
+
+def test_resume_against_a_live_runner_sends_the_commands(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    task = _task_file(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n'
+                      '  [[subtasks.steps]]\n  fail = "rate_limit"\n  retry_after = 600\n')
+    proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", "--db", str(db)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
+    try:
+        sid = _wait_for_lease(db, proc)
+        out = run("resume", sid, "--retry", "a", "--db", str(db))
+        assert out.returncode == 0 and "resume and retry a sent" in out.stderr, out.stderr
+        with sqlite3.connect(db) as con:
+            cmds = con.execute("SELECT command, subtask_id, source FROM commands ORDER BY id").fetchall()
+        assert cmds == [("resume", None, "cli"), ("retry", "a", "cli")]
+        assert run("cancel", sid, "--db", str(db)).returncode == 0
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+# --- export -o ----------------------------------------------------------------------------------
+
+def test_export_output_that_cannot_be_written_is_one_line_and_leaves_nothing(finished_db: Path,
+                                                                             tmp_path: Path) -> None:
+    sid = _sessions(finished_db)[0]["id"]
+    before = finished_db.read_bytes()
+    target_dir = tmp_path / "out"
+    target_dir.mkdir()
+    listing = sorted(os.listdir(tmp_path))
+    for output, fragment in ((str(target_dir), "is a directory"), ("/nonexistent/x.md", "does not exist"),
+                             (str(finished_db), "it is the database")):
+        line = one_line_error(run("export", sid, "--format", "md", "-o", output, "--db", str(finished_db)))
+        assert line.startswith("shepherd: cannot write") and fragment in line, line
+    assert sorted(os.listdir(tmp_path)) == listing and os.listdir(target_dir) == []
+    assert finished_db.read_bytes() == before
+    good = target_dir / "s.md"
+    assert run("export", sid, "--format", "md", "-o", str(good), "--db", str(finished_db)).returncode == 0
+    assert good.read_text().startswith("# Demo") and os.listdir(target_dir) == ["s.md"]
+
+
+# --- the demo's temporary workspace -------------------------------------------------------------
+
+def test_demo_leaves_no_temporary_folder_on_any_exit(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    assert run("demo", "--headless", "--db", str(tmp_path / "s.db"), env_extra=env).returncode == 0
+    assert os.listdir(tmp) == []
+    one_line_error(run("demo", "--headless", "--db", str(_junk(tmp_path)), env_extra=env))  # failure path
+    assert os.listdir(tmp) == []
+    # Ctrl-C mid-run (real time: the demo's first countdown is 2 s)
+    db = tmp_path / "c.db"
+    proc = subprocess.Popen([*SHEPHERD, "demo", "--headless", "--db", str(db)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "SHEPHERD_TIME_SCALE": "1", **env})
+    try:
+        _wait_for_lease(db, proc)
+        assert [p.name for p in tmp.iterdir()][0].startswith("shepherd-demo-")  # it was there
+        proc.send_signal(__import__("signal").SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+    assert os.listdir(tmp) == []
+
+
+async def test_tui_demo_has_a_countdown_long_enough_to_act_on(tmp_path: Path) -> None:
+    from core.demo import demo_task
+    from core.engine import Supervisor
+    from core.store import Store
+    from tests.engine_helpers import FAST, stored
+
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        delays = {}
+        for interactive in (True, False):
+            task = demo_task(tmp_path / f"ws{interactive}", interactive=interactive)
+            sup = Supervisor(store, task, clock=FAST, interactive=False)
+            assert await sup.run() == "done"
+            delays[interactive] = [e.delay_s for e in await stored(store, sup.session_id, "retry.scheduled")]
+    finally:
+        await store.close()
+    assert max(delays[True]) >= 8  # time to try n, p or c in the TUI
+    assert max(delays[False]) <= 2  # the headless demo stays quick
+
+
+async def test_resume_without_headless_opens_the_tui_running_the_session(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `shepherd resume SESSION` (no --headless) starts: the TUI, resuming it in-process."""
+    import asyncio
+
+    from tui.app import ShepherdApp
+    from tui.screens.session import SessionScreen
+
+    monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = tmp_path / "t.toml"
+    task.write_text(f'workspace = "{ws}"\n[[subtasks]]\nid = "one"\nprompt = "p"\n'
+                    '  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 2" } }]\n')
+    db = tmp_path / "s.db"
+    kill_headless_run_mid_tool(task, db)
+    (row,) = _sessions(db)
+    app = ShepherdApp(db, resume=(row["id"], None))
+    async with app.run_test(size=(120, 36)) as pilot:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (isinstance(app.screen, SessionScreen) and row["id"] in app.runs):
+            assert loop.time() < deadline, "the resumed session never opened"
+            await pilot.pause(0.02)
+        assert app.screen.session_id == row["id"] and app.screen.follow == "local"
+        assert await asyncio.wait_for(asyncio.shield(app.runs[row["id"]].task), 60) == "done"
+    assert _attempts(db, row["id"]) == [("one", "first"), ("one", "resume")]
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_a_headless_log_whose_reader_goes_away_does_not_hang_the_run(tmp_path: Path, extra: list[str]) -> None:
+    """`shepherd run --headless 2>&1 | head -1`: Rich's SystemExit on a broken pipe used to
+    escape the event loop and leave the process hanging at exit, its session never finished."""
+    db = tmp_path / "s.db"
+    task = _task_file(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "p"\n  [[subtasks.steps]]\n'
+                      '  tools = [{ name = "run_command", args = { command = "sleep 1" } }]\n'
+                      '  [[subtasks.steps]]\n  text = "done"\n')
+    reader, writer = os.pipe()
+    proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", *extra, "--db", str(db)], cwd=ROOT,
+                            stdout=writer, stderr=writer, env={**os.environ, "SHEPHERD_TIME_SCALE": "0.02"})
+    os.close(writer)
+    try:
+        with os.fdopen(reader, "rb") as r:
+            assert r.readline()  # the first line, then the reader goes away
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _sessions(db)[0]["status"] == "done"
+
+
+@pytest.mark.parametrize("argv", [[], ["demo"], ["run", "-p", "hi", "--backend", "scripted"]])
+def test_the_tui_entry_points_refuse_a_bad_database_in_one_line(tmp_path: Path, argv: list[str]) -> None:
+    junk = _junk(tmp_path)
+    before = junk.read_bytes()
+    line = one_line_error(run("--db", str(junk), *argv, timeout=30))
+    assert str(junk) in line and "not a Shepherd database" in line
+    assert junk.read_bytes() == before

@@ -93,6 +93,7 @@ def test_design_example_loads(tmp_path: Path) -> None:
 
 
 def test_scripted_steps_load(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
     task = load_task(write(tmp_path, SCRIPTED))
     assert task.backend == "scripted"  # the default
     assert task.workspace == (tmp_path / "ws").resolve()
@@ -113,7 +114,7 @@ def test_cli_overrides_backend_and_model(tmp_path: Path) -> None:
 
 def test_workspace_absolute_and_home(tmp_path: Path) -> None:
     assert task_from_dict(base(workspace=str(tmp_path))).workspace == tmp_path
-    assert task_from_dict(base(workspace="~/x")).workspace == Path.home() / "x"
+    assert task_from_dict(base(workspace="~")).workspace == Path.home()
 
 
 def test_default_ids_and_title() -> None:
@@ -143,6 +144,7 @@ def test_planned_task_without_subtasks() -> None:
 
 
 def test_stored_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
     for text in (DESIGN_EXAMPLE, SCRIPTED):
         task = load_task(write(tmp_path, text))
         again = task_from_stored(task.to_dict())
@@ -264,3 +266,52 @@ def test_task_is_frozen() -> None:
     assert isinstance(task, Task)
     with pytest.raises(AttributeError):
         task.title = "x"  # type: ignore[misc]
+
+
+def test_every_problem_is_reported_in_one_line() -> None:
+    msg = refused({**sub(cheque=1, check_timeout=float("nan")), "colour": "red", "size": 3,
+                   "heartbeat_s": float("inf"), "retry": {"transient": {"max_delay": float("-inf"), "x": 1}}})
+    for fragment in ("7 problems", "unknown key 'colour'", "unknown key 'size'", "subtasks[0]: unknown key 'cheque'",
+                     "subtasks[0].check_timeout: must be a finite number, got nan",
+                     "heartbeat_s: must be a finite number, got inf",
+                     "retry.transient.max_delay: must be a finite number", "retry.transient.x: unknown setting"):
+        assert fragment in msg, msg
+
+
+@pytest.mark.parametrize("data,fragments", [
+    (base(stall_s=float("nan")), ["stall_s", "finite"]),
+    (base(max_attempts=10**30), ["max_attempts", "between 1 and"]),
+    (base(retry={"rate_limit": {"multiplier": 0.5}}), ["multiplier", ">= 1"]),
+    (base(retry={"rate_limit": {"max_retries": 10**6}}), ["max_retries", "between 0 and"]),
+    (step(retry_after=float("inf")), ["retry_after", "finite"]),
+    (step(delay_ms=10**12), ["delay_ms", "between 0 and"]),
+    (base(subtasks=[{"id": "a\x1b[2J", "prompt": "p"}]), ["subtasks[0].id", "control characters", "\\x1b"]),
+])
+def test_numbers_are_finite_and_in_range(data: dict[str, Any], fragments: list[str]) -> None:
+    refused(data, *fragments)
+
+
+def test_workspace_must_be_an_existing_directory(tmp_path: Path) -> None:
+    refused(base(workspace=str(tmp_path / "nope")), "workspace", "does not exist")
+    (tmp_path / "f").write_text("x")
+    refused(base(workspace=str(tmp_path / "f")), "workspace", "not a directory")
+    with pytest.raises(TaskError, match="does not exist"):
+        prompt_task("hi", workspace=tmp_path / "nope")
+    gone = task_from_dict(base(workspace=str(tmp_path))).to_dict() | {"workspace": str(tmp_path / "gone")}
+    assert task_from_stored(gone).workspace == tmp_path / "gone"  # resuming checks it itself
+
+
+def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(TaskError, match="nested too deeply"):
+        load_task(path)
+    deep: Any = 1
+    for _ in range(40):
+        deep = {"a": deep}
+    refused(step(tools=[{"name": "x", "args": deep}]), "nested deeper than")
+
+
+def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    path = write(tmp_path, 'title = "' + "x" * (5 * 1024 * 1024) + '"\n')
+    with pytest.raises(TaskError, match="too large"):
+        load_task(path)

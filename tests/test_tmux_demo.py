@@ -80,7 +80,10 @@ def tmux(tmp_path: Path):
 def test_shepherd_demo_in_tmux(tmux: Tmux, tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     state = tmp_path / "state"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     env = {
+        "TMPDIR": str(tmp),
         "SHEPHERD_DB": str(db),
         "SHEPHERD_TIME_SCALE": "0.2",
         "XDG_STATE_HOME": str(state),
@@ -145,5 +148,7 @@ def test_shepherd_demo_in_tmux(tmux: Tmux, tmp_path: Path) -> None:
     assert status == "cancelled"
     assert "session.paused" in types and "session.resumed" in types
     assert "tool.started" in types and "retry.scheduled" in types
+    # The demo's temporary workspace went with the process.
+    assert os.listdir(tmp) == []
     # The log went to the file, never to the terminal.
     assert (state / "shepherd" / "shepherd.log").exists()

@@ -99,6 +99,8 @@ class ShepherdApp(App[int]):
     ``attach``: open it as a run another process owns (tail + RemoteControl); without
     ``open_session`` it attaches to the newest live session.
     ``start``: a factory for a Task to run in this process on start (``shepherd demo``/``run``).
+    ``resume``: (session id, subtask or None) to resume in this process on start
+    (``shepherd resume``: an interrupted session, or a finished one's subtask run again).
     ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
     """
@@ -116,7 +118,7 @@ class ShepherdApp(App[int]):
 
     def __init__(self, db_path: Path | str, *, open_session: str | None = None, attach: bool = False,
                  start: Callable[[], "Task"] | None = None, clock: Callable[[], float] = time.time,
-                 log_path: Path | str | None = None) -> None:
+                 log_path: Path | str | None = None, resume: tuple[str, str | None] | None = None) -> None:
         if log_path is not None:
             configure_logging(log_path)
         super().__init__()
@@ -124,6 +126,7 @@ class ShepherdApp(App[int]):
         self.open_session_id = open_session
         self.attach = attach
         self.start = start
+        self.resume = resume
         self.clock = clock
         self.store: Any = None
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
@@ -162,6 +165,8 @@ class ShepherdApp(App[int]):
         await self.push_screen(self.home)
         if self.start is not None:
             await self._start_from_factory()
+        elif self.resume is not None:
+            await self.resume_session(self.resume[0], retry_subtask=self.resume[1])
         elif self.open_session_id is not None or self.attach:
             await self._open_initial()
 

@@ -27,21 +27,36 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", help="database file (default: $SHEPHERD_DB or "
-                   "$XDG_DATA_HOME/shepherd/shepherd.db)")
+DB_HELP = "database file (default: $SHEPHERD_DB or $XDG_DATA_HOME/shepherd/shepherd.db)"
+DONE_STATUSES = ("done", "failed", "cancelled")  # a session no runner will continue
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000000, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shepherd", description="Supervise AI coding agents: watch, steer, retry, look back.")
-    _db_arg(parser)
+    parser.add_argument("--db", metavar="PATH", default=None, help=DB_HELP)
+    # Every subcommand takes --db too (before or after it). SUPPRESS: a subcommand that is
+    # not given --db leaves the top-level value alone instead of overwriting it with None.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=DB_HELP)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="run the offline demo task (scripted backend)")
-    p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
-    _db_arg(p)
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common])
 
-    p = sub.add_parser("run", help="run a task file or a prompt")
+    p = add("demo", "run the offline demo task (scripted backend)")
+    p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
+
+    p = add("run", "run a task file or a prompt")
     p.add_argument("task_file", nargs="?", help="a task file (TOML)")
     p.add_argument("-p", "--prompt", help="a bare prompt: a task with one subtask")
     p.add_argument("--backend", choices=("claude", "openai", "scripted"))
@@ -49,54 +64,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", help="the agent's working directory (prompt runs; default .)")
     p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
     p.add_argument("--json", action="store_true", help="headless: events as JSON lines on stdout")
-    _db_arg(p)
 
-    p = sub.add_parser("attach", help="follow a session another process runs")
+    p = add("attach", "follow a session another process runs")
     p.add_argument("session", nargs="?", help="session id or prefix (default: the latest live one)")
-    _db_arg(p)
 
-    p = sub.add_parser("sessions", help="list sessions")
+    p = add("sessions", "list sessions")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument("--status")
     p.add_argument("--search", help="filter by text in title/id/backend/model")
-    p.add_argument("--limit", type=int, default=50)
-    _db_arg(p)
+    p.add_argument("--limit", type=_limit, default=50)
 
-    p = sub.add_parser("show", help="a session as text")
+    p = add("show", "a session as text")
     p.add_argument("session")
-    _db_arg(p)
 
-    p = sub.add_parser("export", help="export a session")
+    p = add("export", "export a session")
     p.add_argument("session")
     p.add_argument("--format", choices=("jsonl", "md"), required=True)
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
-    _db_arg(p)
+
+    p = add("resume", "resume a paused session; or run an interrupted one again (no runner left), "
+                      "or with --retry re-run a subtask of a finished one")
+    p.add_argument("session")
+    p.add_argument("--retry", metavar="SUBTASK", help="run this subtask again (a person's retry)")
+    p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
+    p.add_argument("--json", action="store_true", help="headless: events as JSON lines on stdout")
 
     for name, help_text in (("pause", "pause a running session at its next safe point"),
-                            ("resume", "resume a paused session"),
                             ("skip", "skip the current (or given) subtask"),
                             ("cancel", "cancel a running session"),
                             ("retry", "retry the current (or given) subtask now")):
-        p = sub.add_parser(name, help=help_text)
+        p = add(name, help_text)
         p.add_argument("session")
         p.add_argument("subtask", nargs="?")
-        _db_arg(p)
     return parser
 
 
-def _db_path(args: argparse.Namespace) -> Path:
+def _db_path(args: argparse.Namespace, *, create: bool = True) -> Path:
     from core.store import default_db_path
 
-    return Path(args.db).expanduser() if args.db else default_db_path()
+    return Path(args.db).expanduser() if args.db else default_db_path(create=create)
 
 
-async def _open_store(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
+async def _open_store(args: argparse.Namespace, *, create: bool = False, check: bool = True) -> Any:
+    """Only a run creates a database (``create``); commands about existing sessions make
+    no directory and no file (a missing one is NoDatabase). ``check``: PRAGMA quick_check
+    first, for every command that may write (runs, resumes, control commands); readers
+    skip it and meet damage where they read."""
     from core.store import Store
 
-    path = _db_path(args)
-    if must_exist and not path.exists():
-        raise UsageError(f"no database at {path} (run something first, or pass --db)")
-    return await Store.open(path)
+    return await Store.open(_db_path(args, create=create), create=create, check=check)
 
 
 def _err(message: str) -> None:
@@ -107,11 +123,17 @@ def _err(message: str) -> None:
 
 
 async def cmd_sessions(args: argparse.Namespace) -> int:
-    store = await _open_store(args, must_exist=False)
+    from core.store import NoDatabase
+
     try:
-        rows = await store.list_sessions(status=args.status, text=args.search, limit=args.limit)
-    finally:
-        await store.close()
+        store = await _open_store(args, check=False)
+    except NoDatabase:  # nothing stored yet: an empty listing, and nothing created
+        rows = []
+    else:
+        try:
+            rows = await store.list_sessions(status=args.status, text=args.search, limit=args.limit)
+        finally:
+            await store.close()
     if args.json:
         for r in rows:  # json.dumps escapes every control (ensure_ascii): exact and terminal-safe
             print(json.dumps({
@@ -211,7 +233,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
 
     from core.report import LogFormatter
 
-    store = await _open_store(args)
+    store = await _open_store(args, check=False)
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
@@ -221,6 +243,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         async for ev in _all_events(store, sid):
             for line in fmt.format(ev):
                 console.print(line)
+        _warn_damaged(store)
     finally:
         await store.close()
     return EXIT_OK
@@ -238,25 +261,73 @@ def _show_header(row: Any) -> Any:
         f"tokens {row.input_tokens}/{row.output_tokens}")
 
 
+def _warn_damaged(store: Any) -> None:
+    """One line naming the events that could not be decoded (shown as damaged)."""
+    seqs = sorted(seq for _, seq in store.damaged_events)
+    if seqs:
+        shown = ", ".join(map(str, seqs[:10])) + (", …" if len(seqs) > 10 else "")
+        _err(f"warning: {len(seqs)} damaged event(s) in {store.path} (seq {shown}) are shown as "
+             "[damaged event seq N]; the rest is intact")
+
+
+def _output_path(args: argparse.Namespace) -> Path | None:
+    """The -o file, checked before anything is read: a writable place that is not a
+    directory and not the database itself."""
+    if not args.output:
+        return None
+    out = Path(args.output).expanduser()
+    if out.is_dir():
+        raise UsageError(f"cannot write {out}: it is a directory (give a file name)")
+    if not out.parent.is_dir():
+        raise UsageError(f"cannot write {out}: the directory {out.parent} does not exist")
+    db = _db_path(args, create=False)
+    for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if out.resolve() == name.resolve():
+            raise UsageError(f"cannot write {out}: it is the database")
+    return out
+
+
+def _write_atomically(out: Path, chunks: Any) -> None:
+    """Write through a temporary file beside ``out`` and rename it into place; on any
+    failure the temporary file is removed and ``out`` is left as it was."""
+    import os
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(chunks)
+        os.replace(tmp, out)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot write {out}: {e.strerror or e}") from None
+        raise
+
+
 async def cmd_export(args: argparse.Namespace) -> int:
     from core.report import export_jsonl, export_markdown
 
-    store = await _open_store(args)
+    out = _output_path(args)
+    store = await _open_store(args, check=False)
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
         events = [ev async for ev in _all_events(store, sid)]
         chunks = export_jsonl(events) if args.format == "jsonl" else \
             export_markdown(row, await store.subtasks(sid), events)
-        if args.output:
-            out = Path(args.output)
-            tmp = out.with_name(out.name + ".tmp")
-            with tmp.open("w", encoding="utf-8") as f:
-                f.writelines(chunks)
-            tmp.replace(out)
+        if out is not None:
+            _write_atomically(out, chunks)
             print(f"wrote {out}", file=sys.stderr)
         else:
             sys.stdout.writelines(chunks)
+        _warn_damaged(store)
     finally:
         await store.close()
     return EXIT_OK
@@ -267,15 +338,55 @@ async def cmd_control(args: argparse.Namespace) -> int:
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
-        if row.status in ("done", "failed", "cancelled", "interrupted"):
-            raise UsageError(f"session {sid} is {row.status}, not running")
+        if row.status in (*DONE_STATUSES, "interrupted"):
+            hint = f"; to run a subtask again: shepherd resume {sid} --retry SUBTASK" \
+                if args.command == "retry" else ""
+            raise UsageError(f"session {sid} is {row.status}, not running{hint}")
         if await store.lease_owner(sid) is None:
-            raise UsageError(f"session {sid} has no live runner")
+            raise UsageError(f"session {sid} has no live runner (shepherd resume {sid} starts one)")
         await store.enqueue_command(sid, args.command, subtask_id=args.subtask, source="cli")
     finally:
         await store.close()
     print(f"{args.command} sent to {sid}", file=sys.stderr)
     return EXIT_OK
+
+
+async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
+    """What ``shepherd resume`` does: (session id, whether a runner must be started here).
+    With a live runner the commands go through the commands table and this returns
+    (sid, False); otherwise every reason not to start one is one line (UsageError)."""
+    from core.task import task_from_stored
+
+    store = await _open_store(args)  # opening recovers sessions whose runner died
+    try:
+        sid = await store.resolve_session(args.session)
+        row = await store.get_session(sid)
+        subs = await store.subtasks(sid)
+        if args.retry is not None and args.retry not in {s.id for s in subs}:
+            known = ", ".join(repr(s.id) for s in subs) or "none"
+            raise UsageError(f"session {sid} has no subtask {args.retry!r} (its subtasks: {known})")
+        if await store.lease_owner(sid) is not None:
+            await store.enqueue_command(sid, "resume", source="cli")
+            sent = "resume"
+            if args.retry:
+                await store.enqueue_command(sid, "retry", subtask_id=args.retry, source="cli")
+                sent += f" and retry {args.retry}"
+            print(f"{sent} sent to {sid} (its runner is live)", file=sys.stderr)
+            return sid, False
+        if row.status in DONE_STATUSES and args.retry is None:
+            redo = [s.id for s in subs if s.status not in ("done", "skipped")]
+            hint = f" (shepherd resume {sid} --retry {redo[0]} runs one again)" if redo else ""
+            raise UsageError(f"session {sid} is {row.status}: nothing to resume{hint}")
+        if row.status not in (*DONE_STATUSES, "interrupted"):
+            raise UsageError(f"session {sid} is {row.status} but has no runner; try again in a moment")
+        task = task_from_stored(row.task)
+        if not task.workspace.is_dir():
+            raise UsageError(f"session {sid}: its workspace {str(task.workspace)!r} no longer exists")
+        _checked_backend(task)  # credentials missing: one line here, not after the TUI opened
+        _check_sandbox(task)  # a confinement that cannot be had: one line, before anything runs
+        return sid, True
+    finally:
+        await store.close()
 
 
 # ---------------------------------------------------------------- running
@@ -287,12 +398,16 @@ def _task_from_args(args: argparse.Namespace) -> Any:
     if args.command == "demo":
         from core.demo import demo_task
 
-        return demo_task()
-    if bool(args.task_file) == bool(args.prompt):
-        raise UsageError("give either a task file or -p PROMPT")
-    if args.prompt:
+        return demo_task(interactive=not args.headless)
+    if args.task_file and args.prompt is not None:
+        raise UsageError("give either a task file or -p PROMPT, not both")
+    if args.prompt is not None:
         return prompt_task(args.prompt, backend=args.backend or "claude", model=args.model,
                            workspace=Path(args.workspace or ".").resolve())
+    if not args.task_file:
+        raise UsageError("give a task file or -p PROMPT")
+    if args.workspace:
+        raise UsageError("--workspace is for prompt runs; a task file names its own workspace")
     return load_task(args.task_file, backend=args.backend, model=args.model)
 
 
@@ -310,14 +425,11 @@ def _exit_for(status: str) -> int:
     return {"done": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
 
 
-async def run_headless(args: argparse.Namespace, task: Any) -> int:
-    from rich.console import Console
-
+def _checked_backend(task: Any) -> Any:
+    """The task's backend, after its own check (credentials...): a UsageError if unusable."""
     from core.backends.base import BackendUnavailable
-    from core.engine import Supervisor, make_backend
-    from core.report import LogFormatter
+    from core.engine import make_backend
 
-    configure_logging()  # SDK and engine logs go to the log file, never over the screen
     try:
         backend = make_backend(task.backend)
         check = getattr(backend, "check_available", None)
@@ -325,36 +437,91 @@ async def run_headless(args: argparse.Namespace, task: Any) -> int:
             check(task)
     except BackendUnavailable as e:
         raise UsageError(str(e)) from None
-    store = await _open_store(args, must_exist=False)
-    console = Console(stderr=True, highlight=False)
+    return backend
+
+
+def _log_console_class() -> type:
+    from rich.console import Console
+
+    class LogConsole(Console):
+        """Rich's default answer to a closed pipe is SystemExit from inside whatever
+        callback printed: in a headless run that escaped the event loop and hung the
+        process at exit (`shepherd run --headless 2>&1 | head`). Here it just goes quiet."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+
+    return LogConsole
+
+
+async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: str | None = None,
+                       retry: str | None = None) -> int:
+    """A run with a readable log on stderr (and JSON lines with --json): a new ``task``,
+    or ``resume`` (a session id) continued / with ``retry`` re-running that subtask."""
+    from core.backends.base import BackendUnavailable
+    from core.engine import resume_run, start_run
+    from core.events import new_session_id
+    from core.report import LogFormatter
+
+    configure_logging()  # SDK and engine logs go to the log file, never over the screen
+    backend = _checked_backend(task) if task is not None else None  # before any file is made
+    store = await _open_store(args, create=resume is None)
+    try:
+        if resume is not None:
+            from core.task import task_from_stored
+
+            row = await store.get_session(resume)
+            backend = _checked_backend(task_from_stored(row.task))
+    except BaseException:
+        await store.close()
+        raise
+    sid = resume or new_session_id()
+    console = _log_console_class()(stderr=True, highlight=False)
     fmt = LogFormatter()
     as_json = getattr(args, "json", False)
 
-    def on_commit(events: list[Any]) -> None:
-        for ev in events:
-            if ev.session_id != sup.session_id:
-                continue
-            if as_json:
-                print(ev.to_json(), flush=True)
-            for line in fmt.format(ev):
-                console.print(line)
+    closed = False  # the log's reader went away (`| head`): the run goes on, unlogged
 
-    sup = Supervisor(store, task, backend=backend, interactive=False)
-    unsubscribe = store.subscribe(on_commit)
+    def on_commit(events: list[Any]) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            for ev in events:
+                if ev.session_id != sid:
+                    continue
+                if as_json:
+                    print(ev.to_json(), flush=True)
+                for line in fmt.format(ev):
+                    console.print(line)
+        except BrokenPipeError:
+            closed = True
+
+    if resume is not None:  # a new run's log opens with its session.started; a resumed one has none
+        what = f"subtask {retry} again" if retry else "where it stopped"
+        console.print(f"▶ resuming session {sid}: {what}", markup=False, style="bold")
+    unsubscribe = store.subscribe(on_commit)  # before the run writes its first event
     loop = asyncio.get_running_loop()
-    run = asyncio.ensure_future(sup.run())
     interrupted = False
+    handle: Any = None
 
     def on_signal() -> None:
         nonlocal interrupted
         interrupted = True
-        asyncio.ensure_future(sup.cancel(source="cli"))
+        if handle is not None:
+            asyncio.ensure_future(handle.supervisor.cancel(source="cli"))
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
         try:
-            status = await run
+            if resume is not None:
+                handle = await resume_run(store, sid, interactive=False, backend=backend, retry_subtask=retry)
+            else:
+                handle = await start_run(store, task, interactive=False, backend=backend, session_id=sid)
+            if interrupted:  # a signal came while the run was being launched
+                await handle.supervisor.cancel(source="cli")
+            status = await handle.task
         except BackendUnavailable as e:
             raise UsageError(str(e)) from None
     finally:
@@ -374,13 +541,20 @@ def configure_logging() -> Path:
     return configure()
 
 
-def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None) -> int:
+def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None,
+            resume: tuple[str, str | None] | None = None) -> int:
+    from core.store import Store
     from tui.app import ShepherdApp
 
     db = _db_path(args)
+
+    async def precheck() -> None:  # a bad database is one line here, not a flash of the TUI
+        await (await Store.open(db, recover=False)).close()
+
+    asyncio.run(precheck())
     configure_logging()
     app = ShepherdApp(db, open_session=attach, attach=attach is not None,
-                      start=(lambda: task) if task is not None else None)
+                      start=(lambda: task) if task is not None else None, resume=resume)
     import gc
 
     gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection
@@ -391,24 +565,41 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
 # ---------------------------------------------------------------- main
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command is None:
+        return run_tui(args)
+    if args.command in ("demo", "run"):
+        task = _task_from_args(args)
+        _check_sandbox(task)
+        if args.headless or getattr(args, "json", False):
+            return asyncio.run(run_headless(args, task))
+        return run_tui(args, task=task)
+    if args.command == "attach":
+        sid = asyncio.run(_resolve_live(args))
+        return run_tui(args, attach=sid)
+    if args.command == "resume":
+        sid, start_here = asyncio.run(_plan_resume(args))
+        if not start_here:
+            return EXIT_OK
+        if args.headless or args.json:
+            return asyncio.run(run_headless(args, resume=sid, retry=args.retry))
+        return run_tui(args, resume=(sid, args.retry))
+    handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export}
+    handler = handlers.get(args.command, cmd_control)
+    return asyncio.run(handler(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command in (None,):
-            return run_tui(args)
-        if args.command in ("demo", "run"):
-            task = _task_from_args(args)
-            _check_sandbox(task)
-            if args.headless or getattr(args, "json", False):
-                return asyncio.run(run_headless(args, task))
-            return run_tui(args, task=task)
-        if args.command == "attach":
-            sid = asyncio.run(_resolve_live(args))
-            return run_tui(args, attach=sid)
-        handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export}
-        handler = handlers.get(args.command, cmd_control)
-        return asyncio.run(handler(args))
+        try:
+            return _dispatch(args)
+        finally:
+            if args.command == "demo":
+                from core.demo import cleanup
+
+                cleanup()  # the demo's temporary workspace goes with the process that made it
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - map known failures to one line + exit 2
@@ -424,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _resolve_live(args: argparse.Namespace) -> str:
-    store = await _open_store(args)
+    store = await _open_store(args)  # checked like the TUI's own open, so damage is one line here
     try:
         if args.session:
             return await store.resolve_session(args.session)

@@ -1,5 +1,11 @@
 """The offline demo: a sample project copied into a temporary workspace, fixed by a
-scripted agent on the real openai-agents Runner with real tools and real retries."""
+scripted agent on the real openai-agents Runner with real tools and real retries.
+
+A workspace made here lives in a ``shepherd-demo-*`` temporary directory that is removed
+by ``cleanup()`` (the CLI calls it in a ``finally``) and, as a backstop for demos started
+inside a long-lived TUI, when the interpreter exits. The session in the database keeps
+the path; the folder itself does not outlive the process that ran the demo.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,31 @@ from pathlib import Path
 from core.task import Task, load_task
 
 HERE = Path(__file__).parent
+# The TUI demo's first countdown (a tool-concurrency retry) is long enough for a person to
+# try n (retry now), p (pause) or c (cancel) during it; the headless demo keeps the
+# default 2 s so it stays quick.
+TUI_FIRST_RETRY_S = 10.0
+
+_made: list[tempfile.TemporaryDirectory[str]] = []
 
 
-def demo_task(workspace: Path | None = None) -> Task:
-    """The demo task with a fresh copy of the sample project as its workspace."""
+def demo_task(workspace: Path | None = None, *, interactive: bool = True) -> Task:
+    """The demo task with a fresh copy of the sample project as its workspace
+    (``interactive``: with the long first countdown, for the TUI)."""
     if workspace is None:
-        workspace = Path(tempfile.mkdtemp(prefix="shepherd-demo-")) / "tinydates"
+        # TemporaryDirectory also removes itself at interpreter exit (weakref.finalize)
+        tmp = tempfile.TemporaryDirectory(prefix="shepherd-demo-", ignore_cleanup_errors=True)
+        _made.append(tmp)
+        workspace = Path(tmp.name) / "tinydates"
     shutil.copytree(HERE / "sample_project", workspace, dirs_exist_ok=True)
     task = load_task(HERE / "demo.toml")
-    return Task(**{**task.__dict__, "workspace": workspace.resolve()})
+    retry = dict(task.retry)
+    if interactive:
+        retry["tool_concurrency"] = {**retry.get("tool_concurrency", {}), "initial_delay": TUI_FIRST_RETRY_S}
+    return Task(**{**task.__dict__, "workspace": workspace.resolve(), "retry": retry})
+
+
+def cleanup() -> None:
+    """Remove every demo workspace this process made."""
+    while _made:
+        _made.pop().cleanup()

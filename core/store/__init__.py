@@ -5,7 +5,9 @@ from core.store.claude_store import ClaudeSessionStore, open_claude_session_stor
 from core.store.db import (
     AmbiguousSession,
     CommandRow,
+    DatabaseDamaged,
     LeaseHeld,
+    NoDatabase,
     NotADatabase,
     SchemaTooNew,
     SessionNotFound,
@@ -19,8 +21,8 @@ from core.store.db import (
 from core.store.schema import SCHEMA_VERSION, default_db_path
 
 __all__ = [
-    "AgentsSession", "AmbiguousSession", "ClaudeSessionStore", "CommandRow", "LeaseHeld",
-    "NotADatabase", "SCHEMA_VERSION", "SchemaTooNew", "SessionNotFound", "SessionRow", "Store",
-    "StoreError", "SubtaskRow", "ToolCallRow", "WriterStats", "default_db_path",
+    "AgentsSession", "AmbiguousSession", "ClaudeSessionStore", "CommandRow", "DatabaseDamaged",
+    "LeaseHeld", "NoDatabase", "NotADatabase", "SCHEMA_VERSION", "SchemaTooNew", "SessionNotFound",
+    "SessionRow", "Store", "StoreError", "SubtaskRow", "ToolCallRow", "WriterStats", "default_db_path",
     "open_agents_session", "open_claude_session_store",
 ]

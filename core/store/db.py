@@ -3,6 +3,8 @@
 CONTRACT (other modules code against exactly this; the implementation may add more):
 
     store = await Store.open(path, *, clock=None, recover=True)   # creates 0600, WAL, migrates, recovers
+        # create=False: read-only commands; a missing/empty file raises NoDatabase, nothing made
+        # check=True (default): quick_check first, DatabaseDamaged if damaged (runners write)
     await store.close()                                            # flushes pending writes first
     store.path: Path
 
@@ -51,6 +53,7 @@ import logging
 import os
 import secrets
 import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -58,12 +61,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
-from core.events import Event, SessionInterrupted, ToolFinished
+from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
 from core.store.derive import _field_names as field_names
-from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
+from core.store.schema import SCHEMA_VERSION, damaged, default_db_path, prepare_database
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -83,6 +86,14 @@ class SchemaTooNew(StoreError):
 
 class NotADatabase(StoreError):
     pass
+
+
+class NoDatabase(StoreError):
+    """A read-only open found no database (nothing was created)."""
+
+
+class DatabaseDamaged(StoreError):
+    """SQLite cannot read part of the file (truncated, a corrupted page): nothing writes to it."""
 
 
 class SessionNotFound(StoreError):
@@ -259,6 +270,11 @@ def scrub_event(ev: Event, scrubber: Scrubber | None = None) -> Event:
     return copy_event(ev, **changes) if changes else ev
 
 
+def _lenient_text(raw: bytes) -> str:
+    """TEXT as str; bytes that are not UTF-8 (a damaged page) become U+FFFD, not an error."""
+    return raw.decode("utf-8", "replace")
+
+
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -338,21 +354,29 @@ class Store:
         self._closing = False
         self._closed = False
         self._scrubber_now: Scrubber | None = None
+        self.damaged_events: set[tuple[str, int]] = set()  # (session, seq) of events that did not decode
 
     # --- lifecycle -----------------------------------------------------------------
 
     @classmethod
     async def open(cls, path: str | Path | None = None, *, clock: Clock | None = None,
                    recover: bool = True, synchronous: str = DEFAULT_SYNCHRONOUS,
-                   max_batch: int = MAX_BATCH) -> Store:
+                   max_batch: int = MAX_BATCH, create: bool = True, check: bool = True) -> Store:
         """Create (0600) or check the file, migrate it, start the writer and recover
-        sessions whose runner is gone. Raises StoreError subclasses for bad files."""
-        target = Path(path).expanduser() if path is not None else await asyncio.to_thread(default_db_path)
-        prepared = await asyncio.to_thread(prepare_database, target)
+        sessions whose runner is gone. Raises StoreError subclasses for bad files.
+
+        ``create=False`` (read-only commands): a missing or empty file raises NoDatabase,
+        no directory or file is made. ``check`` (default; runners): PRAGMA quick_check
+        first, so nothing writes into a damaged file; readers skip it and meet damage
+        where they read (DatabaseDamaged, or a damaged event shown as such)."""
+        target = Path(path).expanduser() if path is not None else \
+            await asyncio.to_thread(default_db_path, create=create)
+        prepared = await asyncio.to_thread(prepare_database, target, create=create, check=check)
         store = cls(prepared, clock, synchronous=synchronous, max_batch=max_batch)
         try:
             store._wconn = await connect(prepared, synchronous=store.synchronous)
             store._rconn = await connect(prepared, synchronous=store.synchronous)
+            store._rconn.text_factory = _lenient_text  # one bad byte must not hide a whole page
             store._writer = asyncio.get_running_loop().create_task(
                 store._run_writer(), name="shepherd-store-writer")
             if recover:
@@ -556,7 +580,22 @@ class Store:
     # --- reading -------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        return list(await self._reader().execute_fetchall(sql, tuple(params)))
+        try:
+            return list(await self._reader().execute_fetchall(sql, tuple(params)))
+        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
+            raise damaged(self.path, str(e)) from None
+
+    def _decode(self, session_id: str, seq: int, data: Any) -> Event:
+        """A stored event, or for a row that does not decode a ``damaged`` OpaqueEvent
+        (recorded in ``self.damaged_events``) so the rest of the session still reads."""
+        try:
+            return decode_event(data)
+        except Exception as e:  # noqa: BLE001 - any garbage in a row is that row's damage
+            self.damaged_events.add((session_id, int(seq)))
+            # info, not warning: the CLI says it in its own line, the TUI shows the row
+            log.info("store: event %s of session %s does not decode: %s", seq, session_id, e)
+            return OpaqueEvent(type_name="damaged", session_id=session_id, seq=int(seq),
+                               data={"note": f"[damaged event seq {seq}]"})
 
     async def list_sessions(self, status: str | Iterable[str] | None = None, text: str | None = None,
                             limit: int = 50, offset: int = 0) -> list[SessionRow]:
@@ -619,7 +658,7 @@ class Store:
     async def events(self, session_id: str, after_seq: int = 0, limit: int | None = 1000,
                      types: Iterable[str] | None = None) -> list[Event]:
         """Events with seq > after_seq, ascending; ``types`` keeps only those types."""
-        sql = "SELECT data FROM events WHERE session_id = ? AND seq > ?"
+        sql = "SELECT seq, data FROM events WHERE session_id = ? AND seq > ?"
         params: list[Any] = [session_id, int(after_seq)]
         type_list = [types] if isinstance(types, str) else list(types or ())
         if type_list:
@@ -628,14 +667,14 @@ class Store:
         sql += " ORDER BY seq LIMIT ?"
         params.append(-1 if limit is None else int(limit))
         rows = await self._fetch(sql, params)
-        return [decode_event(r["data"]) for r in rows]
+        return [self._decode(session_id, r["seq"], r["data"]) for r in rows]
 
     async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
         """Up to ``limit`` events with seq < before_seq, ascending (scrolling back)."""
         rows = await self._fetch(
-            "SELECT data FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            "SELECT seq, data FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (session_id, int(before_seq), int(limit)))
-        return [decode_event(r["data"]) for r in reversed(rows)]
+        return [self._decode(session_id, r["seq"], r["data"]) for r in reversed(rows)]
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._fetch("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))

@@ -21,9 +21,10 @@ BUSY_TIMEOUT_MS = 10_000  # two processes writing one file wait for each other t
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def default_db_path() -> Path:
+def default_db_path(*, create: bool = True) -> Path:
     """$SHEPHERD_DB, else $XDG_DATA_HOME/shepherd/shepherd.db (~/.local/share by default).
-    Creates the parent directory (0700: transcripts are private)."""
+    Creates the parent directory (0700: transcripts are private) unless ``create`` is False
+    (read-only commands create nothing)."""
     env = os.environ.get("SHEPHERD_DB", "").strip()
     if env:
         path = Path(env).expanduser()
@@ -31,7 +32,8 @@ def default_db_path() -> Path:
         xdg = os.environ.get("XDG_DATA_HOME", "").strip()
         base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
         path = base / "shepherd" / "shepherd.db"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
 
@@ -197,10 +199,24 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # imports this module.
 
 
+def _printable(text: str) -> str:
+    """``why`` may quote the file (table names, SQLite's schema errors): never a raw
+    control character in a message for the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _not_a_db(path: Path, why: str) -> Exception:
     from core.store.db import NotADatabase
 
-    return NotADatabase(f"{path} is not a Shepherd database: {why}")
+    return NotADatabase(f"{path} is not a Shepherd database: {_printable(why)}")
+
+
+def damaged(path: Path, why: str) -> Exception:
+    """The one wording for a Shepherd database SQLite cannot read whole."""
+    from core.store.db import DatabaseDamaged
+
+    return DatabaseDamaged(f"database damaged: {path}: {_printable(why)} (try `sqlite3 {path} .recover` "
+                           "into a new file; this one is left as it is)")
 
 
 def _too_new(path: Path, version: int) -> Exception:
@@ -223,30 +239,49 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def _check_header(path: Path) -> None:
-    """Refuse foreign or newer files from their first 100 bytes, before SQLite opens them
-    (a read-write open could checkpoint a WAL into the file on close)."""
+def _check_header(path: Path) -> bool:
+    """Refuse foreign, newer or truncated files from their first 100 bytes, before SQLite
+    opens them (a read-write open could checkpoint a WAL into the file on close).
+    Returns whether the header is ours (application_id SHPD)."""
     with open(path, "rb") as f:
         header = f.read(100)
     if not header:
-        return  # empty file: a new database
+        return False  # empty file: a new database
     if not header.startswith(SQLITE_MAGIC):
         raise _not_a_db(path, "the file is not a SQLite database")
     if len(header) < 100:
-        raise _not_a_db(path, "the SQLite header is truncated")
+        raise damaged(path, f"the file is truncated ({len(header)} bytes, not even a header)")
     user_version = int.from_bytes(header[60:64], "big")
     app_id = int.from_bytes(header[68:72], "big")
     if app_id not in (0, APPLICATION_ID):
         raise _not_a_db(path, f"it belongs to another program (application_id {app_id:#x})")
     if user_version > SCHEMA_VERSION and app_id == APPLICATION_ID:
         raise _too_new(path, user_version)
+    # The header's page count is valid when its "version-valid-for" matches the change
+    # counter (SQLite >= 3.7.0 keeps both). A file shorter than that was cut off.
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[92:96] == header[24:28] and pages:
+        expected, size = pages * page_size, path.stat().st_size
+        if size < expected:
+            raise damaged(path, f"the file is truncated ({size} of {expected} bytes)")
+    return app_id == APPLICATION_ID
+
+
+def _readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change anything. Without a -wal file no other connection
+    is open and the main file is all there is: ``immutable`` then keeps SQLite from
+    creating -wal/-shm beside a file we may be about to refuse."""
+    wal = Path(f"{path}-wal").exists()
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if wal else "&immutable=1")
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
 
 
 def _inspect_readonly(path: Path) -> tuple[int, int, list[str]]:
     """user_version, application_id and table names through a read-only connection
     (sees committed changes still in the WAL; cannot modify the file)."""
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = _readonly(path)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -255,6 +290,19 @@ def _inspect_readonly(path: Path) -> tuple[int, int, list[str]]:
     finally:
         conn.close()
     return version, app_id, tables
+
+
+def _quick_check(path: Path) -> None:
+    """PRAGMA quick_check on a read-only connection: every page and record is walked,
+    indexes are not cross-checked. Measured ~40 ms for 100k events (53 MB, warm cache):
+    cheap enough for every runner's open. A runner must never write into a damaged file."""
+    conn = _readonly(path)
+    try:
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        raise damaged(path, "; ".join(str(p) for p in problems)[:300])
 
 
 def _validate(path: Path, version: int, app_id: int, tables: list[str]) -> None:
@@ -269,29 +317,42 @@ def _validate(path: Path, version: int, app_id: int, tables: list[str]) -> None:
         raise _too_new(path, version)
 
 
-def prepare_database(path: Path) -> Path:
+def prepare_database(path: Path, *, create: bool = True, check: bool = False) -> Path:
     """Create (0600) or check the file, switch it to WAL and migrate it to SCHEMA_VERSION.
-    Raises NotADatabase / SchemaTooNew / StoreError; a refused file is left untouched."""
-    from core.store.db import StoreError
+    Raises NotADatabase / SchemaTooNew / DatabaseDamaged / StoreError; a refused file is
+    left untouched. ``create=False`` (read-only commands): a missing or empty file raises
+    NoDatabase and nothing (no directory, no file) is made. ``check``: run quick_check
+    first (runners, which will write)."""
+    from core.store.db import NoDatabase, StoreError
 
     path = Path(path).expanduser()
+    ours = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if path.exists() and not path.is_file():
             raise StoreError(f"{path} is not a file")
+        if not create and not path.exists():
+            raise NoDatabase(f"no database at {path}")
+        if not create and path.stat().st_size == 0:
+            raise NoDatabase(f"no database at {path} (the file is empty)")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _create_private(path)
-        _check_header(path)
+        ours = _check_header(path)
         if path.stat().st_size > 0:
             version, app_id, tables = _inspect_readonly(path)
             _validate(path, version, app_id, tables)
+            ours = app_id == APPLICATION_ID
+            if check:
+                _quick_check(path)
             if version == SCHEMA_VERSION:
                 _ensure_wal(path)
                 return path
         _migrate(path)
     except sqlite3.DatabaseError as e:
-        if "not a database" in str(e) or "malformed" in str(e):
+        if ours or "malformed" in str(e):
+            raise damaged(path, str(e)) from None
+        if "not a database" in str(e):
             raise _not_a_db(path, str(e)) from None
-        raise StoreError(f"cannot open {path}: {e}") from None
+        raise StoreError(f"cannot open {path}: {_printable(str(e))}") from None
     except OSError as e:
         raise StoreError(f"cannot open {path}: {e.strerror or e}") from None
     _tighten_sidecars(path)
