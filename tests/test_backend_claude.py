@@ -494,7 +494,7 @@ async def _supervise(box: Env, prompt: str) -> tuple[Any, str, str]:
     from core.store import Store
 
     task = task_from_dict({"title": "t", "backend": "claude", "workspace": str(box.ws),
-                           "heartbeat_s": 10_000, "stall_s": 1e9,  # no heartbeat noise at this time scale
+                           "heartbeat_s": 10_000, "stall_s": 86_400,  # no heartbeat noise at this time scale
                            "subtasks": [{"id": "main", "prompt": prompt}]})
     store = await Store.open(box.db)
     sup = Supervisor(store, task, backend=box.backend, clock=RealClock(scale=0.001), interactive=False)

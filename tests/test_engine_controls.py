@@ -76,7 +76,7 @@ async def test_pause_now_interrupts_open_calls(tmp_path: Path) -> None:
 async def test_retry_now_skips_the_countdown(tmp_path: Path) -> None:
     slow = FakeClock()  # the 5 s rate-limit wait never passes by itself
     store, sup, backend, run = await _setup(tmp_path, [[("raise", _rate_limit())], [("text", "ok")]],
-                                            clock=slow, heartbeat_s=1e9)
+                                            clock=slow, heartbeat_s=86_400)
     try:
         await wait_for(lambda: stored(store, sup.session_id, "retry.scheduled"), store=store)
         assert len(backend.contexts) == 1
@@ -203,7 +203,7 @@ async def test_cancel_right_after_start_is_not_lost(tmp_path: Path) -> None:
     for trigger in ("subtask.started", "attempt.started"):
         slow = FakeClock()
         store, sup, backend, run = await _setup(tmp_path / trigger, [[("raise", _rate_limit())]] * 3,
-                                                clock=slow, heartbeat_s=1e9)
+                                                clock=slow, heartbeat_s=86_400)
         fired: list[asyncio.Future] = []
 
         def on_commit(events: list, trigger: str = trigger) -> None:
