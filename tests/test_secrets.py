@@ -233,7 +233,7 @@ def _claude_scrub_available() -> bool:
     return subprocess_scrub_available()
 
 
-@pytest.mark.skipif(not _claude_scrub_available(), reason="Claude Code scrubs its Bash tool's environment only "
+@pytest.mark.skipif(not _claude_scrub_available() and not os.environ.get("CI"), reason="Claude Code scrubs its Bash tool's environment only "
                     "with bubblewrap and socat (Linux); without them its Bash tool sees the CLI's key")
 async def test_claude_code_bash_tool_sees_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real bundled CLI against the loopback fake API: the CLI has its key (it talks
