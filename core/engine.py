@@ -28,6 +28,7 @@ from core.events import (
 )
 from core.ledger import ToolLedger
 from core.retry import RetryDecision, RetryState, policies_for
+from core.secrets import held_tail
 from core.task import Subtask, Task
 
 log = logging.getLogger("shepherd.engine")
@@ -665,12 +666,31 @@ class Supervisor:
         buf = self._delta_buf
         if buf is not None and type(buf) is type(ev) and buf.message_id == ev.message_id:  # type: ignore[attr-defined]
             self._delta_parts.append(ev.text)  # type: ignore[attr-defined]
+            if self._delta_timer is None:  # only a held-back tail was waiting
+                self._delta_timer = asyncio.get_running_loop().call_later(DELTA_WINDOW_S, self._flush_window)
             return
         self._flush_deltas()
         self._delta_buf, self._delta_parts, self._delta_run = ev, [ev.text], run  # type: ignore[attr-defined]
-        self._delta_timer = asyncio.get_running_loop().call_later(DELTA_WINDOW_S, self._flush_deltas)
+        self._delta_timer = asyncio.get_running_loop().call_later(DELTA_WINDOW_S, self._flush_window)
+
+    def _flush_window(self) -> None:
+        """The window is over but the message goes on: store what streamed, except an
+        ending that may be the start of a secret (core.secrets.held_tail). The store scrubs
+        each row alone, so a value split over two rows would be stored in pieces."""
+        self._delta_timer = None
+        text = "".join(self._delta_parts)
+        hold = held_tail(text)
+        if not hold:
+            self._flush_deltas()
+        elif hold < len(text):
+            buf, run = self._delta_buf, self._delta_run
+            self._delta_parts = [text[:-hold]]
+            self._flush_deltas()
+            self._delta_buf, self._delta_parts, self._delta_run = buf, [text[-hold:]], run
+        # else: all of it is held until the next piece or the end of the message
 
     def _flush_deltas(self) -> None:
+        """Store the buffered text, all of it (the message ended or something else came)."""
         if self._delta_timer is not None:
             self._delta_timer.cancel()
             self._delta_timer = None

@@ -34,7 +34,8 @@ _SECRET_PARTS = frozenset({
     "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASSPHRASE", "PASS", "PWD_HASH",
     "APIKEY", "CREDENTIAL", "CREDENTIALS", "PRIVATE", "COOKIE", "SESSIONKEY", "AUTH", "OAUTH", "PAT",
 })
-_SECRET_SUFFIXES = ("_KEY", "_KEYS", "_KEY_ID", "_API_KEY", "_ACCESS_KEY", "_SIGNING_KEY", "_HEADERS")
+_SECRET_SUFFIXES = ("_KEY", "_KEYS", "_KEY_ID", "_API_KEY", "_ACCESS_KEY", "_SIGNING_KEY", "_HEADERS",
+                    "_SK", "_DSN", "_WEBHOOK", "_WEBHOOK_URL")  # STRIPE_SK, SENTRY_DSN, SLACK_WEBHOOK_URL
 _NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK", "XAUTHORITY", "KEY"})
 # Provider and cloud variables a tool never needs (endpoints, regions, profiles included:
 # they say where the credentials are). Left out of a tool's environment, not scrubbed.
@@ -252,6 +253,36 @@ class Scrubber:
                 return type(obj)(items) if isinstance(obj, list) else tuple(items)
             return obj
         return obj
+
+
+# A run of the characters keys are made of: a streamed word ending in one may still grow
+# into a key-shaped pattern. Bounded, so a long unbroken run still streams.
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/=.:~%")
+_KEY_RUN_MAX = 512
+
+
+def held_tail(text: str) -> int:
+    """How many characters at the end of ``text`` (a streamed piece whose message goes on)
+    to hold back until more arrives: the longest ending that is the start of a secret
+    value's form (so a value split over two stored rows is stored whole, and scrubbed),
+    or a trailing run of key characters (so the key patterns see a key whole)."""
+    if not text:
+        return 0
+    hold = 0
+    for ch in reversed(text[-_KEY_RUN_MAX:]):
+        if ch not in _KEY_CHARS:
+            break
+        hold += 1
+    _, forms = _pattern()
+    for form in forms:
+        start = max(0, len(text) - len(form) + 1)
+        i = text.find(form[0], start)
+        while i != -1 and len(text) - i > hold:
+            if form.startswith(text[i:]):
+                hold = len(text) - i
+                break
+            i = text.find(form[0], i + 1)
+    return hold
 
 
 def scrub_text(text: str) -> str:

@@ -1,0 +1,111 @@
+"""Red-team round, secrets and terminal safety: what survived the first fixes of issue 8.
+
+- a secret value the model streams over two deltas that land in two stored rows (each row
+  scrubbed alone holds only a piece; the view and the JSONL export join them again);
+- credentials under names the first rules missed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.backends.base import AttemptContext
+from core.engine import Supervisor
+from core.events import Event, MessageCompleted, TextDelta
+from core.secrets import REDACTED, child_env, held_tail, is_secret_name, scrub_text
+from core.store import Store
+from tests.engine_helpers import FAST, make_task, stored
+
+KEY = "sk-ant-api03-Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0"
+
+
+class SplitBackend:
+    """Streams ``pieces`` as deltas of one message, waiting after each until the engine
+    has committed a text.delta row (or a while), so the pieces land in separate rows."""
+
+    name = "split"
+
+    def __init__(self, store: Store, pieces: list[str]) -> None:
+        self.store, self.pieces = store, pieces
+
+    async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
+        committed = asyncio.Event()
+        unsubscribe = self.store.subscribe(
+            lambda evs: committed.set() if any(e.type == "text.delta" for e in evs) else None)
+        try:
+            for piece in self.pieces:
+                committed.clear()
+                yield TextDelta(message_id="m1", text=piece)
+                try:  # the old engine commits every piece alone after its 25 ms window
+                    await asyncio.wait_for(committed.wait(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    pass  # the piece was held back: nothing to commit yet
+            yield MessageCompleted(message_id="m1", text="".join(self.pieces))
+        finally:
+            unsubscribe()
+
+
+async def _stream(tmp_path: Path, pieces: list[str]) -> list[str]:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, make_task(ws, [{"id": "t1", "prompt": "p"}]),
+                         backend=SplitBackend(store, pieces), clock=FAST, interactive=False)
+        assert await sup.run() == "done"
+        return [e.text for e in await stored(store, sup.session_id, "text.delta")]  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
+async def test_a_secret_streamed_over_two_deltas_is_never_stored_in_pieces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    rows = await _stream(tmp_path, ["The key is ", KEY[:14], KEY[14:30], KEY[30:] + " and ", "that's all."])
+    joined = "".join(rows)
+    assert KEY[:14] not in joined and KEY[14:30] not in joined and KEY[30:] not in joined, rows
+    assert joined == f"The key is {REDACTED} and that's all."
+    assert len(rows) > 1  # still streamed: the text before the key was not held back
+
+
+async def test_a_key_shaped_word_split_over_deltas_is_stored_whole(tmp_path: Path) -> None:
+    """A key the model read from a file (not in the environment): the key patterns can only
+    see it whole, so a trailing word is held back until it ends."""
+    key = "sk-proj-" + "Ab3dEf6hIj9lMn2pQr5tUv8x"
+    rows = await _stream(tmp_path, ["Found ", key[:10], key[10:] + " in .env"])
+    assert not any(key[:10] in r or key[10:] in r for r in rows), rows
+    assert key not in "".join(rows)
+
+
+def test_held_tail_holds_only_what_could_grow_into_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "p@ss w0rd!long")  # spaces and symbols: held by value
+    assert held_tail("hello world ") == 0
+    assert held_tail("hello wor") == 3  # a word may still grow into a key
+    assert held_tail("the pass is p@ss w0") == len("p@ss w0")
+    assert held_tail("x" * 5000) == 512  # a long run of word characters: bounded
+    assert held_tail("中文没有空格的文本") == 0  # text without spaces still streams
+
+
+@pytest.mark.parametrize("name,value", [
+    ("STRIPE_SK", "sk_live_51HabcdefGHIJKLmnop"),
+    ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"),
+    ("SENTRY_DSN", "https://abcdef0123456789@o1.ingest.sentry.io/42"),
+    ("MY_DB_PASS", "hunter2hunter2"),
+    ("DATABASE_URL", "postgres://app:s3cretpw@db/app"),
+])
+def test_credentials_under_names_the_first_rules_missed(name: str, value: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, value)
+    assert is_secret_name(name, value)
+    assert name not in child_env()
+    assert value not in scrub_text(f"x {value} y")
+
+
+def test_ordinary_variables_stay_in_a_tools_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PATH", "HOME", "LANG", "SKIP_TESTS", "WEBHOOK_TIMEOUT", "TOKENIZERS_PARALLELISM", "DESK"):
+        monkeypatch.setenv(name, "some-value-1234")
+        assert not is_secret_name(name, "some-value-1234"), name
+        assert name in child_env()
