@@ -2,7 +2,8 @@
 
 Opened with ``o`` from the session view (the focused tool call, else the last one).
 The text is read from the store's ``tool_calls`` row (the block's copy is the fallback)
-and shown as plain text: never markup, never a control sequence.
+and shown as plain text: never markup, never a control sequence (the stored row enters
+the view here, so it goes through ``core.text.safe`` here, like the view model's events).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
+from core.text import safe
 from tui import model as m
 from tui.widgets.blocks import _clean, input_text
 
@@ -63,19 +65,20 @@ class ToolOutputScreen(ModalScreen[None]):
     def __init__(self, block: m.ToolBlock, input_data: Any, output: str) -> None:
         super().__init__()
         self.block = block
-        self.input_text = input_text(input_data)
-        self.output = output or ""
+        raw_input, raw_output = input_text(input_data), output or ""
+        self.sizes = (fmt_size(raw_input), fmt_size(raw_output))  # of the text as stored
+        self.input_text, self.output = safe(raw_input), safe(raw_output)
 
     def compose(self) -> ComposeResult:
         b = self.block
         status = b.status + (f" · {m.fmt_duration(b.duration_s)}" if b.duration_s is not None else "")
         title = Text.assemble((f"{m.TOOL_ICONS.get(b.status, '?')} ", "bold"), (b.name or "tool", "bold"),
-                              (f"  {status}", "dim"), (f"  {b.call_id}" if b.call_id else "", "dim"))
+                              (f"  {status}", "dim"), (f"  {safe(b.call_id)}" if b.call_id else "", "dim"))
         with VerticalScroll(id="tool-output"):
             yield Static(title, classes="title")
-            yield Static(Text(f"input  {fmt_size(self.input_text)}"), classes="head", id="input-head")
+            yield Static(Text(f"input  {self.sizes[0]}"), classes="head", id="input-head")
             yield Static(Text(_clean(self.input_text) or "(none)"), id="input")
-            what = f"output  {fmt_size(self.output)}" if self.output else "output"
+            what = f"output  {self.sizes[1]}" if self.output else "output"
             yield Static(Text(what), classes="head", id="output-head")
             body = _clean(self.output) if self.output else ("(still running)" if b.running else "(no output)")
             yield Static(Text(body), id="output")

@@ -1,0 +1,56 @@
+"""Red-team round, terminal safety: text that reaches the screen by a path the first fixes
+of issue 8 did not sanitise. Real Store files, the real app via pilot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import events as ev
+from core.clock import FakeClock
+from core.store.db import Store
+from tests.test_adversarial_output import raw_controls, rendered
+from tests.test_tui_session import SID, T0, Clock, Harness, Writer, loaded, until
+from tui.screens.session import SessionScreen
+from tui.widgets.anim import Ticker
+
+HOSTILE = "A\x1b]0;PWNED\x07 \x9d0;C1TITLE\x9c \x9b2J \u202eevil\u202c [bold]b[/] [@click=app.quit]q[/] \x1b[2J Z"
+
+
+@pytest.fixture(autouse=True)
+def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Ticker, "animate", False)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
+    yield s
+    await s.close()
+
+
+async def test_the_full_output_modal_shows_stored_controls_as_marks(store: Store) -> None:
+    """``o`` reads the call from the store (not from the sanitised view model): that row
+    enters the view there, and must be made safe there too."""
+    from tui.screens.tool_output import ToolOutputScreen
+
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash",
+                input={"command": HOSTILE, HOSTILE: 1})
+    await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c1", status="ok",
+                output=HOSTILE + "\n" + HOSTILE, duration_s=0.5)
+    screen = SessionScreen(store, SID, controller=None, follow=None, clock=Clock(w.ts))
+    app: Any = Harness(screen)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await loaded(pilot, screen)
+        await pilot.press("o")
+        await until(pilot, lambda: isinstance(app.screen, ToolOutputScreen), "the full output")
+        await pilot.pause()
+        text = rendered(app)
+        assert not raw_controls(text), raw_controls(text)
+        assert "[bold]b[/]" in text and "[@click=app.quit]q[/]" in text
+        assert "\\x9d0;C1TITLE\\x9c" in text  # visible, as everywhere else
+        assert app.is_running
