@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import os
 import re
 import socket
 import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -132,8 +134,18 @@ def _b64_forms(value: str) -> list[str]:
     return forms
 
 
+def _escaped_forms(value: str) -> list[str]:
+    """The value as it appears inside JSON text (a function call's ``arguments`` string,
+    an ``ensure_ascii`` dump) and URL-encoded: other text than the value when it holds a
+    quote, a backslash, non-ASCII or URL-reserved characters."""
+    out = [json.dumps(value, ensure_ascii=asc)[1:-1] for asc in (False, True)]
+    out += [urllib.parse.quote(value, safe=keep) for keep in ("", "/")]
+    out.append(urllib.parse.quote_plus(value, safe=""))
+    return list(dict.fromkeys(f for f in out if f != value))
+
+
 def _forms(value: str) -> list[str]:
-    return [value, value[::-1], *_b64_forms(value)]
+    return [value, value[::-1], *_b64_forms(value), *_escaped_forms(value)]
 
 
 _name_cache: dict[str, bool] = {}

@@ -109,3 +109,30 @@ def test_ordinary_variables_stay_in_a_tools_environment(monkeypatch: pytest.Monk
         monkeypatch.setenv(name, "some-value-1234")
         assert not is_secret_name(name, "some-value-1234"), name
         assert name in child_env()
+
+
+async def test_a_secret_with_quotes_and_accents_is_scrubbed_inside_json_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function call's ``arguments`` is JSON *text* inside the stored item: there the
+    value reads ``p\\"\\u00e4...``, not as it is in the environment."""
+    import json
+    import sqlite3
+    from urllib.parse import quote
+
+    value = 'pä"ss\\wörd/&=12345'
+    monkeypatch.setenv("MY_DB_PASSWORD", value)
+    escaped = [json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]]
+    items = [{"type": "function_call", "call_id": "c1", "name": "run_command",
+              "arguments": json.dumps({"command": f"psql --password {value}"}, ensure_ascii=asc)}
+             for asc in (True, False)]
+    items.append({"type": "message", "content": "see https://x.test/?p=" + quote(value)})
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        await store.agents_session("s1").add_items(items)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        stored_items = "\n".join(r[0] for r in con.execute("SELECT item_json FROM agent_items"))
+    assert stored_items.count(REDACTED) == 3, stored_items
+    for form in (value, *escaped, quote(value, safe="")):
+        assert form not in stored_items
