@@ -222,6 +222,9 @@ def _scrub_patterns() -> Any:
     return scrub_patterns
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class Scrubber:
     """Scrubs one batch of text with the secret values as they are now (built once per
     batch, so a store commit of 500 events checks the environment once)."""
@@ -235,10 +238,12 @@ class Scrubber:
         self._patterns = _scrub_patterns() if patterns else None
 
     def text(self, text: str) -> str:
-        """The scrubbed text; the same object when there was nothing to scrub."""
+        """The scrubbed text; the same object when there was nothing to scrub. Lone
+        surrogates (a command-line byte that is not UTF-8, half an emoji in a model's JSON)
+        become U+FFFD too: no UTF-8 database, file or request can hold them."""
         if not text:
             return text
-        new = text
+        new = _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
         if self.pattern is not None and any(f in new for f in self.forms):
             new = self.pattern.sub(REDACTED, new)
         if self._patterns is not None:

@@ -54,3 +54,31 @@ async def test_the_full_output_modal_shows_stored_controls_as_marks(store: Store
         assert "[bold]b[/]" in text and "[@click=app.quit]q[/]" in text
         assert "\\x9d0;C1TITLE\\x9c" in text  # visible, as everywhere else
         assert app.is_running
+
+
+def _cli(*args: str | bytes, tmp: Path) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable.encode(), b"-m", b"tui.cli", *[a if isinstance(a, bytes) else a.encode() for a in args]],
+                          capture_output=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "SHEPHERD_DB": str(tmp / "s.db")})
+
+
+def test_command_line_bytes_that_are_not_utf8_are_data_not_a_crash(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 (``\\x9b``, 8-bit CSI) in an argument reaches Python as a
+    lone surrogate, which SQLite cannot encode: the run died writing its first events, and
+    every session lookup died with a traceback."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    run = _cli("run", "-p", b"fix \x9b it [x]", "--backend", "scripted", "--headless",
+               "--workspace", str(ws), tmp=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()[-800:]
+    listing = _cli("sessions", tmp=tmp_path)
+    assert "\tdone\tfix \ufffd it [x]\t" in listing.stdout.decode()
+    for cmd in ("show", "resume", "pause", "retry", "attach"):
+        bad = _cli(cmd, b"\x1b]0;x\x07\x9b", tmp=tmp_path)
+        err = bad.stderr.decode("utf-8", "replace")
+        assert bad.returncode == 2 and "Traceback" not in err, (cmd, err)
+        assert err.count("\n") == 1 and "no session matches" in err and "\x1b" not in err, (cmd, err)

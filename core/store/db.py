@@ -636,6 +636,10 @@ class Store:
         key = (id_or_prefix or "").strip()
         if not key:
             raise SessionNotFound("no session id given")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:  # a command-line byte that is not UTF-8: no id has it
+            raise SessionNotFound(f"no session matches {key!r}") from None
         if await self._fetch("SELECT 1 FROM sessions WHERE id = ?", (key,)):
             return key
         prefix = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
