@@ -136,3 +136,61 @@ async def test_a_secret_with_quotes_and_accents_is_scrubbed_inside_json_text(
     assert stored_items.count(REDACTED) == 3, stored_items
     for form in (value, *escaped, quote(value, safe="")):
         assert form not in stored_items
+
+
+SWAPPER = """
+import os, sys
+ws = sys.argv[1]
+print("ready", flush=True)
+while True:  # "f" is a file, then a symlink to a file outside, then a file again...
+    for a, b in (("file", "f"), ("f", "file"), ("link", "f"), ("f", "link")):
+        try:
+            os.rename(os.path.join(ws, a), os.path.join(ws, b))
+        except OSError:
+            pass
+        open(os.path.join(ws, "file"), "a").close()
+"""
+
+
+def test_file_tools_never_write_or_read_through_a_link_swapped_in_after_the_check(tmp_path: Path) -> None:
+    """The file tools run in Shepherd's process, outside any sandbox; the agent's shell
+    (even confined by bwrap) can write the workspace, so it can swap a file for a symlink
+    between the path check and the open. Real race, real files: another process swaps
+    ``f`` between a file and a link to a file outside, as fast as it can."""
+    import os
+    import subprocess
+    import sys
+
+    from core.tools.workspace import read_file, write_file
+
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    ws.mkdir()
+    outside.mkdir()
+    (outside / "f").write_text("outside secret")
+    os.symlink(outside / "f", ws / "link")
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(ws)],  # its own GIL: a real race
+                               stdout=subprocess.PIPE, text=True)
+    assert swapper.stdout is not None and swapper.stdout.readline() == "ready\n"
+    reads, refused = set(), 0
+    try:
+        for i in range(3000):
+            refused += write_file(ws, "f", f"written {i}").startswith("Error:")
+            reads.add(read_file(ws, "f"))
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert (outside / "f").read_text() == "outside secret"  # never written through the link
+    assert "outside secret" not in reads  # never read through it
+    assert {r.split(" ")[0] for r in reads} <= {"written", "", "Error:"}
+    assert refused < 3000  # the tools still work between swaps
+
+
+def test_a_symlink_loop_is_an_error_the_model_reads_not_an_exception(tmp_path: Path) -> None:
+    import os
+
+    from core.tools.workspace import list_files, read_file, write_file
+
+    os.symlink("b", tmp_path / "a")
+    os.symlink("a", tmp_path / "b")
+    for out in (read_file(tmp_path, "a"), write_file(tmp_path, "a/x", "y"), list_files(tmp_path, "b")):
+        assert out.startswith("Error: "), out

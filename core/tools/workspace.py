@@ -2,7 +2,8 @@
 
 Plain functions first (testable without the SDK), then ``workspace_tools()`` which wraps
 them as openai-agents ``function_tool``s bound to one workspace. Every path of the *file*
-tools is confined to the workspace (symlinks resolved); the shell is not, unless the task
+tools is confined to the workspace (symlinks resolved, then opened component by component
+without following a link that appeared since); the shell is not, unless the task
 asks for ``sandbox = "bwrap"`` (core.tools.spawn). A refusal or failure is *returned* as
 text starting with ``ERROR_PREFIX`` so the model sees it and the UI can mark the call as failed.
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,12 +63,77 @@ def resolve_in_workspace(workspace: Path, path: str) -> Path:
     root = Path(workspace).resolve()
     raw = Path(os.path.expanduser(path or "."))
     candidate = raw if raw.is_absolute() else root / raw
-    real = candidate.resolve()  # follows symlinks, also of missing files' parents
+    try:
+        real = candidate.resolve()  # follows symlinks, also of missing files' parents
+    except (OSError, RuntimeError) as e:  # a symlink loop, or a link changing under us
+        why = getattr(e, "strerror", None) or e
+        raise ConfinementError(f"{ERROR_PREFIX}cannot resolve path {path!r}: {why}") from None
     if real != root and root not in real.parents:
         raise ConfinementError(
             f"{ERROR_PREFIX}path {path!r} is outside the workspace ({root}); only paths inside it are allowed"
         )
     return real
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CONFINED_OPEN = bool(_NOFOLLOW and _DIRECTORY) and os.open in os.supports_dir_fd
+
+
+def _open_confined(workspace: Path, real: Path, flags: int, *, make_parents: bool = False) -> int:
+    """Open ``real`` (a path resolve_in_workspace returned) one component at a time from
+    the workspace root, following no symlink. ``real`` has none (it was resolved), so a
+    link met here was put there since: by the agent's own shell racing the file tool
+    (which runs outside any sandbox) to redirect a write or read outside the workspace.
+    Raises ConfinementError then; OSError for everything else."""
+    root = Path(workspace).resolve()
+    if not _CONFINED_OPEN:  # no dir_fd/O_NOFOLLOW here: the resolved path is all we have
+        if make_parents:
+            real.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(real, flags, 0o666)
+    parts = real.relative_to(root).parts
+    if not parts:
+        raise IsADirectoryError(str(real))
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            if make_parents:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                nxt = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if _is_link(e, part, fd):
+                    raise _swapped(workspace, real) from None
+                raise
+            os.close(fd)
+            fd = nxt
+        try:
+            return os.open(parts[-1], flags | _NOFOLLOW, 0o666, dir_fd=fd)
+        except OSError as e:
+            if _is_link(e, parts[-1], fd):
+                raise _swapped(workspace, real) from None
+            raise
+    finally:
+        os.close(fd)
+
+
+def _is_link(err: OSError, name: str, dir_fd: int) -> bool:
+    """Whether an O_NOFOLLOW open failed because ``name`` is a symlink (ELOOP; ENOTDIR
+    for a directory expected)."""
+    if err.errno == errno.ELOOP:
+        return True
+    if err.errno != errno.ENOTDIR:
+        return False
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _swapped(workspace: Path, real: Path) -> ConfinementError:
+    return ConfinementError(f"{ERROR_PREFIX}{_rel(workspace, real)!r} became a symbolic link while it was "
+                            "opened; only paths inside the workspace are allowed")
 
 
 def _rel(workspace: Path, real: Path) -> str:
@@ -120,7 +188,10 @@ def read_file(workspace: Path, path: str) -> str:
     if real.is_dir():
         return f"{ERROR_PREFIX}{path!r} is a directory (use list_files)"
     try:
-        data = real.read_bytes()
+        with os.fdopen(_open_confined(workspace, real, os.O_RDONLY), "rb") as f:
+            data = f.read()
+    except ConfinementError as e:
+        return str(e)
     except OSError as e:
         return f"{ERROR_PREFIX}cannot read {path!r}: {e.strerror or e}"
     if b"\x00" in data[:8192]:
@@ -136,9 +207,12 @@ def write_file(workspace: Path, path: str, content: str) -> str:
     if real.is_dir():
         return f"{ERROR_PREFIX}{path!r} is a directory"
     try:
-        real.parent.mkdir(parents=True, exist_ok=True)
         data = content.encode("utf-8")
-        real.write_bytes(data)
+        fd = _open_confined(workspace, real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_parents=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except ConfinementError as e:
+        return str(e)
     except OSError as e:
         return f"{ERROR_PREFIX}cannot write {path!r}: {e.strerror or e}"
     return f"wrote {len(data)} bytes to {_rel(workspace, real)}"
