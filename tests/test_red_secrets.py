@@ -194,3 +194,47 @@ def test_a_symlink_loop_is_an_error_the_model_reads_not_an_exception(tmp_path: P
     os.symlink("a", tmp_path / "b")
     for out in (read_file(tmp_path, "a"), write_file(tmp_path, "a/x", "y"), list_files(tmp_path, "b")):
         assert out.startswith("Error: "), out
+
+
+RUNNER_SCRIPT = r'''
+import asyncio, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from core.tools.workspace import run_command
+
+cmd = """p=$$
+for i in 1 2 3; do
+  p=$(awk '{print $4}' /proc/$p/stat)
+  echo "ancestor $p: $(tr '\\0' '\\n' < /proc/$p/environ | grep -a LEAKME | tr a-zA-Z n-za-mN-ZA-M)"
+done 2>&1"""
+print(asyncio.run(run_command(Path(tempfile.mkdtemp()), cmd, 30)))
+'''
+
+
+def test_a_tool_cannot_read_the_runners_environment_from_proc() -> None:
+    """Without the sandbox the shell runs as the same user: /proc/<runner>/environ held
+    every credential child_env withheld, and rot13 got it past every scrubber into the
+    store and back to the model. A real runner process and a real tool process, as an
+    ordinary user (root reads every /proc entry whatever the runner does)."""
+    import codecs
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc and prctl are Linux")
+    root = str(Path(__file__).resolve().parents[1])
+    argv = [sys.executable, "-c", RUNNER_SCRIPT, root]
+    if os.geteuid() == 0:
+        setpriv, system_python = shutil.which("setpriv"), shutil.which("python3", path="/usr/bin")
+        if not setpriv or not system_python:
+            pytest.skip("running as root, without setpriv and /usr/bin/python3 to run as an ordinary user")
+        argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", system_python, "-c",
+                RUNNER_SCRIPT, root]
+    env = {**os.environ, "LEAKME_API_KEY": "leakme-0123456789abcdefghij"}  # in the runner's /proc environ
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/", env=env)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0 and "ancestor" in out, out
+    assert codecs.encode("leakme-0123456789abcdefghij", "rot13") not in out, out
+    assert "Permission denied" in out  # the runner's own environ
