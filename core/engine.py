@@ -30,6 +30,7 @@ from core.ledger import ToolLedger
 from core.retry import RetryDecision, RetryState, policies_for
 from core.secrets import held_tail
 from core.task import Subtask, Task
+from core.tools.spawn import protect_runner
 
 log = logging.getLogger("shepherd.engine")
 
@@ -305,6 +306,7 @@ class Supervisor:
     async def run(self) -> str:
         """Run the session to its end; returns done | failed | cancelled."""
         await self.store.acquire_lease(self.session_id, ttl_s=LEASE_TTL_S)
+        protect_runner()  # agents and their tools run below us: /proc/<runner> is not theirs to read
         self.status = "running"
         self._background = [
             asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"),

@@ -95,12 +95,14 @@ def _child_setup(prctl: Any, parent: int) -> None:
 
 
 @functools.cache
-def _protect_runner() -> None:
+def protect_runner() -> None:
     """Make this process's /proc entries (environ, mem, fd...) unreadable to its tools:
     they run as the same user, and without the sandbox ``tr '\\0' '\\n' < /proc/$RUNNER/environ
     | rot13`` would hand the model every credential the runner holds, past child_env and
     past any scrubbing. Not dumpable = no core dumps and no same-user ptrace of the runner
-    either; a tool's own processes are dumpable again after their exec."""
+    either; a tool's own processes are dumpable again after their exec. Called before the
+    first tool spawn and when a Supervisor starts (the claude CLI's own Bash tool is a
+    descendant too)."""
     prctl = _prctl()
     if prctl is not None:
         prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -109,7 +111,7 @@ def _protect_runner() -> None:
 def spawn_kwargs(policy: SpawnPolicy | None = None) -> dict[str, Any]:
     """Popen keyword arguments for a tool process: env, own session, pdeathsig."""
     policy = policy or SpawnPolicy()
-    _protect_runner()
+    protect_runner()
     # the sandbox's only writable scratch place is its private /tmp
     extra = {"TMPDIR": "/tmp"} if policy.confined else None
     kwargs: dict[str, Any] = {"env": child_env(policy.pass_env, extra=extra), "start_new_session": True}
