@@ -35,9 +35,12 @@ MIN_SECRET_LEN = 8  # shorter values ("1", "true") would scrub ordinary words
 _SECRET_PARTS = frozenset({
     "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASSPHRASE", "PASS", "PWD_HASH",
     "APIKEY", "CREDENTIAL", "CREDENTIALS", "PRIVATE", "COOKIE", "SESSIONKEY", "AUTH", "OAUTH", "PAT",
+    "PWD", "JWT",  # MYSQL_PWD, CI_JOB_JWT (PWD alone is the working directory: _NOT_SECRET)
 })
+_SECRET_INFIXES = ("PASSWORD", "PASSWD")  # anywhere in the name: PGPASSWORD, DBPASSWORD
 _SECRET_SUFFIXES = ("_KEY", "_KEYS", "_KEY_ID", "_API_KEY", "_ACCESS_KEY", "_SIGNING_KEY", "_HEADERS",
-                    "_SK", "_DSN", "_WEBHOOK", "_WEBHOOK_URL")  # STRIPE_SK, SENTRY_DSN, SLACK_WEBHOOK_URL
+                    "_SK", "_DSN", "_WEBHOOK", "_WEBHOOK_URL",  # STRIPE_SK, SENTRY_DSN, SLACK_WEBHOOK_URL
+                    "_CONNECTION_STRING")  # AZURE_STORAGE_CONNECTION_STRING: AccountKey=...
 _NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK", "XAUTHORITY", "KEY"})
 # Provider and cloud variables a tool never needs (endpoints, regions, profiles included:
 # they say where the credentials are). Left out of a tool's environment, not scrubbed.
@@ -63,7 +66,7 @@ def is_secret_name(name: str, value: str = "") -> bool:
         return False
     if upper.endswith(_SECRET_SUFFIXES):
         return True
-    if any(part in _SECRET_PARTS for part in upper.split("_")):
+    if any(part in _SECRET_PARTS for part in upper.split("_")) or any(i in upper for i in _SECRET_INFIXES):
         return True
     # DATABASE_URL=postgres://user:pass@host/db and the like
     return bool(value) and _URL_WITH_PASSWORD.match(value) is not None

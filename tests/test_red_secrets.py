@@ -95,6 +95,10 @@ def test_held_tail_holds_only_what_could_grow_into_a_secret(monkeypatch: pytest.
     ("SENTRY_DSN", "https://abcdef0123456789@o1.ingest.sentry.io/42"),
     ("MY_DB_PASS", "hunter2hunter2"),
     ("DATABASE_URL", "postgres://app:s3cretpw@db/app"),
+    ("PGPASSWORD", "s3cretpw-pg"),  # the README says *PASSWORD*
+    ("MYSQL_PWD", "s3cretpw-my"),
+    ("CI_JOB_JWT", "eyJhbGciOiJIUzI1NiJ9.e30.abc"),
+    ("AZURE_STORAGE_CONNECTION_STRING", "DefaultEndpointsProtocol=https;AccountKey=abcdEFGH1234=="),
 ])
 def test_credentials_under_names_the_first_rules_missed(name: str, value: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,7 +109,8 @@ def test_credentials_under_names_the_first_rules_missed(name: str, value: str,
 
 
 def test_ordinary_variables_stay_in_a_tools_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PATH", "HOME", "LANG", "SKIP_TESTS", "WEBHOOK_TIMEOUT", "TOKENIZERS_PARALLELISM", "DESK"):
+    for name in ("PATH", "HOME", "LANG", "SKIP_TESTS", "WEBHOOK_TIMEOUT", "TOKENIZERS_PARALLELISM", "DESK",
+                 "PWD", "OLDPWD", "CONNECTION_TIMEOUT"):
         monkeypatch.setenv(name, "some-value-1234")
         assert not is_secret_name(name, "some-value-1234"), name
         assert name in child_env()
