@@ -82,3 +82,22 @@ def test_command_line_bytes_that_are_not_utf8_are_data_not_a_crash(tmp_path: Pat
         err = bad.stderr.decode("utf-8", "replace")
         assert bad.returncode == 2 and "Traceback" not in err, (cmd, err)
         assert err.count("\n") == 1 and "no session matches" in err and "\x1b" not in err, (cmd, err)
+
+
+async def test_a_toast_quoting_data_is_text_even_from_a_widget(tmp_path: Path) -> None:
+    """Widget.notify passes markup=True to the app: the app's notify (every toast's one
+    boundary) must not let a session id or an error text become markup."""
+    from tui.app import ShepherdApp
+    from tests.test_adversarial_output import _wait
+
+    async with await Store.open(tmp_path / "s.db") as s:
+        await s.flush()
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await _wait(pilot, lambda: app.home is not None and app.home.loaded, "home")
+        app.screen.notify("Run [/src/old] ended", timeout=30)
+        app.screen.notify("[@click=app.quit]q[/] [b]b[/b]", timeout=30)
+        await pilot.pause(0.3)
+        text = rendered(app)
+        assert "Run [/src/old] ended" in text and "[@click=app.quit]q[/] [b]b[/b]" in text
+        assert app.is_running

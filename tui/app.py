@@ -138,8 +138,10 @@ class ShepherdApp(App[int]):
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
                timeout: float | None = None, markup: bool = True) -> None:
         """Every toast (the app's and every widget's) passes here: error texts quote model
-        and tool output, so their controls are made visible (core.text.safe)."""
-        super().notify(safe(message), title=safe(title), severity=severity, timeout=timeout, markup=markup)
+        and tool output, so their controls are made visible (core.text.safe), and they are
+        never markup (``markup`` is ignored: Widget.notify passes True, and a session id or
+        an error may read ``[/src/old]``)."""
+        super().notify(safe(message), title=safe(title), severity=severity, timeout=timeout, markup=False)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
