@@ -120,6 +120,7 @@ class Supervisor:
         self.subtasks: list[Subtask] = list(task.subtasks)
         # control state
         self._wake = asyncio.Event()  # set whenever a control needs the main loop's attention
+        self.leased = asyncio.Event()  # set once this runner holds the session's lease
         self._pause: str | None = None  # None | "safe" | "now"
         self._paused = False
         self._pause_source = ""
@@ -305,6 +306,7 @@ class Supervisor:
         """Run the session to its end; returns done | failed | cancelled."""
         await self.store.acquire_lease(self.session_id, ttl_s=LEASE_TTL_S)
         self.status = "running"
+        self.leased.set()
         self._background = [
             asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"),
             asyncio.create_task(self._keep_lease(), name=f"lease-{self.session_id}"),
@@ -433,6 +435,12 @@ class Supervisor:
                 if outcome is None:  # the attempt succeeded: run the check, if any
                     outcome = await self._check(run)
                     if run.restart:
+                        continue
+                    if isinstance(outcome, _Interrupt):  # a person stopped the check
+                        if outcome.what in ("cancel", "skip"):
+                            return await self._finish_subtask(
+                                run, "cancelled" if outcome.what == "cancel" else "skipped", "by a person")
+                        prompt_extra, continue_history, reason = "", True, "resume"  # paused at once
                         continue
                     if outcome is None:
                         if phase == "planning":
@@ -709,7 +717,10 @@ class Supervisor:
 
     # ------------------------------------------------------------------ checks, plan, errors
 
-    async def _check(self, run: _SubtaskRun) -> BaseException | None:
+    async def _check(self, run: _SubtaskRun) -> BaseException | _Interrupt | None:
+        """Run the subtask's check. It is part of the attempt: cancel, skip, a person's
+        retry and an immediate pause stop it at once (its process group is killed) and it
+        is recorded as interrupted, never left running or waited out."""
         if not run.sub.check:
             return None
         from core.tools import run_check
@@ -719,14 +730,36 @@ class Supervisor:
         await self._emit(self._sub_event(ToolStarted(call_id=call_id, name="check",
                                                      input={"command": run.sub.check}), run))
         t0 = self.clock.monotonic()
-        code, output = await run_check(run.sub.check, Path(self.task.workspace), run.sub.check_timeout,
-                                       task=self.task)
+        if self._cancel or run.sub.id in self._skip or run.restart:  # came in while it was being recorded
+            self._attempt_task = None
+            return await self._check_interrupted(run, call_id, t0)
+        self._attempt_task = checking = asyncio.create_task(
+            run_check(run.sub.check, Path(self.task.workspace), run.sub.check_timeout, task=self.task))
+        try:
+            await asyncio.wait({checking})
+        except asyncio.CancelledError:  # the supervisor itself is being shut down
+            checking.cancel()
+            with contextlib.suppress(BaseException):
+                await checking
+            await asyncio.shield(self._check_interrupted(run, call_id, t0))
+            raise
+        finally:
+            self._attempt_task = None
+        if checking.cancelled():
+            return await self._check_interrupted(run, call_id, t0)
+        code, output = checking.result()
         await self._emit(self._sub_event(ToolFinished(
             call_id=call_id, status="ok" if code == 0 else "error", output=output,
             duration_s=round(self.clock.monotonic() - t0, 3)), run))
         if code == 0:
             return None
         return CheckFailed(run.sub.check, output, code)
+
+    async def _check_interrupted(self, run: _SubtaskRun, call_id: str, t0: float) -> _Interrupt:
+        await self._emit(self._sub_event(ToolFinished(
+            call_id=call_id, status="interrupted", output="interrupted: stopped by a person before it finished",
+            duration_s=round(self.clock.monotonic() - t0, 3)), run))
+        return self._why_interrupted(run)
 
     async def _accept_plan(self, run: _SubtaskRun) -> BaseException | None:
         try:
@@ -804,11 +837,13 @@ async def start_run(store: Any, task: Task, *, interactive: bool = True, clock: 
 
 async def _launch(sup: Supervisor) -> RunHandle:
     handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
-    # let the run take its lease and write its first event before the caller looks
-    for _ in range(50):
-        if sup.status != "pending" or handle.task.done():
-            break
-        await asyncio.sleep(0)
+    # return once the run holds its lease (or failed to take it: handle.task is then done
+    # and raises LeaseHeld), so a caller never announces a run that is not happening
+    leased = asyncio.ensure_future(sup.leased.wait())
+    try:
+        await asyncio.wait({handle.task, leased}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        leased.cancel()
     return handle
 
 

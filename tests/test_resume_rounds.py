@@ -1,0 +1,255 @@
+"""Red-team round on records, budgets and controls under crashes and concurrency: a real
+``shepherd`` runner SIGKILLed round after round at different points and resumed with
+``shepherd resume --headless`` keeps one whole record; a resume that loses the race for
+the lease says only that; a running check stops at once for cancel, skip and retry; a
+control for a subtask the session does not have is refused by the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.engine import Supervisor
+from core.store import LeaseHeld, Store
+from tests.engine_helpers import FAST, ROOT, make_task, stored, wait_for
+
+SHEPHERD = [sys.executable, "-m", "tui.cli"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "SHEPHERD_TIME_SCALE": "1"}
+
+
+def _query(db: Path, sql: str) -> list[tuple]:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # not created yet, or busy: look again
+        return []
+
+
+def _run_until(argv: list[str], db: Path, sql: str) -> subprocess.CompletedProcess[str] | None:
+    """Run ``shepherd ARGV`` and SIGKILL it as soon as ``sql`` counts something; None when
+    killed, the finished process when it ended first."""
+    proc = subprocess.Popen([*SHEPHERD, *argv, "--db", str(db)], cwd=ROOT, env=_env(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "neither killed nor finished"
+            hit = _query(db, sql) if db.exists() else []
+            if hit and hit[0][0]:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+                return None
+            time.sleep(0.01)  # polling another process's database: there is no event to await
+        return subprocess.CompletedProcess(proc.args, proc.returncode, "", proc.stderr.read() if proc.stderr else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def _rounds_task(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    # "a" passes its check; "b" fails transiently for ever: only its budget (12) ends it
+    fail = ('  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 0.3" } }]\n'
+            '  [[subtasks.steps]]\n  fail = "transient"\n') * 16
+    task = tmp_path / "t.toml"
+    task.write_text(f'''title = "rounds"
+backend = "scripted"
+workspace = "{ws}"
+[retry.transient]
+max_retries = 30
+initial_delay = 0.3
+max_delay = 0.3
+multiplier = 1
+[[subtasks]]
+id = "a"
+prompt = "a"
+check = "sleep 0.4; echo ran >> checks.txt"
+  [[subtasks.steps]]
+  text = "a is done"
+[[subtasks]]
+id = "b"
+prompt = "b"
+check = "true"
+{fail}''')
+    return task
+
+
+def test_sigkill_rounds_and_resumes_keep_one_whole_record(tmp_path: Path) -> None:
+    """SIGKILL during a check, a tool, a countdown, right after an attempt started and
+    right after a subtask ended, resuming each time: attempt numbers go 1, 2, 3... per
+    subtask, every call is finished once, nothing is done twice and the budget of 12
+    holds across all the rounds; the session ends failed and `shepherd show` says so."""
+    task, db = _rounds_task(tmp_path), tmp_path / "s.db"
+    assert _run_until(["run", str(task), "--headless"], db,
+                      "SELECT count(*) FROM tool_calls WHERE name = 'check' AND status = 'running'") is None
+    (sid,), = _query(db, "SELECT id FROM sessions")
+    kill_points = [
+        "SELECT count(*) FROM events WHERE type = 'subtask.finished' AND subtask_id = 'a'",
+        "SELECT count(*) FROM tool_calls WHERE name = 'run_command' AND status = 'running'",
+        "SELECT count(*) FROM events WHERE type = 'retry.scheduled' AND seq > {last}",
+        "SELECT count(*) FROM events WHERE type = 'attempt.started' AND seq > {last}",
+        "SELECT count(*) FROM events WHERE type = 'retry.scheduled' AND seq > {last}",
+    ]
+    ended = None
+    for point in kill_points:
+        (last,), = _query(db, "SELECT max(seq) FROM events") or [(0,)]
+        ended = _run_until(["resume", sid, "--headless"], db, point.format(last=last))
+        assert ended is None, f"the run ended before {point}: {ended.stderr[-1500:]}"
+    for _ in range(3):  # the last resumes run to the end of the budget
+        ended = _run_until(["resume", sid, "--headless"], db, "SELECT 0")
+        if ended is not None and ended.returncode != 0:
+            break
+    assert ended is not None and ended.returncode == 1, ended and ended.stderr[-1500:]
+    assert "attempt budget exhausted (12/12 attempts)" in ended.stderr
+
+    rows = _query(db, f"SELECT type, subtask_id, attempt, data FROM events WHERE session_id = '{sid}' ORDER BY seq")
+    attempts: dict[str, list[int]] = {}
+    calls: dict[str, list[str]] = {}
+    for type_, sub, attempt, data in rows:
+        if type_ == "attempt.started":
+            attempts.setdefault(sub, []).append(attempt)
+        elif type_ in ("tool.started", "tool.finished"):
+            calls.setdefault(json.loads(data)["call_id"], []).append(type_)
+    assert attempts["b"] == list(range(1, 13)), attempts
+    assert attempts["a"] == list(range(1, len(attempts["a"]) + 1))
+    assert all(v == ["tool.started", "tool.finished"] for v in calls.values()), calls
+    finished = [(s, json.loads(d)["status"]) for t, s, _, d in rows if t == "subtask.finished"]
+    assert finished.count(("a", "done")) == 1 and finished[-1] == ("b", "stuck"), finished
+    checks_done = _query(db, f"SELECT count(*) FROM tool_calls WHERE session_id = '{sid}' AND name = 'check' "
+                             "AND subtask_id = 'a' AND status = 'ok'")
+    assert checks_done == [(1,)]
+    assert _query(db, f"SELECT status FROM sessions WHERE id = '{sid}'") == [("failed",)]
+    show = subprocess.run([*SHEPHERD, "show", sid, "--db", str(db)], capture_output=True, text=True, cwd=ROOT,
+                          env=_env(), timeout=60)
+    assert show.returncode == 0 and "failed" in show.stdout and "stuck" in show.stdout, show.stderr
+
+
+# --- two runners for one session -----------------------------------------------------------
+
+
+async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `shepherd resume` of one session at once both find no runner; the one that
+    loses the race for the lease must not announce a resume it will not do."""
+    from tui.cli import run_headless
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    sup = Supervisor(store, make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"text": "did a"}]}]),
+                     clock=FAST, interactive=False)
+    assert await sup.run() == "done"
+    await store.acquire_lease(sup.session_id)  # the other resume got there first
+    try:
+        capsys.readouterr()
+        args = argparse.Namespace(db=str(db), json=False)
+        with pytest.raises(LeaseHeld):
+            await run_headless(args, resume=sup.session_id, retry="a")
+        assert "resuming" not in capsys.readouterr().err
+        assert len(await stored(store, sup.session_id, "attempt.started")) == 1  # nothing ran
+    finally:
+        await store.close()
+
+
+# --- a running check is part of the attempt ------------------------------------------------------
+
+
+@pytest.mark.parametrize("control", ["cancel", "skip", "retry"])
+async def test_a_person_stops_a_running_check_at_once(tmp_path: Path, control: str) -> None:
+    """cancel, skip and retry during a subtask's check stop it now (its process group is
+    killed and the call recorded interrupted): no waiting out a long check, and a
+    cancelled or skipped subtask never ends done because its check passed later."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = make_task(ws, [{"id": "a", "prompt": "p", "check": "touch started; sleep 30; touch finished",
+                           "check_timeout": 60, "steps": [{"text": "did a"}]}])
+    store = await Store.open(tmp_path / "s.db")
+    sup = Supervisor(store, task, clock=FAST, interactive=False)
+    run = asyncio.create_task(sup.run())
+    try:
+        async def check_running() -> bool:
+            return any(c.name == "check" and c.status == "running" for c in await store.tool_calls(sup.session_id))
+
+        await wait_for(check_running, store=store, timeout=30)
+        await wait_for(lambda: (ws / "started").exists(), timeout=30)
+        if control == "retry":
+            await sup.retry("a")
+            await wait_for(lambda: _attempts_over(store, sup.session_id, 1), store=store, timeout=30)
+            await sup.cancel()  # the second attempt's check would sleep too
+        else:
+            await getattr(sup, control)()
+        final = await asyncio.wait_for(run, timeout=15)  # not the 30 s of the check
+        checks = [c for c in await store.tool_calls(sup.session_id) if c.name == "check"]
+        assert checks and all(c.status == "interrupted" for c in checks), [(c.attempt, c.status) for c in checks]
+        sub = (await store.subtasks(sup.session_id))[0]
+        expected = {"cancel": ("cancelled", "cancelled"), "skip": ("skipped", "done"),
+                    "retry": ("cancelled", "cancelled")}[control]
+        assert (sub.status, final) == expected
+        if control == "retry":
+            reasons = [a.reason for a in await stored(store, sup.session_id, "attempt.started")]
+            assert reasons[:2] == ["first", "user_retry"]
+        assert not (ws / "finished").exists()
+    finally:
+        if not run.done():
+            run.cancel()
+            with contextlib.suppress(BaseException):
+                await run
+        await store.close()
+
+
+async def _attempts_over(store: Store, sid: str, n: int) -> bool:
+    return len(await stored(store, sid, "attempt.started")) > n
+
+
+# --- controls from the command line ---------------------------------------------------------------
+
+
+def test_a_cli_control_for_an_unknown_subtask_is_refused(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = tmp_path / "t.toml"
+    task.write_text(f'title = "live"\nbackend = "scripted"\nworkspace = "{ws}"\n[[subtasks]]\nid = "a"\n'
+                    'prompt = "p"\n  [[subtasks.steps]]\n  fail = "rate_limit"\n  retry_after = 600\n')
+    db = tmp_path / "s.db"
+    proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", "--db", str(db)], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _query(db, "SELECT count(*) FROM events WHERE type = 'retry.scheduled'")[:1] == [(1,)]:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)  # another process's database: there is no event to await
+        (sid,), = _query(db, "SELECT id FROM sessions")
+        for cmd in ("retry", "skip"):
+            out = subprocess.run([*SHEPHERD, cmd, sid, "zz", "--db", str(db)], capture_output=True, text=True,
+                                 cwd=ROOT, env=_env(), timeout=60)
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 2 and len(lines) == 1, out.stderr
+            assert "has no subtask 'zz' (its subtasks: 'a')" in lines[0]
+        assert _query(db, "SELECT count(*) FROM commands") == [(0,)]  # nothing was sent
+        out = subprocess.run([*SHEPHERD, "cancel", sid, "--db", str(db)], capture_output=True, text=True,
+                             cwd=ROOT, env=_env(), timeout=60)
+        assert out.returncode == 0
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
