@@ -777,14 +777,19 @@ class Supervisor:
         assert not isinstance(err, _Interrupt)
         info: ErrorInfo = classify(err)
         log.info("attempt %s of %s failed: %s: %s", run.attempt, run.sub.id, info.kind, info.message)
-        await self._emit(self._sub_event(Error(**info.to_event_fields()), run))
+        error = self._sub_event(Error(**info.to_event_fields()), run).with_(session_id=self.session_id)
         decision = run.retry.on_error(info, run.phase)
-        if decision.retry:
-            await self._emit(self._sub_event(RetryScheduled(
-                kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
-                # delay_s stays nominal; resume_at is when the countdown really ends (time scale)
-                delay_s=decision.delay_s, resume_at=self.clock.now() + real_seconds(self.clock, decision.delay_s),
-                action=decision.action), run))
+        if not decision.retry:
+            await self.store.append(error)
+            return decision
+        retry = self._sub_event(RetryScheduled(
+            kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
+            # delay_s stays nominal; resume_at is when the countdown really ends (time scale)
+            delay_s=decision.delay_s, resume_at=self.clock.now() + real_seconds(self.clock, decision.delay_s),
+            action=decision.action), run).with_(session_id=self.session_id)
+        # one transaction: a runner killed in between must not leave an error whose retry
+        # (and so its place in the per-kind count) a resume cannot see
+        await self.store.append_together(error, retry)
         return decision
 
     async def _countdown(self, run: _SubtaskRun, decision: RetryDecision) -> _Interrupt | None:

@@ -253,3 +253,28 @@ def test_a_cli_control_for_an_unknown_subtask_is_refused(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# --- an error and its retry are one step of the record ---------------------------------------------
+
+
+async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_path: Path) -> None:
+    """A runner killed between the two left an error with no retry.scheduled: the resume
+    then ran the lost retry as a 'resume' the per-kind count never saw (one attempt more
+    than max_retries allows; test_engine_trust's per-kind test was flaky for it)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * 3}],
+                     retry={"transient": {"max_retries": 2, "initial_delay": 0.1, "max_delay": 0.1}})
+    store = await Store.open(tmp_path / "s.db")
+    store.max_batch = 1  # even where a batch is full, the pair is not split
+    commits: list[list[str]] = []
+    unsubscribe = store.subscribe(lambda evs: commits.append([e.type for e in evs]))
+    try:
+        assert await Supervisor(store, task, clock=FAST, interactive=False).run() == "failed"
+    finally:
+        unsubscribe()
+        await store.close()
+    with_error = [c for c in commits if "error" in c]
+    assert len(with_error) == 3
+    assert with_error[:2] == [["error", "retry.scheduled"]] * 2, commits  # the third is final: no retry

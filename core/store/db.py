@@ -214,13 +214,15 @@ class WriterStats:
 
 
 class _Pending:
-    __slots__ = ("event", "head", "future", "t0")
+    __slots__ = ("event", "head", "future", "t0", "with_next")
 
-    def __init__(self, event: Event, head: str, future: asyncio.Future[Event | None], t0: float) -> None:
+    def __init__(self, event: Event, head: str, future: asyncio.Future[Event | None], t0: float,
+                 with_next: bool = False) -> None:
         self.event = event  # the store's own copy, ts set; the writer sets its seq
         self.head = head  # its JSON without seq
         self.future = future
         self.t0 = t0
+        self.with_next = with_next  # committed in the same transaction as the next one
 
 
 class _Job:
@@ -428,6 +430,14 @@ class Store:
     async def append(self, event: Event) -> Event | None:
         return await self.submit(event)
 
+    async def append_together(self, *events: Event) -> list[Event | None]:
+        """Commit ``events`` in one transaction: a crash keeps all of them or none (an
+        error and the retry decided on it are one step of the record)."""
+        futures = [self.submit(ev) for ev in events]
+        for p in list(self._queue)[-len(events):-1]:
+            p.with_next = True  # type: ignore[union-attr]
+        return list(await asyncio.gather(*futures))
+
     def _scrubber(self) -> Scrubber:
         """One Scrubber for all submits of one event-loop iteration (a burst of events
         checks the environment once); the next iteration sees any change."""
@@ -499,7 +509,8 @@ class Store:
                 await self._run_job(head)
                 continue
             batch: list[_Pending] = []
-            while queue and len(batch) < self.max_batch and isinstance(queue[0], _Pending):
+            while queue and isinstance(queue[0], _Pending) and (
+                    len(batch) < self.max_batch or batch[-1].with_next):
                 batch.append(queue.popleft())  # type: ignore[arg-type]
             await self._commit(batch)
 
