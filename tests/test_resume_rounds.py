@@ -278,3 +278,32 @@ async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_p
     with_error = [c for c in commits if "error" in c]
     assert len(with_error) == 3
     assert with_error[:2] == [["error", "retry.scheduled"]] * 2, commits  # the third is final: no retry
+
+
+# --- what a tool call left outside its process group ends with the call ----------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+@pytest.mark.parametrize("how", ["finished", "cancelled"])
+async def test_a_setsid_child_of_a_tool_call_ends_with_the_call(tmp_path: Path, how: str) -> None:
+    """`setsid sh -c 'sleep 30; touch m' &` left the call's process group: it went on
+    after the call ended (and after a person's retry cancelled the attempt), and did the
+    work again beside the retried call."""
+    from core.tools.workspace import execute
+    from tests.test_tool_processes import processes_with, unique_seconds, wait_gone
+
+    secs = unique_seconds(30)
+    command = f"setsid sh -c 'touch up; sleep {secs}; touch escaped' & while [ ! -e up ]; do :; done; echo started"
+    if how == "finished":
+        res = await execute(command, tmp_path, 20)
+        assert "started" in res.output
+    else:
+        call = asyncio.create_task(execute(command + f"; sleep {unique_seconds(30)}", tmp_path, 20))
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (tmp_path / "up").exists() or len(processes_with(f"sleep {secs}")) < 3:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)  # another process starting: there is nothing to await
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert wait_gone(f"sleep {secs}") == []

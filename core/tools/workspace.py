@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from core.clock import Clock, real_time
 from core.secrets import scrub_values
 from core.text import truncate_middle as _truncate_middle
-from core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, spawn_kwargs
+from core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, spawn_kwargs
 
 if TYPE_CHECKING:
     from agents import Tool
@@ -195,6 +196,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
     start = clock.monotonic()
     loop = asyncio.get_running_loop()
     argv = command_argv(command, Path(workspace), policy)
+    call = secrets.token_hex(8)
     transport, proto = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(loop),
         *argv,
@@ -202,7 +204,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        **spawn_kwargs(policy),
+        **spawn_kwargs(policy, call),
     )
     proc = asyncio.subprocess.Process(transport, proto, loop)
     head, tail = bytearray(), bytearray()
@@ -226,6 +228,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
     finally:
         if transport.get_returncode() is None:  # cancelled while running
             _kill_group(proc.pid)
+        kill_call_leftovers(call)  # what left the group (setsid) ends with the call too
         for fut in (timer, reader):
             if not fut.done():
                 fut.cancel()
