@@ -131,6 +131,7 @@ class Supervisor:
         self._retry_now = False
         self._counting_down = False
         self._retry_requests: list[str] = []
+        self._ending = False  # the last subtask has ended: nothing more will run
         self._notes: list[str] = []
         self._current: _SubtaskRun | None = None
         self._stop_after_turn: asyncio.Event | None = None
@@ -190,9 +191,12 @@ class Supervisor:
         runs again. One that has not run yet, or an unknown id, is refused."""
         if sid is None:
             return "no subtask is running"
+        if self._ending:
+            return "the session has ended"
         run = self._current
         if run is not None and run.sub.id == sid and not run.settled:
             run.restart = True
+            self._skip.discard(sid)  # a skip not acted on yet: the later control wins
             if self._attempt_task is not None:
                 self._attempt_task.cancel()
             return ""
@@ -210,8 +214,10 @@ class Supervisor:
         sid = subtask_id or (self._current.sub.id if self._current else None)
         if sid is not None:
             self._skip.add(sid)
-            if self._current and self._current.sub.id == sid and self._attempt_task is not None:
-                self._attempt_task.cancel()
+            if self._current and self._current.sub.id == sid:
+                self._current.restart = False  # a retry not acted on yet: the later control wins
+                if self._attempt_task is not None:
+                    self._attempt_task.cancel()
             self._wake.set()
         await self._control("skip", source, subtask_id=sid)
 
@@ -324,6 +330,7 @@ class Supervisor:
                     plan = [{"id": PLAN_ID, "title": "Plan the work", "prompt": self.task.plan_prompt}] + plan
                 await self._emit(PlanReady(subtasks=plan))
             final, reason = await self._run_all()
+            self._ending = True  # a retry from here on is refused, not taken and lost
         except asyncio.CancelledError:
             final, reason = "cancelled", "shut down"
             raise
@@ -421,7 +428,8 @@ class Supervisor:
                 run.retry.on_attempt_started()
                 self._started_subtasks.add(sub.id)
                 await self._emit(self._sub_event(AttemptStarted(reason=reason, prompt_extra=extra), run))
-                outcome = await self._attempt(run, extra, continue_history, repair, strip_images, reason)
+                outcome = self._later_retry(run, await self._attempt(run, extra, continue_history, repair,
+                                                                    strip_images, reason))
                 repair = strip_images = False
                 if isinstance(outcome, _Interrupt) and outcome.what in ("cancel", "skip"):
                     return await self._finish_subtask(run, "cancelled" if outcome.what == "cancel" else "skipped",
@@ -433,7 +441,7 @@ class Supervisor:
                     prompt_extra, continue_history, reason = "", True, "resume"
                     continue
                 if outcome is None:  # the attempt succeeded: run the check, if any
-                    outcome = await self._check(run)
+                    outcome = self._later_retry(run, await self._check(run))
                     if run.restart:
                         continue
                     if isinstance(outcome, _Interrupt):  # a person stopped the check
@@ -488,6 +496,14 @@ class Supervisor:
             run.held = _held_for_person(history)
         return run
 
+    @staticmethod
+    def _later_retry(run: _SubtaskRun, outcome: Any) -> Any:
+        """A skip that stopped the attempt, followed by a person's retry before it was
+        acted on: the retry wins (skip() clears a retry it follows)."""
+        if isinstance(outcome, _Interrupt) and outcome.what == "skip" and run.restart:
+            return _Interrupt("restart")
+        return outcome
+
     def _take_restart(self, run: _SubtaskRun) -> bool:
         """A person's retry of the running subtask: the next attempt starts over (counters reset)."""
         if not run.restart:
@@ -524,6 +540,7 @@ class Supervisor:
         return prompts.note_context(notes)
 
     async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str) -> str:
+        run.settled = True  # from here a retry runs it again: it cannot restart what has ended
         await self._emit(SubtaskFinished(subtask_id=run.sub.id, attempt=run.attempt or None,
                                          status=status, reason=reason))
         if status in ("done", "skipped"):

@@ -307,3 +307,48 @@ async def test_a_setsid_child_of_a_tool_call_ends_with_the_call(tmp_path: Path, 
         with pytest.raises(asyncio.CancelledError):
             await call
     assert wait_gone(f"sleep {secs}") == []
+
+
+# --- skip and retry racing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [("skip", "retry"), ("retry", "skip")])
+async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: Path,
+                                                                      order: tuple[str, str]) -> None:
+    """Both sent while the subtask runs, back to back: skip then retry runs it again (the
+    retry of a skipped subtask), retry then skip skips it; neither is silently lost."""
+    from tests.engine_helpers import GateBackend
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    backend = GateBackend([[("tool", "c1", "run_command"), ("hang",)]])
+    store = await Store.open(tmp_path / "s.db")
+    sup = Supervisor(store, make_task(ws, [{"id": "a", "prompt": "p"}]), backend=backend, clock=FAST,
+                     interactive=False)
+    run = asyncio.create_task(sup.run())
+    try:
+        async def tool_running() -> bool:
+            return any(c.status == "running" for c in await store.tool_calls(sup.session_id))
+
+        await wait_for(tool_running, store=store)
+        for control in order:
+            await getattr(sup, control)("a")
+        assert await asyncio.wait_for(run, timeout=15) == "done"
+        ends = [e.status for e in await stored(store, sup.session_id, "subtask.finished")]
+        reasons = [a.reason for a in await stored(store, sup.session_id, "attempt.started")]
+        if order == ("skip", "retry"):
+            # skipped and run again, or (the skip not acted on yet) restarted at once, or
+            # (the skip ended the session first) refused with its reason: never taken and lost
+            retry = [c for c in await stored(store, sup.session_id, "control") if c.command == "retry"]
+            if ends == ["skipped"]:
+                assert retry[0].text == "refused: the session has ended" and reasons == ["first"]
+            else:
+                assert ends in (["skipped", "done"], ["done"]) and reasons == ["first", "user_retry"], (ends, reasons)
+        else:
+            assert ends == ["skipped"] and reasons == ["first"], (ends, reasons)
+    finally:
+        if not run.done():
+            run.cancel()
+            with contextlib.suppress(BaseException):
+                await run
+        await store.close()
