@@ -892,6 +892,10 @@ async def resume_run(store: Any, session_id: str, *, interactive: bool = True, c
         done = {s.id for s in rows} - {retry_subtask}  # only that one runs again
     sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
                      interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started)
+    if task.plan and PLAN_ID in done:  # the subtasks are the accepted plan's, not the task file's
+        planned = await store.last_plan(session_id) or []
+        sup.subtasks = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p.get("prompt", "")))
+                        for p in planned if p.get("id") != PLAN_ID]
     if retry_subtask is not None:
         sup._retry_reason = "user_retry"
     return await _launch(sup)

@@ -352,3 +352,39 @@ async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: 
             with contextlib.suppress(BaseException):
                 await run
         await store.close()
+
+
+# --- a planned session resumes its plan ------------------------------------------------------------
+
+
+async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtasks(tmp_path: Path) -> None:
+    """The stored task of a `plan = true` session has no subtasks; its plan is in the
+    record. A runner stopped after planning was resumed as 'session done' with none of
+    the planned subtasks run."""
+    from tests.engine_helpers import GateBackend
+
+    plan = [{"id": "a", "title": "First", "prompt": "do a"}, {"id": "b", "title": "Second", "prompt": "do b"}]
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = make_task(ws, [], plan=True, plan_prompt="split it")
+    backend = GateBackend([[("text", "```json\n" + json.dumps(plan) + "\n```")], [("hang",)]])
+    store = await Store.open(tmp_path / "s.db")
+    sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
+    first = asyncio.create_task(sup.run())
+    try:
+        async def a_running() -> bool:
+            return any(a.subtask_id == "a" for a in await stored(store, sup.session_id, "attempt.started"))
+
+        await wait_for(a_running, store=store)
+        first.cancel()  # its runner stops in the middle of "a"
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        from core.engine import resume_run
+
+        handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST,
+                                  backend=GateBackend([[("text", "did a")], [("text", "did b")]]))
+        assert await handle.task == "done"
+        ends = [(e.subtask_id, e.status) for e in await stored(store, sup.session_id, "subtask.finished")]
+        assert ends == [("plan", "done"), ("a", "done"), ("b", "done")]
+    finally:
+        await store.close()

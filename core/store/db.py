@@ -723,6 +723,13 @@ class Store:
             (session_id, subtask_id, *type_list))
         return int(top[0]["m"] or 0), [decode_event(r["data"]) for r in rows]
 
+    async def last_plan(self, session_id: str) -> list[dict[str, Any]] | None:
+        """The subtasks of the session's latest plan.ready (a planning attempt's plan
+        replaces the task file's list), or None if it has none."""
+        rows = await self._fetch("SELECT data FROM events WHERE session_id = ? AND type = 'plan.ready' "
+                                 "ORDER BY seq DESC LIMIT 1", (session_id,))
+        return list(getattr(decode_event(rows[0]["data"]), "subtasks", None) or []) if rows else None
+
     async def tail(self, session_id: str, after_seq: int = 0, poll_s: float = 0.1,
                    page: int = 1000) -> AsyncIterator[list[Event]]:
         """Follow a session another process writes: yields each new run of events, polling

@@ -13,8 +13,9 @@ Every process a tool starts (the shell tool, a subtask's ``check``) goes through
   (``Store.recover``) kills every process marked with a dead runner of this host
   (``kill_orphans``), and each call's end kills what carries its own call marker
   (``kill_call_leftovers``). A process that both leaves the group and clears its
-  environment (``setsid env -i ...``) escapes both: only the bwrap sandbox holds it. Elsewhere (macOS: no pdeathsig, no /proc) a SIGKILLed runner's
-  tools run on; docs/DEVELOPING.md says so.
+  environment (``setsid env -i ...``) escapes both: only the bwrap sandbox holds it.
+  Elsewhere (macOS: no pdeathsig, no /proc) a SIGKILLed runner's tools run on;
+  docs/DEVELOPING.md says so.
 - Sandbox (``sandbox = "bwrap"``): bubblewrap with the workspace writable, the rest of
   the file system read-only, $HOME hidden (except the directories PATH uses there), a
   private /tmp and /run (no docker.sock, no session bus), its own PID namespace (nothing survives it) and no network unless
