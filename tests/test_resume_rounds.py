@@ -67,7 +67,7 @@ def _rounds_task(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"
     ws.mkdir()
     # "a" passes its check; "b" fails transiently for ever: only its budget (12) ends it
-    fail = ('  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 0.3" } }]\n'
+    fail = ('  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 0.2" } }]\n'
             '  [[subtasks.steps]]\n  fail = "transient"\n') * 16
     task = tmp_path / "t.toml"
     task.write_text(f'''title = "rounds"
@@ -75,8 +75,8 @@ backend = "scripted"
 workspace = "{ws}"
 [retry.transient]
 max_retries = 30
-initial_delay = 0.3
-max_delay = 0.3
+initial_delay = 0.2
+max_delay = 0.2
 multiplier = 1
 [[subtasks]]
 id = "a"
