@@ -77,6 +77,7 @@ class _SubtaskRun:
     held: tuple[str, str] | None = None  # (status, reason) it was left in waiting for a person
     restart: bool = False  # a person's retry while it runs: restart the attempt now
     settled: bool = False  # its end is recorded (or being): a retry now runs it again instead
+    final_error: Event | None = None  # the error it ends on, stored with its subtask.finished
 
 
 def _held_for_person(history: list[Event]) -> tuple[str, str] | None:
@@ -541,8 +542,10 @@ class Supervisor:
 
     async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str) -> str:
         run.settled = True  # from here a retry runs it again: it cannot restart what has ended
-        await self._emit(SubtaskFinished(subtask_id=run.sub.id, attempt=run.attempt or None,
-                                         status=status, reason=reason))
+        finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
+                                   status=status, reason=reason)
+        error, run.final_error = run.final_error, None
+        await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
         if status in ("done", "skipped"):
             self._done_subtasks.add(run.sub.id)
         return status
@@ -796,8 +799,8 @@ class Supervisor:
         log.info("attempt %s of %s failed: %s: %s", run.attempt, run.sub.id, info.kind, info.message)
         error = self._sub_event(Error(**info.to_event_fields()), run).with_(session_id=self.session_id)
         decision = run.retry.on_error(info, run.phase)
-        if not decision.retry:
-            await self.store.append(error)
+        if not decision.retry:  # the subtask ends on it: written with its subtask.finished
+            run.final_error = error
             return decision
         retry = self._sub_event(RetryScheduled(
             kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
@@ -805,7 +808,8 @@ class Supervisor:
             delay_s=decision.delay_s, resume_at=self.clock.now() + real_seconds(self.clock, decision.delay_s),
             action=decision.action), run).with_(session_id=self.session_id)
         # one transaction: a runner killed in between must not leave an error whose retry
-        # (and so its place in the per-kind count) a resume cannot see
+        # (and so its place in the per-kind count) a resume cannot see, or a final error
+        # without the end it caused (the resume would run one attempt more)
         await self.store.append_together(error, retry)
         return decision
 

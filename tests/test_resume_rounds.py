@@ -388,3 +388,22 @@ async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtask
         assert ends == [("plan", "done"), ("a", "done"), ("b", "done")]
     finally:
         await store.close()
+
+
+async def test_the_error_a_subtask_ends_on_is_committed_with_its_end(tmp_path: Path) -> None:
+    """Killed between them, the record ended on an error with no subtask.finished: the
+    resume ran one attempt more after retries were exhausted (or after an auth failure)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * 2}],
+                     retry={"transient": {"max_retries": 1, "initial_delay": 0.1, "max_delay": 0.1}})
+    store = await Store.open(tmp_path / "s.db")
+    store.max_batch = 1
+    commits: list[list[str]] = []
+    unsubscribe = store.subscribe(lambda evs: commits.append([e.type for e in evs]))
+    try:
+        assert await Supervisor(store, task, clock=FAST, interactive=False).run() == "failed"
+    finally:
+        unsubscribe()
+        await store.close()
+    assert [c for c in commits if "error" in c] == [["error", "retry.scheduled"], ["error", "subtask.finished"]]
