@@ -407,3 +407,49 @@ async def test_the_error_a_subtask_ends_on_is_committed_with_its_end(tmp_path: P
         unsubscribe()
         await store.close()
     assert [c for c in commits if "error" in c] == [["error", "retry.scheduled"], ["error", "subtask.finished"]]
+
+
+# --- a stopped runner is not a dead one ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+async def test_a_runner_stopped_with_ctrl_z_is_not_recovered_as_gone(tmp_path: Path) -> None:
+    """Ctrl-Z on a headless run for longer than its lease: `shepherd sessions` marked the
+    session interrupted (its running calls too) while the runner was only stopped, and a
+    resume would start a second runner beside it. A stopped process of this host keeps
+    its session; a dead one does not."""
+    from core.clock import FakeClock
+    from core.events import SessionStarted
+
+    clock = FakeClock(start=1_000_000.0)
+    path = tmp_path / "s.db"
+    runner = await Store.open(path, clock=clock)
+    await runner.append(SessionStarted(session_id="s1", title="stopped"))
+    await runner.append(SessionStarted(session_id="s2", title="dead"))
+    await runner.acquire_lease("s1", ttl_s=30)
+    await runner.acquire_lease("s2", ttl_s=30)
+    await runner.close()
+    stopped = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        os.kill(stopped.pid, signal.SIGSTOP)
+        with sqlite3.connect(path) as con:  # the leases of two runners: one stopped, one gone
+            con.execute("UPDATE leases SET pid = ? WHERE session_id = 's1'", (stopped.pid,))
+            con.execute("UPDATE leases SET pid = ? WHERE session_id = 's2'", (dead.pid,))
+        clock.advance(120)  # both leases ran out
+        store = await Store.open(path, clock=clock)  # recovery runs here
+        try:
+            assert (await store.get_session("s1")).status == "running"
+            assert await store.lease_owner("s1") is not None  # resume sends commands to it
+            assert (await store.get_session("s2")).status == "interrupted"
+            os.kill(stopped.pid, signal.SIGCONT)
+            stopped.kill()
+            stopped.wait(timeout=10)
+            assert await store.recover() == ["s1"]  # once it is really gone, it is recovered
+        finally:
+            await store.close()
+    finally:
+        if stopped.poll() is None:
+            stopped.kill()
+            stopped.wait(timeout=10)

@@ -240,6 +240,16 @@ class _Barrier:
         self.future = future
 
 
+def _pid_stopped(pid: int) -> bool:
+    """True for a live process stopped by a signal (Linux's /proc; elsewhere False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] in ("T", "t")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -750,6 +760,8 @@ class Store:
         if lease is None:
             return "no lease"
         if lease["expires_at"] <= now:
+            if lease["host"] == self.host and _pid_stopped(int(lease["pid"])):
+                return None  # stopped (Ctrl-Z), not gone: it goes on, and renews its lease, once continued
             return "lease expired"
         if lease["host"] == self.host and not _pid_alive(int(lease["pid"])):
             return f"process {lease['pid']} has exited"
