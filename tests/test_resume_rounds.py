@@ -453,3 +453,30 @@ async def test_a_runner_stopped_with_ctrl_z_is_not_recovered_as_gone(tmp_path: P
         if stopped.poll() is None:
             stopped.kill()
             stopped.wait(timeout=10)
+
+
+async def test_the_tui_resume_that_loses_the_lease_says_so_in_one_line(tmp_path: Path) -> None:
+    """The TUI's resume of a session another runner has just taken: one 'Cannot resume'
+    line, not a 'Run … crashed' error report and a session screen for a run that is not."""
+    from tui.app import ShepherdApp
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    sup = Supervisor(store, make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"text": "did a"}]}]),
+                     clock=FAST, interactive=False)
+    assert await sup.run() == "done"
+    await store.acquire_lease(sup.session_id)  # the other resume got there first
+    try:
+        app = ShepherdApp(db)
+        async with app.run_test(size=(120, 36)) as pilot:
+            assert await app.resume_session(sup.session_id, retry_subtask="a") is None
+            await pilot.pause(0.05)
+            messages = [(n.title, n.message) for n in app._notifications]
+            assert [m for m in messages if "already being run" in m[1]] == [
+                ("Cannot resume", f"session {sup.session_id} is already being run by {store.owner}")], messages
+            assert not any("crashed" in m[1] for m in messages), messages
+            assert sup.session_id not in app.runs
+    finally:
+        await store.close()
