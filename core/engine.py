@@ -79,6 +79,7 @@ class _SubtaskRun:
     held: tuple[str, str] | None = None  # (status, reason) it was left in waiting for a person
     restart: bool = False  # a person's retry while it runs: restart the attempt now
     settled: bool = False  # its end is recorded (or being): a retry now runs it again instead
+    final_error: Event | None = None  # the error it ends on, stored with its subtask.finished
 
 
 def _held_for_person(history: list[Event]) -> tuple[str, str] | None:
@@ -122,6 +123,7 @@ class Supervisor:
         self.subtasks: list[Subtask] = list(task.subtasks)
         # control state
         self._wake = asyncio.Event()  # set whenever a control needs the main loop's attention
+        self.leased = asyncio.Event()  # set once this runner holds the session's lease
         self._pause: str | None = None  # None | "safe" | "now"
         self._paused = False
         self._pause_source = ""
@@ -132,6 +134,7 @@ class Supervisor:
         self._retry_now = False
         self._counting_down = False
         self._retry_requests: list[str] = []
+        self._ending = False  # the last subtask has ended: nothing more will run
         self._notes: list[str] = []
         self._current: _SubtaskRun | None = None
         self._stop_after_turn: asyncio.Event | None = None
@@ -191,9 +194,12 @@ class Supervisor:
         runs again. One that has not run yet, or an unknown id, is refused."""
         if sid is None:
             return "no subtask is running"
+        if self._ending:
+            return "the session has ended"
         run = self._current
         if run is not None and run.sub.id == sid and not run.settled:
             run.restart = True
+            self._skip.discard(sid)  # a skip not acted on yet: the later control wins
             if self._attempt_task is not None:
                 self._attempt_task.cancel()
             return ""
@@ -211,8 +217,10 @@ class Supervisor:
         sid = subtask_id or (self._current.sub.id if self._current else None)
         if sid is not None:
             self._skip.add(sid)
-            if self._current and self._current.sub.id == sid and self._attempt_task is not None:
-                self._attempt_task.cancel()
+            if self._current and self._current.sub.id == sid:
+                self._current.restart = False  # a retry not acted on yet: the later control wins
+                if self._attempt_task is not None:
+                    self._attempt_task.cancel()
             self._wake.set()
         await self._control("skip", source, subtask_id=sid)
 
@@ -308,6 +316,7 @@ class Supervisor:
         await self.store.acquire_lease(self.session_id, ttl_s=LEASE_TTL_S)
         protect_runner()  # agents and their tools run below us: /proc/<runner> is not theirs to read
         self.status = "running"
+        self.leased.set()
         self._background = [
             asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"),
             asyncio.create_task(self._keep_lease(), name=f"lease-{self.session_id}"),
@@ -325,6 +334,7 @@ class Supervisor:
                     plan = [{"id": PLAN_ID, "title": "Plan the work", "prompt": self.task.plan_prompt}] + plan
                 await self._emit(PlanReady(subtasks=plan))
             final, reason = await self._run_all()
+            self._ending = True  # a retry from here on is refused, not taken and lost
         except asyncio.CancelledError:
             final, reason = "cancelled", "shut down"
             raise
@@ -422,7 +432,8 @@ class Supervisor:
                 run.retry.on_attempt_started()
                 self._started_subtasks.add(sub.id)
                 await self._emit(self._sub_event(AttemptStarted(reason=reason, prompt_extra=extra), run))
-                outcome = await self._attempt(run, extra, continue_history, repair, strip_images, reason)
+                outcome = self._later_retry(run, await self._attempt(run, extra, continue_history, repair,
+                                                                    strip_images, reason))
                 repair = strip_images = False
                 if isinstance(outcome, _Interrupt) and outcome.what in ("cancel", "skip"):
                     return await self._finish_subtask(run, "cancelled" if outcome.what == "cancel" else "skipped",
@@ -434,8 +445,14 @@ class Supervisor:
                     prompt_extra, continue_history, reason = "", True, "resume"
                     continue
                 if outcome is None:  # the attempt succeeded: run the check, if any
-                    outcome = await self._check(run)
+                    outcome = self._later_retry(run, await self._check(run))
                     if run.restart:
+                        continue
+                    if isinstance(outcome, _Interrupt):  # a person stopped the check
+                        if outcome.what in ("cancel", "skip"):
+                            return await self._finish_subtask(
+                                run, "cancelled" if outcome.what == "cancel" else "skipped", "by a person")
+                        prompt_extra, continue_history, reason = "", True, "resume"  # paused at once
                         continue
                     if outcome is None:
                         if phase == "planning":
@@ -483,6 +500,14 @@ class Supervisor:
             run.held = _held_for_person(history)
         return run
 
+    @staticmethod
+    def _later_retry(run: _SubtaskRun, outcome: Any) -> Any:
+        """A skip that stopped the attempt, followed by a person's retry before it was
+        acted on: the retry wins (skip() clears a retry it follows)."""
+        if isinstance(outcome, _Interrupt) and outcome.what == "skip" and run.restart:
+            return _Interrupt("restart")
+        return outcome
+
     def _take_restart(self, run: _SubtaskRun) -> bool:
         """A person's retry of the running subtask: the next attempt starts over (counters reset)."""
         if not run.restart:
@@ -519,8 +544,11 @@ class Supervisor:
         return prompts.note_context(notes)
 
     async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str) -> str:
-        await self._emit(SubtaskFinished(subtask_id=run.sub.id, attempt=run.attempt or None,
-                                         status=status, reason=reason))
+        run.settled = True  # from here a retry runs it again: it cannot restart what has ended
+        finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
+                                   status=status, reason=reason)
+        error, run.final_error = run.final_error, None
+        await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
         if status in ("done", "skipped"):
             self._done_subtasks.add(run.sub.id)
         return status
@@ -731,7 +759,10 @@ class Supervisor:
 
     # ------------------------------------------------------------------ checks, plan, errors
 
-    async def _check(self, run: _SubtaskRun) -> BaseException | None:
+    async def _check(self, run: _SubtaskRun) -> BaseException | _Interrupt | None:
+        """Run the subtask's check. It is part of the attempt: cancel, skip, a person's
+        retry and an immediate pause stop it at once (its process group is killed) and it
+        is recorded as interrupted, never left running or waited out."""
         if not run.sub.check:
             return None
         from core.tools import run_check
@@ -741,14 +772,36 @@ class Supervisor:
         await self._emit(self._sub_event(ToolStarted(call_id=call_id, name="check",
                                                      input={"command": run.sub.check}), run))
         t0 = self.clock.monotonic()
-        code, output = await run_check(run.sub.check, Path(self.task.workspace), run.sub.check_timeout,
-                                       task=self.task)
+        if self._cancel or run.sub.id in self._skip or run.restart:  # came in while it was being recorded
+            self._attempt_task = None
+            return await self._check_interrupted(run, call_id, t0)
+        self._attempt_task = checking = asyncio.create_task(
+            run_check(run.sub.check, Path(self.task.workspace), run.sub.check_timeout, task=self.task))
+        try:
+            await asyncio.wait({checking})
+        except asyncio.CancelledError:  # the supervisor itself is being shut down
+            checking.cancel()
+            with contextlib.suppress(BaseException):
+                await checking
+            await asyncio.shield(self._check_interrupted(run, call_id, t0))
+            raise
+        finally:
+            self._attempt_task = None
+        if checking.cancelled():
+            return await self._check_interrupted(run, call_id, t0)
+        code, output = checking.result()
         await self._emit(self._sub_event(ToolFinished(
             call_id=call_id, status="ok" if code == 0 else "error", output=output,
             duration_s=round(self.clock.monotonic() - t0, 3)), run))
         if code == 0:
             return None
         return CheckFailed(run.sub.check, output, code)
+
+    async def _check_interrupted(self, run: _SubtaskRun, call_id: str, t0: float) -> _Interrupt:
+        await self._emit(self._sub_event(ToolFinished(
+            call_id=call_id, status="interrupted", output="interrupted: stopped by a person before it finished",
+            duration_s=round(self.clock.monotonic() - t0, 3)), run))
+        return self._why_interrupted(run)
 
     async def _accept_plan(self, run: _SubtaskRun) -> BaseException | None:
         try:
@@ -766,14 +819,20 @@ class Supervisor:
         assert not isinstance(err, _Interrupt)
         info: ErrorInfo = classify(err)
         log.info("attempt %s of %s failed: %s: %s", run.attempt, run.sub.id, info.kind, info.message)
-        await self._emit(self._sub_event(Error(**info.to_event_fields()), run))
+        error = self._sub_event(Error(**info.to_event_fields()), run).with_(session_id=self.session_id)
         decision = run.retry.on_error(info, run.phase)
-        if decision.retry:
-            await self._emit(self._sub_event(RetryScheduled(
-                kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
-                # delay_s stays nominal; resume_at is when the countdown really ends (time scale)
-                delay_s=decision.delay_s, resume_at=self.clock.now() + real_seconds(self.clock, decision.delay_s),
-                action=decision.action), run))
+        if not decision.retry:  # the subtask ends on it: written with its subtask.finished
+            run.final_error = error
+            return decision
+        retry = self._sub_event(RetryScheduled(
+            kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
+            # delay_s stays nominal; resume_at is when the countdown really ends (time scale)
+            delay_s=decision.delay_s, resume_at=self.clock.now() + real_seconds(self.clock, decision.delay_s),
+            action=decision.action), run).with_(session_id=self.session_id)
+        # one transaction: a runner killed in between must not leave an error whose retry
+        # (and so its place in the per-kind count) a resume cannot see, or a final error
+        # without the end it caused (the resume would run one attempt more)
+        await self.store.append_together(error, retry)
         return decision
 
     async def _countdown(self, run: _SubtaskRun, decision: RetryDecision) -> _Interrupt | None:
@@ -826,11 +885,13 @@ async def start_run(store: Any, task: Task, *, interactive: bool = True, clock: 
 
 async def _launch(sup: Supervisor) -> RunHandle:
     handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
-    # let the run take its lease and write its first event before the caller looks
-    for _ in range(50):
-        if sup.status != "pending" or handle.task.done():
-            break
-        await asyncio.sleep(0)
+    # return once the run holds its lease (or failed to take it: handle.task is then done
+    # and raises LeaseHeld), so a caller never announces a run that is not happening
+    leased = asyncio.ensure_future(sup.leased.wait())
+    try:
+        await asyncio.wait({handle.task, leased}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        leased.cancel()
     return handle
 
 
@@ -857,6 +918,10 @@ async def resume_run(store: Any, session_id: str, *, interactive: bool = True, c
         done = {s.id for s in rows} - {retry_subtask}  # only that one runs again
     sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
                      interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started)
+    if task.plan and PLAN_ID in done:  # the subtasks are the accepted plan's, not the task file's
+        planned = await store.last_plan(session_id) or []
+        sup.subtasks = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p.get("prompt", "")))
+                        for p in planned if p.get("id") != PLAN_ID]
     if retry_subtask is not None:
         sup._retry_reason = "user_retry"
     return await _launch(sup)

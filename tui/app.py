@@ -258,6 +258,8 @@ class ShepherdApp(App[int]):
             await preload_backend(row.backend)
         try:
             handle = await resume_run(self.store, session_id, interactive=True, retry_subtask=retry_subtask)
+            if handle.task.done() and isinstance(handle.task.exception(), StoreError):
+                raise handle.task.exception()  # type: ignore[misc] - lost the lease to another runner
         except StoreError as error:  # LeaseHeld, SessionNotFound: say it in one line
             self.notify(str(error), title="Cannot resume", severity="error", markup=False)
             return None

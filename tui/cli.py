@@ -344,6 +344,11 @@ async def cmd_control(args: argparse.Namespace) -> int:
             raise UsageError(f"session {sid} is {row.status}, not running{hint}")
         if await store.lease_owner(sid) is None:
             raise UsageError(f"session {sid} has no live runner (shepherd resume {sid} starts one)")
+        if args.subtask is not None:  # a command for a subtask the session does not have is no command
+            subs = [s.id for s in await store.subtasks(sid)]
+            if args.subtask not in subs:
+                known = ", ".join(repr(s) for s in subs) or "none yet"
+                raise UsageError(f"session {sid} has no subtask {args.subtask!r} (its subtasks: {known})")
         await store.enqueue_command(sid, args.command, subtask_id=args.subtask, source="cli")
     finally:
         await store.close()
@@ -490,6 +495,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
             for ev in events:
                 if ev.session_id != sid:
                     continue
+                announce()
                 if as_json:
                     print(ev.to_json(), flush=True)
                 for line in fmt.format(ev):
@@ -497,9 +503,12 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         except BrokenPipeError:
             closed = True
 
-    if resume is not None:  # a new run's log opens with its session.started; a resumed one has none
-        what = f"subtask {retry} again" if retry else "where it stopped"
-        console.print(f"▶ resuming session {sid}: {what}", markup=False, style="bold")
+    banner = [f"▶ resuming session {sid}: " + (f"subtask {retry} again" if retry else "where it stopped")] \
+        if resume is not None else []  # a new run's log opens with its session.started; a resumed one has none
+
+    def announce() -> None:  # once the run holds the session: a runner that lost the race says only why
+        while banner:
+            console.print(banner.pop(), markup=False, style="bold")
     unsubscribe = store.subscribe(on_commit)  # before the run writes its first event
     loop = asyncio.get_running_loop()
     interrupted = False
@@ -519,6 +528,8 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
                 handle = await resume_run(store, sid, interactive=False, backend=backend, retry_subtask=retry)
             else:
                 handle = await start_run(store, task, interactive=False, backend=backend, session_id=sid)
+            if handle.supervisor.leased.is_set():
+                announce()
             if interrupted:  # a signal came while the run was being launched
                 await handle.supervisor.cancel(source="cli")
             status = await handle.task

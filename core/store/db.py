@@ -214,13 +214,15 @@ class WriterStats:
 
 
 class _Pending:
-    __slots__ = ("event", "head", "future", "t0")
+    __slots__ = ("event", "head", "future", "t0", "with_next")
 
-    def __init__(self, event: Event, head: str, future: asyncio.Future[Event | None], t0: float) -> None:
+    def __init__(self, event: Event, head: str, future: asyncio.Future[Event | None], t0: float,
+                 with_next: bool = False) -> None:
         self.event = event  # the store's own copy, ts set; the writer sets its seq
         self.head = head  # its JSON without seq
         self.future = future
         self.t0 = t0
+        self.with_next = with_next  # committed in the same transaction as the next one
 
 
 class _Job:
@@ -236,6 +238,16 @@ class _Barrier:
 
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
+
+
+def _pid_stopped(pid: int) -> bool:
+    """True for a live process stopped by a signal (Linux's /proc; elsewhere False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] in ("T", "t")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -428,6 +440,14 @@ class Store:
     async def append(self, event: Event) -> Event | None:
         return await self.submit(event)
 
+    async def append_together(self, *events: Event) -> list[Event | None]:
+        """Commit ``events`` in one transaction: a crash keeps all of them or none (an
+        error and the retry decided on it are one step of the record)."""
+        futures = [self.submit(ev) for ev in events]
+        for p in list(self._queue)[-len(events):-1]:
+            p.with_next = True  # type: ignore[union-attr]
+        return list(await asyncio.gather(*futures))
+
     def _scrubber(self) -> Scrubber:
         """One Scrubber for all submits of one event-loop iteration (a burst of events
         checks the environment once); the next iteration sees any change."""
@@ -499,7 +519,8 @@ class Store:
                 await self._run_job(head)
                 continue
             batch: list[_Pending] = []
-            while queue and len(batch) < self.max_batch and isinstance(queue[0], _Pending):
+            while queue and isinstance(queue[0], _Pending) and (
+                    len(batch) < self.max_batch or batch[-1].with_next):
                 batch.append(queue.popleft())  # type: ignore[arg-type]
             await self._commit(batch)
 
@@ -716,6 +737,13 @@ class Store:
             (session_id, subtask_id, *type_list))
         return int(top[0]["m"] or 0), [decode_event(r["data"]) for r in rows]
 
+    async def last_plan(self, session_id: str) -> list[dict[str, Any]] | None:
+        """The subtasks of the session's latest plan.ready (a planning attempt's plan
+        replaces the task file's list), or None if it has none."""
+        rows = await self._fetch("SELECT data FROM events WHERE session_id = ? AND type = 'plan.ready' "
+                                 "ORDER BY seq DESC LIMIT 1", (session_id,))
+        return list(getattr(decode_event(rows[0]["data"]), "subtasks", None) or []) if rows else None
+
     async def tail(self, session_id: str, after_seq: int = 0, poll_s: float = 0.1,
                    page: int = 1000) -> AsyncIterator[list[Event]]:
         """Follow a session another process writes: yields each new run of events, polling
@@ -736,6 +764,8 @@ class Store:
         if lease is None:
             return "no lease"
         if lease["expires_at"] <= now:
+            if lease["host"] == self.host and _pid_stopped(int(lease["pid"])):
+                return None  # stopped (Ctrl-Z), not gone: it goes on, and renews its lease, once continued
             return "lease expired"
         if lease["host"] == self.host and not _pid_alive(int(lease["pid"])):
             return f"process {lease['pid']} has exited"

@@ -11,8 +11,11 @@ Every process a tool starts (the shell tool, a subtask's ``check``) goes through
   (a foreground ``sleep 30`` and a background ``(sleep 3; touch x) &`` alike). A
   process that left the group (``setsid``) still carries the marker: recovery
   (``Store.recover``) kills every process marked with a dead runner of this host
-  (``kill_orphans``). Elsewhere (macOS: no pdeathsig, no /proc) a SIGKILLed runner's
-  tools run on; docs/DEVELOPING.md says so.
+  (``kill_orphans``), and each call's end kills what carries its own call marker
+  (``kill_call_leftovers``). A process that both leaves the group and clears its
+  environment (``setsid env -i ...``) escapes both: only the bwrap sandbox holds it.
+  Elsewhere (macOS: no pdeathsig, no /proc) a SIGKILLed runner's tools run on;
+  docs/DEVELOPING.md says so.
 - Sandbox (``sandbox = "bwrap"``): bubblewrap with the workspace writable, the rest of
   the file system read-only, $HOME hidden (except the directories PATH uses there), a
   private /tmp and /run (no docker.sock, no session bus), its own PID namespace (nothing survives it) and no network unless
@@ -42,6 +45,7 @@ from core.secrets import RUNNER_MARKER, child_env, runner_marker_value
 WRAPPER = 'trap "kill -KILL 0" TERM HUP\n/bin/sh -c "$1" &\nwait $!\n'
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+CALL_MARKER = "SHEPHERD_TOOL_CALL"  # one tool call's processes, wherever they went
 
 
 class SandboxUnavailable(RuntimeError):
@@ -108,13 +112,16 @@ def protect_runner() -> None:
         prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def spawn_kwargs(policy: SpawnPolicy | None = None) -> dict[str, Any]:
-    """Popen keyword arguments for a tool process: env, own session, pdeathsig."""
+def spawn_kwargs(policy: SpawnPolicy | None = None, call: str | None = None) -> dict[str, Any]:
+    """Popen keyword arguments for a tool process: env, own session, pdeathsig; ``call``
+    (a fresh token per tool call) marks its processes for ``kill_call_leftovers``."""
     policy = policy or SpawnPolicy()
     protect_runner()
     # the sandbox's only writable scratch place is its private /tmp
-    extra = {"TMPDIR": "/tmp"} if policy.confined else None
-    kwargs: dict[str, Any] = {"env": child_env(policy.pass_env, extra=extra), "start_new_session": True}
+    extra = {"TMPDIR": "/tmp"} if policy.confined else {}
+    if call is not None:
+        extra[CALL_MARKER] = call
+    kwargs: dict[str, Any] = {"env": child_env(policy.pass_env, extra=extra or None), "start_new_session": True}
     prctl = _prctl()
     if prctl is not None:
         kwargs["preexec_fn"] = functools.partial(_child_setup, prctl, os.getpid())
@@ -214,10 +221,10 @@ def check_sandbox(task: Any) -> None:
 
 # --- what a dead runner left behind ----------------------------------------------------------
 
-def marked_processes(marker: str, proc: Path = Path("/proc")) -> list[tuple[int, int]]:
-    """(pid, pgid) of every process whose environment carries ``RUNNER_MARKER=marker``
-    (Linux; elsewhere nothing). Reading another user's environ fails: those are skipped."""
-    needle = f"{RUNNER_MARKER}={marker}".encode()
+def marked_processes(marker: str, proc: Path = Path("/proc"), name: str = RUNNER_MARKER) -> list[tuple[int, int]]:
+    """(pid, pgid) of every process whose environment carries ``name=marker`` (Linux;
+    elsewhere nothing). Reading another user's environ fails: those are skipped."""
+    needle = f"{name}={marker}".encode()
     out: list[tuple[int, int]] = []
     try:
         entries = list(proc.iterdir())
@@ -241,7 +248,16 @@ def kill_orphans(pid: int, host: str | None = None) -> int:
     """SIGKILL every tool process (and its group) a dead runner ``pid`` of this host left
     behind. Only called once that pid is known to be gone, so its marker cannot belong
     to a live runner. Returns how many processes were signalled."""
-    marked = marked_processes(runner_marker_value(pid, host))
+    return _kill_marked(marked_processes(runner_marker_value(pid, host)))
+
+
+def kill_call_leftovers(call: str) -> int:
+    """SIGKILL what one tool call left running outside its process group (``setsid``,
+    a double fork): a call's processes end with the call, however it ended."""
+    return _kill_marked(marked_processes(call, name=CALL_MARKER))
+
+
+def _kill_marked(marked: list[tuple[int, int]]) -> int:
     own_group = os.getpgrp()
     pids = {p for p, _ in marked}
     for p, pgid in marked:

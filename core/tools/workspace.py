@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import secrets
 import signal
 import stat
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from core.clock import Clock, real_time
 from core.secrets import scrub_values
 from core.text import truncate_middle as _truncate_middle
-from core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, spawn_kwargs
+from core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, spawn_kwargs
 
 if TYPE_CHECKING:
     from agents import Tool
@@ -269,6 +270,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
     start = clock.monotonic()
     loop = asyncio.get_running_loop()
     argv = command_argv(command, Path(workspace), policy)
+    call = secrets.token_hex(8)
     transport, proto = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(loop),
         *argv,
@@ -276,7 +278,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        **spawn_kwargs(policy),
+        **spawn_kwargs(policy, call),
     )
     proc = asyncio.subprocess.Process(transport, proto, loop)
     head, tail = bytearray(), bytearray()
@@ -300,6 +302,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
     finally:
         if transport.get_returncode() is None:  # cancelled while running
             _kill_group(proc.pid)
+        kill_call_leftovers(call)  # what left the group (setsid) ends with the call too
         for fut in (timer, reader):
             if not fut.done():
                 fut.cancel()
