@@ -611,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         if isinstance(e, BrokenPipeError):
             return EXIT_OK
+        import sqlite3
+
+        if isinstance(e, sqlite3.OperationalError):  # e.g. locked by another process mid-run
+            _err(f"database error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return EXIT_BAD_INPUT
         raise
 
 

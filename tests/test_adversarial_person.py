@@ -1,0 +1,102 @@
+"""Entry points a person meets by accident, through the real `shepherd` process: task
+files that are pipes, devices or saved by a Windows editor; databases locked by another
+process or on a read-only mount. Each: one line, exit 2, nothing stored changed, no hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_adversarial_input import _build_db, refused, run, snapshot, task_text
+
+
+def test_a_fifo_nobody_writes_to_is_refused_not_waited_on_forever(tmp_path: Path) -> None:
+    fifo = tmp_path / "task.toml"
+    os.mkfifo(fifo)
+    db = tmp_path / "s.db"
+    line = refused(run("run", str(fifo), "--headless", "--db", str(db), timeout=30))
+    assert str(fifo) in line and "pipe" in line, line
+    assert not db.exists()
+
+
+def test_a_device_is_not_a_task_file(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    line = refused(run("run", "/dev/zero", "--headless", "--db", str(db)))
+    assert "not a regular file" in line, line
+    assert not db.exists()
+
+
+def test_a_task_file_from_a_pipe_runs(tmp_path: Path) -> None:
+    """`shepherd run <(make-task)`: a pipe with a writer is read to its end."""
+    (tmp_path / "ws").mkdir()
+    read, write = os.pipe()
+    os.write(write, task_text(tmp_path / "ws").encode())
+    os.close(write)
+    try:
+        proc = subprocess.run([*run.__globals__["SHEPHERD"], "run", f"/dev/fd/{read}", "--headless",
+                               "--db", str(tmp_path / "s.db")], pass_fds=(read,), capture_output=True,
+                              text=True, timeout=60, cwd=run.__globals__["ROOT"],
+                              env={**os.environ, "SHEPHERD_TIME_SCALE": "0.02"})
+    finally:
+        os.close(read)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_task_file_with_a_byte_order_mark_runs(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + task_text(tmp_path / "ws").replace("\n", "\r\n").encode())
+    proc = run("run", str(path), "--headless", "--db", str(tmp_path / "s.db"))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_database_locked_by_another_process_is_one_line_after_a_bounded_wait(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    asyncio.run(_build_db(db))
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE sessions SET title = title")
+    try:
+        started = time.monotonic()
+        line = refused(run("run", "-p", "hi", "--backend", "scripted", "--headless", "--db", str(db), timeout=60))
+        assert "locked by another process" in line and str(db) in line, line
+        assert time.monotonic() - started < 40
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM sessions").fetchone()[0] == 2
+    con.close()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A directory bind-mounted read-only (the one read-only place root cannot write)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    asyncio.run(_build_db(ro / "s.db"))
+    mounted = subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True).returncode == 0 and \
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], capture_output=True).returncode == 0
+    if not mounted:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+        pytest.skip("cannot bind-mount a read-only directory here (needs root and mount rights)")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_a_database_on_a_read_only_mount_is_not_called_damaged(read_only_dir: Path) -> None:
+    db = read_only_dir / "s.db"
+    before = snapshot(db)
+    for argv in (["run", "-p", "hi", "--backend", "scripted", "--headless"], ["pause", "s0000abcdef0"]):
+        line = refused(run(*argv, "--db", str(db)))
+        assert "damaged" not in line and "read-only" in line, line
+    assert snapshot(db) == before
