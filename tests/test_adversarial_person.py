@@ -100,3 +100,63 @@ def test_a_database_on_a_read_only_mount_is_not_called_damaged(read_only_dir: Pa
         line = refused(run(*argv, "--db", str(db)))
         assert "damaged" not in line and "read-only" in line, line
     assert snapshot(db) == before
+
+
+# --- the TUI ended by a signal ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_tui_demo_ended_by_a_signal_cleans_up_like_quit(tmp_path: Path, sig: str) -> None:
+    """`kill` or a closed terminal window: the run is cancelled and recorded (not left
+    `running`), the demo's temporary workspace is removed, exit 130."""
+    import pty
+    import signal
+    import threading
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    db = tmp_path / "s.db"
+    master, slave = pty.openpty()
+    os.set_blocking(master, True)
+    env = {**os.environ, "TMPDIR": str(tmpdir), "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    proc = subprocess.Popen([*run.__globals__["SHEPHERD"], "demo", "--db", str(db)], stdin=slave, stdout=slave,
+                            stderr=slave, cwd=run.__globals__["ROOT"], env=env, start_new_session=True)
+    os.close(slave)
+    threading.Thread(target=lambda: _drain(master), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not _running_session(db) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling a real process's progress, not waiting for behaviour
+        assert _running_session(db), "the demo never started"
+        assert [p.name for p in tmpdir.iterdir() if p.name.startswith("shepherd-demo-")]
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("shepherd-demo-")]
+    with sqlite3.connect(db) as con:
+        assert [r[0] for r in con.execute("SELECT status FROM sessions")] == ["cancelled"]
+    con.close()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+
+
+def _running_session(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT count(*) FROM sessions WHERE status = 'running'").fetchone()[0] > 0
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False

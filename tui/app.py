@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -149,6 +150,15 @@ class ShepherdApp(App[int]):
         # Streaming makes many small objects; with the default thresholds the collector
         # runs often enough to stall the event loop while a flood of deltas comes in.
         gc.set_threshold(20_000, 20, 20)
+        # A closed terminal (SIGHUP) or `kill` (SIGTERM) ends the app as `q` does: runs
+        # cancelled and recorded, the store flushed, the terminal restored, and the CLI's
+        # clean-up (the demo's temporary workspace) still runs. 130: interrupted.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(sig, self._on_terminate_signal)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+                pass
 
         try:
             from core.store.db import Store
@@ -198,6 +208,11 @@ class ShepherdApp(App[int]):
             self.notify(str(error), severity="error", markup=False)
             return
         await self.open_session(sid, follow="tail" if self.attach else "auto")
+
+    def _on_terminate_signal(self) -> None:
+        if not self._quitting:
+            self._quitting = True
+            self.exit(130)  # on_unmount cancels the runs and closes the store
 
     async def on_unmount(self) -> None:
         # Last line of defence (the app exits for any reason): no run dangles, the store flushes.

@@ -511,7 +511,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         if handle is not None:
             asyncio.ensure_future(handle.supervisor.cancel(source="cli"))
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     try:
         try:
@@ -525,7 +525,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         except BackendUnavailable as e:
             raise UsageError(str(e)) from None
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await store.flush()
         unsubscribe()
