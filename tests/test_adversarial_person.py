@@ -160,3 +160,27 @@ def _running_session(db: Path) -> bool:
             con.close()
     except sqlite3.Error:
         return False
+
+
+def test_a_demo_killed_outright_leaves_no_folder_for_long(tmp_path: Path) -> None:
+    """SIGKILL cleans nothing; the next demo removes the folders of dead demo processes
+    (and leaves a live one's, and folders it cannot attribute)."""
+    import signal
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    db = tmp_path / "s.db"
+    env = {"TMPDIR": str(tmpdir)}
+    victim = subprocess.Popen([*run.__globals__["SHEPHERD"], "demo", "--headless", "--db", str(db)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=run.__globals__["ROOT"],
+                              env={**os.environ, **env})
+    deadline = time.monotonic() + 60
+    while not _running_session(db) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling a real process's progress
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    left = [p.name for p in tmpdir.iterdir() if p.name.startswith("shepherd-demo-")]
+    assert len(left) == 1  # what SIGKILL leaves
+    (tmpdir / "shepherd-demo-unknown").mkdir()  # no owner file: not ours to judge
+    assert run("demo", "--headless", "--db", str(db), env_extra=env).returncode == 0
+    assert sorted(p.name for p in tmpdir.iterdir()) == ["shepherd-demo-unknown"]
