@@ -184,3 +184,12 @@ def test_a_demo_killed_outright_leaves_no_folder_for_long(tmp_path: Path) -> Non
     (tmpdir / "shepherd-demo-unknown").mkdir()  # no owner file: not ours to judge
     assert run("demo", "--headless", "--db", str(db), env_extra=env).returncode == 0
     assert sorted(p.name for p in tmpdir.iterdir()) == ["shepherd-demo-unknown"]
+
+
+def test_an_empty_filtered_listing_does_not_say_there_are_no_sessions(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    asyncio.run(_build_db(db))
+    for argv in (["--status", "paused"], ["--search", "nothing-like-this"]):
+        proc = run("sessions", *argv, "--db", str(db))
+        assert proc.returncode == 0 and proc.stdout == "", proc
+        assert proc.stderr.strip() == "No sessions match.", proc.stderr

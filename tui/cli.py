@@ -144,7 +144,9 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
             }))
         return EXIT_OK
     if not rows:
-        print("No sessions yet. Try `shepherd demo`.", file=sys.stderr if not sys.stdout.isatty() else sys.stdout)
+        filtered = args.status is not None or args.search is not None
+        print("No sessions match." if filtered else "No sessions yet. Try `shepherd demo`.",
+              file=sys.stderr if not sys.stdout.isatty() else sys.stdout)
         return EXIT_OK
     cells = [_session_cells(r) for r in rows]
     if not sys.stdout.isatty():
