@@ -193,3 +193,40 @@ def test_an_empty_filtered_listing_does_not_say_there_are_no_sessions(tmp_path: 
         proc = run("sessions", *argv, "--db", str(db))
         assert proc.returncode == 0 and proc.stdout == "", proc
         assert proc.stderr.strip() == "No sessions match.", proc.stderr
+
+
+# --- the TUI's run dialog --------------------------------------------------------------------------
+
+
+async def test_the_run_dialog_reads_a_slow_task_file_without_freezing_the_screen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task file that is a pipe: the dialog keeps working while it is read (typing
+    still edits), a second Enter starts nothing more, and the task runs once it arrives."""
+    import core.task
+    from tests.test_tui_app import home_ready, wait_until
+    from tui.app import ShepherdApp
+    from tui.screens.modals import RunModal
+
+    monkeypatch.setattr(core.task, "FIFO_WAIT_S", 60.0)
+    (tmp_path / "ws").mkdir()
+    fifo = tmp_path / "task.toml"
+    os.mkfifo(fifo)
+    app = ShepherdApp(tmp_path / "s.db")
+    results: list[object] = []
+    async with app.run_test(size=(100, 30)) as pilot:
+        await home_ready(pilot)
+        modal = RunModal("file", initial=str(fifo))
+        await app.push_screen(modal, results.append)
+        await wait_until(pilot, lambda: app.screen is modal, what="run modal")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "reading" in modal.error_text, what="reading shown")
+        await pilot.press("enter")  # impatient: must not read (or run) twice
+        field = modal.query_one("#path")
+        await pilot.press("end", "x")  # the loop is free: the keypress is handled now
+        assert field.value == f"{fifo}x"
+        writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
+        os.write(writer, task_text(tmp_path / "ws").encode())
+        os.close(writer)
+        await wait_until(pilot, lambda: bool(results), what="dialog closed with the task")
+        await pilot.pause(0.1)
+        assert len(results) == 1 and getattr(results[0], "title", None) == "t"
