@@ -230,3 +230,22 @@ async def test_the_run_dialog_reads_a_slow_task_file_without_freezing_the_screen
         await wait_until(pilot, lambda: bool(results), what="dialog closed with the task")
         await pilot.pause(0.1)
         assert len(results) == 1 and getattr(results[0], "title", None) == "t"
+
+
+async def test_the_quit_question_for_several_runs_reads_right(tmp_path: Path) -> None:
+    from core.demo import demo_task
+    from tests.test_tui_app import home_ready, screen_text, wait_until
+    from tui.app import ShepherdApp
+    from tui.screens.modals import ConfirmModal
+
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await home_ready(pilot)
+        for n in (1, 2):
+            await app.start_task(demo_task(tmp_path / f"w{n}"))  # 10 s first countdown: still live
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="quit question")
+        text = " ".join(screen_text(app).split())
+        assert "Quitting cancels them; they will show as cancelled." in text, text
+        await pilot.press("escape")
+        await app._stop_runs(wait_s=10)

@@ -429,7 +429,8 @@ class ShepherdApp(App[int]):
             return
         n = len(live)
         question = (f"{n} run{'s are' if n > 1 else ' is'} still running in this window.\n"
-                    "Quitting cancels {they}; {they} will show as cancelled.".format(they="them" if n > 1 else "it"))
+                    "Quitting cancels {them}; {they} will show as cancelled.".format(
+                        them="them" if n > 1 else "it", they="they" if n > 1 else "it"))
         self.push_screen(ConfirmModal(question, title="Quit Shepherd?", yes="Cancel and quit", no="Stay",
                                       danger=True), self._confirm_quit)
 
