@@ -243,6 +243,8 @@ async def test_the_quit_question_for_several_runs_reads_right(tmp_path: Path) ->
         await home_ready(pilot)
         for n in (1, 2):
             await app.start_task(demo_task(tmp_path / f"w{n}"))  # 10 s first countdown: still live
+        while app.screen is not app.home:  # back on the sessions list, where q quits
+            await app.pop_screen()
         await pilot.press("q")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="quit question")
         text = " ".join(screen_text(app).split())
