@@ -251,3 +251,21 @@ async def test_the_quit_question_for_several_runs_reads_right(tmp_path: Path) ->
         assert "Quitting cancels them; they will show as cancelled." in text, text
         await pilot.press("escape")
         await app._stop_runs(wait_s=10)
+
+
+def test_a_piped_log_is_one_event_a_line(tmp_path: Path) -> None:
+    """`shepherd demo --headless 2>&1 | grep ...` and `shepherd show | grep`: no event is
+    wrapped onto a continuation line without its time (Rich's default is 80 columns)."""
+    import re
+
+    db = tmp_path / "s.db"
+    proc = run("demo", "--headless", "--db", str(db), env_extra={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    stamp = re.compile(r"^\d\d:\d\d:\d\d ")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) > 20 and all(stamp.match(ln) for ln in lines), [ln for ln in lines if not stamp.match(ln)]
+    assert any(len(ln) > 80 for ln in lines)
+    sid = proc.stderr.split("session ", 1)[1].split()[0]
+    shown = run("show", sid, "--db", str(db), env_extra={"COLUMNS": "80"})
+    body = [ln for ln in shown.stdout.splitlines()[1:] if ln.strip()]
+    assert body and all(stamp.match(ln) for ln in body), [ln for ln in body if not stamp.match(ln)]

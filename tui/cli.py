@@ -239,7 +239,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())  # piped: one event a line
         console.print(_show_header(row))
         fmt = LogFormatter()  # makes every event's text terminal-safe (core.text.safe)
         async for ev in _all_events(store, sid):
@@ -478,7 +478,8 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         await store.close()
         raise
     sid = resume or new_session_id()
-    console = _log_console_class()(stderr=True, highlight=False)
+    # piped or redirected: one event a line (for grep), never wrapped at 80 columns
+    console = _log_console_class()(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
     fmt = LogFormatter()
     as_json = getattr(args, "json", False)
 
