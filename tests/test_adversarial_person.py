@@ -269,3 +269,22 @@ def test_a_piped_log_is_one_event_a_line(tmp_path: Path) -> None:
     shown = run("show", sid, "--db", str(db), env_extra={"COLUMNS": "80"})
     body = [ln for ln in shown.stdout.splitlines()[1:] if ln.strip()]
     assert body and all(stamp.match(ln) for ln in body), [ln for ln in body if not stamp.match(ln)]
+
+
+async def test_the_title_bar_counts_what_the_filter_shows_as_such(tmp_path: Path) -> None:
+    from tests import tui_fixtures as fx
+    from tests.test_tui_app import home_ready, make_db, screen_text, wait_until
+    from tui.app import ShepherdApp
+
+    db = tmp_path / "s.db"
+    await make_db(db, ["done", "failed"])
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(100, 24)) as pilot:
+        home = await home_ready(pilot)
+        assert "2 sessions" in screen_text(app)
+        await pilot.press("slash", *"zzzz")
+        await wait_until(pilot, lambda: not home.rows, what="no rows")
+        assert "0 sessions match the filter" in screen_text(app)  # not "0 sessions": there are two
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: len(home.rows) == 2, what="both rows again")
+        assert "2 sessions" in screen_text(app) and "match" not in screen_text(app)
