@@ -288,3 +288,21 @@ async def test_the_title_bar_counts_what_the_filter_shows_as_such(tmp_path: Path
         await pilot.press("escape")
         await wait_until(pilot, lambda: len(home.rows) == 2, what="both rows again")
         assert "2 sessions" in screen_text(app) and "match" not in screen_text(app)
+
+
+@pytest.mark.parametrize("argv,name", [
+    (["run", "-p", "hi \udc9b there", "--backend", "scripted", "--headless"], "prompt"),
+    (["run", "-p", "hi", "--model", "m\udcff", "--backend", "scripted", "--headless"], "model"),
+    (["show", "s\udc9b"], "session"),
+])
+def test_an_argument_that_is_not_utf8_is_refused_before_anything_is_stored(
+        tmp_path: Path, argv: list[str], name: str) -> None:
+    """A byte that is not UTF-8 (`-p $'\\x9b'`) arrives as a lone surrogate: it used to make
+    the run's first write fail half-way, leaving a `failed (untitled)` session behind."""
+    db = tmp_path / "s.db"
+    proc = subprocess.run([*run.__globals__["SHEPHERD"], *[a.encode("utf-8", "surrogateescape") for a in argv],
+                           "--db", str(db)], capture_output=True, text=True, timeout=60,
+                          cwd=run.__globals__["ROOT"], env={**os.environ, "SHEPHERD_TIME_SCALE": "0.02"})
+    line = refused(proc)
+    assert line.startswith(f"shepherd: {name}: not valid UTF-8 text: '") and "\\x" in line, line
+    assert not db.exists()

@@ -596,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_text_args(args)
         try:
             return _dispatch(args)
         finally:
@@ -620,6 +621,19 @@ def main(argv: list[str] | None = None) -> int:
             _err(f"database error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             return EXIT_BAD_INPUT
         raise
+
+
+def _check_text_args(args: argparse.Namespace) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape); stored,
+    they fail the database's write half-way through a run. Refused here, once, for every
+    argument."""
+    for name, value in vars(args).items():
+        if isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+            if len(shown) > 60:
+                shown = shown[:60] + "…"
+            raise UsageError(f"{name.replace('_', ' ')}: not valid UTF-8 text: '{shown}'")
 
 
 async def _resolve_live(args: argparse.Namespace) -> str:
