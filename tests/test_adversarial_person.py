@@ -306,3 +306,19 @@ def test_an_argument_that_is_not_utf8_is_refused_before_anything_is_stored(
     line = refused(proc)
     assert line.startswith(f"shepherd: {name}: not valid UTF-8 text: '") and "\\x" in line, line
     assert not db.exists()
+
+
+def test_an_empty_db_path_is_not_the_default_database(tmp_path: Path) -> None:
+    """`--db "$UNSET_VARIABLE"` used to list (and run into) the default database."""
+    home = tmp_path / "home"
+    env = {"XDG_DATA_HOME": str(home), "SHEPHERD_DB": ""}
+    for argv in (["sessions", "--db", ""], ["--db", " ", "run", "-p", "hi", "--backend", "scripted", "--headless"]):
+        assert "--db: the path is empty" in refused(run(*argv, env_extra=env))
+    assert not home.exists()
+
+
+def test_a_symlink_loop_as_the_database_is_said_so_by_readers_too(tmp_path: Path) -> None:
+    (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
+    (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
+    for argv in (["sessions"], ["show", "x"]):
+        assert "symbolic links" in refused(run(*argv, "--db", str(tmp_path / "a.db")))

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _db_path(args: argparse.Namespace, *, create: bool = True) -> Path:
     from core.store import default_db_path
 
+    if args.db is not None and not args.db.strip():  # `--db "$UNSET"`: not the default database
+        raise UsageError("--db: the path is empty")
     return Path(args.db).expanduser() if args.db else default_db_path(create=create)
 
 

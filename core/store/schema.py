@@ -331,6 +331,11 @@ def prepare_database(path: Path, *, create: bool = True, check: bool = False) ->
         if path.exists() and not path.is_file():
             raise StoreError(f"{path} is not a file")
         if not create and not path.exists():
+            if path.is_symlink():  # a loop (ELOOP) is not "no database": say what it is
+                try:
+                    os.stat(path)
+                except FileNotFoundError:  # dangling: there is no database (a run makes one)
+                    pass
             raise NoDatabase(f"no database at {path}")
         if not create and path.stat().st_size == 0:
             raise NoDatabase(f"no database at {path} (the file is empty)")
