@@ -322,3 +322,17 @@ def test_a_symlink_loop_as_the_database_is_said_so_by_readers_too(tmp_path: Path
     (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
     for argv in (["sessions"], ["show", "x"]):
         assert "symbolic links" in refused(run(*argv, "--db", str(tmp_path / "a.db")))
+
+
+async def test_the_app_lets_go_of_the_signals_when_it_ends(tmp_path: Path) -> None:
+    import signal
+
+    from tests.test_tui_app import home_ready
+    from tui.app import ShepherdApp
+
+    before = signal.getsignal(signal.SIGTERM)
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await home_ready(pilot)
+        assert app._signals  # installed while it runs
+    assert not app._signals and signal.getsignal(signal.SIGTERM) == before

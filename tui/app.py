@@ -34,6 +34,7 @@ log = logging.getLogger("shepherd.tui")
 
 _TCSS = Path(__file__).with_name("shepherd.tcss")
 CANCEL_WAIT_S = 5.0  # how long quitting waits for a run to stop at a safe point before stopping it hard
+TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # kill, a closed terminal: end as q does
 
 
 def _short_path(path: Path) -> str:
@@ -133,6 +134,7 @@ class ShepherdApp(App[int]):
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
         self.home: SessionsScreen | None = None
         self._quitting = False
+        self._signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
         self._store_closed = False
         self.theme = "textual-dark"
 
@@ -154,11 +156,12 @@ class ShepherdApp(App[int]):
         # cancelled and recorded, the store flushed, the terminal restored, and the CLI's
         # clean-up (the demo's temporary workspace) still runs. 130: interrupted.
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in TERMINATE_SIGNALS:
             try:
                 loop.add_signal_handler(sig, self._on_terminate_signal)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
-                pass
+                continue
+            self._signals.append((loop, sig))
 
         try:
             from core.store.db import Store
@@ -215,6 +218,9 @@ class ShepherdApp(App[int]):
             self.exit(130)  # on_unmount cancels the runs and closes the store
 
     async def on_unmount(self) -> None:
+        for loop, sig in self._signals:  # the process outlives the app (tests, pilot): let go
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
         # Last line of defence (the app exits for any reason): no run dangles, the store flushes.
         await self._stop_runs(wait_s=CANCEL_WAIT_S)
         await self._close_store()
