@@ -124,10 +124,10 @@ def test_a_tui_demo_ended_by_a_signal_cleans_up_like_quit(tmp_path: Path, sig: s
     os.close(slave)
     threading.Thread(target=lambda: _drain(master), daemon=True).start()
     try:
-        deadline = time.monotonic() + 60
-        while not _running_session(db) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 90
+        while not _running_session(db) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)  # polling a real process's progress, not waiting for behaviour
-        assert _running_session(db), "the demo never started"
+        assert _running_session(db), f"the demo never started (exit {proc.poll()})"
         assert [p.name for p in tmpdir.iterdir() if p.name.startswith("shepherd-demo-")]
         proc.send_signal(getattr(signal, sig))
         assert proc.wait(timeout=60) == 130
