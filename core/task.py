@@ -403,13 +403,11 @@ def task_from_stored(data: dict[str, Any]) -> Task:
 
 def load_task(path: str | Path, *, backend: str | None = None, model: str | None = None) -> Task:
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_TASK_BYTES + 1)
-    except OSError as e:
-        raise TaskError(f"{path}: cannot read task file ({e.strerror or e})") from None
+    raw = _read_task_bytes(path)
     if len(raw) > MAX_TASK_BYTES:
         raise TaskError(f"{path}: too large for a task file (over {MAX_TASK_BYTES // (1024 * 1024)} MiB)")
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors): not TOML, not content
+        raw = raw[3:]
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -420,6 +418,51 @@ def load_task(path: str | Path, *, backend: str | None = None, model: str | None
         raise TaskError(f"{path}: nested too deeply to read (limit {MAX_DEPTH} levels)") from None
     task = task_from_dict(data, src=str(path), base_dir=path.resolve().parent, backend=backend, model=model)
     return Task(**{**task.__dict__, "source": path.resolve()})
+
+
+FIFO_WAIT_S = 5.0  # a pipe (`shepherd run <(make-task)`) gets this long to deliver the file
+
+
+def _read_task_bytes(path: Path) -> bytes:
+    """At most MAX_TASK_BYTES + 1 bytes of a regular file or a pipe, never a hang: opened
+    non-blocking (a FIFO with no writer would block the open), a pipe read with a deadline,
+    devices and sockets refused."""
+    import os
+    import select
+    import stat as st
+    import time
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise TaskError(f"{path}: cannot read task file ({e.strerror or e})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if st.S_ISDIR(mode):
+            raise TaskError(f"{path}: cannot read task file (Is a directory)")
+        if st.S_ISREG(mode):
+            os.set_blocking(fd, True)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                return f.read(MAX_TASK_BYTES + 1)
+        if not st.S_ISFIFO(mode):
+            raise TaskError(f"{path}: cannot read task file (not a regular file or a pipe)")
+        chunks: list[bytes] = []
+        size, deadline = 0, time.monotonic() + FIFO_WAIT_S
+        while size <= MAX_TASK_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TaskError(f"{path}: cannot read task file (a pipe that sent no end of file "
+                                f"within {FIFO_WAIT_S:g} s)")
+            chunk = os.read(fd, 65536)
+            if not chunk:  # end of file (also: a FIFO nobody writes to)
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise TaskError(f"{path}: cannot read task file ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
 
 
 def _printable(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -33,6 +34,7 @@ log = logging.getLogger("shepherd.tui")
 
 _TCSS = Path(__file__).with_name("shepherd.tcss")
 CANCEL_WAIT_S = 5.0  # how long quitting waits for a run to stop at a safe point before stopping it hard
+TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # kill, a closed terminal: end as q does
 
 
 def _short_path(path: Path) -> str:
@@ -132,6 +134,7 @@ class ShepherdApp(App[int]):
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
         self.home: SessionsScreen | None = None
         self._quitting = False
+        self._signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
         self._store_closed = False
         self.theme = "textual-dark"
 
@@ -151,6 +154,16 @@ class ShepherdApp(App[int]):
         # Streaming makes many small objects; with the default thresholds the collector
         # runs often enough to stall the event loop while a flood of deltas comes in.
         gc.set_threshold(20_000, 20, 20)
+        # A closed terminal (SIGHUP) or `kill` (SIGTERM) ends the app as `q` does: runs
+        # cancelled and recorded, the store flushed, the terminal restored, and the CLI's
+        # clean-up (the demo's temporary workspace) still runs. 130: interrupted.
+        loop = asyncio.get_running_loop()
+        for sig in TERMINATE_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, self._on_terminate_signal)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+                continue
+            self._signals.append((loop, sig))
 
         try:
             from core.store.db import Store
@@ -201,7 +214,15 @@ class ShepherdApp(App[int]):
             return
         await self.open_session(sid, follow="tail" if self.attach else "auto")
 
+    def _on_terminate_signal(self) -> None:
+        if not self._quitting:
+            self._quitting = True
+            self.exit(130)  # on_unmount cancels the runs and closes the store
+
     async def on_unmount(self) -> None:
+        for loop, sig in self._signals:  # the process outlives the app (tests, pilot): let go
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
         # Last line of defence (the app exits for any reason): no run dangles, the store flushes.
         await self._stop_runs(wait_s=CANCEL_WAIT_S)
         await self._close_store()
@@ -418,7 +439,8 @@ class ShepherdApp(App[int]):
             return
         n = len(live)
         question = (f"{n} run{'s are' if n > 1 else ' is'} still running in this window.\n"
-                    "Quitting cancels {they}; {they} will show as cancelled.".format(they="them" if n > 1 else "it"))
+                    "Quitting cancels {them}; {they} will show as cancelled.".format(
+                        them="them" if n > 1 else "it", they="they" if n > 1 else "it"))
         self.push_screen(ConfirmModal(question, title="Quit Shepherd?", yes="Cancel and quit", no="Stay",
                                       danger=True), self._confirm_quit)
 

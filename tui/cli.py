@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _db_path(args: argparse.Namespace, *, create: bool = True) -> Path:
     from core.store import default_db_path
 
+    if args.db is not None and not args.db.strip():  # `--db "$UNSET"`: not the default database
+        raise UsageError("--db: the path is empty")
     return Path(args.db).expanduser() if args.db else default_db_path(create=create)
 
 
@@ -144,7 +146,9 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
             }))
         return EXIT_OK
     if not rows:
-        print("No sessions yet. Try `shepherd demo`.", file=sys.stderr if not sys.stdout.isatty() else sys.stdout)
+        filtered = args.status is not None or args.search is not None
+        print("No sessions match." if filtered else "No sessions yet. Try `shepherd demo`.",
+              file=sys.stderr if not sys.stdout.isatty() else sys.stdout)
         return EXIT_OK
     cells = [_session_cells(r) for r in rows]
     if not sys.stdout.isatty():
@@ -237,7 +241,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())  # piped: one event a line
         console.print(_show_header(row))
         fmt = LogFormatter()  # makes every event's text terminal-safe (core.text.safe)
         async for ev in _all_events(store, sid):
@@ -481,7 +485,8 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         await store.close()
         raise
     sid = resume or new_session_id()
-    console = _log_console_class()(stderr=True, highlight=False)
+    # piped or redirected: one event a line (for grep), never wrapped at 80 columns
+    console = _log_console_class()(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
     fmt = LogFormatter()
     as_json = getattr(args, "json", False)
 
@@ -520,7 +525,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         if handle is not None:
             asyncio.ensure_future(handle.supervisor.cancel(source="cli"))
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     try:
         try:
@@ -536,7 +541,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         except BackendUnavailable as e:
             raise UsageError(str(e)) from None
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await store.flush()
         unsubscribe()
@@ -604,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_text_args(args)
         try:
             return _dispatch(args)
         finally:
@@ -622,7 +628,25 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         if isinstance(e, BrokenPipeError):
             return EXIT_OK
+        import sqlite3
+
+        if isinstance(e, sqlite3.OperationalError):  # e.g. locked by another process mid-run
+            _err(f"database error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return EXIT_BAD_INPUT
         raise
+
+
+def _check_text_args(args: argparse.Namespace) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape); stored,
+    they fail the database's write half-way through a run. Refused here, once, for every
+    argument."""
+    for name, value in vars(args).items():
+        if isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+            if len(shown) > 60:
+                shown = shown[:60] + "…"
+            raise UsageError(f"{name.replace('_', ' ')}: not valid UTF-8 text: '{shown}'")
 
 
 async def _resolve_live(args: argparse.Namespace) -> str:

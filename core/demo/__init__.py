@@ -3,12 +3,15 @@ scripted agent on the real openai-agents Runner with real tools and real retries
 
 A workspace made here lives in a ``shepherd-demo-*`` temporary directory that is removed
 by ``cleanup()`` (the CLI calls it in a ``finally``) and, as a backstop for demos started
-inside a long-lived TUI, when the interpreter exits. The session in the database keeps
+inside a long-lived TUI, when the interpreter exits. A process killed outright (SIGKILL,
+a crash) cleans nothing: each folder names its process, and the next demo removes the
+folders of processes that are gone. The session in the database keeps
 the path; the folder itself does not outlive the process that ran the demo.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +24,9 @@ HERE = Path(__file__).parent
 # default 2 s so it stays quick.
 TUI_FIRST_RETRY_S = 10.0
 
+PREFIX = "shepherd-demo-"
+OWNER_FILE = ".shepherd-demo-pid"  # beside the workspace, not in it: the agent never sees it
+
 _made: list[tempfile.TemporaryDirectory[str]] = []
 
 
@@ -28,9 +34,11 @@ def demo_task(workspace: Path | None = None, *, interactive: bool = True) -> Tas
     """The demo task with a fresh copy of the sample project as its workspace
     (``interactive``: with the long first countdown, for the TUI)."""
     if workspace is None:
+        sweep_stale()
         # TemporaryDirectory also removes itself at interpreter exit (weakref.finalize)
-        tmp = tempfile.TemporaryDirectory(prefix="shepherd-demo-", ignore_cleanup_errors=True)
+        tmp = tempfile.TemporaryDirectory(prefix=PREFIX, ignore_cleanup_errors=True)
         _made.append(tmp)
+        (Path(tmp.name) / OWNER_FILE).write_text(str(os.getpid()))
         workspace = Path(tmp.name) / "tinydates"
     shutil.copytree(HERE / "sample_project", workspace, dirs_exist_ok=True)
     task = load_task(HERE / "demo.toml")
@@ -44,3 +52,30 @@ def cleanup() -> None:
     """Remove every demo workspace this process made."""
     while _made:
         _made.pop().cleanup()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale(root: Path | None = None) -> None:
+    """Remove demo folders left by demo processes that no longer exist. A folder with no
+    owner file (another version, someone else's) is left alone."""
+    base = Path(root or tempfile.gettempdir())
+    try:
+        candidates = [p for p in base.iterdir() if p.name.startswith(PREFIX)]
+    except OSError:
+        return
+    for folder in candidates:
+        try:
+            pid = int((folder / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -331,6 +331,11 @@ def prepare_database(path: Path, *, create: bool = True, check: bool = False) ->
         if path.exists() and not path.is_file():
             raise StoreError(f"{path} is not a file")
         if not create and not path.exists():
+            if path.is_symlink():  # a loop (ELOOP) is not "no database": say what it is
+                try:
+                    os.stat(path)
+                except FileNotFoundError:  # dangling: there is no database (a run makes one)
+                    pass
             raise NoDatabase(f"no database at {path}")
         if not create and path.stat().st_size == 0:
             raise NoDatabase(f"no database at {path} (the file is empty)")
@@ -344,9 +349,11 @@ def prepare_database(path: Path, *, create: bool = True, check: bool = False) ->
             if check:
                 _quick_check(path)
             if version == SCHEMA_VERSION:
-                _ensure_wal(path)
+                _ensure_wal(path, probe_write=check)
                 return path
         _migrate(path)
+    except sqlite3.OperationalError as e:  # the file is fine; this process cannot use it now
+        raise _cannot_use(path, e) from None
     except sqlite3.DatabaseError as e:
         if ours or "malformed" in str(e):
             raise damaged(path, str(e)) from None
@@ -365,12 +372,32 @@ def _connect_rw(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _ensure_wal(path: Path) -> None:
+def _cannot_use(path: Path, e: sqlite3.OperationalError) -> Exception:
+    """Locked, read-only, unopenable: one line that says so (never "damaged")."""
+    from core.store.db import StoreError
+
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        return StoreError(f"database {path} is locked by another process (waited "
+                          f"{BUSY_TIMEOUT_MS // 1000} s); try again when it has finished")
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return StoreError(f"cannot open {path} for writing: {_printable(text)} (is the file or "
+                          "its directory read-only?)")
+    return StoreError(f"cannot open {path}: {_printable(text)}")
+
+
+def _ensure_wal(path: Path, *, probe_write: bool = False) -> None:
+    """WAL on; ``probe_write`` (runners): take and drop the write lock once, so a database
+    another process keeps locked is one line here after the busy timeout, not a traceback
+    from the middle of a run."""
     conn = _connect_rw(path)
     try:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
+        if probe_write:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
     finally:
         conn.close()
 

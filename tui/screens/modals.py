@@ -6,6 +6,7 @@ callers use ``push_screen(Modal(...), callback)`` or ``await push_screen_wait(..
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from textual import on
@@ -169,6 +170,7 @@ class RunModal(ModalScreen[Task | None]):
         self.initial = initial
         self.backend = backend if backend in BACKENDS else "claude"
         self.workspace = str(workspace or Path.cwd())
+        self._loading = False
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -211,10 +213,7 @@ class RunModal(ModalScreen[Task | None]):
     def build_task(self) -> Task:
         """The Task the dialog describes; raises TaskError when it cannot run."""
         if self.mode == "file":
-            raw = self.query_one("#path", Input).value.strip()
-            if not raw:
-                raise TaskError("task file: enter a path to a .toml task file")
-            return load_task(Path(raw).expanduser())
+            return load_task(self._task_path())
         prompt = self.query_one("#prompt", Input).value
         backend = str(self.query_one("#backend", Select).value)
         model = self.query_one("#model", Input).value.strip() or None
@@ -223,14 +222,40 @@ class RunModal(ModalScreen[Task | None]):
             raise TaskError(f"workspace: {workspace} is not a directory")
         return prompt_task(prompt, backend=backend, model=model, workspace=workspace.resolve())
 
+    def _task_path(self) -> Path:
+        raw = self.query_one("#path", Input).value.strip()
+        if not raw:
+            raise TaskError("task file: enter a path to a .toml task file")
+        return Path(raw).expanduser()
+
     @on(Input.Submitted)
     @on(Button.Pressed, "#run")
     def _run(self) -> None:
+        if self._loading:  # a second Enter while the file is read: one run, not two
+            return
         try:
+            if self.mode == "file":
+                # In a worker, off the event loop: a task file may be a pipe that takes
+                # seconds (core.task bounds the wait); the dialog keeps working meanwhile.
+                path = self._task_path()
+                self._loading = True
+                self.show_error(f"reading {path}…")
+                self.run_worker(self._load(path), name="load-task", exit_on_error=False)
+                return
             task = self.build_task()
         except TaskError as e:
             self.show_error(str(e))
             return
+        self.dismiss(task)
+
+    async def _load(self, path: Path) -> None:
+        try:
+            task = await asyncio.to_thread(load_task, path)
+        except TaskError as e:
+            self.show_error(str(e))
+            return
+        finally:
+            self._loading = False
         self.dismiss(task)
 
     @on(Button.Pressed, "#cancel")

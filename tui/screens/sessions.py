@@ -402,7 +402,10 @@ class SessionsScreen(Screen):
         self._set_ticking(live > 0 and self.is_current)
         more = "+" if self.has_more else ""
         db = self.db_label
-        counts = f"{len(self.rows)}{more} session{'s' if len(self.rows) != 1 else ''}"
+        one = len(self.rows) == 1 and not more
+        counts = f"{len(self.rows)}{more} session{'' if one else 's'}"
+        if self.filter_text:  # the rows shown, not what the database holds
+            counts += f" {'matches' if one else 'match'} the filter"
         if live:
             counts += f" · {live} live"
         bar = Text.assemble(("Shepherd", "bold"), "  ", counts)
