@@ -66,22 +66,36 @@ def _cli(*args: str | bytes, tmp: Path) -> Any:
                           env={**os.environ, "SHEPHERD_DB": str(tmp / "s.db")})
 
 
-def test_command_line_bytes_that_are_not_utf8_are_data_not_a_crash(tmp_path: Path) -> None:
+def test_command_line_bytes_that_are_not_utf8_are_refused_not_a_crash(tmp_path: Path) -> None:
     """A byte that is not UTF-8 (``\\x9b``, 8-bit CSI) in an argument reaches Python as a
     lone surrogate, which SQLite cannot encode: the run died writing its first events, and
-    every session lookup died with a traceback."""
+    every session lookup died with a traceback. Now: one line, exit 2, nothing stored."""
     ws = tmp_path / "ws"
     ws.mkdir()
     run = _cli("run", "-p", b"fix \x9b it [x]", "--backend", "scripted", "--headless",
                "--workspace", str(ws), tmp=tmp_path)
-    assert run.returncode == 0, run.stderr.decode()[-800:]
-    listing = _cli("sessions", tmp=tmp_path)
-    assert "\tdone\tfix \ufffd it [x]\t" in listing.stdout.decode()
+    err = run.stderr.decode("utf-8", "replace")
+    assert run.returncode == 2 and err.count("\n") == 1 and "not valid UTF-8" in err, err
+    assert not (tmp_path / "s.db").exists()  # refused before anything was stored
     for cmd in ("show", "resume", "pause", "retry", "attach"):
         bad = _cli(cmd, b"\x1b]0;x\x07\x9b", tmp=tmp_path)
         err = bad.stderr.decode("utf-8", "replace")
         assert bad.returncode == 2 and "Traceback" not in err, (cmd, err)
-        assert err.count("\n") == 1 and "no session matches" in err and "\x1b" not in err, (cmd, err)
+        assert err.count("\n") == 1 and "\x1b" not in err, (cmd, err)
+
+
+async def test_a_lone_surrogate_in_model_text_is_stored_as_a_replacement_not_a_failed_write(
+        tmp_path: Path) -> None:
+    """The store's write path is the backstop for data the CLI never saw (a model's JSON
+    can carry ``"\\udc9b"``): it stores U+FFFD instead of failing the whole batch."""
+    from core import events as ev
+
+    async with await Store.open(tmp_path / "s.db") as s:
+        await s.append(ev.SessionStarted(session_id="s1", ts=1.0, title="t \udc9b", backend="scripted",
+                                         model=None, workspace="/tmp", task={}))
+        await s.append(ev.TextDelta(session_id="s1", ts=2.0, message_id="m", text="half \ud83d emoji"))
+        got = await s.events("s1")
+    assert got[0].title == "t \ufffd" and got[1].text == "half \ufffd emoji"
 
 
 async def test_a_toast_quoting_data_is_text_even_from_a_widget(tmp_path: Path) -> None:
