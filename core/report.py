@@ -78,6 +78,16 @@ def clock_time(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
 
 
+def wait_text(ev: RetryScheduled) -> str:
+    """How long a retry really waited: ``resume_at`` is when the engine resumes, so under
+    SHEPHERD_TIME_SCALE the log says the real wait and names the nominal one beside it."""
+    nominal = float(ev.delay_s or 0.0)
+    real = float(ev.resume_at) - float(ev.ts) if ev.resume_at and ev.ts else nominal
+    if real < 0 or abs(real - nominal) <= max(0.05, nominal * 0.02):
+        return f"{nominal:g} s"
+    return f"{real:.2g} s ({nominal:g} s nominal, time-scaled)"
+
+
 class LogFormatter:
     """Turns events into readable log lines (Rich Text); keeps just enough state to
     print assistant text once per message and tool names on their results."""
@@ -174,7 +184,7 @@ class LogFormatter:
             return out + [self._line(ev, t, 2)]
         if isinstance(ev, RetryScheduled):
             verb = {"restart": "restart", "repair": "repair + retry"}.get(ev.action, "retry")
-            t = Text(f"↻ {kind_label(ev.kind)} — {verb} {ev.retry_no}/{ev.max_retries} in {ev.delay_s:g} s",
+            t = Text(f"↻ {kind_label(ev.kind)} — {verb} {ev.retry_no}/{ev.max_retries} in {wait_text(ev)}",
                      style="yellow")
             return [self._line(ev, t, 2)]
         if isinstance(ev, Control):
@@ -270,7 +280,7 @@ def export_markdown(session: Any, subtasks: list[Any], events: Iterable[Event]) 
         elif isinstance(ev, Error):
             yield f"\n**Error — {kind_label(ev.kind)}**: {ev.message}\n\n"
         elif isinstance(ev, RetryScheduled):
-            yield f"*{kind_label(ev.kind)} — retry {ev.retry_no}/{ev.max_retries} after {ev.delay_s:g} s*\n\n"
+            yield f"*{kind_label(ev.kind)} — retry {ev.retry_no}/{ev.max_retries} after {wait_text(ev)}*\n\n"
         elif isinstance(ev, HookDecision):
             yield f"- ⊘ hook {ev.decision} `{ev.tool}`: {ev.reason}\n"
         elif isinstance(ev, Control):

@@ -645,3 +645,16 @@ def test_retry_banner_widget_after_a_skip_or_a_pause_shows_no_bar_and_no_startin
     model.apply([s(ev.Control, command="retry_now", source="tui")])
     skipped = RetryBanner(rb2, clock=lambda: rb2.ts + 1).render_block(60).plain
     assert skipped == "⟳ transient error — retry 1/5 now (wait skipped)"
+
+
+def test_the_log_and_export_say_the_real_wait_of_a_countdown() -> None:
+    """Without a time scale the nominal wait is the real one; with one, both are said (the
+    headless log and the Markdown export must not claim a 2 s wait that lasted 0.04 s)."""
+    from core.events import RetryScheduled
+    from core.report import wait_text
+
+    plain = RetryScheduled(kind="transient", retry_no=1, max_retries=5, delay_s=2.0, resume_at=102.0,
+                           action="retry", ts=100.0)
+    scaled = plain.with_(resume_at=100.04)
+    assert wait_text(plain) == "2 s"
+    assert wait_text(scaled) == "0.04 s (2 s nominal, time-scaled)"
