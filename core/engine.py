@@ -311,9 +311,23 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the run
 
+    async def _still_resumable(self) -> None:
+        """A plain resume looks again once it holds the lease: a resume that won the race
+        may have run the session to its end meanwhile, and ending it twice would write a
+        second session.finished into a finished record."""
+        if not self._resuming or self._retry_reason == "user_retry":
+            return
+        row = await self.store.get_session(self.session_id)
+        if row is not None and row.status in ("done", "failed", "cancelled"):
+            from core.store import SessionEnded
+
+            await self.store.release_lease(self.session_id)
+            raise SessionEnded(f"session {self.session_id} has already ended ({row.status}): nothing to resume")
+
     async def run(self) -> str:
         """Run the session to its end; returns done | failed | cancelled."""
         await self.store.acquire_lease(self.session_id, ttl_s=LEASE_TTL_S)
+        await self._still_resumable()
         protect_runner()  # agents and their tools run below us: /proc/<runner> is not theirs to read
         self.status = "running"
         self.leased.set()

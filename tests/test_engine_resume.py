@@ -77,3 +77,33 @@ async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path) ->
         assert [f.status for f in finished] == ["done", "done"]
     finally:
         await store.close()
+
+
+async def test_a_resume_that_finds_the_session_ended_meanwhile_writes_nothing(tmp_path: Path) -> None:
+    """Two resumes planned while the session was interrupted: the first runs it to its end,
+    the second takes the (now free) lease afterwards — it must not run it again or write a
+    second session.finished into the finished record."""
+    import pytest
+
+    from core.store import SessionEnded
+
+    db, _ws = _kill_mid_tool(tmp_path)
+    store = await Store.open(db)
+    try:
+        sid = (await store.list_sessions())[0].id
+        first = await resume_run(store, sid, interactive=False, clock=FAST)
+        assert await first.task == "done"
+        before = await stored(store, sid)
+        other = await Store.open(db)  # the second `shepherd resume`, its plan made before the first ended
+        try:
+            late = await resume_run(other, sid, interactive=False, clock=FAST)
+            with pytest.raises(SessionEnded):
+                await late.task
+        finally:
+            await other.close()
+        after = await stored(store, sid)
+        assert [e.seq for e in after] == [e.seq for e in before]
+        assert [f.status for f in await stored(store, sid, "session.finished")] == ["done"]
+        assert await store.lease_owner(sid) is None
+    finally:
+        await store.close()

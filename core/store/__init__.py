@@ -10,6 +10,7 @@ from core.store.db import (
     NoDatabase,
     NotADatabase,
     SchemaTooNew,
+    SessionEnded,
     SessionNotFound,
     SessionRow,
     Store,
@@ -23,6 +24,6 @@ from core.store.schema import SCHEMA_VERSION, default_db_path
 __all__ = [
     "AgentsSession", "AmbiguousSession", "ClaudeSessionStore", "CommandRow", "DatabaseDamaged",
     "LeaseHeld", "NoDatabase", "NotADatabase", "SCHEMA_VERSION", "SchemaTooNew", "SessionNotFound",
-    "SessionRow", "Store", "StoreError", "SubtaskRow", "ToolCallRow", "WriterStats", "default_db_path",
+    "SessionEnded", "SessionRow", "Store", "StoreError", "SubtaskRow", "ToolCallRow", "WriterStats", "default_db_path",
     "open_agents_session", "open_claude_session_store",
 ]

@@ -111,6 +111,11 @@ class LeaseHeld(StoreError):
         self.owner = owner
 
 
+class SessionEnded(StoreError):
+    """A plain resume found the session finished by the time it held the lease (another
+    resume ran it to its end first): nothing to resume, and nothing is written."""
+
+
 @dataclass(frozen=True)
 class SessionRow:
     id: str
