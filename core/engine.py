@@ -116,6 +116,7 @@ class Supervisor:
         self.session_id = session_id or new_session_id()
         self.interactive = interactive
         self._resuming = resume
+        self._planned_status: str | None = None
         self._done_subtasks = set(done_subtasks or ())
         self._started_subtasks = set(started_subtasks or ())  # resumed: these continue their history
         self.policies = policies_for(task.retry)
@@ -315,10 +316,10 @@ class Supervisor:
         """A plain resume looks again once it holds the lease: a resume that won the race
         may have run the session to its end meanwhile, and ending it twice would write a
         second session.finished into a finished record."""
-        if not self._resuming or self._retry_reason == "user_retry":
+        if not self._resuming or self._retry_reason == "user_retry" or self._planned_status is None:
             return
         row = await self.store.get_session(self.session_id)
-        if row is not None and row.status in ("done", "failed", "cancelled"):
+        if row is not None and row.status != self._planned_status and row.status in ("done", "failed", "cancelled"):
             from core.store import SessionEnded
 
             await self.store.release_lease(self.session_id)
@@ -920,6 +921,10 @@ async def resume_run(store: Any, session_id: str, *, interactive: bool = True, c
         from core.store import SessionNotFound
 
         raise SessionNotFound(f"no session {session_id}")
+    if retry_subtask is None and row.status == "done":
+        from core.store import SessionEnded
+
+        raise SessionEnded(f"session {session_id} is done: nothing to resume (a subtask can be run again with a retry)")
     task = task_from_stored(row.task)
     rows = await store.subtasks(session_id)
     done = {s.id for s in rows if s.status in ("done", "skipped")}
@@ -932,6 +937,7 @@ async def resume_run(store: Any, session_id: str, *, interactive: bool = True, c
         done = {s.id for s in rows} - {retry_subtask}  # only that one runs again
     sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
                      interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started)
+    sup._planned_status = row.status  # what this resume was decided on (see _still_resumable)
     if task.plan and PLAN_ID in done:  # the subtasks are the accepted plan's, not the task file's
         planned = await store.last_plan(session_id) or []
         sup.subtasks = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p.get("prompt", "")))

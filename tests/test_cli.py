@@ -310,17 +310,21 @@ def test_resume_exit_code_follows_the_run(tmp_path: Path) -> None:
     assert run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db)).returncode == 1
 
 
-def _wait_for_lease(db: Path, proc: subprocess.Popen) -> str:
+def _wait_for_lease(db: Path, proc: subprocess.Popen, *, status: str | None = None) -> str:
+    """The live runner's session id, once it holds its lease (and, with ``status``, once
+    its session row reads that status)."""
     import time
 
     deadline = time.monotonic() + 60
+    query = ("SELECT l.session_id FROM leases l JOIN sessions s ON s.id = l.session_id"
+             + (" WHERE s.status = ?" if status else ""))
     while True:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        assert time.monotonic() < deadline, "the runner never took its lease"
+        assert time.monotonic() < deadline, f"the runner never took its lease ({status or 'any status'})"
         if db.exists():
             try:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                    row = con.execute("SELECT session_id FROM leases").fetchone()
+                    row = con.execute(query, (status,) if status else ()).fetchone()
             except sqlite3.OperationalError:
                 row = None
             if row:
@@ -336,7 +340,7 @@ def test_resume_against_a_live_runner_sends_the_commands(tmp_path: Path) -> None
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
     try:
-        sid = _wait_for_lease(db, proc)
+        sid = _wait_for_lease(db, proc, status="waiting")  # in the 600 s countdown, not before it
         out = run("resume", sid, "--retry", "a", "--db", str(db))
         assert out.returncode == 0 and "resume and retry a sent" in out.stderr, out.stderr
         with sqlite3.connect(db) as con:

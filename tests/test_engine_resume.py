@@ -80,9 +80,9 @@ async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path) ->
 
 
 async def test_a_resume_that_finds_the_session_ended_meanwhile_writes_nothing(tmp_path: Path) -> None:
-    """Two resumes planned while the session was interrupted: the first runs it to its end,
-    the second takes the (now free) lease afterwards — it must not run it again or write a
-    second session.finished into the finished record."""
+    """A resume that comes after another one ran the session to its end (planned while it
+    was interrupted, or simply late) must not run it again or write a second
+    session.finished into the finished record."""
     import pytest
 
     from core.store import SessionEnded
@@ -96,8 +96,8 @@ async def test_a_resume_that_finds_the_session_ended_meanwhile_writes_nothing(tm
         before = await stored(store, sid)
         other = await Store.open(db)  # the second `shepherd resume`, its plan made before the first ended
         try:
-            late = await resume_run(other, sid, interactive=False, clock=FAST)
             with pytest.raises(SessionEnded):
+                late = await resume_run(other, sid, interactive=False, clock=FAST)
                 await late.task
         finally:
             await other.close()
