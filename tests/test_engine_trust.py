@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +18,7 @@ from core.control import RemoteControl
 from core.engine import Supervisor, resume_run
 from core.events import SessionStarted, ToolFinished, ToolStarted
 from core.store import Store
-from tests.engine_helpers import FAST, ROOT, GateBackend, make_task, stored, wait_for
+from tests.engine_helpers import FAST, GateBackend, kill_headless_when, make_task, stored, wait_for
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -36,36 +30,6 @@ def _task_file(tmp_path: Path, body: str) -> tuple[Path, Path]:
     task = tmp_path / "t.toml"
     task.write_text(f'title = "trust"\nbackend = "scripted"\nworkspace = "{ws}"\n' + body)
     return task, ws
-
-
-def _kill_headless_when(task_file: Path, db: Path, sql: str) -> None:
-    """Run ``shepherd run TASK --headless`` as a real process and SIGKILL it as soon as
-    ``sql`` (a count over its database, read the way another process would) is non-zero."""
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task_file), "--headless", "--db", str(db)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError("the run ended before it was killed: " + proc.stderr.read().decode()[-2000:])
-            assert time.monotonic() < deadline, "the condition to kill never came"
-            if db.exists():
-                try:
-                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                        hit = con.execute(sql).fetchone()[0]
-                except sqlite3.OperationalError:
-                    hit = 0
-                if hit:
-                    break
-            time.sleep(0.01)  # polling another process's database: there is no event to await
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def _boom() -> RuntimeError:
@@ -133,7 +97,7 @@ prompt = "keep failing"
 async def test_resume_after_a_crash_does_not_refill_the_attempt_budget(tmp_path: Path) -> None:
     task, _ = _transient_task(tmp_path, max_retries=20, delay=0.2)  # only the budget (12) can stop it
     db = tmp_path / "s.db"
-    _kill_headless_when(task, db, "SELECT count(*) FROM subtasks WHERE id = 't1' AND attempts >= 9")
+    kill_headless_when(task, db, "SELECT count(*) FROM subtasks WHERE id = 't1' AND attempts >= 9")
     store = await Store.open(db)  # recovery marks it interrupted
     try:
         sid = (await store.list_sessions())[0].id
@@ -153,7 +117,7 @@ async def test_resume_after_a_crash_does_not_refill_the_attempt_budget(tmp_path:
 async def test_resume_after_a_crash_continues_the_per_kind_count(tmp_path: Path) -> None:
     task, _ = _transient_task(tmp_path, max_retries=5, delay=0.3)
     db = tmp_path / "s.db"
-    _kill_headless_when(task, db, "SELECT count(*) >= 4 FROM events WHERE type = 'error'")
+    kill_headless_when(task, db, "SELECT count(*) >= 4 FROM events WHERE type = 'error'")
     store = await Store.open(db)
     try:
         sid = (await store.list_sessions())[0].id
