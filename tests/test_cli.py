@@ -7,20 +7,13 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import ROOT, SHEPHERD, run, write_task
 from tests.engine_helpers import kill_headless_run_mid_tool
 
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SHEPHERD_TIME_SCALE": "0.02", **(env_extra or {})}
-    return subprocess.run([*SHEPHERD, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -98,20 +91,13 @@ def test_no_credentials_fail_at_once_naming_the_variable(tmp_path: Path) -> None
 
 
 def test_sigkill_mid_tool_then_reopen_recovers(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'''
-title = "long tool"
-backend = "scripted"
-workspace = "{ws}"
-[[subtasks]]
+    task, _ = write_task(tmp_path, '''[[subtasks]]
 id = "slow"
 prompt = "run something slow"
   [[subtasks.steps]]
   text = "starting"
-  tools = [{{ name = "run_command", args = {{ command = "sleep 3" }} }}, {{ name = "list_files", args = {{ path = "." }} }}]
-''')
+  tools = [{ name = "run_command", args = { command = "sleep 3" } }, { name = "list_files", args = { path = "." } }]
+''', title="long tool", backend="scripted")
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
 
@@ -199,12 +185,8 @@ def _junk(tmp_path: Path) -> Path:
 
 
 def _task_file(tmp_path: Path, body: str = "", title: str = "tiny") -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    task = tmp_path / f"{title}.toml"
-    task.write_text(f'title = "{title}"\nworkspace = "{ws}"\n' + (body or
-                    '[[subtasks]]\nid = "a"\nprompt = "say hi"\n  [[subtasks.steps]]\n  text = "hi"\n'))
-    return task
+    body = body or '[[subtasks]]\nid = "a"\nprompt = "say hi"\n  [[subtasks.steps]]\n  text = "hi"\n'
+    return write_task(tmp_path, body, title=title, name=f"{title}.toml")[0]
 
 
 # Each subcommand with the arguments it needs to reach its database.
@@ -253,17 +235,11 @@ def _attempts(db: Path, sid: str) -> list[tuple[str, str]]:
 
 
 def test_resume_headless_runs_an_interrupted_session_to_done(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'''
-title = "resumable"
-workspace = "{ws}"
-[[subtasks]]
+    task, ws = write_task(tmp_path, '''[[subtasks]]
 id = "one"
 prompt = "make a marker file"
   [[subtasks.steps]]
-  tools = [{{ name = "run_command", args = {{ command = "sleep 2; echo done > marker.txt" }} }}]
+  tools = [{ name = "run_command", args = { command = "sleep 2; echo done > marker.txt" } }]
   [[subtasks.steps]]
   text = "Marker written."
 [[subtasks]]
@@ -271,7 +247,7 @@ id = "two"
 prompt = "say so"
   [[subtasks.steps]]
   text = "All done."
-''')
+''', title="resumable")
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
     (row,) = _sessions(db)
@@ -434,11 +410,8 @@ async def test_resume_without_headless_opens_the_tui_running_the_session(tmp_pat
     from tui.screens.session import SessionScreen
 
     monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'workspace = "{ws}"\n[[subtasks]]\nid = "one"\nprompt = "p"\n'
-                    '  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 2" } }]\n')
+    task, _ = write_task(tmp_path, '[[subtasks]]\nid = "one"\nprompt = "p"\n'
+                        '  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 2" } }]\n')
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
     (row,) = _sessions(db)

@@ -7,25 +7,19 @@ from pathlib import Path
 
 from core.engine import Supervisor, resume_run
 from core.store import Store, open_agents_session
+from tests.cli_helpers import write_task
 from tests.engine_helpers import FAST, kill_headless_run_mid_tool, make_task, stored
 
 def _kill_mid_tool(tmp_path: Path) -> tuple[Path, Path]:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'''
-title = "resumable"
-backend = "scripted"
-workspace = "{ws}"
-[[subtasks]]
+    task, ws = write_task(tmp_path, '''[[subtasks]]
 id = "one"
 prompt = "make a marker file"
   [[subtasks.steps]]
   text = "working"
-  tools = [{{ name = "run_command", args = {{ command = "sleep 2; echo done > marker.txt" }} }}]
+  tools = [{ name = "run_command", args = { command = "sleep 2; echo done > marker.txt" } }]
   [[subtasks.steps]]
   text = "Marker written."
-''')
+''', title="resumable", backend="scripted")
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
     return db, ws

@@ -18,6 +18,7 @@ from core.control import RemoteControl
 from core.engine import Supervisor, resume_run
 from core.events import SessionStarted, ToolFinished, ToolStarted
 from core.store import Store
+from tests.cli_helpers import write_task
 from tests.engine_helpers import FAST, GateBackend, kill_headless_when, make_task, stored, wait_for
 
 
@@ -25,11 +26,7 @@ from tests.engine_helpers import FAST, GateBackend, kill_headless_when, make_tas
 
 
 def _task_file(tmp_path: Path, body: str) -> tuple[Path, Path]:
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    task = tmp_path / "t.toml"
-    task.write_text(f'title = "trust"\nbackend = "scripted"\nworkspace = "{ws}"\n' + body)
-    return task, ws
+    return write_task(tmp_path, body, title="trust", backend="scripted")
 
 
 def _boom() -> RuntimeError:

@@ -22,9 +22,8 @@ import pytest
 
 from core.engine import Supervisor
 from core.store import LeaseHeld, Store
-from tests.engine_helpers import FAST, ROOT, make_task, stored, wait_for
-
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
+from tests.cli_helpers import ROOT, SHEPHERD, write_task
+from tests.engine_helpers import FAST, make_task, stored, wait_for
 
 
 def _env() -> dict[str, str]:
@@ -64,16 +63,10 @@ def _run_until(argv: list[str], db: Path, sql: str) -> subprocess.CompletedProce
 
 
 def _rounds_task(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
     # "a" passes its check; "b" fails transiently for ever: only its budget (12) ends it
     fail = ('  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 0.2" } }]\n'
             '  [[subtasks.steps]]\n  fail = "transient"\n') * 16
-    task = tmp_path / "t.toml"
-    task.write_text(f'''title = "rounds"
-backend = "scripted"
-workspace = "{ws}"
-[retry.transient]
+    task, _ = write_task(tmp_path, f'''[retry.transient]
 max_retries = 30
 initial_delay = 0.2
 max_delay = 0.2
@@ -88,7 +81,7 @@ check = "sleep 0.4; echo ran >> checks.txt"
 id = "b"
 prompt = "b"
 check = "true"
-{fail}''')
+{fail}''', title="rounds", backend="scripted")
     return task
 
 
@@ -224,11 +217,8 @@ async def _attempts_over(store: Store, sid: str, n: int) -> bool:
 
 
 def test_a_cli_control_for_an_unknown_subtask_is_refused(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'title = "live"\nbackend = "scripted"\nworkspace = "{ws}"\n[[subtasks]]\nid = "a"\n'
-                    'prompt = "p"\n  [[subtasks.steps]]\n  fail = "rate_limit"\n  retry_after = 600\n')
+    task, _ = write_task(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "p"\n  [[subtasks.steps]]\n'
+                         '  fail = "rate_limit"\n  retry_after = 600\n', title="live", backend="scripted")
     db = tmp_path / "s.db"
     proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", "--db", str(db)], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
