@@ -15,7 +15,7 @@ from core.clock import FakeClock
 from core.store.db import Store
 from tui.screens.session import SessionScreen
 from tui.widgets.anim import Ticker
-from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, Writer, loaded, until
+from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, Writer, live_screen, loaded, until
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +47,7 @@ async def _step(pilot: Any, screen: SessionScreen) -> None:
 async def test_the_live_view_follows_every_append_until_stuck(store: Store) -> None:
     w = Writer(store)
     await w.start()
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(100, 24)) as pilot:
         await loaded(pilot, screen)
         s = screen.stream
@@ -90,10 +89,8 @@ async def test_the_live_view_follows_every_append_until_stuck(store: Store) -> N
 async def test_scrolling_up_stops_following_and_the_end_follows_again(store: Store) -> None:
     w = Writer(store)
     await w.start()
-    for i in range(30):
-        await w.add(ev.Control, command="note", text=f"n{i}")
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    await w.notes(30)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(100, 24)) as pilot:
         await loaded(pilot, screen)
         s = screen.stream
@@ -171,8 +168,7 @@ async def test_status_bar_shows_tools_running_not_idle(store: Store) -> None:
     a = await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash", input={"command": "sleep 9"})
     await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c2", name="Bash", input={"command": "sleep 8"})
     clock = Clock(a.ts + 5)
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
-    app = Harness(screen)
+    screen, app = live_screen(store, clock)
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot, screen)
         text = screen.status_bar.text
@@ -257,8 +253,7 @@ async def _footer_settles(pilot: Any, screen: Any, want: dict[str, str | None]) 
 async def test_footer_in_each_state(store: Store) -> None:
     w = Writer(store)
     await w.start()
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot, screen)
         # running
@@ -473,8 +468,7 @@ async def test_content_that_fits_again_starts_at_the_top(store: Store) -> None:
     await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash", input={"command": "ls"})
     await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c1", status="ok",
                 output="\n".join(f"f{i}" for i in range(100)))
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(100, 24)) as pilot:
         await loaded(pilot, screen)
         s = screen.stream
