@@ -130,20 +130,31 @@ async def test_resume_after_a_crash_continues_the_per_kind_count(tmp_path: Path)
         await store.close()
 
 
-async def test_a_stuck_subtask_stays_stuck_on_resume_until_a_person_retries(tmp_path: Path) -> None:
-    """A runner that died while a subtask waited for a person: the resumed runner does not
-    quietly give it another attempt; a person's retry does, with fresh counters."""
+def _stuck_after_three(tmp_path: Path) -> tuple[GateBackend, Any]:
+    """One subtask whose three attempts fail (no retry delay), so it ends stuck; a fourth,
+    a person's retry, succeeds."""
     ws = tmp_path / "ws"
     ws.mkdir()
     backend = GateBackend([[("raise", _boom())]] * 3 + [[("text", "fixed")]])
-    task = make_task(ws, [{"id": "t1", "prompt": "p"}], retry={"unknown": {"initial_delay": 0, "max_delay": 0}})
+    return backend, make_task(ws, [{"id": "t1", "prompt": "p"}], retry={"unknown": {"initial_delay": 0, "max_delay": 0}})
+
+
+async def _mark_interrupted(store: Store, sid: str) -> None:
+    """What a runner that died leaves behind once recovery has run."""
+    await store.run_write(lambda c: c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,)))
+
+
+async def test_a_stuck_subtask_stays_stuck_on_resume_until_a_person_retries(tmp_path: Path) -> None:
+    """A runner that died while a subtask waited for a person: the resumed runner does not
+    quietly give it another attempt; a person's retry does, with fresh counters."""
+    backend, task = _stuck_after_three(tmp_path)
     store = await Store.open(tmp_path / "s.db")
     try:
         sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
         assert await sup.run() == "failed"
         sid = sup.session_id
         assert (await store.subtasks(sid))[0].status == "stuck"
-        await store.run_write(lambda c: c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,)))
+        await _mark_interrupted(store, sid)
         handle = await resume_run(store, sid, interactive=False, clock=FAST, backend=backend)
         assert await handle.task == "failed"
         assert len(backend.contexts) == 3  # no attempt beyond the stuck one
@@ -158,16 +169,13 @@ async def test_a_stuck_subtask_stays_stuck_on_resume_until_a_person_retries(tmp_
 
 
 async def test_an_interactive_resume_of_a_stuck_subtask_waits_for_a_person(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    backend = GateBackend([[("raise", _boom())]] * 3 + [[("text", "fixed")]])
-    task = make_task(ws, [{"id": "t1", "prompt": "p"}], retry={"unknown": {"initial_delay": 0, "max_delay": 0}})
+    backend, task = _stuck_after_three(tmp_path)
     store = await Store.open(tmp_path / "s.db")
     try:
         sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
         assert await sup.run() == "failed"
         sid = sup.session_id
-        await store.run_write(lambda c: c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,)))
+        await _mark_interrupted(store, sid)
         handle = await resume_run(store, sid, interactive=True, clock=FAST, backend=backend)
         await wait_for(lambda: _status_is(store, sid, "stuck"), store=store)
         row = await store.get_session(sid)

@@ -11,23 +11,10 @@ from typing import Any
 import pytest
 
 from core import events as ev
-from core.clock import FakeClock
 from core.store.db import Store
 from tui.screens.session import SessionScreen
-from tui.widgets.anim import Ticker
 from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, Writer, live_screen, loaded, until
-
-
-@pytest.fixture(autouse=True)
-def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Ticker, "animate", False)
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
-    yield s
-    await s.close()
+from tests.test_tui_session import _frozen_animation, store  # noqa: F401  (fixtures: imported, pytest uses them here)
 
 
 def at_end(screen: SessionScreen) -> bool:
