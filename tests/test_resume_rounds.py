@@ -138,12 +138,9 @@ def test_sigkill_rounds_and_resumes_keep_one_whole_record(tmp_path: Path) -> Non
 # --- two runners for one session -----------------------------------------------------------
 
 
-async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """Two `shepherd resume` of one session at once both find no runner; the one that
-    loses the race for the lease must not announce a resume it will not do."""
-    from tui.cli import run_headless
-
+async def _done_session_taken_by_another(tmp_path: Path) -> tuple[Path, Store, Supervisor]:
+    """A finished one-subtask session whose lease this store holds, as another resume that
+    got there first would: (db, store, supervisor)."""
     ws = tmp_path / "ws"
     ws.mkdir()
     db = tmp_path / "s.db"
@@ -152,6 +149,16 @@ async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
                      clock=FAST, interactive=False)
     assert await sup.run() == "done"
     await store.acquire_lease(sup.session_id)  # the other resume got there first
+    return db, store, sup
+
+
+async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `shepherd resume` of one session at once both find no runner; the one that
+    loses the race for the lease must not announce a resume it will not do."""
+    from tui.cli import run_headless
+
+    db, store, sup = await _done_session_taken_by_another(tmp_path)
     try:
         capsys.readouterr()
         args = argparse.Namespace(db=str(db), json=False)
@@ -450,14 +457,7 @@ async def test_the_tui_resume_that_loses_the_lease_says_so_in_one_line(tmp_path:
     line, not a 'Run … crashed' error report and a session screen for a run that is not."""
     from tui.app import ShepherdApp
 
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    db = tmp_path / "s.db"
-    store = await Store.open(db)
-    sup = Supervisor(store, make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"text": "did a"}]}]),
-                     clock=FAST, interactive=False)
-    assert await sup.run() == "done"
-    await store.acquire_lease(sup.session_id)  # the other resume got there first
+    db, store, sup = await _done_session_taken_by_another(tmp_path)
     try:
         app = ShepherdApp(db)
         async with app.run_test(size=(120, 36)) as pilot:
