@@ -255,16 +255,16 @@ def test_a_cli_control_for_an_unknown_subtask_is_refused(tmp_path: Path) -> None
 # --- an error and its retry are one step of the record ---------------------------------------------
 
 
-async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_path: Path) -> None:
-    """A runner killed between the two left an error with no retry.scheduled: the resume
-    then ran the lost retry as a 'resume' the per-kind count never saw (one attempt more
-    than max_retries allows; test_engine_trust's per-kind test was flaky for it)."""
+async def _commits_of_transient_failures(tmp_path: Path, *, fails: int, max_retries: int) -> list[list[str]]:
+    """Run one subtask that fails transiently ``fails`` times to "failed"; the event types
+    of each commit, in order. One event a batch: even where a batch is full, a pair that
+    belongs together is not split."""
     ws = tmp_path / "ws"
     ws.mkdir()
-    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * 3}],
-                     retry={"transient": {"max_retries": 2, "initial_delay": 0.1, "max_delay": 0.1}})
+    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * fails}],
+                     retry={"transient": {"max_retries": max_retries, "initial_delay": 0.1, "max_delay": 0.1}})
     store = await Store.open(tmp_path / "s.db")
-    store.max_batch = 1  # even where a batch is full, the pair is not split
+    store.max_batch = 1
     commits: list[list[str]] = []
     unsubscribe = store.subscribe(lambda evs: commits.append([e.type for e in evs]))
     try:
@@ -272,6 +272,14 @@ async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_p
     finally:
         unsubscribe()
         await store.close()
+    return commits
+
+
+async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_path: Path) -> None:
+    """A runner killed between the two left an error with no retry.scheduled: the resume
+    then ran the lost retry as a 'resume' the per-kind count never saw (one attempt more
+    than max_retries allows; test_engine_trust's per-kind test was flaky for it)."""
+    commits = await _commits_of_transient_failures(tmp_path, fails=3, max_retries=2)
     with_error = [c for c in commits if "error" in c]
     assert len(with_error) == 3
     assert with_error[:2] == [["error", "retry.scheduled"]] * 2, commits  # the third is final: no retry
@@ -390,19 +398,7 @@ async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtask
 async def test_the_error_a_subtask_ends_on_is_committed_with_its_end(tmp_path: Path) -> None:
     """Killed between them, the record ended on an error with no subtask.finished: the
     resume ran one attempt more after retries were exhausted (or after an auth failure)."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * 2}],
-                     retry={"transient": {"max_retries": 1, "initial_delay": 0.1, "max_delay": 0.1}})
-    store = await Store.open(tmp_path / "s.db")
-    store.max_batch = 1
-    commits: list[list[str]] = []
-    unsubscribe = store.subscribe(lambda evs: commits.append([e.type for e in evs]))
-    try:
-        assert await Supervisor(store, task, clock=FAST, interactive=False).run() == "failed"
-    finally:
-        unsubscribe()
-        await store.close()
+    commits = await _commits_of_transient_failures(tmp_path, fails=2, max_retries=1)
     assert [c for c in commits if "error" in c] == [["error", "retry.scheduled"], ["error", "subtask.finished"]]
 
 
