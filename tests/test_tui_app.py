@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,22 +30,31 @@ def fast_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
 
 
-@pytest.fixture
-def restore_logging():
-    """configure_logging changes process-wide state: put it back after the test."""
+@contextmanager
+def logging_kept() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back when the block ends."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, logging.lastResort)
-    yield
-    for h in list(root.handlers):
-        if h not in saved[0]:
-            root.removeHandler(h)
-            h.close()
-    for h in saved[0]:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(saved[1])
-    logging.lastResort = saved[2]
-    logging.captureWarnings(False)
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            if h not in saved[0]:
+                root.removeHandler(h)
+                h.close()
+        for h in saved[0]:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(saved[1])
+        logging.lastResort = saved[2]
+        logging.captureWarnings(False)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The same, after the test."""
+    with logging_kept():
+        yield
 
 
 async def make_db(path: Path, shapes: list[str]) -> dict[str, str]:
