@@ -67,6 +67,18 @@ class GateBackend:
             self.closed.append(n)
 
 
+async def done_then_retried(store: Any, task: Any, subtask_id: str) -> Any:
+    """Run ``task`` to done, then a person's retry of ``subtask_id`` (a resume) to done;
+    the first run's Supervisor, whose session both ran in."""
+    from core.engine import Supervisor, resume_run
+
+    sup = Supervisor(store, task, clock=FAST, interactive=False)
+    assert await sup.run() == "done"
+    handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST, retry_subtask=subtask_id)
+    assert await handle.task == "done"
+    return sup
+
+
 def make_task(workspace: Path, subtasks: list[dict[str, Any]], **extra: Any) -> Any:
     data = {"title": "test task", "backend": "scripted", "workspace": str(workspace),
             "subtasks": subtasks, **extra}

@@ -19,7 +19,7 @@ from core.engine import Supervisor, resume_run
 from core.events import SessionStarted, ToolFinished, ToolStarted
 from core.store import Store
 from tests.cli_helpers import write_task
-from tests.engine_helpers import FAST, GateBackend, kill_headless_when, make_task, stored, wait_for
+from tests.engine_helpers import FAST, GateBackend, done_then_retried, kill_headless_when, make_task, stored, wait_for
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -43,10 +43,7 @@ async def test_a_persons_retry_continues_attempt_numbers_and_records_its_check(t
                            "steps": [{"text": "did a"}, {"text": "did a again"}]}])
     store = await Store.open(tmp_path / "s.db")
     try:
-        sup = Supervisor(store, task, clock=FAST, interactive=False)
-        assert await sup.run() == "done"
-        handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST, retry_subtask="a")
-        assert await handle.task == "done"
+        sup = await done_then_retried(store, task, "a")
         attempts = await stored(store, sup.session_id, "attempt.started")
         assert [(a.attempt, a.reason) for a in attempts] == [(1, "first"), (2, "user_retry")]
         checks = [c for c in await store.tool_calls(sup.session_id) if c.name == "check"]
