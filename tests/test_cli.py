@@ -228,6 +228,16 @@ def _sessions(db: Path) -> list[dict]:
     return [json.loads(line) for line in run("sessions", "--json", "--db", str(db)).stdout.splitlines()]
 
 
+def _ran(tmp_path: Path, body: str, *, code: int) -> tuple[Path, dict]:
+    """``shepherd run`` a task of ``body`` headless, expecting exit ``code``: the database
+    and its one session's row."""
+    db = tmp_path / "s.db"
+    task = _task_file(tmp_path, body)
+    assert run("run", str(task), "--headless", "--db", str(db)).returncode == code
+    (row,) = _sessions(db)
+    return db, row
+
+
 def _attempts(db: Path, sid: str) -> list[tuple[str, str]]:
     with sqlite3.connect(db) as con:
         return [(json.loads(d)["subtask_id"], json.loads(d)["reason"]) for (d,) in con.execute(
@@ -262,11 +272,8 @@ prompt = "say so"
 
 
 def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    task = _task_file(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n  [[subtasks.steps]]\n  text = "did a"\n'
-                      '[[subtasks]]\nid = "b"\nprompt = "two"\n  [[subtasks.steps]]\n  text = "did b"\n')
-    assert run("run", str(task), "--headless", "--db", str(db)).returncode == 0
-    (row,) = _sessions(db)
+    db, row = _ran(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n  [[subtasks.steps]]\n  text = "did a"\n'
+                   '[[subtasks]]\nid = "b"\nprompt = "two"\n  [[subtasks.steps]]\n  text = "did b"\n', code=0)
     proc = run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _attempts(db, row["id"]) == [("a", "first"), ("b", "first"), ("a", "user_retry")]
@@ -275,11 +282,8 @@ def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: 
 
 
 def test_resume_exit_code_follows_the_run(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    task = _task_file(tmp_path, 'max_check_retries = 0\n[[subtasks]]\nid = "a"\nprompt = "one"\ncheck = "false"\n'
-                      '  [[subtasks.steps]]\n  text = "did a"\n')
-    assert run("run", str(task), "--headless", "--db", str(db)).returncode == 1
-    (row,) = _sessions(db)
+    db, row = _ran(tmp_path, 'max_check_retries = 0\n[[subtasks]]\nid = "a"\nprompt = "one"\ncheck = "false"\n'
+                   '  [[subtasks.steps]]\n  text = "did a"\n', code=1)
     assert row["status"] == "failed"
     assert run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db)).returncode == 1
 
