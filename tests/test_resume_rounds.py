@@ -209,11 +209,16 @@ async def test_a_person_stops_a_running_check_at_once(tmp_path: Path, control: s
             assert reasons[:2] == ["first", "user_retry"]
         assert not (ws / "finished").exists()
     finally:
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(BaseException):
-                await run
+        await _stopped(run)
         await store.close()
+
+
+async def _stopped(run: asyncio.Future) -> None:
+    """Cancel a supervisor run a test left going (a failed assertion) and wait it out."""
+    if not run.done():
+        run.cancel()
+        with contextlib.suppress(BaseException):
+            await run
 
 
 async def _attempts_over(store: Store, sid: str, n: int) -> bool:
@@ -352,10 +357,7 @@ async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: 
         else:
             assert ends == ["skipped"] and reasons == ["first"], (ends, reasons)
     finally:
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(BaseException):
-                await run
+        await _stopped(run)
         await store.close()
 
 
