@@ -90,6 +90,14 @@ async def home_ready(pilot: Any) -> SessionsScreen:
     return app.home
 
 
+async def help_opened(pilot: Any) -> HelpScreen:
+    """Press ? and wait for the help screen."""
+    app: ShepherdApp = pilot.app
+    await pilot.press("question_mark")
+    await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+    return app.screen
+
+
 def screen_text(app: ShepherdApp) -> str:
     """What the terminal shows, as plain text (from the SVG screenshot)."""
     import html
@@ -493,9 +501,7 @@ async def test_help_lists_the_keys_of_the_screen_it_came_from(tmp_path: Path) ->
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(100, 40)) as pilot:
         home = await home_ready(pilot)
-        await pilot.press("question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
-        text = app.screen.text
+        text = (await help_opened(pilot)).text
         assert "Keys on the sessions list" in text and "| `d` | Demo |" in text and "Filter" in text
         assert "interrupted" in text  # the status legend
         await pilot.press("escape")

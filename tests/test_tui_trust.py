@@ -391,10 +391,9 @@ async def test_home_rows_use_the_same_icons(tmp_path: Path) -> None:
 
 async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: Path) -> None:
     from tests import tui_fixtures as fx
-    from tests.test_tui_app import home_ready, wait_until
+    from tests.test_tui_app import help_opened, home_ready, wait_until
     from textual.widgets import Input
     from tui.app import ShepherdApp
-    from tui.screens.help import HelpScreen
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done", "failed", "cancelled"])
@@ -409,8 +408,7 @@ async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: 
         await pilot.press("escape")  # clears and goes back to the list
         assert field.value == "" and app.focused is home.table
         await wait_until(pilot, lambda: len(home.row_ids()) == 3, what="all rows again")
-        await pilot.press("question_mark")  # a binding stays the binding
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await help_opened(pilot)  # a binding stays the binding
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is home, what="home")
         assert field.value == ""
@@ -420,16 +418,14 @@ async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: 
 
 async def test_help_shows_shepherds_keys_first_and_the_palette_keys_entry_opens_it(tmp_path: Path) -> None:
     from textual.command import CommandPalette
-    from tests.test_tui_app import home_ready, shows, wait_until
+    from tests.test_tui_app import help_opened, home_ready, shows, wait_until
     from tui.app import ShepherdApp
     from tui.screens.help import HelpScreen
 
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(100, 40)) as pilot:
         home = await home_ready(pilot)
-        await pilot.press("question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
-        text = app.screen.text
+        text = (await help_opened(pilot)).text
         first = text.split("## Keys on the sessions list")[1].split("##")[0]
         rows = [line for line in first.splitlines() if line.startswith("| `")]
         assert rows[0] == "| `d` | Demo |"
