@@ -28,3 +28,13 @@ def write_task(tmp_path: Path, body: str, *, title: str | None = None, backend: 
     task = tmp_path / name
     task.write_text(f'{head}workspace = "{ws}"\n' + body)
     return task, ws
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """A runner a test started, killed if still going (a failed assertion) and waited for;
+    its stderr pipe closed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import ROOT, SHEPHERD, run, write_task
+from tests.cli_helpers import ROOT, SHEPHERD, reap, run, write_task
 from tests.engine_helpers import kill_headless_run_mid_tool
 
 
@@ -329,11 +329,7 @@ def test_resume_against_a_live_runner_sends_the_commands(tmp_path: Path) -> None
                 "AND type = 'attempt.started' ORDER BY seq", (sid,))]
         assert reasons == ["first", "user_retry"], reasons
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
 
 
 # --- export -o ----------------------------------------------------------------------------------
@@ -377,11 +373,7 @@ def test_demo_leaves_no_temporary_folder_on_any_exit(tmp_path: Path) -> None:
         proc.send_signal(__import__("signal").SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
     assert os.listdir(tmp) == []
 
 
@@ -448,9 +440,7 @@ def test_a_headless_log_whose_reader_goes_away_does_not_hang_the_run(tmp_path: P
             assert r.readline()  # the first line, then the reader goes away
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert _sessions(db)[0]["status"] == "done"
 
 
