@@ -67,6 +67,18 @@ class GateBackend:
             self.closed.append(n)
 
 
+async def done_then_retried(store: Any, task: Any, subtask_id: str) -> Any:
+    """Run ``task`` to done, then a person's retry of ``subtask_id`` (a resume) to done;
+    the first run's Supervisor, whose session both ran in."""
+    from core.engine import Supervisor, resume_run
+
+    sup = Supervisor(store, task, clock=FAST, interactive=False)
+    assert await sup.run() == "done"
+    handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST, retry_subtask=subtask_id)
+    assert await handle.task == "done"
+    return sup
+
+
 def make_task(workspace: Path, subtasks: list[dict[str, Any]], **extra: Any) -> Any:
     data = {"title": "test task", "backend": "scripted", "workspace": str(workspace),
             "subtasks": subtasks, **extra}
@@ -107,11 +119,12 @@ async def wait_for(predicate: Callable[[], Any], *, store: Any = None, timeout: 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_command",
-                               ready: Callable[[], bool] | None = None) -> int:
-    """Start ``shepherd run TASK --headless`` as a real process, watch its database the
-    way another process would until a ``tool`` call is running (and ``ready()``, if
-    given, is true), then SIGKILL it. Returns the runner's pid."""
+def kill_headless_when(task_file: Path, db: Path, sql: str, params: tuple[Any, ...] = (), *,
+                       ready: Callable[[], bool] | None = None, never: str = "the condition to kill never came",
+                       poll_s: float = 0.01) -> int:
+    """Run ``shepherd run TASK --headless`` as a real process and SIGKILL it as soon as
+    ``sql`` (a count over its database, read the way another process would) is non-zero
+    and ``ready()``, if given, is true. Returns the runner's pid."""
     proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task_file), "--headless", "--db", str(db)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
@@ -120,17 +133,16 @@ def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_co
         while True:
             if proc.poll() is not None:
                 raise AssertionError("the run ended before it was killed: " + proc.stderr.read().decode()[-2000:])
-            assert time.monotonic() < deadline, "the tool call never started"
+            assert time.monotonic() < deadline, never
             if db.exists():
                 try:
                     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                        running = con.execute("SELECT count(*) FROM tool_calls WHERE status='running' AND name=?",
-                                              (tool,)).fetchone()[0]
+                        hit = con.execute(sql, params).fetchone()[0]
                 except sqlite3.OperationalError:
-                    running = 0
-                if running and (ready is None or ready()):
+                    hit = 0
+                if hit and (ready is None or ready()):
                     break
-            time.sleep(0.05)  # polling another process's database: there is no event to await
+            time.sleep(poll_s)  # polling another process's database: there is no event to await
         os.kill(proc.pid, signal.SIGKILL)
         return proc.pid
     finally:
@@ -139,3 +151,11 @@ def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_co
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()
+
+
+def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_command",
+                               ready: Callable[[], bool] | None = None) -> int:
+    """SIGKILL a real headless run once a ``tool`` call is running (and ``ready()``, if
+    given, is true). Returns the runner's pid."""
+    return kill_headless_when(task_file, db, "SELECT count(*) FROM tool_calls WHERE status='running' AND name=?",
+                              (tool,), ready=ready, never="the tool call never started", poll_s=0.05)

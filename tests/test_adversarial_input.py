@@ -14,19 +14,13 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli_helpers import run
+
 MARKER = "MARKER-0123456789-EVENT"
-
-
-def run(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SHEPHERD_TIME_SCALE": "0.02", **(env_extra or {})}
-    return subprocess.run([*SHEPHERD, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
 def refused(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:

@@ -483,27 +483,17 @@ async def test_toasts_show_error_text_with_visible_controls(tmp_path: Path) -> N
 def test_the_log_file_shows_controls_as_marks(tmp_path: Path) -> None:
     import logging
 
+    from tests.test_tui_app import logging_kept
     from tui.logging_setup import configure_logging
 
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     path = tmp_path / "shepherd.log"
-    try:
+    with logging_kept():
         configure_logging(path)
         logging.getLogger("shepherd.test").info("started run %s (%s)", "s1", TITLE)
         try:
             raise RuntimeError(f"tool said {OSC_CLIPBOARD}{CR_OVERWRITE}")
         except RuntimeError:
             logging.getLogger("shepherd.test").exception("failed")
-    finally:
-        for h in list(root.handlers):
-            if h not in saved[0]:
-                root.removeHandler(h)
-                h.close()
-        for h in saved[0]:
-            if h not in root.handlers:
-                root.addHandler(h)
-        root.setLevel(saved[1])
     text = path.read_bytes().decode("utf-8")  # not read_text: it would turn a CR into a newline
     assert "Move [/src/old] into [new] ␛]0;pwned␇␛[2J\\x9b2J" in text and "␛]52;c;" in text
     assert "Traceback" in text and not raw_controls(text), raw_controls(text)

@@ -7,20 +7,13 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import ROOT, SHEPHERD, reap, run, write_task
 from tests.engine_helpers import kill_headless_run_mid_tool
 
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SHEPHERD_TIME_SCALE": "0.02", **(env_extra or {})}
-    return subprocess.run([*SHEPHERD, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -100,20 +93,13 @@ def test_no_credentials_fail_at_once_naming_the_variable(tmp_path: Path) -> None
 
 
 def test_sigkill_mid_tool_then_reopen_recovers(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'''
-title = "long tool"
-backend = "scripted"
-workspace = "{ws}"
-[[subtasks]]
+    task, _ = write_task(tmp_path, '''[[subtasks]]
 id = "slow"
 prompt = "run something slow"
   [[subtasks.steps]]
   text = "starting"
-  tools = [{{ name = "run_command", args = {{ command = "sleep 3" }} }}, {{ name = "list_files", args = {{ path = "." }} }}]
-''')
+  tools = [{ name = "run_command", args = { command = "sleep 3" } }, { name = "list_files", args = { path = "." } }]
+''', title="long tool", backend="scripted")
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
 
@@ -201,12 +187,8 @@ def _junk(tmp_path: Path) -> Path:
 
 
 def _task_file(tmp_path: Path, body: str = "", title: str = "tiny") -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    task = tmp_path / f"{title}.toml"
-    task.write_text(f'title = "{title}"\nworkspace = "{ws}"\n' + (body or
-                    '[[subtasks]]\nid = "a"\nprompt = "say hi"\n  [[subtasks.steps]]\n  text = "hi"\n'))
-    return task
+    body = body or '[[subtasks]]\nid = "a"\nprompt = "say hi"\n  [[subtasks.steps]]\n  text = "hi"\n'
+    return write_task(tmp_path, body, title=title, name=f"{title}.toml")[0]
 
 
 # Each subcommand with the arguments it needs to reach its database.
@@ -248,6 +230,16 @@ def _sessions(db: Path) -> list[dict]:
     return [json.loads(line) for line in run("sessions", "--json", "--db", str(db)).stdout.splitlines()]
 
 
+def _ran(tmp_path: Path, body: str, *, code: int) -> tuple[Path, dict]:
+    """``shepherd run`` a task of ``body`` headless, expecting exit ``code``: the database
+    and its one session's row."""
+    db = tmp_path / "s.db"
+    task = _task_file(tmp_path, body)
+    assert run("run", str(task), "--headless", "--db", str(db)).returncode == code
+    (row,) = _sessions(db)
+    return db, row
+
+
 def _attempts(db: Path, sid: str) -> list[tuple[str, str]]:
     with sqlite3.connect(db) as con:
         return [(json.loads(d)["subtask_id"], json.loads(d)["reason"]) for (d,) in con.execute(
@@ -255,17 +247,11 @@ def _attempts(db: Path, sid: str) -> list[tuple[str, str]]:
 
 
 def test_resume_headless_runs_an_interrupted_session_to_done(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'''
-title = "resumable"
-workspace = "{ws}"
-[[subtasks]]
+    task, ws = write_task(tmp_path, '''[[subtasks]]
 id = "one"
 prompt = "make a marker file"
   [[subtasks.steps]]
-  tools = [{{ name = "run_command", args = {{ command = "sleep 2; echo done > marker.txt" }} }}]
+  tools = [{ name = "run_command", args = { command = "sleep 2; echo done > marker.txt" } }]
   [[subtasks.steps]]
   text = "Marker written."
 [[subtasks]]
@@ -273,7 +259,7 @@ id = "two"
 prompt = "say so"
   [[subtasks.steps]]
   text = "All done."
-''')
+''', title="resumable")
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
     (row,) = _sessions(db)
@@ -288,11 +274,8 @@ prompt = "say so"
 
 
 def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    task = _task_file(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n  [[subtasks.steps]]\n  text = "did a"\n'
-                      '[[subtasks]]\nid = "b"\nprompt = "two"\n  [[subtasks.steps]]\n  text = "did b"\n')
-    assert run("run", str(task), "--headless", "--db", str(db)).returncode == 0
-    (row,) = _sessions(db)
+    db, row = _ran(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n  [[subtasks.steps]]\n  text = "did a"\n'
+                   '[[subtasks]]\nid = "b"\nprompt = "two"\n  [[subtasks.steps]]\n  text = "did b"\n', code=0)
     proc = run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _attempts(db, row["id"]) == [("a", "first"), ("b", "first"), ("a", "user_retry")]
@@ -301,11 +284,8 @@ def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: 
 
 
 def test_resume_exit_code_follows_the_run(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    task = _task_file(tmp_path, 'max_check_retries = 0\n[[subtasks]]\nid = "a"\nprompt = "one"\ncheck = "false"\n'
-                      '  [[subtasks.steps]]\n  text = "did a"\n')
-    assert run("run", str(task), "--headless", "--db", str(db)).returncode == 1
-    (row,) = _sessions(db)
+    db, row = _ran(tmp_path, 'max_check_retries = 0\n[[subtasks]]\nid = "a"\nprompt = "one"\ncheck = "false"\n'
+                   '  [[subtasks.steps]]\n  text = "did a"\n', code=1)
     assert row["status"] == "failed"
     assert run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db)).returncode == 1
 
@@ -355,11 +335,7 @@ def test_resume_against_a_live_runner_sends_the_commands(tmp_path: Path) -> None
                 "AND type = 'attempt.started' ORDER BY seq", (sid,))]
         assert reasons == ["first", "user_retry"], reasons
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
 
 
 # --- export -o ----------------------------------------------------------------------------------
@@ -403,11 +379,7 @@ def test_demo_leaves_no_temporary_folder_on_any_exit(tmp_path: Path) -> None:
         proc.send_signal(__import__("signal").SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
     assert os.listdir(tmp) == []
 
 
@@ -440,11 +412,8 @@ async def test_resume_without_headless_opens_the_tui_running_the_session(tmp_pat
     from tui.screens.session import SessionScreen
 
     monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'workspace = "{ws}"\n[[subtasks]]\nid = "one"\nprompt = "p"\n'
-                    '  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 2" } }]\n')
+    task, _ = write_task(tmp_path, '[[subtasks]]\nid = "one"\nprompt = "p"\n'
+                        '  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 2" } }]\n')
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
     (row,) = _sessions(db)
@@ -477,9 +446,7 @@ def test_a_headless_log_whose_reader_goes_away_does_not_hang_the_run(tmp_path: P
             assert r.readline()  # the first line, then the reader goes away
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert _sessions(db)[0]["status"] == "done"
 
 

@@ -5,27 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.engine import Supervisor, resume_run
+from core.engine import resume_run
 from core.store import Store, open_agents_session
-from tests.engine_helpers import FAST, kill_headless_run_mid_tool, make_task, stored
+from tests.cli_helpers import write_task
+from tests.engine_helpers import FAST, done_then_retried, kill_headless_run_mid_tool, make_task, stored
 
 def _kill_mid_tool(tmp_path: Path) -> tuple[Path, Path]:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'''
-title = "resumable"
-backend = "scripted"
-workspace = "{ws}"
-[[subtasks]]
+    task, ws = write_task(tmp_path, '''[[subtasks]]
 id = "one"
 prompt = "make a marker file"
   [[subtasks.steps]]
   text = "working"
-  tools = [{{ name = "run_command", args = {{ command = "sleep 2; echo done > marker.txt" }} }}]
+  tools = [{ name = "run_command", args = { command = "sleep 2; echo done > marker.txt" } }]
   [[subtasks.steps]]
   text = "Marker written."
-''')
+''', title="resumable", backend="scripted")
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
     return db, ws
@@ -64,10 +58,7 @@ async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path) ->
     ])
     store = await Store.open(tmp_path / "s.db")
     try:
-        sup = Supervisor(store, task, clock=FAST, interactive=False)
-        assert await sup.run() == "done"
-        handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST, retry_subtask="a")
-        assert await handle.task == "done"
+        sup = await done_then_retried(store, task, "a")
         attempts = await stored(store, sup.session_id, "attempt.started")
         assert [(a.subtask_id, a.reason) for a in attempts] == [("a", "first"), ("b", "first"), ("a", "user_retry")]
         assert "do this subtask again" in attempts[-1].prompt_extra

@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,48 +18,15 @@ from core.control import RemoteControl
 from core.engine import Supervisor, resume_run
 from core.events import SessionStarted, ToolFinished, ToolStarted
 from core.store import Store
-from tests.engine_helpers import FAST, ROOT, GateBackend, make_task, stored, wait_for
+from tests.cli_helpers import write_task
+from tests.engine_helpers import FAST, GateBackend, done_then_retried, kill_headless_when, make_task, stored, wait_for
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
 def _task_file(tmp_path: Path, body: str) -> tuple[Path, Path]:
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    task = tmp_path / "t.toml"
-    task.write_text(f'title = "trust"\nbackend = "scripted"\nworkspace = "{ws}"\n' + body)
-    return task, ws
-
-
-def _kill_headless_when(task_file: Path, db: Path, sql: str) -> None:
-    """Run ``shepherd run TASK --headless`` as a real process and SIGKILL it as soon as
-    ``sql`` (a count over its database, read the way another process would) is non-zero."""
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task_file), "--headless", "--db", str(db)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError("the run ended before it was killed: " + proc.stderr.read().decode()[-2000:])
-            assert time.monotonic() < deadline, "the condition to kill never came"
-            if db.exists():
-                try:
-                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                        hit = con.execute(sql).fetchone()[0]
-                except sqlite3.OperationalError:
-                    hit = 0
-                if hit:
-                    break
-            time.sleep(0.01)  # polling another process's database: there is no event to await
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
+    return write_task(tmp_path, body, title="trust", backend="scripted")
 
 
 def _boom() -> RuntimeError:
@@ -82,10 +43,7 @@ async def test_a_persons_retry_continues_attempt_numbers_and_records_its_check(t
                            "steps": [{"text": "did a"}, {"text": "did a again"}]}])
     store = await Store.open(tmp_path / "s.db")
     try:
-        sup = Supervisor(store, task, clock=FAST, interactive=False)
-        assert await sup.run() == "done"
-        handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST, retry_subtask="a")
-        assert await handle.task == "done"
+        sup = await done_then_retried(store, task, "a")
         attempts = await stored(store, sup.session_id, "attempt.started")
         assert [(a.attempt, a.reason) for a in attempts] == [(1, "first"), (2, "user_retry")]
         checks = [c for c in await store.tool_calls(sup.session_id) if c.name == "check"]
@@ -133,7 +91,7 @@ prompt = "keep failing"
 async def test_resume_after_a_crash_does_not_refill_the_attempt_budget(tmp_path: Path) -> None:
     task, _ = _transient_task(tmp_path, max_retries=20, delay=0.2)  # only the budget (12) can stop it
     db = tmp_path / "s.db"
-    _kill_headless_when(task, db, "SELECT count(*) FROM subtasks WHERE id = 't1' AND attempts >= 9")
+    kill_headless_when(task, db, "SELECT count(*) FROM subtasks WHERE id = 't1' AND attempts >= 9")
     store = await Store.open(db)  # recovery marks it interrupted
     try:
         sid = (await store.list_sessions())[0].id
@@ -153,7 +111,7 @@ async def test_resume_after_a_crash_does_not_refill_the_attempt_budget(tmp_path:
 async def test_resume_after_a_crash_continues_the_per_kind_count(tmp_path: Path) -> None:
     task, _ = _transient_task(tmp_path, max_retries=5, delay=0.3)
     db = tmp_path / "s.db"
-    _kill_headless_when(task, db, "SELECT count(*) >= 4 FROM events WHERE type = 'error'")
+    kill_headless_when(task, db, "SELECT count(*) >= 4 FROM events WHERE type = 'error'")
     store = await Store.open(db)
     try:
         sid = (await store.list_sessions())[0].id
@@ -169,20 +127,31 @@ async def test_resume_after_a_crash_continues_the_per_kind_count(tmp_path: Path)
         await store.close()
 
 
-async def test_a_stuck_subtask_stays_stuck_on_resume_until_a_person_retries(tmp_path: Path) -> None:
-    """A runner that died while a subtask waited for a person: the resumed runner does not
-    quietly give it another attempt; a person's retry does, with fresh counters."""
+def _stuck_after_three(tmp_path: Path) -> tuple[GateBackend, Any]:
+    """One subtask whose three attempts fail (no retry delay), so it ends stuck; a fourth,
+    a person's retry, succeeds."""
     ws = tmp_path / "ws"
     ws.mkdir()
     backend = GateBackend([[("raise", _boom())]] * 3 + [[("text", "fixed")]])
-    task = make_task(ws, [{"id": "t1", "prompt": "p"}], retry={"unknown": {"initial_delay": 0, "max_delay": 0}})
+    return backend, make_task(ws, [{"id": "t1", "prompt": "p"}], retry={"unknown": {"initial_delay": 0, "max_delay": 0}})
+
+
+async def _mark_interrupted(store: Store, sid: str) -> None:
+    """What a runner that died leaves behind once recovery has run."""
+    await store.run_write(lambda c: c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,)))
+
+
+async def test_a_stuck_subtask_stays_stuck_on_resume_until_a_person_retries(tmp_path: Path) -> None:
+    """A runner that died while a subtask waited for a person: the resumed runner does not
+    quietly give it another attempt; a person's retry does, with fresh counters."""
+    backend, task = _stuck_after_three(tmp_path)
     store = await Store.open(tmp_path / "s.db")
     try:
         sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
         assert await sup.run() == "failed"
         sid = sup.session_id
         assert (await store.subtasks(sid))[0].status == "stuck"
-        await store.run_write(lambda c: c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,)))
+        await _mark_interrupted(store, sid)
         handle = await resume_run(store, sid, interactive=False, clock=FAST, backend=backend)
         assert await handle.task == "failed"
         assert len(backend.contexts) == 3  # no attempt beyond the stuck one
@@ -197,16 +166,13 @@ async def test_a_stuck_subtask_stays_stuck_on_resume_until_a_person_retries(tmp_
 
 
 async def test_an_interactive_resume_of_a_stuck_subtask_waits_for_a_person(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    backend = GateBackend([[("raise", _boom())]] * 3 + [[("text", "fixed")]])
-    task = make_task(ws, [{"id": "t1", "prompt": "p"}], retry={"unknown": {"initial_delay": 0, "max_delay": 0}})
+    backend, task = _stuck_after_three(tmp_path)
     store = await Store.open(tmp_path / "s.db")
     try:
         sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
         assert await sup.run() == "failed"
         sid = sup.session_id
-        await store.run_write(lambda c: c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,)))
+        await _mark_interrupted(store, sid)
         handle = await resume_run(store, sid, interactive=True, clock=FAST, backend=backend)
         await wait_for(lambda: _status_is(store, sid, "stuck"), store=store)
         row = await store.get_session(sid)

@@ -6,29 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from core import events as ev
-from core.clock import FakeClock
 from core.store.db import Store
 from tests.test_adversarial_output import raw_controls, rendered
-from tests.test_tui_session import SID, T0, Clock, Harness, Writer, loaded, until
+from tests.test_tui_session import SID, Clock, Harness, Writer, loaded, until
+from tests.test_tui_session import _frozen_animation, store  # noqa: F401  (fixtures: imported, pytest uses them here)
 from tui.screens.session import SessionScreen
-from tui.widgets.anim import Ticker
 
 HOSTILE = "A\x1b]0;PWNED\x07 \x9d0;C1TITLE\x9c \x9b2J \u202eevil\u202c [bold]b[/] [@click=app.quit]q[/] \x1b[2J Z"
-
-
-@pytest.fixture(autouse=True)
-def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Ticker, "animate", False)
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
-    yield s
-    await s.close()
 
 
 async def test_the_full_output_modal_shows_stored_controls_as_marks(store: Store) -> None:

@@ -22,9 +22,8 @@ import pytest
 
 from core.engine import Supervisor
 from core.store import LeaseHeld, Store
-from tests.engine_helpers import FAST, ROOT, make_task, stored, wait_for
-
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
+from tests.cli_helpers import ROOT, SHEPHERD, write_task
+from tests.engine_helpers import FAST, make_task, stored, wait_for
 
 
 def _env() -> dict[str, str]:
@@ -64,16 +63,10 @@ def _run_until(argv: list[str], db: Path, sql: str) -> subprocess.CompletedProce
 
 
 def _rounds_task(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
     # "a" passes its check; "b" fails transiently for ever: only its budget (12) ends it
     fail = ('  [[subtasks.steps]]\n  tools = [{ name = "run_command", args = { command = "sleep 0.2" } }]\n'
             '  [[subtasks.steps]]\n  fail = "transient"\n') * 16
-    task = tmp_path / "t.toml"
-    task.write_text(f'''title = "rounds"
-backend = "scripted"
-workspace = "{ws}"
-[retry.transient]
+    task, _ = write_task(tmp_path, f'''[retry.transient]
 max_retries = 30
 initial_delay = 0.2
 max_delay = 0.2
@@ -88,7 +81,7 @@ check = "sleep 0.4; echo ran >> checks.txt"
 id = "b"
 prompt = "b"
 check = "true"
-{fail}''')
+{fail}''', title="rounds", backend="scripted")
     return task
 
 
@@ -145,12 +138,9 @@ def test_sigkill_rounds_and_resumes_keep_one_whole_record(tmp_path: Path) -> Non
 # --- two runners for one session -----------------------------------------------------------
 
 
-async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """Two `shepherd resume` of one session at once both find no runner; the one that
-    loses the race for the lease must not announce a resume it will not do."""
-    from tui.cli import run_headless
-
+async def _done_session_taken_by_another(tmp_path: Path) -> tuple[Path, Store, Supervisor]:
+    """A finished one-subtask session whose lease this store holds, as another resume that
+    got there first would: (db, store, supervisor)."""
     ws = tmp_path / "ws"
     ws.mkdir()
     db = tmp_path / "s.db"
@@ -159,6 +149,16 @@ async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
                      clock=FAST, interactive=False)
     assert await sup.run() == "done"
     await store.acquire_lease(sup.session_id)  # the other resume got there first
+    return db, store, sup
+
+
+async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `shepherd resume` of one session at once both find no runner; the one that
+    loses the race for the lease must not announce a resume it will not do."""
+    from tui.cli import run_headless
+
+    db, store, sup = await _done_session_taken_by_another(tmp_path)
     try:
         capsys.readouterr()
         args = argparse.Namespace(db=str(db), json=False)
@@ -209,11 +209,16 @@ async def test_a_person_stops_a_running_check_at_once(tmp_path: Path, control: s
             assert reasons[:2] == ["first", "user_retry"]
         assert not (ws / "finished").exists()
     finally:
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(BaseException):
-                await run
+        await _stopped(run)
         await store.close()
+
+
+async def _stopped(run: asyncio.Future) -> None:
+    """Cancel a supervisor run a test left going (a failed assertion) and wait it out."""
+    if not run.done():
+        run.cancel()
+        with contextlib.suppress(BaseException):
+            await run
 
 
 async def _attempts_over(store: Store, sid: str, n: int) -> bool:
@@ -224,11 +229,8 @@ async def _attempts_over(store: Store, sid: str, n: int) -> bool:
 
 
 def test_a_cli_control_for_an_unknown_subtask_is_refused(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = tmp_path / "t.toml"
-    task.write_text(f'title = "live"\nbackend = "scripted"\nworkspace = "{ws}"\n[[subtasks]]\nid = "a"\n'
-                    'prompt = "p"\n  [[subtasks.steps]]\n  fail = "rate_limit"\n  retry_after = 600\n')
+    task, _ = write_task(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "p"\n  [[subtasks.steps]]\n'
+                         '  fail = "rate_limit"\n  retry_after = 600\n', title="live", backend="scripted")
     db = tmp_path / "s.db"
     proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", "--db", str(db)], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -258,16 +260,16 @@ def test_a_cli_control_for_an_unknown_subtask_is_refused(tmp_path: Path) -> None
 # --- an error and its retry are one step of the record ---------------------------------------------
 
 
-async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_path: Path) -> None:
-    """A runner killed between the two left an error with no retry.scheduled: the resume
-    then ran the lost retry as a 'resume' the per-kind count never saw (one attempt more
-    than max_retries allows; test_engine_trust's per-kind test was flaky for it)."""
+async def _commits_of_transient_failures(tmp_path: Path, *, fails: int, max_retries: int) -> list[list[str]]:
+    """Run one subtask that fails transiently ``fails`` times to "failed"; the event types
+    of each commit, in order. One event a batch: even where a batch is full, a pair that
+    belongs together is not split."""
     ws = tmp_path / "ws"
     ws.mkdir()
-    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * 3}],
-                     retry={"transient": {"max_retries": 2, "initial_delay": 0.1, "max_delay": 0.1}})
+    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * fails}],
+                     retry={"transient": {"max_retries": max_retries, "initial_delay": 0.1, "max_delay": 0.1}})
     store = await Store.open(tmp_path / "s.db")
-    store.max_batch = 1  # even where a batch is full, the pair is not split
+    store.max_batch = 1
     commits: list[list[str]] = []
     unsubscribe = store.subscribe(lambda evs: commits.append([e.type for e in evs]))
     try:
@@ -275,6 +277,14 @@ async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_p
     finally:
         unsubscribe()
         await store.close()
+    return commits
+
+
+async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_path: Path) -> None:
+    """A runner killed between the two left an error with no retry.scheduled: the resume
+    then ran the lost retry as a 'resume' the per-kind count never saw (one attempt more
+    than max_retries allows; test_engine_trust's per-kind test was flaky for it)."""
+    commits = await _commits_of_transient_failures(tmp_path, fails=3, max_retries=2)
     with_error = [c for c in commits if "error" in c]
     assert len(with_error) == 3
     assert with_error[:2] == [["error", "retry.scheduled"]] * 2, commits  # the third is final: no retry
@@ -347,10 +357,7 @@ async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: 
         else:
             assert ends == ["skipped"] and reasons == ["first"], (ends, reasons)
     finally:
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(BaseException):
-                await run
+        await _stopped(run)
         await store.close()
 
 
@@ -393,19 +400,7 @@ async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtask
 async def test_the_error_a_subtask_ends_on_is_committed_with_its_end(tmp_path: Path) -> None:
     """Killed between them, the record ended on an error with no subtask.finished: the
     resume ran one attempt more after retries were exhausted (or after an auth failure)."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * 2}],
-                     retry={"transient": {"max_retries": 1, "initial_delay": 0.1, "max_delay": 0.1}})
-    store = await Store.open(tmp_path / "s.db")
-    store.max_batch = 1
-    commits: list[list[str]] = []
-    unsubscribe = store.subscribe(lambda evs: commits.append([e.type for e in evs]))
-    try:
-        assert await Supervisor(store, task, clock=FAST, interactive=False).run() == "failed"
-    finally:
-        unsubscribe()
-        await store.close()
+    commits = await _commits_of_transient_failures(tmp_path, fails=2, max_retries=1)
     assert [c for c in commits if "error" in c] == [["error", "retry.scheduled"], ["error", "subtask.finished"]]
 
 
@@ -460,14 +455,7 @@ async def test_the_tui_resume_that_loses_the_lease_says_so_in_one_line(tmp_path:
     line, not a 'Run … crashed' error report and a session screen for a run that is not."""
     from tui.app import ShepherdApp
 
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    db = tmp_path / "s.db"
-    store = await Store.open(db)
-    sup = Supervisor(store, make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"text": "did a"}]}]),
-                     clock=FAST, interactive=False)
-    assert await sup.run() == "done"
-    await store.acquire_lease(sup.session_id)  # the other resume got there first
+    db, store, sup = await _done_session_taken_by_another(tmp_path)
     try:
         app = ShepherdApp(db)
         async with app.run_test(size=(120, 36)) as pilot:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from core.store import Store
+from tests.cli_helpers import write_task
 from tests.engine_helpers import kill_headless_run_mid_tool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pdeathsig and /proc are Linux's")
@@ -52,22 +53,15 @@ def unique_seconds(base: int) -> str:
 
 
 def test_sigkilled_runner_takes_foreground_and_background_tool_processes_with_it(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
     short, long = unique_seconds(3), unique_seconds(30)
-    task = tmp_path / "t.toml"
-    task.write_text(f'''
-title = "sleepers"
-backend = "scripted"
-workspace = "{ws}"
-[[subtasks]]
+    task, ws = write_task(tmp_path, f'''[[subtasks]]
 id = "one"
 prompt = "sleep"
   [[subtasks.steps]]
   tools = [{{ name = "run_command", args = {{ command = "(sleep {short}; touch marker) & sleep {long}; touch done" }} }}]
   [[subtasks.steps]]
   text = "Slept."
-''')
+''', title="sleepers", backend="scripted")
     db = tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db, ready=lambda: len(processes_with(short)) + len(processes_with(long)) >= 2)
     left = wait_gone(short) + wait_gone(long)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,22 +30,31 @@ def fast_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
 
 
-@pytest.fixture
-def restore_logging():
-    """configure_logging changes process-wide state: put it back after the test."""
+@contextmanager
+def logging_kept() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back when the block ends."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, logging.lastResort)
-    yield
-    for h in list(root.handlers):
-        if h not in saved[0]:
-            root.removeHandler(h)
-            h.close()
-    for h in saved[0]:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(saved[1])
-    logging.lastResort = saved[2]
-    logging.captureWarnings(False)
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            if h not in saved[0]:
+                root.removeHandler(h)
+                h.close()
+        for h in saved[0]:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(saved[1])
+        logging.lastResort = saved[2]
+        logging.captureWarnings(False)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The same, after the test."""
+    with logging_kept():
+        yield
 
 
 async def make_db(path: Path, shapes: list[str]) -> dict[str, str]:
@@ -77,6 +88,14 @@ async def home_ready(pilot: Any) -> SessionsScreen:
     await wait_until(pilot, lambda: app.home is not None and app.home.loaded, what="home loaded")
     assert app.home is not None
     return app.home
+
+
+async def help_opened(pilot: Any) -> HelpScreen:
+    """Press ? and wait for the help screen."""
+    app: ShepherdApp = pilot.app
+    await pilot.press("question_mark")
+    await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+    return app.screen
 
 
 def screen_text(app: ShepherdApp) -> str:
@@ -482,9 +501,7 @@ async def test_help_lists_the_keys_of_the_screen_it_came_from(tmp_path: Path) ->
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(100, 40)) as pilot:
         home = await home_ready(pilot)
-        await pilot.press("question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
-        text = app.screen.text
+        text = (await help_opened(pilot)).text
         assert "Keys on the sessions list" in text and "| `d` | Demo |" in text and "Filter" in text
         assert "interrupted" in text  # the status legend
         await pilot.press("escape")

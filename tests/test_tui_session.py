@@ -126,6 +126,11 @@ class Writer:
         await self.add(ev.SubtaskStarted, subtask_id=subtasks[0], title=f"Subtask {subtasks[0]}")
         await self.add(ev.AttemptStarted, subtask_id=subtasks[0], attempt=1, reason="first")
 
+    async def notes(self, n: int) -> None:
+        """``n`` person's notes, n0 to n{n-1}: enough blocks to scroll or page."""
+        for i in range(n):
+            await self.add(ev.Control, command="note", text=f"n{i}")
+
 
 class Clock:
     def __init__(self, now: float) -> None:
@@ -133,6 +138,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def live_screen(store: Store, clock: Any) -> tuple[SessionScreen, Harness]:
+    """The screen following session SID live (a Recorder for its controller) in a Harness."""
+    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
+    return screen, Harness(screen)
 
 
 async def until(pilot: Any, cond: Any, what: str, rounds: int = 400) -> None:
@@ -310,8 +321,7 @@ async def test_retry_countdown_text_and_bar(store: Store) -> None:
     e = await w.add(ev.RetryScheduled, subtask_id="a", attempt=1, kind="tool_concurrency", retry_no=2,
                     max_retries=5, delay_s=4.0, resume_at=w.ts + 0.5 + 4.0)
     clock = Clock(e.ts + 1.0)
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
-    app = Harness(screen)
+    screen, app = live_screen(store, clock)
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
         [banner] = views(screen, RetryBanner)
@@ -341,8 +351,7 @@ async def test_tool_call_spinner_then_done_with_duration(store: Store) -> None:
     w = Writer(store)
     await w.start()
     clock = Clock(w.ts)
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
-    app = Harness(screen)
+    screen, app = live_screen(store, clock)
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
         started = await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash",
@@ -422,8 +431,7 @@ async def test_small_terminal_80x24(store: Store) -> None:
                 input={"command": "pytest -q tests/test_dates.py --maxfail=1 -k 'parse and not slow'"})
     e = await w.add(ev.RetryScheduled, subtask_id="a", attempt=1, kind="rate_limit", retry_no=1, max_retries=5,
                     delay_s=30.0, resume_at=w.ts + 0.5 + 30)
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(e.ts + 5))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(e.ts + 5))
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot, screen)
         assert screen.subtask_list.size.width >= 20 and screen.stream.size.width >= 40
@@ -441,8 +449,7 @@ async def test_streaming_many_deltas_coalesces(store: Store) -> None:
     """Thousands of deltas become a handful of frames and one widget per block."""
     w = Writer(store)
     await w.start()
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
         mounts0, frames0 = screen.stream.mount_count, screen.frames
@@ -478,8 +485,7 @@ async def test_only_the_selected_subtask_is_mounted_and_auto_follow(store: Store
     w = Writer(store)
     await w.start()
     await w.add(ev.TextDelta, subtask_id="a", attempt=1, message_id="m1", text="in a")
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
         assert screen.selected == "a"
@@ -509,8 +515,7 @@ async def test_block_window_is_bounded_and_earlier_blocks_come_back(store: Store
     monkeypatch.setattr(StreamView, "SHOW_BLOCKS", 10)
     w = Writer(store)
     await w.start()
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
         for i in range(40):
@@ -691,8 +696,7 @@ async def test_thinking_folds_and_idle_time_hides_during_a_countdown(store: Stor
     await w.add(ev.ThinkingDelta, subtask_id="a", attempt=1, message_id="t1", text="First I read the tests.\n")
     await w.add(ev.ThinkingDelta, subtask_id="a", attempt=1, message_id="t1", text="Then the parser.")
     clock = Clock(w.ts + 30)
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
-    app = Harness(screen)
+    screen, app = live_screen(store, clock)
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
         [thinking] = views(screen, ThinkingView)
@@ -712,10 +716,8 @@ async def test_clicking_the_earlier_bar_loads_more(store: Store, monkeypatch: py
     monkeypatch.setattr(SessionScreen, "PAGE_SIZE", 10)
     w = Writer(store)
     await w.start()
-    for i in range(30):
-        await w.add(ev.Control, command="note", text=f"n{i}")
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    await w.notes(30)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
         first = screen.model.first_seq

@@ -11,23 +11,10 @@ from typing import Any
 import pytest
 
 from core import events as ev
-from core.clock import FakeClock
 from core.store.db import Store
 from tui.screens.session import SessionScreen
-from tui.widgets.anim import Ticker
-from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, Writer, loaded, until
-
-
-@pytest.fixture(autouse=True)
-def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Ticker, "animate", False)
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
-    yield s
-    await s.close()
+from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, Writer, live_screen, loaded, until
+from tests.test_tui_session import _frozen_animation, store  # noqa: F401  (fixtures: imported, pytest uses them here)
 
 
 def at_end(screen: SessionScreen) -> bool:
@@ -47,8 +34,7 @@ async def _step(pilot: Any, screen: SessionScreen) -> None:
 async def test_the_live_view_follows_every_append_until_stuck(store: Store) -> None:
     w = Writer(store)
     await w.start()
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(100, 24)) as pilot:
         await loaded(pilot, screen)
         s = screen.stream
@@ -90,10 +76,8 @@ async def test_the_live_view_follows_every_append_until_stuck(store: Store) -> N
 async def test_scrolling_up_stops_following_and_the_end_follows_again(store: Store) -> None:
     w = Writer(store)
     await w.start()
-    for i in range(30):
-        await w.add(ev.Control, command="note", text=f"n{i}")
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    await w.notes(30)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(100, 24)) as pilot:
         await loaded(pilot, screen)
         s = screen.stream
@@ -171,8 +155,7 @@ async def test_status_bar_shows_tools_running_not_idle(store: Store) -> None:
     a = await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash", input={"command": "sleep 9"})
     await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c2", name="Bash", input={"command": "sleep 8"})
     clock = Clock(a.ts + 5)
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=clock)
-    app = Harness(screen)
+    screen, app = live_screen(store, clock)
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot, screen)
         text = screen.status_bar.text
@@ -257,8 +240,7 @@ async def _footer_settles(pilot: Any, screen: Any, want: dict[str, str | None]) 
 async def test_footer_in_each_state(store: Store) -> None:
     w = Writer(store)
     await w.start()
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot, screen)
         # running
@@ -409,10 +391,9 @@ async def test_home_rows_use_the_same_icons(tmp_path: Path) -> None:
 
 async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: Path) -> None:
     from tests import tui_fixtures as fx
-    from tests.test_tui_app import home_ready, wait_until
+    from tests.test_tui_app import help_opened, home_ready, wait_until
     from textual.widgets import Input
     from tui.app import ShepherdApp
-    from tui.screens.help import HelpScreen
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done", "failed", "cancelled"])
@@ -427,8 +408,7 @@ async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: 
         await pilot.press("escape")  # clears and goes back to the list
         assert field.value == "" and app.focused is home.table
         await wait_until(pilot, lambda: len(home.row_ids()) == 3, what="all rows again")
-        await pilot.press("question_mark")  # a binding stays the binding
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await help_opened(pilot)  # a binding stays the binding
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is home, what="home")
         assert field.value == ""
@@ -438,16 +418,14 @@ async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: 
 
 async def test_help_shows_shepherds_keys_first_and_the_palette_keys_entry_opens_it(tmp_path: Path) -> None:
     from textual.command import CommandPalette
-    from tests.test_tui_app import home_ready, shows, wait_until
+    from tests.test_tui_app import help_opened, home_ready, shows, wait_until
     from tui.app import ShepherdApp
     from tui.screens.help import HelpScreen
 
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(100, 40)) as pilot:
         home = await home_ready(pilot)
-        await pilot.press("question_mark")
-        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
-        text = app.screen.text
+        text = (await help_opened(pilot)).text
         first = text.split("## Keys on the sessions list")[1].split("##")[0]
         rows = [line for line in first.splitlines() if line.startswith("| `")]
         assert rows[0] == "| `d` | Demo |"
@@ -473,8 +451,7 @@ async def test_content_that_fits_again_starts_at_the_top(store: Store) -> None:
     await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Bash", input={"command": "ls"})
     await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c1", status="ok",
                 output="\n".join(f"f{i}" for i in range(100)))
-    screen = SessionScreen(store, SID, controller=Recorder(), follow="local", clock=Clock(w.ts))
-    app = Harness(screen)
+    screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(100, 24)) as pilot:
         await loaded(pilot, screen)
         s = screen.stream
