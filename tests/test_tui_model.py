@@ -658,3 +658,17 @@ def test_the_log_and_export_say_the_real_wait_of_a_countdown() -> None:
     scaled = plain.with_(resume_at=100.04)
     assert wait_text(plain) == "2 s"
     assert wait_text(scaled) == "0.04 s (2 s nominal, time-scaled)"
+
+
+def test_a_live_session_in_a_countdown_reads_waiting_then_running_again() -> None:
+    """The store calls a session in a retry countdown `waiting`; a session followed in this
+    process (folded from events, not read from its row) must say the same, not `running`."""
+    s = Seq()
+    model = m.SessionModel("s1")
+    model.apply(started_session(s, ("a",)))
+    model.apply([s(ev.Error, subtask_id="a", attempt=1, kind="transient", message="503", retryable=True),
+                 s(ev.RetryScheduled, subtask_id="a", attempt=1, kind="transient", retry_no=1, max_retries=5,
+                   delay_s=5, resume_at=s.ts + 5.1, action="retry")])
+    assert model.session.status == "waiting"
+    model.apply([s(ev.AttemptStarted, subtask_id="a", attempt=2, reason="retry")])
+    assert model.session.status == "running"

@@ -701,6 +701,8 @@ class SessionModel:
             st._state_before_pause = "waiting_retry"
         else:
             st.state = "waiting_retry"
+            if self.session.status == "running":
+                self.session.status = "waiting"  # as the store says of a session in a countdown
         st.last_error_kind = rb.err_kind
         if self._counts(e):
             st.retries += 1
