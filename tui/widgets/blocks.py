@@ -4,7 +4,6 @@ app-level ``Ticker`` and read time from the screen's clock."""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Callable
 
@@ -20,12 +19,10 @@ from tui.widgets.anim import Ticker
 
 Clock = Callable[[], float]
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def _clean(text: str) -> str:
-    """Tool output as plain text: no escape sequences or control characters, tabs expanded."""
-    return _ANSI.sub("", text.expandtabs(4))
+    """Tabs expanded. Controls are already visible: the model made its text safe where it
+    entered the view (core.text.safe), and a second, silent strip here would hide them."""
+    return text.expandtabs(4)
 
 ATTEMPT_REASONS = {
     "first": "first",
