@@ -65,7 +65,7 @@ from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
-from core.store.derive import _field_names as field_names
+from core.store.derive import field_names
 from core.store.schema import SCHEMA_VERSION, damaged, default_db_path, prepare_database
 
 if TYPE_CHECKING:

@@ -68,7 +68,7 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def _field_names(cls: type) -> tuple[str, ...]:
+def field_names(cls: type) -> tuple[str, ...]:
     names = _FIELDS.get(cls)
     if names is None:
         names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
@@ -80,7 +80,7 @@ def copy_event(ev: Event, **changes: Any) -> Event:
     __init__, no default factories)."""
     cls = type(ev)
     new = object.__new__(cls)
-    for name in _field_names(cls):
+    for name in field_names(cls):
         object.__setattr__(new, name, changes[name] if name in changes else getattr(ev, name))
     return new
 
@@ -112,7 +112,7 @@ def decode_event(data: str) -> Event:
     cls = EVENT_TYPES.get(d.get("type", ""))
     if cls is None or cls.to_dict is not Event.to_dict:
         return event_from_dict(d)
-    names = _field_names(cls)
+    names = field_names(cls)
     try:
         values = [d[name] for name in names]
     except KeyError:  # written by an older version: defaults fill the gaps
@@ -135,7 +135,7 @@ def prepare(ev: Event, ts: float) -> tuple[Event, str]:
         return new, _encode(out)
     new = object.__new__(cls)
     out = {"type": cls.type}
-    for name in _field_names(cls):
+    for name in field_names(cls):
         value = getattr(ev, name)
         out[name] = value
         object.__setattr__(new, name, value)
