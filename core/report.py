@@ -81,8 +81,11 @@ def clock_time(ts: float) -> str:
 def wait_text(ev: RetryScheduled) -> str:
     """How long a retry really waited: ``resume_at`` is when the engine resumes, so under
     SHEPHERD_TIME_SCALE the log says the real wait and names the nominal one beside it."""
-    nominal = float(ev.delay_s or 0.0)
-    real = float(ev.resume_at) - float(ev.ts) if ev.resume_at and ev.ts else nominal
+    try:
+        nominal = float(ev.delay_s or 0.0)
+        real = float(ev.resume_at) - float(ev.ts) if ev.resume_at and ev.ts else nominal
+    except (TypeError, ValueError):  # a foreign or damaged row: say what is there, never fail
+        return f"{ev.delay_s!r} s"
     if real < 0 or abs(real - nominal) <= max(0.05, nominal * 0.02):
         return f"{nominal:g} s"
     return f"{real:.2g} s ({nominal:g} s nominal, time-scaled)"

@@ -672,3 +672,13 @@ def test_a_live_session_in_a_countdown_reads_waiting_then_running_again() -> Non
     assert model.session.status == "waiting"
     model.apply([s(ev.AttemptStarted, subtask_id="a", attempt=2, reason="retry")])
     assert model.session.status == "running"
+
+
+def test_a_countdown_row_with_a_non_number_wait_is_shown_not_a_crash() -> None:
+    """`show` reads rows a foreign or damaged database may fill with anything."""
+    from core.events import RetryScheduled
+    from core.report import wait_text
+
+    odd = RetryScheduled(kind="transient", retry_no=1, max_retries=5, delay_s="soon",  # type: ignore[arg-type]
+                         resume_at="later", action="retry", ts=100.0)  # type: ignore[arg-type]
+    assert wait_text(odd) == "'soon' s"
