@@ -108,6 +108,7 @@ class Supervisor:
         resume: bool = False,
         done_subtasks: set[str] | None = None,
         started_subtasks: set[str] | None = None,
+        planned_status: str | None = None,
     ) -> None:
         self.store = store
         self.task = task
@@ -116,7 +117,7 @@ class Supervisor:
         self.session_id = session_id or new_session_id()
         self.interactive = interactive
         self._resuming = resume
-        self._planned_status: str | None = None
+        self._planned_status = planned_status  # a resume's: the status it was decided on
         self._done_subtasks = set(done_subtasks or ())
         self._started_subtasks = set(started_subtasks or ())  # resumed: these continue their history
         self.policies = policies_for(task.retry)
@@ -936,8 +937,8 @@ async def resume_run(store: Any, session_id: str, *, interactive: bool = True, c
             raise SessionNotFound(f"session {session_id} has no subtask {retry_subtask!r}")
         done = {s.id for s in rows} - {retry_subtask}  # only that one runs again
     sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
-                     interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started)
-    sup._planned_status = row.status  # what this resume was decided on (see _still_resumable)
+                     interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started,
+                     planned_status=row.status)
     if task.plan and PLAN_ID in done:  # the subtasks are the accepted plan's, not the task file's
         planned = await store.last_plan(session_id) or []
         sup.subtasks = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p.get("prompt", "")))
