@@ -42,19 +42,25 @@ NOTE_ICONS = {"note": "✎", "pause": "⏸", "resume": "▶", "session": "■", 
 
 
 class BlockWidget(Widget):
-    """Base: a block rendered as Content; ``sync`` re-renders on a version change."""
+    """Base: a block rendered as Content; ``sync`` re-renders on a version change.
+
+    CSS classes that follow the block's state come from ``state_classes``: given to the
+    constructor and updated in one batch when the block moves on, because every class
+    change re-applies the stylesheet to the widget (a stream mounts a hundred of them)."""
 
     DEFAULT_CSS = """
     BlockWidget { height: auto; width: 1fr; }
     """
 
     def __init__(self, block: m.Block, clock: Clock = time.time) -> None:
-        super().__init__(classes=f"block -{block.kind}")
+        on = [name for name, want in self.state_classes(block).items() if want]
+        super().__init__(classes=" ".join(["block", f"-{block.kind}", *on]))
         self.block = block
         self.clock = clock
         self.frame = 0
         self._seen = -1
         self._ticking = False
+        self._layout_width: int | None = None  # content width the layout last asked for
 
     # what subclasses implement
     def render_block(self, width: int) -> Content:  # pragma: no cover - overridden
@@ -63,12 +69,36 @@ class BlockWidget(Widget):
     def animated(self) -> bool:
         return False
 
+    @classmethod
+    def state_classes(cls, block: m.Block) -> dict[str, bool]:
+        """CSS classes that follow the block's state (name -> on)."""
+        return {}
+
     def on_block_changed(self) -> None:
-        """Hook: set classes etc. when the block moved on."""
+        """The block moved on: its state classes, in one stylesheet pass if any changed."""
+        classes = self.state_classes(self.block)
+        if classes:
+            self.update_classes(classes)
 
     # machinery
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        self._layout_width = width
+        return super().get_content_height(container, viewport, width)
+
+    def content_width(self) -> int:
+        """The width to render at: the one the layout gave. Not ``content_size``: for a
+        block outside the view that asks the compositor for a map of every widget on the
+        screen, one more arrangement of the whole stream per frame."""
+        if self._layout_width is None:
+            return self.content_size.width  # not laid out yet
+        return self._layout_width
+
+    def content_height(self) -> int:
+        """The content height as of the last layout (without a compositor look-up)."""
+        return max(0, self.outer_size.height - self.styles.gutter.height)
+
     def render(self) -> Content:
-        width = max(10, self.content_region.width or self.size.width or 80)
+        width = max(10, self.content_width() or 80)
         try:
             return self.render_block(width)
         except Exception as exc:  # a rendering bug shows as a line, never a crash
@@ -142,14 +172,14 @@ class TextView(BlockWidget):
 
     def __init__(self, block: m.TextBlock, clock: Clock = time.time) -> None:
         super().__init__(block, clock)
-        self.add_class(f"-role-{block.role}")
         self._units: list[md.Unit] | None = None
         self._units_version = -1
         self._cache: dict[int, Content] = {}  # width -> content, for the current version
         self._cache_version = -1
 
-    def on_block_changed(self) -> None:
-        self.set_class(not self.block.completed, "-streaming")
+    @classmethod
+    def state_classes(cls, block: m.Block) -> dict[str, bool]:
+        return {f"-role-{block.role}": True, "-streaming": not block.completed}  # type: ignore[attr-defined]
 
     def _content(self, width: int) -> Content:
         b = self.block
@@ -167,7 +197,7 @@ class TextView(BlockWidget):
         return content
 
     def render(self) -> Content:
-        return self._content(max(8, self.content_size.width or 80))
+        return self._content(max(8, self.content_width() or 80))
 
     def sync(self) -> bool:
         """Like BlockWidget.sync, but a delta that does not add a line repaints this
@@ -176,15 +206,16 @@ class TextView(BlockWidget):
             return False
         self._seen = self.block.version
         self.on_block_changed()
-        width = self.content_size.width
-        if width and self.size.height:
+        width, height = self.content_width(), self.content_height()
+        if width and height:
             lines = self._content(max(8, width)).plain.count("\n") + 1
-            self.refresh(layout=lines != self.content_size.height)
+            self.refresh(layout=lines != height)
         else:
             self.refresh(layout=True)
         return True
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        self._layout_width = width
         return self._content(max(8, width)).plain.count("\n") + 1
 
     @property
@@ -267,9 +298,9 @@ class ToolCallView(Expandable):
     def animated(self) -> bool:
         return self.block.running
 
-    def on_block_changed(self) -> None:
-        for status in m.TOOL_ICONS:
-            self.set_class(self.block.status == status, f"-{status}")
+    @classmethod
+    def state_classes(cls, block: m.Block) -> dict[str, bool]:
+        return {f"-{status}": block.status == status for status in m.TOOL_ICONS}  # type: ignore[attr-defined]
 
     def icon(self) -> str:
         if self.block.running:
@@ -356,8 +387,9 @@ class RetryBanner(BlockWidget):
     def animated(self) -> bool:
         return self.block.active
 
-    def on_block_changed(self) -> None:
-        self.set_class(self.block.active, "-active")
+    @classmethod
+    def state_classes(cls, block: m.Block) -> dict[str, bool]:
+        return {"-active": block.active}  # type: ignore[attr-defined]
 
     def render_block(self, width: int) -> Content:
         b = self.block
@@ -394,8 +426,9 @@ class ErrorView(BlockWidget):
 class NoteView(BlockWidget):
     block: m.NoteBlock
 
-    def on_block_changed(self) -> None:
-        self.add_class(f"-{self.block.category}")
+    @classmethod
+    def state_classes(cls, block: m.Block) -> dict[str, bool]:
+        return {f"-{block.category}": True}  # type: ignore[attr-defined]
 
     def render_block(self, width: int) -> Content:
         b = self.block
