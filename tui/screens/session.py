@@ -3,6 +3,10 @@
 Layout: header / subtask list (left) + stream of the selected subtask (right) /
 status bar / footer. Events from the feed are buffered and applied to the model and
 the widgets at most once per frame (~30 fps), so a burst of deltas costs one update.
+While another screen hides this one, events still go into the model but the widgets
+wait: what changed meanwhile is rendered once, when the screen shows again. Switching
+subtasks and applying a frame take turns (one lock), so a frame never lands in a
+stream that is being replaced.
 Controls go through ``core.control.Controller``; a session nobody runs is read-only.
 """
 
@@ -90,6 +94,7 @@ class SessionScreen(Screen[None]):
         self.frames = 0  # model+widget updates done (one per frame with events)
         self.events_received = 0
         self._pending: list["Event"] = []
+        self._deferred = m.Changes()  # applied to the model while hidden, not rendered yet
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
         self._busy = False  # a resume this screen asked for is starting
@@ -161,16 +166,32 @@ class SessionScreen(Screen[None]):
     async def _flush(self) -> None:
         self._flush_scheduled = False
         async with self._lock:
-            if not self._pending:
-                return
-            events, self._pending = self._pending, []
-            changes = self.model.apply(events)
+            if self._pending:
+                events, self._pending = self._pending, []
+                self._deferred.merge(self.model.apply(events))
+            if not self._deferred or not self.shown:
+                return  # hidden: the widgets catch up once, when the screen shows again
+            changes, self._deferred = self._deferred, m.Changes()
             self.frames += 1
             try:
                 await self._render_changes(changes)
             except Exception as exc:  # a display problem must not kill the live view
                 self.log.error("session render failed", exc)
                 self.notify(f"display error: {exc}", severity="error", markup=False)
+
+    @property
+    def shown(self) -> bool:
+        """On screen: the top screen, or under one that lets it show through (a modal)."""
+        if not self.is_attached:
+            return False
+        stack = self.app.screen_stack
+        if self not in stack:
+            return False
+        return all(above.styles.background.a < 1 for above in stack[stack.index(self) + 1:])
+
+    def on_screen_resume(self) -> None:
+        if self._deferred or self._pending:
+            self.call_later(self._flush)
 
     async def flush_now(self) -> None:
         """Apply whatever is buffered at once (tests; shutting down)."""
@@ -216,15 +237,19 @@ class SessionScreen(Screen[None]):
         if self.auto_follow:
             target = self.model.default_subtask_id()
             if target is not None and target != self.selected:
-                await self._select(target)
+                await self._show_subtask(target)
                 return  # show() mounted the whole (current) tail already
         sel = self.selected
         if sel is None:
             target = self.model.default_subtask_id()
             if target is not None:
-                await self._select(target)
+                await self._show_subtask(target)
             return
         added = [b for b in changes.added if b.subtask_id == sel]
+        if len(added) > self.stream.SHOW_BLOCKS and self.stream.following:
+            # many blocks at once (the screen was hidden): the tail, not all then pruned
+            await self.stream.show(self.model.subtask(sel), more_events=self.feed.has_earlier)
+            return
         if added:
             await self.stream.add_blocks(added)
         updated = [b for b in changes.updated.values() if b.subtask_id == sel]
@@ -232,6 +257,17 @@ class SessionScreen(Screen[None]):
             self.stream.update_blocks(updated)
 
     async def _select(self, subtask_id: str | None) -> None:
+        """Show another subtask (a person's choice): never while a frame is applied."""
+        async with self._lock:
+            # what is buffered goes into the model first, so the new stream shows it
+            if self._pending:
+                events, self._pending = self._pending, []
+                self._deferred.merge(self.model.apply(events))
+            await self._show_subtask(subtask_id)
+            if self._deferred:  # the rest of the frame (status, list) follows at once
+                self.call_later(self._flush)
+
+    async def _show_subtask(self, subtask_id: str | None) -> None:
         self.selected = subtask_id
         self.refresh_bindings()
         self.subtask_list.select(subtask_id)
@@ -278,6 +314,7 @@ class SessionScreen(Screen[None]):
             pending, self._pending = self._pending, []
             self.model.apply(pending)
             self.model.take_changes()
+            self._deferred = m.Changes()  # of the old model: _render_all shows everything
             await self._render_all()
             if first_seq is not None:
                 self.stream.scroll_to_seq(first_seq)

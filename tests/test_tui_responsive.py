@@ -1,0 +1,95 @@
+"""The session screen under load: a hidden screen defers its widget work, a subtask
+switch and a frame of events take turns. Real Store (SQLite file), real app (pilot),
+no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from textual.screen import Screen
+
+from core import events as ev
+from core.clock import FakeClock
+from core.store.db import Store
+from tests.test_tui_session import T0, Clock, Writer, live_screen, loaded, until, views
+from tui.widgets.anim import Ticker
+from tui.widgets.blocks import BlockWidget, TextView, ToolCallView
+
+
+@pytest.fixture(autouse=True)
+def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Ticker, "animate", False)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
+    yield s
+    await s.close()
+
+
+def mounted_bids(screen) -> list[int]:
+    """The blocks whose widgets are in the stream's DOM, in order."""
+    return [w.block.bid for w in screen.stream.children if isinstance(w, BlockWidget)]
+
+
+async def test_a_hidden_session_screen_renders_nothing_until_shown(store: Store) -> None:
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.TextDelta, subtask_id="a", attempt=1, message_id="m1", text="first ")
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        mounts0, frames0 = screen.stream.mount_count, screen.frames
+        await app.push_screen(Screen())  # e.g. another view on top: this one is hidden
+        await pilot.pause()
+        await w.add(ev.TextDelta, subtask_id="a", attempt=1, message_id="m1", text="and more")
+        await w.add(ev.MessageCompleted, subtask_id="a", attempt=1, message_id="m1", text="")
+        await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Read", input={"file_path": "x.py"})
+        await w.add(ev.TextDelta, subtask_id="a", attempt=1, message_id="m2", text="second message")
+        await screen.flush_now()
+        await pilot.pause()
+        # the model is current, the widgets did nothing
+        assert [b.kind for b in screen.model.subtask("a").blocks][-3:] == ["text", "tool", "text"]
+        assert screen.stream.mount_count == mounts0 and screen.frames == frames0
+        assert [t.settled for t in views(screen, TextView)] == [False]
+
+        app.pop_screen()
+        await until(pilot, lambda: len(views(screen, TextView)) == 2 and
+                    all(t.settled for t in views(screen, TextView)), "the catch-up frame")
+        texts = views(screen, TextView)
+        assert [t.source for t in texts] == ["first and more", "second message"]
+        assert [v.block.name for v in views(screen, ToolCallView)] == ["Read"]
+        assert screen.stream.mount_count - mounts0 == 2  # the new blocks only, once
+        assert screen.frames == frames0 + 1
+
+
+async def test_a_frame_arriving_during_a_switch_is_shown_once(store: Store) -> None:
+    """Events of the subtask being switched to, delivered while its stream is rebuilt,
+    end up on screen exactly once (not lost, not a second, stale copy)."""
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.TextDelta, subtask_id="a", attempt=1, message_id="m1", text="in a")
+    await w.add(ev.MessageCompleted, subtask_id="a", attempt=1, message_id="m1", text="")
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        # a second subtask with blocks of its own; the person looks at it
+        await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+        await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+        await w.add(ev.TextDelta, subtask_id="b", attempt=1, message_id="m2", text="in b")
+        await screen.flush_now()
+        await pilot.pause()
+        screen.auto_follow = False
+        assert screen.selected == "b"
+        # a's agent says more; the frame is buffered when the person switches to a
+        await w.add(ev.TextDelta, subtask_id="a", attempt=1, message_id="m3", text="later in a")
+        assert screen._pending
+        await asyncio.gather(screen._select("a"), screen.flush_now())
+        await until(pilot, lambda: not screen._pending and len(views(screen, TextView)) == 2 and
+                    all(t.settled for t in views(screen, TextView)), "the switch and the frame")
+        blocks = screen.model.subtask("a").blocks
+        assert mounted_bids(screen) == [b.bid for b in blocks] == list(screen.stream.widgets)
+        assert [t.source for t in views(screen, TextView)] == ["in a", "later in a"]
