@@ -16,6 +16,7 @@ from core.store.db import Store
 from tests.test_tui_session import T0, Clock, Writer, live_screen, loaded, until, views
 from tui.widgets.anim import Ticker
 from tui.widgets.blocks import BlockWidget, TextView, ToolCallView
+from tui.widgets.stream import StreamView
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +67,30 @@ async def test_a_hidden_session_screen_renders_nothing_until_shown(store: Store)
         assert screen.frames == frames0 + 1
 
 
+
+async def test_a_screen_hidden_through_many_blocks_shows_their_tail(store: Store,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back on screen after a long time: the tail of the stream is mounted, as when the
+    subtask is first shown, not every block that came meanwhile."""
+    monkeypatch.setattr(StreamView, "SHOW_BLOCKS", 10)
+    monkeypatch.setattr(StreamView, "MAX_BLOCKS", 20)
+    monkeypatch.setattr(StreamView, "PRUNE_SLACK", 5)
+    w = Writer(store)
+    await w.start()
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        await app.push_screen(Screen())
+        await pilot.pause()
+        await w.notes(30)
+        await screen.flush_now()
+        app.pop_screen()
+        blocks = screen.model.subtask("a").blocks
+        await until(pilot, lambda: mounted_bids(screen) == [b.bid for b in blocks[-10:]], "the tail shown")
+        assert screen.stream.hidden_blocks == len(blocks) - 10
+        assert screen.stream.widgets_blocks()[-1].text == "n29"
+
+
 async def test_a_frame_arriving_during_a_switch_is_shown_once(store: Store) -> None:
     """Events of the subtask being switched to, delivered while its stream is rebuilt,
     end up on screen exactly once (not lost, not a second, stale copy)."""
@@ -93,3 +118,22 @@ async def test_a_frame_arriving_during_a_switch_is_shown_once(store: Store) -> N
         blocks = screen.model.subtask("a").blocks
         assert mounted_bids(screen) == [b.bid for b in blocks] == list(screen.stream.widgets)
         assert [t.source for t in views(screen, TextView)] == ["in a", "later in a"]
+
+
+
+def test_a_finished_message_is_rendered_once_for_every_widget_and_the_cache_is_bounded() -> None:
+    from tui import model as m
+    from tui.widgets.blocks import RENDERED, RenderedText
+
+    done = m.TextBlock(bid=1, subtask_id="a", seq=1, ts=T0, text="**done** and - a list", completed=True)
+    first = TextView(done)._content(40)
+    assert TextView(done)._content(40) is first  # the widget of a switch back: not parsed again
+    streaming = m.TextBlock(bid=2, subtask_id="a", seq=2, ts=T0, text="still typing")
+    TextView(streaming)._content(40)
+    assert RENDERED.get("still typing", 40) is None  # a new string each frame: never kept
+
+    cache = RenderedText(budget=100)
+    for i in range(20):  # 20 x 10 characters through a 100-character budget
+        cache.put(f"message {i:2d}", 40, first)
+    assert cache.get("message  0", 40) is None and cache.get("message 19", 40) is first
+    assert sum(len(text) for text, _ in cache._items) <= 100

@@ -5,6 +5,7 @@ app-level ``Ticker`` and read time from the screen's clock."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Callable
 
 from textual.binding import Binding
@@ -161,6 +162,36 @@ class AttemptSeparator(BlockWidget):
         return Content("\n").join([head, Content.styled(m._clip("↳ " + extra, width), "$foreground-muted italic")])
 
 
+class RenderedText:
+    """Finished messages as rendered Markdown, keyed by (text, width), shared by every
+    widget that shows one: a subtask shown again (a switch back) mounts new widgets but
+    does not parse its messages again. Bounded by characters held; streaming text (a
+    new string each frame) never goes in."""
+
+    def __init__(self, budget: int = 2_000_000) -> None:
+        self.budget = budget
+        self._items: OrderedDict[tuple[str, int], Content] = OrderedDict()
+        self._chars = 0
+
+    def get(self, text: str, width: int) -> Content | None:
+        content = self._items.get((text, width))
+        if content is not None:
+            self._items.move_to_end((text, width))
+        return content
+
+    def put(self, text: str, width: int, content: Content) -> None:
+        if len(text) > self.budget // 4 or (text, width) in self._items:
+            return
+        self._items[(text, width)] = content
+        self._chars += len(text)
+        while self._chars > self.budget:
+            (old, _), _ = self._items.popitem(last=False)
+            self._chars -= len(old)
+
+
+RENDERED = RenderedText()
+
+
 class TextView(BlockWidget):
     """Assistant (or user) text as Markdown, one widget per message. Deltas of a frame
     arrive as one version bump: the text is re-parsed once and only this widget
@@ -187,6 +218,10 @@ class TextView(BlockWidget):
             self._cache.clear()
             self._cache_version = b.version
         content = self._cache.get(width)
+        if content is None and b.completed:
+            content = RENDERED.get(b.text, width)
+            if content is not None:
+                self._cache[width] = content
         if content is None:
             if self._units is None or self._units_version != b.version:
                 self._units = md.parse(b.text)
@@ -194,6 +229,8 @@ class TextView(BlockWidget):
             if len(self._cache) >= 4:  # layout asks for a couple of widths (with/without scrollbar)
                 self._cache.clear()
             content = self._cache[width] = md.render(self._units, width)
+            if b.completed:
+                RENDERED.put(b.text, width, content)
         return content
 
     def render(self) -> Content:
