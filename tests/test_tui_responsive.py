@@ -88,7 +88,7 @@ async def test_a_screen_hidden_through_many_blocks_shows_their_tail(store: Store
         blocks = screen.model.subtask("a").blocks
         await until(pilot, lambda: mounted_bids(screen) == [b.bid for b in blocks[-10:]], "the tail shown")
         assert screen.stream.hidden_blocks == len(blocks) - 10
-        assert screen.stream.widgets_blocks()[-1].text == "n29"
+        assert screen.stream.widgets_blocks()[-1].text.endswith("n29")
 
 
 async def test_a_frame_arriving_during_a_switch_is_shown_once(store: Store) -> None:
