@@ -91,7 +91,7 @@ class SessionScreen(Screen[None]):
         self.selected: str | None = None
         self.auto_follow = True  # show whichever subtask is active until the user picks one
         self.loaded = asyncio.Event()
-        self.frames = 0  # model+widget updates done (one per frame with events)
+        self.frames = 0  # widget updates done (one per frame with events, while shown)
         self.events_received = 0
         self._pending: list["Event"] = []
         self._deferred = m.Changes()  # applied to the model while hidden, not rendered yet

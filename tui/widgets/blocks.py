@@ -168,7 +168,7 @@ class RenderedText:
     does not parse its messages again. Bounded by characters held; streaming text (a
     new string each frame) never goes in."""
 
-    def __init__(self, budget: int = 2_000_000) -> None:
+    def __init__(self, budget: int = 500_000) -> None:
         self.budget = budget
         self._items: OrderedDict[tuple[str, int], Content] = OrderedDict()
         self._chars = 0
