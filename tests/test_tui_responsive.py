@@ -137,3 +137,27 @@ def test_a_finished_message_is_rendered_once_for_every_widget_and_the_cache_is_b
         cache.put(f"message {i:2d}", 40, first)
     assert cache.get("message  0", 40) is None and cache.get("message 19", 40) is first
     assert sum(len(text) for text, _ in cache._items) <= 100
+
+
+async def test_the_sessions_list_under_a_session_view_waits_until_shown(tmp_path: Path) -> None:
+    """Commits while a session view covers the list do not re-read it (1,000 sessions
+    every quarter second, for nobody); back on the list, it shows what changed."""
+    from tests import tui_fixtures as fx
+    from tests.test_tui_app import home_ready, wait_until
+    from tui.app import ShepherdApp
+    from tui.screens.session import SessionScreen
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done"])
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        home = await home_ready(pilot)
+        await app.open_session(fx.SESSION_IDS["done"])
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen), what="session view")
+        await app.store.append(ev.SessionStarted(session_id="snew0000001", title="New run", backend="scripted"))
+        await pilot.pause()
+        await home._throttled_reload()  # what the throttle timer does after a commit
+        assert home.row_ids() == [fx.SESSION_IDS["done"]]  # not re-read while hidden
+        app.pop_screen()
+        await wait_until(pilot, lambda: sorted(home.row_ids()) == sorted(["snew0000001", fx.SESSION_IDS["done"]]),
+                         what="the new session listed")

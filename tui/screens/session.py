@@ -26,6 +26,7 @@ from textual.widgets import Footer, OptionList
 
 from tui import model as m
 from tui.feed import History, StaticFeed, make_feed
+from tui.screens.visibility import on_screen
 from tui.widgets.status import SessionHeader, StatusBar
 from tui.widgets.stream import EarlierBar, StreamView
 from tui.widgets.subtasks import SubtaskList, subtask_id_of
@@ -182,12 +183,7 @@ class SessionScreen(Screen[None]):
     @property
     def shown(self) -> bool:
         """On screen: the top screen, or under one that lets it show through (a modal)."""
-        if not self.is_attached:
-            return False
-        stack = self.app.screen_stack
-        if self not in stack:
-            return False
-        return all(above.styles.background.a < 1 for above in stack[stack.index(self) + 1:])
+        return on_screen(self)
 
     def on_screen_resume(self) -> None:
         if self._deferred or self._pending:

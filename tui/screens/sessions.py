@@ -25,6 +25,7 @@ from core.text import safe, safe_fields
 from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
 from tui.model import fmt_span
+from tui.screens.visibility import on_screen
 from tui.widgets.anim import Ticker
 
 if TYPE_CHECKING:
@@ -269,18 +270,18 @@ class SessionsScreen(Screen):
 
     def request_reload(self) -> None:
         self._dirty = True
-        if self._reload_pending or not self.is_attached:
-            return
+        if self._reload_pending or not self.is_attached or not on_screen(self):
+            return  # hidden under a session view: reloaded when shown again (on_screen_resume)
         self._reload_pending = True
         self.set_timer(self.REFRESH_THROTTLE_S, self._throttled_reload, name="reload")
 
     async def _throttled_reload(self) -> None:
         self._reload_pending = False
-        if self._dirty and self.is_current:
+        if self._dirty and on_screen(self):
             await self.reload()
 
     async def _slow_refresh(self) -> None:
-        if self.is_current:
+        if on_screen(self):
             await self.reload()
 
     async def reload(self) -> None:
@@ -389,7 +390,7 @@ class SessionsScreen(Screen):
         ticker.add(self) if on else ticker.discard(self)
 
     def tick(self, frame: int) -> None:
-        if not self.is_current:
+        if not on_screen(self):
             return
         self._frame = frame
         each_second = frame % self.TICKS_PER_SECOND == 0
@@ -399,7 +400,7 @@ class SessionsScreen(Screen):
 
     def _update_chrome(self) -> None:
         live = sum(1 for r in self.rows if r.status in LIVE_STATUSES)
-        self._set_ticking(live > 0 and self.is_current)
+        self._set_ticking(live > 0 and on_screen(self))
         more = "+" if self.has_more else ""
         db = self.db_label
         one = len(self.rows) == 1 and not more
