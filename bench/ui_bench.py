@@ -178,11 +178,28 @@ async def run_shepherd(seconds: float, rate: float | None, sessions: int, stacke
         # Time a subtask switch on the visible screen: key -> handler -> the frame that
         # shows the other subtask's stream painted (whatever the handler left for later).
         switch_marks: list[float] = []
+        layouts = [0]
+        top.screen_layout_refresh_signal.subscribe(top.stream, lambda _: layouts.__setitem__(0, layouts[0] + 1),
+                                                 immediate=True)
         original_select = top._select
 
         async def timed_select(subtask_id: str | None) -> None:
+            stream = top.stream
+            old = [w for w in stream.children if w is not stream._bar]
             await original_select(subtask_id)
-            top.call_after_refresh(lambda: switch_marks.append(time.perf_counter()))
+            since = layouts[0]  # a layout after the switch: sizes below are not stale
+
+            def painted(rounds: int = 0) -> None:
+                # after a refresh: the old blocks gone, the new ones laid out, at the end
+                new = list(stream.widgets.values())[-5:]
+                done = (layouts[0] > since and not any(w.is_attached for w in old) and all(w.outer_size.height for w in new)
+                        and (stream.max_scroll_y <= 0 or stream.scroll_y >= stream.max_scroll_y))
+                if done or rounds > 100:
+                    switch_marks.append(time.perf_counter())
+                else:
+                    top.call_after_refresh(painted, rounds + 1)
+
+            top.call_after_refresh(painted)
 
         top._select = timed_select  # type: ignore[method-assign]
 

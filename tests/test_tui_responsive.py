@@ -161,3 +161,27 @@ async def test_the_sessions_list_under_a_session_view_waits_until_shown(tmp_path
         app.pop_screen()
         await wait_until(pilot, lambda: sorted(home.row_ids()) == sorted(["snew0000001", fx.SESSION_IDS["done"]]),
                          what="the new session listed")
+
+
+async def test_switching_to_a_long_subtask_lays_it_out_at_its_end_at_once(store: Store) -> None:
+    """The first layout after the switch already shows the end of the stream: not its
+    head, with the end one more layout (and a visible jump) later."""
+    w = Writer(store)
+    await w.start()
+    await w.notes(60)  # more blocks than the stream has rows
+    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        assert screen.selected == "b"
+        seen: list[tuple[float, int]] = []
+        stream = screen.stream
+        screen.screen_layout_refresh_signal.subscribe(
+            stream, lambda _: seen.append((stream.scroll_y, stream.max_scroll_y)), immediate=True)
+        await screen._select("a")
+        await until(pilot, lambda: seen and seen[-1][1] > 0, "the long stream laid out")
+        first = next(s for s in seen if s[1] > 0)
+        assert first[0] == first[1]  # the first layout with the long stream is at its end
+        assert stream.following

@@ -119,6 +119,16 @@ class StreamView(VerticalScroll):
             return
         blocks = subtask.blocks[-min(self.SHOW_BLOCKS, self.MAX_BLOCKS):]
         self.first_index = len(subtask.blocks) - len(blocks)
+        rows = self.scrollable_content_region.height
+        if rows and len(blocks) >= rows:
+            # every block takes a row at least: this overflows for sure. Anchored now, the
+            # first layout already puts the end in view (not the head, then the end one
+            # more layout later); sizes read here would still be the old subtask's.
+            self._follow_pending = False
+            self.anchor()
+            await self._mount_blocks(blocks)
+            self._update_bar()
+            return
         await self._mount_blocks(blocks)
         self._update_bar()
         self._maybe_anchor()
