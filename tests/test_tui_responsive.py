@@ -185,3 +185,29 @@ async def test_switching_to_a_long_subtask_lays_it_out_at_its_end_at_once(store:
         first = next(s for s in seen if s[1] > 0)
         assert first[0] == first[1]  # the first layout with the long stream is at its end
         assert stream.following
+
+
+async def test_a_switch_mounts_what_fills_the_view_first_then_the_blocks_above(store: Store) -> None:
+    w = Writer(store)
+    await w.start()
+    await w.notes(80)
+    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        stream = screen.stream
+        rows = stream.scrollable_content_region.height
+        first_layout: list[int] = []
+        screen.screen_layout_refresh_signal.subscribe(
+            stream, lambda _: first_layout.append(len(stream.widgets))
+            if not first_layout and stream.widgets and stream.subtask is screen.model.subtask("a") else None,
+            immediate=True)
+        await screen._select("a")
+        blocks = screen.model.subtask("a").blocks
+        await until(pilot, lambda: bool(first_layout) and mounted_bids(screen) == [b.bid for b in blocks],
+                    "a laid out, then every block of it mounted")
+        assert first_layout[0] <= rows < len(blocks)  # the first frame did not wait for the rest
+        assert stream.hidden_blocks == 0 and not stream._bar.display
+        assert stream.scroll_y == stream.max_scroll_y > 0  # still at the end

@@ -267,7 +267,7 @@ class SessionScreen(Screen[None]):
         self.selected = subtask_id
         self.refresh_bindings()
         self.subtask_list.select(subtask_id)
-        await self.stream.show(self.model.subtask(subtask_id), more_events=self.feed.has_earlier)
+        await self.stream.show(self.model.subtask(subtask_id), more_events=self.feed.has_earlier, progressive=True)
 
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         sid = subtask_id_of(event.option.id)

@@ -52,6 +52,7 @@ class StreamView(VerticalScroll):
         self.mount_count = 0  # block widgets created over this view's life (tests, benchmarks)
         self._bar = EarlierBar("", classes="earlier")
         self._follow_pending = True
+        self._generation = 0  # bumped by every show(): a pending head of an older one is dropped
 
     def compose(self):
         yield self._bar
@@ -102,8 +103,13 @@ class StreamView(VerticalScroll):
         else:
             self._bar.display = False
 
-    async def show(self, subtask: m.SubtaskView | None, *, more_events: bool = False) -> None:
-        """Replace everything with the tail of ``subtask``."""
+    async def show(self, subtask: m.SubtaskView | None, *, more_events: bool = False,
+                   progressive: bool = False) -> None:
+        """Replace everything with the tail of ``subtask``. ``progressive`` (a subtask
+        switch): when the tail overflows, what fills the view is mounted first and the
+        blocks above it once that frame is painted, so the end shows without waiting
+        for blocks out of sight."""
+        self._generation += 1
         self.more_events = more_events
         old = [w for w in self.children if w is not self._bar]
         self.widgets.clear()
@@ -126,12 +132,34 @@ class StreamView(VerticalScroll):
             # more layout later); sizes read here would still be the old subtask's.
             self._follow_pending = False
             self.anchor()
+            head: list[m.Block] = []
+            if progressive and len(blocks) > rows:
+                head, blocks = blocks[:-rows], blocks[-rows:]  # rows blocks fill the view
+                self.first_index += len(head)
             await self._mount_blocks(blocks)
             self._update_bar()
+            if head:  # asked once the mount is in: after the frame that lays it out
+                self.call_after_refresh(self._mount_head, self._generation, head)
             return
         await self._mount_blocks(blocks)
         self._update_bar()
         self._maybe_anchor()
+
+    async def _mount_head(self, generation: int, head: list[m.Block]) -> None:
+        """The rest of a progressive show, above its first screen: unless another show,
+        a "load earlier" or a prune moved the first block meanwhile."""
+        if generation != self._generation or self.subtask is None or not head:
+            return
+        start = self.first_index - len(head)
+        shown = self.subtask.blocks[start:self.first_index] if start >= 0 else []
+        if len(shown) != len(head) or any(a is not b for a, b in zip(shown, head)):
+            return
+        widgets = [widget_for(b, self.clock) for b in head]
+        self.mount_count += len(widgets)
+        self.widgets = {**{b.bid: w for b, w in zip(head, widgets)}, **self.widgets}
+        self.first_index = start
+        await self.mount_all(widgets, after=self._bar)
+        self._update_bar()
 
     async def add_blocks(self, blocks: list[m.Block]) -> None:
         """Blocks appended to the shown subtask since the last frame."""
