@@ -53,6 +53,7 @@ class StreamView(VerticalScroll):
         self._bar = EarlierBar("", classes="earlier")
         self._follow_pending = True
         self._generation = 0  # bumped by every show(): a pending head of an older one is dropped
+        self._pending_head: tuple[int, list[m.Block]] | None = None  # (generation, blocks) to mount above
 
     def compose(self):
         yield self._bar
@@ -71,6 +72,8 @@ class StreamView(VerticalScroll):
 
     def watch_virtual_size(self) -> None:
         self.call_after_refresh(self._maybe_anchor)  # the container size is set after this
+        if self._pending_head is not None:  # a layout of a progressive show: its frame first
+            self.call_after_refresh(self._mount_pending_head)
 
     def _maybe_anchor(self) -> None:
         if self._follow_pending and self.max_scroll_y > 0:
@@ -110,6 +113,7 @@ class StreamView(VerticalScroll):
         blocks above it once that frame is painted, so the end shows without waiting
         for blocks out of sight."""
         self._generation += 1
+        self._pending_head = None
         self.more_events = more_events
         old = [w for w in self.children if w is not self._bar]
         self.widgets.clear()
@@ -138,12 +142,17 @@ class StreamView(VerticalScroll):
                 self.first_index += len(head)
             await self._mount_blocks(blocks)
             self._update_bar()
-            if head:  # asked once the mount is in: after the frame that lays it out
-                self.call_after_refresh(self._mount_head, self._generation, head)
+            # the rest once the first layout of these is painted (see watch_virtual_size)
+            self._pending_head = (self._generation, head) if head else None
             return
         await self._mount_blocks(blocks)
         self._update_bar()
         self._maybe_anchor()
+
+    async def _mount_pending_head(self) -> None:
+        pending, self._pending_head = self._pending_head, None
+        if pending is not None:
+            await self._mount_head(*pending)
 
     async def _mount_head(self, generation: int, head: list[m.Block]) -> None:
         """The rest of a progressive show, above its first screen: unless another show,
