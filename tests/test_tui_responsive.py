@@ -123,7 +123,7 @@ async def test_a_frame_arriving_during_a_switch_is_shown_once(store: Store) -> N
 
 def test_a_finished_message_is_rendered_once_for_every_widget_and_the_cache_is_bounded() -> None:
     from tui import model as m
-    from tui.widgets.blocks import RENDERED, RenderedText
+    from tui.widgets.markdown import RENDERED, RenderedText
 
     done = m.TextBlock(bid=1, subtask_id="a", seq=1, ts=T0, text="**done** and - a list", completed=True)
     first = TextView(done)._content(40)

@@ -5,7 +5,6 @@ app-level ``Ticker`` and read time from the screen's clock."""
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from typing import Callable
 
 from textual.binding import Binding
@@ -16,6 +15,7 @@ from textual.geometry import Size
 
 from tui import model as m
 from tui.widgets import markdown as md
+from tui.widgets.markdown import RENDERED
 from tui.widgets.anim import Ticker
 
 Clock = Callable[[], float]
@@ -160,36 +160,6 @@ class AttemptSeparator(BlockWidget):
         if len(lines) > 1:
             extra += f"  (+{len(lines) - 1} lines)"
         return Content("\n").join([head, Content.styled(m._clip("↳ " + extra, width), "$foreground-muted italic")])
-
-
-class RenderedText:
-    """Finished messages as rendered Markdown, keyed by (text, width), shared by every
-    widget that shows one: a subtask shown again (a switch back) mounts new widgets but
-    does not parse its messages again. Bounded by characters held; streaming text (a
-    new string each frame) never goes in."""
-
-    def __init__(self, budget: int = 500_000) -> None:
-        self.budget = budget
-        self._items: OrderedDict[tuple[str, int], Content] = OrderedDict()
-        self._chars = 0
-
-    def get(self, text: str, width: int) -> Content | None:
-        content = self._items.get((text, width))
-        if content is not None:
-            self._items.move_to_end((text, width))
-        return content
-
-    def put(self, text: str, width: int, content: Content) -> None:
-        if len(text) > self.budget // 4 or (text, width) in self._items:
-            return
-        self._items[(text, width)] = content
-        self._chars += len(text)
-        while self._chars > self.budget:
-            (old, _), _ = self._items.popitem(last=False)
-            self._chars -= len(old)
-
-
-RENDERED = RenderedText()
 
 
 class TextView(BlockWidget):

@@ -8,6 +8,7 @@ wrapped at the widget's width with hanging indents for lists and quotes.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -239,3 +240,33 @@ def render(units: list[Unit], width: int) -> Content:
 
 def to_content(text: str, width: int) -> Content:
     return render(parse(text), width)
+
+
+class RenderedText:
+    """Finished messages as rendered Markdown, keyed by (text, width), shared by every
+    widget that shows one: a subtask shown again (a switch back) mounts new widgets but
+    does not parse its messages again. Bounded by characters held; streaming text (a
+    new string each frame) never goes in."""
+
+    def __init__(self, budget: int = 500_000) -> None:
+        self.budget = budget
+        self._items: OrderedDict[tuple[str, int], Content] = OrderedDict()
+        self._chars = 0
+
+    def get(self, text: str, width: int) -> Content | None:
+        content = self._items.get((text, width))
+        if content is not None:
+            self._items.move_to_end((text, width))
+        return content
+
+    def put(self, text: str, width: int, content: Content) -> None:
+        if len(text) > self.budget // 4 or (text, width) in self._items:
+            return
+        self._items[(text, width)] = content
+        self._chars += len(text)
+        while self._chars > self.budget:
+            (old, _), _ = self._items.popitem(last=False)
+            self._chars -= len(old)
+
+
+RENDERED = RenderedText()
