@@ -1,8 +1,10 @@
 """The stream of the selected subtask: block widgets in a scroll that follows the tail.
 
 Only the selected subtask's blocks are mounted, at most ``MAX_BLOCKS`` of them (the
-oldest are pruned as new ones arrive); earlier ones come back on demand. New blocks
-from one frame are mounted in one ``mount_all``; changed blocks re-render in place."""
+oldest are pruned as new ones arrive); earlier ones come back on demand: scrolling to
+the top (``NeedEarlier``), ``u`` or a click on the bar. New blocks from one frame are
+mounted in one ``mount_all``; changed blocks re-render in place. The first mounted
+block is the subtask's ``pinned`` one: the model prunes nothing from there on."""
 
 from __future__ import annotations
 
@@ -34,8 +36,11 @@ class EarlierBar(Static):
 
 
 class StreamView(VerticalScroll):
+    class NeedEarlier(Message):
+        """The reader scrolled to the top and there is more above."""
+
     MAX_BLOCKS = 200  # mounted at most (older ones are pruned as new ones arrive)
-    SHOW_BLOCKS = 100  # mounted when a subtask is shown, and per "load earlier"
+    SHOW_BLOCKS = 40  # mounted when a subtask is shown (a screenful and more), and per "load earlier"
     PRUNE_SLACK = 50  # prune in steps, not on every new block
 
     DEFAULT_CSS = """
@@ -47,7 +52,6 @@ class StreamView(VerticalScroll):
         self.clock = clock
         self.subtask: m.SubtaskView | None = None
         self.widgets: dict[int, Widget] = {}  # bid -> mounted widget, in order
-        self.first_index = 0  # index in subtask.blocks of the first mounted block
         self.more_events = False  # the store holds events older than the loaded page
         self.mount_count = 0  # block widgets created over this view's life (tests, benchmarks)
         self._bar = EarlierBar("", classes="earlier")
@@ -89,12 +93,34 @@ class StreamView(VerticalScroll):
 
     # --- what is shown ---
 
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new <= 0 < old and not self.following and (self.hidden_blocks or self.more_events):
+            self.post_message(self.NeedEarlier())
+
     @property
     def hidden_blocks(self) -> int:
-        return self.first_index
+        """Blocks the model holds above the first mounted one."""
+        if self.subtask is None:
+            return 0
+        first = next(iter(self.widgets.values()), None)
+        if first is None:
+            return len(self.subtask.blocks)
+        try:
+            return self.subtask.blocks.index(first.block)  # type: ignore[attr-defined]
+        except ValueError:
+            return 0
+
+    def _pin(self) -> None:
+        if self.subtask is not None:
+            first = next(iter(self.widgets.values()), None)
+            self.subtask.pinned = first.block if first is not None else None  # type: ignore[attr-defined]
 
     def _update_bar(self) -> None:
-        hidden = self.first_index
+        self._pin()
+        hidden = self.hidden_blocks
+        if self.subtask is not None:
+            self.more_events = self.subtask.has_earlier
         if hidden or self.more_events:
             what = f"{hidden} earlier block{'s' if hidden != 1 else ''}" if hidden else "earlier events"
             self._bar.update(Content.styled(f"↑ {what} — press u or click to load", "$foreground-muted italic"))
@@ -109,8 +135,9 @@ class StreamView(VerticalScroll):
         self.widgets.clear()
         if old:
             await self.remove_children(old)
+        if self.subtask is not None and self.subtask is not subtask:
+            self.subtask.pinned = None  # not on screen any more: the model may prune it
         self.subtask = subtask
-        self.first_index = 0
         self.anchor(False)
         self._follow_pending = True
         self.scroll_to(y=0, animate=False, immediate=True)
@@ -118,7 +145,6 @@ class StreamView(VerticalScroll):
             self._update_bar()
             return
         blocks = subtask.blocks[-min(self.SHOW_BLOCKS, self.MAX_BLOCKS):]
-        self.first_index = len(subtask.blocks) - len(blocks)
         await self._mount_blocks(blocks)
         self._update_bar()
         self._maybe_anchor()
@@ -143,22 +169,33 @@ class StreamView(VerticalScroll):
 
     async def show_earlier(self, count: int | None = None) -> int:
         """Mount up to ``count`` model blocks above the first shown one; how many."""
-        if self.subtask is None or self.first_index <= 0:
+        hidden = self.hidden_blocks
+        if self.subtask is None or hidden <= 0:
             return 0
         count = count or self.SHOW_BLOCKS
-        start = max(0, self.first_index - count)
-        blocks = self.subtask.blocks[start:self.first_index]
+        start = max(0, hidden - count)
+        blocks = self.subtask.blocks[start:hidden]
         widgets = [widget_for(b, self.clock) for b in blocks]
         self.mount_count += len(widgets)
+        top = next(iter(self.widgets.values()), None)
         # keep the dict in display order: earlier blocks first
         self.widgets = {**{b.bid: w for b, w in zip(blocks, widgets)}, **self.widgets}
-        self.first_index = start
         self._follow_pending = False
         if self.is_anchored:
             self.release_anchor()
         await self.mount_all(widgets, after=self._bar)
         self._update_bar()
+        if top is not None and self.scroll_y <= 0:
+            # the reader stays where they were (no jump, no cascade of loads at the top)
+            self.call_after_refresh(self.scroll_to_widget, top, animate=False, top=True, immediate=True)
         return len(widgets)
+
+    async def drop_blocks(self, blocks: list[m.Block]) -> None:
+        """Unmount these blocks' widgets (the model moved them: they come back in order)."""
+        gone = [self.widgets.pop(b.bid) for b in blocks if b.bid in self.widgets]
+        if gone:
+            await self.remove_children(gone)
+            self._update_bar()
 
     def set_more_events(self, more: bool) -> None:
         self.more_events = more
@@ -170,6 +207,7 @@ class StreamView(VerticalScroll):
             self.widgets[b.bid] = w
         self.mount_count += len(widgets)
         await self.mount_all(widgets)
+        self._pin()
 
     async def _prune(self) -> None:
         extra = len(self.widgets) - self.MAX_BLOCKS
@@ -177,7 +215,6 @@ class StreamView(VerticalScroll):
             return
         gone = list(self.widgets)[:extra]
         widgets = [self.widgets.pop(bid) for bid in gone]
-        self.first_index += extra
         self._update_bar()
         await self.remove_children(widgets)
 
