@@ -312,6 +312,15 @@ def is_open(b: Block) -> bool:
     return False
 
 
+def _key(b: Block) -> tuple[str, str] | None:
+    """What identifies a block across pages: its call or its message."""
+    if isinstance(b, ToolBlock) and b.call_id:
+        return ("tool", b.call_id)
+    if isinstance(b, (TextBlock, ThinkingBlock)) and b.message_id:
+        return (b.kind, b.message_id)
+    return None
+
+
 class SessionModel:
     """Folds events into view state. Never raises on odd input: out-of-order, empty or
     unknown events become something sensible on screen.
@@ -980,16 +989,22 @@ class SessionModel:
         if src is None:
             return []
         mine = {id(b) for b in st.blocks}
+        front: dict[tuple[str, str], Block] = {}  # a call or message here (its later part)
+        for b in st.blocks:
+            k = _key(b)
+            if k is not None:
+                front.setdefault(k, b)
         out: list[Block] = []
         for b in src.blocks:
             if b.seq and b.seq >= before_seq:
                 continue
-            here: Block | None = None
-            if isinstance(b, ToolBlock) and b.call_id:
-                here = self._tools.get(b.call_id)
-            elif isinstance(b, TextBlock) and b.message_id:
+            k = _key(b)
+            here: Block | None = front.get(k) if k is not None else None
+            if here is None and isinstance(b, ToolBlock) and b.call_id:
+                here = self._tools.get(b.call_id)  # detached: pruned while open
+            elif here is None and isinstance(b, TextBlock) and b.message_id:
                 here = self._texts.get((subtask_id, b.message_id))
-            elif isinstance(b, ThinkingBlock) and b.message_id:
+            elif here is None and isinstance(b, ThinkingBlock) and b.message_id:
                 here = self._thoughts.get((subtask_id, b.message_id))
             if here is not None and id(here) in mine:
                 # the tail of a block that started earlier: the earlier fold has it whole

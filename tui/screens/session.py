@@ -260,9 +260,12 @@ class SessionScreen(Screen[None]):
     async def on_earlier_bar_pressed(self, _: EarlierBar.Pressed) -> None:
         await self.action_load_earlier()
 
-    async def on_stream_view_need_earlier(self, _: StreamView.NeedEarlier) -> None:
-        if not self._lock.locked():
-            await self.action_load_earlier()
+    async def on_stream_view_need_earlier(self, message: StreamView.NeedEarlier) -> None:
+        if message.fill:
+            if await self._load_earlier(fill=True):
+                self.stream.filled()
+        elif not self._lock.locked():
+            await self._load_earlier()
 
     async def on_unmount(self) -> None:
         try:
@@ -273,21 +276,26 @@ class SessionScreen(Screen[None]):
     # --- paging back ---------------------------------------------------------------------
 
     async def action_load_earlier(self) -> None:
+        await self._load_earlier()
+
+    async def _load_earlier(self, fill: bool = False) -> bool:
         """Show hidden blocks of this subtask, else re-load its page of blocks before
-        (from the store: pruned, or older than the page read on open)."""
+        (from the store: pruned, or older than the page read on open). ``fill``: the
+        view is not full yet (nothing moves). False if that failed."""
         if self.stream.hidden_blocks:
-            await self.stream.show_earlier()
-            return
+            await self.stream.show_earlier(fill=fill)
+            return True
         st = self.model.subtask(self.selected)
         if st is None or not st.has_earlier:
-            self.notify("this is the beginning of the session")
-            return
+            if not fill:
+                self.notify("this is the beginning of the session")
+            return True
         async with self._lock:
             try:
                 blocks = await load_earlier_blocks(self.store, self.model, st.id, page=self.PAGE_SIZE)
             except Exception as exc:
                 self.notify(f"could not load earlier events: {exc}", severity="error", markup=False)
-                return
+                return False
             changes = self.model.take_changes()  # only what the page touched
             if self.model.first_seq is not None and (self.feed.first_seq is None
                                                      or self.model.first_seq < self.feed.first_seq):
@@ -295,10 +303,11 @@ class SessionScreen(Screen[None]):
             if self.stream.subtask is st:
                 await self.stream.drop_blocks(self.model.replaced)
                 if blocks:
-                    await self.stream.show_earlier(len(blocks))
+                    await self.stream.show_earlier(len(blocks), fill=fill)
                 self.stream.set_more_events(st.has_earlier)
             if changes.subtasks:
                 self.subtask_list.refresh_subtasks(changes.subtasks)
+        return True
 
     # --- controls ------------------------------------------------------------------------
 

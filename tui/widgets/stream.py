@@ -37,7 +37,12 @@ class EarlierBar(Static):
 
 class StreamView(VerticalScroll):
     class NeedEarlier(Message):
-        """The reader scrolled to the top and there is more above."""
+        """The reader scrolled to the top and there is more above; or (``fill``) what is
+        mounted does not fill the view yet."""
+
+        def __init__(self, fill: bool = False) -> None:
+            super().__init__()
+            self.fill = fill
 
     MAX_BLOCKS = 200  # mounted at most (older ones are pruned as new ones arrive)
     SHOW_BLOCKS = 40  # mounted when a subtask is shown (a screenful and more), and per "load earlier"
@@ -56,6 +61,7 @@ class StreamView(VerticalScroll):
         self.mount_count = 0  # block widgets created over this view's life (tests, benchmarks)
         self._bar = EarlierBar("", classes="earlier")
         self._follow_pending = True
+        self._fill_asked = False  # a NeedEarlier(fill) is out: not again until it is answered
 
     def compose(self):
         yield self._bar
@@ -85,6 +91,17 @@ class StreamView(VerticalScroll):
             self.anchor(False)
             self._follow_pending = True
             self.scroll_to(y=0, animate=False, immediate=True)
+        if (self.max_scroll_y <= 0 and not self._fill_asked and self.subtask is not None
+                and len(self.widgets) < self.MAX_BLOCKS and self.hidden_blocks):
+            # a short tail: mount what the model holds above until the view is full (the
+            # store is only read when the reader asks: scrolling up, u, the bar)
+            self._fill_asked = True
+            self.post_message(self.NeedEarlier(fill=True))
+
+    def filled(self) -> None:
+        """The screen answered a NeedEarlier(fill): ask again if still not full."""
+        self._fill_asked = False
+        self.call_after_refresh(self._maybe_anchor)
 
     @property
     def following(self) -> bool:
@@ -138,6 +155,7 @@ class StreamView(VerticalScroll):
         if self.subtask is not None and self.subtask is not subtask:
             self.subtask.pinned = None  # not on screen any more: the model may prune it
         self.subtask = subtask
+        self._fill_asked = False
         self.anchor(False)
         self._follow_pending = True
         self.scroll_to(y=0, animate=False, immediate=True)
@@ -167,8 +185,9 @@ class StreamView(VerticalScroll):
                 n += 1
         return n
 
-    async def show_earlier(self, count: int | None = None) -> int:
-        """Mount up to ``count`` model blocks above the first shown one; how many."""
+    async def show_earlier(self, count: int | None = None, fill: bool = False) -> int:
+        """Mount up to ``count`` model blocks above the first shown one; how many.
+        ``fill``: the view was not full, so nothing moves (following goes on)."""
         hidden = self.hidden_blocks
         if self.subtask is None or hidden <= 0:
             return 0
@@ -180,12 +199,13 @@ class StreamView(VerticalScroll):
         top = next(iter(self.widgets.values()), None)
         # keep the dict in display order: earlier blocks first
         self.widgets = {**{b.bid: w for b, w in zip(blocks, widgets)}, **self.widgets}
-        self._follow_pending = False
-        if self.is_anchored:
-            self.release_anchor()
+        if not fill:
+            self._follow_pending = False
+            if self.is_anchored:
+                self.release_anchor()
         await self.mount_all(widgets, after=self._bar)
         self._update_bar()
-        if top is not None and self.scroll_y <= 0:
+        if top is not None and self.scroll_y <= 0 and not fill:
             # the reader stays where they were (no jump, no cascade of loads at the top)
             self.call_after_refresh(self.scroll_to_widget, top, animate=False, top=True, immediate=True)
         return len(widgets)
