@@ -291,6 +291,8 @@ def main() -> None:
                   f"{floor['peak_rss_mb']:.0f} MB -> +{big['peak_rss_mb'] - floor['peak_rss_mb']:.0f} MB; "
                   f"growth {slope:.1f} MB/100k events (2nd half); model blocks {big['model_blocks']}, "
                   f"widgets {big['widgets']}", flush=True)
+            curve = big["samples"][:: max(1, len(big["samples"]) // 8)] + big["samples"][-1:]
+            print("         RSS (MB) by events: " + ", ".join(f"{int(n / 1000)}k {r:.0f}" for n, r in curve))
             for p in tmp.iterdir():
                 p.unlink()
             tmp.rmdir()
