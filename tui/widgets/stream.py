@@ -80,6 +80,7 @@ class StreamView(VerticalScroll):
 
     def watch_virtual_size(self) -> None:
         self.call_after_refresh(self._maybe_anchor)  # the container size is set after this
+        self.call_after_refresh(self._maybe_fill)
 
     def _maybe_anchor(self) -> None:
         if self._follow_pending and self.max_scroll_y > 0:
@@ -91,6 +92,9 @@ class StreamView(VerticalScroll):
             self.anchor(False)
             self._follow_pending = True
             self.scroll_to(y=0, animate=False, immediate=True)
+
+    def _maybe_fill(self) -> None:
+        """After a layout: a short tail that leaves the view part empty asks for more."""
         if (self.max_scroll_y <= 0 and not self._fill_asked and self.subtask is not None
                 and len(self.widgets) < self.MAX_BLOCKS and self.hidden_blocks):
             # a short tail: mount what the model holds above until the view is full (the
@@ -101,7 +105,7 @@ class StreamView(VerticalScroll):
     def filled(self) -> None:
         """The screen answered a NeedEarlier(fill): ask again if still not full."""
         self._fill_asked = False
-        self.call_after_refresh(self._maybe_anchor)
+        self.call_after_refresh(self._maybe_fill)
 
     @property
     def following(self) -> bool:
@@ -166,6 +170,7 @@ class StreamView(VerticalScroll):
         await self._mount_blocks(blocks)
         self._update_bar()
         self._maybe_anchor()
+        self.call_after_refresh(self._maybe_fill)
 
     async def add_blocks(self, blocks: list[m.Block]) -> None:
         """Blocks appended to the shown subtask since the last frame."""
