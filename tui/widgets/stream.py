@@ -45,7 +45,7 @@ class StreamView(VerticalScroll):
             self.fill = fill
 
     MAX_BLOCKS = 200  # mounted at most (older ones are pruned as new ones arrive)
-    SHOW_BLOCKS = 40  # mounted when a subtask is shown (a screenful and more), and per "load earlier"
+    SHOW_BLOCKS = 20  # mounted when a subtask is shown (more follow while the view is not full), per "load earlier"
     PRUNE_SLACK = 50  # prune in steps, not on every new block
 
     DEFAULT_CSS = """
