@@ -221,6 +221,7 @@ async def child_stream(db: str, n: int) -> dict[str, Any]:
         out = {"events": sent, "seconds": elapsed, "samples": samples, "peak_rss_mb": peak_rss_mb(),
                "model_blocks": sum(len(s.blocks) for s in screen.model.subtasks.values()),
                "widgets": len(screen.stream.widgets), "tokens": screen.model.session.tokens,
+               "gc_pauses": list(getattr(type(screen.stream), "gc_pauses", [])),
                "selected_blocks": len(st.blocks) if st else 0}
     return out
 
@@ -291,6 +292,9 @@ def main() -> None:
                   f"{floor['peak_rss_mb']:.0f} MB -> +{big['peak_rss_mb'] - floor['peak_rss_mb']:.0f} MB; "
                   f"growth {slope:.1f} MB/100k events (2nd half); model blocks {big['model_blocks']}, "
                   f"widgets {big['widgets']}", flush=True)
+            gcp = sorted(big.get("gc_pauses") or [0.0])
+            print(f"         full collections after pruning: {len(big.get('gc_pauses') or [])}, "
+                  f"median {gcp[len(gcp) // 2] * 1000:.0f} ms, max {gcp[-1] * 1000:.0f} ms")
             curve = big["samples"][:: max(1, len(big["samples"]) // 8)] + big["samples"][-1:]
             print("         RSS (MB) by events: " + ", ".join(f"{int(n / 1000)}k {r:.0f}" for n, r in curve))
             for p in tmp.iterdir():

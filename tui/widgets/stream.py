@@ -8,6 +8,7 @@ block is the subtask's ``pinned`` one: the model prunes nothing from there on.""
 
 from __future__ import annotations
 
+import gc
 import time
 from textual.containers import VerticalScroll
 from textual.content import Content
@@ -47,6 +48,14 @@ class StreamView(VerticalScroll):
     MAX_BLOCKS = 200  # mounted at most (older ones are pruned as new ones arrive)
     SHOW_BLOCKS = 20  # mounted when a subtask is shown (more follow while the view is not full), per "load earlier"
     PRUNE_SLACK = 50  # prune in steps, not on every new block
+    # A removed block widget is a reference cycle (Textual's styles, caches, message pump)
+    # that only a full collection frees, and the app raises the collector's thresholds
+    # (tui.app): in a long stream pruned widgets piled up by the thousand (~100 KB each).
+    # A pruned widget sheds its render caches at once (``_shed``), and every
+    # COLLECT_EVERY pruned widgets (a dozen windows) one full collection runs: in a flood
+    # about one every few seconds, at an agent's pace one every several minutes.
+    COLLECT_EVERY = 3000
+    gc_pauses: list[float] = []  # seconds each of those took (benchmarks)
 
     DEFAULT_CSS = """
     StreamView { height: 1fr; }
@@ -62,6 +71,7 @@ class StreamView(VerticalScroll):
         self._bar = EarlierBar("", classes="earlier")
         self._follow_pending = True
         self._fill_asked = False  # a NeedEarlier(fill) is out: not again until it is answered
+        self._pruned = 0  # widgets pruned since the last full collection
 
     def compose(self):
         yield self._bar
@@ -242,6 +252,15 @@ class StreamView(VerticalScroll):
         widgets = [self.widgets.pop(bid) for bid in gone]
         self._update_bar()
         await self.remove_children(widgets)
+        for w in widgets:
+            _shed(w)
+        self._pruned += len(widgets)
+        if self._pruned >= self.COLLECT_EVERY:
+            self._pruned = 0
+            del widgets
+            t = time.perf_counter()
+            gc.collect()
+            self.gc_pauses.append(time.perf_counter() - t)
 
     def keep_in_view(self, widget: Widget) -> None:
         """A block the reader unfolded: once laid out, bring its head (and as much of it
@@ -286,3 +305,20 @@ class StreamView(VerticalScroll):
                 self.scroll_to_widget(w, top=True, animate=False)
                 return
 
+
+def _shed(widget: Widget) -> None:
+    """Drop what a removed block widget renders from: until a full collection frees its
+    reference cycles, only its small skeleton stays (not lines, strips and parsed text)."""
+    try:
+        widget._styles_cache.clear()
+        widget._render_cache = type(widget._render_cache)(widget._render_cache.size, [])
+        widget._box_model_cache.clear()
+        widget._clear_arrangement_cache()
+        for name in ("_cache",):
+            cache = getattr(widget, name, None)
+            if isinstance(cache, dict):
+                cache.clear()
+        if hasattr(widget, "_units"):
+            widget._units = None  # type: ignore[attr-defined]
+    except Exception:  # a Textual without these caches: nothing to shed
+        pass
