@@ -280,7 +280,6 @@ def main() -> None:
         print(f"  big/tiny: {min(ratios):.2f}-{max(ratios):.2f}x (target <= 1.2x)")
 
     if not a.skip_stream:
-        floor_db = cached_db(0) if False else None  # noqa: F841 (the stream uses a fresh file)
         print(f"stream: {a.stream:,} events through a live session view (real Store, follow=local)")
         for i in range(a.runs):
             tmp = Path(tempfile.mkdtemp(prefix="shepherd-sbench-"))
