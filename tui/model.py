@@ -74,6 +74,7 @@ class TextBlock(Block):
     role: str = "assistant"
     text: str = ""
     completed: bool = False
+    full: bool = False  # the completion carried the whole text (not only what streamed)
 
 
 @dataclass(eq=False)
@@ -82,6 +83,7 @@ class ThinkingBlock(Block):
     message_id: str = ""
     text: str = ""
     completed: bool = False
+    full: bool = False
 
 
 @dataclass(eq=False)
@@ -211,13 +213,17 @@ class SubtaskView:
     blocks: list[Block] = field(default_factory=list)
     version: int = 0
     _state_before_pause: str | None = None
+    # Windowing: the model keeps the last blocks of a subtask; older ones are in the store.
+    has_earlier: bool = False  # blocks of this subtask may precede blocks[0] in the store
+    pinned: Block | None = None  # the first block on screen: never pruned, nor what follows
+    detached: list[Block] = field(default_factory=list)  # open blocks pruned (still updated)
 
     @property
     def label(self) -> str:
         return self.title or safe(self.id) or "session"
 
     def open_tools(self) -> list[ToolBlock]:
-        return [b for b in self.blocks if isinstance(b, ToolBlock) and b.running]
+        return [b for b in (*self.detached, *self.blocks) if isinstance(b, ToolBlock) and b.running]
 
 
 @dataclass(eq=False)
@@ -295,9 +301,37 @@ class Changes:
 # --- the model --------------------------------------------------------------------------
 
 
+def is_open(b: Block) -> bool:
+    """A block later events may still change (kept reachable when pruned)."""
+    if isinstance(b, ToolBlock):
+        return b.running
+    if isinstance(b, (TextBlock, ThinkingBlock)):
+        return bool(b.message_id) and not b.completed
+    if isinstance(b, RetryBlock):
+        return b.active
+    return False
+
+
+def _key(b: Block) -> tuple[str, str] | None:
+    """What identifies a block across pages: its call or its message."""
+    if isinstance(b, ToolBlock) and b.call_id:
+        return ("tool", b.call_id)
+    if isinstance(b, (TextBlock, ThinkingBlock)) and b.message_id:
+        return (b.kind, b.message_id)
+    return None
+
+
 class SessionModel:
     """Folds events into view state. Never raises on odd input: out-of-order, empty or
-    unknown events become something sensible on screen."""
+    unknown events become something sensible on screen.
+
+    Memory is bounded: a subtask keeps at most ``MAX_BLOCKS`` (+ ``PRUNE_SLACK``) blocks;
+    older ones are pruned (``has_earlier``) and re-loaded from the store on demand
+    (``prepend``). Everything the screen summarises (states, counts, tokens, cost) is a
+    running aggregate on ``SubtaskView``/``SessionInfo``, so pruning never changes it."""
+
+    MAX_BLOCKS = 500
+    PRUNE_SLACK = 100
 
     def __init__(self, session_id: str = "") -> None:
         self.session = SessionInfo(id=session_id)
@@ -313,6 +347,7 @@ class SessionModel:
         self._texts: dict[tuple[str, str], TextBlock] = {}
         self._thoughts: dict[tuple[str, str], ThinkingBlock] = {}
         self._changes = Changes()
+        self.replaced: list[Block] = []  # blocks the last prepend() moved to the front
 
     # --- construction ---
 
@@ -323,7 +358,11 @@ class SessionModel:
         if session_row is not None:
             m.load_session_row(session_row)
         m.load_subtask_rows(subtask_rows)
-        m.apply(list(events))
+        events = list(events)
+        m.apply(events)
+        if events and events[0].seq > 1:  # a last page: older blocks are in the store
+            for st in m.subtasks.values():
+                st.has_earlier = st.state != "pending" or bool(st.blocks)
         m.settle()
         m.take_changes()
         return m
@@ -579,11 +618,12 @@ class SessionModel:
             th = self._thoughts.get((st.id, e.message_id))
             if th is not None:
                 th.text = e.text or th.text
+                th.full = th.full or bool(e.text)
                 th.completed = True
                 self._bump(th)
             elif e.text:
                 th = ThinkingBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
-                                   message_id=e.message_id, text=e.text, completed=True)
+                                   message_id=e.message_id, text=e.text, completed=True, full=True)
                 self._add(st, th)
             return
         existing = self._texts.get((st.id, e.message_id)) if e.message_id else None
@@ -592,6 +632,7 @@ class SessionModel:
         tb = existing or self._text_block(st, e, role=role)
         if e.text:  # some backends complete with an empty text: keep what streamed
             tb.text = e.text
+            tb.full = True
         tb.role = role
         tb.completed = True
         self._bump(tb)
@@ -898,6 +939,140 @@ class SessionModel:
         self._changes.added.append(block)
         self._changes.added_ids.add(block.bid)
         self._touch_subtask(st)  # its block count changed
+        if len(st.blocks) > self.MAX_BLOCKS + self.PRUNE_SLACK:
+            self._prune(st)
+
+    def _prune(self, st: SubtaskView) -> None:
+        """Drop the oldest blocks of ``st`` down to MAX_BLOCKS, never the pinned one (on
+        screen) nor any after it. Open blocks stay reachable (detached) so their events
+        still land; closed ones are forgotten (the store has them)."""
+        extra = len(st.blocks) - self.MAX_BLOCKS
+        if st.pinned is not None:
+            try:
+                extra = min(extra, st.blocks.index(st.pinned))
+            except ValueError:
+                st.pinned = None
+        if extra <= 0:
+            return
+        gone, st.blocks = st.blocks[:extra], st.blocks[extra:]
+        st.has_earlier = True
+        still = [b for b in st.detached if is_open(b)]
+        for b in [b for b in st.detached if not is_open(b)] + gone:
+            if is_open(b):
+                still.append(b)
+            else:
+                self._forget(b)
+        st.detached = still
+
+    def _forget(self, b: Block) -> None:
+        if isinstance(b, ToolBlock) and self._tools.get(b.call_id) is b:
+            del self._tools[b.call_id]
+        elif isinstance(b, TextBlock) and self._texts.get((b.subtask_id, b.message_id)) is b:
+            del self._texts[(b.subtask_id, b.message_id)]
+        elif isinstance(b, ThinkingBlock) and self._thoughts.get((b.subtask_id, b.message_id)) is b:
+            del self._thoughts[(b.subtask_id, b.message_id)]
+
+    def prepend(self, subtask_id: str, earlier: "SessionModel", before_seq: int, exhausted: bool) -> list[Block]:
+        """Put the blocks ``earlier`` (a model folded from the store's events before
+        ``before_seq``, and on until they closed) built for ``subtask_id`` in front of
+        this subtask's blocks. An open one that this model still holds (a detached call
+        or message) is taken from here, as it is current; a message split at
+        ``before_seq`` (its head earlier, its tail here) becomes one block again.
+        Returns the blocks now in front, in order, and the blocks here they replaced
+        in ``replaced`` (the screen removes their widgets)."""
+        st = self.subtasks.get(subtask_id)
+        src = earlier.subtasks.get(subtask_id)
+        self.replaced = []
+        if st is None:
+            return []
+        st.has_earlier = not exhausted
+        if src is None:
+            return []
+        mine = {id(b) for b in st.blocks}
+        front: dict[tuple[str, str], Block] = {}  # a call or message here (its later part)
+        for b in st.blocks:
+            k = _key(b)
+            if k is not None:
+                front.setdefault(k, b)
+        out: list[Block] = []
+        for b in src.blocks:
+            if b.seq and b.seq >= before_seq:
+                continue
+            k = _key(b)
+            here: Block | None = front.get(k) if k is not None else None
+            if here is None and isinstance(b, ToolBlock) and b.call_id:
+                here = self._tools.get(b.call_id)  # detached: pruned while open
+            elif here is None and isinstance(b, TextBlock) and b.message_id:
+                here = self._texts.get((subtask_id, b.message_id))
+            elif here is None and isinstance(b, ThinkingBlock) and b.message_id:
+                here = self._thoughts.get((subtask_id, b.message_id))
+            if here is not None and id(here) in mine:
+                # the tail of a block that started earlier: the earlier fold has it whole
+                # up to where it stopped; this model's copy has everything after
+                if isinstance(b, (TextBlock, ThinkingBlock)) and isinstance(here, (TextBlock, ThinkingBlock)):
+                    if here.full:
+                        pass  # its completion carried the whole text
+                    elif b.full:
+                        here.text, here.full = b.text, True
+                    else:  # what streamed before ``before_seq``, then what streamed here
+                        here.text = b.text[:getattr(b, "head_len", len(b.text))] + here.text
+                    here.seq, here.ts = b.seq, b.ts
+                    st.blocks.remove(here)
+                    self.replaced.append(here)
+                    mine.discard(id(here))
+                    self._bump(here)
+                    out.append(here)
+                    continue
+                if isinstance(b, ToolBlock) and isinstance(here, ToolBlock):
+                    # its finish was here, its start there: one call, named and timed
+                    here.name = b.name if here.name == "tool" else here.name
+                    here.input = here.input or b.input
+                    here.summary = compact_input(here.name, here.input)
+                    here.started_ts = here.started_ts if here.started_ts is not None else b.started_ts
+                    if here.duration_s is None and here.started_ts is not None and here.finished_ts:
+                        here.duration_s = max(0.0, here.finished_ts - here.started_ts)
+                    here.seq, here.ts, here.attempt = b.seq, b.ts, b.attempt
+                    st.blocks.remove(here)
+                    self.replaced.append(here)
+                    mine.discard(id(here))
+                    self._bump(here)
+                    out.append(here)
+                    continue
+                here = None
+            if here is not None:
+                if here in st.detached:
+                    st.detached.remove(here)
+                out.append(here)
+                continue
+            self._bid += 1
+            b.bid = self._bid
+            self._ver += 1
+            b.version = self._ver
+            out.append(b)
+            if is_open(b):  # still open after the look ahead: let its later events land here
+                if isinstance(b, ToolBlock) and b.call_id:
+                    self._tools.setdefault(b.call_id, b)
+                elif isinstance(b, TextBlock) and b.message_id:
+                    self._texts.setdefault((subtask_id, b.message_id), b)
+        st.blocks[:0] = out
+        if out:
+            seqs = [b.seq for b in out if b.seq]
+            if seqs and (self.first_seq is None or min(seqs) < self.first_seq):
+                self.first_seq = min(seqs)
+        self._touch_subtask(st)
+        return out
+
+    def mark_heads(self) -> None:
+        """Remember how much of each open message has streamed so far (``prepend`` keeps
+        only that head of a message this model also holds a later part of)."""
+        for st in self.subtasks.values():
+            for b in st.blocks:
+                if isinstance(b, (TextBlock, ThinkingBlock)) and not b.completed:
+                    b.head_len = len(b.text)  # type: ignore[attr-defined]
+
+    def open_before(self, seq: int) -> bool:
+        """Whether a block that started before ``seq`` is still open (look further ahead)."""
+        return any(is_open(b) for st in self.subtasks.values() for b in st.blocks if b.seq and b.seq < seq)
 
     def _bump(self, block: Block) -> None:
         self._ver += 1

@@ -927,3 +927,35 @@ class Store:
         from core.store.claude_store import ClaudeSessionStore
 
         return ClaudeSessionStore(self)
+
+    # --- pages of one subtask (the session view's windowing) ------------------------
+
+    # What a subtask's blocks are folded from: its own events, the session's (no subtask:
+    # they land in the current one) and every start (which says which one is current).
+    _SUBTASK_PAGE = ("session_id = ? AND (subtask_id = ? OR subtask_id IS NULL "
+                     "OR type IN ('subtask.started', 'attempt.started'))")
+
+    async def subtask_events_before(self, session_id: str, subtask_id: str, before_seq: int,
+                                    limit: int = 500) -> list[Event]:
+        """Up to ``limit`` events a subtask's view is folded from, seq < before_seq, ascending."""
+        rows = await self._fetch(
+            f"SELECT seq, data FROM events WHERE {self._SUBTASK_PAGE} AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (session_id, subtask_id, int(before_seq), int(limit)))
+        return [self._decode(session_id, r["seq"], r["data"]) for r in reversed(rows)]
+
+    async def subtask_events_after(self, session_id: str, subtask_id: str, after_seq: int,
+                                   limit: int = 500) -> list[Event]:
+        """The same selection with seq > after_seq, ascending (looking ahead)."""
+        rows = await self._fetch(
+            f"SELECT seq, data FROM events WHERE {self._SUBTASK_PAGE} AND seq > ? ORDER BY seq LIMIT ?",
+            (session_id, subtask_id, int(after_seq), int(limit)))
+        return [self._decode(session_id, r["seq"], r["data"]) for r in rows]
+
+    async def current_subtask_at(self, session_id: str, before_seq: int) -> str | None:
+        """The subtask the last start before ``before_seq`` made current (where events
+        without a subtask landed then)."""
+        rows = await self._fetch(
+            "SELECT subtask_id FROM events WHERE session_id = ? AND seq < ? "
+            "AND type IN ('subtask.started', 'attempt.started') ORDER BY seq DESC LIMIT 1",
+            (session_id, int(before_seq)))
+        return rows[0]["subtask_id"] if rows else None

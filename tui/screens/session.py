@@ -27,6 +27,7 @@ from textual.widgets import Footer, OptionList
 from tui import model as m
 from tui.feed import History, StaticFeed, make_feed
 from tui.screens.visibility import on_screen
+from tui.history import load_earlier_blocks
 from tui.widgets.status import SessionHeader, StatusBar
 from tui.widgets.stream import EarlierBar, StreamView
 from tui.widgets.subtasks import SubtaskList, subtask_id_of
@@ -73,7 +74,7 @@ class SessionScreen(Screen[None]):
     HELP_TITLE = "a session"
     HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too")]
     HELP_NOTE = "The footer shows the keys that apply right now; `j`/`k` reach the tool calls."
-    PAGE_SIZE = 2000  # events loaded on open (and per "load earlier")
+    PAGE_SIZE = 500  # events loaded on open (a screenful of blocks and more), and per "load earlier"
 
     def __init__(self, store: "Store", session_id: str, *, controller: "Controller | None" = None,
                  follow: str | None = None, clock: Callable[[], float] = time.time,
@@ -198,7 +199,7 @@ class SessionScreen(Screen[None]):
         self.query_one(SessionHeader).sync(info)
         self._sync_status()
         self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
-        await self.stream.show(self.model.subtask(self.selected), more_events=self.feed.has_earlier)
+        await self._show(self.selected)
 
     def _sync_status(self) -> None:
         self.status_bar.sync(self.model.session, live=self.live, read_only=not self.controllable,
@@ -244,7 +245,8 @@ class SessionScreen(Screen[None]):
         added = [b for b in changes.added if b.subtask_id == sel]
         if len(added) > self.stream.SHOW_BLOCKS and self.stream.following:
             # many blocks at once (the screen was hidden): the tail, not all then pruned
-            await self.stream.show(self.model.subtask(sel), more_events=self.feed.has_earlier)
+            st = self.model.subtask(sel)
+            await self.stream.show(st, more_events=bool(st and st.has_earlier))
             return
         if added:
             await self.stream.add_blocks(added)
@@ -267,7 +269,19 @@ class SessionScreen(Screen[None]):
         self.selected = subtask_id
         self.refresh_bindings()
         self.subtask_list.select(subtask_id)
-        await self.stream.show(self.model.subtask(subtask_id), more_events=self.feed.has_earlier, progressive=True)
+        await self._show(subtask_id)
+
+    async def _show(self, subtask_id: str | None) -> None:
+        """The tail of a subtask; one with nothing loaded (all of it older than the page
+        read on open, or pruned) gets its last page from the store first."""
+        st = self.model.subtask(subtask_id)
+        if st is not None and not st.blocks and st.has_earlier:
+            try:
+                await load_earlier_blocks(self.store, self.model, st.id, page=self.PAGE_SIZE)
+            except Exception as exc:
+                self.notify(f"could not load earlier events: {exc}", severity="error", markup=False)
+            self.model.take_changes()  # nothing else is shown yet: show() mounts them
+        await self.stream.show(st, more_events=bool(st and st.has_earlier))
 
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         sid = subtask_id_of(event.option.id)
@@ -279,6 +293,13 @@ class SessionScreen(Screen[None]):
     async def on_earlier_bar_pressed(self, _: EarlierBar.Pressed) -> None:
         await self.action_load_earlier()
 
+    async def on_stream_view_need_earlier(self, message: StreamView.NeedEarlier) -> None:
+        if message.fill:
+            if await self._load_earlier(fill=True):
+                self.stream.filled()
+        elif not self._lock.locked():
+            await self._load_earlier()
+
     async def on_unmount(self) -> None:
         try:
             await self.feed.close()
@@ -288,32 +309,38 @@ class SessionScreen(Screen[None]):
     # --- paging back ---------------------------------------------------------------------
 
     async def action_load_earlier(self) -> None:
-        """Show hidden blocks of this subtask, else fetch the page of events before."""
+        await self._load_earlier()
+
+    async def _load_earlier(self, fill: bool = False) -> bool:
+        """Show hidden blocks of this subtask, else re-load its page of blocks before
+        (from the store: pruned, or older than the page read on open). ``fill``: the
+        view is not full yet (nothing moves). False if that failed."""
         if self.stream.hidden_blocks:
-            await self.stream.show_earlier()
-            return
-        if not self.feed.has_earlier:
-            self.notify("this is the beginning of the session")
-            return
+            await self.stream.show_earlier(fill=fill)
+            return True
+        st = self.model.subtask(self.selected)
+        if st is None or not st.has_earlier:
+            if not fill:
+                self.notify("this is the beginning of the session")
+            return True
         async with self._lock:
             try:
-                earlier = await self.feed.load_earlier()
-                after = earlier[-1].seq if earlier else 0
-                rest = await self.store.events(self.session_id, after_seq=after, limit=None)
+                blocks = await load_earlier_blocks(self.store, self.model, st.id, page=self.PAGE_SIZE)
             except Exception as exc:
                 self.notify(f"could not load earlier events: {exc}", severity="error", markup=False)
-                return
-            first_seq = next((b.seq for b in self.stream.widgets_blocks()), None)
-            h = self.history or History(None)
-            self.model = m.SessionModel.from_history(h.session, h.subtasks, list(earlier) + list(rest),
-                                                     session_id=self.session_id)
-            pending, self._pending = self._pending, []
-            self.model.apply(pending)
-            self.model.take_changes()
-            self._deferred = m.Changes()  # of the old model: _render_all shows everything
-            await self._render_all()
-            if first_seq is not None:
-                self.stream.scroll_to_seq(first_seq)
+                return False
+            changes = self.model.take_changes()  # only what the page touched
+            if self.model.first_seq is not None and (self.feed.first_seq is None
+                                                     or self.model.first_seq < self.feed.first_seq):
+                self.feed.first_seq = self.model.first_seq
+            if self.stream.subtask is st:
+                await self.stream.drop_blocks(self.model.replaced)
+                if blocks:
+                    await self.stream.show_earlier(len(blocks), fill=fill)
+                self.stream.set_more_events(st.has_earlier)
+            if changes.subtasks:
+                self.subtask_list.refresh_subtasks(changes.subtasks)
+        return True
 
     # --- controls ------------------------------------------------------------------------
 

@@ -1,11 +1,14 @@
 """The stream of the selected subtask: block widgets in a scroll that follows the tail.
 
 Only the selected subtask's blocks are mounted, at most ``MAX_BLOCKS`` of them (the
-oldest are pruned as new ones arrive); earlier ones come back on demand. New blocks
-from one frame are mounted in one ``mount_all``; changed blocks re-render in place."""
+oldest are pruned as new ones arrive); earlier ones come back on demand: scrolling to
+the top (``NeedEarlier``), ``u`` or a click on the bar. New blocks from one frame are
+mounted in one ``mount_all``; changed blocks re-render in place. The first mounted
+block is the subtask's ``pinned`` one: the model prunes nothing from there on."""
 
 from __future__ import annotations
 
+import gc
 import time
 from textual.containers import VerticalScroll
 from textual.content import Content
@@ -34,9 +37,25 @@ class EarlierBar(Static):
 
 
 class StreamView(VerticalScroll):
+    class NeedEarlier(Message):
+        """The reader scrolled to the top and there is more above; or (``fill``) what is
+        mounted does not fill the view yet."""
+
+        def __init__(self, fill: bool = False) -> None:
+            super().__init__()
+            self.fill = fill
+
     MAX_BLOCKS = 200  # mounted at most (older ones are pruned as new ones arrive)
-    SHOW_BLOCKS = 100  # mounted when a subtask is shown, and per "load earlier"
+    SHOW_BLOCKS = 20  # mounted when a subtask is shown (more follow while the view is not full), per "load earlier"
     PRUNE_SLACK = 50  # prune in steps, not on every new block
+    # A removed block widget is a reference cycle (Textual's styles, caches, message pump)
+    # that only a full collection frees, and the app raises the collector's thresholds
+    # (tui.app): in a long stream pruned widgets piled up by the thousand (~100 KB each).
+    # A pruned widget sheds its render caches at once (``_shed``), and every
+    # COLLECT_EVERY pruned widgets (a dozen windows) one full collection runs: in a flood
+    # about one every few seconds, at an agent's pace one every several minutes.
+    COLLECT_EVERY = 3000
+    gc_pauses: list[float] = []  # seconds each of those took (benchmarks)
 
     DEFAULT_CSS = """
     StreamView { height: 1fr; }
@@ -47,13 +66,12 @@ class StreamView(VerticalScroll):
         self.clock = clock
         self.subtask: m.SubtaskView | None = None
         self.widgets: dict[int, Widget] = {}  # bid -> mounted widget, in order
-        self.first_index = 0  # index in subtask.blocks of the first mounted block
         self.more_events = False  # the store holds events older than the loaded page
         self.mount_count = 0  # block widgets created over this view's life (tests, benchmarks)
         self._bar = EarlierBar("", classes="earlier")
         self._follow_pending = True
-        self._generation = 0  # bumped by every show(): a pending head of an older one is dropped
-        self._pending_head: tuple[int, list[m.Block]] | None = None  # (generation, blocks) to mount above
+        self._fill_asked = False  # a NeedEarlier(fill) is out: not again until it is answered
+        self._pruned = 0  # widgets pruned since the last full collection
 
     def compose(self):
         yield self._bar
@@ -72,8 +90,7 @@ class StreamView(VerticalScroll):
 
     def watch_virtual_size(self) -> None:
         self.call_after_refresh(self._maybe_anchor)  # the container size is set after this
-        if self._pending_head is not None:  # a layout of a progressive show: its frame first
-            self.call_after_refresh(self._mount_pending_head)
+        self.call_after_refresh(self._maybe_fill)
 
     def _maybe_anchor(self) -> None:
         if self._follow_pending and self.max_scroll_y > 0:
@@ -86,6 +103,30 @@ class StreamView(VerticalScroll):
             self._follow_pending = True
             self.scroll_to(y=0, animate=False, immediate=True)
 
+    def _anchor_if_overflowing(self, blocks: int) -> None:
+        """Before mounting ``blocks`` blocks in all: every block takes a row at least, so
+        as many as the view has rows overflow for sure. Anchored now, the first layout
+        already puts the end in view (not the head, then the end one more layout later);
+        sizes read here would still be those of what was shown before."""
+        rows = self.scrollable_content_region.height
+        if self._follow_pending and rows and blocks >= rows:
+            self._follow_pending = False
+            self.anchor()
+
+    def _maybe_fill(self) -> None:
+        """After a layout: a short tail that leaves the view part empty asks for more."""
+        if (self.max_scroll_y <= 0 and not self._fill_asked and self.subtask is not None
+                and len(self.widgets) < self.MAX_BLOCKS and self.hidden_blocks):
+            # a short tail: mount what the model holds above until the view is full (the
+            # store is only read when the reader asks: scrolling up, u, the bar)
+            self._fill_asked = True
+            self.post_message(self.NeedEarlier(fill=True))
+
+    def filled(self) -> None:
+        """The screen answered a NeedEarlier(fill): ask again if still not full."""
+        self._fill_asked = False
+        self.call_after_refresh(self._maybe_fill)
+
     @property
     def following(self) -> bool:
         """Whether new content scrolls into view (at the bottom, or everything fits)."""
@@ -93,12 +134,34 @@ class StreamView(VerticalScroll):
 
     # --- what is shown ---
 
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new <= 0 < old and not self.following and (self.hidden_blocks or self.more_events):
+            self.post_message(self.NeedEarlier())
+
     @property
     def hidden_blocks(self) -> int:
-        return self.first_index
+        """Blocks the model holds above the first mounted one."""
+        if self.subtask is None:
+            return 0
+        first = next(iter(self.widgets.values()), None)
+        if first is None:
+            return len(self.subtask.blocks)
+        try:
+            return self.subtask.blocks.index(first.block)  # type: ignore[attr-defined]
+        except ValueError:
+            return 0
+
+    def _pin(self) -> None:
+        if self.subtask is not None:
+            first = next(iter(self.widgets.values()), None)
+            self.subtask.pinned = first.block if first is not None else None  # type: ignore[attr-defined]
 
     def _update_bar(self) -> None:
-        hidden = self.first_index
+        self._pin()
+        hidden = self.hidden_blocks
+        if self.subtask is not None:
+            self.more_events = self.subtask.has_earlier
         if hidden or self.more_events:
             what = f"{hidden} earlier block{'s' if hidden != 1 else ''}" if hidden else "earlier events"
             self._bar.update(Content.styled(f"↑ {what} — press u or click to load", "$foreground-muted italic"))
@@ -106,21 +169,18 @@ class StreamView(VerticalScroll):
         else:
             self._bar.display = False
 
-    async def show(self, subtask: m.SubtaskView | None, *, more_events: bool = False,
-                   progressive: bool = False) -> None:
-        """Replace everything with the tail of ``subtask``. ``progressive`` (a subtask
-        switch): when the tail overflows, what fills the view is mounted first and the
-        blocks above it once that frame is painted, so the end shows without waiting
-        for blocks out of sight."""
-        self._generation += 1
-        self._pending_head = None
+    async def show(self, subtask: m.SubtaskView | None, *, more_events: bool = False) -> None:
+        """Replace everything with the tail of ``subtask`` (SHOW_BLOCKS of it; more follow
+        while the view is not full, the rest when the reader scrolls up)."""
         self.more_events = more_events
         old = [w for w in self.children if w is not self._bar]
         self.widgets.clear()
         if old:
             await self.remove_children(old)
+        if self.subtask is not None and self.subtask is not subtask:
+            self.subtask.pinned = None  # not on screen any more: the model may prune it
         self.subtask = subtask
-        self.first_index = 0
+        self._fill_asked = False
         self.anchor(False)
         self._follow_pending = True
         self.scroll_to(y=0, animate=False, immediate=True)
@@ -128,47 +188,11 @@ class StreamView(VerticalScroll):
             self._update_bar()
             return
         blocks = subtask.blocks[-min(self.SHOW_BLOCKS, self.MAX_BLOCKS):]
-        self.first_index = len(subtask.blocks) - len(blocks)
-        rows = self.scrollable_content_region.height
-        if rows and len(blocks) >= rows:
-            # every block takes a row at least: this overflows for sure. Anchored now, the
-            # first layout already puts the end in view (not the head, then the end one
-            # more layout later); sizes read here would still be the old subtask's.
-            self._follow_pending = False
-            self.anchor()
-            head: list[m.Block] = []
-            if progressive and len(blocks) > rows:
-                head, blocks = blocks[:-rows], blocks[-rows:]  # rows blocks fill the view
-                self.first_index += len(head)
-            await self._mount_blocks(blocks)
-            self._update_bar()
-            # the rest once the first layout of these is painted (see watch_virtual_size)
-            self._pending_head = (self._generation, head) if head else None
-            return
+        self._anchor_if_overflowing(len(blocks))
         await self._mount_blocks(blocks)
         self._update_bar()
         self._maybe_anchor()
-
-    async def _mount_pending_head(self) -> None:
-        pending, self._pending_head = self._pending_head, None
-        if pending is not None:
-            await self._mount_head(*pending)
-
-    async def _mount_head(self, generation: int, head: list[m.Block]) -> None:
-        """The rest of a progressive show, above its first screen: unless another show,
-        a "load earlier" or a prune moved the first block meanwhile."""
-        if generation != self._generation or self.subtask is None or not head:
-            return
-        start = self.first_index - len(head)
-        shown = self.subtask.blocks[start:self.first_index] if start >= 0 else []
-        if len(shown) != len(head) or any(a is not b for a, b in zip(shown, head)):
-            return
-        widgets = [widget_for(b, self.clock) for b in head]
-        self.mount_count += len(widgets)
-        self.widgets = {**{b.bid: w for b, w in zip(head, widgets)}, **self.widgets}
-        self.first_index = start
-        await self.mount_all(widgets, after=self._bar)
-        self._update_bar()
+        self.call_after_refresh(self._maybe_fill)
 
     async def add_blocks(self, blocks: list[m.Block]) -> None:
         """Blocks appended to the shown subtask since the last frame."""
@@ -188,24 +212,39 @@ class StreamView(VerticalScroll):
                 n += 1
         return n
 
-    async def show_earlier(self, count: int | None = None) -> int:
-        """Mount up to ``count`` model blocks above the first shown one; how many."""
-        if self.subtask is None or self.first_index <= 0:
+    async def show_earlier(self, count: int | None = None, fill: bool = False) -> int:
+        """Mount up to ``count`` model blocks above the first shown one; how many.
+        ``fill``: the view was not full, so nothing moves (following goes on)."""
+        hidden = self.hidden_blocks
+        if self.subtask is None or hidden <= 0:
             return 0
         count = count or self.SHOW_BLOCKS
-        start = max(0, self.first_index - count)
-        blocks = self.subtask.blocks[start:self.first_index]
+        start = max(0, hidden - count)
+        blocks = self.subtask.blocks[start:hidden]
         widgets = [widget_for(b, self.clock) for b in blocks]
         self.mount_count += len(widgets)
+        top = next(iter(self.widgets.values()), None)
         # keep the dict in display order: earlier blocks first
         self.widgets = {**{b.bid: w for b, w in zip(blocks, widgets)}, **self.widgets}
-        self.first_index = start
-        self._follow_pending = False
-        if self.is_anchored:
-            self.release_anchor()
+        if not fill:
+            self._follow_pending = False
+            if self.is_anchored:
+                self.release_anchor()
+        else:
+            self._anchor_if_overflowing(len(self.widgets))
         await self.mount_all(widgets, after=self._bar)
         self._update_bar()
+        if top is not None and self.scroll_y <= 0 and not fill:
+            # the reader stays where they were (no jump, no cascade of loads at the top)
+            self.call_after_refresh(self.scroll_to_widget, top, animate=False, top=True, immediate=True)
         return len(widgets)
+
+    async def drop_blocks(self, blocks: list[m.Block]) -> None:
+        """Unmount these blocks' widgets (the model moved them: they come back in order)."""
+        gone = [self.widgets.pop(b.bid) for b in blocks if b.bid in self.widgets]
+        if gone:
+            await self.remove_children(gone)
+            self._update_bar()
 
     def set_more_events(self, more: bool) -> None:
         self.more_events = more
@@ -217,6 +256,7 @@ class StreamView(VerticalScroll):
             self.widgets[b.bid] = w
         self.mount_count += len(widgets)
         await self.mount_all(widgets)
+        self._pin()
 
     async def _prune(self) -> None:
         extra = len(self.widgets) - self.MAX_BLOCKS
@@ -224,9 +264,17 @@ class StreamView(VerticalScroll):
             return
         gone = list(self.widgets)[:extra]
         widgets = [self.widgets.pop(bid) for bid in gone]
-        self.first_index += extra
         self._update_bar()
         await self.remove_children(widgets)
+        for w in widgets:
+            _shed(w)
+        self._pruned += len(widgets)
+        if self._pruned >= self.COLLECT_EVERY:
+            self._pruned = 0
+            del widgets
+            t = time.perf_counter()
+            gc.collect()
+            self.gc_pauses.append(time.perf_counter() - t)
 
     def keep_in_view(self, widget: Widget) -> None:
         """A block the reader unfolded: once laid out, bring its head (and as much of it
@@ -271,3 +319,20 @@ class StreamView(VerticalScroll):
                 self.scroll_to_widget(w, top=True, animate=False)
                 return
 
+
+def _shed(widget: Widget) -> None:
+    """Drop what a removed block widget renders from: until a full collection frees its
+    reference cycles, only its small skeleton stays (not lines, strips and parsed text)."""
+    try:
+        widget._styles_cache.clear()
+        widget._render_cache = type(widget._render_cache)(widget._render_cache.size, [])
+        widget._box_model_cache.clear()
+        widget._clear_arrangement_cache()
+        for name in ("_cache",):
+            cache = getattr(widget, name, None)
+            if isinstance(cache, dict):
+                cache.clear()
+        if hasattr(widget, "_units"):
+            widget._units = None  # type: ignore[attr-defined]
+    except Exception:  # a Textual without these caches: nothing to shed
+        pass
