@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core import prompts
-from core.backends.base import AttemptContext, Backend
+from core.backends.base import AttemptContext, Backend, BackendUnavailable
 from core.clock import Clock, RealClock, real_seconds, real_time
 from core.errors import CheckFailed, ErrorInfo, PlanInvalid, classify
 from core.events import (
@@ -112,7 +112,9 @@ class Supervisor:
     ) -> None:
         self.store = store
         self.task = task
-        self.backend = backend or make_backend(task.backend)
+        # None until the first attempt needs it: made then in a thread (importing an SDK
+        # takes seconds), so the session starts, and is shown, at once.
+        self.backend: Backend | None = backend
         self.clock = clock or RealClock()
         self.session_id = session_id or new_session_id()
         self.interactive = interactive
@@ -662,11 +664,21 @@ class Supervisor:
             return _Interrupt("restart")
         return _Interrupt("pause_now")
 
+    async def _backend(self) -> Backend:
+        """The backend, made in a thread the first time (its SDK import must not stall the
+        event loop: the TUI keeps drawing). One that cannot load is a setup error."""
+        if self.backend is None:
+            try:
+                self.backend = await asyncio.to_thread(make_backend, self.task.backend)
+            except (ImportError, ValueError) as e:
+                raise BackendUnavailable(f"backend {self.task.backend!r} cannot be loaded: {e}") from e
+        return self.backend
+
     async def _consume(self, run: _SubtaskRun, ctx: AttemptContext, ledger: ToolLedger) -> None:
         """Read the backend's stream. Heartbeats and the stall watchdog run beside the
         read and never cancel a pending ``__anext__`` (a timeout around the read corrupts
         SDK streams and drops in-flight tool results); only a real stall ends the attempt."""
-        agen: AsyncIterator[Event] = self.backend.attempt(ctx)
+        agen: AsyncIterator[Event] = (await self._backend()).attempt(ctx)
         progress = [0]
         stalled: list[str] = []
         watchdog = asyncio.ensure_future(self._watch(run, ledger, progress, stalled, asyncio.current_task()))

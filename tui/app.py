@@ -23,9 +23,10 @@ from textual.screen import ModalScreen
 
 from core.text import safe
 from tui.logging_setup import configure_logging, guarded, report_error
-from tui.screens.help import HelpScreen
-from tui.screens.modals import ConfirmModal, RunModal
 from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
+
+# The help screen (Markdown, markdown-it, pygments) and the modals (core.task, tomllib) are
+# imported when first opened: none of them is on the first screen.
 
 if TYPE_CHECKING:
     from core.task import Task
@@ -47,7 +48,7 @@ def _short_path(path: Path) -> str:
 
 async def preload_backend(name: str) -> None:
     """Import a backend's SDK in a thread (it takes seconds): the screen keeps drawing and
-    the run that follows finds it imported. A backend that cannot load fails later, where
+    the resumed run that follows finds it imported. A backend that cannot load fails later, where
     the run reports it."""
     from core.engine import make_backend
 
@@ -149,8 +150,6 @@ class ShepherdApp(App[int]):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
-        from core.store.db import StoreError
-
         # Streaming makes many small objects; with the default thresholds the collector
         # runs often enough to stall the event loop while a flood of deltas comes in.
         gc.set_threshold(20_000, 20, 20)
@@ -164,6 +163,13 @@ class ShepherdApp(App[int]):
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
                 continue
             self._signals.append((loop, sig))
+        # The rest once on_mount has returned: Textual draws nothing during it (one batch
+        # of updates), so a screen pushed here would be rendered for nothing, and reach
+        # the terminal only with a later full refresh.
+        self.call_later(self._start_up)
+
+    async def _start_up(self) -> None:
+        from core.store.db import StoreError
 
         try:
             from core.store.db import Store
@@ -253,7 +259,8 @@ class ShepherdApp(App[int]):
         """Start ``task`` in this process and open its live view. Returns the RunHandle."""
         from core.engine import start_run
 
-        await preload_backend(task.backend)
+        # No waiting for the backend's SDK here: the run imports it in a thread before its
+        # first attempt, while its live view is already on the screen.
         handle = await start_run(self.store, task, interactive=True)
         self._track(handle)
         log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
@@ -380,10 +387,14 @@ class ShepherdApp(App[int]):
 
     def action_run_file(self) -> None:
         if self.store is not None and not self._top_is_modal():
+            from tui.screens.modals import RunModal
+
             self.push_screen(RunModal("file"), self._run_modal_done)
 
     def action_run_prompt(self) -> None:
         if self.store is not None and not self._top_is_modal():
+            from tui.screens.modals import RunModal
+
             self.push_screen(RunModal("prompt"), self._run_modal_done)
 
     @guarded("Could not start the run")
@@ -392,6 +403,8 @@ class ShepherdApp(App[int]):
             await self.start_task(task)
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
         elif not self._top_is_modal():
@@ -435,6 +448,8 @@ class ShepherdApp(App[int]):
             await self._close_store()
             self.exit(0)
             return
+        from tui.screens.modals import ConfirmModal
+
         if isinstance(self.screen, ConfirmModal):
             return
         n = len(live)

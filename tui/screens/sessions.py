@@ -187,6 +187,7 @@ class SessionsScreen(Screen):
         self._loading_more = False
         self._unsubscribe: Callable[[], None] | None = None
         self._ticking = False
+        self._first_built = False
         self.loaded = False  # becomes True after the first load (tests wait on it)
 
     # --- layout --------------------------------------------------------------------------------
@@ -207,7 +208,9 @@ class SessionsScreen(Screen):
 
     async def on_mount(self) -> None:
         self._build_columns(self.size.width or self.app.size.width)
-        self.table.focus()
+        # focused now, not on the next message: the first paint already has the focused
+        # look (each cell is drawn once, not again when focus arrives)
+        self.set_focus(self.table)
         if hasattr(self.store, "subscribe"):
             self._unsubscribe = self.store.subscribe(self._on_commit)
         self.set_interval(self.SLOW_REFRESH_S, self._slow_refresh, name="slow-refresh")
@@ -303,6 +306,7 @@ class SessionsScreen(Screen):
         if not self.has_more or self._loading_more:
             return
         self._loading_more = True
+        self._add_rest()  # rows still waiting from the first build go first
         try:
             rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None,
                                                              limit=self.PAGE_SIZE + 1, offset=len(self.rows)))
@@ -335,10 +339,26 @@ class SessionsScreen(Screen):
         keep = self.highlighted_id()
         table.clear()
         self._cells.clear()
-        for row in self.rows:
+        rows = self.rows
+        if not self._first_built:
+            # The first frame needs only what fits on the screen: the rest of the page
+            # follows right after it is drawn (each row added costs the first paint).
+            self._first_built = True
+            rows = rows[:max(self.app.size.height, self.size.height, 1)]
+            if len(rows) < len(self.rows):
+                # through the app: its queue is read once start-up's batch of updates is
+                # drawn (the screen's own would run this before the first frame)
+                self.app.call_after_refresh(self._add_rest)
+        for row in rows:
             self._add_row(row)
         if keep is not None and keep in self._cells:
             table.move_cursor(row=table.get_row_index(keep), animate=False)
+
+    def _add_rest(self) -> None:
+        """The loaded rows the first build left out, in order after those it put in."""
+        for row in self.rows:
+            if row.id not in self._cells:
+                self._add_row(row)
 
     # --- cells ---------------------------------------------------------------------------------------
 
