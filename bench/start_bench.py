@@ -110,7 +110,6 @@ class Outcome:
 SYNC_QUERY = b"\x1b[?2026$p"  # "do you support synchronized output?" (Textual asks at start)
 SYNC_REPLY = b"\x1b[?2026;2$y"  # yes (as tmux, kitty, WezTerm... answer): frames come bracketed
 SYNC_START, SYNC_END = b"\x1b[?2026h", b"\x1b[?2026l"
-QUIET_S = 0.03  # output outside a bracketed frame counts as drawn once the pty is quiet this long
 
 
 def _reader(fd: int, out: "queue.Queue[tuple[float, bytes] | None]") -> None:
@@ -130,8 +129,11 @@ def _reader(fd: int, out: "queue.Queue[tuple[float, bytes] | None]") -> None:
 
 
 class FrameWatch:
-    """The emulated screen, checked at the end of every complete frame: a synchronized
-    update's end, or (before the app knows it may bracket) the end of a burst of output."""
+    """The emulated screen, checked whenever what it shows may have changed: at the end of
+    every synchronized update (a terminal shows nothing of one before its end), and
+    after each chunk read outside one (Textual only brackets its frames once it has read
+    the terminal's answer; before that a frame arrives as one write, in a few chunks
+    microseconds apart)."""
 
     def __init__(self, done: Callable[[str], bool] | None) -> None:
         import pyte
@@ -140,7 +142,6 @@ class FrameWatch:
         self.stream = pyte.ByteStream(self.screen)
         self.done = done
         self.in_frame = False
-        self.burst_at: float | None = None  # arrival of unbracketed output not checked yet
         self._tail = b""
 
     def text(self) -> str:
@@ -167,15 +168,8 @@ class FrameWatch:
         rest = joined[pos:]
         if rest.rfind(SYNC_START) > rest.rfind(SYNC_END):
             self.in_frame = True
-        if not self.in_frame and rest.strip():
-            self.burst_at = t
-        return None
-
-    def quiet(self) -> float | None:
-        """No output for QUIET_S: an unbracketed burst is a whole frame by now."""
-        at, self.burst_at = self.burst_at, None
-        if at is not None and not self.in_frame and self._check():
-            return at
+        if not self.in_frame and self._check():
+            return t
         return None
 
 
@@ -202,9 +196,9 @@ def run_on_pty(argv: list[str], env: dict[str, str], cwd: Path, done: Callable[[
     try:
         while found is None and time.perf_counter() < deadline and not eof:
             try:
-                item = chunks.get(timeout=0.002 if until else QUIET_S)
+                item = chunks.get(timeout=0.002 if until else 0.5)
             except queue.Empty:
-                found = watch.quiet()
+                pass
             else:
                 if item is None:
                     eof = True
@@ -347,13 +341,13 @@ class Bench:
 
     def floor(self) -> float:
         out = run_on_pty([sys.executable, str(self.tmp / "floor.py")], self.env(), self.tmp,
-                         lambda s: FLOOR_MARKER in s and "Quit" in s)
+                         lambda s: FLOOR_MARKER in s and "q Quit" in s)
         return self._report("floor", out)
 
     def home(self) -> float:
         title = self.home_title
         out = run_on_pty([sys.executable, "-c", SHEPHERD, "--db", str(self.home_db)], self.env(), self.tmp,
-                         lambda s: title in s)
+                         lambda s: title in s and "q Quit" in s)
         return self._report("home", out)
 
     def demo(self, n: int) -> float:
@@ -361,12 +355,12 @@ class Bench:
         # the session screen, live: its subtask list (the demo's last subtask title) and its
         # key bar (Pause: only a live session screen offers it)
         out = run_on_pty([sys.executable, "-c", SHEPHERD, "--db", str(db), "demo"], self.env(), self.tmp,
-                         lambda s: "Write down what changed" in s and "Pause" in s)
+                         lambda s: "Write down what changed" in s and "p Pause" in s)
         return self._report("demo", out)
 
     def attach(self, sid: str) -> float:
         out = run_on_pty([sys.executable, "-c", SHEPHERD, "--db", str(self.attach_db), "attach", sid],
-                         self.env(), self.tmp, lambda s: LAST_WORDS in s)
+                         self.env(), self.tmp, lambda s: LAST_WORDS in s and "esc Back" in s)
         return self._report(f"attach {sid}", out)
 
     def _until_request(self) -> Callable[[], float | None]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core import prompts
-from core.backends.base import AttemptContext, Backend, BackendUnavailable
+from core.backends.base import AttemptContext, Backend
 from core.clock import Clock, RealClock, real_seconds, real_time
 from core.errors import CheckFailed, ErrorInfo, PlanInvalid, classify
 from core.events import (
@@ -112,9 +112,7 @@ class Supervisor:
     ) -> None:
         self.store = store
         self.task = task
-        # None until the first attempt needs it: made then in a thread (importing an SDK
-        # takes seconds), so the session starts, and is shown, at once.
-        self.backend: Backend | None = backend
+        self.backend = backend or make_backend(task.backend)
         self.clock = clock or RealClock()
         self.session_id = session_id or new_session_id()
         self.interactive = interactive
@@ -128,6 +126,7 @@ class Supervisor:
         # control state
         self._wake = asyncio.Event()  # set whenever a control needs the main loop's attention
         self.leased = asyncio.Event()  # set once this runner holds the session's lease
+        self.opened = asyncio.Event()  # ... and, a new run, has stored its opening events (and plan)
         self._pause: str | None = None  # None | "safe" | "now"
         self._paused = False
         self._pause_source = ""
@@ -351,6 +350,7 @@ class Supervisor:
                 if self.task.plan:
                     plan = [{"id": PLAN_ID, "title": "Plan the work", "prompt": self.task.plan_prompt}] + plan
                 await self._emit(PlanReady(subtasks=plan))
+            self.opened.set()
             final, reason = await self._run_all()
             self._ending = True  # a retry from here on is refused, not taken and lost
         except asyncio.CancelledError:
@@ -664,21 +664,11 @@ class Supervisor:
             return _Interrupt("restart")
         return _Interrupt("pause_now")
 
-    async def _backend(self) -> Backend:
-        """The backend, made in a thread the first time (its SDK import must not stall the
-        event loop: the TUI keeps drawing). One that cannot load is a setup error."""
-        if self.backend is None:
-            try:
-                self.backend = await asyncio.to_thread(make_backend, self.task.backend)
-            except (ImportError, ValueError) as e:
-                raise BackendUnavailable(f"backend {self.task.backend!r} cannot be loaded: {e}") from e
-        return self.backend
-
     async def _consume(self, run: _SubtaskRun, ctx: AttemptContext, ledger: ToolLedger) -> None:
         """Read the backend's stream. Heartbeats and the stall watchdog run beside the
         read and never cancel a pending ``__anext__`` (a timeout around the read corrupts
         SDK streams and drops in-flight tool results); only a real stall ends the attempt."""
-        agen: AsyncIterator[Event] = (await self._backend()).attempt(ctx)
+        agen: AsyncIterator[Event] = self.backend.attempt(ctx)
         progress = [0]
         stalled: list[str] = []
         watchdog = asyncio.ensure_future(self._watch(run, ledger, progress, stalled, asyncio.current_task()))
@@ -913,13 +903,14 @@ async def start_run(store: Any, task: Task, *, interactive: bool = True, clock: 
 
 async def _launch(sup: Supervisor) -> RunHandle:
     handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
-    # return once the run holds its lease (or failed to take it: handle.task is then done
-    # and raises LeaseHeld), so a caller never announces a run that is not happening
-    leased = asyncio.ensure_future(sup.leased.wait())
+    # return once the run holds its lease and has stored its opening events (or failed:
+    # handle.task is then done and raises LeaseHeld), so a caller never announces a run
+    # that is not happening, and a view opened now shows the session and its plan
+    opened = asyncio.ensure_future(sup.opened.wait())
     try:
-        await asyncio.wait({handle.task, leased}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({handle.task, opened}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        leased.cancel()
+        opened.cancel()
     return handle
 
 

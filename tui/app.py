@@ -257,15 +257,31 @@ class ShepherdApp(App[int]):
 
     async def start_task(self, task: "Task") -> Any:
         """Start ``task`` in this process and open its live view. Returns the RunHandle."""
+        from core.backends.deferred import DeferredBackend
         from core.engine import start_run
 
-        # No waiting for the backend's SDK here: the run imports it in a thread before its
-        # first attempt, while its live view is already on the screen.
-        handle = await start_run(self.store, task, interactive=True)
-        self._track(handle)
-        log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
-        await self.open_session(handle.session_id)
+        # The backend's SDK takes seconds to import: the run makes it in a thread, once
+        # its live view has been drawn (the import's thread slows the drawing down).
+        drawn = asyncio.Event()
+        handle = await start_run(self.store, task, interactive=True, backend=DeferredBackend(task.backend, drawn))
+        try:
+            self._track(handle)
+            log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
+            await self.open_session(handle.session_id)
+        finally:
+            self._after_two_frames(drawn.set)
         return handle
+
+    def _after_two_frames(self, callback: Callable[[], Any]) -> None:
+        """``callback`` once the screen has been drawn, and drawn again: a screen's first
+        frame has an empty footer (Textual's Footer fills its keys in one refresh later).
+        At once when the app is not running (nothing is drawn)."""
+        def second() -> None:
+            if not self.call_after_refresh(callback):
+                callback()
+
+        if not self.call_after_refresh(second):
+            callback()
 
     async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> Any:
         """Continue an interrupted session in this process, or run one subtask of a

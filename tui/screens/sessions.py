@@ -19,13 +19,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 
 from core.text import safe, safe_fields
 from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
 from tui.model import fmt_span
 from tui.widgets.anim import Ticker
+from tui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
     from core.store.db import SessionRow
@@ -200,7 +201,7 @@ class SessionsScreen(Screen):
                         select_on_focus=False)
         yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=False)
         yield Static("", id="empty")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def table(self) -> SessionTable:
