@@ -126,7 +126,6 @@ class Supervisor:
         # control state
         self._wake = asyncio.Event()  # set whenever a control needs the main loop's attention
         self.leased = asyncio.Event()  # set once this runner holds the session's lease
-        self.opened = asyncio.Event()  # ... and, a new run, has stored its opening events (and plan)
         self._pause: str | None = None  # None | "safe" | "now"
         self._paused = False
         self._pause_source = ""
@@ -350,7 +349,6 @@ class Supervisor:
                 if self.task.plan:
                     plan = [{"id": PLAN_ID, "title": "Plan the work", "prompt": self.task.plan_prompt}] + plan
                 await self._emit(PlanReady(subtasks=plan))
-            self.opened.set()
             final, reason = await self._run_all()
             self._ending = True  # a retry from here on is refused, not taken and lost
         except asyncio.CancelledError:
@@ -903,14 +901,13 @@ async def start_run(store: Any, task: Task, *, interactive: bool = True, clock: 
 
 async def _launch(sup: Supervisor) -> RunHandle:
     handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
-    # return once the run holds its lease and has stored its opening events (or failed:
-    # handle.task is then done and raises LeaseHeld), so a caller never announces a run
-    # that is not happening, and a view opened now shows the session and its plan
-    opened = asyncio.ensure_future(sup.opened.wait())
+    # return once the run holds its lease (or failed to take it: handle.task is then done
+    # and raises LeaseHeld), so a caller never announces a run that is not happening
+    leased = asyncio.ensure_future(sup.leased.wait())
     try:
-        await asyncio.wait({handle.task, opened}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({handle.task, leased}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        opened.cancel()
+        leased.cancel()
     return handle
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shepherd.tui")
 
 _TCSS = Path(__file__).with_name("shepherd.tcss")
+FIRST_FRAMES_WAIT_S = 0.5  # the longest a new run's SDK import waits for its view to be drawn
 CANCEL_WAIT_S = 5.0  # how long quitting waits for a run to stop at a safe point before stopping it hard
 TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # kill, a closed terminal: end as q does
 
@@ -106,6 +107,8 @@ class ShepherdApp(App[int]):
     (``shepherd resume``: an interrupted session, or a finished one's subtask run again).
     ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
+    ``checked``: the caller has just opened the database with its quick_check (the CLI's
+    precheck): the app's own open skips that second pass over every page.
     """
 
     TITLE = "Shepherd"
@@ -121,7 +124,8 @@ class ShepherdApp(App[int]):
 
     def __init__(self, db_path: Path | str, *, open_session: str | None = None, attach: bool = False,
                  start: Callable[[], "Task"] | None = None, clock: Callable[[], float] = time.time,
-                 log_path: Path | str | None = None, resume: tuple[str, str | None] | None = None) -> None:
+                 log_path: Path | str | None = None, resume: tuple[str, str | None] | None = None,
+                 checked: bool = False) -> None:
         if log_path is not None:
             configure_logging(log_path)
         super().__init__()
@@ -130,6 +134,7 @@ class ShepherdApp(App[int]):
         self.attach = attach
         self.start = start
         self.resume = resume
+        self.checked = checked
         self.clock = clock
         self.store: Any = None
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
@@ -174,7 +179,7 @@ class ShepherdApp(App[int]):
         try:
             from core.store.db import Store
 
-            self.store = await Store.open(self.db_path)
+            self.store = await Store.open(self.db_path, check=not self.checked)
         except (StoreError, OSError) as error:
             log.error("cannot open the database %s", self.db_path, exc_info=error)
             self.notify(str(error), title="Cannot open the database", severity="error", markup=False)
@@ -273,15 +278,17 @@ class ShepherdApp(App[int]):
         return handle
 
     def _after_two_frames(self, callback: Callable[[], Any]) -> None:
-        """``callback`` once the screen has been drawn, and drawn again: a screen's first
-        frame has an empty footer (Textual's Footer fills its keys in one refresh later).
-        At once when the app is not running (nothing is drawn)."""
+        """``callback`` (idempotent) once the screen has been drawn, and drawn again (its
+        key bar may fill in one refresh later); at once when the app is not running. A
+        screen replaced before that never calls back: the timer makes sure."""
         def second() -> None:
             if not self.call_after_refresh(callback):
                 callback()
 
         if not self.call_after_refresh(second):
             callback()
+            return
+        self.set_timer(FIRST_FRAMES_WAIT_S, callback)
 
     async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> Any:
         """Continue an interrupted session in this process, or run one subtask of a

@@ -168,7 +168,7 @@ def _session_cells(r: Any) -> dict[str, str]:
     """One session as plain one-line texts (stored text made terminal-safe)."""
     from core.report import clip
     from core.text import safe
-    from tui.model import fmt_span
+    from tui.fmt import fmt_span
 
     end = r.ended_at or time.time()
     return {
@@ -570,7 +570,7 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
     asyncio.run(precheck())
     configure_logging()
     app = ShepherdApp(db, open_session=attach, attach=attach is not None,
-                      start=(lambda: task) if task is not None else None, resume=resume)
+                      start=(lambda: task) if task is not None else None, resume=resume, checked=True)
     import gc
 
     gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection

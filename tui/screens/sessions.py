@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Input, Label, Static
 from core.text import safe, safe_fields
 from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
-from tui.model import fmt_span
+from tui.fmt import fmt_span
 from tui.widgets.anim import Ticker
 from tui.widgets.footer import KeyFooter
 
@@ -136,6 +136,9 @@ class SessionsScreen(Screen):
     HELP_TITLE = "the sessions list"
     HELP_NOTE = ("Type to filter: any other printable key goes to the filter (the keys above keep "
                  "their meaning; `/` first to type them too), `esc` clears it.")
+    # the table has focus from the start (not the filter, Textual's first focusable): the
+    # key bar's first build already shows the table's keys
+    AUTO_FOCUS = "SessionTable"
     PAGE_SIZE = 200
     REFRESH_THROTTLE_S = 0.25
     SLOW_REFRESH_S = 2.0
