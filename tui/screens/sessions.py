@@ -192,7 +192,9 @@ class SessionsScreen(Screen):
         self._unsubscribe: Callable[[], None] | None = None
         self._ticking = False
         self._first_built = False
-        self.loaded = False  # becomes True after the first load (tests wait on it)
+        self.loaded = False  # becomes True after the first load, every row in (tests wait on it)
+        self._rest_pending = False  # rows of the first load still to add after the first frame
+        self._suspended = False  # another screen has been over this one
 
     # --- layout --------------------------------------------------------------------------------
 
@@ -228,8 +230,11 @@ class SessionsScreen(Screen):
 
     def on_screen_suspend(self) -> None:
         self._set_ticking(False)
+        self._suspended = True
 
     def on_screen_resume(self) -> None:
+        if self._suspended:  # back from another screen: the first frame's callback may have
+            self._add_rest()  # gone to a screen replaced since (not on the first resume: too early)
         self._set_ticking(any(r.status in LIVE_STATUSES for r in self.rows))
         if self.loaded:
             self.request_reload()
@@ -304,7 +309,7 @@ class SessionsScreen(Screen):
         self.has_more = len(rows) > limit
         rows = rows[:limit]
         self._apply(rows)
-        self.loaded = True
+        self.loaded = self.loaded or not self._rest_pending  # (else once the rest is in)
 
     async def load_more(self) -> None:
         if not self.has_more or self._loading_more:
@@ -352,6 +357,7 @@ class SessionsScreen(Screen):
             if len(rows) < len(self.rows):
                 # through the app: its queue is read once start-up's batch of updates is
                 # drawn (the screen's own would run this before the first frame)
+                self._rest_pending = True
                 self.app.call_after_refresh(self._add_rest)
         for row in rows:
             self._add_row(row)
@@ -360,9 +366,13 @@ class SessionsScreen(Screen):
 
     def _add_rest(self) -> None:
         """The loaded rows the first build left out, in order after those it put in."""
+        if not self._rest_pending:
+            return
+        self._rest_pending = False
         for row in self.rows:
             if row.id not in self._cells:
                 self._add_row(row)
+        self.loaded = True
 
     # --- cells ---------------------------------------------------------------------------------------
 
