@@ -107,8 +107,8 @@ class ShepherdApp(App[int]):
     (``shepherd resume``: an interrupted session, or a finished one's subtask run again).
     ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
-    ``checked``: the caller has just opened the database with its quick_check (the CLI's
-    precheck): the app's own open skips that second pass over every page.
+    ``checked``: the caller has just opened the database, with its quick_check and its
+    recovery (the CLI's precheck): the app's own open skips both.
     """
 
     TITLE = "Shepherd"
@@ -179,7 +179,7 @@ class ShepherdApp(App[int]):
         try:
             from core.store.db import Store
 
-            self.store = await Store.open(self.db_path, check=not self.checked)
+            self.store = await Store.open(self.db_path, check=not self.checked, recover=not self.checked)
         except (StoreError, OSError) as error:
             log.error("cannot open the database %s", self.db_path, exc_info=error)
             self.notify(str(error), title="Cannot open the database", severity="error", markup=False)
