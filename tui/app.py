@@ -188,7 +188,11 @@ class ShepherdApp(App[int]):
         self.sub_title = str(self.db_path)
         self.home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
                                    db_label=_short_path(self.db_path))
-        await self.push_screen(self.home)
+        if self.start is None and self.resume is None and self.open_session_id is None and not self.attach:
+            await self.push_screen(self.home)
+        else:  # a session view opens at once over it: the home is not drawn first, for nothing
+            with self.batch_update():
+                await self.push_screen(self.home)
         if self.start is not None:
             await self._start_from_factory()
         elif self.resume is not None:

@@ -37,5 +37,7 @@ class KeyFooter(Footer):
 
     async def _rebuild(self) -> None:
         self._rebuild_pending = False  # a change from here on gets a rebuild of its own
+        if not (self.is_attached and self.screen.is_current):  # covered since: its resume asks again
+            return
         self._built = True
         await self.recompose()
