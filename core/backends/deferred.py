@@ -42,7 +42,7 @@ class DeferredBackend:
             await self.ready.wait()
         try:
             return await asyncio.to_thread(make_backend, self.name)
-        except ImportError as e:  # a broken install: say so once, do not retry it
+        except (ImportError, ValueError) as e:  # a broken install, no such backend: not retried
             raise BackendUnavailable(f"the {self.name} backend cannot be loaded: {e}") from e
 
     async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
