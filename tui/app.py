@@ -8,6 +8,7 @@ The CLI builds ``ShepherdApp(db_path, ...)`` and calls ``.run()``; the return co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shepherd.tui")
 
 _TCSS = Path(__file__).with_name("shepherd.tcss")
+OPENING_WAIT_S = 0.25  # the longest a new run's view waits for its opening events to be stored
 FIRST_FRAMES_WAIT_S = 0.5  # the longest a new run's SDK import waits for its view to be drawn
 CANCEL_WAIT_S = 5.0  # how long quitting waits for a run to stop at a safe point before stopping it hard
 TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # kill, a closed terminal: end as q does
@@ -271,8 +273,25 @@ class ShepherdApp(App[int]):
 
         # The backend's SDK takes seconds to import: the run makes it in a thread, once
         # its live view has been drawn (the import's thread slows the drawing down).
-        drawn = asyncio.Event()
-        handle = await start_run(self.store, task, interactive=True, backend=DeferredBackend(task.backend, drawn))
+        from core.events import new_session_id
+
+        drawn, opened = asyncio.Event(), asyncio.Event()
+        sid = new_session_id()
+
+        def on_commit(events: list[Any]) -> None:
+            if any(e.session_id == sid and e.type == "plan.ready" for e in events):
+                opened.set()
+
+        unsubscribe = self.store.subscribe(on_commit)
+        try:
+            handle = await start_run(self.store, task, interactive=True, session_id=sid,
+                                     backend=DeferredBackend(task.backend, drawn))
+            # its view's first frame shows the session and its plan (and the keys for them),
+            # not "starting…": the opening events are a few ms away (bounded: never a hang)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(opened.wait(), OPENING_WAIT_S)
+        finally:
+            unsubscribe()
         try:
             self._track(handle)
             log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)

@@ -221,6 +221,7 @@ class SessionsScreen(Screen):
             self._unsubscribe = self.store.subscribe(self._on_commit)
         self.set_interval(self.SLOW_REFRESH_S, self._slow_refresh, name="slow-refresh")
         await self.reload()
+        await self.query_one(KeyFooter).build()  # the first frame has the keys
 
     def on_unmount(self) -> None:
         self._set_ticking(False)
@@ -507,7 +508,8 @@ class SessionsScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "resume":
-            row = self.highlighted_row() if self.is_mounted else None
+            # the table is there once built (in on_mount, where the key bar is first built)
+            row = self.highlighted_row() if self.is_mounted or self._first_built else None
             if row is None or row.status not in RESUMABLE_STATUSES or row.id in self._live_ids():
                 return None  # shown dimmed: nothing to resume here
         return True
