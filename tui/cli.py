@@ -474,7 +474,6 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
 
     configure_logging()  # SDK and engine logs go to the log file, never over the screen
     backend = _checked_backend(task) if task is not None else None  # before any file is made
-    _import_sdk_meanwhile(task.backend if task is not None else None)
     store = await _open_store(args, create=resume is None)
     try:
         if resume is not None:
@@ -550,29 +549,6 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
     if interrupted:
         return EXIT_INTERRUPTED
     return _exit_for(status)
-
-
-_SDK_OF_BACKEND = {"openai": "agents", "scripted": "agents", "claude": "claude_agent_sdk"}
-
-
-def _import_sdk_meanwhile(backend: str | None) -> None:
-    """Start importing the backend's SDK (over a second) in a thread: the store opens and
-    the session starts meanwhile, and the first attempt's own import finds it done (or
-    waits on the module lock for the rest). A failed import is left to the attempt."""
-    import importlib
-    import threading
-
-    name = _SDK_OF_BACKEND.get(backend or "")
-    if name is None or name in sys.modules:
-        return
-
-    def load() -> None:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the attempt imports it again and reports it
-            pass
-
-    threading.Thread(target=load, name=f"import-{name}", daemon=True).start()
 
 
 def configure_logging() -> Path:
