@@ -201,6 +201,8 @@ class ShepherdApp(App[int]):
             await self.resume_session(self.resume[0], retry_subtask=self.resume[1])
         elif self.open_session_id is not None or self.attach:
             await self._open_initial()
+        if self.screen is self.home:  # no view opened over it (refused, not found): draw it whole now
+            self.home.refresh()
 
     @guarded("Could not start the run")
     async def _start_from_factory(self) -> None:
@@ -271,10 +273,10 @@ class ShepherdApp(App[int]):
         from core.backends.deferred import DeferredBackend
         from core.engine import start_run
 
-        # The backend's SDK takes seconds to import: the run makes it in a thread, once
-        # its live view has been drawn (the import's thread slows the drawing down).
         from core.events import new_session_id
 
+        # The backend's SDK takes seconds to import: the run makes it in a thread, once
+        # its live view has been drawn (the import's thread slows the drawing down).
         drawn, opened = asyncio.Event(), asyncio.Event()
         sid = new_session_id()
 
