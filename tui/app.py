@@ -8,6 +8,7 @@ The CLI builds ``ShepherdApp(db_path, ...)`` and calls ``.run()``; the return co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -23,9 +24,10 @@ from textual.screen import ModalScreen
 
 from core.text import safe
 from tui.logging_setup import configure_logging, guarded, report_error
-from tui.screens.help import HelpScreen
-from tui.screens.modals import ConfirmModal, RunModal
 from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
+
+# The help screen (Markdown, markdown-it, pygments) and the modals (core.task, tomllib) are
+# imported when first opened: none of them is on the first screen.
 
 if TYPE_CHECKING:
     from core.task import Task
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shepherd.tui")
 
 _TCSS = Path(__file__).with_name("shepherd.tcss")
+OPENING_WAIT_S = 0.25  # the longest a new run's view waits for its opening events to be stored
+FIRST_FRAMES_WAIT_S = 0.5  # the longest a new run's SDK import waits for its view to be drawn
 CANCEL_WAIT_S = 5.0  # how long quitting waits for a run to stop at a safe point before stopping it hard
 TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # kill, a closed terminal: end as q does
 
@@ -47,7 +51,7 @@ def _short_path(path: Path) -> str:
 
 async def preload_backend(name: str) -> None:
     """Import a backend's SDK in a thread (it takes seconds): the screen keeps drawing and
-    the run that follows finds it imported. A backend that cannot load fails later, where
+    the resumed run that follows finds it imported. A backend that cannot load fails later, where
     the run reports it."""
     from core.engine import make_backend
 
@@ -105,6 +109,8 @@ class ShepherdApp(App[int]):
     (``shepherd resume``: an interrupted session, or a finished one's subtask run again).
     ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
+    ``checked``: the caller has just opened the database, with its quick_check and its
+    recovery (the CLI's precheck): the app's own open skips both.
     """
 
     TITLE = "Shepherd"
@@ -120,7 +126,8 @@ class ShepherdApp(App[int]):
 
     def __init__(self, db_path: Path | str, *, open_session: str | None = None, attach: bool = False,
                  start: Callable[[], "Task"] | None = None, clock: Callable[[], float] = time.time,
-                 log_path: Path | str | None = None, resume: tuple[str, str | None] | None = None) -> None:
+                 log_path: Path | str | None = None, resume: tuple[str, str | None] | None = None,
+                 checked: bool = False) -> None:
         if log_path is not None:
             configure_logging(log_path)
         super().__init__()
@@ -129,6 +136,7 @@ class ShepherdApp(App[int]):
         self.attach = attach
         self.start = start
         self.resume = resume
+        self.checked = checked
         self.clock = clock
         self.store: Any = None
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
@@ -149,8 +157,6 @@ class ShepherdApp(App[int]):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
-        from core.store.db import StoreError
-
         # Streaming makes many small objects; with the default thresholds the collector
         # runs often enough to stall the event loop while a flood of deltas comes in.
         gc.set_threshold(20_000, 20, 20)
@@ -164,11 +170,18 @@ class ShepherdApp(App[int]):
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
                 continue
             self._signals.append((loop, sig))
+        # The rest once on_mount has returned: Textual draws nothing during it (one batch
+        # of updates), so a screen pushed here would be rendered for nothing, and reach
+        # the terminal only with a later full refresh.
+        self.call_later(self._start_up)
+
+    async def _start_up(self) -> None:
+        from core.store.db import StoreError
 
         try:
             from core.store.db import Store
 
-            self.store = await Store.open(self.db_path)
+            self.store = await Store.open(self.db_path, check=not self.checked, recover=not self.checked)
         except (StoreError, OSError) as error:
             log.error("cannot open the database %s", self.db_path, exc_info=error)
             self.notify(str(error), title="Cannot open the database", severity="error", markup=False)
@@ -177,13 +190,19 @@ class ShepherdApp(App[int]):
         self.sub_title = str(self.db_path)
         self.home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
                                    db_label=_short_path(self.db_path))
-        await self.push_screen(self.home)
+        if self.start is None and self.resume is None and self.open_session_id is None and not self.attach:
+            await self.push_screen(self.home)
+        else:  # a session view opens at once over it: the home is not drawn first, for nothing
+            with self.batch_update():
+                await self.push_screen(self.home)
         if self.start is not None:
             await self._start_from_factory()
         elif self.resume is not None:
             await self.resume_session(self.resume[0], retry_subtask=self.resume[1])
         elif self.open_session_id is not None or self.attach:
             await self._open_initial()
+        if self.screen is self.home:  # no view opened over it (refused, not found): draw it whole now
+            self.home.refresh()
 
     @guarded("Could not start the run")
     async def _start_from_factory(self) -> None:
@@ -251,14 +270,50 @@ class ShepherdApp(App[int]):
 
     async def start_task(self, task: "Task") -> Any:
         """Start ``task`` in this process and open its live view. Returns the RunHandle."""
+        from core.backends.deferred import DeferredBackend
         from core.engine import start_run
 
-        await preload_backend(task.backend)
-        handle = await start_run(self.store, task, interactive=True)
-        self._track(handle)
-        log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
-        await self.open_session(handle.session_id)
+        from core.events import new_session_id
+
+        # The backend's SDK takes seconds to import: the run makes it in a thread, once
+        # its live view has been drawn (the import's thread slows the drawing down).
+        drawn, opened = asyncio.Event(), asyncio.Event()
+        sid = new_session_id()
+
+        def on_commit(events: list[Any]) -> None:
+            if any(e.session_id == sid and e.type == "plan.ready" for e in events):
+                opened.set()
+
+        unsubscribe = self.store.subscribe(on_commit)
+        try:
+            handle = await start_run(self.store, task, interactive=True, session_id=sid,
+                                     backend=DeferredBackend(task.backend, drawn))
+            # its view's first frame shows the session and its plan (and the keys for them),
+            # not "starting…": the opening events are a few ms away (bounded: never a hang)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(opened.wait(), OPENING_WAIT_S)
+        finally:
+            unsubscribe()
+        try:
+            self._track(handle)
+            log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
+            await self.open_session(handle.session_id)
+        finally:
+            self._after_two_frames(drawn.set)
         return handle
+
+    def _after_two_frames(self, callback: Callable[[], Any]) -> None:
+        """``callback`` (idempotent) once the screen has been drawn, and drawn again (its
+        key bar may fill in one refresh later); at once when the app is not running. A
+        screen replaced before that never calls back: the timer makes sure."""
+        def second() -> None:
+            if not self.call_after_refresh(callback):
+                callback()
+
+        if not self.call_after_refresh(second):
+            callback()
+            return
+        self.set_timer(FIRST_FRAMES_WAIT_S, callback)
 
     async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> Any:
         """Continue an interrupted session in this process, or run one subtask of a
@@ -380,10 +435,14 @@ class ShepherdApp(App[int]):
 
     def action_run_file(self) -> None:
         if self.store is not None and not self._top_is_modal():
+            from tui.screens.modals import RunModal
+
             self.push_screen(RunModal("file"), self._run_modal_done)
 
     def action_run_prompt(self) -> None:
         if self.store is not None and not self._top_is_modal():
+            from tui.screens.modals import RunModal
+
             self.push_screen(RunModal("prompt"), self._run_modal_done)
 
     @guarded("Could not start the run")
@@ -392,6 +451,8 @@ class ShepherdApp(App[int]):
             await self.start_task(task)
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
         elif not self._top_is_modal():
@@ -435,6 +496,8 @@ class ShepherdApp(App[int]):
             await self._close_store()
             self.exit(0)
             return
+        from tui.screens.modals import ConfirmModal
+
         if isinstance(self.screen, ConfirmModal):
             return
         n = len(live)

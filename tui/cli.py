@@ -168,7 +168,7 @@ def _session_cells(r: Any) -> dict[str, str]:
     """One session as plain one-line texts (stored text made terminal-safe)."""
     from core.report import clip
     from core.text import safe
-    from tui.model import fmt_span
+    from tui.fmt import fmt_span
 
     end = r.ended_at or time.time()
     return {
@@ -559,18 +559,24 @@ def configure_logging() -> Path:
 
 def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None,
             resume: tuple[str, str | None] | None = None) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from core.store import Store
-    from tui.app import ShepherdApp
 
     db = _db_path(args)
 
     async def precheck() -> None:  # a bad database is one line here, not a flash of the TUI
-        await (await Store.open(db, recover=False)).close()
+        await (await Store.open(db)).close()  # checked and recovered: the app's own open skips both
 
-    asyncio.run(precheck())
+    with ThreadPoolExecutor(1, thread_name_prefix="shepherd-precheck") as pool:
+        checked = pool.submit(asyncio.run, precheck())  # SQLite's work, while the TUI's modules import
+        try:
+            from tui.app import ShepherdApp
+        finally:
+            checked.result()  # its StoreError first: the one line a bad database gets
     configure_logging()
     app = ShepherdApp(db, open_session=attach, attach=attach is not None,
-                      start=(lambda: task) if task is not None else None, resume=resume)
+                      start=(lambda: task) if task is not None else None, resume=resume, checked=True)
     import gc
 
     gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection

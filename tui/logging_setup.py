@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.errors import scrub
+from core.secrets import scrub_text
 from core.text import safe
 
 # Loggers the SDKs and we use. They propagate to the root, which owns the file handler.
@@ -31,8 +31,9 @@ def current_log_path() -> Path | None:
 
 
 def redact(text: str) -> str:
-    """Mask secrets (the same rules as error messages and the store: core.secrets)."""
-    return scrub(text)
+    """Mask secrets (the same rules as error messages and the store: core.secrets; what
+    core.errors.scrub does, without importing core.errors at start-up)."""
+    return scrub_text(text) if text else ""
 
 
 class RedactFilter(logging.Filter):

@@ -22,12 +22,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList
+from textual.widgets import OptionList
 
 from tui import model as m
 from tui.feed import History, StaticFeed, make_feed
-from tui.screens.visibility import on_screen
 from tui.history import load_earlier_blocks
+from tui.screens.visibility import on_screen
+from tui.widgets.footer import KeyFooter
 from tui.widgets.status import SessionHeader, StatusBar
 from tui.widgets.stream import EarlierBar, StreamView
 from tui.widgets.subtasks import SubtaskList, subtask_id_of
@@ -110,7 +111,7 @@ class SessionScreen(Screen[None]):
             yield SubtaskList(self.clock, id="subtasks")
             yield StreamView(self.clock, id="stream")
         yield StatusBar(self.model.session, self.clock, follow=self.follow, id="status")
-        yield Footer(compact=True)  # every key that applies fits 80 columns
+        yield KeyFooter(compact=True)  # every key that applies fits 80 columns
 
     @property
     def subtask_list(self) -> SubtaskList:

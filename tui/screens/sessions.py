@@ -19,14 +19,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 
 from core.text import safe, safe_fields
 from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
-from tui.model import fmt_span
+from tui.fmt import fmt_span
 from tui.screens.visibility import on_screen
 from tui.widgets.anim import Ticker
+from tui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
     from core.store.db import SessionRow
@@ -136,6 +137,9 @@ class SessionsScreen(Screen):
     HELP_TITLE = "the sessions list"
     HELP_NOTE = ("Type to filter: any other printable key goes to the filter (the keys above keep "
                  "their meaning; `/` first to type them too), `esc` clears it.")
+    # the table has focus from the start (not the filter, Textual's first focusable): the
+    # key bar's first build already shows the table's keys
+    AUTO_FOCUS = "SessionTable"
     PAGE_SIZE = 200
     REFRESH_THROTTLE_S = 0.25
     SLOW_REFRESH_S = 2.0
@@ -188,7 +192,10 @@ class SessionsScreen(Screen):
         self._loading_more = False
         self._unsubscribe: Callable[[], None] | None = None
         self._ticking = False
-        self.loaded = False  # becomes True after the first load (tests wait on it)
+        self._first_built = False
+        self.loaded = False  # becomes True after the first load, every row in (tests wait on it)
+        self._rest_pending = False  # rows of the first load still to add after the first frame
+        self._suspended = False  # another screen has been over this one
 
     # --- layout --------------------------------------------------------------------------------
 
@@ -200,7 +207,7 @@ class SessionsScreen(Screen):
                         select_on_focus=False)
         yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=False)
         yield Static("", id="empty")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def table(self) -> SessionTable:
@@ -208,11 +215,14 @@ class SessionsScreen(Screen):
 
     async def on_mount(self) -> None:
         self._build_columns(self.size.width or self.app.size.width)
-        self.table.focus()
+        # focused now, not on the next message: the first paint already has the focused
+        # look (each cell is drawn once, not again when focus arrives)
+        self.set_focus(self.table)
         if hasattr(self.store, "subscribe"):
             self._unsubscribe = self.store.subscribe(self._on_commit)
         self.set_interval(self.SLOW_REFRESH_S, self._slow_refresh, name="slow-refresh")
         await self.reload()
+        await self.query_one(KeyFooter).build()  # the first frame has the keys
 
     def on_unmount(self) -> None:
         self._set_ticking(False)
@@ -222,8 +232,11 @@ class SessionsScreen(Screen):
 
     def on_screen_suspend(self) -> None:
         self._set_ticking(False)
+        self._suspended = True
 
     def on_screen_resume(self) -> None:
+        if self._suspended:  # back from another screen: the first frame's callback may have
+            self._add_rest()  # gone to a screen replaced since (not on the first resume: too early)
         self._set_ticking(any(r.status in LIVE_STATUSES for r in self.rows))
         if self.loaded:
             self.request_reload()
@@ -298,12 +311,13 @@ class SessionsScreen(Screen):
         self.has_more = len(rows) > limit
         rows = rows[:limit]
         self._apply(rows)
-        self.loaded = True
+        self.loaded = self.loaded or not self._rest_pending  # (else once the rest is in)
 
     async def load_more(self) -> None:
         if not self.has_more or self._loading_more:
             return
         self._loading_more = True
+        self._add_rest()  # rows still waiting from the first build go first
         try:
             rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None,
                                                              limit=self.PAGE_SIZE + 1, offset=len(self.rows)))
@@ -336,10 +350,31 @@ class SessionsScreen(Screen):
         keep = self.highlighted_id()
         table.clear()
         self._cells.clear()
-        for row in self.rows:
+        rows = self.rows
+        if not self._first_built:
+            # The first frame needs only what fits on the screen: the rest of the page
+            # follows right after it is drawn (each row added costs the first paint).
+            self._first_built = True
+            rows = rows[:max(self.app.size.height, self.size.height, 1)]
+            if len(rows) < len(self.rows):
+                # through the app: its queue is read once start-up's batch of updates is
+                # drawn (the screen's own would run this before the first frame)
+                self._rest_pending = True
+                self.app.call_after_refresh(self._add_rest)
+        for row in rows:
             self._add_row(row)
         if keep is not None and keep in self._cells:
             table.move_cursor(row=table.get_row_index(keep), animate=False)
+
+    def _add_rest(self) -> None:
+        """The loaded rows the first build left out, in order after those it put in."""
+        if not self._rest_pending:
+            return
+        self._rest_pending = False
+        for row in self.rows:
+            if row.id not in self._cells:
+                self._add_row(row)
+        self.loaded = True
 
     # --- cells ---------------------------------------------------------------------------------------
 
@@ -474,7 +509,8 @@ class SessionsScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "resume":
-            row = self.highlighted_row() if self.is_mounted else None
+            # the table is there once built (in on_mount, where the key bar is first built)
+            row = self.highlighted_row() if self.is_mounted or self._first_built else None
             if row is None or row.status not in RESUMABLE_STATUSES or row.id in self._live_ids():
                 return None  # shown dimmed: nothing to resume here
         return True

@@ -1,0 +1,128 @@
+"""Start-up: what the first screens import, and a live view that is up before its SDK.
+
+The speed itself is measured by bench/start_bench.py (in a real pty, against a bare
+Textual app); these tests pin the behaviour the figures rely on.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_tui_app import home_ready, wait_until
+from tui.app import ShepherdApp
+from tui.screens.session import SessionScreen
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Nothing of these belongs on the path to the home screen: the SDKs (seconds), the help
+# screen's Markdown (markdown-it, pygments), the session model and the error classifier.
+NOT_AT_HOME = ("agents", "claude_agent_sdk", "openai", "markdown_it", "tui.screens.help", "tui.model",
+               "core.errors", "core.engine", "core.task")
+
+HOME_CHILD = """
+import asyncio, sys
+import tui.cli, tui.app, tui.screens.sessions
+from tui.app import ShepherdApp
+
+async def main(db):
+    app = ShepherdApp(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        for _ in range(500):
+            if app.home is not None and app.home.loaded:
+                break
+            await pilot.pause(0.02)
+        assert app.home is not None and app.home.loaded, "the home never loaded"
+        assert app.home.row_ids() == ["s1"]
+    roots = set(sys.argv[2].split(","))
+    print(",".join(sorted(m for m in sys.modules if m in roots or m.split(".")[0] in roots)))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_the_home_screen_imports_no_sdk_no_help_no_session_model(tmp_path: Path) -> None:
+    """The CLI's modules and the home screen, up and loaded, in a fresh interpreter."""
+    from core.events import SessionFinished, SessionStarted
+    from core.store import Store
+
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    await store.append(SessionStarted(session_id="s1", title="one", backend="scripted"))
+    await store.append(SessionFinished(session_id="s1", status="done"))
+    await store.close()
+    out = subprocess.run([sys.executable, "-c", HOME_CHILD, str(db), ",".join(NOT_AT_HOME)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported on the way to the home screen: {out.stdout.strip()}"
+
+
+async def test_the_demo_is_live_on_screen_before_its_sdk_import_ends(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shepherd demo`: its session, subtasks and keys are on the screen while the SDK is
+    still importing (in a thread, never the loop's); once it is in, the run goes on."""
+    import core.engine as engine
+    from core.demo import demo_task
+
+    monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
+    real, gate, where = engine.make_backend, threading.Event(), []
+
+    def slow_import(name: str) -> Any:
+        where.append(threading.current_thread() is threading.main_thread())
+        assert gate.wait(30)
+        return real(name)
+
+    monkeypatch.setattr(engine, "make_backend", slow_import)
+    app = ShepherdApp(tmp_path / "s.db", start=lambda: demo_task(tmp_path / "ws"))
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded.is_set(),
+                             what="the demo's live view")
+            screen = app.screen
+            await wait_until(pilot, lambda: [s.title for s in screen.model.ordered_subtasks()]
+                             == ["Look around the project", "Fix the DD/MM/YYYY branch", "Write down what changed"],
+                             what="the demo's subtasks listed")
+            await wait_until(pilot, lambda: "Pause" in [k.description for k in screen.query("FooterKey")],
+                             what="its keys")
+            assert screen.model.session.status == "running"
+            await wait_until(pilot, lambda: bool(where), what="the SDK import started")
+            assert where == [False], "the SDK import ran on the event loop"
+            for _ in range(5):  # the screen goes on working while the import runs
+                await pilot.pause(0.01)
+            assert app.screen is screen and not gate.is_set()
+            gate.set()
+            sid = screen.session_id
+            for _ in range(1500):
+                if await app.store.events(sid, types=["tool.started"], limit=1):
+                    break
+                await pilot.pause(0.02)
+            else:
+                raise AssertionError("the demo did not go on once its SDK was in")
+            await app._stop_runs(wait_s=10)
+    finally:
+        gate.set()
+
+
+async def test_a_long_list_is_all_there_once_loaded_in_order(tmp_path: Path) -> None:
+    """The first frame gets the rows that fit; the rest of the page follows it, in order,
+    before the home counts as loaded."""
+    from core.events import SessionFinished, SessionStarted
+    from core.store import Store
+
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    ids = [f"s{i:04d}" for i in range(80)]
+    for sid in ids:
+        await store.append(SessionStarted(session_id=sid, title=f"t {sid}", backend="scripted"))
+        await store.append(SessionFinished(session_id=sid, status="done"))
+    newest_first = [r.id for r in await store.list_sessions(limit=100)]
+    await store.close()
+    app = ShepherdApp(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        home = await home_ready(pilot)
+        assert [r.key.value for r in home.table.ordered_rows] == newest_first
