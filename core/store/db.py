@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
-from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished
+from core.events import LAZY_TYPES, Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_event
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
@@ -266,6 +266,15 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
+
+# What an event read selects. ``sound``: SQLite found the JSON valid, an object, and of
+# the row's type, session and seq, so the row can be decoded lazily (core.events.lazy_event)
+# with the very values a full decode gives; any other row (damaged, foreign, NaN, which
+# Python's JSON allows and SQLite's does not) takes the full decode. (CASE: json_extract
+# raises on invalid JSON.)
+_EVENT_READ = ("seq, type, data, CASE WHEN json_valid(data) THEN "
+               "json_extract(data, '$.type', '$.seq', '$.session_id') = json_array(type, seq, session_id) "
+               "ELSE 0 END")
 
 _NOT_SCRUBBED = frozenset({"session_id", "seq", "ts", "subtask_id", "attempt"})
 
@@ -611,6 +620,23 @@ class Store:
         except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
             raise damaged(self.path, str(e)) from None
 
+    async def _fetch_tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples (no Row objects), fetched in one hop to the reader's thread."""
+        args = tuple(params)
+
+        def fetch(raw: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = raw.cursor()
+            cursor.row_factory = None
+            try:
+                return cursor.execute(sql, args).fetchall()
+            finally:
+                cursor.close()
+
+        try:
+            return await run_sync(self._reader(), fetch)
+        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
+            raise damaged(self.path, str(e)) from None
+
     def _decode(self, session_id: str, seq: int, data: Any) -> Event:
         """A stored event, or for a row that does not decode a ``damaged`` OpaqueEvent
         (recorded in ``self.damaged_events``) so the rest of the session still reads."""
@@ -688,7 +714,7 @@ class Store:
     async def events(self, session_id: str, after_seq: int = 0, limit: int | None = 1000,
                      types: Iterable[str] | None = None) -> list[Event]:
         """Events with seq > after_seq, ascending; ``types`` keeps only those types."""
-        sql = "SELECT seq, data FROM events WHERE session_id = ? AND seq > ?"
+        sql = f"SELECT {_EVENT_READ} FROM events WHERE session_id = ? AND seq > ?"
         params: list[Any] = [session_id, int(after_seq)]
         type_list = [types] if isinstance(types, str) else list(types or ())
         if type_list:
@@ -696,15 +722,29 @@ class Store:
             params += type_list
         sql += " ORDER BY seq LIMIT ?"
         params.append(-1 if limit is None else int(limit))
-        rows = await self._fetch(sql, params)
-        return [self._decode(session_id, r["seq"], r["data"]) for r in rows]
+        return self._events(session_id, await self._fetch_tuples(sql, params))
 
     async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
         """Up to ``limit`` events with seq < before_seq, ascending (scrolling back)."""
-        rows = await self._fetch(
-            "SELECT seq, data FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        rows = await self._fetch_tuples(
+            f"SELECT {_EVENT_READ} FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (session_id, int(before_seq), int(limit)))
-        return [self._decode(session_id, r["seq"], r["data"]) for r in reversed(rows)]
+        rows.reverse()
+        return self._events(session_id, rows)
+
+    def _events(self, session_id: str, rows: list[tuple[Any, ...]]) -> list[Event]:
+        """Rows of ``_EVENT_READ`` as events: lazily decoded where SQLite vouched for the
+        JSON, the full decode (with its damage handling) for any other row."""
+        out: list[Event] = []
+        append = out.append
+        lazy_types = LAZY_TYPES
+        for seq, type_name, data, sound in rows:
+            cls = lazy_types.get(type_name) if sound else None
+            if cls is not None:
+                append(lazy_event(cls, session_id, seq, data))
+            else:
+                append(self._decode(session_id, seq, data))
+        return out
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._fetch("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))

@@ -10,14 +10,13 @@ sqlite3 code: the store runs a whole batch in one call on its connection's threa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from typing import Any
 
 import sqlite3
 
-from core.events import EVENT_TYPES, Event, event_from_dict
+from core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names
 
 log = logging.getLogger("shepherd.store")
 
@@ -65,16 +64,6 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
         conn.execute(sql, [v for row in chunk for v in row])
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
-
-
 def copy_event(ev: Event, **changes: Any) -> Event:
     """``ev.with_(**changes)``, several times cheaper than dataclasses.replace (no
     __init__, no default factories)."""
@@ -109,18 +98,13 @@ def decode_event(data: str) -> Event:
     known type, build the event directly (reading 100k events is common, and the generic
     path walks dataclasses.fields per row). Anything else takes the generic path."""
     d = json.loads(data)
-    cls = EVENT_TYPES.get(d.get("type", ""))
-    if cls is None or cls.to_dict is not Event.to_dict:
+    cls = LAZY_TYPES.get(d.get("type", ""))
+    if cls is None:
         return event_from_dict(d)
-    names = field_names(cls)
     try:
-        values = [d[name] for name in names]
+        return build_event(cls, d)
     except KeyError:  # written by an older version: defaults fill the gaps
         return event_from_dict(d)
-    ev = object.__new__(cls)
-    for name, value in zip(names, values):
-        object.__setattr__(ev, name, value)
-    return ev
 
 
 def prepare(ev: Event, ts: float) -> tuple[Event, str]:
