@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
-from core.events import LAZY_TYPES, Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_event
+from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
@@ -735,16 +735,7 @@ class Store:
     def _events(self, session_id: str, rows: list[tuple[Any, ...]]) -> list[Event]:
         """Rows of ``_EVENT_READ`` as events: lazily decoded where SQLite vouched for the
         JSON, the full decode (with its damage handling) for any other row."""
-        out: list[Event] = []
-        append = out.append
-        lazy_types = LAZY_TYPES
-        for seq, type_name, data, sound in rows:
-            cls = lazy_types.get(type_name) if sound else None
-            if cls is not None:
-                append(lazy_event(cls, session_id, seq, data))
-            else:
-                append(self._decode(session_id, seq, data))
-        return out
+        return lazy_events(session_id, rows, lambda seq, data: self._decode(session_id, seq, data))
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._fetch("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite3
 
-from core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names
+from core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names, loads
 
 log = logging.getLogger("shepherd.store")
 
@@ -97,7 +97,7 @@ def decode_event(data: str) -> Event:
     """``event_from_json(data)`` for rows we wrote: when the JSON has every field of a
     known type, build the event directly (reading 100k events is common, and the generic
     path walks dataclasses.fields per row). Anything else takes the generic path."""
-    d = json.loads(data)
+    d = loads(data)
     cls = LAZY_TYPES.get(d.get("type", ""))
     if cls is None:
         return event_from_dict(d)
