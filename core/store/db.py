@@ -238,6 +238,17 @@ class _Job:
         self.future = future
 
 
+class _RowJob:
+    """``run_rows``' work: plain sqlite3 code that touches no event table, committed in
+    the writer's next transaction together with the events queued around it."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
 class _Barrier:
     __slots__ = ("future",)
 
@@ -372,7 +383,7 @@ class Store:
         self.stats = WriterStats()
         self._wconn: aiosqlite.Connection | None = None
         self._rconn: aiosqlite.Connection | None = None
-        self._queue: collections.deque[_Pending | _Job | _Barrier] = collections.deque()
+        self._queue: collections.deque[_Pending | _RowJob | _Job | _Barrier] = collections.deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[list[Event]], Any]] = []
@@ -504,6 +515,25 @@ class Store:
         self._wake.set()
         return await future
 
+    async def run_rows(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(raw sqlite3 connection)`` in the writer's next transaction, after the
+        events queued before it; returns once that transaction has committed. For writes
+        to tables of their own (the SDK adapters' history rows) that read no event table:
+        they share the commit of the events around them (a streaming turn's tool events
+        and the history items of that turn become one commit, not two). ``fn`` runs in a
+        savepoint: if it raises, its own changes are undone and the caller gets the error;
+        the rest of the transaction commits."""
+        return await self.submit_rows(fn)
+
+    def submit_rows(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """``run_rows`` without waiting: queued at once, behind everything submitted so far."""
+        if self._closing:
+            raise StoreError(f"the store {self.path} is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_RowJob(fn, future))
+        self._wake.set()
+        return future
+
     async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``fn(conn)`` on the read connection (sees committed data only)."""
         return await fn(self._reader())
@@ -533,20 +563,39 @@ class Store:
                 await self._run_job(head)
                 continue
             batch: list[_Pending] = []
-            while queue and isinstance(queue[0], _Pending) and (
-                    len(batch) < self.max_batch or batch[-1].with_next):
-                batch.append(queue.popleft())  # type: ignore[arg-type]
-            await self._commit(batch)
+            rows: list[_RowJob] = []
+            while queue and isinstance(queue[0], (_Pending, _RowJob)) and (
+                    len(batch) + len(rows) < self.max_batch or (batch and batch[-1].with_next)):
+                item = queue.popleft()
+                if isinstance(item, _RowJob):
+                    rows.append(item)
+                else:
+                    batch.append(item)
+            await self._commit(batch, rows)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending], row_jobs: list[_RowJob] | None = None) -> None:
+        row_jobs = row_jobs or []
         events = [p.event for p in batch]
         heads = [p.head for p in batch]
         t_start = time.perf_counter()
+
+        def work(c: sqlite3.Connection) -> tuple[list[Event | None], list[tuple[bool, Any]]]:
+            results = write_events(c, events, now, heads)
+            outcomes: list[tuple[bool, Any]] = []
+            for job in row_jobs:
+                c.execute("SAVEPOINT shepherd_rows")
+                try:
+                    outcomes.append((True, job.fn(c)))
+                except Exception as e:  # noqa: BLE001 - handed to that job's caller
+                    c.execute("ROLLBACK TO shepherd_rows")
+                    outcomes.append((False, e))
+                c.execute("RELEASE shepherd_rows")
+            return results, outcomes
+
         try:
             assert self._wconn is not None
             now = self.clock.now()
-            results = await run_sync(
-                self._wconn, lambda raw: transaction_sync(raw, lambda c: write_events(c, events, now, heads)))
+            results, outcomes = await run_sync(self._wconn, lambda raw: transaction_sync(raw, work))
         except Exception as e:  # the writer must survive a failed batch
             log.exception("store: writing %d events failed", len(batch))
             self.stats.failed_batches += 1
@@ -554,8 +603,20 @@ class Store:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
+            for job in row_jobs:
+                if not job.future.done():
+                    job.future.set_exception(e)
             return
         t_end = time.perf_counter()
+        for job, (ok, value) in zip(row_jobs, outcomes):
+            if not job.future.done():
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+        self.stats.jobs += len(row_jobs)
+        if not batch:
+            return
         st = self.stats
         st.batches += 1
         st.events += len(batch)
@@ -811,35 +872,43 @@ class Store:
         rows = list(await conn.execute_fetchall("SELECT * FROM leases WHERE session_id = ?", (session_id,)))
         return rows[0] if rows else None
 
-    async def _take_lease(self, conn: aiosqlite.Connection, session_id: str, ttl_s: float) -> None:
-        row = await self._lease_row(conn, session_id)
+    def _take_lease(self, conn: sqlite3.Connection, session_id: str, ttl_s: float) -> None:
+        rows = conn.execute("SELECT * FROM leases WHERE session_id = ?", (session_id,)).fetchall()
+        row = rows[0] if rows else None
         if row is not None and row["owner"] != self.owner and self._runner_gone(row, self.clock.now()) is None:
             raise LeaseHeld(session_id, row["owner"])
-        await conn.execute(
+        conn.execute(
             "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
             (session_id, self.owner, self.clock.now() + ttl_s, self.pid, self.host))
+
+    # Lease writes touch no event table: they ride in the writer's next transaction.
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Become the one runner of ``session_id``; LeaseHeld if a live runner has it. An
         expired lease, or one of a dead process on this host, is taken over."""
-        await self.run_write(lambda conn: self._take_lease(conn, session_id, ttl_s))
+        await self.run_rows(lambda conn: self._take_lease(conn, session_id, ttl_s))
 
     async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Extend our lease; if it was lost meanwhile, take it again or raise LeaseHeld."""
-        async def refresh(conn: aiosqlite.Connection) -> None:
-            cursor = await conn.execute(
+        def refresh(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
                 "UPDATE leases SET expires_at = ? WHERE session_id = ? AND owner = ?",
                 (self.clock.now() + ttl_s, session_id, self.owner))
             if cursor.rowcount == 0:
-                await self._take_lease(conn, session_id, ttl_s)
+                self._take_lease(conn, session_id, ttl_s)
 
-        await self.run_write(refresh)
+        await self.run_rows(refresh)
 
     async def release_lease(self, session_id: str) -> None:
-        async def release(conn: aiosqlite.Connection) -> None:
-            await conn.execute("DELETE FROM leases WHERE session_id = ? AND owner = ?", (session_id, self.owner))
+        await self.release_lease_soon(session_id)
 
-        await self.run_write(release)
+    def release_lease_soon(self, session_id: str) -> asyncio.Future[None]:
+        """``release_lease`` queued now (it shares the commit of what was submitted just
+        before it); await the future for its commit."""
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM leases WHERE session_id = ? AND owner = ?", (session_id, self.owner))
+
+        return self.submit_rows(release)
 
     async def lease_owner(self, session_id: str) -> str | None:
         row = await self._lease_row(self._reader(), session_id)
