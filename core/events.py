@@ -59,7 +59,15 @@ class Event(_Stored):
         return {k: v for k, v in self.to_dict().items() if k not in COMMON_FIELDS and k != "type"}
 
     def with_(self, **changes: Any) -> "Event":
-        return dataclasses.replace(self, **changes)
+        """``dataclasses.replace(self, **changes)``, several times cheaper (no __init__):
+        the engine stamps every event it handles."""
+        cls = type(self)
+        if not changes.keys() <= _field_set(cls):
+            return dataclasses.replace(self, **changes)  # (its TypeError names the field)
+        new = object.__new__(cls)
+        for name, set_value in zip(field_names(cls), _plan(cls)[1]):
+            set_value(new, changes[name] if name in changes else getattr(self, name))
+        return new
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when a slot is empty: a lazily read stored event's fields are

@@ -61,7 +61,8 @@ class AgentsSession:
         if not items:
             return
         scrubber = Scrubber()  # history is stored and sent to the model again: no secrets
-        rows = [(self.session_id, json.dumps(scrubber.obj(item))) for item in items]
+        rows = [(self.session_id, json.dumps(item if scrubber.clean_json(json.dumps(item, ensure_ascii=False))
+                                             else scrubber.obj(item))) for item in items]
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO agent_items (session_id, item_json) VALUES (?, ?)", rows)

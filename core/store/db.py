@@ -457,7 +457,10 @@ class Store:
         if not event.session_id:
             raise ValueError(f"{event.type} event has no session_id")
         future: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        own, head = prepare(scrub_event(event, self._scrubber()), event.ts or self.clock.now())
+        scrubber, ts = self._scrubber(), event.ts or self.clock.now()
+        own, head = prepare(event, ts)
+        if not scrubber.clean_json(head):  # (most events: nothing to scrub, one look at their JSON)
+            own, head = prepare(scrub_event(event, scrubber), ts)
         self._queue.append(_Pending(own, head, future, time.perf_counter()))
         self._wake.set()
         return future

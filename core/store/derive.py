@@ -144,6 +144,7 @@ class _Batch:
     def __init__(self, now: float) -> None:
         self.now = now
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.stored_sessions: dict[str, dict[str, Any]] = {}  # the rows as loaded
         self.subtasks: dict[str, dict[str, dict[str, Any]]] = {}  # sid -> id -> row
         self.calls: dict[tuple[str, str], dict[str, Any]] = {}
         self.dirty_subtasks: set[tuple[str, str]] = set()
@@ -159,6 +160,7 @@ class _Batch:
                 f"SELECT * FROM sessions WHERE id IN ({_marks(len(chunk))})", chunk).fetchall()
             for r in rows:
                 self.sessions[r["id"]] = dict(r)
+                self.stored_sessions[r["id"]] = dict(r)
         for sid in sids:
             if sid not in self.sessions:
                 # No row yet: continue after whatever events exist (a row deleted by hand,
@@ -239,8 +241,21 @@ class _Batch:
             planned = [r for r in rows.values() if r["planned"]]
             s["subtasks_total"] = len(planned)
             s["subtasks_done"] = sum(1 for r in planned if r["status"] == "done")
-        conn.executemany(_SESSION_UPSERT,
-                               [tuple(s[c] for c in SESSION_COLUMNS) for s in self.sessions.values()])
+        new_rows = []
+        for sid, s in self.sessions.items():
+            stored = self.stored_sessions.get(sid)
+            if stored is None:
+                new_rows.append(tuple(s[c] for c in SESSION_COLUMNS))
+                continue
+            # An UPDATE of just the columns that changed: SQLite then leaves the indexes on
+            # the others alone and rewrites only the pages whose bytes differ (a session
+            # row's task_json is often larger than a page; a REPLACE rewrote it every commit).
+            changed = tuple(i for i, c in enumerate(SESSION_COLUMNS)
+                            if s[c] != stored.get(c) or type(s[c]) is not type(stored.get(c)))
+            if changed:
+                conn.execute(_session_update(changed), [s[SESSION_COLUMNS[i]] for i in changed] + [sid])
+        if new_rows:
+            conn.executemany(_SESSION_UPSERT, new_rows)
         if self.deleted_subtasks:
             conn.executemany("DELETE FROM subtasks WHERE session_id = ? AND id = ?",
                                    sorted(self.deleted_subtasks))
@@ -251,6 +266,17 @@ class _Batch:
         if self.dirty_calls:
             conn.executemany(_CALL_UPSERT, [
                 tuple(self.calls[k][c] for c in CALL_COLUMNS) for k in sorted(self.dirty_calls)])
+
+
+_UPDATES: dict[tuple[int, ...], str] = {}
+
+
+def _session_update(columns: tuple[int, ...]) -> str:
+    sql = _UPDATES.get(columns)
+    if sql is None:
+        sets = ", ".join(f"{SESSION_COLUMNS[i]} = ?" for i in columns)
+        sql = _UPDATES[columns] = f"UPDATE sessions SET {sets} WHERE id = ?"
+    return sql
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
