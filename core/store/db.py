@@ -16,6 +16,8 @@ CONTRACT (other modules code against exactly this; the implementation may add mo
     await store.flush()                     # wait until everything submitted so far is committed
     unsubscribe = store.subscribe(callback) # callback(list[Event]) called in the event loop after
                                             # each commit, with the committed events in seq order
+    await store.run_rows(fn)                # fn(sqlite3 conn) in the next transaction, with the
+    fut = store.submit_rows(fn)             #   events around it (tables of its own: history, leases)
 
   Reading:
     await store.list_sessions(status=None, text=None, limit=50, offset=0) -> list[SessionRow]  newest first
@@ -24,6 +26,8 @@ CONTRACT (other modules code against exactly this; the implementation may add mo
     await store.latest_session_id(status=None) -> str | None
     await store.events(session_id, after_seq=0, limit=1000, types=None) -> list[Event]   ascending seq
     await store.events_before(session_id, before_seq, limit=500) -> list[Event]           ascending seq
+        # (events of a sound row decode their fields from its JSON on the first read of
+        #  one: core.events.lazy_event; the values are a full decode's)
     await store.last_seq(session_id) -> int
     await store.subtasks(session_id) -> list[SubtaskRow]        in plan order
     await store.tool_calls(session_id, status=None) -> list[ToolCallRow]
@@ -828,14 +832,24 @@ class Store:
         highest attempt number any of its events carries, and its ``types`` events
         (attempts, errors, retries, starts and ends), ascending."""
         type_list = list(types)
-        top = await self._fetch(
-            "SELECT MAX(attempt) AS m FROM events WHERE session_id = ? AND subtask_id = ?",
-            (session_id, subtask_id))
-        rows = await self._fetch(
-            "SELECT data FROM events WHERE session_id = ? AND subtask_id = ? "
-            f"AND type IN ({', '.join('?' for _ in type_list)}) ORDER BY seq",
-            (session_id, subtask_id, *type_list))
-        return int(top[0]["m"] or 0), [decode_event(r["data"]) for r in rows]
+        history_sql = ("SELECT data FROM events WHERE session_id = ? AND subtask_id = ? "
+                       f"AND type IN ({', '.join('?' for _ in type_list)}) ORDER BY seq")
+
+        def read(raw: sqlite3.Connection) -> tuple[Any, list[Any]]:  # both in one hop
+            cursor = raw.cursor()
+            cursor.row_factory = None
+            try:
+                top = cursor.execute("SELECT MAX(attempt) FROM events WHERE session_id = ? AND subtask_id = ?",
+                                     (session_id, subtask_id)).fetchone()[0]
+                return top, cursor.execute(history_sql, (session_id, subtask_id, *type_list)).fetchall()
+            finally:
+                cursor.close()
+
+        try:
+            top, rows = await run_sync(self._reader(), read)
+        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
+            raise damaged(self.path, str(e)) from None
+        return int(top or 0), [decode_event(r[0]) for r in rows]
 
     async def last_plan(self, session_id: str) -> list[dict[str, Any]] | None:
         """The subtasks of the session's latest plan.ready (a planning attempt's plan
