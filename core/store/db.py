@@ -569,19 +569,16 @@ class Store:
                 queue.popleft()
                 await self._run_job(head)
                 continue
-            batch: list[_Pending] = []
-            rows: list[_RowJob] = []
+            items: list[_Pending | _RowJob] = []
             while queue and isinstance(queue[0], (_Pending, _RowJob)) and (
-                    len(batch) + len(rows) < self.max_batch or (batch and batch[-1].with_next)):
-                item = queue.popleft()
-                if isinstance(item, _RowJob):
-                    rows.append(item)
-                else:
-                    batch.append(item)
-            await self._commit(batch, rows)
+                    len(items) < self.max_batch or getattr(items[-1], "with_next", False)):
+                items.append(queue.popleft())  # type: ignore[arg-type]
+            await self._commit(items)
 
-    async def _commit(self, batch: list[_Pending], row_jobs: list[_RowJob] | None = None) -> None:
-        row_jobs = row_jobs or []
+    async def _commit(self, items: list[_Pending | _RowJob]) -> None:
+        """One transaction: the events of ``items``, then their row jobs (in a savepoint each)."""
+        batch = [p for p in items if isinstance(p, _Pending)]
+        row_jobs = [j for j in items if isinstance(j, _RowJob)]
         events = [p.event for p in batch]
         heads = [p.head for p in batch]
         t_start = time.perf_counter()
@@ -898,12 +895,14 @@ class Store:
             "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
             (session_id, self.owner, self.clock.now() + ttl_s, self.pid, self.host))
 
-    # Lease writes touch no event table: they ride in the writer's next transaction.
+    # Taking and refreshing a lease are transactions of their own (run_write jobs, in one
+    # hop); giving it up rides in the writer's next transaction (run_rows), so a runner's
+    # session.finished and its release are one commit.
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Become the one runner of ``session_id``; LeaseHeld if a live runner has it. An
         expired lease, or one of a dead process on this host, is taken over."""
-        await self.run_rows(lambda conn: self._take_lease(conn, session_id, ttl_s))
+        await self.run_write(lambda conn: run_sync(conn, lambda raw: self._take_lease(raw, session_id, ttl_s)))
 
     async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Extend our lease; if it was lost meanwhile, take it again or raise LeaseHeld."""
@@ -914,7 +913,7 @@ class Store:
             if cursor.rowcount == 0:
                 self._take_lease(conn, session_id, ttl_s)
 
-        await self.run_rows(refresh)
+        await self.run_write(lambda conn: run_sync(conn, refresh))
 
     async def release_lease(self, session_id: str) -> None:
         await self.release_lease_soon(session_id)
