@@ -1,4 +1,4 @@
-"""Fewer commits, same record: history rows and leases share the writer's transactions,
+"""Fewer commits, same record: history rows and a lease's release share the writer's transactions,
 the engine's paired lifecycle events share a commit, and the store's one-look scrub check
 (Scrubber.clean_json) still scrubs every form of every secret."""
 
