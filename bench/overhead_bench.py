@@ -6,7 +6,10 @@ The same scripted conversation (N model calls, each streaming W word deltas and 
 parallel list_files/read_file calls, then a final answer) runs three ways:
 
   peer      ``Runner.run_streamed`` + ``stream_events()`` with an in-memory SQLiteSession:
-            the work any openai-agents app does anyway
+            the work any openai-agents app does anyway (the ratios' base)
+  peer_file the same with ``SQLiteSession`` on a file: the SDK's own way to keep the
+            history across a crash, which Shepherd's session store also does (one
+            commit per turn); printed for comparison
   backend   Shepherd's backend (``backend.attempt(ctx)``): + session handling, history
             checks, and the mapping to Shepherd events
   shepherd  the full Supervisor with a real SQLite store: + every event persisted
@@ -34,6 +37,7 @@ os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
 from core.backends.base import AttemptContext  # noqa: E402
 from core.clock import RealClock  # noqa: E402
+from core.events import new_id  # noqa: E402
 from core.task import Task, task_from_dict  # noqa: E402
 
 WORDS = "the parser swaps day and month in the slash branch so we fix the unpacking order".split()
@@ -66,8 +70,9 @@ def ctx_for(task: Task, **kw: Any) -> AttemptContext:
                           workspace=task.workspace, clock=RealClock(scale=0.0), **kw)
 
 
-async def run_peer(task: Task, api: Any) -> int:
-    """The bare SDK: build the agent, run it streamed, read every stream event."""
+async def run_peer(task: Task, api: Any, db_path: Path | None = None) -> int:
+    """The bare SDK: build the agent, run it streamed, read every stream event (the
+    session in memory, or in the file ``db_path``)."""
     from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, RunConfig, Runner, SQLiteSession
 
     from core.backends.agents_common import agent_instructions
@@ -86,12 +91,14 @@ async def run_peer(task: Task, api: Any) -> int:
         settings = ModelSettings(include_usage=True)
     agent = Agent(name="peer", instructions=agent_instructions(task.workspace),
                   tools=workspace_tools(task.workspace, ctx.clock), model=model, model_settings=settings)
-    result = Runner.run_streamed(agent, ctx.prompt, session=SQLiteSession("peer"), max_turns=task.max_turns,
+    session = SQLiteSession("peer") if db_path is None else SQLiteSession(new_id("peer"), db_path=db_path)
+    result = Runner.run_streamed(agent, ctx.prompt, session=session, max_turns=task.max_turns,
                                  run_config=RunConfig(tracing_disabled=True))
     n = 0
     async for _ in result.stream_events():
         n += 1
     assert result.final_output
+    session.close()
     return n
 
 
@@ -167,12 +174,15 @@ async def main() -> None:
 
     store = await Store.open(tmp / "shepherd.db")
     # warm up imports and caches once per variant
+    peer_db = tmp / "peer.db"
     await run_peer(task(), fake)
+    await run_peer(task(), fake, peer_db)
     await run_backend(task(), fake)
     await run_shepherd(task(), fake, store)
 
     res = await interleaved(args.runs, {
         "peer": lambda: run_peer(task(), fake),
+        "peer_file": lambda: run_peer(task(), fake, peer_db),
         "backend": lambda: run_backend(task(), fake),
         "shepherd": lambda: run_shepherd(task(), fake, store),
     })
@@ -187,8 +197,10 @@ async def main() -> None:
     print(f"{'variant':<10} {'time/run':>10} {'events':>8} {'events/s':>10} {'vs peer':>8}")
     for label, (t, n) in res.items():
         print(f"{label:<10} {t * 1000:>8.1f}ms {n:>8} {n / t:>10.0f} {t / peer_t:>7.2f}x")
-    print("peer = bare openai-agents Runner.run_streamed; events = SDK stream events (peer), "
-          "Shepherd events yielded (backend), events committed to SQLite (shepherd)")
+    file_t, _ = res["peer_file"]
+    print(f"shepherd vs peer_file (the SDK's session on a file): {res['shepherd'][0] / file_t:.2f}x")
+    print("peer = bare openai-agents Runner.run_streamed (session in memory); events = SDK stream events "
+          "(peers), Shepherd events yielded (backend), events committed to SQLite (shepherd)")
 
 
 if __name__ == "__main__":

@@ -7,21 +7,31 @@ streaming backend does), then reads them back, through:
   * Shepherd's Store (``append`` of TextDelta events; synchronous=NORMAL and FULL),
   * ``agents.SQLiteSession`` (``add_items([item])`` per item),
   * ``agents.extensions.memory.AsyncSQLiteSession`` (the same),
-and prints items/s and the ratios Shepherd / peer. Also: the worst submit->commit latency
-the writer saw, and how long reopening a 100k-event session takes (open the store, read
-its session row and the first and last screenful of events).
+and prints items/s and the ratios Shepherd / peer. Like with like: every contender keeps
+N items in a file database, each item carrying the same 40-character text; the peers'
+item is an assistant message in the SDK's own output form (about the size of Shepherd's
+stored event; the bench prints both sizes). Reads: the peers' ``get_items()`` (every
+row json-decoded into a dict); Shepherd's ``store.events`` in pages of 1,000, as its
+screens read. Shepherd's events decode their JSON on the first read of a field, so the
+bench prints two read figures: ``read`` (the pages, seq read) and ``read+decode`` (a field
+of every event read as well, which decodes them all: what the peers' json.loads does). The read figures
+are the median of several reads, round-robin between the contenders.
+Also: the worst submit->commit latency the writer saw, and how long reopening a 100k-event
+session takes (open the store, read its session row and the first and last screenful).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,6 +42,13 @@ from core.events import SessionFinished, SessionStarted, TextDelta  # noqa: E402
 from core.store import Store  # noqa: E402
 
 TEXT = "streaming a few words of assistant text "  # ~40 chars, a typical delta
+READS = 7  # reads per contender; the median is reported
+
+
+def peer_item(i: int) -> dict[str, Any]:
+    """An assistant message as openai-agents stores it (its Responses output form)."""
+    return {"id": f"msg_{i:024x}", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": TEXT, "annotations": []}]}
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -53,7 +70,13 @@ async def _producers(n: int, producers: int, one: Any) -> tuple[float, list[floa
     return time.perf_counter() - t0, waits
 
 
-async def bench_shepherd(path: Path, n: int, producers: int, sync: str) -> dict[str, float]:
+Reader = Callable[[], Awaitable[float]]
+
+
+async def bench_shepherd(path: Path, n: int, producers: int, sync: str,
+                         keep: list[Any] | None = None) -> dict[str, Any]:
+    """Append; with ``keep``, leave the store open (appended to keep) and return its
+    readers under "readers" (closed by the caller after the reads)."""
     store = await Store.open(path, clock=RealClock(1.0), synchronous=sync)
     sid = "bench"
     await store.append(SessionStarted(session_id=sid, title="bench", backend="scripted"))
@@ -62,24 +85,40 @@ async def bench_shepherd(path: Path, n: int, producers: int, sync: str) -> dict[
         await store.append(TextDelta(session_id=sid, message_id=f"m{p}", text=TEXT))
 
     elapsed, waits = await _producers(n, producers, one)
+    stats = store.stats
+    out: dict[str, Any] = {"append_per_s": n / elapsed, "max_latency_ms": stats.max_latency_s * 1000,
+                           "max_commit_ms": stats.max_commit_s * 1000, "over_50ms": stats.over_budget,
+                           "p99_append_ms": _p99(waits), "batches": stats.batches, "max_batch": stats.max_batch}
+    if keep is None:
+        await store.close()
+        return out
+    keep.append(store)
+    rows = await store.run_read(lambda c: c.execute_fetchall(
+        "SELECT AVG(LENGTH(CAST(data AS BLOB))) FROM events WHERE type = 'text.delta'"))
+    out["item_bytes"] = float(list(rows)[0][0])
+    out["readers"] = {"read": lambda: _read_shepherd(store, sid, n + 1, False),
+                      "read+decode": lambda: _read_shepherd(store, sid, n + 1, True)}
+    return out
+
+
+async def _read_shepherd(store: Store, sid: str, expect: int, touch: bool) -> float:
     t0 = time.perf_counter()
     got, after = 0, 0
     while True:
         page = await store.events(sid, after_seq=after, limit=1000)
         if not page:
             break
+        if touch:
+            for ev in page:
+                ev.ts  # the first read of a field decodes all of them
         got += len(page)
         after = page[-1].seq
     read_s = time.perf_counter() - t0
-    assert got == n + 1, (got, n)
-    stats = store.stats
-    await store.close()
-    return {"append_per_s": n / elapsed, "read_per_s": got / read_s, "max_latency_ms": stats.max_latency_s * 1000,
-            "max_commit_ms": stats.max_commit_s * 1000, "over_50ms": stats.over_budget,
-            "p99_append_ms": _p99(waits), "batches": stats.batches, "max_batch": stats.max_batch}
+    assert got == expect, (got, expect)
+    return got / read_s
 
 
-async def bench_peer(kind: str, path: Path, n: int, producers: int) -> dict[str, float]:
+async def bench_peer(kind: str, path: Path, n: int, producers: int, keep: list[Any]) -> dict[str, Any]:
     if kind == "SQLiteSession":
         from agents import SQLiteSession
 
@@ -88,19 +127,38 @@ async def bench_peer(kind: str, path: Path, n: int, producers: int) -> dict[str,
         from agents.extensions.memory import AsyncSQLiteSession
 
         session = AsyncSQLiteSession("bench", db_path=path)
+    keep.append(session)
 
     async def one(p: int, i: int) -> None:
-        await session.add_items([{"role": "assistant", "content": TEXT, "message_id": f"m{p}"}])
+        await session.add_items([peer_item(p * n + i)])
 
     elapsed, waits = await _producers(n, producers, one)
-    t0 = time.perf_counter()
-    items = await session.get_items()
-    read_s = time.perf_counter() - t0
-    assert len(items) == n, (len(items), n)
-    result = session.close()
-    if asyncio.iscoroutine(result):
-        await result
-    return {"append_per_s": n / elapsed, "read_per_s": len(items) / read_s, "p99_append_ms": _p99(waits)}
+
+    async def read() -> float:
+        t0 = time.perf_counter()
+        items = await session.get_items()
+        read_s = time.perf_counter() - t0
+        assert len(items) == n, (len(items), n)
+        return len(items) / read_s
+
+    return {"append_per_s": n / elapsed, "p99_append_ms": _p99(waits),
+            "item_bytes": float(len(json.dumps(peer_item(0)))), "readers": {kind: read}}
+
+
+async def read_rounds(readers: dict[str, Reader]) -> dict[str, list[float]]:
+    """READS reads per contender, round-robin, so load drifts on a shared machine hit all."""
+    rates: dict[str, list[float]] = {k: [] for k in readers}
+    for _ in range(READS):
+        for k, read in readers.items():
+            rates[k].append(await read())
+    return rates
+
+
+async def close_all(keep: list[Any]) -> None:
+    for obj in keep:
+        result = obj.close()
+        if asyncio.iscoroutine(result):
+            await result
 
 
 def _p99(values: list[float]) -> float:
@@ -148,19 +206,38 @@ async def main() -> None:
     modes = ["NORMAL", "FULL"] if args.sync == "both" else [args.sync]
     with tempfile.TemporaryDirectory(prefix="shepherd-bench-") as tmp:
         d = Path(tmp)
-        ours = {m: await bench_shepherd(d / f"shepherd-{m}.db", n, p, m) for m in modes}
-        peers = {k: await bench_peer(k, d / f"{k}.db", n, p) for k in ("SQLiteSession", "AsyncSQLiteSession")}
+        keep: list[Any] = []
+        ours = {m: await bench_shepherd(d / f"shepherd-{m}.db", n, p, m, keep if m == modes[0] else None)
+                for m in modes}
+        peers = {k: await bench_peer(k, d / f"{k}.db", n, p, keep) for k in ("SQLiteSession", "AsyncSQLiteSession")}
+        reads = await read_rounds({**ours[modes[0]]["readers"], **peers["SQLiteSession"]["readers"],
+                                   **peers["AsyncSQLiteSession"]["readers"]})
+        await close_all(keep)
+        read = {k: statistics.median(v) for k, v in reads.items()}
 
-        print(f"\n{'contender':34} {'append items/s':>15} {'read items/s':>13} {'p99 append ms':>14}")
+        print(f"\n{'contender':34} {'append items/s':>15} {'p99 append ms':>14}")
         for m, r in ours.items():
-            print(f"{'Shepherd Store (sync=' + m + ')':34} {r['append_per_s']:15,.0f} {r['read_per_s']:13,.0f} "
-                  f"{r['p99_append_ms']:14.2f}")
+            print(f"{'Shepherd Store (sync=' + m + ')':34} {r['append_per_s']:15,.0f} {r['p99_append_ms']:14.2f}")
         for k, r in peers.items():
-            print(f"{'agents.' + k:34} {r['append_per_s']:15,.0f} {r['read_per_s']:13,.0f} {r['p99_append_ms']:14.2f}")
+            print(f"{'agents.' + k:34} {r['append_per_s']:15,.0f} {r['p99_append_ms']:14.2f}")
         print("\nratios (Shepherd append rate / peer append rate):")
         for m, r in ours.items():
             for k, pr in peers.items():
                 print(f"  sync={m:6} vs {k:19} {r['append_per_s'] / pr['append_per_s']:6.1f}x")
+        print(f"\nreads of {n:,} items from a file database (median of {READS}, round-robin; "
+              f"stored JSON per item: Shepherd {ours[modes[0]]['item_bytes']:.0f} B, "
+              f"peers {peers['SQLiteSession']['item_bytes']:.0f} B):")
+        labels = {"read": "Shepherd store.events, pages of 1,000",
+                  "read+decode": "Shepherd, + a field of each read (decoded)",
+                  "SQLiteSession": "agents.SQLiteSession.get_items",
+                  "AsyncSQLiteSession": "agents.AsyncSQLiteSession.get_items"}
+        for k in ("read", "read+decode", "SQLiteSession", "AsyncSQLiteSession"):
+            lo, hi = min(reads[k]), max(reads[k])
+            print(f"  {labels[k]:40} {read[k]:10,.0f} items/s  (range {lo:,.0f}-{hi:,.0f})")
+        print("ratios (Shepherd read rate / peer read rate):")
+        for ours_k in ("read", "read+decode"):
+            print(f"  {ours_k:12} " + ", ".join(
+                f"vs {k} {read[ours_k] / read[k]:.2f}x" for k in ("SQLiteSession", "AsyncSQLiteSession")))
         print("\nwriter latency (submit -> committed):")
         for m, r in ours.items():
             print(f"  sync={m:6} max {r['max_latency_ms']:.1f} ms, longest transaction {r['max_commit_ms']:.1f} ms, "

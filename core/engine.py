@@ -144,6 +144,7 @@ class Supervisor:
         self._background: list[asyncio.Task[Any]] = []
         self._retry_reason = "first"  # "user_retry" when a person re-runs a finished subtask
         self._unacked: list[asyncio.Future[Any]] = []
+        self._soon: list[asyncio.Future[Any]] = []  # see _emit_soon
         self._delta_buf: Event | None = None
         self._delta_parts: list[str] = []
         self._delta_timer: asyncio.TimerHandle | None = None
@@ -243,11 +244,24 @@ class Supervisor:
     async def _emit(self, ev: Event, *, wait: bool = True) -> Event | None:
         ev = ev.with_(session_id=self.session_id)
         if wait:
-            return await self.store.append(ev)
+            committed = self.store.submit(ev)
+            await self._check_soon()
+            return await committed
         # stream events are not waited for one by one (the SDK does not wait for us
         # either); the writer commits them within 50 ms and _ack() checks them in bulk
         self._unacked.append(self.store.submit(ev))
         return None
+
+    def _emit_soon(self, ev: Event) -> None:
+        """Submit a lifecycle event whose commit the next awaited one confirms (the
+        writer commits in order): one wait for two events, and its failure still stops
+        the run at the next step. Only for an event that nothing acts on before then."""
+        self._soon.append(self.store.submit(ev.with_(session_id=self.session_id)))
+
+    async def _check_soon(self) -> None:
+        soon, self._soon = self._soon, []
+        for future in soon:
+            await future
 
     async def _ack(self) -> None:
         """Wait until every submitted stream event is committed; surface a write failure."""
@@ -341,7 +355,7 @@ class Supervisor:
         reason = ""
         try:
             if not self._resuming:
-                await self._emit(SessionStarted(
+                self._emit_soon(SessionStarted(
                     title=self.task.title, backend=self.task.backend, model=self.task.model,
                     workspace=str(self.task.workspace), task=self.task.to_dict(),
                 ))
@@ -361,10 +375,18 @@ class Supervisor:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._emit(SessionFinished(status=final, reason=reason)))
-                await self.store.release_lease(self.session_id)
+                await asyncio.shield(self._end(final, reason))
             self.status = final
         return final
+
+    async def _end(self, final: str, reason: str) -> None:
+        """session.finished, then the lease given up, in one commit (the release is queued
+        before the writer runs again)."""
+        finished = self.store.submit(SessionFinished(session_id=self.session_id, status=final, reason=reason))
+        released = self.store.release_lease_soon(self.session_id)
+        await self._check_soon()
+        await finished
+        await released
 
     async def _run_all(self) -> tuple[str, str]:
         if self.task.plan and PLAN_ID not in self._done_subtasks:
@@ -417,7 +439,7 @@ class Supervisor:
             prompt_extra = run.retry.context_for(phase)
         repair = strip_images = False
         try:
-            await self._emit(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
+            self._emit_soon(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
             if run.held is not None and reason == "resume":
                 # it was waiting for a person when its runner stopped: it still is
                 answer = await self._settle(run, *run.held)
@@ -564,6 +586,7 @@ class Supervisor:
         finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None
+        await self._check_soon()
         await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
         if status in ("done", "skipped"):
             self._done_subtasks.add(run.sub.id)
@@ -848,6 +871,7 @@ class Supervisor:
         # one transaction: a runner killed in between must not leave an error whose retry
         # (and so its place in the per-kind count) a resume cannot see, or a final error
         # without the end it caused (the resume would run one attempt more)
+        await self._check_soon()
         await self.store.append_together(error, retry)
         return decision
 

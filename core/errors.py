@@ -171,6 +171,11 @@ _SECRET_PATTERNS = (
 _SECRET_HINTS = ("sk-", "bearer", "api", "auth", "://")
 
 
+def has_secret_hint(lower: str) -> bool:
+    """Whether lower-cased text could hold anything ``scrub_patterns`` removes."""
+    return any(h in lower for h in _SECRET_HINTS)
+
+
 def scrub_patterns(text: str) -> str:
     """Remove anything that looks like an API key, a bearer token or a URL's password."""
     if not text:

@@ -228,17 +228,53 @@ def _scrub_patterns() -> Any:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+# What JSON text (ensure_ascii=False) writes other than as itself: a quote, a backslash,
+# the C0 controls. A form without them appears in a dump exactly where it appears in a string.
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+_plain_seen: tuple[tuple[str, ...], bool] = ((), True)
+
+
+def _plain(forms: tuple[str, ...]) -> bool:
+    global _plain_seen
+    seen, plain = _plain_seen
+    if forms is not seen:
+        plain = not any(_JSON_ESCAPED.search(f) for f in forms)
+        _plain_seen = (forms, plain)
+    return plain
+
+
+@functools.cache
+def _hinted() -> Any:
+    from core.errors import has_secret_hint
+
+    return has_secret_hint
+
+
 class Scrubber:
     """Scrubs one batch of text with the secret values as they are now (built once per
     batch, so a store commit of 500 events checks the environment once)."""
 
-    __slots__ = ("pattern", "forms", "_patterns")
+    __slots__ = ("pattern", "forms", "_patterns", "_plain")
 
     def __init__(self, *, patterns: bool = True) -> None:
         """``patterns=False``: only the values, not the key-shaped patterns (for text the
         model reads and may write back: ``api_key = os.environ[...]`` must stay code)."""
         self.pattern, self.forms = _pattern()
         self._patterns = _scrub_patterns() if patterns else None
+        self._plain = _plain(self.forms)
+
+    def clean_json(self, dumped: str) -> bool:
+        """True when ``obj(x)`` is certainly ``x`` itself, judged from ``dumped``, x's JSON
+        (``ensure_ascii=False``): no lone surrogate, no secret form and no hint of a key
+        pattern anywhere in it. The store checks an event's JSON this way (a few substring
+        tests over one string) instead of walking every field. Every string of x appears
+        in ``dumped`` escaped only at quotes, backslashes and controls, so the answer is
+        exact unless a form holds one of those: then it is always False."""
+        if not self._plain or _SURROGATE.search(dumped):
+            return False
+        if self.pattern is not None and any(f in dumped for f in self.forms):
+            return False
+        return self._patterns is None or not _hinted()(dumped.lower())
 
     def text(self, text: str) -> str:
         """The scrubbed text; the same object when there was nothing to scrub. Lone

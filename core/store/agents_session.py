@@ -9,6 +9,7 @@ against the SDK's ``Session`` protocol; the SDK is imported only when a session 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -60,35 +61,38 @@ class AgentsSession:
         if not items:
             return
         scrubber = Scrubber()  # history is stored and sent to the model again: no secrets
-        rows = [(self.session_id, json.dumps(scrubber.obj(item))) for item in items]
+        rows = [(self.session_id, json.dumps(item if scrubber.clean_json(json.dumps(item, ensure_ascii=False))
+                                             else scrubber.obj(item))) for item in items]
 
-        async def write(conn: aiosqlite.Connection) -> None:
-            await conn.executemany("INSERT INTO agent_items (session_id, item_json) VALUES (?, ?)", rows)
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO agent_items (session_id, item_json) VALUES (?, ?)", rows)
 
-        await self._db.run_write(write)
+        # (the SDK adds a turn's items after the turn: with a Store they share the commit
+        # of that turn's events, and the SDK goes on only once they are committed)
+        await self._db.run_rows(write)
 
     async def pop_item(self) -> Any | None:
         """Remove and return the latest item; None when the session is empty."""
-        async def pop(conn: aiosqlite.Connection) -> Any | None:
+        def pop(conn: sqlite3.Connection) -> Any | None:
             while True:
-                rows = list(await conn.execute_fetchall(
+                rows = conn.execute(
                     "DELETE FROM agent_items WHERE position = (SELECT position FROM agent_items "
                     "WHERE session_id = ? ORDER BY position DESC LIMIT 1) RETURNING item_json",
-                    (self.session_id,)))
+                    (self.session_id,)).fetchall()
                 if not rows:
                     return None
                 try:
-                    return json.loads(rows[0]["item_json"])
+                    return json.loads(rows[0][0])
                 except (ValueError, TypeError):
                     continue  # an unreadable row is dropped, like SQLiteSession does
 
-        return await self._db.run_write(pop)
+        return await self._db.run_rows(pop)
 
     async def clear_session(self) -> None:
-        async def clear(conn: aiosqlite.Connection) -> None:
-            await conn.execute("DELETE FROM agent_items WHERE session_id = ?", (self.session_id,))
+        def clear(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM agent_items WHERE session_id = ?", (self.session_id,))
 
-        await self._db.run_write(clear)
+        await self._db.run_rows(clear)
 
     async def close(self) -> None:
         """Closes the connection if this session opened its own (not a Store's)."""

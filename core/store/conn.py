@@ -2,8 +2,9 @@
 
 ``Database`` is what the SDK adapters (claude_store, agents_session) use when they are not
 given a Store: one lazily opened connection, every operation under one asyncio lock, each
-write in its own ``BEGIN IMMEDIATE`` transaction. A Store offers the same two methods
-(``run_write``/``run_read``) through its single writer, so the adapters work with either.
+write in its own ``BEGIN IMMEDIATE`` transaction. A Store offers the same methods
+(``run_write``/``run_rows``/``run_read``) through its single writer, so the adapters work
+with either.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Executor(Protocol):
     """Where the SDK adapters run their SQL: a Store or a standalone Database."""
 
     async def run_write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
+    async def run_rows(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
     async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
 
 
@@ -113,6 +115,11 @@ class Database:
     async def run_write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self._guard():
             return await in_transaction(await self._get(), fn)
+
+    async def run_rows(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(raw connection)`` in its own write transaction, in one hop to the thread."""
+        async with self._guard():
+            return await run_sync(await self._get(), lambda raw: transaction_sync(raw, fn))
 
     async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self._guard():

@@ -16,6 +16,8 @@ CONTRACT (other modules code against exactly this; the implementation may add mo
     await store.flush()                     # wait until everything submitted so far is committed
     unsubscribe = store.subscribe(callback) # callback(list[Event]) called in the event loop after
                                             # each commit, with the committed events in seq order
+    await store.run_rows(fn)                # fn(sqlite3 conn) in the next transaction, with the
+    fut = store.submit_rows(fn)             #   events around it (tables of its own: history, leases)
 
   Reading:
     await store.list_sessions(status=None, text=None, limit=50, offset=0) -> list[SessionRow]  newest first
@@ -24,6 +26,8 @@ CONTRACT (other modules code against exactly this; the implementation may add mo
     await store.latest_session_id(status=None) -> str | None
     await store.events(session_id, after_seq=0, limit=1000, types=None) -> list[Event]   ascending seq
     await store.events_before(session_id, before_seq, limit=500) -> list[Event]           ascending seq
+        # (events of a sound row decode their fields from its JSON on the first read of
+        #  one: core.events.lazy_event; the values are a full decode's)
     await store.last_seq(session_id) -> int
     await store.subtasks(session_id) -> list[SubtaskRow]        in plan order
     await store.tool_calls(session_id, status=None) -> list[ToolCallRow]
@@ -61,7 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
-from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished
+from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
@@ -238,6 +242,17 @@ class _Job:
         self.future = future
 
 
+class _RowJob:
+    """``run_rows``' work: plain sqlite3 code that touches no event table, committed in
+    the writer's next transaction together with the events queued around it."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
 class _Barrier:
     __slots__ = ("future",)
 
@@ -266,6 +281,15 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
+
+# What an event read selects. ``sound``: SQLite found the JSON valid, an object, and of
+# the row's type, session and seq, so the row can be decoded lazily (core.events.lazy_event)
+# with the very values a full decode gives; any other row (damaged, foreign, NaN, which
+# Python's JSON allows and SQLite's does not) takes the full decode. (CASE: json_extract
+# raises on invalid JSON.)
+_EVENT_READ = ("seq, type, data, CASE WHEN json_valid(data) THEN "
+               "json_extract(data, '$.type', '$.seq', '$.session_id') = json_array(type, seq, session_id) "
+               "ELSE 0 END")
 
 _NOT_SCRUBBED = frozenset({"session_id", "seq", "ts", "subtask_id", "attempt"})
 
@@ -363,7 +387,7 @@ class Store:
         self.stats = WriterStats()
         self._wconn: aiosqlite.Connection | None = None
         self._rconn: aiosqlite.Connection | None = None
-        self._queue: collections.deque[_Pending | _Job | _Barrier] = collections.deque()
+        self._queue: collections.deque[_Pending | _RowJob | _Job | _Barrier] = collections.deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[list[Event]], Any]] = []
@@ -437,7 +461,10 @@ class Store:
         if not event.session_id:
             raise ValueError(f"{event.type} event has no session_id")
         future: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        own, head = prepare(scrub_event(event, self._scrubber()), event.ts or self.clock.now())
+        scrubber, ts = self._scrubber(), event.ts or self.clock.now()
+        own, head = prepare(event, ts)
+        if not scrubber.clean_json(head):  # (most events: nothing to scrub, one look at their JSON)
+            own, head = prepare(scrub_event(event, scrubber), ts)
         self._queue.append(_Pending(own, head, future, time.perf_counter()))
         self._wake.set()
         return future
@@ -495,6 +522,25 @@ class Store:
         self._wake.set()
         return await future
 
+    async def run_rows(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(raw sqlite3 connection)`` in the writer's next transaction, after the
+        events queued before it; returns once that transaction has committed. For writes
+        to tables of their own (the SDK adapters' history rows) that read no event table:
+        they share the commit of the events around them (a streaming turn's tool events
+        and the history items of that turn become one commit, not two). ``fn`` runs in a
+        savepoint: if it raises, its own changes are undone and the caller gets the error;
+        the rest of the transaction commits."""
+        return await self.submit_rows(fn)
+
+    def submit_rows(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """``run_rows`` without waiting: queued at once, behind everything submitted so far."""
+        if self._closing:
+            raise StoreError(f"the store {self.path} is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_RowJob(fn, future))
+        self._wake.set()
+        return future
+
     async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``fn(conn)`` on the read connection (sees committed data only)."""
         return await fn(self._reader())
@@ -523,21 +569,37 @@ class Store:
                 queue.popleft()
                 await self._run_job(head)
                 continue
-            batch: list[_Pending] = []
-            while queue and isinstance(queue[0], _Pending) and (
-                    len(batch) < self.max_batch or batch[-1].with_next):
-                batch.append(queue.popleft())  # type: ignore[arg-type]
-            await self._commit(batch)
+            items: list[_Pending | _RowJob] = []
+            while queue and isinstance(queue[0], (_Pending, _RowJob)) and (
+                    len(items) < self.max_batch or getattr(items[-1], "with_next", False)):
+                items.append(queue.popleft())  # type: ignore[arg-type]
+            await self._commit(items)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, items: list[_Pending | _RowJob]) -> None:
+        """One transaction: the events of ``items``, then their row jobs (in a savepoint each)."""
+        batch = [p for p in items if isinstance(p, _Pending)]
+        row_jobs = [j for j in items if isinstance(j, _RowJob)]
         events = [p.event for p in batch]
         heads = [p.head for p in batch]
         t_start = time.perf_counter()
+
+        def work(c: sqlite3.Connection) -> tuple[list[Event | None], list[tuple[bool, Any]]]:
+            results = write_events(c, events, now, heads)
+            outcomes: list[tuple[bool, Any]] = []
+            for job in row_jobs:
+                c.execute("SAVEPOINT shepherd_rows")
+                try:
+                    outcomes.append((True, job.fn(c)))
+                except Exception as e:  # noqa: BLE001 - handed to that job's caller
+                    c.execute("ROLLBACK TO shepherd_rows")
+                    outcomes.append((False, e))
+                c.execute("RELEASE shepherd_rows")
+            return results, outcomes
+
         try:
             assert self._wconn is not None
             now = self.clock.now()
-            results = await run_sync(
-                self._wconn, lambda raw: transaction_sync(raw, lambda c: write_events(c, events, now, heads)))
+            results, outcomes = await run_sync(self._wconn, lambda raw: transaction_sync(raw, work))
         except Exception as e:  # the writer must survive a failed batch
             log.exception("store: writing %d events failed", len(batch))
             self.stats.failed_batches += 1
@@ -545,8 +607,20 @@ class Store:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
+            for job in row_jobs:
+                if not job.future.done():
+                    job.future.set_exception(e)
             return
         t_end = time.perf_counter()
+        for job, (ok, value) in zip(row_jobs, outcomes):
+            if not job.future.done():
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+        self.stats.jobs += len(row_jobs)
+        if not batch:
+            return
         st = self.stats
         st.batches += 1
         st.events += len(batch)
@@ -608,6 +682,23 @@ class Store:
     async def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         try:
             return list(await self._reader().execute_fetchall(sql, tuple(params)))
+        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
+            raise damaged(self.path, str(e)) from None
+
+    async def _fetch_tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Plain tuples (no Row objects), fetched in one hop to the reader's thread."""
+        args = tuple(params)
+
+        def fetch(raw: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = raw.cursor()
+            cursor.row_factory = None
+            try:
+                return cursor.execute(sql, args).fetchall()
+            finally:
+                cursor.close()
+
+        try:
+            return await run_sync(self._reader(), fetch)
         except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
             raise damaged(self.path, str(e)) from None
 
@@ -688,7 +779,7 @@ class Store:
     async def events(self, session_id: str, after_seq: int = 0, limit: int | None = 1000,
                      types: Iterable[str] | None = None) -> list[Event]:
         """Events with seq > after_seq, ascending; ``types`` keeps only those types."""
-        sql = "SELECT seq, data FROM events WHERE session_id = ? AND seq > ?"
+        sql = f"SELECT {_EVENT_READ} FROM events WHERE session_id = ? AND seq > ?"
         params: list[Any] = [session_id, int(after_seq)]
         type_list = [types] if isinstance(types, str) else list(types or ())
         if type_list:
@@ -696,15 +787,20 @@ class Store:
             params += type_list
         sql += " ORDER BY seq LIMIT ?"
         params.append(-1 if limit is None else int(limit))
-        rows = await self._fetch(sql, params)
-        return [self._decode(session_id, r["seq"], r["data"]) for r in rows]
+        return self._events(session_id, await self._fetch_tuples(sql, params))
 
     async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
         """Up to ``limit`` events with seq < before_seq, ascending (scrolling back)."""
-        rows = await self._fetch(
-            "SELECT seq, data FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        rows = await self._fetch_tuples(
+            f"SELECT {_EVENT_READ} FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
             (session_id, int(before_seq), int(limit)))
-        return [self._decode(session_id, r["seq"], r["data"]) for r in reversed(rows)]
+        rows.reverse()
+        return self._events(session_id, rows)
+
+    def _events(self, session_id: str, rows: list[tuple[Any, ...]]) -> list[Event]:
+        """Rows of ``_EVENT_READ`` as events: lazily decoded where SQLite vouched for the
+        JSON, the full decode (with its damage handling) for any other row."""
+        return lazy_events(session_id, rows, lambda seq, data: self._decode(session_id, seq, data))
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._fetch("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))
@@ -733,14 +829,24 @@ class Store:
         highest attempt number any of its events carries, and its ``types`` events
         (attempts, errors, retries, starts and ends), ascending."""
         type_list = list(types)
-        top = await self._fetch(
-            "SELECT MAX(attempt) AS m FROM events WHERE session_id = ? AND subtask_id = ?",
-            (session_id, subtask_id))
-        rows = await self._fetch(
-            "SELECT data FROM events WHERE session_id = ? AND subtask_id = ? "
-            f"AND type IN ({', '.join('?' for _ in type_list)}) ORDER BY seq",
-            (session_id, subtask_id, *type_list))
-        return int(top[0]["m"] or 0), [decode_event(r["data"]) for r in rows]
+        history_sql = ("SELECT data FROM events WHERE session_id = ? AND subtask_id = ? "
+                       f"AND type IN ({', '.join('?' for _ in type_list)}) ORDER BY seq")
+
+        def read(raw: sqlite3.Connection) -> tuple[Any, list[Any]]:  # both in one hop
+            cursor = raw.cursor()
+            cursor.row_factory = None
+            try:
+                top = cursor.execute("SELECT MAX(attempt) FROM events WHERE session_id = ? AND subtask_id = ?",
+                                     (session_id, subtask_id)).fetchone()[0]
+                return top, cursor.execute(history_sql, (session_id, subtask_id, *type_list)).fetchall()
+            finally:
+                cursor.close()
+
+        try:
+            top, rows = await run_sync(self._reader(), read)
+        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
+            raise damaged(self.path, str(e)) from None
+        return int(top or 0), [decode_event(r[0]) for r in rows]
 
     async def last_plan(self, session_id: str) -> list[dict[str, Any]] | None:
         """The subtasks of the session's latest plan.ready (a planning attempt's plan
@@ -780,35 +886,45 @@ class Store:
         rows = list(await conn.execute_fetchall("SELECT * FROM leases WHERE session_id = ?", (session_id,)))
         return rows[0] if rows else None
 
-    async def _take_lease(self, conn: aiosqlite.Connection, session_id: str, ttl_s: float) -> None:
-        row = await self._lease_row(conn, session_id)
+    def _take_lease(self, conn: sqlite3.Connection, session_id: str, ttl_s: float) -> None:
+        rows = conn.execute("SELECT * FROM leases WHERE session_id = ?", (session_id,)).fetchall()
+        row = rows[0] if rows else None
         if row is not None and row["owner"] != self.owner and self._runner_gone(row, self.clock.now()) is None:
             raise LeaseHeld(session_id, row["owner"])
-        await conn.execute(
+        conn.execute(
             "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
             (session_id, self.owner, self.clock.now() + ttl_s, self.pid, self.host))
+
+    # Taking and refreshing a lease are transactions of their own (run_write jobs, in one
+    # hop); giving it up rides in the writer's next transaction (run_rows), so a runner's
+    # session.finished and its release are one commit.
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Become the one runner of ``session_id``; LeaseHeld if a live runner has it. An
         expired lease, or one of a dead process on this host, is taken over."""
-        await self.run_write(lambda conn: self._take_lease(conn, session_id, ttl_s))
+        await self.run_write(lambda conn: run_sync(conn, lambda raw: self._take_lease(raw, session_id, ttl_s)))
 
     async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Extend our lease; if it was lost meanwhile, take it again or raise LeaseHeld."""
-        async def refresh(conn: aiosqlite.Connection) -> None:
-            cursor = await conn.execute(
+        def refresh(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
                 "UPDATE leases SET expires_at = ? WHERE session_id = ? AND owner = ?",
                 (self.clock.now() + ttl_s, session_id, self.owner))
             if cursor.rowcount == 0:
-                await self._take_lease(conn, session_id, ttl_s)
+                self._take_lease(conn, session_id, ttl_s)
 
-        await self.run_write(refresh)
+        await self.run_write(lambda conn: run_sync(conn, refresh))
 
     async def release_lease(self, session_id: str) -> None:
-        async def release(conn: aiosqlite.Connection) -> None:
-            await conn.execute("DELETE FROM leases WHERE session_id = ? AND owner = ?", (session_id, self.owner))
+        await self.release_lease_soon(session_id)
 
-        await self.run_write(release)
+    def release_lease_soon(self, session_id: str) -> asyncio.Future[None]:
+        """``release_lease`` queued now (it shares the commit of what was submitted just
+        before it); await the future for its commit."""
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM leases WHERE session_id = ? AND owner = ?", (session_id, self.owner))
+
+        return self.submit_rows(release)
 
     async def lease_owner(self, session_id: str) -> str | None:
         row = await self._lease_row(self._reader(), session_id)

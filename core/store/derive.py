@@ -10,14 +10,13 @@ sqlite3 code: the store runs a whole batch in one call on its connection's threa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from typing import Any
 
 import sqlite3
 
-from core.events import EVENT_TYPES, Event, event_from_dict
+from core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names, loads
 
 log = logging.getLogger("shepherd.store")
 
@@ -65,16 +64,6 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
         conn.execute(sql, [v for row in chunk for v in row])
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
-
-
 def copy_event(ev: Event, **changes: Any) -> Event:
     """``ev.with_(**changes)``, several times cheaper than dataclasses.replace (no
     __init__, no default factories)."""
@@ -108,19 +97,14 @@ def decode_event(data: str) -> Event:
     """``event_from_json(data)`` for rows we wrote: when the JSON has every field of a
     known type, build the event directly (reading 100k events is common, and the generic
     path walks dataclasses.fields per row). Anything else takes the generic path."""
-    d = json.loads(data)
-    cls = EVENT_TYPES.get(d.get("type", ""))
-    if cls is None or cls.to_dict is not Event.to_dict:
+    d = loads(data)
+    cls = LAZY_TYPES.get(d.get("type", ""))
+    if cls is None:
         return event_from_dict(d)
-    names = field_names(cls)
     try:
-        values = [d[name] for name in names]
+        return build_event(cls, d)
     except KeyError:  # written by an older version: defaults fill the gaps
         return event_from_dict(d)
-    ev = object.__new__(cls)
-    for name, value in zip(names, values):
-        object.__setattr__(ev, name, value)
-    return ev
 
 
 def prepare(ev: Event, ts: float) -> tuple[Event, str]:
@@ -160,6 +144,7 @@ class _Batch:
     def __init__(self, now: float) -> None:
         self.now = now
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.stored_sessions: dict[str, dict[str, Any]] = {}  # the rows as loaded
         self.subtasks: dict[str, dict[str, dict[str, Any]]] = {}  # sid -> id -> row
         self.calls: dict[tuple[str, str], dict[str, Any]] = {}
         self.dirty_subtasks: set[tuple[str, str]] = set()
@@ -175,6 +160,7 @@ class _Batch:
                 f"SELECT * FROM sessions WHERE id IN ({_marks(len(chunk))})", chunk).fetchall()
             for r in rows:
                 self.sessions[r["id"]] = dict(r)
+                self.stored_sessions[r["id"]] = dict(r)
         for sid in sids:
             if sid not in self.sessions:
                 # No row yet: continue after whatever events exist (a row deleted by hand,
@@ -255,8 +241,21 @@ class _Batch:
             planned = [r for r in rows.values() if r["planned"]]
             s["subtasks_total"] = len(planned)
             s["subtasks_done"] = sum(1 for r in planned if r["status"] == "done")
-        conn.executemany(_SESSION_UPSERT,
-                               [tuple(s[c] for c in SESSION_COLUMNS) for s in self.sessions.values()])
+        new_rows = []
+        for sid, s in self.sessions.items():
+            stored = self.stored_sessions.get(sid)
+            if stored is None:
+                new_rows.append(tuple(s[c] for c in SESSION_COLUMNS))
+                continue
+            # An UPDATE of just the columns that changed: SQLite then leaves the indexes on
+            # the others alone and rewrites only the pages whose bytes differ (a session
+            # row's task_json is often larger than a page; a REPLACE rewrote it every commit).
+            changed = tuple(i for i, c in enumerate(SESSION_COLUMNS)
+                            if s[c] != stored.get(c) or type(s[c]) is not type(stored.get(c)))
+            if changed:
+                conn.execute(_session_update(changed), [s[SESSION_COLUMNS[i]] for i in changed] + [sid])
+        if new_rows:
+            conn.executemany(_SESSION_UPSERT, new_rows)
         if self.deleted_subtasks:
             conn.executemany("DELETE FROM subtasks WHERE session_id = ? AND id = ?",
                                    sorted(self.deleted_subtasks))
@@ -267,6 +266,17 @@ class _Batch:
         if self.dirty_calls:
             conn.executemany(_CALL_UPSERT, [
                 tuple(self.calls[k][c] for c in CALL_COLUMNS) for k in sorted(self.dirty_calls)])
+
+
+_UPDATES: dict[tuple[int, ...], str] = {}
+
+
+def _session_update(columns: tuple[int, ...]) -> str:
+    sql = _UPDATES.get(columns)
+    if sql is None:
+        sets = ", ".join(f"{SESSION_COLUMNS[i]} = ?" for i in columns)
+        sql = _UPDATES[columns] = f"UPDATE sessions SET {sets} WHERE id = ?"
+    return sql
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:

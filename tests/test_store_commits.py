@@ -1,0 +1,171 @@
+"""Fewer commits, same record: history rows and a lease's release share the writer's transactions,
+the engine's paired lifecycle events share a commit, and the store's one-look scrub check
+(Scrubber.clean_json) still scrubs every form of every secret."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.clock import FakeClock
+from core.events import EVENT_TYPES, SessionStarted, TextDelta, ToolFinished, ToolStarted
+from core.secrets import REDACTED, Scrubber, _forms
+from core.store import Store
+from tests.test_store_reads import _odd_values
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock())
+    yield s
+    await s.close()
+
+
+async def test_history_rows_share_the_commit_of_the_events_around_them(store: Store) -> None:
+    history = store.agents_session("h")
+    await store.append(SessionStarted(session_id="h"))
+    items_when_committed: list[int] = []
+
+    def on_commit(events: list[Any]) -> None:  # runs right after each commit
+        with sqlite3.connect(str(store.path)) as conn:
+            items_when_committed.append(conn.execute("SELECT COUNT(*) FROM agent_items").fetchone()[0])
+        conn.close()
+
+    store.subscribe(on_commit)
+    before = store.stats.batches
+    started = store.submit(ToolStarted(session_id="h", call_id="c", name="t"))
+    finished = store.submit(ToolFinished(session_id="h", call_id="c", output="ok"))
+    await history.add_items([{"role": "assistant", "content": "turn"}])
+    assert started.done() and finished.done()
+    assert store.stats.batches == before + 1
+    assert items_when_committed == [1]  # the tool events' commit held the history row too
+    assert await history.get_items() == [{"role": "assistant", "content": "turn"}]
+
+
+async def test_a_failing_row_write_is_undone_alone(store: Store) -> None:
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO agent_items (session_id, item_json) VALUES ('r', '{}')")
+        raise ValueError("row job failed")
+
+    def ok(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO agent_items (session_id, item_json) VALUES ('r', '[1]')")
+        return 7
+
+    ev = store.submit(TextDelta(session_id="r", text="kept"))
+    bad = store.submit_rows(half_then_fail)
+    good = store.submit_rows(ok)
+    with pytest.raises(ValueError, match="row job failed"):
+        await bad
+    assert await good == 7 and (await ev).seq == 1  # type: ignore[union-attr]
+    rows = await store.run_read(lambda c: c.execute_fetchall("SELECT item_json FROM agent_items"))
+    assert [r[0] for r in rows] == ["[1]"]
+    with pytest.raises(sqlite3.IntegrityError):  # an SQL error reaches its caller too
+        await store.run_rows(lambda c: c.execute("INSERT INTO leases (session_id) VALUES (NULL)"))
+    assert store.stats.failed_batches == 0
+
+
+async def test_the_lease_is_taken_and_given_up_through_the_writer(tmp_path: Path) -> None:
+    from core.store import LeaseHeld
+
+    a = await Store.open(tmp_path / "l.db", clock=FakeClock())
+    b = await Store.open(tmp_path / "l.db", clock=FakeClock(), recover=False)
+    try:
+        await a.acquire_lease("s")
+        with pytest.raises(LeaseHeld):
+            await b.acquire_lease("s")
+        await a.refresh_lease("s")
+        assert await b.lease_owner("s") == a.owner
+        await a.release_lease("s")
+        await b.acquire_lease("s")
+        assert await a.lease_owner("s") == b.owner
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_run_commits_its_paired_lifecycle_events_together(tmp_path: Path) -> None:
+    from core.engine import Supervisor
+    from core.task import task_from_dict
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = task_from_dict({"title": "t", "backend": "scripted", "workspace": str(ws), "heartbeat_s": 86400,
+                           "subtasks": [{"id": "a", "prompt": "p", "steps": [{"text": "done"}]}]})
+    store = await Store.open(tmp_path / "e.db")
+    seen: list[list[str]] = []
+    store.subscribe(lambda evs: seen.append([e.type for e in evs]))
+    try:
+        sup = Supervisor(store, task, clock=FakeClock(), interactive=False)
+        assert await sup.run() == "done"
+        assert ["session.started", "plan.ready"] in seen
+        assert ["subtask.started", "attempt.started"] in seen
+        assert seen[-1] == ["session.finished"]
+        assert await store.lease_owner(sup.session_id) is None  # released in that same commit
+        rows = await store.run_read(lambda c: c.execute_fetchall("SELECT COUNT(*) FROM leases"))
+        assert list(rows)[0][0] == 0
+    finally:
+        await store.close()
+
+
+# --- the one-look scrub check ------------------------------------------------------------
+
+QUOTED = 'pa"ss\\w0rd-Zq81xYv3'  # a secret holding characters JSON escapes
+
+
+@pytest.mark.parametrize("secret", ["tok-9f8e7d6c5b4a39281706", QUOTED, "ünïcødé-sëcret-vålue-42"])
+async def test_every_form_of_a_secret_is_scrubbed_from_every_field(store: Store, secret: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SERVICE_TOKEN", secret)
+    forms = [f for f in _forms(secret) if f] + [base64.b64encode(secret.encode()).decode()]
+    for cls in EVENT_TYPES.values():
+        for form in forms:
+            values = _odd_values(cls)
+            for name, value in values.items():
+                if isinstance(value, str):
+                    values[name] = f"before {form} after"
+                elif isinstance(value, dict):
+                    values[name] = {"k": [f"x{form}y"], form: 1}
+                elif isinstance(value, list):
+                    values[name] = [{"id": f"({form})"}]
+            await store.append(cls(session_id="x", **values))
+    await store.append(TextDelta(session_id="x", text="api_key = 'abcd1234efgh' and Bearer abcdefghij12"))
+    conn = sqlite3.connect(str(store.path))
+    stored = [r[0] for r in conn.execute("SELECT data FROM events WHERE session_id = 'x'")]
+    conn.close()
+    text = "\n".join(stored)
+    for form in forms:
+        assert form not in text and json.dumps(form)[1:-1] not in text, form
+    assert REDACTED in text and "abcd1234efgh" not in text and "abcdefghij12" not in text
+
+
+def test_clean_json_says_clean_only_when_the_walk_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-9f8e7d6c5b4a39281706")
+    scrubber = Scrubber()
+    samples: list[Any] = [
+        {"text": "plain words", "n": 3}, {"text": "tok-9f8e7d6c5b4a39281706"[::-1]},
+        {"text": "see https://user:pw@host/x"}, {"k": ["\ud800 lone surrogate"]},
+        {"API_KEY": "x"}, {"text": "AUTH_TOKEN=abcdefgh"}, {"text": "ordinary ünïcødé"},
+        {"text": 'quotes " and \\ backslashes\n'}, {"text": "sk-proj-abcdefghijkl"},
+    ]
+    for obj in samples:
+        dumped = json.dumps(obj, ensure_ascii=False, sort_keys=True)
+        if scrubber.clean_json(dumped):
+            assert scrubber.obj(obj) is obj, obj
+    assert scrubber.clean_json(json.dumps(samples[0]))
+    monkeypatch.setenv("OTHER_SECRET_TOKEN", QUOTED)
+    assert not Scrubber().clean_json(json.dumps(samples[0]))  # a form JSON escapes: always walk
+
+
+def test_with_is_dataclasses_replace() -> None:
+    for cls in EVENT_TYPES.values():
+        ev = cls(session_id="s", **_odd_values(cls))
+        assert ev.with_(seq=4, ts=2.5) == dataclasses.replace(ev, seq=4, ts=2.5)
+        assert type(ev.with_()) is cls
+        with pytest.raises(TypeError):
+            ev.with_(no_such_field=1)
