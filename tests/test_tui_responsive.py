@@ -223,3 +223,27 @@ async def test_a_switch_mounts_what_fills_the_view_not_every_block(store: Store)
         assert mounted_bids(screen) == [b.bid for b in blocks[-len(stream.widgets):]]
         assert stream.hidden_blocks == len(blocks) - len(stream.widgets) > 0 and stream._bar.display
         assert stream.scroll_y == stream.max_scroll_y > 0  # still at the end
+
+
+async def test_a_switch_to_long_messages_mounts_only_the_few_that_fill_the_view(store: Store) -> None:
+    """Messages many rows tall: a handful fills the view, so a switch mounts those (each
+    widget costs layout time), not SHOW_BLOCKS of them; the view is full and at its end."""
+    w = Writer(store)
+    await w.start()
+    long = " ".join(["word"] * 600)  # ~3,000 characters: well over 10 rows at 120 columns
+    for i in range(30):
+        await w.add(ev.MessageCompleted, subtask_id="a", attempt=1, message_id=f"m{i}", text=f"{i} {long}")
+    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        stream = screen.stream
+        await screen._select("a")
+        await until(pilot, lambda: stream.max_scroll_y > 0 and not stream._fill_asked, "a laid out and full")
+        await pilot.pause()
+        texts = views(screen, TextView)
+        assert 1 <= len(texts) < 10 < StreamView.SHOW_BLOCKS  # a few tall messages, not 20 of them
+        assert texts[-1].block.text.startswith("29 ")
+        assert stream.scroll_y == stream.max_scroll_y

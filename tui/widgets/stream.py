@@ -103,13 +103,29 @@ class StreamView(VerticalScroll):
             self._follow_pending = True
             self.scroll_to(y=0, animate=False, immediate=True)
 
-    def _anchor_if_overflowing(self, blocks: int) -> None:
-        """Before mounting ``blocks`` blocks in all: every block takes a row at least, so
-        as many as the view has rows overflow for sure. Anchored now, the first layout
+    def _tail(self, blocks: list[m.Block]) -> tuple[list[m.Block], int]:
+        """The fewest last blocks that surely fill the view, by a lower bound of their
+        rows (at most SHOW_BLOCKS), and that bound. Each mounted widget costs layout time
+        on every switch; an underestimate only means one more frame (``_maybe_fill``)."""
+        limit = min(self.SHOW_BLOCKS, self.MAX_BLOCKS)
+        region = self.scrollable_content_region
+        if not region.height:  # not laid out yet: no size to fill
+            return blocks[-limit:], len(blocks[-limit:])
+        n = rows = 0
+        for b in reversed(blocks):
+            if n >= limit or rows >= region.height:
+                break
+            n += 1
+            rows += _rows_at_least(b, region.width)
+        return blocks[len(blocks) - n:], rows
+
+    def _anchor_if_overflowing(self, rows_at_least: int) -> None:
+        """Before mounting blocks that take at least ``rows_at_least`` rows in all: as
+        many as the view has rows overflow for sure. Anchored now, the first layout
         already puts the end in view (not the head, then the end one more layout later);
         sizes read here would still be those of what was shown before."""
         rows = self.scrollable_content_region.height
-        if self._follow_pending and rows and blocks >= rows:
+        if self._follow_pending and rows and rows_at_least >= rows:
             self._follow_pending = False
             self.anchor()
 
@@ -187,8 +203,8 @@ class StreamView(VerticalScroll):
         if subtask is None:
             self._update_bar()
             return
-        blocks = subtask.blocks[-min(self.SHOW_BLOCKS, self.MAX_BLOCKS):]
-        self._anchor_if_overflowing(len(blocks))
+        blocks, rows = self._tail(subtask.blocks)
+        self._anchor_if_overflowing(rows)
         await self._mount_blocks(blocks)
         self._update_bar()
         self._maybe_anchor()
@@ -336,3 +352,11 @@ def _shed(widget: Widget) -> None:
             widget._units = None  # type: ignore[attr-defined]
     except Exception:  # a Textual without these caches: nothing to shed
         pass
+
+
+def _rows_at_least(block: m.Block, width: int) -> int:
+    """A lower bound of the rows a block's widget takes: one for any block; a message
+    wraps at the view's width (Markdown joins its lines, drops some characters: half)."""
+    if isinstance(block, m.TextBlock):
+        return 1 + len(block.text) // max(2, 2 * width)
+    return 1
