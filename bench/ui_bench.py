@@ -460,10 +460,12 @@ def main() -> int:
         print(f"flood delivered >= 5,000 deltas/s: {'met' if ours['deltas_per_s'] >= 5000 else 'NOT met'} "
               f"({ours['deltas_per_s']:,.0f}/s)")
     print()
-    print("targets (issue 9), figure vs target, and the naive peer at the same load")
+    print("targets (issue 9), figure vs target, and the naive peer at the same load "
+          "(under/over: a worst case beside the nearest target, not itself one)")
 
-    def target(label: str, value: float, limit: float, peer: float | None) -> None:
-        ok = "met" if value < limit else "NOT met"
+    def target(label: str, value: float, limit: float, peer: float | None, *, goal: bool = True) -> None:
+        # goal=False: a worst case shown against the nearest target, not one of issue 9's
+        ok = ("met" if value < limit else "NOT met") if goal else ("under" if value < limit else "over")
         vs = f"   naive peer {peer * 1000:.0f} ms ({peer / value:.1f}x ours)" if peer else ""
         print(f"  {label:<44}: {value * 1000:6.1f} ms  < {limit * 1000:.0f} ms  {ok:<7}{vs}")
 
@@ -472,14 +474,14 @@ def main() -> int:
         target(f"flood {rate:,.0f}/s: subtask switch p95", p95(ours, "switch_latencies"), 0.100, None)
         stacked = results.get(f"stacked @ {rate:,.0f}/s (worst case: all 8 session views open and updating)")
         if stacked:
-            target(f"flood {rate:,.0f}/s, 8 views stacked: key p95", p95(stacked), 0.050, p95(naive))
+            target(f"flood {rate:,.0f}/s, 8 views stacked: key p95", p95(stacked), 0.050, p95(naive), goal=False)
             target(f"flood {rate:,.0f}/s, 8 views stacked: switch p95", p95(stacked, "switch_latencies"), 0.100,
-                   None)
+                   None, goal=False)
     ours_p, naive_p = results.get(f"shepherd @ {paced:,.0f}/s") if paced else None, \
         results.get(f"naive @ {paced:,.0f}/s") if paced else None
     if ours_p and naive_p:
         target(f"paced {paced:,.0f}/s: key p95 (one frame)", p95(ours_p), 0.016, p95(naive_p))
-        target(f"paced {paced:,.0f}/s: subtask switch p95", p95(ours_p, "switch_latencies"), 0.100, None)
+        target(f"paced {paced:,.0f}/s: subtask switch p95", p95(ours_p, "switch_latencies"), 0.100, None, goal=False)
     return 0
 
 
