@@ -14,7 +14,7 @@ from typing import Any
 from rich.text import Text
 
 from core.errors import kind_label
-from core.text import safe_fields
+from core.text import clip, safe_fields  # clip: here too for its callers (tui.cli)
 
 from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, HookDecision, MessageCompleted, OpaqueEvent,
@@ -32,12 +32,6 @@ STATUS_STYLE = {
 
 _SUMMARY_KEYS = ("command", "cmd", "file_path", "path", "pattern", "query", "url", "description",
                  "prompt", "subagent_type", "name", "text", "content")
-
-
-def clip(text: str, width: int) -> str:
-    """One line of at most ``width`` characters (whitespace folded, an ellipsis when cut)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
 
 def compact_input(name: str, data: Any, width: int = 72) -> str:

@@ -7,6 +7,12 @@ import re as _re
 from typing import Any as _Any
 
 
+def clip(text: str, width: int) -> str:
+    """One line of at most ``width`` characters (whitespace folded, an ellipsis when cut)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
 def truncate_middle(text: str, limit: int, *, head_share: float = 0.25) -> str:
     """Keep the head and (more of) the tail — errors and summaries tend to be at the end —
     and say how much was cut."""

@@ -24,8 +24,9 @@ from textual.widgets import DataTable, Input, Label, Static
 from core.text import safe, safe_fields
 from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
-from tui.fmt import fmt_span
+from tui.fmt import fmt_span, fmt_tokens
 from tui.screens.visibility import on_screen
+from tui.states import LIVE_STATUSES
 from tui.widgets.anim import Ticker
 from tui.widgets.footer import KeyFooter
 
@@ -45,7 +46,6 @@ STATUS_STYLES: dict[str, str] = {
     "cancelled": "dim",
     "interrupted": "bold magenta",
 }
-LIVE_STATUSES = frozenset({"running", "waiting", "paused", "stuck"})
 RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled"})
 
 
@@ -67,23 +67,15 @@ def fmt_started(ts: float, now: float) -> str:
     return when.strftime("%Y-%m")
 
 
-def fmt_tokens(n: int) -> str:
-    if n < 1000:
-        return str(n)
-    if n < 1_000_000:
-        return f"{n / 1000:.1f}k"
-    return f"{n / 1_000_000:.1f}M"
-
-
 def fmt_usage(row: "SessionRow") -> str:
     tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
     cost = row.cost_usd or 0.0
     if not tokens and not cost:
         return "–"
     if not cost:
-        return fmt_tokens(tokens)
+        return fmt_tokens(tokens, mega_places=1)  # the column is narrow: '2.5M'
     money = "<$0.01" if cost < 0.01 else f"${cost:.2f}"
-    return f"{fmt_tokens(tokens)} {money}"
+    return f"{fmt_tokens(tokens, mega_places=1)} {money}"
 
 
 def session_duration(row: "SessionRow", now: float) -> float:

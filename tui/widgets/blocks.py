@@ -159,7 +159,7 @@ class AttemptSeparator(BlockWidget):
         extra = " ".join(lines[:1])
         if len(lines) > 1:
             extra += f"  (+{len(lines) - 1} lines)"
-        return Content("\n").join([head, Content.styled(m._clip("↳ " + extra, width), "$foreground-muted italic")])
+        return Content("\n").join([head, Content.styled(m.clip("↳ " + extra, width), "$foreground-muted italic")])
 
 
 class TextView(BlockWidget):
@@ -291,7 +291,7 @@ class ThinkingView(Expandable):
                                 (f"  {len(lines)} line{'s' if len(lines) != 1 else ''}", "$foreground-muted"))
         if self.expanded:
             return Content("\n").join([head, Content.styled(text, "$foreground-muted italic")])
-        last = m._clip(lines[-1], max(10, width - head.cell_length - 3))
+        last = m.clip(lines[-1], max(10, width - head.cell_length - 3))
         return head.append(Content.styled("  " + last, "$foreground-muted italic"))
 
 
@@ -328,11 +328,11 @@ class ToolCallView(Expandable):
                                 (b.name or "tool", "bold"))
         room = width - head.cell_length - len(tail) - 1
         if b.summary and room > 4:
-            head = head.append(Content.styled(" " + m._clip(b.summary, room), "$foreground"))
+            head = head.append(Content.styled(" " + m.clip(b.summary, room), "$foreground"))
         head = head.append(Content.styled(tail, f"{style}" if not b.running else "$foreground-muted"))
         parts = [head]
         if b.denial:
-            parts.append(Content.styled(m._clip(f"    ⛔ {b.denial}", width), "$warning"))
+            parts.append(Content.styled(m.clip(f"    ⛔ {b.denial}", width), "$warning"))
         if has_output and self.expanded:
             shown, more = m.output_preview(b.output, self.MAX_OUTPUT_LINES)
             body = Content(_clean(shown.rstrip("\n")))
@@ -345,7 +345,7 @@ class ToolCallView(Expandable):
         elif has_output and b.status in ("error", "denied"):
             # the end of a failing output says why (tracebacks, test summaries)
             last = b.output.strip().splitlines()[-1]
-            parts.append(Content.styled(m._clip("    " + _clean(last), width), f"{style}"))
+            parts.append(Content.styled(m.clip("    " + _clean(last), width), f"{style}"))
         return Content("\n").join(parts)
 
 
@@ -382,8 +382,8 @@ class HookView(BlockWidget):
     def render_block(self, width: int) -> Content:
         b = self.block
         if b.decision == "deny":
-            return Content.styled(m._clip(f"⛔ hook denied {b.tool or 'tool'}: {b.reason}", width), "$warning")
-        return Content.styled(m._clip(f"✓ hook allowed {b.tool or 'tool'}: {b.reason}", width), "$foreground-muted")
+            return Content.styled(m.clip(f"⛔ hook denied {b.tool or 'tool'}: {b.reason}", width), "$warning")
+        return Content.styled(m.clip(f"✓ hook allowed {b.tool or 'tool'}: {b.reason}", width), "$foreground-muted")
 
 
 class RetryBanner(BlockWidget):
@@ -410,7 +410,7 @@ class RetryBanner(BlockWidget):
             done = int(round(b.progress(now) * bar_w))
             bar = Content.assemble(("━" * done, "$warning"), ("─" * (bar_w - done), "$foreground-muted"))
             return Content("\n").join([head, bar])
-        return Content.styled(m._clip(f"⟳ {b.summary()}", width), "$foreground-muted")
+        return Content.styled(m.clip(f"⟳ {b.summary()}", width), "$foreground-muted")
 
 
 class ErrorView(BlockWidget):
@@ -424,7 +424,7 @@ class ErrorView(BlockWidget):
         lines = b.message.strip().splitlines()
         if not lines:
             return head
-        body = [Content.styled(m._clip(line, width - 2), "$error") for line in lines[:3]]
+        body = [Content.styled(m.clip(line, width - 2), "$error") for line in lines[:3]]
         if len(lines) > 3:
             body.append(Content.styled(f"… {len(lines) - 3} more lines", "$foreground-muted italic"))
         return Content("\n").join([head, *[Content("  ").append(x) for x in body]])
@@ -443,7 +443,7 @@ class NoteView(BlockWidget):
         icon = NOTE_ICONS.get(b.category, "▸")
         if b.category == "note":
             return Content.styled(f"{icon} {b.text}", style)
-        return Content.styled(m._clip(f"{icon} {b.text}", width), style)
+        return Content.styled(m.clip(f"{icon} {b.text}", width), style)
 
 
 class SubtaskEndView(BlockWidget):
@@ -454,7 +454,7 @@ class SubtaskEndView(BlockWidget):
         style = END_STYLES.get(b.status, "")
         icon = m.STATE_ICONS.get(b.status, "■")
         text = f"{icon} subtask {b.status}" + (f" — {b.reason}" if b.reason else "")
-        return Content.styled(m._clip(text, width), f"bold {style}")
+        return Content.styled(m.clip(text, width), f"bold {style}")
 
 
 WIDGETS: dict[type[m.Block], type[Widget]] = {

@@ -35,7 +35,7 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     label = status
     if info.pause_requested and status == "running":
         label = "pausing…"
-    elif status in ("pending", "starting"):  # followed before its first event is committed
+    elif status in m.UNSTARTED_STATUSES:  # followed before its first event is committed
         label = "starting…"
     icon = state_icon(status, frame)
     if note:

@@ -1,0 +1,50 @@
+"""A pure projection of events into view state for the session screen.
+
+No Textual here: ``SessionModel.apply(events)`` folds events into a ``SessionInfo``,
+subtasks in plan order, and per subtask an ordered list of blocks (attempt separators,
+streamed text, tool calls, retries, ...). Every mutated block, subtask and the session
+get a fresh ``version`` so widgets re-render only what changed; ``apply`` also returns
+a ``Changes`` summary so the screen touches nothing else.
+
+History is loaded as "derived rows + the last page of events": the rows already hold
+totals (tokens, cost, retries) up to ``SessionRow.last_seq``, so counters are only
+accumulated for events after that (``base_seq``), while states are simply replayed.
+
+The package: ``blocks`` (the block dataclasses), ``views`` (SubtaskView, SessionInfo,
+Changes), ``projection`` (SessionModel), ``fold`` (its per-event handlers), ``paging``
+(pruning and load-earlier). Formatters are in tui.fmt, glyphs in tui.icons, state sets in
+tui.states (all three light: the home screen uses them without this package). Callers
+use ``from tui import model as m`` and the names below.
+"""
+
+from __future__ import annotations
+
+from core.errors import kind_label
+from core.report import compact_input
+from tui.fmt import (
+    clip, fmt_clock, fmt_cost, fmt_duration, fmt_seconds_left, fmt_span, fmt_tokens, output_preview,
+)
+from tui.icons import SPINNER_FRAMES, STATE_ICONS, TOOL_ICONS, spinner
+from tui.model.blocks import (
+    ACTION_LABELS, RETRY_OUTCOMES, AttemptBlock, Block, ErrorBlock, HookBlock, NoteBlock,
+    RetryBlock, SubtaskEndBlock, TextBlock, ThinkingBlock, ToolBlock, block_key, is_open,
+    retry_text,
+)
+from tui.model.projection import ID_FIELDS, SessionModel
+from tui.model.views import SESSION_PSEUDO_ID, Changes, SessionInfo, SubtaskView
+from tui.states import (
+    ACTIVE_STATES, FINAL_STATES, LIVE_STATUSES, SUBTASK_STATES, UNSTARTED_STATUSES,
+    VIEW_LIVE_STATUSES,
+)
+
+__all__ = [
+    "ACTION_LABELS", "ACTIVE_STATES", "FINAL_STATES", "ID_FIELDS", "LIVE_STATUSES", "RETRY_OUTCOMES",
+    "SESSION_PSEUDO_ID", "SPINNER_FRAMES", "STATE_ICONS", "SUBTASK_STATES", "TOOL_ICONS",
+    "UNSTARTED_STATUSES", "VIEW_LIVE_STATUSES",
+    "AttemptBlock", "Block", "Changes", "ErrorBlock", "HookBlock", "NoteBlock", "RetryBlock",
+    "SessionInfo", "SessionModel", "SubtaskEndBlock", "SubtaskView", "TextBlock", "ThinkingBlock",
+    "ToolBlock",
+    "block_key", "clip", "compact_input", "fmt_clock", "fmt_cost", "fmt_duration",
+    "fmt_seconds_left", "fmt_span", "fmt_tokens", "is_open", "kind_label", "output_preview",
+    "retry_text", "spinner",
+]
