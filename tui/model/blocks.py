@@ -164,7 +164,6 @@ class SubtaskEndBlock(Block):
     reason: str = ""
 
 
-
 def is_open(b: Block) -> bool:
     """A block later events may still change (kept reachable when pruned)."""
     if isinstance(b, ToolBlock):

@@ -422,6 +422,8 @@ class Fold:
             detail = " " + clip(detail, 160)
         self._note(e, "opaque", f"{e.type or 'event'}{detail}")
 
+    # ending what was open
+
     def _interrupt_everything(self, final_state: str, ts: float | None = None) -> None:
         for tb in list(self._tools.values()):
             if tb.running:

@@ -1,0 +1,43 @@
+"""The views' formatters and the view model package's shape (tui.fmt, tui.states, tui.model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from tui import fmt
+from tui import model as m
+from tui import states
+from tui.screens import sessions
+
+
+def test_no_module_of_the_model_package_imports_textual() -> None:
+    files = sorted(Path(m.__file__).parent.glob("*.py"))
+    assert len(files) > 1
+    for f in files:
+        src = f.read_text(encoding="utf-8")
+        assert "import textual" not in src and "from textual" not in src, f.name
+
+
+def test_one_fmt_tokens_with_each_screen_s_millions() -> None:
+    assert m.fmt_tokens is fmt.fmt_tokens is sessions.fmt_tokens
+    # the session's status bar: two decimals for millions; the home's narrow column: one
+    assert m.fmt_tokens(2_500_000) == "2.50M" and m.fmt_tokens(12_345) == "12.3k"
+    row = SimpleNamespace(input_tokens=2_000_000, output_tokens=500_000, cost_usd=0.0)
+    assert sessions.fmt_usage(row) == "2.5M"
+    row.cost_usd = 3.5
+    assert sessions.fmt_usage(row) == "2.5M $3.50"
+
+
+def test_clip_is_public_and_one() -> None:
+    from core.report import clip as report_clip
+
+    assert m.clip is fmt.clip is report_clip
+    assert m.clip("a  b\n c", 10) == "a b c" and m.clip("x" * 20, 8) == "xxxxxxx…"
+
+
+def test_live_statuses_are_one_set_and_a_view_is_also_live_before_its_first_event() -> None:
+    assert sessions.LIVE_STATUSES is states.LIVE_STATUSES is m.LIVE_STATUSES
+    assert states.VIEW_LIVE_STATUSES == states.LIVE_STATUSES | {"pending", "starting"}
+    assert m.SessionInfo(status="pending").is_live and m.SessionInfo(status="starting").is_live
+    assert not m.SessionInfo(status="interrupted").is_live
