@@ -126,3 +126,38 @@ async def test_a_long_list_is_all_there_once_loaded_in_order(tmp_path: Path) -> 
     async with app.run_test(size=(120, 30)) as pilot:
         home = await home_ready(pilot)
         assert [r.key.value for r in home.table.ordered_rows] == newest_first
+
+
+class FirstFrames(ShepherdApp):
+    """The app, keeping the text of the first frame each screen class puts on the terminal
+    (what ``_display`` is given to write: headless, it writes nothing)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_frames: dict[str, str] = {}
+
+    def _display(self, screen: Any, renderable: Any) -> None:
+        name = type(self.screen).__name__
+        if renderable is not None and not self._batch_count and name not in self.first_frames:
+            from tests.test_tui_app import screen_text
+
+            self.first_frames[name] = screen_text(self)
+        super()._display(screen, renderable)
+
+
+async def test_the_demo_live_view_first_frame_has_its_plan_and_its_keys(tmp_path: Path) -> None:
+    """The first frame of the demo's live view is whole: the session, its subtasks and the
+    keys that apply (not a key bar that fills in a frame later), and the home under it was
+    never drawn."""
+    from core.demo import demo_task
+
+    app = FirstFrames(tmp_path / "s.db", start=lambda: demo_task(tmp_path / "ws"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(pilot, lambda: "SessionScreen" in app.first_frames, what="the live view drawn")
+        first = app.first_frames["SessionScreen"]
+        assert "Write down what changed" in first and "running" in first, first
+        for key in ("p Pause", "r Retry", "s Skip", "c Cancel", "m Note", "esc Back"):
+            assert key in first, f"{key!r} not in the first frame:\n{first}"
+        assert "o Output" not in first  # no tool call yet: o has nothing to open
+        assert "SessionsScreen" not in app.first_frames
+        await app._stop_runs(wait_s=10)
