@@ -161,3 +161,58 @@ async def test_the_demo_live_view_first_frame_has_its_plan_and_its_keys(tmp_path
         assert "o Output" not in first  # no tool call yet: o has nothing to open
         assert "SessionsScreen" not in app.first_frames
         await app._stop_runs(wait_s=10)
+
+
+async def test_the_home_under_a_view_opened_at_start_is_built_after_that_view_is_drawn(tmp_path: Path) -> None:
+    """`shepherd attach`/`resume`/`demo`: the home is neither composed nor loaded before the
+    view's first frame; it is once that frame is drawn, while covered, so going back shows
+    it whole in its first frame (rows and keys)."""
+    from tests import tui_fixtures as fx
+    from tui.screens.sessions import SessionTable
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done", "failed"])
+    sid = fx.SESSION_IDS["done"]
+    widgets_at_view_frame: list[int] = []
+
+    class App(FirstFrames):
+        def _display(self, screen: Any, renderable: Any) -> None:
+            if "SessionScreen" not in self.first_frames and self.home is not None:
+                widgets_at_view_frame[:] = [len(self.home.query(SessionTable))]
+            super()._display(screen, renderable)
+
+    app = App(db, open_session=sid, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: "SessionScreen" in app.first_frames, what="the session view drawn")
+        assert widgets_at_view_frame == [0], "the home was built before the view's first frame"
+        await wait_until(pilot, lambda: app.home is not None and app.home.loaded, what="the home built, covered")
+        assert isinstance(app.screen, SessionScreen) and "SessionsScreen" not in app.first_frames
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "SessionsScreen" in app.first_frames, what="back home")
+        home = app.first_frames["SessionsScreen"]
+        assert "Demo: fix the date parser in tinydates" in home and "2 sessions" in home, home
+        for key in ("d Demo", "q Quit"):
+            assert key in home, f"{key!r} not in the home's first frame:\n{home}"
+
+
+async def test_back_before_the_covered_home_was_built_builds_it_then(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person going back before the home's build came (it waits for the view's frames)
+    gets the home built and loaded then."""
+    from tests import tui_fixtures as fx
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done"])
+    monkeypatch.setattr(ShepherdApp, "_after_two_frames", lambda self, callback: None)  # the build never comes
+    app = ShepherdApp(db, open_session=fx.SESSION_IDS["done"], clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded.is_set(),
+                         what="the session view")
+        for _ in range(3):
+            await pilot.pause()
+        assert app.home is not None and not app.home.loaded
+        await pilot.press("escape")
+        home = await home_ready(pilot)
+        assert app.screen is home and home.row_ids() == [fx.SESSION_IDS["done"]]
+        await wait_until(pilot, lambda: "d Demo" in [f"{k.key_display or k.key} {k.description}"
+                                                     for k in home.query("FooterKey")], what="the home's keys")
