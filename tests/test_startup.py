@@ -216,3 +216,54 @@ async def test_back_before_the_covered_home_was_built_builds_it_then(tmp_path: P
         assert app.screen is home and home.row_ids() == [fx.SESSION_IDS["done"]]
         await wait_until(pilot, lambda: "d Demo" in [f"{k.key_display or k.key} {k.description}"
                                                      for k in home.query("FooterKey")], what="the home's keys")
+
+
+DEMO_CHILD = """
+import asyncio, sys, threading
+
+imported_by = []
+
+
+class Watch:  # notes which thread imports markdown-it (a finder asked first, finding nothing)
+    def find_spec(self, name, path=None, target=None):
+        if name == "markdown_it":
+            imported_by.append(threading.current_thread() is threading.main_thread())
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+from core.demo import demo_task
+from tui.app import ShepherdApp
+
+at_first_frame = []
+
+
+class App(ShepherdApp):
+    def _display(self, screen, renderable):
+        if renderable is not None and not self._batch_count and not at_first_frame \\
+                and type(self.screen).__name__ == "SessionScreen":
+            at_first_frame.append("markdown_it" in sys.modules)
+        super()._display(screen, renderable)
+
+
+async def main(db, ws):
+    app = App(db, start=lambda: demo_task(__import__("pathlib").Path(ws)))
+    async with app.run_test(size=(120, 36)) as pilot:
+        for _ in range(500):
+            if at_first_frame and "markdown_it" in sys.modules:
+                break
+            await pilot.pause(0.02)
+        await app._stop_runs(wait_s=10)
+    print(at_first_frame, imported_by)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_the_demo_view_is_drawn_before_markdown_it_is_imported_which_is_off_the_loop(tmp_path: Path) -> None:
+    """The live view of a run with no message yet needs no Markdown parser: markdown-it
+    (~15 ms) is imported after its first frame, in a thread, so its first message finds it."""
+    out = subprocess.run([sys.executable, "-c", DEMO_CHILD, str(tmp_path / "s.db"), str(tmp_path / "ws")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[False] [False]", out.stdout

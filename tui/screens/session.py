@@ -28,6 +28,7 @@ from tui import model as m
 from tui.feed import History, StaticFeed, make_feed
 from tui.history import load_earlier_blocks
 from tui.screens.visibility import on_screen
+from tui.widgets import markdown as md
 from tui.widgets.footer import KeyFooter
 from tui.widgets.status import SessionHeader, StatusBar
 from tui.widgets.stream import EarlierBar, StreamView
@@ -157,6 +158,7 @@ class SessionScreen(Screen[None]):
         await self.query_one(KeyFooter).build()
         self.feed.start(self._on_events)
         self.loaded.set()
+        self.call_after_refresh(md.preload)  # its first message finds markdown-it imported
 
     def _on_events(self, events: list["Event"]) -> None:
         """Feed callback: buffer, and schedule one flush for the next frame."""
