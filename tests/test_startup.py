@@ -267,3 +267,40 @@ async def test_the_demo_view_is_drawn_before_markdown_it_is_imported_which_is_of
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[False] [False]", out.stdout
+
+
+GC_CHILD = """
+import gc, sys
+import textual.app
+
+collections = []
+
+
+def in_run_tui():
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "run_tui":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def count(phase, info):  # a collection while start-up builds the app (before it is frozen)
+    if phase == "start" and in_run_tui() and not gc.get_freeze_count():
+        collections.append(1)
+
+
+gc.callbacks.append(count)
+textual.app.App.run = lambda self, *a, **k: print(len(collections), gc.isenabled(), gc.get_freeze_count() > 0)
+from tui.cli import main
+main(["--db", sys.argv[1], "demo"])
+"""
+
+
+def test_the_tui_start_up_runs_no_garbage_collection_and_collects_again_once_running(tmp_path: Path) -> None:
+    """What start-up makes (modules, classes, the app) lives as long as the app: no
+    collection runs while it is made; it is frozen, and collection is back on when the app runs."""
+    out = subprocess.run([sys.executable, "-c", GC_CHILD, str(tmp_path / "s.db")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True", "True"], out.stdout
