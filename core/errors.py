@@ -203,11 +203,25 @@ def _short(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 # --- text heuristics (on lower-cased provider/SDK text) ------------------------------------
 
-def _rx(*parts: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in parts))
+class _Lazy:
+    """A pattern compiled when first used (``search``...): compiling these ~15 costs
+    milliseconds at every start-up, and most processes never classify an error."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # search, match...: the compiled pattern's
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern)
+        return getattr(self._compiled, name)
 
 
-_STATUS_IN_TEXT = re.compile(
+def _rx(*parts: str) -> _Lazy:
+    return _Lazy("|".join(f"(?:{p})" for p in parts))
+
+
+_STATUS_IN_TEXT = _Lazy(
     r"\b(?:api error|error code|status code|status|http(?: status)?)\s*[:=]?\s*([1-5]\d\d)\b"
 )
 _TOOL_CONC_STRONG = _rx(
@@ -262,7 +276,7 @@ _TRANSIENT = _rx(
     r"timed out", r"\btimeout\b", r"internal server error", r"service unavailable", r"bad gateway",
     r"gateway timeout", r"server[\s_-]error", r"temporarily unavailable", r"upstream connect error",
 )
-_RETRY_AFTER_TEXT = re.compile(
+_RETRY_AFTER_TEXT = _Lazy(
     r"(?:retry|try again)\s+(?:after|in)\s+(\d+(?:\.\d+)?)\s*"
     r"(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?)?\b"
 )

@@ -398,3 +398,20 @@ def test_attempt_failed_without_result() -> None:
 
 def test_billing_words_in_a_server_error_stay_transient() -> None:
     assert classify(api_status(503, "billing service unavailable", type_="server_error")).kind == "transient"
+
+
+def test_importing_the_classifier_compiles_none_of_its_patterns() -> None:
+    """Every process that starts a run imports core.errors, few classify an error: its
+    text patterns are compiled when first used (start-up does not pay for them)."""
+    child = (
+        "import re, core.errors as e\n"
+        "lazy = [v for v in vars(e).values() if isinstance(v, e._Lazy)]\n"
+        "compiled = {key[1] for key in re._cache}\n"
+        "assert len(lazy) >= 10, lazy\n"
+        "print(sum(v.pattern in compiled for v in lazy))\n"
+        "assert e._AUTH.search('error: invalid api key') is not None\n"  # and they work once used
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60,
+                         cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"

@@ -126,3 +126,181 @@ async def test_a_long_list_is_all_there_once_loaded_in_order(tmp_path: Path) -> 
     async with app.run_test(size=(120, 30)) as pilot:
         home = await home_ready(pilot)
         assert [r.key.value for r in home.table.ordered_rows] == newest_first
+
+
+class FirstFrames(ShepherdApp):
+    """The app, keeping the text of the first frame each screen class puts on the terminal
+    (what ``_display`` is given to write: headless, it writes nothing)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_frames: dict[str, str] = {}
+
+    def _display(self, screen: Any, renderable: Any) -> None:
+        name = type(self.screen).__name__
+        if renderable is not None and not self._batch_count and name not in self.first_frames:
+            from tests.test_tui_app import screen_text
+
+            self.first_frames[name] = screen_text(self)
+        super()._display(screen, renderable)
+
+
+async def test_the_demo_live_view_first_frame_has_its_plan_and_its_keys(tmp_path: Path) -> None:
+    """The first frame of the demo's live view is whole: the session, its subtasks and the
+    keys that apply (not a key bar that fills in a frame later), and the home under it was
+    never drawn."""
+    from core.demo import demo_task
+
+    app = FirstFrames(tmp_path / "s.db", start=lambda: demo_task(tmp_path / "ws"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(pilot, lambda: "SessionScreen" in app.first_frames, what="the live view drawn")
+        first = app.first_frames["SessionScreen"]
+        assert "Write down what changed" in first and "running" in first, first
+        for key in ("p Pause", "r Retry", "s Skip", "c Cancel", "m Note", "esc Back"):
+            assert key in first, f"{key!r} not in the first frame:\n{first}"
+        assert "o Output" not in first  # no tool call yet: o has nothing to open
+        assert "SessionsScreen" not in app.first_frames
+        await app._stop_runs(wait_s=10)
+
+
+async def test_the_home_under_a_view_opened_at_start_is_built_after_that_view_is_drawn(tmp_path: Path) -> None:
+    """`shepherd attach`/`resume`/`demo`: the home is neither composed nor loaded before the
+    view's first frame; it is once that frame is drawn, while covered, so going back shows
+    it whole in its first frame (rows and keys)."""
+    from tests import tui_fixtures as fx
+    from tui.screens.sessions import SessionTable
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done", "failed"])
+    sid = fx.SESSION_IDS["done"]
+    widgets_at_view_frame: list[int] = []
+
+    class App(FirstFrames):
+        def _display(self, screen: Any, renderable: Any) -> None:
+            if "SessionScreen" not in self.first_frames and self.home is not None:
+                widgets_at_view_frame[:] = [len(self.home.query(SessionTable))]
+            super()._display(screen, renderable)
+
+    app = App(db, open_session=sid, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: "SessionScreen" in app.first_frames, what="the session view drawn")
+        assert widgets_at_view_frame == [0], "the home was built before the view's first frame"
+        await wait_until(pilot, lambda: app.home is not None and app.home.loaded, what="the home built, covered")
+        assert isinstance(app.screen, SessionScreen) and "SessionsScreen" not in app.first_frames
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "SessionsScreen" in app.first_frames, what="back home")
+        home = app.first_frames["SessionsScreen"]
+        assert "Demo: fix the date parser in tinydates" in home and "2 sessions" in home, home
+        for key in ("d Demo", "q Quit"):
+            assert key in home, f"{key!r} not in the home's first frame:\n{home}"
+
+
+async def test_back_before_the_covered_home_was_built_builds_it_then(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person going back before the home's build came (it waits for the view's frames)
+    gets the home built and loaded then."""
+    from tests import tui_fixtures as fx
+
+    db = tmp_path / "s.db"
+    await fx.build_db_async(db, ["done"])
+    monkeypatch.setattr(ShepherdApp, "_after_two_frames", lambda self, callback: None)  # the build never comes
+    app = ShepherdApp(db, open_session=fx.SESSION_IDS["done"], clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded.is_set(),
+                         what="the session view")
+        for _ in range(3):
+            await pilot.pause()
+        assert app.home is not None and not app.home.loaded
+        await pilot.press("escape")
+        home = await home_ready(pilot)
+        assert app.screen is home and home.row_ids() == [fx.SESSION_IDS["done"]]
+        await wait_until(pilot, lambda: "d Demo" in [f"{k.key_display or k.key} {k.description}"
+                                                     for k in home.query("FooterKey")], what="the home's keys")
+
+
+DEMO_CHILD = """
+import asyncio, sys, threading
+
+imported_by = []
+
+
+class Watch:  # notes which thread imports markdown-it (a finder asked first, finding nothing)
+    def find_spec(self, name, path=None, target=None):
+        if name == "markdown_it":
+            imported_by.append(threading.current_thread() is threading.main_thread())
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+from core.demo import demo_task
+from tui.app import ShepherdApp
+
+at_first_frame = []
+
+
+class App(ShepherdApp):
+    def _display(self, screen, renderable):
+        if renderable is not None and not self._batch_count and not at_first_frame \\
+                and type(self.screen).__name__ == "SessionScreen":
+            at_first_frame.append("markdown_it" in sys.modules)
+        super()._display(screen, renderable)
+
+
+async def main(db, ws):
+    app = App(db, start=lambda: demo_task(__import__("pathlib").Path(ws)))
+    async with app.run_test(size=(120, 36)) as pilot:
+        for _ in range(500):
+            if at_first_frame and "markdown_it" in sys.modules:
+                break
+            await pilot.pause(0.02)
+        await app._stop_runs(wait_s=10)
+    print(at_first_frame, imported_by)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_the_demo_view_is_drawn_before_markdown_it_is_imported_which_is_off_the_loop(tmp_path: Path) -> None:
+    """The live view of a run with no message yet needs no Markdown parser: markdown-it
+    (~15 ms) is imported after its first frame, in a thread, so its first message finds it."""
+    out = subprocess.run([sys.executable, "-c", DEMO_CHILD, str(tmp_path / "s.db"), str(tmp_path / "ws")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[False] [False]", out.stdout
+
+
+GC_CHILD = """
+import gc, sys
+import textual.app
+
+collections = []
+
+
+def in_run_tui():
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "run_tui":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def count(phase, info):  # a collection while start-up builds the app (before it is frozen)
+    if phase == "start" and in_run_tui() and not gc.get_freeze_count():
+        collections.append(1)
+
+
+gc.callbacks.append(count)
+textual.app.App.run = lambda self, *a, **k: print(len(collections), gc.isenabled(), gc.get_freeze_count() > 0)
+from tui.cli import main
+main(["--db", sys.argv[1], "demo"])
+"""
+
+
+def test_the_tui_start_up_runs_no_garbage_collection_and_collects_again_once_running(tmp_path: Path) -> None:
+    """What start-up makes (modules, classes, the app) lives as long as the app: no
+    collection runs while it is made; it is frozen, and collection is back on when the app runs."""
+    out = subprocess.run([sys.executable, "-c", GC_CHILD, str(tmp_path / "s.db")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True", "True"], out.stdout

@@ -265,6 +265,26 @@ async def test_footer_in_each_state(store: Store) -> None:
         await _footer_settles(pilot, screen, {"p": None, "r": "Retry", "s": None, "c": None, "m": None})
 
 
+async def test_a_bindings_change_that_leaves_the_keys_as_they_are_rebuilds_no_key_bar(store: Store) -> None:
+    """The key bar is rebuilt (every key removed and mounted again) only when what it shows
+    changes: a bindings refresh that ends with the same keys keeps the bar as it is."""
+    w = Writer(store)
+    await w.start()
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot, screen)
+        await _footer_settles(pilot, screen, {"p": "Pause", "r": "Retry", "s": "Skip", "c": "Cancel", "m": "Note"})
+        bar = list(screen.query("FooterKey"))
+        screen.refresh_bindings()  # as a focus change does: the same keys apply
+        for _ in range(3):
+            await pilot.pause()
+        assert [id(k) for k in screen.query("FooterKey")] == [id(k) for k in bar], "the bar was rebuilt"
+        await w.add(ev.Control, command="pause", source="tui")
+        await w.add(ev.SessionPaused, reason="user")
+        await screen.flush_now()
+        await _footer_settles(pilot, screen, {"p": "Resume"})  # what applies changed: rebuilt
+
+
 async def test_footer_of_a_read_only_session_offers_only_what_works(store: Store) -> None:
     w = Writer(store)
     await w.start()

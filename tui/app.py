@@ -188,21 +188,28 @@ class ShepherdApp(App[int]):
             self.set_timer(self.STORE_ERROR_EXIT_S, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
             return
         self.sub_title = str(self.db_path)
-        self.home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
-                                   db_label=_short_path(self.db_path))
-        if self.start is None and self.resume is None and self.open_session_id is None and not self.attach:
-            await self.push_screen(self.home)
-        else:  # a session view opens at once over it: the home is not drawn first, for nothing
-            with self.batch_update():
-                await self.push_screen(self.home)
+        # A session view that opens at once over the home: the home is neither drawn nor
+        # built (composed, loaded) before that view's first frame, only once it is drawn
+        covered = not (self.start is None and self.resume is None and self.open_session_id is None
+                       and not self.attach)
+        self.home = home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
+                                          db_label=_short_path(self.db_path), covered=covered)
+        if not covered:
+            await self.push_screen(home)
+            return
+        with self.batch_update():
+            await self.push_screen(home)
         if self.start is not None:
             await self._start_from_factory()
         elif self.resume is not None:
             await self.resume_session(self.resume[0], retry_subtask=self.resume[1])
-        elif self.open_session_id is not None or self.attach:
+        else:
             await self._open_initial()
-        if self.screen is self.home:  # no view opened over it (refused, not found): draw it whole now
-            self.home.refresh()
+        if self.screen is home:  # no view opened over it (refused, not found): build and draw it now
+            await home.build()
+            home.refresh()
+        else:
+            self._after_two_frames(lambda: home.call_later(home.build))
 
     @guarded("Could not start the run")
     async def _start_from_factory(self) -> None:

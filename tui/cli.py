@@ -559,27 +559,36 @@ def configure_logging() -> Path:
 
 def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None,
             resume: tuple[str, str | None] | None = None) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from core.store import Store
-
-    db = _db_path(args)
-
-    async def precheck() -> None:  # a bad database is one line here, not a flash of the TUI
-        await (await Store.open(db)).close()  # checked and recovered: the app's own open skips both
-
-    with ThreadPoolExecutor(1, thread_name_prefix="shepherd-precheck") as pool:
-        checked = pool.submit(asyncio.run, precheck())  # SQLite's work, while the TUI's modules import
-        try:
-            from tui.app import ShepherdApp
-        finally:
-            checked.result()  # its StoreError first: the one line a bad database gets
-    configure_logging()
-    app = ShepherdApp(db, open_session=attach, attach=attach is not None,
-                      start=(lambda: task) if task is not None else None, resume=resume, checked=True)
     import gc
 
-    gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection
+    # Start-up makes objects that live as long as the app (modules, classes, styles): no
+    # collection runs over them while they are made (each would find nothing to free);
+    # frozen below, they stay out of every later collection too.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from core.store import Store
+
+        db = _db_path(args)
+
+        async def precheck() -> None:  # a bad database is one line here, not a flash of the TUI
+            await (await Store.open(db)).close()  # checked and recovered: the app's own open skips both
+
+        with ThreadPoolExecutor(1, thread_name_prefix="shepherd-precheck") as pool:
+            checked = pool.submit(asyncio.run, precheck())  # SQLite's work, while the TUI's modules import
+            try:
+                from tui.app import ShepherdApp
+            finally:
+                checked.result()  # its StoreError first: the one line a bad database gets
+        configure_logging()
+        app = ShepherdApp(db, open_session=attach, attach=attach is not None,
+                          start=(lambda: task) if task is not None else None, resume=resume, checked=True)
+        gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection
+    finally:
+        if collecting:
+            gc.enable()
     result = app.run()
     return result if isinstance(result, int) else EXIT_OK
 

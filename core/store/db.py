@@ -55,7 +55,6 @@ import inspect
 import json
 import logging
 import os
-import secrets
 import socket
 import sqlite3
 import time
@@ -383,7 +382,7 @@ class Store:
         self.max_wait_s = MAX_WAIT_S
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.owner = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.owner = f"{self.host}:{self.pid}:{os.urandom(4).hex()}"
         self.stats = WriterStats()
         self._wconn: aiosqlite.Connection | None = None
         self._rconn: aiosqlite.Connection | None = None

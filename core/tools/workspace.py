@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import secrets
 import signal
 import stat
 from dataclasses import dataclass
@@ -270,7 +269,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
     start = clock.monotonic()
     loop = asyncio.get_running_loop()
     argv = command_argv(command, Path(workspace), policy)
-    call = secrets.token_hex(8)
+    call = os.urandom(8).hex()
     transport, proto = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(loop),
         *argv,

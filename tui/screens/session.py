@@ -28,6 +28,7 @@ from tui import model as m
 from tui.feed import History, StaticFeed, make_feed
 from tui.history import load_earlier_blocks
 from tui.screens.visibility import on_screen
+from tui.widgets import markdown as md
 from tui.widgets.footer import KeyFooter
 from tui.widgets.status import SessionHeader, StatusBar
 from tui.widgets.stream import EarlierBar, StreamView
@@ -102,6 +103,7 @@ class SessionScreen(Screen[None]):
         self._lock = asyncio.Lock()
         self._busy = False  # a resume this screen asked for is starting
         self._keys_state: tuple[Any, ...] | None = None
+        self._ready = False  # the widgets show the loaded session: the keys follow its state
 
     # --- layout ------------------------------------------------------------------------
 
@@ -149,9 +151,14 @@ class SessionScreen(Screen[None]):
         self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id)
         self.selected = self.model.default_subtask_id()
         await self._render_all()
-        self.subtask_list.focus()
+        self._ready = True
+        # focused now (not on the next message) and the key bar built from that state:
+        # the first frame has the keys that apply, not a bar that fills in a frame later
+        self.set_focus(self.subtask_list)
+        await self.query_one(KeyFooter).build()
         self.feed.start(self._on_events)
         self.loaded.set()
+        self.call_after_refresh(md.preload)  # its first message finds markdown-it imported
 
     def _on_events(self, events: list["Event"]) -> None:
         """Feed callback: buffer, and schedule one flush for the next frame."""
@@ -367,7 +374,7 @@ class SessionScreen(Screen[None]):
         return info.status == "paused" or info.pause_requested
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if not self.is_mounted or self._busy:
+        if not self._ready or self._busy:
             return action in ("export", "back", "load_earlier", "next_block", "previous_block", "open_output")
         ctl = self.controllable
         status = self.model.session.status
@@ -388,7 +395,7 @@ class SessionScreen(Screen[None]):
         return True
 
     def _selected_subtask(self) -> str | None:
-        sid = self.subtask_list.selected_id if self.is_mounted else None
+        sid = self.subtask_list.selected_id if self._ready else None
         sid = sid if sid is not None else self.selected
         return sid or None  # the session pseudo-subtask means "the current one"
 
@@ -538,7 +545,7 @@ class SessionScreen(Screen[None]):
     def _tool_target(self) -> Any:
         from tui.widgets.blocks import ToolCallView
 
-        if not self.is_mounted:
+        if not self._ready:
             return None
         if isinstance(self.focused, ToolCallView):
             return self.focused

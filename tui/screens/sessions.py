@@ -167,7 +167,11 @@ class SessionsScreen(Screen):
     ]
 
     def __init__(self, store: Any, *, clock: Callable[[], float] = time.time,
-                 live_ids: Callable[[], set[str]] | None = None, db_label: str | None = None) -> None:
+                 live_ids: Callable[[], set[str]] | None = None, db_label: str | None = None,
+                 covered: bool = False) -> None:
+        """``covered``: a session view opens over this screen at once (start-up): it is
+        built (composed, loaded, its key bar made) by ``build()`` once that view is drawn,
+        or when it first shows, not before the view's first frame."""
         super().__init__()
         self.store = store
         self.clock = clock
@@ -188,10 +192,14 @@ class SessionsScreen(Screen):
         self.loaded = False  # becomes True after the first load, every row in (tests wait on it)
         self._rest_pending = False  # rows of the first load still to add after the first frame
         self._suspended = False  # another screen has been over this one
+        self._built = not covered  # composed with its widgets (else empty until build())
+        self._building = False
 
     # --- layout --------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        if not self._built:
+            return
         yield Static("Shepherd", id="title-bar")
         with Horizontal(id="filter-bar"):
             yield Label("/ filter")
@@ -206,6 +214,22 @@ class SessionsScreen(Screen):
         return self.query_one(SessionTable)
 
     async def on_mount(self) -> None:
+        if self._built:
+            await self._set_up()
+
+    async def build(self) -> None:
+        """Compose and load a screen made ``covered`` (at once if it is not built yet)."""
+        if self._built or self._building or not self.is_attached:
+            return
+        self._building = True
+        try:
+            self._built = True
+            await self.recompose()
+        finally:
+            self._building = False
+        await self._set_up()
+
+    async def _set_up(self) -> None:
         self._build_columns(self.size.width or self.app.size.width)
         # focused now, not on the next message: the first paint already has the focused
         # look (each cell is drawn once, not again when focus arrives)
@@ -227,6 +251,10 @@ class SessionsScreen(Screen):
         self._suspended = True
 
     def on_screen_resume(self) -> None:
+        if not self._built:
+            if self._suspended:  # back before its build came: build it now
+                self.call_later(self.build)
+            return
         if self._suspended:  # back from another screen: the first frame's callback may have
             self._add_rest()  # gone to a screen replaced since (not on the first resume: too early)
         self._set_ticking(any(r.status in LIVE_STATUSES for r in self.rows))
@@ -234,7 +262,7 @@ class SessionsScreen(Screen):
             self.request_reload()
 
     def on_resize(self) -> None:
-        if self._column_plan(self.size.width) != self._visible_columns:
+        if self._built and not self._building and self._column_plan(self.size.width) != self._visible_columns:
             self._build_columns(self.size.width)
             self._rebuild()
 
@@ -502,7 +530,8 @@ class SessionsScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "resume":
             # the table is there once built (in on_mount, where the key bar is first built)
-            row = self.highlighted_row() if self.is_mounted or self._first_built else None
+            built = self._built and not self._building and (self.is_mounted or self._first_built)
+            row = self.highlighted_row() if built else None
             if row is None or row.status not in RESUMABLE_STATUSES or row.id in self._live_ids():
                 return None  # shown dimmed: nothing to resume here
         return True

@@ -6,7 +6,9 @@ Textual's Footer recomposes (removes and mounts every key, ~20 ms) once for each
 Here changes that arrive before a rebuild share it (the rebuild reads the bindings as they
 are then, so what is shown is the same), and a screen builds its bar at the end of its
 on_mount (``await footer.build()``), so its first frame has its keys. A screen that is not
-on top is not rebuilt for: every screen refreshes its bindings when it comes back.
+on top is not rebuilt for: every screen refreshes its bindings when it comes back. A
+change that leaves the keys shown as they are (focus moved, a state the keys do not
+follow) costs no rebuild: the bar is rebuilt only when what it would show differs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class KeyFooter(Footer):
     _rebuild_pending = False
     _changes = 0  # bindings changes seen
     _built_for = -1  # the count the bar was last built for
+    _built_keys: tuple[Any, ...] | None = None  # what the bar shows (shown_keys) since its last build
 
     def bindings_changed(self, screen: Any) -> None:
         self._bindings_ready = True
@@ -55,4 +58,19 @@ class KeyFooter(Footer):
         if self._built_for == self._changes and not force:
             return  # nothing changed since the last build
         self._built_for = self._changes
+        keys = self.shown_keys()
+        if keys == self._built_keys and not force:
+            return  # the same keys, the same look: nothing to rebuild
+        self._built_keys = keys
         await self.recompose()
+
+    def shown_keys(self) -> tuple[Any, ...]:
+        """Everything of the screen's bindings that Footer.compose draws from."""
+        app = self.app
+        active = self.screen.active_bindings
+        keys = tuple((b.key, app.get_key_display(b), b.description, b.action, b.group, enabled, tooltip)
+                     for _, b, enabled, tooltip in active.values() if b.show)
+        palette = active.get(app.COMMAND_PALETTE_BINDING) if self.show_command_palette else None
+        palette_key = None if palette is None else (palette.binding.key, palette.binding.description,
+                                                     palette.enabled, palette.binding.tooltip)
+        return keys, palette_key, self.compact, app.ENABLE_COMMAND_PALETTE

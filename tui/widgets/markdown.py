@@ -4,6 +4,9 @@ Textual's Markdown widget mounts a widget per paragraph and list item; 200 answe
 rehydrated session took seconds to mount. Here a message is one widget: the text is
 parsed once per change (markdown-it, the parser Textual and Rich use) into blocks, and
 wrapped at the widget's width with hanging indents for lists and quotes.
+
+markdown-it is imported on first use (~15 ms): a live view with no message yet is drawn
+without it, and ``preload()`` imports it in a thread once that view is on the screen.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from markdown_it import MarkdownIt
 from textual.content import Content
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 BULLETS = ("•", "◦", "▪")
 HEADING_STYLES = {"h1": "bold underline $text-primary", "h2": "bold $text-primary", "h3": "bold"}
@@ -23,8 +28,20 @@ GUTTER = "$primary 60%"
 
 
 @lru_cache(maxsize=1)
-def _parser() -> MarkdownIt:
+def _parser() -> "MarkdownIt":
+    from markdown_it import MarkdownIt
+
     return MarkdownIt("commonmark").enable("strikethrough").enable("table")
+
+
+def preload() -> None:
+    """Import markdown-it and make the parser in a thread of the running loop (never on
+    the loop itself), unless that is done already."""
+    if _parser.cache_info().currsize:
+        return
+    import asyncio
+
+    asyncio.get_running_loop().run_in_executor(None, _parser)
 
 
 @dataclass
