@@ -24,7 +24,7 @@ from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, MessageCompleted, PlanReady,
     RetryScheduled, SessionFinished, SessionPaused, SessionResumed, SessionStarted,
     SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted,
-    new_id, new_session_id,
+    Usage, new_id, new_session_id,
 )
 from core.ledger import ToolLedger
 from core.retry import RetryDecision, RetryState, policies_for
@@ -38,6 +38,11 @@ DELTA_WINDOW_S = 0.025  # real seconds a text delta may wait to be merged with t
 COMMAND_POLL_S = 0.25  # real seconds between looks at the commands table and PAUSE file
 LEASE_TTL_S = 30.0
 PLAN_ID = "plan"
+# Stream events nothing acts on before the next urgent one (a tool call's start, any
+# lifecycle event): the store may hold them briefly to share that one's commit
+# (Store.submit(lazy=True)). A tool.started is urgent: a crash while the tool runs must
+# find it in the record.
+LAZY_EVENTS = (TextDelta, ThinkingDelta, MessageCompleted, Usage, ToolFinished)
 
 
 class Stalled(TimeoutError):
@@ -267,6 +272,7 @@ class Supervisor:
         """Wait until every submitted stream event is committed; surface a write failure."""
         pending, self._unacked = self._unacked, []
         if pending:
+            self.store.urge()  # lazy ones among them: commit them now, we wait for them
             for result in await asyncio.gather(*pending, return_exceptions=True):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     raise result
@@ -768,7 +774,7 @@ class Supervisor:
             ev = self._delta_buf.with_(text="".join(self._delta_parts), session_id=self.session_id,
                                        subtask_id=run.sub.id, attempt=run.attempt or None)
             self._delta_buf, self._delta_parts, self._delta_run = None, [], None
-            self._unacked.append(self.store.submit(ev))
+            self._unacked.append(self.store.submit(ev, lazy=True))
 
     async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
         """One backend event: deltas are coalesced, tool events go through the ledger,
@@ -794,7 +800,7 @@ class Supervisor:
             ev = fin
         elif isinstance(ev, MessageCompleted) and ev.role == "assistant" and ev.text:
             run.last_text = ev.text
-        self._unacked.append(self.store.submit(ev))
+        self._unacked.append(self.store.submit(ev, lazy=isinstance(ev, LAZY_EVENTS)))
 
     # ------------------------------------------------------------------ checks, plan, errors
 
