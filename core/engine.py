@@ -260,11 +260,14 @@ class Supervisor:
     def _emit_soon(self, ev: Event) -> None:
         """Submit a lifecycle event whose commit the next awaited one confirms (the
         writer commits in order): one wait for two events, and its failure still stops
-        the run at the next step. Only for an event that nothing acts on before then."""
-        self._soon.append(self.store.submit(ev.with_(session_id=self.session_id)))
+        the run at the next step. Only for an event that nothing acts on before then (so
+        it is lazy: the store holds it for the next one's commit)."""
+        self._soon.append(self.store.submit(ev.with_(session_id=self.session_id), lazy=True))
 
     async def _check_soon(self) -> None:
         soon, self._soon = self._soon, []
+        if soon:
+            self.store.urge()  # (they are lazy: we wait for them now)
         for future in soon:
             await future
 
@@ -504,7 +507,7 @@ class Supervisor:
                         if outcome is None:
                             run.retry.on_success()
                             run.settled = True
-                            return await self._finish_subtask(run, "done", "")
+                            return await self._finish_subtask(run, "done", "", soon=True)
                 decision = await self._on_error(run, outcome)
                 if decision.retry:
                     waited = await self._countdown(run, decision)
@@ -587,11 +590,17 @@ class Supervisor:
         notes, self._notes = self._notes, []
         return prompts.note_context(notes)
 
-    async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str) -> str:
+    async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str, *, soon: bool = False) -> str:
+        """Record a subtask's end. ``soon`` (a success): the next awaited event confirms its
+        commit (the next subtask's start, or session.finished), as with _emit_soon."""
         run.settled = True  # from here a retry runs it again: it cannot restart what has ended
         finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None
+        if soon and error is None:
+            self._emit_soon(finished)
+            self._done_subtasks.add(run.sub.id)
+            return status
         await self._check_soon()
         await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
         if status in ("done", "skipped"):
@@ -700,9 +709,10 @@ class Supervisor:
         stalled: list[str] = []
         watchdog = asyncio.ensure_future(self._watch(run, ledger, progress, stalled, asyncio.current_task()))
         try:
+            handle = self._handle
             async for ev in agen:
                 progress[0] += 1
-                await self._handle(run, ev, ledger)
+                handle(run, ev, ledger)
         except asyncio.CancelledError:
             if stalled:
                 raise Stalled(stalled[0]) from None
@@ -776,9 +786,10 @@ class Supervisor:
             self._delta_buf, self._delta_parts, self._delta_run = None, [], None
             self._unacked.append(self.store.submit(ev, lazy=True))
 
-    async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
+    def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
         """One backend event: deltas are coalesced, tool events go through the ledger,
-        everything is stamped once and submitted without waiting for its commit."""
+        everything is stamped once and submitted without waiting for its commit (a plain
+        call: nothing here awaits, and a coroutine per event cost more than the work)."""
         if isinstance(ev, (TextDelta, ThinkingDelta)):
             if ev.text:
                 self._buffer_delta(ev, run)

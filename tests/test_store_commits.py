@@ -106,7 +106,7 @@ async def test_a_run_commits_its_paired_lifecycle_events_together(tmp_path: Path
         assert await sup.run() == "done"
         assert ["session.started", "plan.ready"] in seen
         assert ["subtask.started", "attempt.started"] in seen
-        assert seen[-1] == ["session.finished"]
+        assert seen[-1] == ["subtask.finished", "session.finished"]  # a success: confirmed by the end
         assert await store.lease_owner(sup.session_id) is None  # released in that same commit
         rows = await store.run_read(lambda c: c.execute_fetchall("SELECT COUNT(*) FROM leases"))
         assert list(rows)[0][0] == 0
@@ -269,7 +269,10 @@ async def test_a_streaming_turn_takes_one_commit(tmp_path: Path) -> None:
         start = next(i for i, b in enumerate(seen) if "attempt.started" in b)
         end = next(i for i, b in enumerate(seen) if "subtask.finished" in b)
         turns = seen[start + 1:end]  # (the last: the final answer, committed as the attempt ends)
-        assert [b.count("tool.started") for b in turns] == [1, 1, 1, 1, 0]
+        # every commit is a tool call's start (with the turn before it), but the last; a
+        # consumer running behind the SDK may find two turns queued at once: fewer, never more
+        assert sum(b.count("tool.started") for b in turns) == 4 and len(turns) <= 5
+        assert all("tool.started" in b for b in turns[:-1])
         assert all(b[0] == "tool.finished" for b in turns[1:])  # the turn before, in the same commit
         items = await store.agents_session(f"{sup.session_id}:a").get_items()
         assert sum(1 for i in items if i.get("type") == "function_call_output") == 4

@@ -242,11 +242,12 @@ class _Pending:
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "sync")
 
-    def __init__(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
-        self.fn = fn
+    def __init__(self, fn: Callable[..., Any], future: asyncio.Future[Any], sync: bool = False) -> None:
+        self.fn = fn  # async fn(aiosqlite conn); with sync, plain fn(sqlite3 conn), run in one hop
         self.future = future
+        self.sync = sync
 
 
 class _RowJob:
@@ -544,6 +545,15 @@ class Store:
         self._wake.set()
         return await future
 
+    async def _run_write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``run_write`` for plain sqlite3 code: its transaction in one hop to the thread."""
+        if self._closing:
+            raise StoreError(f"the store {self.path} is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(fn, future, sync=True))
+        self._wake.set()
+        return await future
+
     async def run_rows(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(raw sqlite3 connection)`` in the writer's next transaction, after the
         events queued before it; returns once that transaction has committed. For writes
@@ -687,7 +697,11 @@ class Store:
         self.stats.jobs += 1
         try:
             assert self._wconn is not None
-            result = await in_transaction(self._wconn, job.fn)
+            if job.sync:
+                fn = job.fn
+                result = await run_sync(self._wconn, lambda raw: transaction_sync(raw, fn))
+            else:
+                result = await in_transaction(self._wconn, job.fn)
         except BaseException as e:  # noqa: B036 - handed to the caller, writer goes on
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -939,14 +953,14 @@ class Store:
             "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
             (session_id, self.owner, self.clock.now() + ttl_s, self.pid, self.host))
 
-    # Taking and refreshing a lease are transactions of their own (run_write jobs, in one
-    # hop); giving it up rides in the writer's next transaction (run_rows), so a runner's
+    # Taking and refreshing a lease are transactions of their own (writer jobs, each in one
+    # hop to the writer's thread); giving it up rides in the writer's next transaction (run_rows), so a runner's
     # session.finished and its release are one commit.
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Become the one runner of ``session_id``; LeaseHeld if a live runner has it. An
         expired lease, or one of a dead process on this host, is taken over."""
-        await self.run_write(lambda conn: run_sync(conn, lambda raw: self._take_lease(raw, session_id, ttl_s)))
+        await self._run_write_sync(lambda raw: self._take_lease(raw, session_id, ttl_s))
 
     async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Extend our lease; if it was lost meanwhile, take it again or raise LeaseHeld."""
@@ -957,7 +971,7 @@ class Store:
             if cursor.rowcount == 0:
                 self._take_lease(conn, session_id, ttl_s)
 
-        await self.run_write(lambda conn: run_sync(conn, refresh))
+        await self._run_write_sync(refresh)
 
     async def release_lease(self, session_id: str) -> None:
         await self.release_lease_soon(session_id)
