@@ -13,6 +13,8 @@ CONTRACT (other modules code against exactly this; the implementation may add mo
                                             # (None if dropped: a 2nd tool.finished for a call_id,
                                             #  or a tool.started for a call that already finished)
     fut = store.submit(event)               # same, without waiting: asyncio.Future[Event | None]
+    fut = store.submit(event, lazy=True)    #   held up to 25 ms for the next urgent commit (LAZY_S)
+    store.urge()                            # commit what is queued now, lazy items too
     await store.flush()                     # wait until everything submitted so far is committed
     unsubscribe = store.subscribe(callback) # callback(list[Event]) called in the event loop after
                                             # each commit, with the committed events in seq order
