@@ -1,6 +1,6 @@
 """What supervising an agent costs: Shepherd against the bare openai-agents Runner.
 
-    python bench/overhead_bench.py [--steps N] [--words W] [--tools T] [--runs R] [--http]
+    python bench/overhead_bench.py [--steps N] [--words W] [--tools T] [--runs R] [--http] [--delay-ms D]
 
 The same scripted conversation (N model calls, each streaming W word deltas and making T
 parallel list_files/read_file calls, then a final answer) runs three ways:
@@ -18,6 +18,12 @@ parallel list_files/read_file calls, then a final answer) runs three ways:
 With ``--http`` the model is the real OpenAI chat-completions client against the loopback
 fake server (tests/fakes/fake_openai.py) instead of the in-process scripted model.
 Prints the median wall time per run, events per second, and each ratio to the peer.
+
+By default the scripted model takes no time at all: a turn is ~5 ms of pure CPU, so the
+ratios are Shepherd's CPU and commit cost against the SDK's own, the worst case (a real
+model streams a turn for seconds, and the commits happen while it does). ``--delay-ms D``
+paces every delta D real ms apart in all variants alike (e.g. ``--delay-ms 10 --runs 3``:
+~100 tokens/s, a real model's pace), which shows what supervising costs at that pace.
 """
 
 from __future__ import annotations
@@ -40,16 +46,17 @@ from core.clock import RealClock  # noqa: E402
 from core.events import new_id  # noqa: E402
 from core.task import Task, task_from_dict  # noqa: E402
 
+CLOCK_SCALE = 0.0  # the engine's waits (none in this scenario) and the model's pacing: see --delay-ms
 WORDS = "the parser swaps day and month in the slash branch so we fix the unpacking order".split()
 
 
-def scenario(ws: Path, steps: int, words: int, tools: int) -> list[dict[str, Any]]:
-    out = []
+def scenario(ws: Path, steps: int, words: int, tools: int, delay_ms: int = 0) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for i in range(steps):
         text = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(words))
         calls = [{"name": "list_files", "args": {"path": "."}} if k % 2 == 0
                  else {"name": "read_file", "args": {"path": "README.md"}} for k in range(tools)]
-        out.append({"text": text, "tools": calls})
+        out.append({"text": text, "tools": calls, **({"delay_ms": delay_ms} if delay_ms else {})})
     return out
 
 
@@ -67,7 +74,7 @@ def ctx_for(task: Task, **kw: Any) -> AttemptContext:
     sub = task.subtasks[0]
     return AttemptContext(session_id="bench", task=task, subtask=sub, attempt=1, reason="first",
                           prompt=sub.prompt, prompt_extra="", continue_history=False,
-                          workspace=task.workspace, clock=RealClock(scale=0.0), **kw)
+                          workspace=task.workspace, clock=RealClock(scale=CLOCK_SCALE), **kw)
 
 
 async def run_peer(task: Task, api: Any, db_path: Path | None = None) -> int:
@@ -124,7 +131,7 @@ async def run_shepherd(task: Task, api: Any, store: Any) -> int:
     open for its whole life, so opening the file is not part of a run)."""
     from core.engine import Supervisor
 
-    sup = Supervisor(store, task, backend=make_backend(api), clock=RealClock(scale=0.0), interactive=False)
+    sup = Supervisor(store, task, backend=make_backend(api), clock=RealClock(scale=CLOCK_SCALE), interactive=False)
     status = await sup.run()
     assert status == "done", status
     await store.flush()
@@ -150,13 +157,17 @@ async def main() -> None:
     ap.add_argument("--tools", type=int, default=2, help="parallel tool calls per model call (default 2)")
     ap.add_argument("--runs", type=int, default=9, help="runs per variant; the median is reported")
     ap.add_argument("--http", action="store_true", help="real OpenAI client against the loopback fake server")
+    ap.add_argument("--delay-ms", type=int, default=0,
+                    help="real ms between the scripted model's deltas (default 0: no model time at all)")
     args = ap.parse_args()
+    global CLOCK_SCALE
+    CLOCK_SCALE = 1.0 if args.delay_ms > 0 else 0.0
 
     tmp = Path(tempfile.mkdtemp(prefix="shepherd-bench-"))
     ws = tmp / "ws"
     ws.mkdir()
     (ws / "README.md").write_text("# bench\n" + "a line of readme text\n" * 20)
-    steps = scenario(ws, args.steps, args.words, args.tools)
+    steps = scenario(ws, args.steps, args.words, args.tools, args.delay_ms)
     fake = None
     if args.http:
         from tests.fakes.fake_openai import FakeOpenAI
@@ -192,6 +203,8 @@ async def main() -> None:
         fake.__exit__(None, None, None)
 
     model = "OpenAI chat completions over loopback HTTP" if args.http else "in-process scripted model"
+    if args.delay_ms and not args.http:
+        model += f", {args.delay_ms} ms between deltas"
     print(f"scenario: {args.steps} model calls x ({args.words} deltas + {args.tools} parallel tools) "
           f"+ final answer; {model}; median of {args.runs} runs")
     print(f"{'variant':<10} {'time/run':>10} {'events':>8} {'events/s':>10} {'vs peer':>8}")

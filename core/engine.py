@@ -24,7 +24,7 @@ from core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, MessageCompleted, PlanReady,
     RetryScheduled, SessionFinished, SessionPaused, SessionResumed, SessionStarted,
     SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted,
-    new_id, new_session_id,
+    Usage, new_id, new_session_id,
 )
 from core.ledger import ToolLedger
 from core.retry import RetryDecision, RetryState, policies_for
@@ -38,6 +38,11 @@ DELTA_WINDOW_S = 0.025  # real seconds a text delta may wait to be merged with t
 COMMAND_POLL_S = 0.25  # real seconds between looks at the commands table and PAUSE file
 LEASE_TTL_S = 30.0
 PLAN_ID = "plan"
+# Stream events nothing acts on before the next urgent one (a tool call's start, any
+# lifecycle event): the store may hold them briefly to share that one's commit
+# (Store.submit(lazy=True)). A tool.started is urgent: a crash while the tool runs must
+# find it in the record.
+LAZY_EVENTS = (TextDelta, ThinkingDelta, MessageCompleted, Usage, ToolFinished)
 
 
 class Stalled(TimeoutError):
@@ -255,11 +260,14 @@ class Supervisor:
     def _emit_soon(self, ev: Event) -> None:
         """Submit a lifecycle event whose commit the next awaited one confirms (the
         writer commits in order): one wait for two events, and its failure still stops
-        the run at the next step. Only for an event that nothing acts on before then."""
-        self._soon.append(self.store.submit(ev.with_(session_id=self.session_id)))
+        the run at the next step. Only for an event that nothing acts on before then (so
+        it is lazy: the store holds it for the next one's commit)."""
+        self._soon.append(self.store.submit(ev.with_(session_id=self.session_id), lazy=True))
 
     async def _check_soon(self) -> None:
         soon, self._soon = self._soon, []
+        if soon:
+            self.store.urge()  # (they are lazy: we wait for them now)
         for future in soon:
             await future
 
@@ -267,6 +275,7 @@ class Supervisor:
         """Wait until every submitted stream event is committed; surface a write failure."""
         pending, self._unacked = self._unacked, []
         if pending:
+            self.store.urge()  # lazy ones among them: commit them now, we wait for them
             for result in await asyncio.gather(*pending, return_exceptions=True):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     raise result
@@ -498,7 +507,7 @@ class Supervisor:
                         if outcome is None:
                             run.retry.on_success()
                             run.settled = True
-                            return await self._finish_subtask(run, "done", "")
+                            return await self._finish_subtask(run, "done", "", soon=True)
                 decision = await self._on_error(run, outcome)
                 if decision.retry:
                     waited = await self._countdown(run, decision)
@@ -581,11 +590,17 @@ class Supervisor:
         notes, self._notes = self._notes, []
         return prompts.note_context(notes)
 
-    async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str) -> str:
+    async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str, *, soon: bool = False) -> str:
+        """Record a subtask's end. ``soon`` (a success): the next awaited event confirms its
+        commit (the next subtask's start, or session.finished), as with _emit_soon."""
         run.settled = True  # from here a retry runs it again: it cannot restart what has ended
         finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None
+        if soon and error is None:
+            self._emit_soon(finished)
+            self._done_subtasks.add(run.sub.id)
+            return status
         await self._check_soon()
         await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
         if status in ("done", "skipped"):
@@ -694,9 +709,10 @@ class Supervisor:
         stalled: list[str] = []
         watchdog = asyncio.ensure_future(self._watch(run, ledger, progress, stalled, asyncio.current_task()))
         try:
+            handle = self._handle
             async for ev in agen:
                 progress[0] += 1
-                await self._handle(run, ev, ledger)
+                handle(run, ev, ledger)
         except asyncio.CancelledError:
             if stalled:
                 raise Stalled(stalled[0]) from None
@@ -768,11 +784,12 @@ class Supervisor:
             ev = self._delta_buf.with_(text="".join(self._delta_parts), session_id=self.session_id,
                                        subtask_id=run.sub.id, attempt=run.attempt or None)
             self._delta_buf, self._delta_parts, self._delta_run = None, [], None
-            self._unacked.append(self.store.submit(ev))
+            self._unacked.append(self.store.submit(ev, lazy=True))
 
-    async def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
+    def _handle(self, run: _SubtaskRun, ev: Event, ledger: ToolLedger) -> None:
         """One backend event: deltas are coalesced, tool events go through the ledger,
-        everything is stamped once and submitted without waiting for its commit."""
+        everything is stamped once and submitted without waiting for its commit (a plain
+        call: nothing here awaits, and a coroutine per event cost more than the work)."""
         if isinstance(ev, (TextDelta, ThinkingDelta)):
             if ev.text:
                 self._buffer_delta(ev, run)
@@ -794,7 +811,7 @@ class Supervisor:
             ev = fin
         elif isinstance(ev, MessageCompleted) and ev.role == "assistant" and ev.text:
             run.last_text = ev.text
-        self._unacked.append(self.store.submit(ev))
+        self._unacked.append(self.store.submit(ev, lazy=isinstance(ev, LAZY_EVENTS)))
 
     # ------------------------------------------------------------------ checks, plan, errors
 

@@ -4,6 +4,7 @@ the engine's paired lifecycle events share a commit, and the store's one-look sc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -105,7 +106,7 @@ async def test_a_run_commits_its_paired_lifecycle_events_together(tmp_path: Path
         assert await sup.run() == "done"
         assert ["session.started", "plan.ready"] in seen
         assert ["subtask.started", "attempt.started"] in seen
-        assert seen[-1] == ["session.finished"]
+        assert seen[-1] == ["subtask.finished", "session.finished"]  # a success: confirmed by the end
         assert await store.lease_owner(sup.session_id) is None  # released in that same commit
         rows = await store.run_read(lambda c: c.execute_fetchall("SELECT COUNT(*) FROM leases"))
         assert list(rows)[0][0] == 0
@@ -169,3 +170,111 @@ def test_with_is_dataclasses_replace() -> None:
         assert type(ev.with_()) is cls
         with pytest.raises(TypeError):
             ev.with_(no_such_field=1)
+
+
+# --- lazy items: held for the next urgent commit -------------------------------------------
+
+
+async def _turns(n: int = 5) -> None:
+    for _ in range(n):  # a few loop iterations: time for the writer to act, were it to
+        await asyncio.sleep(0)
+
+
+async def test_a_lazy_event_waits_for_the_next_urgent_one_and_shares_its_commit(store: Store) -> None:
+    store.lazy_s = 3600.0  # (held until something urgent comes: no timing in the test)
+    seen: list[list[str]] = []
+    store.subscribe(lambda evs: seen.append([e.type for e in evs]))
+    text = store.submit(TextDelta(session_id="z", text="streamed"), lazy=True)
+    end = store.submit(ToolFinished(session_id="z", call_id="c0", output="ok"), lazy=True)
+    await _turns()
+    assert not text.done() and not end.done()  # held: nothing else to commit with yet
+    started = store.submit(ToolStarted(session_id="z", call_id="c1", name="t"))
+    await asyncio.wait_for(asyncio.gather(text, end, started), 10)
+    assert seen == [["text.delta", "tool.finished", "tool.started"]]
+
+
+async def test_urge_flush_and_close_end_the_hold(tmp_path: Path) -> None:
+    s = await Store.open(tmp_path / "u.db", clock=FakeClock())
+    s.lazy_s = 3600.0
+    try:
+        first = s.submit(TextDelta(session_id="u", text="a"), lazy=True)
+        await _turns()
+        s.urge()
+        assert (await asyncio.wait_for(first, 10)).seq == 1  # type: ignore[union-attr]
+        second = s.submit(TextDelta(session_id="u", text="b"), lazy=True)
+        await asyncio.wait_for(s.flush(), 10)
+        assert second.done()
+        third = s.submit(TextDelta(session_id="u", text="c"), lazy=True)
+        await _turns()
+    finally:
+        await asyncio.wait_for(s.close(), 10)
+    assert third.done() and third.result().seq == 3  # type: ignore[union-attr]
+
+
+async def test_a_deferred_history_write_returns_before_its_commit_and_reads_see_it(store: Store) -> None:
+    store.lazy_s = 3600.0
+    history = store.agents_session("d", deferred=True)
+    await history.add_items([{"role": "assistant", "content": "turn 1"}])
+    with sqlite3.connect(str(store.path)) as conn:  # not committed yet: the SDK went on anyway
+        assert conn.execute("SELECT COUNT(*) FROM agent_items").fetchone()[0] == 0
+    conn.close()
+    assert await asyncio.wait_for(history.get_items(), 10) == [{"role": "assistant", "content": "turn 1"}]
+    await history.add_items([{"role": "assistant", "content": "turn 2"}])
+    await asyncio.wait_for(history.settle(), 10)
+    with sqlite3.connect(str(store.path)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM agent_items").fetchone()[0] == 2
+    conn.close()
+
+
+async def test_a_failed_deferred_history_write_is_raised_and_nothing_lands_after_it(store: Store) -> None:
+    from core.store.agents_session import HistoryWriteFailed
+
+    await store.run_rows(lambda c: c.execute(
+        "CREATE TEMP TRIGGER no_boom BEFORE INSERT ON agent_items WHEN NEW.item_json LIKE '%boom%' "
+        "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"))
+    store.lazy_s = 3600.0
+    history = store.agents_session("f", deferred=True)
+    await history.add_items([{"role": "user", "content": "kept"}])
+    await history.settle()
+    await history.add_items([{"role": "assistant", "content": "boom"}])  # fails on the writer
+    await history.add_items([{"role": "assistant", "content": "after the gap"}])  # queued behind it
+    with pytest.raises(HistoryWriteFailed):
+        await asyncio.wait_for(history.settle(), 10)
+    with pytest.raises(HistoryWriteFailed):  # and on every later call
+        await history.add_items([{"role": "assistant", "content": "later"}])
+    with pytest.raises(HistoryWriteFailed):
+        await history.get_items()
+    assert await store.agents_session("f").get_items() == [{"role": "user", "content": "kept"}]
+
+
+async def test_a_streaming_turn_takes_one_commit(tmp_path: Path) -> None:
+    """A turn's text, tool ends and history rows ride with the next tool call's start (or
+    the attempt's end): one commit per turn, not two; nothing waits on a held item."""
+    from core.engine import Supervisor
+    from core.task import task_from_dict
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("a\n")
+    steps = [{"text": f"look {i}", "tools": [{"name": "read_file", "args": {"path": "a.txt"}}]} for i in range(4)]
+    task = task_from_dict({"title": "t", "backend": "scripted", "workspace": str(ws), "heartbeat_s": 86400,
+                           "subtasks": [{"id": "a", "prompt": "p", "steps": steps}]})
+    store = await Store.open(tmp_path / "t.db")
+    store.lazy_s = 3600.0  # a held item is committed only by an urgent one, or by a wait for it
+    seen: list[list[str]] = []
+    store.subscribe(lambda evs: seen.append([e.type for e in evs]))
+    try:
+        sup = Supervisor(store, task, clock=FakeClock(), interactive=False)
+        assert await asyncio.wait_for(sup.run(), 60) == "done"
+        start = next(i for i, b in enumerate(seen) if "attempt.started" in b)
+        end = next(i for i, b in enumerate(seen) if "subtask.finished" in b)
+        turns = seen[start + 1:end]  # (the last: the final answer, committed as the attempt ends)
+        # every commit is a tool call's start (with the turn before it), but the last; a
+        # consumer running behind the SDK may find two turns queued at once: fewer, never more
+        assert sum(b.count("tool.started") for b in turns) == 4 and len(turns) <= 5
+        assert all("tool.started" in b for b in turns[:-1])
+        assert all(b[0] == "tool.finished" for b in turns[1:])  # the turn before, in the same commit
+        items = await store.agents_session(f"{sup.session_id}:a").get_items()
+        assert sum(1 for i in items if i.get("type") == "function_call_output") == 4
+    finally:
+        await store.close()

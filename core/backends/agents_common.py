@@ -113,7 +113,8 @@ async def open_session(ctx: AttemptContext, factory: SessionFactory | None = Non
         return session, False
     if ctx.store is not None and hasattr(ctx.store, "agents_session"):
         # through the supervisor's store: one writer, no second connection fighting for the lock
-        return ctx.store.agents_session(key), False
+        # (deferred: a turn's history rows share the commit of the next urgent event)
+        return ctx.store.agents_session(key, deferred=True), False
     if ctx.db_path is not None:
         from core.store import open_agents_session
 
@@ -415,6 +416,9 @@ async def run_agent_attempt(ctx: AttemptContext, agent: "Agent[Any]",
         result = run_streamed(ctx, agent, run_input, session, hooks=timer)
         async for ev in stream_run(result, ctx, timer.durations):  # type: ignore[attr-defined]
             yield ev
+        settle = getattr(session, "settle", None)
+        if settle is not None:  # a deferred session: the attempt ends with its history committed
+            await settle()
     finally:
         if owned:
             await session.close()

@@ -8,6 +8,7 @@ against the SDK's ``Session`` protocol; the SDK is imported only when a session 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -27,21 +28,56 @@ def _default_settings(settings: Any) -> Any:
     return coerce_session_settings(settings)
 
 
+class HistoryWriteFailed(RuntimeError):
+    """An earlier deferred history write of this session failed: nothing is written after
+    it (the stored history must not skip a turn)."""
+
+
 class AgentsSession:
     """``session_id``, ``session_settings``, ``get_items``, ``add_items``, ``pop_item``,
-    ``clear_session`` over agent_items(session_id, position, item_json)."""
+    ``clear_session`` over agent_items(session_id, position, item_json).
+
+    ``deferred`` (a Store's session in a run): ``add_items`` queues the turn's rows as lazy
+    writes (Store.submit_rows(lazy=True)) and returns without waiting for their commit; they
+    share the next urgent commit (the next tool call's start, or the attempt's end). What
+    the SDK does next is a model request, which changes nothing a crash could leave half
+    done. ``settle()`` waits for them and raises a failed one; every other call settles
+    first (a read sees the rows), and once one write failed no later one is written."""
 
     def __init__(self, session_id: str, executor: Executor, *, session_settings: Any = None,
-                 owned: Database | None = None) -> None:
+                 owned: Database | None = None, deferred: bool = False) -> None:
         self.session_id = session_id
         self.session_settings = _default_settings(session_settings)
         self._db = executor
         self._owned = owned
+        self._deferred = deferred and hasattr(executor, "submit_rows")
+        self._writes: list[asyncio.Future[Any]] = []  # deferred writes not yet settled
+        self._failed: BaseException | None = None
+        self._broken = False  # (written on the writer's thread) one of our writes failed there
+
+    async def settle(self) -> None:
+        """Wait until this session's deferred writes are committed; raise if one failed."""
+        if self._writes:
+            urge = getattr(self._db, "urge", None)
+            if urge is not None:
+                urge()
+            writes, self._writes = self._writes, []
+            for future in writes:
+                try:
+                    await future
+                except Exception as e:  # noqa: BLE001 - kept, raised below and on every later call
+                    if self._failed is None:
+                        self._failed = e
+        if self._failed is not None:
+            raise HistoryWriteFailed(f"a history write of {self.session_id} failed: {self._failed}") \
+                from self._failed
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """All items in order, or the latest ``limit`` of them (still in order)."""
         if limit is None:
             limit = getattr(self.session_settings, "limit", None)
+
+        await self.settle()
 
         async def read(conn: aiosqlite.Connection) -> list[Any]:
             if limit is None:
@@ -67,12 +103,33 @@ class AgentsSession:
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO agent_items (session_id, item_json) VALUES (?, ?)", rows)
 
-        # (the SDK adds a turn's items after the turn: with a Store they share the commit
-        # of that turn's events, and the SDK goes on only once they are committed)
-        await self._db.run_rows(write)
+        if not self._deferred:
+            # (the SDK adds a turn's items after the turn: with a Store they share the commit
+            # of that turn's events, and the SDK goes on once they are committed)
+            await self._db.run_rows(write)
+            return
+        self._writes = [f for f in self._writes if not _committed(f)]
+        if self._failed is not None or any(f.done() for f in self._writes):
+            await self.settle()  # raises: a write failed
+        earlier = list(self._writes)
+
+        def write_after(conn: sqlite3.Connection) -> None:
+            # (on the writer's thread, in order: an earlier write of ours that failed, in this
+            # transaction or one before, means this one must not land after the gap)
+            if self._broken or any(f.done() and not _committed(f) for f in earlier):
+                raise HistoryWriteFailed(f"an earlier history write of {self.session_id} failed")
+            try:
+                write(conn)
+            except BaseException:
+                self._broken = True
+                raise
+
+        self._writes.append(self._db.submit_rows(write_after, lazy=True))  # type: ignore[attr-defined]
 
     async def pop_item(self) -> Any | None:
         """Remove and return the latest item; None when the session is empty."""
+        await self.settle()
+
         def pop(conn: sqlite3.Connection) -> Any | None:
             while True:
                 rows = conn.execute(
@@ -89,6 +146,8 @@ class AgentsSession:
         return await self._db.run_rows(pop)
 
     async def clear_session(self) -> None:
+        await self.settle()
+
         def clear(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM agent_items WHERE session_id = ?", (self.session_id,))
 
@@ -96,8 +155,13 @@ class AgentsSession:
 
     async def close(self) -> None:
         """Closes the connection if this session opened its own (not a Store's)."""
+        await self.settle()
         if self._owned is not None:
             await self._owned.close()
+
+
+def _committed(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _decode(rows: Any) -> list[Any]:

@@ -13,6 +13,8 @@ CONTRACT (other modules code against exactly this; the implementation may add mo
                                             # (None if dropped: a 2nd tool.finished for a call_id,
                                             #  or a tool.started for a call that already finished)
     fut = store.submit(event)               # same, without waiting: asyncio.Future[Event | None]
+    fut = store.submit(event, lazy=True)    #   held up to 25 ms for the next urgent commit (LAZY_S)
+    store.urge()                            # commit what is queued now, lazy items too
     await store.flush()                     # wait until everything submitted so far is committed
     unsubscribe = store.subscribe(callback) # callback(list[Event]) called in the event loop after
                                             # each commit, with the committed events in seq order
@@ -197,6 +199,12 @@ T = TypeVar("T")
 # dropped. WriterStats records the worst wait actually seen.
 MAX_WAIT_S = 0.05
 MAX_BATCH = 500
+# A *lazy* item (``submit(..., lazy=True)``: stream text, usage, a tool's end, the history
+# rows of a turn) is what nothing acts on before the next urgent one: the writer holds a
+# queue of lazy items alone for up to LAZY_S, so they share the commit of the next urgent
+# event (the next tool call's start, a lifecycle event, anything awaited) instead of taking
+# one of their own. Within the 50 ms bound; ``urge()`` and ``flush()`` end the hold at once.
+LAZY_S = 0.025
 # WAL + NORMAL: a commit is in the OS once COMMIT returns, so SIGKILL loses nothing
 # acknowledged; only a power cut / kernel crash can drop the last commits (FULL would fsync
 # every commit). Chosen after measuring both, see bench/store_bench.py and the report.
@@ -222,34 +230,39 @@ class WriterStats:
 
 
 class _Pending:
-    __slots__ = ("event", "head", "future", "t0", "with_next")
+    __slots__ = ("event", "head", "future", "t0", "with_next", "lazy")
 
     def __init__(self, event: Event, head: str, future: asyncio.Future[Event | None], t0: float,
-                 with_next: bool = False) -> None:
+                 with_next: bool = False, lazy: bool = False) -> None:
         self.event = event  # the store's own copy, ts set; the writer sets its seq
         self.head = head  # its JSON without seq
         self.future = future
         self.t0 = t0
         self.with_next = with_next  # committed in the same transaction as the next one
+        self.lazy = lazy  # may wait up to LAZY_S for an urgent item to share its commit
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "sync")
 
-    def __init__(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
-        self.fn = fn
+    def __init__(self, fn: Callable[..., Any], future: asyncio.Future[Any], sync: bool = False) -> None:
+        self.fn = fn  # async fn(aiosqlite conn); with sync, plain fn(sqlite3 conn), run in one hop
         self.future = future
+        self.sync = sync
 
 
 class _RowJob:
     """``run_rows``' work: plain sqlite3 code that touches no event table, committed in
     the writer's next transaction together with the events queued around it."""
 
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "t0", "lazy")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any],
+                 lazy: bool = False) -> None:
         self.fn = fn
         self.future = future
+        self.t0 = time.perf_counter()
+        self.lazy = lazy
 
 
 class _Barrier:
@@ -380,6 +393,7 @@ class Store:
         self.synchronous = synchronous.upper()
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = MAX_WAIT_S
+        self.lazy_s = LAZY_S
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{os.urandom(4).hex()}"
@@ -393,6 +407,7 @@ class Store:
         self._job_events: list[Event] = []
         self._closing = False
         self._closed = False
+        self._urged = False  # commit what is queued now, lazy or not (see LAZY_S)
         self._scrubber_now: Scrubber | None = None
         self.damaged_events: set[tuple[str, int]] = set()  # (session, seq) of events that did not decode
 
@@ -452,9 +467,10 @@ class Store:
 
     # --- writing -------------------------------------------------------------------
 
-    def submit(self, event: Event) -> asyncio.Future[Event | None]:
+    def submit(self, event: Event, *, lazy: bool = False) -> asyncio.Future[Event | None]:
         """Queue ``event``; the future resolves to the committed event (seq, ts set) or
-        None if it was dropped as a duplicate."""
+        None if it was dropped as a duplicate. ``lazy``: nothing acts on it before the next
+        urgent submit, whose commit it may wait for (up to LAZY_S; see ``urge``)."""
         if self._closing:
             raise StoreError(f"the store {self.path} is closed")
         if not event.session_id:
@@ -464,9 +480,18 @@ class Store:
         own, head = prepare(event, ts)
         if not scrubber.clean_json(head):  # (most events: nothing to scrub, one look at their JSON)
             own, head = prepare(scrub_event(event, scrubber), ts)
-        self._queue.append(_Pending(own, head, future, time.perf_counter()))
-        self._wake.set()
+        queue = self._queue
+        if not (lazy and queue):  # (a lazy item behind others changes no wait of the writer's)
+            self._wake.set()
+        queue.append(_Pending(own, head, future, time.perf_counter(), lazy=lazy))
         return future
+
+    def urge(self) -> None:
+        """Commit everything queued so far at once, lazy items too (a caller is about to
+        wait for them)."""
+        if self._queue:
+            self._urged = True
+            self._wake.set()
 
     async def append(self, event: Event) -> Event | None:
         return await self.submit(event)
@@ -521,6 +546,15 @@ class Store:
         self._wake.set()
         return await future
 
+    async def _run_write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``run_write`` for plain sqlite3 code: its transaction in one hop to the thread."""
+        if self._closing:
+            raise StoreError(f"the store {self.path} is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(fn, future, sync=True))
+        self._wake.set()
+        return await future
+
     async def run_rows(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(raw sqlite3 connection)`` in the writer's next transaction, after the
         events queued before it; returns once that transaction has committed. For writes
@@ -531,13 +565,15 @@ class Store:
         the rest of the transaction commits."""
         return await self.submit_rows(fn)
 
-    def submit_rows(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """``run_rows`` without waiting: queued at once, behind everything submitted so far."""
+    def submit_rows(self, fn: Callable[[sqlite3.Connection], T], *, lazy: bool = False) -> asyncio.Future[T]:
+        """``run_rows`` without waiting: queued at once, behind everything submitted so far
+        (``lazy`` as for ``submit``)."""
         if self._closing:
             raise StoreError(f"the store {self.path} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_RowJob(fn, future))
-        self._wake.set()
+        if not (lazy and self._queue):
+            self._wake.set()
+        self._queue.append(_RowJob(fn, future, lazy))
         return future
 
     async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
@@ -558,6 +594,8 @@ class Store:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if not self._urged and not self._closing and await self._hold_lazy():
+                continue
             head = queue[0]
             if isinstance(head, _Barrier):
                 queue.popleft()
@@ -572,7 +610,25 @@ class Store:
             while queue and isinstance(queue[0], (_Pending, _RowJob)) and (
                     len(items) < self.max_batch or getattr(items[-1], "with_next", False)):
                 items.append(queue.popleft())  # type: ignore[arg-type]
+            self._urged = False
             await self._commit(items)
+
+    async def _hold_lazy(self) -> bool:
+        """While only lazy items are queued, wait (up to lazy_s after the oldest) for an
+        urgent one to share their commit. True when woken early (look at the queue again)."""
+        queue = self._queue
+        head = queue[0]
+        if not getattr(head, "lazy", False):
+            return False
+        left = head.t0 + self.lazy_s - time.perf_counter()  # type: ignore[union-attr]
+        if left <= 0 or not all(getattr(item, "lazy", False) for item in queue):
+            return False
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), left)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _commit(self, items: list[_Pending | _RowJob]) -> None:
         """One transaction: the events of ``items``, then their row jobs (in a savepoint each)."""
@@ -642,7 +698,11 @@ class Store:
         self.stats.jobs += 1
         try:
             assert self._wconn is not None
-            result = await in_transaction(self._wconn, job.fn)
+            if job.sync:
+                fn = job.fn
+                result = await run_sync(self._wconn, lambda raw: transaction_sync(raw, fn))
+            else:
+                result = await in_transaction(self._wconn, job.fn)
         except BaseException as e:  # noqa: B036 - handed to the caller, writer goes on
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -894,14 +954,14 @@ class Store:
             "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
             (session_id, self.owner, self.clock.now() + ttl_s, self.pid, self.host))
 
-    # Taking and refreshing a lease are transactions of their own (run_write jobs, in one
-    # hop); giving it up rides in the writer's next transaction (run_rows), so a runner's
+    # Taking and refreshing a lease are transactions of their own (writer jobs, each in one
+    # hop to the writer's thread); giving it up rides in the writer's next transaction (run_rows), so a runner's
     # session.finished and its release are one commit.
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Become the one runner of ``session_id``; LeaseHeld if a live runner has it. An
         expired lease, or one of a dead process on this host, is taken over."""
-        await self.run_write(lambda conn: run_sync(conn, lambda raw: self._take_lease(raw, session_id, ttl_s)))
+        await self._run_write_sync(lambda raw: self._take_lease(raw, session_id, ttl_s))
 
     async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
         """Extend our lease; if it was lost meanwhile, take it again or raise LeaseHeld."""
@@ -912,7 +972,7 @@ class Store:
             if cursor.rowcount == 0:
                 self._take_lease(conn, session_id, ttl_s)
 
-        await self.run_write(lambda conn: run_sync(conn, refresh))
+        await self._run_write_sync(refresh)
 
     async def release_lease(self, session_id: str) -> None:
         await self.release_lease_soon(session_id)
@@ -1031,11 +1091,13 @@ class Store:
 
     # --- SDK adapters over this store ----------------------------------------------
 
-    def agents_session(self, session_id: str, session_settings: Any = None) -> AgentsSession:
-        """An openai-agents Session kept in this database, written through this store."""
+    def agents_session(self, session_id: str, session_settings: Any = None, *,
+                       deferred: bool = False) -> AgentsSession:
+        """An openai-agents Session kept in this database, written through this store
+        (``deferred``: its writes do not wait for their commit; see AgentsSession)."""
         from core.store.agents_session import AgentsSession
 
-        return AgentsSession(session_id, self, session_settings=session_settings)
+        return AgentsSession(session_id, self, session_settings=session_settings, deferred=deferred)
 
     def claude_session_store(self) -> ClaudeSessionStore:
         """A claude_agent_sdk SessionStore kept in this database, written through this store."""
