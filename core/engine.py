@@ -507,7 +507,7 @@ class Supervisor:
                         if outcome is None:
                             run.retry.on_success()
                             run.settled = True
-                            return await self._finish_subtask(run, "done", "", soon=True)
+                            return await self._finish_subtask(run, "done", "")
                 decision = await self._on_error(run, outcome)
                 if decision.retry:
                     waited = await self._countdown(run, decision)
@@ -590,17 +590,13 @@ class Supervisor:
         notes, self._notes = self._notes, []
         return prompts.note_context(notes)
 
-    async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str, *, soon: bool = False) -> str:
-        """Record a subtask's end. ``soon`` (a success): the next awaited event confirms its
-        commit (the next subtask's start, or session.finished), as with _emit_soon."""
+    async def _finish_subtask(self, run: _SubtaskRun, status: str, reason: str) -> str:
+        """Record a subtask's end, committed before anything else happens: a done subtask
+        a crash forgot would run (and spend) again on resume."""
         run.settled = True  # from here a retry runs it again: it cannot restart what has ended
         finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None
-        if soon and error is None:
-            self._emit_soon(finished)
-            self._done_subtasks.add(run.sub.id)
-            return status
         await self._check_soon()
         await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
         if status in ("done", "skipped"):
