@@ -247,3 +247,29 @@ async def test_a_switch_to_long_messages_mounts_only_the_few_that_fill_the_view(
         assert 1 <= len(texts) < 10 < StreamView.SHOW_BLOCKS  # a few tall messages, not 20 of them
         assert texts[-1].block.text.startswith("29 ")
         assert stream.scroll_y == stream.max_scroll_y
+
+
+async def test_a_switch_to_a_tail_taller_than_it_looks_is_laid_out_at_its_end_at_once(store: Store) -> None:
+    """Short messages of several paragraphs each: the tail's row count is not known
+    before layout (a lower bound says it may fit), yet there is more above it, so the
+    first layout with it already shows its end."""
+    w = Writer(store)
+    await w.start()
+    for i in range(40):
+        await w.add(ev.MessageCompleted, subtask_id="a", attempt=1, message_id=f"m{i}",
+                    text=f"{i} one\n\ntwo\n\nthree\n\nfour")
+    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        stream = screen.stream
+        seen: list[tuple[float, int]] = []
+        screen.screen_layout_refresh_signal.subscribe(
+            stream, lambda _: seen.append((stream.scroll_y, stream.max_scroll_y)), immediate=True)
+        await screen._select("a")
+        await until(pilot, lambda: seen and seen[-1][1] > 0, "the stream laid out")
+        first = next(s for s in seen if s[1] > 0)
+        assert first[0] == first[1]  # at its end in the first layout, not the head first
+        assert stream.hidden_blocks > 0 and stream.following

@@ -204,10 +204,18 @@ class StreamView(VerticalScroll):
             self._update_bar()
             return
         blocks, rows = self._tail(subtask.blocks)
-        self._anchor_if_overflowing(rows)
+        if len(blocks) < len(subtask.blocks):
+            # more above than is mounted: the tail fills the view, or is topped up from
+            # above until it does (_maybe_fill). Anchored now, the first layout is at the
+            # end; in the rare case that all of it fits, _maybe_anchor lets go again.
+            self._follow_pending = False
+            self.anchor()
+        else:
+            self._anchor_if_overflowing(rows)
         await self._mount_blocks(blocks)
         self._update_bar()
-        self._maybe_anchor()
+        if not self.is_anchored:  # (anchored above: sizes read now are still the old ones')
+            self._maybe_anchor()
         self.call_after_refresh(self._maybe_fill)
 
     async def add_blocks(self, blocks: list[m.Block]) -> None:
