@@ -538,7 +538,10 @@ class Supervisor:
         person's retry starts them over."""
         run = _SubtaskRun(sub=sub, phase=phase, retry=RetryState(
             self.policies, max_attempts=self.task.max_attempts, max_check_retries=self.task.max_check_retries))
-        top, history = await self.store.subtask_history(self.session_id, sub.id)
+        if self._resuming or sub.id in self._started_subtasks:
+            top, history = await self.store.subtask_history(self.session_id, sub.id)
+        else:  # a session this runner began, and a subtask it has not started: nothing stored
+            top, history = 0, []
         run.attempt = top
         run.retry.restore(history)
         if first_reason == "user_retry":
