@@ -31,6 +31,13 @@ async def store(tmp_path: Path):
     await s.close()
 
 
+async def a_done_b_running(w: Writer) -> None:
+    """Subtask a (its blocks written before) ends; b starts: the view follows b."""
+    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+
+
 def mounted_bids(screen) -> list[int]:
     """The blocks whose widgets are in the stream's DOM, in order."""
     return [w.block.bid for w in screen.stream.children if isinstance(w, BlockWidget)]
@@ -179,9 +186,7 @@ async def test_switching_to_a_long_subtask_lays_it_out_at_its_end_at_once(store:
     w = Writer(store)
     await w.start()
     await w.notes(60)  # more blocks than the stream has rows
-    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
-    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
-    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    await a_done_b_running(w)
     screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
@@ -201,9 +206,7 @@ async def test_a_switch_mounts_what_fills_the_view_not_every_block(store: Store)
     w = Writer(store)
     await w.start()
     await w.notes(80)
-    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
-    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
-    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    await a_done_b_running(w)
     screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
@@ -233,9 +236,7 @@ async def test_a_switch_to_long_messages_mounts_only_the_few_that_fill_the_view(
     long = " ".join(["word"] * 600)  # ~3,000 characters: well over 10 rows at 120 columns
     for i in range(30):
         await w.add(ev.MessageCompleted, subtask_id="a", attempt=1, message_id=f"m{i}", text=f"{i} {long}")
-    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
-    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
-    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    await a_done_b_running(w)
     screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)
@@ -258,9 +259,7 @@ async def test_a_switch_to_a_tail_taller_than_it_looks_is_laid_out_at_its_end_at
     for i in range(40):
         await w.add(ev.MessageCompleted, subtask_id="a", attempt=1, message_id=f"m{i}",
                     text=f"{i} one\n\ntwo\n\nthree\n\nfour")
-    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
-    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
-    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    await a_done_b_running(w)
     screen, app = live_screen(store, Clock(w.ts))
     async with app.run_test(size=(120, 36)) as pilot:
         await loaded(pilot, screen)

@@ -19,10 +19,7 @@ from tui.screens.session import SessionScreen
 from tui.widgets.anim import Ticker
 from tui.widgets.stream import StreamView
 
-from tests.test_tui_session import Clock, Harness, Recorder, loaded, until
-
-T0 = 1_800_000_000.0
-SID = "s00000001"
+from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, loaded, until
 
 
 @pytest.fixture(autouse=True)

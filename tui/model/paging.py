@@ -102,11 +102,7 @@ class Paging:
                     else:  # what streamed before ``before_seq``, then what streamed here
                         here.text = b.text[:getattr(b, "head_len", len(b.text))] + here.text
                     here.seq, here.ts = b.seq, b.ts
-                    st.blocks.remove(here)
-                    self.replaced.append(here)
-                    mine.discard(id(here))
-                    self._bump(here)
-                    out.append(here)
+                    self._joined(st, here, mine, out)
                     continue
                 if isinstance(b, ToolBlock) and isinstance(here, ToolBlock):
                     # its finish was here, its start there: one call, named and timed
@@ -117,11 +113,7 @@ class Paging:
                     if here.duration_s is None and here.started_ts is not None and here.finished_ts:
                         here.duration_s = max(0.0, here.finished_ts - here.started_ts)
                     here.seq, here.ts, here.attempt = b.seq, b.ts, b.attempt
-                    st.blocks.remove(here)
-                    self.replaced.append(here)
-                    mine.discard(id(here))
-                    self._bump(here)
-                    out.append(here)
+                    self._joined(st, here, mine, out)
                     continue
                 here = None
             if here is not None:
@@ -146,6 +138,14 @@ class Paging:
                 self.first_seq = min(seqs)
         self._touch_subtask(st)
         return out
+
+    def _joined(self, st: SubtaskView, here: Block, mine: set[int], out: list[Block]) -> None:
+        """``here`` (loaded before) took in its earlier part: it moves to the page's place."""
+        st.blocks.remove(here)
+        self.replaced.append(here)
+        mine.discard(id(here))
+        self._bump(here)
+        out.append(here)
 
     def mark_heads(self) -> None:
         """Remember how much of each open message has streamed so far (``prepend`` keeps
