@@ -272,3 +272,24 @@ async def test_a_switch_to_a_tail_taller_than_it_looks_is_laid_out_at_its_end_at
         first = next(s for s in seen if s[1] > 0)
         assert first[0] == first[1]  # at its end in the first layout, not the head first
         assert stream.hidden_blocks > 0 and stream.following
+
+
+async def test_widgets_a_switch_removes_shed_what_they_rendered(store: Store) -> None:
+    """A switch removes the old subtask's widgets as pruning does: each drops its render
+    caches at once (a removed widget is a reference cycle, freed only by a full collection)."""
+    w = Writer(store)
+    await w.start()
+    await w.notes(10)
+    await a_done_b_running(w)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        await screen._select("a")
+        await until(pilot, lambda: len(views(screen, BlockWidget)) >= 10, "a shown")
+        await pilot.pause()
+        old = views(screen, BlockWidget)
+        assert any(len(v._styles_cache._cache) for v in old)  # they rendered
+        await screen._select("b")
+        await pilot.pause()
+        assert not any(v.is_attached for v in old)
+        assert all(not v._styles_cache._cache for v in old)

@@ -191,8 +191,7 @@ class StreamView(VerticalScroll):
         self.more_events = more_events
         old = [w for w in self.children if w is not self._bar]
         self.widgets.clear()
-        if old:
-            await self.remove_children(old)
+        await self._remove(old)
         if self.subtask is not None and self.subtask is not subtask:
             self.subtask.pinned = None  # not on screen any more: the model may prune it
         self.subtask = subtask
@@ -267,7 +266,7 @@ class StreamView(VerticalScroll):
         """Unmount these blocks' widgets (the model moved them: they come back in order)."""
         gone = [self.widgets.pop(b.bid) for b in blocks if b.bid in self.widgets]
         if gone:
-            await self.remove_children(gone)
+            await self._remove(gone)
             self._update_bar()
 
     def set_more_events(self, more: bool) -> None:
@@ -289,13 +288,21 @@ class StreamView(VerticalScroll):
         gone = list(self.widgets)[:extra]
         widgets = [self.widgets.pop(bid) for bid in gone]
         self._update_bar()
+        await self._remove(widgets)
+
+    async def _remove(self, widgets: list[Widget]) -> None:
+        """The one way block widgets leave (pruned, a new show, moved by a page): each
+        sheds its render caches, and every COLLECT_EVERY of them one full collection runs
+        (they are reference cycles; see COLLECT_EVERY)."""
+        if not widgets:
+            return
         await self.remove_children(widgets)
         for w in widgets:
             _shed(w)
         self._pruned += len(widgets)
+        widgets.clear()  # no reference left here for the collection below
         if self._pruned >= self.COLLECT_EVERY:
             self._pruned = 0
-            del widgets
             t = time.perf_counter()
             gc.collect()
             self.gc_pauses.append(time.perf_counter() - t)
