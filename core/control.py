@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from core.states import COMMANDS, Command  # noqa: F401  (COMMANDS: re-exported)
+
 if TYPE_CHECKING:
     from core.store.db import Store
-
-COMMANDS = ("pause", "pause_now", "resume", "retry", "retry_now", "skip", "cancel", "note")
 
 
 class Controller(Protocol):
@@ -35,22 +35,22 @@ class RemoteControl:
                                          source=source or self.source)
 
     async def pause(self, *, immediate: bool = False, source: str | None = None) -> None:
-        await self._send("pause_now" if immediate else "pause", source=source)
+        await self._send(Command.PAUSE_NOW if immediate else Command.PAUSE, source=source)
 
     async def resume(self, *, source: str | None = None) -> None:
-        await self._send("resume", source=source)
+        await self._send(Command.RESUME, source=source)
 
     async def retry_now(self, *, source: str | None = None) -> None:
-        await self._send("retry_now", source=source)
+        await self._send(Command.RETRY_NOW, source=source)
 
     async def retry(self, subtask_id: str | None = None, *, source: str | None = None) -> None:
-        await self._send("retry", subtask_id, source=source)
+        await self._send(Command.RETRY, subtask_id, source=source)
 
     async def skip(self, subtask_id: str | None = None, *, source: str | None = None) -> None:
-        await self._send("skip", subtask_id, source=source)
+        await self._send(Command.SKIP, subtask_id, source=source)
 
     async def cancel(self, *, source: str | None = None) -> None:
-        await self._send("cancel", source=source)
+        await self._send(Command.CANCEL, source=source)
 
     async def note(self, text: str, *, source: str | None = None) -> None:
-        await self._send("note", text=text, source=source)
+        await self._send(Command.NOTE, text=text, source=source)

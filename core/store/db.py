@@ -69,6 +69,7 @@ from core.clock import RealClock
 from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
+from core.states import COMMANDS
 from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
 from core.store.derive import field_names
 from core.store.schema import SCHEMA_VERSION, damaged, default_db_path, prepare_database
@@ -995,8 +996,6 @@ class Store:
 
     async def enqueue_command(self, session_id: str, command: str, subtask_id: str | None = None,
                               text: str = "", source: str = "cli") -> int:
-        from core.control import COMMANDS
-
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
         text = Scrubber().text(text)  # a person's message may quote a secret too

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlite3
 
+from core.states import FINISHED_STATUSES
 from core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names, loads
 
 log = logging.getLogger("shepherd.store")
@@ -35,7 +36,7 @@ SUBTASK_EVENTS = frozenset({
     "subtask.finished", "session.paused", "session.resumed", "session.interrupted",
 })
 TOOL_EVENTS = frozenset({"tool.started", "tool.finished"})
-FINISHED_SESSION = frozenset({"done", "failed", "cancelled", "interrupted"})
+FINISHED_SESSION = FINISHED_STATUSES
 LIVE_SUBTASK = frozenset({"running", "waiting_retry", "paused"})
 
 

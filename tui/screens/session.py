@@ -24,6 +24,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import OptionList
 
+from core.states import FINISHED_STATUSES
 from tui import model as m
 from tui.feed import History, StaticFeed, make_feed
 from tui.history import load_earlier_blocks
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 READ_ONLY = "read-only: this session is not running"
-FINISHED_SESSION_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
+FINISHED_SESSION_STATES = FINISHED_STATUSES
 NO_CONTROLS = "read-only: no controls for this session here"
 
 
