@@ -99,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _db_path(args: argparse.Namespace, *, create: bool = True) -> Path:
+def _db_path(args: argparse.Namespace) -> Path:
+    """Where the database is (nothing is made here: only a store opened with create does)."""
     from core.store import default_db_path
 
     if args.db is not None and not args.db.strip():  # `--db "$UNSET"`: not the default database
         raise UsageError("--db: the path is empty")
-    return Path(args.db).expanduser() if args.db else default_db_path(create=create)
+    return Path(args.db).expanduser() if args.db else default_db_path()
 
 
 async def _open_store(args: argparse.Namespace, *, create: bool = False, check: bool = True) -> Any:
@@ -114,7 +115,7 @@ async def _open_store(args: argparse.Namespace, *, create: bool = False, check: 
     skip it and meet damage where they read."""
     from core.store import Store
 
-    return await Store.open(_db_path(args, create=create), create=create, check=check)
+    return await Store.open(_db_path(args), create=create, check=check)
 
 
 def _err(message: str) -> None:
@@ -284,7 +285,7 @@ def _output_path(args: argparse.Namespace) -> Path | None:
         raise UsageError(f"cannot write {out}: it is a directory (give a file name)")
     if not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: the directory {out.parent} does not exist")
-    db = _db_path(args, create=False)
+    db = _db_path(args)
     for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         if out.resolve() == name.resolve():
             raise UsageError(f"cannot write {out}: it is the database")
