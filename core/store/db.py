@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
-from core.events import Event, OpaqueEvent, lazy_events
+from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store import commands, leases, queries, recovery
@@ -40,8 +40,6 @@ from core.store.errors import (  # noqa: F401  (re-exported: `from core.store.db
     SessionNotFound, StoreError,
 )
 from core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow  # noqa: F401  (re-exported)
-from core.store.protocol import SUBTASK_HISTORY_TYPES
-from core.store.recovery import INTERRUPTED_OUTPUT  # noqa: F401  (re-exported)
 from core.store.schema import SCHEMA_VERSION, damaged, default_db_path, prepare_database
 
 if TYPE_CHECKING:
@@ -74,6 +72,9 @@ LAZY_S = 0.025
 # acknowledged; only a power cut / kernel crash can drop the last commits (FULL would fsync
 # every commit). Chosen after measuring both, see bench/store_bench.py and the report.
 DEFAULT_SYNCHRONOUS = "NORMAL"
+INTERRUPTED_OUTPUT = "interrupted: the runner stopped"
+# The events a subtask's attempt numbers and retry budget are rebuilt from (subtask_history).
+SUBTASK_HISTORY_TYPES = ("subtask.started", "attempt.started", "error", "retry.scheduled", "subtask.finished")
 
 
 @dataclass
