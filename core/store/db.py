@@ -1,12 +1,13 @@
-"""The SQLite store: ``Store``, the single writer and the read connection.
+"""The SQLite store: ``Store``, its connections and the single writer.
 
 ``Store`` is the SQLite implementation of the CONTRACT, ``core.store.protocol.EventStore``
-(what every other module codes against). This module holds the connections and
-the single writer task (batched commits, lazy items, subscribers); the SQL of the reads,
-leases, commands and recovery is in ``queries.py``, ``leases.py``, ``commands.py`` and
-``recovery.py`` (plain functions over a connection), the file's creation, checks and
-migrations in ``schema.py``, the derived tables in ``derive.py``. The errors
-(``errors.py``) and the row types (``rows.py``) are re-exported here.
+(what every other module codes against). This module holds the connections and the
+single writer task (batched commits, lazy items, subscribers); the read side is
+``reads.py`` (``SQLiteReads``, mixed in); the SQL of the reads, leases, commands and
+recovery is in ``queries.py``, ``leases.py``, ``commands.py`` and ``recovery.py`` (plain
+functions over a connection); the file's creation, checks and migrations in
+``schema.py``; the derived tables in ``derive.py``. The errors (``errors.py``) and the
+row types (``rows.py``) are re-exported here.
 
     store = await Store.open(path, *, clock=None, recover=True)   # creates 0600, WAL, migrates, recovers
         # create=False: read-only commands; a missing/empty file raises NoDatabase, nothing made
@@ -23,7 +24,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,15 +33,16 @@ from core.clock import RealClock
 from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
-from core.store import commands, leases, queries, recovery
-from core.store.derive import copy_event, decode_event, prepare, write_events
+from core.store import commands, leases, recovery
+from core.store.derive import copy_event, prepare, write_events
 from core.store.derive import field_names
 from core.store.errors import (  # noqa: F401  (re-exported: `from core.store.db import X` still works)
     AmbiguousSession, DatabaseDamaged, LeaseHeld, NoDatabase, NotADatabase, SchemaTooNew, SessionEnded,
     SessionNotFound, StoreError,
 )
 from core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow  # noqa: F401  (re-exported)
-from core.store.schema import SCHEMA_VERSION, damaged, default_db_path, prepare_database
+from core.store.reads import SQLiteReads
+from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -160,7 +162,7 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-class Store:
+class Store(SQLiteReads):
     """The CONTRACT above, plus: ``stats`` (WriterStats), ``owner`` (this store's lease
     owner string), ``run_write(fn)`` / ``run_read(fn)`` (raw SQL through the single
     writer / the read connection, used by the SDK adapters), ``agents_session(id)`` and
@@ -522,106 +524,6 @@ class Store:
                     asyncio.ensure_future(result)
             except Exception:
                 log.exception("store subscriber %r failed", callback)
-
-    # --- reading (the SQL: queries.py) ---------------------------------------------
-
-    async def _read(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``query(read connection, *args)``; a malformed page is one line, not a traceback."""
-        try:
-            return await query(self._reader(), *args)
-        except sqlite3.DatabaseError as e:
-            raise damaged(self.path, str(e)) from None
-
-    async def _read_raw(self, query: Callable[..., T], *args: Any) -> T:
-        """``query(plain sqlite3 read connection, *args)``, in one hop to the reader's thread."""
-        try:
-            return await run_sync(self._reader(), lambda raw: query(raw, *args))
-        except sqlite3.DatabaseError as e:
-            raise damaged(self.path, str(e)) from None
-
-    def _decode(self, session_id: str, seq: int, data: Any) -> Event:
-        """A stored event, or for a row that does not decode a ``damaged`` OpaqueEvent
-        (recorded in ``self.damaged_events``) so the rest of the session still reads."""
-        try:
-            return decode_event(data)
-        except Exception as e:  # noqa: BLE001 - any garbage in a row is that row's damage
-            self.damaged_events.add((session_id, int(seq)))
-            # info, not warning: the CLI says it in its own line, the TUI shows the row
-            log.info("store: event %s of session %s does not decode: %s", seq, session_id, e)
-            return OpaqueEvent(type_name="damaged", session_id=session_id, seq=int(seq),
-                               data={"note": f"[damaged event seq {seq}]"})
-
-    def _events(self, session_id: str, rows: list[tuple[Any, ...]]) -> list[Event]:
-        """Rows of ``queries.EVENT_READ`` as events: lazily decoded where SQLite vouched
-        for the JSON, the full decode (with its damage handling) for any other row."""
-        return lazy_events(session_id, rows, lambda seq, data: self._decode(session_id, seq, data))
-
-    async def list_sessions(self, status: str | Iterable[str] | None = None, text: str | None = None,
-                            limit: int = 50, offset: int = 0) -> list[SessionRow]:
-        return await self._read(queries.list_sessions, status, text, limit, offset)
-
-    async def count_sessions(self, status: str | Iterable[str] | None = None) -> int:
-        return await self._read(queries.count_sessions, status)
-
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        return await self._read(queries.get_session, session_id)
-
-    async def resolve_session(self, id_or_prefix: str) -> str:
-        return await self._read(queries.resolve_session, id_or_prefix)
-
-    async def latest_session_id(self, status: str | Iterable[str] | None = None) -> str | None:
-        rows = await self.list_sessions(status=status, limit=1)
-        return rows[0].id if rows else None
-
-    async def events(self, session_id: str, after_seq: int = 0, limit: int | None = 1000,
-                     types: Iterable[str] | None = None) -> list[Event]:
-        return self._events(session_id, await self._read_raw(queries.event_rows, session_id, after_seq, limit, types))
-
-    async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
-        return self._events(session_id, await self._read_raw(queries.event_rows_before, session_id, before_seq, limit))
-
-    async def last_seq(self, session_id: str) -> int:
-        return await self._read(queries.last_seq, session_id)
-
-    async def subtasks(self, session_id: str) -> list[SubtaskRow]:
-        return await self._read(queries.subtasks, session_id)
-
-    async def tool_calls(self, session_id: str, status: str | None = None) -> list[ToolCallRow]:
-        return await self._read(queries.tool_calls, session_id, status)
-
-    async def subtask_history(self, session_id: str, subtask_id: str,
-                              types: Iterable[str] = SUBTASK_HISTORY_TYPES) -> tuple[int, list[Event]]:
-        top, rows = await self._read_raw(queries.subtask_history_rows, session_id, subtask_id, types)
-        return int(top or 0), [decode_event(r[0]) for r in rows]
-
-    async def last_plan(self, session_id: str) -> list[dict[str, Any]] | None:
-        return await self._read(queries.last_plan, session_id)
-
-    async def tail(self, session_id: str, after_seq: int = 0, poll_s: float = 0.1,
-                   page: int = 1000) -> AsyncIterator[list[Event]]:
-        last = int(after_seq)
-        while True:
-            batch = await self.events(session_id, after_seq=last, limit=page)
-            if batch:
-                last = batch[-1].seq
-                yield batch
-                continue
-            await self.clock.sleep(poll_s)
-
-    # --- pages of one subtask (the session view's windowing) ------------------------
-
-    async def subtask_events_before(self, session_id: str, subtask_id: str, before_seq: int,
-                                    limit: int = 500) -> list[Event]:
-        rows = await self._read(queries.subtask_page_before, session_id, subtask_id, before_seq, limit)
-        return [self._decode(session_id, r["seq"], r["data"]) for r in rows]
-
-    async def subtask_events_after(self, session_id: str, subtask_id: str, after_seq: int,
-                                   limit: int = 500) -> list[Event]:
-        rows = await self._read(queries.subtask_page_after, session_id, subtask_id, after_seq, limit)
-        return [self._decode(session_id, r["seq"], r["data"]) for r in rows]
-
-    async def current_subtask_at(self, session_id: str, before_seq: int) -> str | None:
-        return await self._read(queries.current_subtask_at, session_id, before_seq)
 
     # --- leases (the SQL: leases.py) -----------------------------------------------
     # Taking and refreshing a lease are transactions of their own (writer jobs, each in one
