@@ -537,6 +537,7 @@ class Store(SQLiteReads):
         await self._run_write_sync(lambda raw: leases.refresh(raw, session_id, ttl_s, **self._runner()))
 
     def _runner(self) -> dict[str, Any]:
+        """This store as a lease holder, and its clock (the keywords of leases.take/refresh)."""
         return {"owner": self.owner, "host": self.host, "pid": self.pid, "now": self.clock.now}
 
     async def release_lease(self, session_id: str) -> None:
