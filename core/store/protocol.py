@@ -20,9 +20,9 @@ open for writing (``create=True``) may make a directory or a file.
 
 Rows are ``core.store.rows``; errors are ``core.store.errors`` (every implementation
 raises those: StoreError for a problem the user hears in one line, SessionNotFound /
-AmbiguousSession, LeaseHeld, NoDatabase, DatabaseDamaged, ...). This module imports only
-the standard library at run time: annotate with it freely (``if TYPE_CHECKING:`` is not
-even needed to keep start-up cheap).
+AmbiguousSession, LeaseHeld, NoDatabase, DatabaseDamaged, ...). The module itself needs
+only the standard library, but importing it loads the ``core.store`` package (the SQLite
+store, aiosqlite): annotate with it under ``if TYPE_CHECKING:``.
 """
 
 from __future__ import annotations
