@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from core.states import COMMANDS, Command  # noqa: F401  (COMMANDS: re-exported)
 
 if TYPE_CHECKING:
-    from core.store.db import Store
+    from core.store.protocol import EventStore
 
 
 class Controller(Protocol):
@@ -25,7 +25,7 @@ class Controller(Protocol):
 class RemoteControl:
     """Controls for a session run by another process, through the commands table."""
 
-    def __init__(self, store: "Store", session_id: str, source: str = "tui") -> None:
+    def __init__(self, store: EventStore, session_id: str, source: str = "tui") -> None:
         self.store = store
         self.session_id = session_id
         self.source = source

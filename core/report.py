@@ -9,7 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -22,6 +22,9 @@ from core.events import (
     SessionStarted, SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished,
     ToolStarted, Usage,
 )
+
+if TYPE_CHECKING:
+    from core.store.rows import SessionRow, SubtaskRow
 
 STATUS_STYLE = {
     "done": "green", "ok": "green", "failed": "red", "error": "red", "stuck": "bold yellow",
@@ -230,7 +233,7 @@ def _fenced(text: str, info: str = "text") -> str:
     return f"{fence}{info}\n{text}\n{fence}\n\n"
 
 
-def export_markdown(session: Any, subtasks: list[Any], events: Iterable[Event]) -> Iterable[str]:
+def export_markdown(session: SessionRow, subtasks: list[SubtaskRow], events: Iterable[Event]) -> Iterable[str]:
     """A readable transcript: header, subtasks table, then per event a line or block.
     Every stored text is passed through ``core.text.safe`` on the way in."""
     session = safe_fields(session)

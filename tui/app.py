@@ -30,6 +30,7 @@ from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
 # imported when first opened: none of them is on the first screen.
 
 if TYPE_CHECKING:
+    from core.store.protocol import EventStore
     from core.task import Task
 
 log = logging.getLogger("shepherd.tui")
@@ -138,7 +139,7 @@ class ShepherdApp(App[int]):
         self.resume = resume
         self.checked = checked
         self.clock = clock
-        self.store: Any = None
+        self.store: EventStore | None = None
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
         self.home: SessionsScreen | None = None
         self._quitting = False

@@ -13,7 +13,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from core.store.protocol import EventStore
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -99,22 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _db_path(args: argparse.Namespace, *, create: bool = True) -> Path:
+def _db_path(args: argparse.Namespace) -> Path:
+    """Where the database is (nothing is made here: only a store opened with create does)."""
     from core.store import default_db_path
 
     if args.db is not None and not args.db.strip():  # `--db "$UNSET"`: not the default database
         raise UsageError("--db: the path is empty")
-    return Path(args.db).expanduser() if args.db else default_db_path(create=create)
+    return Path(args.db).expanduser() if args.db else default_db_path()
 
 
-async def _open_store(args: argparse.Namespace, *, create: bool = False, check: bool = True) -> Any:
+async def _open_store(args: argparse.Namespace, *, create: bool = False, check: bool = True) -> EventStore:
     """Only a run creates a database (``create``); commands about existing sessions make
     no directory and no file (a missing one is NoDatabase). ``check``: PRAGMA quick_check
     first, for every command that may write (runs, resumes, control commands); readers
     skip it and meet damage where they read."""
     from core.store import Store
 
-    return await Store.open(_db_path(args, create=create), create=create, check=check)
+    return await Store.open(_db_path(args), create=create, check=check)
 
 
 def _err(message: str) -> None:
@@ -221,7 +225,7 @@ def _print_sessions_table(cells: list[dict[str, str]]) -> None:
     console.print(table)
 
 
-async def _all_events(store: Any, sid: str) -> Any:
+async def _all_events(store: EventStore, sid: str) -> Any:
     after = 0
     while True:
         page = await store.events(sid, after_seq=after, limit=2000)
@@ -265,7 +269,7 @@ def _show_header(row: Any) -> Any:
         f"tokens {row.input_tokens}/{row.output_tokens}")
 
 
-def _warn_damaged(store: Any) -> None:
+def _warn_damaged(store: EventStore) -> None:
     """One line naming the events that could not be decoded (shown as damaged)."""
     seqs = sorted(seq for _, seq in store.damaged_events)
     if seqs:
@@ -284,7 +288,7 @@ def _output_path(args: argparse.Namespace) -> Path | None:
         raise UsageError(f"cannot write {out}: it is a directory (give a file name)")
     if not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: the directory {out.parent} does not exist")
-    db = _db_path(args, create=False)
+    db = _db_path(args)
     for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         if out.resolve() == name.resolve():
             raise UsageError(f"cannot write {out}: it is the database")

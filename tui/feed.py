@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from core.events import Event
 
 if TYPE_CHECKING:
-    from core.store.db import SessionRow, Store, SubtaskRow
+    from core.store.protocol import EventStore
+    from core.store.rows import SessionRow, SubtaskRow
 
 PAGE_SIZE = 2000
 EventsCallback = Callable[[list[Event]], None]
@@ -47,7 +48,7 @@ class StaticFeed:
 
     live = False
 
-    def __init__(self, store: "Store", session_id: str, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, store: "EventStore", session_id: str, page_size: int = PAGE_SIZE) -> None:
         self.store = store
         self.session_id = session_id
         self.page_size = page_size
@@ -104,7 +105,7 @@ class LocalFeed(StaticFeed):
 
     live = True
 
-    def __init__(self, store: "Store", session_id: str, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, store: "EventStore", session_id: str, page_size: int = PAGE_SIZE) -> None:
         super().__init__(store, session_id, page_size)
         self._buffer: list[Event] = []
         self._unsubscribe: Callable[[], Any] | None = None
@@ -142,7 +143,7 @@ class TailFeed(StaticFeed):
 
     live = True
 
-    def __init__(self, store: "Store", session_id: str, page_size: int = PAGE_SIZE,
+    def __init__(self, store: "EventStore", session_id: str, page_size: int = PAGE_SIZE,
                  poll_s: float = 0.1) -> None:
         super().__init__(store, session_id, page_size)
         self.poll_s = poll_s
@@ -174,7 +175,7 @@ class TailFeed(StaticFeed):
                 await task
 
 
-def make_feed(store: "Store", session_id: str, follow: str | None, page_size: int = PAGE_SIZE) -> StaticFeed:
+def make_feed(store: "EventStore", session_id: str, follow: str | None, page_size: int = PAGE_SIZE) -> StaticFeed:
     if follow == "local":
         return LocalFeed(store, session_id, page_size)
     if follow == "tail":

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from tui import model as m
 
 if TYPE_CHECKING:
-    from core.store.db import Store
+    from core.store.protocol import EventStore
 
 LOOKAHEAD_PAGES = 8  # how far past the page a block left open there is followed
 
 
-async def load_earlier_blocks(store: "Store", model: m.SessionModel, subtask_id: str,
+async def load_earlier_blocks(store: "EventStore", model: m.SessionModel, subtask_id: str,
                               page: int = 500) -> list[m.Block]:
     """Put up to one page of ``subtask_id``'s earlier blocks in front of its blocks in
     ``model`` (see ``SessionModel.prepend``); returns them, in order."""

@@ -29,6 +29,7 @@ from core.errors import MissingCredentials
 from core.events import Event
 
 if TYPE_CHECKING:
+    from core.store.protocol import EventStore
     from core.task import Subtask, Task
 
 
@@ -44,7 +45,7 @@ class AttemptContext:
     continue_history: bool  # True: continue from the committed history, never re-send prompt
     workspace: Path
     db_path: Path | None = None  # the store's file, for SDK sessions/transcripts
-    store: Any = None  # the supervisor's Store: SDK sessions write through its single writer
+    store: EventStore | None = None  # the supervisor's store: SDK sessions write through its single writer
     phase: str = "coding"
     repair: bool = False  # tool_concurrency from the 2nd retry: repair the transcript first
     strip_images: bool = False  # images_rejected: strip images from history first

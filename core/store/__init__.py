@@ -1,10 +1,11 @@
-"""SQLite persistence (see db.py for the contract). Importing this never imports an SDK."""
+"""Persistence: the ``EventStore`` protocol (protocol.py, the contract) and its SQLite
+implementation ``Store`` (db.py). Importing this never imports an SDK."""
 
 from core.store.agents_session import AgentsSession, open_agents_session
 from core.store.claude_store import ClaudeSessionStore, open_claude_session_store
-from core.store.db import (
+from core.store.db import Store, WriterStats
+from core.store.errors import (
     AmbiguousSession,
-    CommandRow,
     DatabaseDamaged,
     LeaseHeld,
     NoDatabase,
@@ -12,17 +13,14 @@ from core.store.db import (
     SchemaTooNew,
     SessionEnded,
     SessionNotFound,
-    SessionRow,
-    Store,
     StoreError,
-    SubtaskRow,
-    ToolCallRow,
-    WriterStats,
 )
+from core.store.protocol import EventStore
+from core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow
 from core.store.schema import SCHEMA_VERSION, default_db_path
 
 __all__ = [
-    "AgentsSession", "AmbiguousSession", "ClaudeSessionStore", "CommandRow", "DatabaseDamaged",
+    "AgentsSession", "AmbiguousSession", "ClaudeSessionStore", "CommandRow", "DatabaseDamaged", "EventStore",
     "LeaseHeld", "NoDatabase", "NotADatabase", "SCHEMA_VERSION", "SchemaTooNew", "SessionNotFound",
     "SessionEnded", "SessionRow", "Store", "StoreError", "SubtaskRow", "ToolCallRow", "WriterStats", "default_db_path",
     "open_agents_session", "open_claude_session_store",

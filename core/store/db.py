@@ -1,52 +1,17 @@
-"""SQLite persistence: schema, migrations, the single writer, queries, recovery, leases.
+"""The SQLite store: ``Store``, its connections and the single writer.
 
-CONTRACT (other modules code against exactly this; the implementation may add more):
+``Store`` is the SQLite implementation of the CONTRACT, ``core.store.protocol.EventStore``
+(what every other module codes against). This module holds the connections and the
+single writer task (batched commits, lazy items, subscribers); the read side is
+``reads.py`` (``SQLiteReads``, mixed in); the SQL of the reads, leases, commands and
+recovery is in ``queries.py``, ``leases.py``, ``commands.py`` and ``recovery.py`` (plain
+functions over a connection); the file's creation, checks and migrations in
+``schema.py``; the derived tables in ``derive.py``. The errors (``errors.py``) and the
+row types (``rows.py``) are re-exported here.
 
     store = await Store.open(path, *, clock=None, recover=True)   # creates 0600, WAL, migrates, recovers
         # create=False: read-only commands; a missing/empty file raises NoDatabase, nothing made
         # check=True (default): quick_check first, DatabaseDamaged if damaged (runners write)
-    await store.close()                                            # flushes pending writes first
-    store.path: Path
-
-  Writing (single writer task per process, batched, committed at least every 50 ms):
-    ev = await store.append(event)          # returns the committed event with seq and ts set
-                                            # (None if dropped: a 2nd tool.finished for a call_id,
-                                            #  or a tool.started for a call that already finished)
-    fut = store.submit(event)               # same, without waiting: asyncio.Future[Event | None]
-    fut = store.submit(event, lazy=True)    #   held up to 25 ms for the next urgent commit (LAZY_S)
-    store.urge()                            # commit what is queued now, lazy items too
-    await store.flush()                     # wait until everything submitted so far is committed
-    unsubscribe = store.subscribe(callback) # callback(list[Event]) called in the event loop after
-                                            # each commit, with the committed events in seq order
-    await store.run_rows(fn)                # fn(sqlite3 conn) in the next transaction, with the
-    fut = store.submit_rows(fn)             #   events around it (tables of its own: history, leases)
-
-  Reading:
-    await store.list_sessions(status=None, text=None, limit=50, offset=0) -> list[SessionRow]  newest first
-    await store.get_session(session_id) -> SessionRow | None
-    await store.resolve_session(id_or_prefix) -> str            # raises SessionNotFound / AmbiguousSession
-    await store.latest_session_id(status=None) -> str | None
-    await store.events(session_id, after_seq=0, limit=1000, types=None) -> list[Event]   ascending seq
-    await store.events_before(session_id, before_seq, limit=500) -> list[Event]           ascending seq
-        # (events of a sound row decode their fields from its JSON on the first read of
-        #  one: core.events.lazy_event; the values are a full decode's)
-    await store.last_seq(session_id) -> int
-    await store.subtasks(session_id) -> list[SubtaskRow]        in plan order
-    await store.tool_calls(session_id, status=None) -> list[ToolCallRow]
-    store.tail(session_id, after_seq=0, poll_s=0.1) -> AsyncIterator[list[Event]]  follows another process
-
-  Leases (one runner per live session):
-    await store.acquire_lease(session_id, ttl_s=60) -> None     # raises LeaseHeld(owner) if held
-    await store.refresh_lease(session_id, ttl_s=60) -> None
-    await store.release_lease(session_id) -> None
-    await store.lease_owner(session_id) -> str | None            # None when free or expired
-
-  Commands (cross-process control):
-    await store.enqueue_command(session_id, command, subtask_id=None, text="", source="cli") -> int
-    await store.take_commands(session_id) -> list[CommandRow]    # marks them taken, oldest first
-
-  Recovery:
-    await store.recover() -> list[str]   # ids of sessions it marked interrupted (idempotent)
 """
 
 from __future__ import annotations
@@ -54,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-import json
 import logging
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -69,10 +33,16 @@ from core.clock import RealClock
 from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
 from core.store.conn import connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
-from core.states import COMMANDS
-from core.store.derive import FINISHED_SESSION, copy_event, decode_event, prepare, write_events
+from core.store import commands, leases, recovery
+from core.store.derive import copy_event, prepare, write_events
 from core.store.derive import field_names
-from core.store.schema import SCHEMA_VERSION, damaged, default_db_path, prepare_database
+from core.store.errors import (  # noqa: F401  (re-exported: `from core.store.db import X` still works)
+    AmbiguousSession, DatabaseDamaged, LeaseHeld, NoDatabase, NotADatabase, SchemaTooNew, SessionEnded,
+    SessionNotFound, StoreError,
+)
+from core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow  # noqa: F401  (re-exported)
+from core.store.reads import SQLiteReads
+from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -80,112 +50,6 @@ if TYPE_CHECKING:
     from core.clock import Clock
     from core.store.agents_session import AgentsSession
     from core.store.claude_store import ClaudeSessionStore
-
-
-class StoreError(Exception):
-    """A database problem the user must hear about in one line (exit 2)."""
-
-
-class SchemaTooNew(StoreError):
-    pass
-
-
-class NotADatabase(StoreError):
-    pass
-
-
-class NoDatabase(StoreError):
-    """A read-only open found no database (nothing was created)."""
-
-
-class DatabaseDamaged(StoreError):
-    """SQLite cannot read part of the file (truncated, a corrupted page): nothing writes to it."""
-
-
-class SessionNotFound(StoreError):
-    pass
-
-
-class AmbiguousSession(StoreError):
-    pass
-
-
-class LeaseHeld(StoreError):
-    def __init__(self, session_id: str, owner: str) -> None:
-        super().__init__(f"session {session_id} is already being run by {owner}")
-        self.session_id = session_id
-        self.owner = owner
-
-
-class SessionEnded(StoreError):
-    """A plain resume found the session finished by the time it held the lease (another
-    resume ran it to its end first): nothing to resume, and nothing is written."""
-
-
-@dataclass(frozen=True)
-class SessionRow:
-    id: str
-    title: str
-    backend: str
-    model: str | None
-    workspace: str
-    status: str  # running | paused | waiting | stuck | done | failed | cancelled | interrupted
-    started_at: float
-    updated_at: float
-    ended_at: float | None
-    last_seq: int
-    subtasks_total: int
-    subtasks_done: int
-    retries: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    task: dict[str, Any]
-    last_event_ts: float | None = None
-
-
-@dataclass(frozen=True)
-class SubtaskRow:
-    session_id: str
-    id: str
-    title: str
-    position: int
-    phase: str
-    status: str  # pending | running | waiting_retry | paused | done | failed | stuck | skipped | cancelled
-    attempts: int
-    retries: int
-    started_at: float | None
-    finished_at: float | None
-    reason: str
-    last_error_kind: str | None
-
-
-@dataclass(frozen=True)
-class ToolCallRow:
-    session_id: str
-    call_id: str
-    subtask_id: str | None
-    attempt: int | None
-    name: str
-    input: dict[str, Any]
-    status: str  # running | ok | error | denied | interrupted
-    output: str
-    started_at: float
-    finished_at: float | None
-    duration_s: float | None
-    started_seq: int
-    finished_seq: int | None
-
-
-@dataclass(frozen=True)
-class CommandRow:
-    id: int
-    session_id: str
-    command: str
-    subtask_id: str | None
-    text: str
-    source: str
-    created_at: float
 
 
 # --- the store ----------------------------------------------------------------------
@@ -273,37 +137,6 @@ class _Barrier:
         self.future = future
 
 
-def _pid_stopped(pid: int) -> bool:
-    """True for a live process stopped by a signal (Linux's /proc; elsewhere False)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[-1].split()
-    return bool(fields) and fields[0] in ("T", "t")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, belongs to someone else
-    except OSError:
-        return True
-    return True
-
-
-# What an event read selects. ``sound``: SQLite found the JSON valid, an object, and of
-# the row's type, session and seq, so the row can be decoded lazily (core.events.lazy_event)
-# with the very values a full decode gives; any other row (damaged, foreign, NaN, which
-# Python's JSON allows and SQLite's does not) takes the full decode. (CASE: json_extract
-# raises on invalid JSON.)
-_EVENT_READ = ("seq, type, data, CASE WHEN json_valid(data) THEN "
-               "json_extract(data, '$.type', '$.seq', '$.session_id') = json_array(type, seq, session_id) "
-               "ELSE 0 END")
-
 _NOT_SCRUBBED = frozenset({"session_id", "seq", "ts", "subtask_id", "attempt"})
 
 
@@ -329,52 +162,7 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _session_row(r: Any) -> SessionRow:
-    try:
-        task = json.loads(r["task_json"] or "{}")
-    except ValueError:
-        task = {}
-    return SessionRow(
-        id=r["id"], title=r["title"], backend=r["backend"], model=r["model"],
-        workspace=r["workspace"], status=r["status"], started_at=r["started_at"],
-        updated_at=r["updated_at"], ended_at=r["ended_at"], last_seq=r["last_seq"],
-        subtasks_total=r["subtasks_total"], subtasks_done=r["subtasks_done"],
-        retries=r["retries"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
-        cost_usd=r["cost_usd"], task=task if isinstance(task, dict) else {},
-        last_event_ts=r["last_event_ts"])
-
-
-def _subtask_row(r: Any) -> SubtaskRow:
-    return SubtaskRow(
-        session_id=r["session_id"], id=r["id"], title=r["title"], position=r["position"],
-        phase=r["phase"], status=r["status"], attempts=r["attempts"], retries=r["retries"],
-        started_at=r["started_at"], finished_at=r["finished_at"], reason=r["reason"],
-        last_error_kind=r["last_error_kind"])
-
-
-def _tool_call_row(r: Any) -> ToolCallRow:
-    try:
-        tool_input = json.loads(r["input_json"] or "{}")
-    except ValueError:
-        tool_input = {}
-    return ToolCallRow(
-        session_id=r["session_id"], call_id=r["call_id"], subtask_id=r["subtask_id"],
-        attempt=r["attempt"], name=r["name"], input=tool_input, status=r["status"],
-        output=r["output"], started_at=r["started_at"], finished_at=r["finished_at"],
-        duration_s=r["duration_s"], started_seq=r["started_seq"], finished_seq=r["finished_seq"])
-
-
-def _command_row(r: Any) -> CommandRow:
-    return CommandRow(id=r["id"], session_id=r["session_id"], command=r["command"],
-                      subtask_id=r["subtask_id"], text=r["text"], source=r["source"],
-                      created_at=r["created_at"])
-
-
-class Store:
+class Store(SQLiteReads):
     """The CONTRACT above, plus: ``stats`` (WriterStats), ``owner`` (this store's lease
     owner string), ``run_write(fn)`` / ``run_read(fn)`` (raw SQL through the single
     writer / the read connection, used by the SDK adapters), ``agents_session(id)`` and
@@ -426,7 +214,7 @@ class Store:
         first, so nothing writes into a damaged file; readers skip it and meet damage
         where they read (DatabaseDamaged, or a damaged event shown as such)."""
         target = Path(path).expanduser() if path is not None else \
-            await asyncio.to_thread(default_db_path, create=create)
+            await asyncio.to_thread(default_db_path)
         prepared = await asyncio.to_thread(prepare_database, target, create=create, check=check)
         store = cls(prepared, clock, synchronous=synchronous, max_batch=max_batch)
         try:
@@ -737,353 +525,60 @@ class Store:
             except Exception:
                 log.exception("store subscriber %r failed", callback)
 
-    # --- reading -------------------------------------------------------------------
-
-    async def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        try:
-            return list(await self._reader().execute_fetchall(sql, tuple(params)))
-        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
-            raise damaged(self.path, str(e)) from None
-
-    async def _fetch_tuples(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Plain tuples (no Row objects), fetched in one hop to the reader's thread."""
-        args = tuple(params)
-
-        def fetch(raw: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            cursor = raw.cursor()
-            cursor.row_factory = None
-            try:
-                return cursor.execute(sql, args).fetchall()
-            finally:
-                cursor.close()
-
-        try:
-            return await run_sync(self._reader(), fetch)
-        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
-            raise damaged(self.path, str(e)) from None
-
-    def _decode(self, session_id: str, seq: int, data: Any) -> Event:
-        """A stored event, or for a row that does not decode a ``damaged`` OpaqueEvent
-        (recorded in ``self.damaged_events``) so the rest of the session still reads."""
-        try:
-            return decode_event(data)
-        except Exception as e:  # noqa: BLE001 - any garbage in a row is that row's damage
-            self.damaged_events.add((session_id, int(seq)))
-            # info, not warning: the CLI says it in its own line, the TUI shows the row
-            log.info("store: event %s of session %s does not decode: %s", seq, session_id, e)
-            return OpaqueEvent(type_name="damaged", session_id=session_id, seq=int(seq),
-                               data={"note": f"[damaged event seq {seq}]"})
-
-    async def list_sessions(self, status: str | Iterable[str] | None = None, text: str | None = None,
-                            limit: int = 50, offset: int = 0) -> list[SessionRow]:
-        """Newest first; ``status`` one or several; ``text`` matches title, id, backend, model."""
-        where: list[str] = []
-        params: list[Any] = []
-        if status:
-            statuses = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            params += statuses
-        if text:
-            pattern = _like(text)
-            where.append("(title LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' "
-                         "OR backend LIKE ? ESCAPE '\\' OR IFNULL(model, '') LIKE ? ESCAPE '\\')")
-            params += [pattern] * 4
-        sql = "SELECT * FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?"
-        rows = await self._fetch(sql, [*params, int(limit), int(offset)])
-        return [_session_row(r) for r in rows]
-
-    async def count_sessions(self, status: str | Iterable[str] | None = None) -> int:
-        if status:
-            statuses = [status] if isinstance(status, str) else list(status)
-            rows = await self._fetch(
-                f"SELECT COUNT(*) AS n FROM sessions WHERE status IN ({', '.join('?' for _ in statuses)})",
-                statuses)
-        else:
-            rows = await self._fetch("SELECT COUNT(*) AS n FROM sessions")
-        return int(rows[0]["n"])
-
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        rows = await self._fetch("SELECT * FROM sessions WHERE id = ?", (session_id,))
-        return _session_row(rows[0]) if rows else None
-
-    async def resolve_session(self, id_or_prefix: str) -> str:
-        key = (id_or_prefix or "").strip()
-        if not key:
-            raise SessionNotFound("no session id given")
-        try:
-            key.encode("utf-8")
-        except UnicodeEncodeError:  # a command-line byte that is not UTF-8: no id has it
-            raise SessionNotFound(f"no session matches {key!r}") from None
-        if await self._fetch("SELECT 1 FROM sessions WHERE id = ?", (key,)):
-            return key
-        prefix = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = await self._fetch(
-            "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 6",
-            (prefix,))
-        if not rows:
-            raise SessionNotFound(f"no session matches {key!r}")
-        if len(rows) > 1:
-            ids = [r["id"] for r in rows[:5]]
-            more = ", ..." if len(rows) > 5 else ""
-            raise AmbiguousSession(f"{key!r} matches several sessions ({', '.join(ids)}{more}); "
-                                   "type more of the id")
-        return str(rows[0]["id"])
-
-    async def latest_session_id(self, status: str | Iterable[str] | None = None) -> str | None:
-        rows = await self.list_sessions(status=status, limit=1)
-        return rows[0].id if rows else None
-
-    async def events(self, session_id: str, after_seq: int = 0, limit: int | None = 1000,
-                     types: Iterable[str] | None = None) -> list[Event]:
-        """Events with seq > after_seq, ascending; ``types`` keeps only those types."""
-        sql = f"SELECT {_EVENT_READ} FROM events WHERE session_id = ? AND seq > ?"
-        params: list[Any] = [session_id, int(after_seq)]
-        type_list = [types] if isinstance(types, str) else list(types or ())
-        if type_list:
-            sql += f" AND type IN ({', '.join('?' for _ in type_list)})"
-            params += type_list
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(-1 if limit is None else int(limit))
-        return self._events(session_id, await self._fetch_tuples(sql, params))
-
-    async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
-        """Up to ``limit`` events with seq < before_seq, ascending (scrolling back)."""
-        rows = await self._fetch_tuples(
-            f"SELECT {_EVENT_READ} FROM events WHERE session_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-            (session_id, int(before_seq), int(limit)))
-        rows.reverse()
-        return self._events(session_id, rows)
-
-    def _events(self, session_id: str, rows: list[tuple[Any, ...]]) -> list[Event]:
-        """Rows of ``_EVENT_READ`` as events: lazily decoded where SQLite vouched for the
-        JSON, the full decode (with its damage handling) for any other row."""
-        return lazy_events(session_id, rows, lambda seq, data: self._decode(session_id, seq, data))
-
-    async def last_seq(self, session_id: str) -> int:
-        rows = await self._fetch("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))
-        if rows:
-            return int(rows[0]["last_seq"])
-        rows = await self._fetch("SELECT MAX(seq) AS m FROM events WHERE session_id = ?", (session_id,))
-        return int(rows[0]["m"] or 0)
-
-    async def subtasks(self, session_id: str) -> list[SubtaskRow]:
-        rows = await self._fetch(
-            "SELECT * FROM subtasks WHERE session_id = ? ORDER BY position, rowid", (session_id,))
-        return [_subtask_row(r) for r in rows]
-
-    async def tool_calls(self, session_id: str, status: str | None = None) -> list[ToolCallRow]:
-        sql = "SELECT * FROM tool_calls WHERE session_id = ?"
-        params: list[Any] = [session_id]
-        if status:
-            sql += " AND status = ?"
-            params.append(status)
-        rows = await self._fetch(sql + " ORDER BY started_seq", params)
-        return [_tool_call_row(r) for r in rows]
-
-    async def subtask_history(self, session_id: str, subtask_id: str,
-                              types: Iterable[str] = SUBTASK_HISTORY_TYPES) -> tuple[int, list[Event]]:
-        """What a runner rebuilds a subtask's attempt numbers and retry budget from: the
-        highest attempt number any of its events carries, and its ``types`` events
-        (attempts, errors, retries, starts and ends), ascending."""
-        type_list = list(types)
-        history_sql = ("SELECT data FROM events WHERE session_id = ? AND subtask_id = ? "
-                       f"AND type IN ({', '.join('?' for _ in type_list)}) ORDER BY seq")
-
-        def read(raw: sqlite3.Connection) -> tuple[Any, list[Any]]:  # both in one hop
-            cursor = raw.cursor()
-            cursor.row_factory = None
-            try:
-                top = cursor.execute("SELECT MAX(attempt) FROM events WHERE session_id = ? AND subtask_id = ?",
-                                     (session_id, subtask_id)).fetchone()[0]
-                return top, cursor.execute(history_sql, (session_id, subtask_id, *type_list)).fetchall()
-            finally:
-                cursor.close()
-
-        try:
-            top, rows = await run_sync(self._reader(), read)
-        except sqlite3.DatabaseError as e:  # a malformed page: one line, not a traceback
-            raise damaged(self.path, str(e)) from None
-        return int(top or 0), [decode_event(r[0]) for r in rows]
-
-    async def last_plan(self, session_id: str) -> list[dict[str, Any]] | None:
-        """The subtasks of the session's latest plan.ready (a planning attempt's plan
-        replaces the task file's list), or None if it has none."""
-        rows = await self._fetch("SELECT data FROM events WHERE session_id = ? AND type = 'plan.ready' "
-                                 "ORDER BY seq DESC LIMIT 1", (session_id,))
-        return list(getattr(decode_event(rows[0]["data"]), "subtasks", None) or []) if rows else None
-
-    async def tail(self, session_id: str, after_seq: int = 0, poll_s: float = 0.1,
-                   page: int = 1000) -> AsyncIterator[list[Event]]:
-        """Follow a session another process writes: yields each new run of events, polling
-        (through the clock) every ``poll_s`` while nothing is new."""
-        last = int(after_seq)
-        while True:
-            batch = await self.events(session_id, after_seq=last, limit=page)
-            if batch:
-                last = batch[-1].seq
-                yield batch
-                continue
-            await self.clock.sleep(poll_s)
-
-    # --- leases --------------------------------------------------------------------
-
-    def _runner_gone(self, lease: Any, now: float) -> str | None:
-        """Why the lease's runner is gone, or None if it may still be running."""
-        if lease is None:
-            return "no lease"
-        if lease["expires_at"] <= now:
-            if lease["host"] == self.host and _pid_stopped(int(lease["pid"])):
-                return None  # stopped (Ctrl-Z), not gone: it goes on, and renews its lease, once continued
-            return "lease expired"
-        if lease["host"] == self.host and not _pid_alive(int(lease["pid"])):
-            return f"process {lease['pid']} has exited"
-        return None
-
-    async def _lease_row(self, conn: aiosqlite.Connection, session_id: str) -> Any:
-        rows = list(await conn.execute_fetchall("SELECT * FROM leases WHERE session_id = ?", (session_id,)))
-        return rows[0] if rows else None
-
-    def _take_lease(self, conn: sqlite3.Connection, session_id: str, ttl_s: float) -> None:
-        rows = conn.execute("SELECT * FROM leases WHERE session_id = ?", (session_id,)).fetchall()
-        row = rows[0] if rows else None
-        if row is not None and row["owner"] != self.owner and self._runner_gone(row, self.clock.now()) is None:
-            raise LeaseHeld(session_id, row["owner"])
-        conn.execute(
-            "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
-            (session_id, self.owner, self.clock.now() + ttl_s, self.pid, self.host))
-
+    # --- leases (the SQL: leases.py) -----------------------------------------------
     # Taking and refreshing a lease are transactions of their own (writer jobs, each in one
-    # hop to the writer's thread); giving it up rides in the writer's next transaction (run_rows), so a runner's
-    # session.finished and its release are one commit.
+    # hop to the writer's thread); giving it up rides in the writer's next transaction
+    # (run_rows), so a runner's session.finished and its release are one commit.
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
-        """Become the one runner of ``session_id``; LeaseHeld if a live runner has it. An
-        expired lease, or one of a dead process on this host, is taken over."""
-        await self._run_write_sync(lambda raw: self._take_lease(raw, session_id, ttl_s))
+        await self._run_write_sync(lambda raw: leases.take(raw, session_id, ttl_s, **self._runner()))
 
     async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
-        """Extend our lease; if it was lost meanwhile, take it again or raise LeaseHeld."""
-        def refresh(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute(
-                "UPDATE leases SET expires_at = ? WHERE session_id = ? AND owner = ?",
-                (self.clock.now() + ttl_s, session_id, self.owner))
-            if cursor.rowcount == 0:
-                self._take_lease(conn, session_id, ttl_s)
+        await self._run_write_sync(lambda raw: leases.refresh(raw, session_id, ttl_s, **self._runner()))
 
-        await self._run_write_sync(refresh)
+    def _runner(self) -> dict[str, Any]:
+        """This store as a lease holder, and its clock (the keywords of leases.take/refresh)."""
+        return {"owner": self.owner, "host": self.host, "pid": self.pid, "now": self.clock.now}
 
     async def release_lease(self, session_id: str) -> None:
         await self.release_lease_soon(session_id)
 
     def release_lease_soon(self, session_id: str) -> asyncio.Future[None]:
-        """``release_lease`` queued now (it shares the commit of what was submitted just
-        before it); await the future for its commit."""
-        def release(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM leases WHERE session_id = ? AND owner = ?", (session_id, self.owner))
-
-        return self.submit_rows(release)
+        return self.submit_rows(lambda raw: leases.release(raw, session_id, self.owner))
 
     async def lease_owner(self, session_id: str) -> str | None:
-        row = await self._lease_row(self._reader(), session_id)
-        if row is None or self._runner_gone(row, self.clock.now()) is not None:
-            return None
-        return str(row["owner"])
+        return await leases.owner_of(self._reader(), session_id, host=self.host, now=self.clock.now)
 
-    # --- commands ------------------------------------------------------------------
+    # --- commands (the SQL: commands.py) -------------------------------------------
 
     async def enqueue_command(self, session_id: str, command: str, subtask_id: str | None = None,
                               text: str = "", source: str = "cli") -> int:
-        if command not in COMMANDS:
-            raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
-        text = Scrubber().text(text)  # a person's message may quote a secret too
-
-        async def insert(conn: aiosqlite.Connection) -> int:
-            cursor = await conn.execute(
-                "INSERT INTO commands (session_id, command, subtask_id, text, source, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, command, subtask_id, text, source, self.clock.now()))
-            return int(cursor.lastrowid or 0)
-
-        return await self.run_write(insert)
+        text = commands.checked_text(command, text)
+        return await self.run_write(lambda conn: commands.insert(
+            conn, session_id, command, subtask_id, text, source, self.clock.now()))
 
     async def take_commands(self, session_id: str) -> list[CommandRow]:
-        """Untaken commands for the session, oldest first, marked taken atomically."""
-        # Polled often by runners: skip the write transaction when there is nothing.
-        if not await self._fetch(
-                "SELECT 1 FROM commands WHERE session_id = ? AND taken_at IS NULL LIMIT 1", (session_id,)):
+        if not await self._read(commands.any_untaken, session_id):
             return []
+        return await self.run_write(lambda conn: commands.take(conn, session_id, self.clock.now))
 
-        async def take(conn: aiosqlite.Connection) -> list[CommandRow]:
-            rows = list(await conn.execute_fetchall(
-                "SELECT * FROM commands WHERE session_id = ? AND taken_at IS NULL ORDER BY id", (session_id,)))
-            if rows:
-                await conn.executemany("UPDATE commands SET taken_at = ? WHERE id = ?",
-                                       [(self.clock.now(), r["id"]) for r in rows])
-            return [_command_row(r) for r in rows]
-
-        return await self.run_write(take)
-
-    # --- recovery ------------------------------------------------------------------
+    # --- recovery (the SQL: recovery.py) -------------------------------------------
 
     async def recover(self) -> list[str]:
-        """Close sessions whose runner is gone: tool.finished(interrupted) for each running
-        call, then session.interrupted, in one transaction; then kill the tool processes a
-        dead runner of this host left behind (core.tools.spawn.kill_orphans). Returns their
-        ids; a second call finds nothing (the sessions are no longer live)."""
-        live = tuple(sorted(FINISHED_SESSION))
-        marks = ", ".join("?" for _ in live)
-        if not await self._fetch(f"SELECT 1 FROM sessions WHERE status NOT IN ({marks}) LIMIT 1", live):
+        if not await self._read(recovery.any_live):
             return []
+        dead_runners: set[int] = set()
 
         async def recover_job(conn: aiosqlite.Connection) -> list[str]:
-            now = self.clock.now()
-            candidates = list(await conn.execute_fetchall(
-                f"SELECT id, last_event_ts FROM sessions WHERE status NOT IN ({marks}) ORDER BY started_at", live))
-            events: list[Event] = []
-            recovered: list[str] = []
             dead_runners.clear()
-            for cand in candidates:
-                sid = cand["id"]
-                lease = await self._lease_row(conn, sid)
-                if lease is not None and lease["owner"] == self.owner:
-                    continue
-                why = self._runner_gone(lease, now)
-                if why is None:
-                    continue
-                # the session ended with its last sign of life, not when someone noticed
-                at = now if cand["last_event_ts"] is None else min(now, float(cand["last_event_ts"]))
-                calls = await conn.execute_fetchall(
-                    "SELECT call_id, subtask_id, attempt, started_at FROM tool_calls "
-                    "WHERE session_id = ? AND status = 'running' ORDER BY started_seq", (sid,))
-                for c in calls:
-                    events.append(ToolFinished(
-                        session_id=sid, ts=at, subtask_id=c["subtask_id"], attempt=c["attempt"],
-                        call_id=c["call_id"], status="interrupted", output=INTERRUPTED_OUTPUT,
-                        duration_s=max(0.0, at - float(c["started_at"]))))
-                events.append(SessionInterrupted(session_id=sid, ts=at, reason=f"runner gone ({why})"))
-                if lease is not None and lease["host"] == self.host and not _pid_alive(int(lease["pid"])):
-                    dead_runners.add(int(lease["pid"]))
-                if lease is not None:
-                    await conn.execute("DELETE FROM leases WHERE session_id = ?", (sid,))
-                recovered.append(sid)
+            found, events = await recovery.gone_runners(conn, now=self.clock.now(), owner=self.owner,
+                                                        host=self.host, dead_runners=dead_runners)
             if events:
                 await self._write_in_job(conn, events)
-            return recovered
+            return found
 
-        dead_runners: set[int] = set()
         recovered = await self.run_write(recover_job)
-        if dead_runners:
-            # what their tools left running (a process that escaped its group, or no
-            # pdeathsig on this system): only this host's, only marked with a dead runner
-            from core.tools.spawn import kill_orphans
-
-            killed = sum([await asyncio.to_thread(kill_orphans, pid, self.host) for pid in sorted(dead_runners)])
-            if killed:
-                log.info("store: killed %d tool process(es) left by runner(s) %s", killed,
-                         ", ".join(map(str, sorted(dead_runners))))
+        await recovery.kill_left_behind(dead_runners, self.host)
         if recovered:
             log.info("store: marked %d session(s) interrupted: %s", len(recovered), ", ".join(recovered))
         return recovered
@@ -1092,46 +587,11 @@ class Store:
 
     def agents_session(self, session_id: str, session_settings: Any = None, *,
                        deferred: bool = False) -> AgentsSession:
-        """An openai-agents Session kept in this database, written through this store
-        (``deferred``: its writes do not wait for their commit; see AgentsSession)."""
         from core.store.agents_session import AgentsSession
 
         return AgentsSession(session_id, self, session_settings=session_settings, deferred=deferred)
 
     def claude_session_store(self) -> ClaudeSessionStore:
-        """A claude_agent_sdk SessionStore kept in this database, written through this store."""
         from core.store.claude_store import ClaudeSessionStore
 
         return ClaudeSessionStore(self)
-
-    # --- pages of one subtask (the session view's windowing) ------------------------
-
-    # What a subtask's blocks are folded from: its own events, the session's (no subtask:
-    # they land in the current one) and every start (which says which one is current).
-    _SUBTASK_PAGE = ("session_id = ? AND (subtask_id = ? OR subtask_id IS NULL "
-                     "OR type IN ('subtask.started', 'attempt.started'))")
-
-    async def subtask_events_before(self, session_id: str, subtask_id: str, before_seq: int,
-                                    limit: int = 500) -> list[Event]:
-        """Up to ``limit`` events a subtask's view is folded from, seq < before_seq, ascending."""
-        rows = await self._fetch(
-            f"SELECT seq, data FROM events WHERE {self._SUBTASK_PAGE} AND seq < ? ORDER BY seq DESC LIMIT ?",
-            (session_id, subtask_id, int(before_seq), int(limit)))
-        return [self._decode(session_id, r["seq"], r["data"]) for r in reversed(rows)]
-
-    async def subtask_events_after(self, session_id: str, subtask_id: str, after_seq: int,
-                                   limit: int = 500) -> list[Event]:
-        """The same selection with seq > after_seq, ascending (looking ahead)."""
-        rows = await self._fetch(
-            f"SELECT seq, data FROM events WHERE {self._SUBTASK_PAGE} AND seq > ? ORDER BY seq LIMIT ?",
-            (session_id, subtask_id, int(after_seq), int(limit)))
-        return [self._decode(session_id, r["seq"], r["data"]) for r in rows]
-
-    async def current_subtask_at(self, session_id: str, before_seq: int) -> str | None:
-        """The subtask the last start before ``before_seq`` made current (where events
-        without a subtask landed then)."""
-        rows = await self._fetch(
-            "SELECT subtask_id FROM events WHERE session_id = ? AND seq < ? "
-            "AND type IN ('subtask.started', 'attempt.started') ORDER BY seq DESC LIMIT 1",
-            (session_id, int(before_seq)))
-        return rows[0]["subtask_id"] if rows else None

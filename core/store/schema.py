@@ -15,16 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+from core.store.errors import DatabaseDamaged, NoDatabase, NotADatabase, SchemaTooNew, StoreError
+
 
 APPLICATION_ID = 0x53485044  # "SHPD": tells our files from other programs' SQLite files
 BUSY_TIMEOUT_MS = 10_000  # two processes writing one file wait for each other this long
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def default_db_path(*, create: bool = True) -> Path:
+def default_db_path() -> Path:
     """$SHEPHERD_DB, else $XDG_DATA_HOME/shepherd/shepherd.db (~/.local/share by default).
-    Creates the parent directory (0700: transcripts are private) unless ``create`` is False
-    (read-only commands create nothing)."""
+    Pure: reads the environment, touches no file. The parent directory (0700: transcripts
+    are private) is made by ``prepare_database`` when a store is opened for writing."""
     env = os.environ.get("SHEPHERD_DB", "").strip()
     if env:
         path = Path(env).expanduser()
@@ -32,8 +34,6 @@ def default_db_path(*, create: bool = True) -> Path:
         xdg = os.environ.get("XDG_DATA_HOME", "").strip()
         base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
         path = base / "shepherd" / "shepherd.db"
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
 
@@ -195,10 +195,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # --- opening ------------------------------------------------------------------------
 
 
-# The error classes live in db.py (the contract); imported at call time because db.py
-# imports this module.
-
-
 def _printable(text: str) -> str:
     """``why`` may quote the file (table names, SQLite's schema errors): never a raw
     control character in a message for the terminal."""
@@ -206,22 +202,16 @@ def _printable(text: str) -> str:
 
 
 def _not_a_db(path: Path, why: str) -> Exception:
-    from core.store.db import NotADatabase
-
     return NotADatabase(f"{path} is not a Shepherd database: {_printable(why)}")
 
 
 def damaged(path: Path, why: str) -> Exception:
     """The one wording for a Shepherd database SQLite cannot read whole."""
-    from core.store.db import DatabaseDamaged
-
     return DatabaseDamaged(f"database damaged: {path}: {_printable(why)} (try `sqlite3 {path} .recover` "
                            "into a new file; this one is left as it is)")
 
 
 def _too_new(path: Path, version: int) -> Exception:
-    from core.store.db import SchemaTooNew
-
     return SchemaTooNew(f"{path} was written by a newer Shepherd (schema {version} > "
                         f"{SCHEMA_VERSION}); upgrade Shepherd")
 
@@ -323,8 +313,6 @@ def prepare_database(path: Path, *, create: bool = True, check: bool = False) ->
     left untouched. ``create=False`` (read-only commands): a missing or empty file raises
     NoDatabase and nothing (no directory, no file) is made. ``check``: run quick_check
     first (runners, which will write)."""
-    from core.store.db import NoDatabase, StoreError
-
     path = Path(path).expanduser()
     ours = False
     try:
@@ -374,8 +362,6 @@ def _connect_rw(path: Path) -> sqlite3.Connection:
 
 def _cannot_use(path: Path, e: sqlite3.OperationalError) -> Exception:
     """Locked, read-only, unopenable: one line that says so (never "damaged")."""
-    from core.store.db import StoreError
-
     text = str(e)
     if "locked" in text or "busy" in text:
         return StoreError(f"database {path} is locked by another process (waited "

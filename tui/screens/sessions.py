@@ -31,7 +31,8 @@ from tui.widgets.anim import Ticker
 from tui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
-    from core.store.db import SessionRow
+    from core.store.protocol import EventStore
+    from core.store.rows import SessionRow
 
 log = logging.getLogger("shepherd.tui.sessions")
 
@@ -166,7 +167,7 @@ class SessionsScreen(Screen):
         Binding("down", "focus_table", show=False),
     ]
 
-    def __init__(self, store: Any, *, clock: Callable[[], float] = time.time,
+    def __init__(self, store: EventStore, *, clock: Callable[[], float] = time.time,
                  live_ids: Callable[[], set[str]] | None = None, db_label: str | None = None,
                  covered: bool = False) -> None:
         """``covered``: a session view opens over this screen at once (start-up): it is

@@ -22,7 +22,7 @@ from tui import model as m
 from tui.widgets.blocks import _clean, input_text
 
 if TYPE_CHECKING:
-    from core.store.db import Store
+    from core.store.protocol import EventStore
 
 
 def fmt_size(text: str) -> str:
@@ -33,7 +33,7 @@ def fmt_size(text: str) -> str:
     return f"{size}, {lines} line{'s' if lines != 1 else ''}"
 
 
-async def load_call(store: "Store | None", session_id: str, block: m.ToolBlock) -> tuple[Any, str]:
+async def load_call(store: "EventStore | None", session_id: str, block: m.ToolBlock) -> tuple[Any, str]:
     """(input, output) of the call as stored; the block's own copy if the store has none."""
     if store is not None and block.call_id:
         try:

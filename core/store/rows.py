@@ -1,0 +1,120 @@
+"""The rows a store's queries return: one frozen dataclass per derived table (sessions,
+subtasks, tool calls, commands), and how each is built from a database row (anything that
+maps column names to values: ``sqlite3.Row`` here, a dict row elsewhere)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    title: str
+    backend: str
+    model: str | None
+    workspace: str
+    status: str  # running | paused | waiting | stuck | done | failed | cancelled | interrupted
+    started_at: float
+    updated_at: float
+    ended_at: float | None
+    last_seq: int
+    subtasks_total: int
+    subtasks_done: int
+    retries: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    task: dict[str, Any]
+    last_event_ts: float | None = None
+
+
+@dataclass(frozen=True)
+class SubtaskRow:
+    session_id: str
+    id: str
+    title: str
+    position: int
+    phase: str
+    status: str  # pending | running | waiting_retry | paused | done | failed | stuck | skipped | cancelled
+    attempts: int
+    retries: int
+    started_at: float | None
+    finished_at: float | None
+    reason: str
+    last_error_kind: str | None
+
+
+@dataclass(frozen=True)
+class ToolCallRow:
+    session_id: str
+    call_id: str
+    subtask_id: str | None
+    attempt: int | None
+    name: str
+    input: dict[str, Any]
+    status: str  # running | ok | error | denied | interrupted
+    output: str
+    started_at: float
+    finished_at: float | None
+    duration_s: float | None
+    started_seq: int
+    finished_seq: int | None
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    id: int
+    session_id: str
+    command: str
+    subtask_id: str | None
+    text: str
+    source: str
+    created_at: float
+
+
+def session_row(r: Any) -> SessionRow:
+    try:
+        task = json.loads(r["task_json"] or "{}")
+    except ValueError:
+        task = {}
+    return SessionRow(
+        id=r["id"], title=r["title"], backend=r["backend"], model=r["model"],
+        workspace=r["workspace"], status=r["status"], started_at=r["started_at"],
+        updated_at=r["updated_at"], ended_at=r["ended_at"], last_seq=r["last_seq"],
+        subtasks_total=r["subtasks_total"], subtasks_done=r["subtasks_done"],
+        retries=r["retries"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
+        cost_usd=r["cost_usd"], task=task if isinstance(task, dict) else {},
+        last_event_ts=r["last_event_ts"])
+
+
+def subtask_row(r: Any) -> SubtaskRow:
+    return SubtaskRow(
+        session_id=r["session_id"], id=r["id"], title=r["title"], position=r["position"],
+        phase=r["phase"], status=r["status"], attempts=r["attempts"], retries=r["retries"],
+        started_at=r["started_at"], finished_at=r["finished_at"], reason=r["reason"],
+        last_error_kind=r["last_error_kind"])
+
+
+def tool_call_row(r: Any) -> ToolCallRow:
+    try:
+        tool_input = json.loads(r["input_json"] or "{}")
+    except ValueError:
+        tool_input = {}
+    return ToolCallRow(
+        session_id=r["session_id"], call_id=r["call_id"], subtask_id=r["subtask_id"],
+        attempt=r["attempt"], name=r["name"], input=tool_input, status=r["status"],
+        output=r["output"], started_at=r["started_at"], finished_at=r["finished_at"],
+        duration_s=r["duration_s"], started_seq=r["started_seq"], finished_seq=r["finished_seq"])
+
+
+def command_row(r: Any) -> CommandRow:
+    return CommandRow(id=r["id"], session_id=r["session_id"], command=r["command"],
+                      subtask_id=r["subtask_id"], text=r["text"], source=r["source"],
+                      created_at=r["created_at"])
+
+
+__all__ = ["CommandRow", "SessionRow", "SubtaskRow", "ToolCallRow", "command_row", "session_row",
+           "subtask_row", "tool_call_row"]
