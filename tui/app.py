@@ -31,6 +31,7 @@ from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
 
 if TYPE_CHECKING:
     from core.task import Task
+    from tui.screens.session import SessionScreen
 
 log = logging.getLogger("shepherd.tui")
 
@@ -350,6 +351,20 @@ class ShepherdApp(App[int]):
         log.info("resumed run %s", session_id)
         await self.open_session(session_id)
         return handle
+
+    def on_session_screen_resume_requested(self, message: "SessionScreen.ResumeRequested") -> None:
+        # A worker of the app's: the resumed run's view replaces the asking screen (which
+        # would cancel a worker of its own), and the SDK's import never holds up the keys.
+        self.run_worker(self._resume_requested(message), group="resume", exclusive=True, exit_on_error=False)
+
+    async def _resume_requested(self, message: "SessionScreen.ResumeRequested") -> None:
+        try:
+            handle = await self.resume_session(message.session_id, retry_subtask=message.retry_subtask)
+        except Exception as exc:
+            self.notify(f"resume failed: {exc}", severity="error", markup=False)
+            handle = None
+        if handle is None:  # nothing started: the screen shows what is true again
+            message.screen.resume_refused()
 
     def _track(self, handle: Any) -> None:
         self.runs[handle.session_id] = handle
