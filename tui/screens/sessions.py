@@ -137,23 +137,6 @@ class SessionsScreen(Screen):
     SLOW_REFRESH_S = 2.0
     TICKS_PER_SECOND = 10  # the shared Ticker's rate: durations of live rows move once a second
 
-    DEFAULT_CSS = """
-    SessionsScreen { layout: vertical; }
-    SessionsScreen #title-bar {
-        height: 1; width: 100%;
-        background: $primary 30%; color: $text; padding: 0 1;
-    }
-    SessionsScreen #filter-bar { height: 1; width: 100%; padding: 0 1; }
-    SessionsScreen #filter-bar Label { width: auto; color: $text-muted; padding-right: 1; }
-    SessionsScreen #filter { width: 1fr; }
-    SessionsScreen SessionTable { height: 1fr; }
-    SessionsScreen #empty {
-        height: auto; width: 100%; padding: 1 2; color: $text-muted; display: none;
-    }
-    SessionsScreen.-empty #empty { display: block; }
-    SessionsScreen.-empty SessionTable { height: 2; }
-    """
-
     BINDINGS = [
         Binding("d", "app.demo", "Demo"),
         Binding("o", "app.run_file", "Task file"),
