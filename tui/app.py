@@ -24,7 +24,8 @@ from textual.screen import ModalScreen
 
 from core.text import safe
 from tui.logging_setup import configure_logging, guarded, report_error
-from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
+from core.states import LIVE_STATUSES, SessionStatus
+from tui.screens.sessions import SessionsScreen
 
 # The help screen (Markdown, markdown-it, pygments) and the modals (core.task, tomllib) are
 # imported when first opened: none of them is on the first screen.
@@ -230,7 +231,7 @@ class ShepherdApp(App[int]):
         sid = self.open_session_id
         try:
             if sid is None:
-                sid = await self.store.latest_session_id(status="running")
+                sid = await self.store.latest_session_id(status=SessionStatus.RUNNING)
                 if sid is None:
                     self.notify("No live session to attach to.", severity="warning")
                     return
@@ -376,13 +377,13 @@ class ShepherdApp(App[int]):
         if self._quitting or not self.is_running:
             return
         if task.cancelled():
-            status = "cancelled"
+            status = SessionStatus.CANCELLED
         elif task.exception() is not None:
             report_error(self, task.exception(), f"Run {session_id} crashed")  # type: ignore[arg-type]
             return
         else:
             status = task.result()
-        severity = "information" if status == "done" else "warning"
+        severity = "information" if status == SessionStatus.DONE else "warning"
         self.notify(f"Run {session_id} ended: {status}", severity=severity)
         if self.home is not None:
             self.home.request_reload()

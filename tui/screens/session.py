@@ -25,7 +25,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import OptionList
 
-from core.states import FINISHED_STATUSES
+from core.states import FINISHED_STATUSES, SessionStatus
 from tui import model as m
 from tui.feed import FeedEvents, History, StaticFeed, make_feed
 from tui.history import load_earlier_blocks
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 READ_ONLY = "read-only: this session is not running"
-FINISHED_SESSION_STATES = FINISHED_STATUSES
 NO_CONTROLS = "read-only: no controls for this session here"
 
 
@@ -375,16 +374,16 @@ class SessionScreen(Screen[None]):
     def _resumable(self) -> bool:
         """An interrupted session nobody runs: p continues it in this process."""
         info = self.model.session
-        return not info.is_live and info.status == "interrupted"
+        return not info.is_live and info.status == SessionStatus.INTERRUPTED
 
     def _rerunnable(self) -> bool:
         """A past session: r runs the selected subtask again in this process."""
         info = self.model.session
-        return not info.is_live and info.status in FINISHED_SESSION_STATES and bool(self._selected_subtask())
+        return not info.is_live and info.status in FINISHED_STATUSES and bool(self._selected_subtask())
 
     def _pausing(self) -> bool:
         info = self.model.session
-        return info.status == "paused" or info.pause_requested
+        return info.status == SessionStatus.PAUSED or info.pause_requested
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if not self._ready or self._busy:
@@ -392,11 +391,11 @@ class SessionScreen(Screen[None]):
         ctl = self.controllable
         status = self.model.session.status
         if action == "pause":
-            return ctl and not self._pausing() and status != "stuck"
+            return ctl and not self._pausing() and status != SessionStatus.STUCK
         if action == "resume":
             return (ctl and self._pausing()) or self._resumable()
         if action == "pause_now":
-            return ctl and status != "paused" and status != "stuck"
+            return ctl and status not in (SessionStatus.PAUSED, SessionStatus.STUCK)
         if action == "retry_now":
             return ctl and self.model.waiting_retry() is not None
         if action == "retry":

@@ -21,12 +21,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, Static
 
+from core.states import LIVE_STATUSES, SessionStatus
 from core.text import safe, safe_fields
 from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
 from tui.fmt import fmt_span, fmt_tokens
 from tui.screens.visibility import on_screen
-from tui.states import LIVE_STATUSES
 from tui.widgets.anim import Ticker
 from tui.widgets.footer import KeyFooter
 
@@ -37,16 +37,16 @@ log = logging.getLogger("shepherd.tui.sessions")
 
 # status -> style; the icon comes from the one table (tui.icons), "running" spins.
 STATUS_STYLES: dict[str, str] = {
-    "running": "bold cyan",
-    "waiting": "bold yellow",
-    "paused": "bold cyan",
-    "stuck": "bold black on yellow",
-    "done": "bold green",
-    "failed": "bold red",
-    "cancelled": "dim",
-    "interrupted": "bold magenta",
+    SessionStatus.RUNNING: "bold cyan",
+    SessionStatus.WAITING: "bold yellow",
+    SessionStatus.PAUSED: "bold cyan",
+    SessionStatus.STUCK: "bold black on yellow",
+    SessionStatus.DONE: "bold green",
+    SessionStatus.FAILED: "bold red",
+    SessionStatus.CANCELLED: "dim",
+    SessionStatus.INTERRUPTED: "bold magenta",
 }
-RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled"})
+RESUMABLE_STATUSES = frozenset({SessionStatus.INTERRUPTED, SessionStatus.FAILED, SessionStatus.CANCELLED})
 
 
 # --- formatting (pure; also used by tests and the screenshot script) ------------------------

@@ -13,6 +13,7 @@ from textual.events import Click
 from textual.widget import Widget
 from textual.geometry import Size
 
+from core.states import SubtaskState
 from tui import model as m
 from tui.widgets import markdown as md
 from tui.widgets.markdown import RENDERED
@@ -36,8 +37,9 @@ ATTEMPT_REASONS = {
 
 TOOL_STYLES = {"running": "$accent", "ok": "$success", "error": "$error", "denied": "$warning",
                "interrupted": "$foreground-muted"}
-END_STYLES = {"done": "$success", "failed": "$error", "stuck": "$warning", "skipped": "$foreground-muted",
-              "cancelled": "$foreground-muted", "interrupted": "$foreground-muted"}
+END_STYLES = {SubtaskState.DONE: "$success", SubtaskState.FAILED: "$error", SubtaskState.STUCK: "$warning",
+              SubtaskState.SKIPPED: "$foreground-muted", SubtaskState.CANCELLED: "$foreground-muted",
+              SubtaskState.INTERRUPTED: "$foreground-muted"}
 NOTE_ICONS = {"note": "✎", "pause": "⏸", "resume": "▶", "session": "■", "stall": "⚠", "opaque": "?",
               "control": "▸"}
 
