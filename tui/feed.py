@@ -33,10 +33,8 @@ if TYPE_CHECKING:
 PAGE_SIZE = 2000
 
 
-class FeedEvents(Message):
+class FeedEvents(Message, bubble=False):  # for the screen that follows the feed only
     """New committed events are in the feed's inbox (posted once per delivered batch)."""
-
-    bubble = False  # for the screen that follows the feed only
 
     def __init__(self, count: int) -> None:
         super().__init__()
