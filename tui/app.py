@@ -353,6 +353,17 @@ class ShepherdApp(App[int]):
         await self.open_session(session_id)
         return handle
 
+    # What screens ask of the app (their messages bubble up to it). The home's requests are
+    # awaited here, one after another, as its keys were: a second r waits for the first.
+
+    @guarded("Could not open the session")
+    async def on_sessions_screen_open_requested(self, message: SessionsScreen.OpenRequested) -> None:
+        await self.open_session(message.session_id)
+
+    @guarded("Could not resume the session")
+    async def on_sessions_screen_resume_requested(self, message: SessionsScreen.ResumeRequested) -> None:
+        await self.resume_session(message.session_id)
+
     def on_session_screen_resume_requested(self, message: "SessionScreen.ResumeRequested") -> None:
         # A worker of the app's: the resumed run's view replaces the asking screen (which
         # would cancel a worker of its own), and the SDK's import never holds up the keys.

@@ -124,7 +124,22 @@ COLUMNS: list[tuple[str, str, int | None, int]] = [
 
 
 class SessionsScreen(Screen):
-    """Home: the sessions list with a filter. Enter opens a session."""
+    """Home: the sessions list with a filter. Enter opens a session, r resumes one: the
+    screen asks the app (``OpenRequested``, ``ResumeRequested``), which owns runs and views."""
+
+    class OpenRequested(Message):
+        """Open the session view of ``session_id``."""
+
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+
+    class ResumeRequested(Message):
+        """Continue the (interrupted, failed or cancelled) session ``session_id`` in this process."""
+
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
 
     HELP_TITLE = "the sessions list"
     HELP_NOTE = ("Type to filter: any other printable key goes to the filter (the keys above keep "
@@ -494,11 +509,10 @@ class SessionsScreen(Screen):
         self.table.focus()
 
     @on(DataTable.RowSelected)
-    @guarded("Could not open the session")
-    async def _row_selected(self, event: DataTable.RowSelected) -> None:
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key is not None and event.row_key.value:
-            await self.app.open_session(event.row_key.value)
+            self.post_message(self.OpenRequested(event.row_key.value))
 
     @on(DataTable.RowHighlighted)
     async def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -548,7 +562,7 @@ class SessionsScreen(Screen):
         self.table.focus()
 
     @guarded("Could not resume the session")
-    async def action_resume(self) -> None:
+    def action_resume(self) -> None:
         row = self.highlighted_row()
         if row is None:
             return
@@ -556,4 +570,4 @@ class SessionsScreen(Screen):
             self.app.notify(f"Session {row.id} is {row.status}; only interrupted, failed or cancelled "
                             "sessions can be resumed.", severity="warning")
             return
-        await self.app.resume_session(row.id)
+        self.post_message(self.ResumeRequested(row.id))
