@@ -23,9 +23,10 @@ def test_screens_build_no_css_in_python() -> None:
         assert not re.search(r"^\s*(DEFAULT_)?CSS\s*=", src, re.M), name
 
 
-def test_no_app_function_found_by_getattr_nor_awaitables_guessed() -> None:
+def test_no_app_or_container_function_found_by_getattr_nor_awaitables_guessed() -> None:
     for name, src in sources().items():
-        assert "getattr(self.app" not in src and "isawaitable" not in src, name
+        for smell in ("getattr(self.app", "getattr(self.parent", "getattr(self.screen", "isawaitable"):
+            assert smell not in src, (name, smell)
 
 
 def test_the_views_speak_core_states() -> None:

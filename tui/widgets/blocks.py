@@ -10,6 +10,7 @@ from typing import Callable
 from textual.binding import Binding
 from textual.content import Content
 from textual.events import Click
+from textual.message import Message
 from textual.widget import Widget
 from textual.geometry import Size
 
@@ -235,6 +236,17 @@ class Expandable(BlockWidget):
     """A block that folds: Enter or a click toggles it. The footer says which way
     (two bindings on Enter, ``check_action`` shows the one that applies)."""
 
+    class Unfolded(Message):
+        """A reader unfolded ``block``: its container keeps the block's head in view."""
+
+        def __init__(self, block: "Expandable") -> None:
+            super().__init__()
+            self.block = block
+
+        @property
+        def control(self) -> "Expandable":
+            return self.block
+
     can_focus = True
     BINDINGS = [
         Binding("enter", "expand", "Expand", tooltip="Show this block in full"),
@@ -266,9 +278,7 @@ class Expandable(BlockWidget):
         self.refresh(layout=True)
         self.refresh_bindings()
         if self.expanded:  # a reader opened it: keep its head in view, not the stream's end
-            keep = getattr(self.parent, "keep_in_view", None)
-            if keep is not None:
-                keep(self)
+            self.post_message(self.Unfolded(self))
 
     def on_click(self, event: Click) -> None:
         event.stop()
