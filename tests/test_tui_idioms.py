@@ -56,7 +56,7 @@ class Target:
         return True
 
 
-def test_a_feed_fills_its_inbox_at_once_and_posts_one_message_a_batch() -> None:
+def test_a_feed_fills_its_inbox_at_once_and_posts_when_it_stops_being_empty() -> None:
     feed = StaticFeed(store=None, session_id="s")  # type: ignore[arg-type]
     target = Target()
     batch = [ev.Heartbeat(session_id="s", seq=i) for i in (1, 2, 3)]
@@ -66,6 +66,7 @@ def test_a_feed_fills_its_inbox_at_once_and_posts_one_message_a_batch() -> None:
     feed._deliver(batch)
     feed._deliver(batch[1:] + [ev.Heartbeat(session_id="s", seq=4)])  # an overlap is dropped
     assert [e.seq for e in feed.inbox] == [1, 2, 3, 4] and feed.received == 4
-    assert [type(m) for m in target.posted] == [FeedEvents, FeedEvents]
-    assert [m.count for m in target.posted] == [3, 1] and not FeedEvents.bubble
+    assert [(type(m), m.count) for m in target.posted] == [(FeedEvents, 3)] and not FeedEvents.bubble
     assert [e.seq for e in feed.take()] == [1, 2, 3, 4] and feed.inbox == []
+    feed._deliver([ev.Heartbeat(session_id="s", seq=5)])  # taken: the next batch tells again
+    assert [m.count for m in target.posted] == [3, 1] and feed.received == 5

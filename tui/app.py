@@ -22,9 +22,9 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen
 
+from core.states import LIVE_STATUSES, SessionStatus
 from core.text import safe
 from tui.logging_setup import configure_logging, guarded, report_error
-from core.states import LIVE_STATUSES, SessionStatus
 from tui.screens.sessions import SessionsScreen
 
 # The help screen (Markdown, markdown-it, pygments) and the modals (core.task, tomllib) are

@@ -11,8 +11,9 @@ backwards on demand. Then, for a live session, it delivers new committed events:
 Rows are read before events, so replaying the page never moves state backwards;
 the model drops events whose seq it has already seen, so overlaps are harmless.
 
-New events wait in the feed's ``inbox`` (taken by the screen's next frame) and each batch
-posts ``FeedEvents`` to the screen that started the feed: Textual's way up, no callback.
+New events wait in the feed's ``inbox`` (taken by the screen's next frame); the first batch
+into an empty inbox posts ``FeedEvents`` to the screen that started the feed (Textual's way
+up, no callback), so a flood of small commits costs one message a frame, not one a commit.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ PAGE_SIZE = 2000
 
 
 class FeedEvents(Message, bubble=False):  # for the screen that follows the feed only
-    """New committed events are in the feed's inbox (posted once per delivered batch)."""
+    """New committed events wait in the feed's inbox (posted when it stops being empty)."""
 
     def __init__(self, count: int) -> None:
         super().__init__()
@@ -119,10 +120,11 @@ class StaticFeed:
         if not fresh or self._target is None or self._closed:
             return
         self.last_seq = fresh[-1].seq
+        was_empty = not self.inbox
         self.inbox.extend(fresh)
         self.received += len(fresh)
-        # post_message is safe from the store's writer task, outside the app's context
-        self._target.post_message(FeedEvents(len(fresh)))
+        if was_empty:  # post_message is safe from the store's writer task, outside the app's context
+            self._target.post_message(FeedEvents(len(fresh)))
 
 
 class LocalFeed(StaticFeed):

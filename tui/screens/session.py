@@ -184,7 +184,7 @@ class SessionScreen(Screen[None]):
         return self.feed.inbox
 
     def on_feed_events(self, _: FeedEvents) -> None:
-        """New events wait in the feed: one flush for the next frame, however many batches."""
+        """New events wait in the feed: one flush for the next frame."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.set_timer(FRAME_S, self._flush, name="session-flush")
