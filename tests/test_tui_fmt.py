@@ -1,4 +1,4 @@
-"""The views' formatters and the view model package's shape (tui.fmt, tui.states, tui.model)."""
+"""The views' formatters and the view model package's shape (tui.fmt, core.states, tui.model)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from tui import fmt
 from tui import model as m
-from tui import states
+from core import states
 from tui.screens import sessions
 
 

@@ -99,8 +99,9 @@ class Harness(App[None]):
     def on_mount(self) -> None:
         self.push_screen(self.session_screen)
 
-    async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> None:
-        self.resumed.append(session_id if retry_subtask is None else f"{session_id}:{retry_subtask}")
+    def on_session_screen_resume_requested(self, message: SessionScreen.ResumeRequested) -> None:
+        sid, sub = message.session_id, message.retry_subtask
+        self.resumed.append(sid if sub is None else f"{sid}:{sub}")
 
 
 class Writer:

@@ -22,9 +22,10 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen
 
+from core.states import LIVE_STATUSES, SessionStatus
 from core.text import safe
 from tui.logging_setup import configure_logging, guarded, report_error
-from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
+from tui.screens.sessions import SessionsScreen
 
 # The help screen (Markdown, markdown-it, pygments) and the modals (core.task, tomllib) are
 # imported when first opened: none of them is on the first screen.
@@ -32,6 +33,7 @@ from tui.screens.sessions import LIVE_STATUSES, SessionsScreen
 if TYPE_CHECKING:
     from core.store.protocol import EventStore
     from core.task import Task
+    from tui.screens.session import SessionScreen
 
 log = logging.getLogger("shepherd.tui")
 
@@ -230,7 +232,7 @@ class ShepherdApp(App[int]):
         sid = self.open_session_id
         try:
             if sid is None:
-                sid = await self.store.latest_session_id(status="running")
+                sid = await self.store.latest_session_id(status=SessionStatus.RUNNING)
                 if sid is None:
                     self.notify("No live session to attach to.", severity="warning")
                     return
@@ -352,6 +354,31 @@ class ShepherdApp(App[int]):
         await self.open_session(session_id)
         return handle
 
+    # What screens ask of the app (their messages bubble up to it). The home's requests are
+    # awaited here, one after another, as its keys were: a second r waits for the first.
+
+    @guarded("Could not open the session")
+    async def on_sessions_screen_open_requested(self, message: SessionsScreen.OpenRequested) -> None:
+        await self.open_session(message.session_id)
+
+    @guarded("Could not resume the session")
+    async def on_sessions_screen_resume_requested(self, message: SessionsScreen.ResumeRequested) -> None:
+        await self.resume_session(message.session_id)
+
+    def on_session_screen_resume_requested(self, message: "SessionScreen.ResumeRequested") -> None:
+        # A worker of the app's: the resumed run's view replaces the asking screen (which
+        # would cancel a worker of its own), and the SDK's import never holds up the keys.
+        self.run_worker(self._resume_requested(message), group="resume", exclusive=True, exit_on_error=False)
+
+    async def _resume_requested(self, message: "SessionScreen.ResumeRequested") -> None:
+        try:
+            handle = await self.resume_session(message.session_id, retry_subtask=message.retry_subtask)
+        except Exception as exc:
+            self.notify(f"resume failed: {exc}", severity="error", markup=False)
+            handle = None
+        if handle is None:  # nothing started: the screen shows what is true again
+            message.screen.resume_refused()
+
     def _track(self, handle: Any) -> None:
         self.runs[handle.session_id] = handle
         handle.task.add_done_callback(partial(self._run_ended, handle.session_id))
@@ -362,13 +389,13 @@ class ShepherdApp(App[int]):
         if self._quitting or not self.is_running:
             return
         if task.cancelled():
-            status = "cancelled"
+            status = SessionStatus.CANCELLED
         elif task.exception() is not None:
             report_error(self, task.exception(), f"Run {session_id} crashed")  # type: ignore[arg-type]
             return
         else:
             status = task.result()
-        severity = "information" if status == "done" else "warning"
+        severity = "information" if status == SessionStatus.DONE else "warning"
         self.notify(f"Run {session_id} ended: {status}", severity=severity)
         if self.home is not None:
             self.home.request_reload()

@@ -10,6 +10,10 @@ backwards on demand. Then, for a live session, it delivers new committed events:
 
 Rows are read before events, so replaying the page never moves state backwards;
 the model drops events whose seq it has already seen, so overlaps are harmless.
+
+New events wait in the feed's ``inbox`` (taken by the screen's next frame); the first batch
+into an empty inbox posts ``FeedEvents`` to the screen that started the feed (Textual's way
+up, no callback), so a flood of small commits costs one message a frame, not one a commit.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from textual.message import Message
+from textual.message_pump import MessagePump
+
 from core.events import Event
 
 if TYPE_CHECKING:
@@ -26,7 +33,14 @@ if TYPE_CHECKING:
     from core.store.rows import SessionRow, SubtaskRow
 
 PAGE_SIZE = 2000
-EventsCallback = Callable[[list[Event]], None]
+
+
+class FeedEvents(Message, bubble=False):  # for the screen that follows the feed only
+    """New committed events wait in the feed's inbox (posted when it stops being empty)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
 
 
 @dataclass
@@ -54,7 +68,11 @@ class StaticFeed:
         self.page_size = page_size
         self.first_seq: int | None = None  # oldest event loaded so far
         self.last_seq = 0
-        self._callback: EventsCallback | None = None
+        # Delivered and not taken yet. Filled at once, on the store's side (a frame, a
+        # switch or a test reads it without waiting for the message to be handled).
+        self.inbox: list[Event] = []
+        self.received = 0  # events delivered over the feed's life
+        self._target: MessagePump | None = None
         self._closed = False
 
     async def open(self) -> History:
@@ -85,19 +103,29 @@ class StaticFeed:
             self.first_seq = 1
         return list(events)
 
-    def start(self, callback: EventsCallback) -> None:
-        self._callback = callback
+    def start(self, target: MessagePump) -> None:
+        """Deliver new events from now on, telling ``target`` (the screen) of each batch."""
+        self._target = target
+
+    def take(self) -> list[Event]:
+        """What was delivered since the last take, oldest first."""
+        events, self.inbox = self.inbox, []
+        return events
 
     async def close(self) -> None:
         self._closed = True
-        self._callback = None
+        self._target = None
 
     def _deliver(self, events: list[Event]) -> None:
         fresh = [e for e in events if e.seq > self.last_seq]
-        if not fresh or self._callback is None or self._closed:
+        if not fresh or self._target is None or self._closed:
             return
         self.last_seq = fresh[-1].seq
-        self._callback(fresh)
+        was_empty = not self.inbox
+        self.inbox.extend(fresh)
+        self.received += len(fresh)
+        if was_empty:  # post_message is safe from the store's writer task, outside the app's context
+            self._target.post_message(FeedEvents(len(fresh)))
 
 
 class LocalFeed(StaticFeed):
@@ -119,13 +147,13 @@ class LocalFeed(StaticFeed):
         mine = [e for e in events if e.session_id == self.session_id]
         if not mine:
             return
-        if self._callback is None:
+        if self._target is None:
             self._buffer.extend(mine)
         else:
             self._deliver(mine)
 
-    def start(self, callback: EventsCallback) -> None:
-        super().start(callback)
+    def start(self, target: MessagePump) -> None:
+        super().start(target)
         buffered, self._buffer = self._buffer, []
         if buffered:
             self._deliver(buffered)
@@ -150,8 +178,8 @@ class TailFeed(StaticFeed):
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
 
-    def start(self, callback: EventsCallback) -> None:
-        super().start(callback)
+    def start(self, target: MessagePump) -> None:
+        super().start(target)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._follow())
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.states import SubtaskState
 from tui import model as m
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ async def load_earlier_blocks(store: "EventStore", model: m.SessionModel, subtas
             scratch.apply(more)
             after = more[-1].seq
         if not model.session.is_live:  # as settle() did on open: nothing may look running
-            scratch._interrupt_everything("interrupted")
+            scratch._interrupt_everything(SubtaskState.INTERRUPTED)
         if model.first_seq is None or events[0].seq < model.first_seq:
             model.first_seq = events[0].seq
     return model.prepend(subtask_id, scratch, before, exhausted)

@@ -7,22 +7,26 @@ with theme variables). ``running`` is animated by whoever shows it (``spinner``)
 
 from __future__ import annotations
 
+from core.states import SessionStatus as S
+from core.states import SubtaskState as T
+
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 # Session and subtask states (a session "waiting" and a subtask "waiting_retry" are the same thing).
+# A state both may be (pending, running, paused...) is one key: the enums' members are their strings.
 STATE_ICONS: dict[str, str] = {
-    "pending": "·",
-    "starting": "·",
-    "running": SPINNER_FRAMES[0],
-    "waiting": "◷",
-    "waiting_retry": "◷",
-    "paused": "⏸",
-    "stuck": "⚠",
-    "done": "✓",
-    "failed": "✗",
-    "skipped": "↷",
-    "cancelled": "■",
-    "interrupted": "⊘",
+    S.PENDING: "·",
+    S.STARTING: "·",
+    S.RUNNING: SPINNER_FRAMES[0],
+    S.WAITING: "◷",
+    T.WAITING_RETRY: "◷",
+    S.PAUSED: "⏸",
+    S.STUCK: "⚠",
+    S.DONE: "✓",
+    S.FAILED: "✗",
+    T.SKIPPED: "↷",
+    S.CANCELLED: "■",
+    S.INTERRUPTED: "⊘",
 }
 
 TOOL_ICONS: dict[str, str] = {"running": SPINNER_FRAMES[0], "ok": "✓", "error": "✗", "denied": "⛔",
@@ -30,15 +34,15 @@ TOOL_ICONS: dict[str, str] = {"running": SPINNER_FRAMES[0], "ok": "✓", "error"
 
 # What the help screen says, in this order.
 LEGEND: list[tuple[str, str]] = [
-    ("running", "running (the spinner moves while the agent works)"),
-    ("waiting", "waiting for a retry (a countdown shows when it starts again)"),
-    ("paused", "paused"),
-    ("stuck", "stuck: a retry budget ran out; retry, skip or cancel it"),
-    ("done", "done"),
-    ("failed", "failed"),
-    ("skipped", "skipped by a person"),
-    ("cancelled", "cancelled"),
-    ("interrupted", "interrupted: the process running it died; open it to see where it stopped"),
+    (S.RUNNING, "running (the spinner moves while the agent works)"),
+    (S.WAITING, "waiting for a retry (a countdown shows when it starts again)"),
+    (S.PAUSED, "paused"),
+    (S.STUCK, "stuck: a retry budget ran out; retry, skip or cancel it"),
+    (S.DONE, "done"),
+    (S.FAILED, "failed"),
+    (T.SKIPPED, "skipped by a person"),
+    (S.CANCELLED, "cancelled"),
+    (S.INTERRUPTED, "interrupted: the process running it died; open it to see where it stopped"),
 ]
 
 
@@ -48,6 +52,6 @@ def spinner(frame: int) -> str:
 
 def state_icon(state: str, frame: int | None = None) -> str:
     """The icon of ``state``; ``running`` spins when a ``frame`` is given."""
-    if state == "running" and frame is not None:
+    if state == S.RUNNING and frame is not None:
         return spinner(frame)
     return STATE_ICONS.get(state, "?")

@@ -12,8 +12,8 @@ accumulated for events after that (``base_seq``), while states are simply replay
 
 The package: ``blocks`` (the block dataclasses), ``views`` (SubtaskView, SessionInfo,
 Changes), ``projection`` (SessionModel), ``fold`` (its per-event handlers), ``paging``
-(pruning and load-earlier). Formatters are in tui.fmt, glyphs in tui.icons, state sets in
-tui.states (all three light: the home screen uses them without this package). Callers
+(pruning and load-earlier). Formatters are in tui.fmt, glyphs in tui.icons, the states and
+their sets in core.states (all three light: the home screen uses them without this package). Callers
 use ``from tui import model as m`` and the names below.
 """
 
@@ -32,7 +32,7 @@ from tui.model.blocks import (
 )
 from tui.model.projection import ID_FIELDS, SessionModel
 from tui.model.views import SESSION_PSEUDO_ID, Changes, SessionInfo, SubtaskView
-from tui.states import (
+from core.states import (
     ACTIVE_STATES, FINAL_STATES, LIVE_STATUSES, SUBTASK_STATES, UNSTARTED_STATUSES,
     VIEW_LIVE_STATUSES,
 )

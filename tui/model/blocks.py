@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from core.errors import kind_label
+from core.states import SubtaskState
 from tui.fmt import fmt_duration, fmt_seconds_left
 
 
@@ -160,7 +161,7 @@ class NoteBlock(Block):
 @dataclass(eq=False)
 class SubtaskEndBlock(Block):
     kind: ClassVar[str] = "end"
-    status: str = "done"
+    status: str = SubtaskState.DONE
     reason: str = ""
 
 

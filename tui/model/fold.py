@@ -18,7 +18,7 @@ from tui.model.blocks import (
     ToolBlock,
 )
 from tui.model.views import SessionInfo, SubtaskView
-from tui.states import ACTIVE_STATES, SUBTASK_STATES
+from core.states import ACTIVE_STATES, SUBTASK_STATES, Command, SessionStatus, SubtaskState
 
 
 class Fold:
@@ -40,8 +40,8 @@ class Fold:
         s.workspace = e.workspace or s.workspace
         if s.started_at is None:
             s.started_at = e.ts or None
-        if s.status in ("pending", "starting", "") and self._counts(e):
-            s.status = "running"
+        if s.status in (SessionStatus.PENDING, SessionStatus.STARTING, "") and self._counts(e):
+            s.status = SessionStatus.RUNNING
         self._touch_session()
 
     def _on_plan_ready(self, e: ev.PlanReady) -> None:
@@ -63,7 +63,7 @@ class Fold:
         # A new plan replaces the old one: subtasks of an earlier plan that never
         # started go away (as in the store's rows).
         for sid, st in list(self.subtasks.items()):
-            if st.planned and sid not in in_plan and st.state == "pending" and not st.blocks:
+            if st.planned and sid not in in_plan and st.state == SubtaskState.PENDING and not st.blocks:
                 del self.subtasks[sid]
                 self._changes.structure = True
         # what is outside the plan (a planning subtask, "session") first, then plan order
@@ -77,8 +77,8 @@ class Fold:
         s = self.session
         if not self._counts(e):
             return  # the rows already say where the session went after this
-        if s.status != "running" or s.ended_at is not None:
-            s.status = "running"
+        if s.status != SessionStatus.RUNNING or s.ended_at is not None:
+            s.status = SessionStatus.RUNNING
             s.ended_at = None
             self._touch_session()
 
@@ -89,8 +89,8 @@ class Fold:
             st.title = e.title
         st.phase = e.phase or st.phase
         if self._counts(e):  # older events are already in the subtask rows
-            if st.state != "paused":
-                st.state = "running"
+            if st.state != SubtaskState.PAUSED:
+                st.state = SubtaskState.RUNNING
             st.finished_at = None
         if st.started_at is None:
             st.started_at = e.ts or None
@@ -108,7 +108,7 @@ class Fold:
         self._end_retry(st, "started")
         st.attempts = max(st.attempts, number)
         if self._counts(e):
-            st.state = "running"
+            st.state = SubtaskState.RUNNING
             st.finished_at = None
         if st.started_at is None:
             st.started_at = e.ts or None
@@ -290,12 +290,12 @@ class Fold:
         st.retry = rb
         if not self._counts(e):
             pass
-        elif st.state == "paused":
-            st._state_before_pause = "waiting_retry"
+        elif st.state == SubtaskState.PAUSED:
+            st._state_before_pause = SubtaskState.WAITING_RETRY
         else:
-            st.state = "waiting_retry"
-            if self.session.status == "running":
-                self.session.status = "waiting"  # as the store says of a session in a countdown
+            st.state = SubtaskState.WAITING_RETRY
+            if self.session.status == SessionStatus.RUNNING:
+                self.session.status = SessionStatus.WAITING  # as the store says of a session in a countdown
         st.last_error_kind = rb.err_kind
         if self._counts(e):
             st.retries += 1
@@ -307,25 +307,25 @@ class Fold:
         cmd = e.command or "?"
         s = self.session
         src = f" ({e.source})" if e.source else ""
-        if cmd == "note":
+        if cmd == Command.NOTE:
             text = f"note{src}: {e.text}" if e.text else f"note{src}"
             self._note(e, "note", text, source=e.source)
             return
-        labels = {"pause": "pause requested", "pause_now": "pause (now) requested",
-                  "resume": "resume requested", "retry": "retry requested",
-                  "retry_now": "retry now requested", "skip": "skip requested",
-                  "cancel": "cancel requested"}
+        labels = {Command.PAUSE: "pause requested", Command.PAUSE_NOW: "pause (now) requested",
+                  Command.RESUME: "resume requested", Command.RETRY: "retry requested",
+                  Command.RETRY_NOW: "retry now requested", Command.SKIP: "skip requested",
+                  Command.CANCEL: "cancel requested"}
         text = labels.get(cmd, f"{cmd} requested") + src
         if e.text:
             text += f": {e.text}"
-        if cmd in ("pause", "pause_now"):
+        if cmd in (Command.PAUSE, Command.PAUSE_NOW):
             s.pause_requested = True
             self._touch_session()
-        elif cmd == "resume":
+        elif cmd == Command.RESUME:
             s.pause_requested = False
             self._touch_session()
-        elif cmd in ("retry_now", "retry") and not (e.text or "").startswith("refused"):
-            self._skip_countdown(e, "retry_now" if cmd == "retry_now" else "user_retry")
+        elif cmd in (Command.RETRY_NOW, Command.RETRY) and not (e.text or "").startswith("refused"):
+            self._skip_countdown(e, "retry_now" if cmd == Command.RETRY_NOW else "user_retry")
         self._note(e, "control", text, source=e.source)
 
     def _skip_countdown(self, e: ev.Control, outcome: str) -> None:
@@ -335,13 +335,13 @@ class Fold:
         if st is None or st.retry is None or not st.retry.active:
             return
         self._end_retry(st, outcome)
-        if st.state == "waiting_retry" and self._counts(e):
-            st.state = "running"
+        if st.state == SubtaskState.WAITING_RETRY and self._counts(e):
+            st.state = SubtaskState.RUNNING
         self._touch_subtask(st)
 
     def _on_subtask_finished(self, e: ev.SubtaskFinished) -> None:
         st = self._target(e)
-        status = e.status if e.status in SUBTASK_STATES else "failed"
+        status = e.status if e.status in SUBTASK_STATES else SubtaskState.FAILED
         for tb in st.open_tools():
             self._finish_tool(tb, "interrupted", ts=e.ts)
         self._end_retry(st, status)
@@ -353,21 +353,22 @@ class Fold:
         self._add(st, SubtaskEndBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts,
                                       attempt=e.attempt, status=status, reason=e.reason or ""))
         self._touch_subtask(st)
-        if status == "stuck" and self.session.is_live and self._counts(e):
-            self.session.status = "stuck"  # waiting for a person
+        if status == SubtaskState.STUCK and self.session.is_live and self._counts(e):
+            self.session.status = SessionStatus.STUCK  # waiting for a person
             self._touch_session()
 
     def _on_session_paused(self, e: ev.SessionPaused) -> None:
         s = self.session
         if self._counts(e):
-            s.status = "paused"
+            s.status = SessionStatus.PAUSED
         s.pause_requested = False
         self._touch_session()
         for st in self.subtasks.values() if self._counts(e) else ():
-            if st.state in ("running", "waiting_retry"):
+            if st.state in (SubtaskState.RUNNING, SubtaskState.WAITING_RETRY):
                 # a pause ends a countdown (the engine stops waiting; resume starts the retry)
-                st._state_before_pause = "running" if st.retry is not None and st.retry.active else st.state
-                st.state = "paused"
+                running = st.retry is not None and st.retry.active
+                st._state_before_pause = SubtaskState.RUNNING if running else st.state
+                st.state = SubtaskState.PAUSED
                 self._touch_subtask(st)
         for st in self.subtasks.values():
             if st.retry is not None and st.retry.active:
@@ -377,36 +378,37 @@ class Fold:
     def _on_session_resumed(self, e: ev.SessionResumed) -> None:
         s = self.session
         if self._counts(e):
-            s.status = "running"
+            s.status = SessionStatus.RUNNING
             s.ended_at = None
         s.pause_requested = False
         self._touch_session()
         for st in self.subtasks.values() if self._counts(e) else ():
-            if st.state == "paused":
-                st.state = st._state_before_pause or "running"
+            if st.state == SubtaskState.PAUSED:
+                st.state = st._state_before_pause or SubtaskState.RUNNING
                 st._state_before_pause = None
                 self._touch_subtask(st)
         self._note(e, "resume", "resumed" + (f": {e.reason}" if e.reason else ""))
 
     def _on_session_finished(self, e: ev.SessionFinished) -> None:
         s = self.session
-        status = e.status or "done"
+        status = e.status or SessionStatus.DONE
         if self._counts(e):
             s.status = status
             s.ended_at = e.ts or s.ended_at
         s.pause_requested = False
         self._touch_session()
-        self._interrupt_everything("cancelled" if status == "cancelled" else "interrupted", ts=e.ts)
+        cancelled = status == SessionStatus.CANCELLED
+        self._interrupt_everything(SubtaskState.CANCELLED if cancelled else SubtaskState.INTERRUPTED, ts=e.ts)
         self._note(e, "session", f"session {status}" + (f": {e.reason}" if e.reason else ""))
 
     def _on_session_interrupted(self, e: ev.SessionInterrupted) -> None:
         s = self.session
         if self._counts(e):
-            s.status = "interrupted"
+            s.status = SessionStatus.INTERRUPTED
             s.ended_at = e.ts or s.ended_at
         s.pause_requested = False
         self._touch_session()
-        self._interrupt_everything("interrupted", ts=e.ts)
+        self._interrupt_everything(SubtaskState.INTERRUPTED, ts=e.ts)
         self._note(e, "session", "session interrupted" + (f": {e.reason}" if e.reason else ""))
 
     def _on_opaque(self, e: ev.Event) -> None:

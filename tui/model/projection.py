@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from core import events as ev
+from core.states import ACTIVE_STATES, SubtaskState
 from core.text import safe, safe_fields
 from tui.model.blocks import Block, NoteBlock, TextBlock, ThinkingBlock, ToolBlock
 from tui.model.fold import Fold
@@ -61,7 +62,7 @@ class SessionModel(Fold, Paging):
         m.apply(events)
         if events and events[0].seq > 1:  # a last page: older blocks are in the store
             for st in m.subtasks.values():
-                st.has_earlier = st.state != "pending" or bool(st.blocks)
+                st.has_earlier = st.state != SubtaskState.PENDING or bool(st.blocks)
         m.settle()
         m.take_changes()
         return m
@@ -101,7 +102,7 @@ class SessionModel(Fold, Paging):
             st.finished_at = row.finished_at
             st.reason = row.reason or ""
             st.last_error_kind = row.last_error_kind
-            if st.state in ("running", "waiting_retry", "paused"):
+            if st.state in ACTIVE_STATES:
                 self.current_subtask_id = st.id
             self._touch_subtask(st)
 
@@ -116,7 +117,7 @@ class SessionModel(Fold, Paging):
 
     def waiting_retry(self) -> SubtaskView | None:
         for st in self.subtasks.values():
-            if st.state == "waiting_retry" and st.retry is not None and st.retry.active:
+            if st.state == SubtaskState.WAITING_RETRY and st.retry is not None and st.retry.active:
                 return st
         return None
 
@@ -124,7 +125,7 @@ class SessionModel(Fold, Paging):
         """What to show when nobody chose: the active subtask, else the last one touched."""
         if self.current_subtask_id in self.subtasks:
             return self.current_subtask_id
-        started = [st for st in self.subtasks.values() if st.state != "pending"]
+        started = [st for st in self.subtasks.values() if st.state != SubtaskState.PENDING]
         if started:
             return started[-1].id
         return next(iter(self.subtasks), None)
@@ -154,7 +155,7 @@ class SessionModel(Fold, Paging):
     def settle(self) -> Changes:
         """For a session nobody runs any more: nothing may look like it still runs."""
         if not self.session.is_live:
-            self._interrupt_everything(final_state="interrupted")
+            self._interrupt_everything(final_state=SubtaskState.INTERRUPTED)
         return self.take_changes()
 
     def _counts(self, e: ev.Event) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from core.text import safe
 from tui.model.blocks import Block, RetryBlock, ToolBlock
-from tui.states import VIEW_LIVE_STATUSES
+from core.states import VIEW_LIVE_STATUSES, SessionStatus, SubtaskState
 
 SESSION_PSEUDO_ID = ""  # blocks of session-level events seen before any subtask
 
@@ -18,7 +18,7 @@ class SubtaskView:
     title: str = ""
     position: int = 0
     phase: str = "coding"
-    state: str = "pending"
+    state: str = SubtaskState.PENDING
     attempts: int = 0
     retries: int = 0
     started_at: float | None = None
@@ -50,7 +50,7 @@ class SessionInfo:
     backend: str = ""
     model: str | None = None
     workspace: str = ""
-    status: str = "pending"
+    status: str = SessionStatus.PENDING
     started_at: float | None = None
     ended_at: float | None = None
     input_tokens: int = 0

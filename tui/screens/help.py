@@ -98,13 +98,6 @@ def help_markdown(screen: Screen) -> str:
 class HelpScreen(ModalScreen[None]):
     """Shows help for ``for_screen``; Esc, q or ? closes it."""
 
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; background: $background 60%; }
-    HelpScreen > VerticalScroll {
-        width: 90; max-width: 96%; height: 90%;
-        border: thick $primary 70%; background: $surface; padding: 0 1;
-    }
-    """
     BINDINGS = [
         Binding("escape", "close", "Close"),
         Binding("q", "close", "Close", show=False),

@@ -2,6 +2,7 @@
 
 Each one dismisses with its result (``bool``, ``str | None``, ``Task | None``), so
 callers use ``push_screen(Modal(...), callback)`` or ``await push_screen_wait(...)``.
+Their look is in the app's stylesheet (tui/shepherd.tcss).
 """
 
 from __future__ import annotations
@@ -20,53 +21,10 @@ from textual.widgets import Button, Input, Label, Select, Static
 from core.task import BACKENDS, Task, TaskError, load_task, prompt_task
 from core.text import safe
 
-_DIALOG_CSS = """
-{name} {{
-    align: center middle;
-    background: $background 60%;
-}}
-{name} > Vertical {{
-    width: 72;
-    max-width: 95%;
-    height: auto;
-    max-height: 90%;
-    border: thick $primary 70%;
-    background: $surface;
-    padding: 1 2;
-}}
-{name} .dialog-title {{
-    text-style: bold;
-    width: 100%;
-    margin-bottom: 1;
-}}
-{name} .dialog-buttons {{
-    height: auto;
-    width: 100%;
-    align-horizontal: right;
-    margin-top: 1;
-}}
-{name} .dialog-buttons Button {{
-    margin-left: 2;
-}}
-{name} .field-label {{
-    color: $text-muted;
-    margin-top: 1;
-}}
-{name} .dialog-error {{
-    color: $text-error;
-    height: auto;
-    margin-top: 1;
-}}
-{name} .dialog-error.-empty {{
-    display: none;
-}}
-"""
-
 
 class ConfirmModal(ModalScreen[bool]):
     """Ask a yes/no question. y / Enter on the focused button confirms, n / Esc declines."""
 
-    DEFAULT_CSS = _DIALOG_CSS.format(name="ConfirmModal")
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", show=False),
         Binding("n", "answer(False)", "No", show=False),
@@ -108,7 +66,6 @@ class ConfirmModal(ModalScreen[bool]):
 class NoteModal(ModalScreen[str | None]):
     """Type a note for the agent; it goes into the next prompt. Dismisses with the text or None."""
 
-    DEFAULT_CSS = _DIALOG_CSS.format(name="NoteModal")
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, *, title: str = "Note for the agent", placeholder: str = "e.g. run the tests before editing",
@@ -153,12 +110,6 @@ class RunModal(ModalScreen[Task | None]):
     ``TaskError`` inline and the dialog stays open. Dismisses with the Task or None.
     """
 
-    DEFAULT_CSS = _DIALOG_CSS.format(name="RunModal") + """
-    RunModal Select { width: 100%; }
-    RunModal #row { height: auto; }
-    RunModal #row > Vertical { height: auto; width: 1fr; }
-    RunModal #row > Vertical.-left { margin-right: 2; }
-    """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, mode: str = "file", *, initial: str = "", backend: str = "claude",

@@ -7,13 +7,13 @@ While another screen hides this one, events still go into the model but the widg
 wait: what changed meanwhile is rendered once, when the screen shows again. Switching
 subtasks and applying a frame take turns (one lock), so a frame never lands in a
 stream that is being replaced.
-Controls go through ``core.control.Controller``; a session nobody runs is read-only.
+Controls go through ``core.control.Controller``; a session nobody runs is read-only,
+but can be resumed here: the screen posts ``ResumeRequested`` and the app starts the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import OptionList
 
-from core.states import FINISHED_STATUSES
+from core.states import FINISHED_STATUSES, SessionStatus
 from tui import model as m
-from tui.feed import History, StaticFeed, make_feed
+from tui.feed import FeedEvents, History, StaticFeed, make_feed
 from tui.history import load_earlier_blocks
 from tui.screens.visibility import on_screen
 from tui.widgets import markdown as md
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 READ_ONLY = "read-only: this session is not running"
-FINISHED_SESSION_STATES = FINISHED_STATUSES
 NO_CONTROLS = "read-only: no controls for this session here"
 
 
@@ -79,6 +79,21 @@ class SessionScreen(Screen[None]):
     HELP_NOTE = "The footer shows the keys that apply right now; `j`/`k` reach the tool calls."
     PAGE_SIZE = 500  # events loaded on open (a screenful of blocks and more), and per "load earlier"
 
+    class ResumeRequested(Message):
+        """Continue this session (nobody runs it) in this process, or (``retry_subtask``)
+        run one subtask of a finished session again. The app starts the run and opens its
+        view; when nothing started it calls the screen's ``resume_refused``."""
+
+        def __init__(self, screen: "SessionScreen", session_id: str, retry_subtask: str | None = None) -> None:
+            super().__init__()
+            self.screen = screen
+            self.session_id = session_id
+            self.retry_subtask = retry_subtask
+
+        @property
+        def control(self) -> "SessionScreen":
+            return self.screen
+
     def __init__(self, store: "Store", session_id: str, *, controller: "Controller | None" = None,
                  follow: str | None = None, clock: Callable[[], float] = time.time,
                  name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
@@ -97,8 +112,6 @@ class SessionScreen(Screen[None]):
         self.auto_follow = True  # show whichever subtask is active until the user picks one
         self.loaded = asyncio.Event()
         self.frames = 0  # widget updates done (one per frame with events, while shown)
-        self.events_received = 0
-        self._pending: list["Event"] = []
         self._deferred = m.Changes()  # applied to the model while hidden, not rendered yet
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
@@ -157,29 +170,30 @@ class SessionScreen(Screen[None]):
         # the first frame has the keys that apply, not a bar that fills in a frame later
         self.set_focus(self.subtask_list)
         await self.query_one(KeyFooter).build()
-        self.feed.start(self._on_events)
+        self.feed.start(self)
         self.loaded.set()
         self.call_after_refresh(md.preload)  # its first message finds markdown-it imported
 
-    def _on_events(self, events: list["Event"]) -> None:
-        """Feed callback: buffer, and schedule one flush for the next frame."""
-        self._pending.extend(events)
-        self.events_received += len(events)
-        if not self._flush_scheduled and self.is_attached:
-            self._flush_scheduled = True
-            # Arm the frame timer from the screen's own message loop: the caller may be
-            # the store's writer task, outside the app's context.
-            self.call_later(self._arm_flush)
+    @property
+    def events_received(self) -> int:
+        return self.feed.received
 
-    def _arm_flush(self) -> None:
-        self.set_timer(FRAME_S, self._flush, name="session-flush")
+    @property
+    def _pending(self) -> list["Event"]:
+        """Delivered by the feed, not applied to the model yet."""
+        return self.feed.inbox
+
+    def on_feed_events(self, _: FeedEvents) -> None:
+        """New events wait in the feed: one flush for the next frame."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.set_timer(FRAME_S, self._flush, name="session-flush")
 
     async def _flush(self) -> None:
         self._flush_scheduled = False
         async with self._lock:
             if self._pending:
-                events, self._pending = self._pending, []
-                self._deferred.merge(self.model.apply(events))
+                self._deferred.merge(self.model.apply(self.feed.take()))
             if not self._deferred or not self.shown:
                 return  # hidden: the widgets catch up once, when the screen shows again
             changes, self._deferred = self._deferred, m.Changes()
@@ -268,8 +282,7 @@ class SessionScreen(Screen[None]):
         async with self._lock:
             # what is buffered goes into the model first, so the new stream shows it
             if self._pending:
-                events, self._pending = self._pending, []
-                self._deferred.merge(self.model.apply(events))
+                self._deferred.merge(self.model.apply(self.feed.take()))
             await self._show_subtask(subtask_id)
             if self._deferred:  # the rest of the frame (status, list) follows at once
                 self.call_later(self._flush)
@@ -361,18 +374,16 @@ class SessionScreen(Screen[None]):
     def _resumable(self) -> bool:
         """An interrupted session nobody runs: p continues it in this process."""
         info = self.model.session
-        return (not info.is_live and info.status == "interrupted"
-                and getattr(self.app, "resume_session", None) is not None)
+        return not info.is_live and info.status == SessionStatus.INTERRUPTED
 
     def _rerunnable(self) -> bool:
         """A past session: r runs the selected subtask again in this process."""
         info = self.model.session
-        return (not info.is_live and info.status in FINISHED_SESSION_STATES
-                and getattr(self.app, "resume_session", None) is not None and bool(self._selected_subtask()))
+        return not info.is_live and info.status in FINISHED_STATUSES and bool(self._selected_subtask())
 
     def _pausing(self) -> bool:
         info = self.model.session
-        return info.status == "paused" or info.pause_requested
+        return info.status == SessionStatus.PAUSED or info.pause_requested
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if not self._ready or self._busy:
@@ -380,11 +391,11 @@ class SessionScreen(Screen[None]):
         ctl = self.controllable
         status = self.model.session.status
         if action == "pause":
-            return ctl and not self._pausing() and status != "stuck"
+            return ctl and not self._pausing() and status != SessionStatus.STUCK
         if action == "resume":
             return (ctl and self._pausing()) or self._resumable()
         if action == "pause_now":
-            return ctl and status != "paused" and status != "stuck"
+            return ctl and status not in (SessionStatus.PAUSED, SessionStatus.STUCK)
         if action == "retry_now":
             return ctl and self.model.waiting_retry() is not None
         if action == "retry":
@@ -440,30 +451,17 @@ class SessionScreen(Screen[None]):
     def _resume_interrupted(self, retry_subtask: str | None = None) -> None:
         """Continue (or re-run a subtask of) a session nobody runs. Starting a run imports
         the backend's SDK (seconds): say so at once, and never wait for it on this key."""
-        resume = getattr(self.app, "resume_session", None)
-        if resume is None:
-            self.notify(READ_ONLY, severity="warning")
-            return
         self._busy = True
         self.refresh_bindings()
         what = f"re-running {self._label(retry_subtask)}…" if retry_subtask else "resuming…"
         self.status_bar.show_note(what)
+        self.post_message(self.ResumeRequested(self, self.session_id, retry_subtask))
 
-        async def run() -> None:
-            try:
-                result = resume(self.session_id, retry_subtask=retry_subtask) if retry_subtask \
-                    else resume(self.session_id)
-                if inspect.isawaitable(result):
-                    result = await result
-            except Exception as exc:
-                self.notify(f"resume failed: {exc}", severity="error", markup=False)
-                result = None
-            if self.is_attached and result is None:  # nothing started: back to what is true
-                self._busy = False
-                self._sync_status()
-
-        # the app's worker: the resumed run's view replaces this screen (which would cancel its own)
-        self.app.run_worker(run(), group="resume", exclusive=True, exit_on_error=False)
+    def resume_refused(self) -> None:
+        """The app started nothing for this screen's request: back to what is true."""
+        if self.is_attached:
+            self._busy = False
+            self._sync_status()
 
     async def action_retry_now(self) -> None:
         if self.controllable and self.model.waiting_retry() is None:

@@ -21,12 +21,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, Static
 
+from core.states import LIVE_STATUSES, SessionStatus
 from core.text import safe, safe_fields
 from tui.icons import state_icon
 from tui.logging_setup import guarded, report_error
 from tui.fmt import fmt_span, fmt_tokens
 from tui.screens.visibility import on_screen
-from tui.states import LIVE_STATUSES
 from tui.widgets.anim import Ticker
 from tui.widgets.footer import KeyFooter
 
@@ -38,16 +38,16 @@ log = logging.getLogger("shepherd.tui.sessions")
 
 # status -> style; the icon comes from the one table (tui.icons), "running" spins.
 STATUS_STYLES: dict[str, str] = {
-    "running": "bold cyan",
-    "waiting": "bold yellow",
-    "paused": "bold cyan",
-    "stuck": "bold black on yellow",
-    "done": "bold green",
-    "failed": "bold red",
-    "cancelled": "dim",
-    "interrupted": "bold magenta",
+    SessionStatus.RUNNING: "bold cyan",
+    SessionStatus.WAITING: "bold yellow",
+    SessionStatus.PAUSED: "bold cyan",
+    SessionStatus.STUCK: "bold black on yellow",
+    SessionStatus.DONE: "bold green",
+    SessionStatus.FAILED: "bold red",
+    SessionStatus.CANCELLED: "dim",
+    SessionStatus.INTERRUPTED: "bold magenta",
 }
-RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled"})
+RESUMABLE_STATUSES = frozenset({SessionStatus.INTERRUPTED, SessionStatus.FAILED, SessionStatus.CANCELLED})
 
 
 # --- formatting (pure; also used by tests and the screenshot script) ------------------------
@@ -125,7 +125,22 @@ COLUMNS: list[tuple[str, str, int | None, int]] = [
 
 
 class SessionsScreen(Screen):
-    """Home: the sessions list with a filter. Enter opens a session."""
+    """Home: the sessions list with a filter. Enter opens a session, r resumes one: the
+    screen asks the app (``OpenRequested``, ``ResumeRequested``), which owns runs and views."""
+
+    class OpenRequested(Message):
+        """Open the session view of ``session_id``."""
+
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+
+    class ResumeRequested(Message):
+        """Continue the (interrupted, failed or cancelled) session ``session_id`` in this process."""
+
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
 
     HELP_TITLE = "the sessions list"
     HELP_NOTE = ("Type to filter: any other printable key goes to the filter (the keys above keep "
@@ -137,23 +152,6 @@ class SessionsScreen(Screen):
     REFRESH_THROTTLE_S = 0.25
     SLOW_REFRESH_S = 2.0
     TICKS_PER_SECOND = 10  # the shared Ticker's rate: durations of live rows move once a second
-
-    DEFAULT_CSS = """
-    SessionsScreen { layout: vertical; }
-    SessionsScreen #title-bar {
-        height: 1; width: 100%;
-        background: $primary 30%; color: $text; padding: 0 1;
-    }
-    SessionsScreen #filter-bar { height: 1; width: 100%; padding: 0 1; }
-    SessionsScreen #filter-bar Label { width: auto; color: $text-muted; padding-right: 1; }
-    SessionsScreen #filter { width: 1fr; }
-    SessionsScreen SessionTable { height: 1fr; }
-    SessionsScreen #empty {
-        height: auto; width: 100%; padding: 1 2; color: $text-muted; display: none;
-    }
-    SessionsScreen.-empty #empty { display: block; }
-    SessionsScreen.-empty SessionTable { height: 2; }
-    """
 
     BINDINGS = [
         Binding("d", "app.demo", "Demo"),
@@ -512,11 +510,10 @@ class SessionsScreen(Screen):
         self.table.focus()
 
     @on(DataTable.RowSelected)
-    @guarded("Could not open the session")
-    async def _row_selected(self, event: DataTable.RowSelected) -> None:
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key is not None and event.row_key.value:
-            await self.app.open_session(event.row_key.value)
+            self.post_message(self.OpenRequested(event.row_key.value))
 
     @on(DataTable.RowHighlighted)
     async def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -566,7 +563,7 @@ class SessionsScreen(Screen):
         self.table.focus()
 
     @guarded("Could not resume the session")
-    async def action_resume(self) -> None:
+    def action_resume(self) -> None:
         row = self.highlighted_row()
         if row is None:
             return
@@ -574,4 +571,4 @@ class SessionsScreen(Screen):
             self.app.notify(f"Session {row.id} is {row.status}; only interrupted, failed or cancelled "
                             "sessions can be resumed.", severity="warning")
             return
-        await self.app.resume_session(row.id)
+        self.post_message(self.ResumeRequested(row.id))

@@ -48,15 +48,6 @@ async def load_call(store: "EventStore | None", session_id: str, block: m.ToolBl
 class ToolOutputScreen(ModalScreen[None]):
     """Esc, q or o closes it; arrows, PgUp/PgDn, Home/End scroll."""
 
-    DEFAULT_CSS = """
-    ToolOutputScreen { align: center middle; background: $background 60%; }
-    ToolOutputScreen > VerticalScroll {
-        width: 96%; height: 90%;
-        border: thick $primary 70%; background: $surface; padding: 0 1;
-    }
-    ToolOutputScreen .head { text-style: bold; margin-top: 1; color: $text-muted; }
-    ToolOutputScreen .title { text-style: bold; }
-    """
     BINDINGS = [
         Binding("escape", "close", "Close"),
         Binding("q,o", "close", "Close", show=False),

@@ -10,6 +10,7 @@ from typing import Callable
 from textual.binding import Binding
 from textual.content import Content
 from textual.events import Click
+from textual.message import Message
 from textual.widget import Widget
 from textual.geometry import Size
 
@@ -34,10 +35,6 @@ ATTEMPT_REASONS = {
     "repair": "transcript repaired",
 }
 
-TOOL_STYLES = {"running": "$accent", "ok": "$success", "error": "$error", "denied": "$warning",
-               "interrupted": "$foreground-muted"}
-END_STYLES = {"done": "$success", "failed": "$error", "stuck": "$warning", "skipped": "$foreground-muted",
-              "cancelled": "$foreground-muted", "interrupted": "$foreground-muted"}
 NOTE_ICONS = {"note": "✎", "pause": "⏸", "resume": "▶", "session": "■", "stall": "⚠", "opaque": "?",
               "control": "▸"}
 
@@ -151,8 +148,8 @@ class AttemptSeparator(BlockWidget):
         b = self.block
         reason = ATTEMPT_REASONS.get(b.reason, b.reason)
         label = f" attempt {b.number} · {reason} "
-        head = Content.assemble(("──", "$primary"), (label, "bold $primary"))
-        head = head.append(Content.styled("─" * max(0, width - head.cell_length), "$primary"))
+        head = Content.assemble("──", (label, "bold"))
+        head = head.append("─" * max(0, width - head.cell_length))
         if not b.prompt_extra.strip():
             return head
         lines = b.prompt_extra.strip().splitlines()
@@ -239,6 +236,17 @@ class Expandable(BlockWidget):
     """A block that folds: Enter or a click toggles it. The footer says which way
     (two bindings on Enter, ``check_action`` shows the one that applies)."""
 
+    class Unfolded(Message):
+        """A reader unfolded ``block``: its container keeps the block's head in view."""
+
+        def __init__(self, block: "Expandable") -> None:
+            super().__init__()
+            self.block = block
+
+        @property
+        def control(self) -> "Expandable":
+            return self.block
+
     can_focus = True
     BINDINGS = [
         Binding("enter", "expand", "Expand", tooltip="Show this block in full"),
@@ -270,9 +278,7 @@ class Expandable(BlockWidget):
         self.refresh(layout=True)
         self.refresh_bindings()
         if self.expanded:  # a reader opened it: keep its head in view, not the stream's end
-            keep = getattr(self.parent, "keep_in_view", None)
-            if keep is not None:
-                keep(self)
+            self.post_message(self.Unfolded(self))
 
     def on_click(self, event: Click) -> None:
         event.stop()
@@ -287,12 +293,12 @@ class ThinkingView(Expandable):
         text = self.block.text.strip()
         lines = text.splitlines() or [""]
         marker = "▾" if self.expanded else "▸"
-        head = Content.assemble((f"{marker} ∴ thinking", "$foreground-muted bold"),
-                                (f"  {len(lines)} line{'s' if len(lines) != 1 else ''}", "$foreground-muted"))
+        head = Content.assemble((f"{marker} ∴ thinking", "bold"),
+                                f"  {len(lines)} line{'s' if len(lines) != 1 else ''}")
         if self.expanded:
-            return Content("\n").join([head, Content.styled(text, "$foreground-muted italic")])
+            return Content("\n").join([head, Content.styled(text, "italic")])
         last = m.clip(lines[-1], max(10, width - head.cell_length - 3))
-        return head.append(Content.styled("  " + last, "$foreground-muted italic"))
+        return head.append(Content.styled("  " + last, "italic"))
 
 
 class ToolCallView(Expandable):
@@ -315,8 +321,9 @@ class ToolCallView(Expandable):
         return m.TOOL_ICONS.get(self.block.status, "?")
 
     def render_block(self, width: int) -> Content:
+        """The icon, the tail and a failing output's last line take the block's colour (its
+        status class in the stylesheet); the rest says its own."""
         b = self.block
-        style = TOOL_STYLES.get(b.status, "")
         elapsed = b.elapsed(self.clock())
         if b.running:
             tail = f"  {m.fmt_duration(elapsed)}" if elapsed is not None else ""
@@ -324,19 +331,19 @@ class ToolCallView(Expandable):
             tail = f"  {b.status}" + (f" · {m.fmt_duration(elapsed)}" if elapsed is not None else "")
         has_output = bool(b.output.strip())
         marker = "▾ " if self.expanded else "▸ "  # every call unfolds (output, else its input)
-        head = Content.assemble((marker, "$foreground-muted"), (self.icon() + " ", f"bold {style}"),
-                                (b.name or "tool", "bold"))
+        head = Content.assemble((marker, "$foreground-muted"), (self.icon() + " ", "bold"),
+                                (b.name or "tool", "bold $foreground"))
         room = width - head.cell_length - len(tail) - 1
         if b.summary and room > 4:
             head = head.append(Content.styled(" " + m.clip(b.summary, room), "$foreground"))
-        head = head.append(Content.styled(tail, f"{style}" if not b.running else "$foreground-muted"))
+        head = head.append(Content.styled(tail, "" if not b.running else "$foreground-muted"))
         parts = [head]
         if b.denial:
             parts.append(Content.styled(m.clip(f"    ⛔ {b.denial}", width), "$warning"))
         if has_output and self.expanded:
             shown, more = m.output_preview(b.output, self.MAX_OUTPUT_LINES)
             body = Content(_clean(shown.rstrip("\n")))
-            parts.append(body.stylize("$foreground-muted") if b.status == "ok" else body)
+            parts.append(body.stylize("$foreground-muted" if b.status == "ok" else "$foreground"))
             if more:
                 parts.append(Content.styled(f"… {more} more lines — o: full output", "$foreground-muted italic"))
         elif self.expanded:
@@ -345,7 +352,7 @@ class ToolCallView(Expandable):
         elif has_output and b.status in ("error", "denied"):
             # the end of a failing output says why (tracebacks, test summaries)
             last = b.output.strip().splitlines()[-1]
-            parts.append(Content.styled(m.clip("    " + _clean(last), width), f"{style}"))
+            parts.append(Content(m.clip("    " + _clean(last), width)))
         return Content("\n").join(parts)
 
 
@@ -377,13 +384,19 @@ def _json(value: object) -> str:
 
 
 class HookView(BlockWidget):
+    """Its colour is the stylesheet's (``-deny``)."""
+
     block: m.HookBlock
+
+    @classmethod
+    def state_classes(cls, block: m.Block) -> dict[str, bool]:
+        return {"-deny": block.decision == "deny"}  # type: ignore[attr-defined]
 
     def render_block(self, width: int) -> Content:
         b = self.block
         if b.decision == "deny":
-            return Content.styled(m.clip(f"⛔ hook denied {b.tool or 'tool'}: {b.reason}", width), "$warning")
-        return Content.styled(m.clip(f"✓ hook allowed {b.tool or 'tool'}: {b.reason}", width), "$foreground-muted")
+            return Content(m.clip(f"⛔ hook denied {b.tool or 'tool'}: {b.reason}", width))
+        return Content(m.clip(f"✓ hook allowed {b.tool or 'tool'}: {b.reason}", width))
 
 
 class RetryBanner(BlockWidget):
@@ -402,18 +415,21 @@ class RetryBanner(BlockWidget):
         b = self.block
         now = self.clock()
         if b.active:
-            head = Content.assemble(("⟳ ", "bold $warning"), (b.text(now), "bold $warning"))
+            head = Content.assemble(("⟳ ", "bold"), (b.text(now), "bold"))
             hint = "  starting…" if b.seconds_left(now) <= 0 else "  n: retry now"
             if head.cell_length + len(hint) <= width:
                 head = head.append(Content.styled(hint, "$foreground-muted"))
             bar_w = max(4, width)
             done = int(round(b.progress(now) * bar_w))
-            bar = Content.assemble(("━" * done, "$warning"), ("─" * (bar_w - done), "$foreground-muted"))
+            bar = Content.assemble("━" * done, ("─" * (bar_w - done), "$foreground-muted"))
             return Content("\n").join([head, bar])
-        return Content.styled(m.clip(f"⟳ {b.summary()}", width), "$foreground-muted")
+        return Content(m.clip(f"⟳ {b.summary()}", width))
 
 
 class ErrorView(BlockWidget):
+    """Styled span by span, not by a class: the body's indent has the default colour (a
+    class's colour would reach it, and change the snapshots' bytes)."""
+
     block: m.ErrorBlock
 
     def render_block(self, width: int) -> Content:
@@ -435,26 +451,31 @@ class NoteView(BlockWidget):
 
     @classmethod
     def state_classes(cls, block: m.Block) -> dict[str, bool]:
-        return {f"-{block.category}": True}  # type: ignore[attr-defined]
+        # "-category-": the kind's class is "-note" already, and so is a person's note's category
+        return {f"-category-{block.category}": True}  # type: ignore[attr-defined]
 
     def render_block(self, width: int) -> Content:
         b = self.block
-        style = {"note": "$accent", "stall": "$warning", "opaque": "$foreground-muted"}.get(b.category, "$foreground-muted")
         icon = NOTE_ICONS.get(b.category, "▸")
         if b.category == "note":
-            return Content.styled(f"{icon} {b.text}", style)
-        return Content.styled(m.clip(f"{icon} {b.text}", width), style)
+            return Content(f"{icon} {b.text}")
+        return Content(m.clip(f"{icon} {b.text}", width))
 
 
 class SubtaskEndView(BlockWidget):
+    """Its colour is the stylesheet's, by the subtask's end state (``-done``, ``-failed``...)."""
+
     block: m.SubtaskEndBlock
+
+    @classmethod
+    def state_classes(cls, block: m.Block) -> dict[str, bool]:
+        return {f"-{block.status}": True}  # type: ignore[attr-defined]
 
     def render_block(self, width: int) -> Content:
         b = self.block
-        style = END_STYLES.get(b.status, "")
         icon = m.STATE_ICONS.get(b.status, "■")
         text = f"{icon} subtask {b.status}" + (f" — {b.reason}" if b.reason else "")
-        return Content.styled(m.clip(text, width), f"bold {style}")
+        return Content(m.clip(text, width))
 
 
 WIDGETS: dict[type[m.Block], type[Widget]] = {

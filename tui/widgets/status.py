@@ -8,6 +8,7 @@ import time
 from textual.content import Content
 from textual.widget import Widget
 
+from core.states import SessionStatus
 from core.text import safe
 from tui import model as m
 from tui.icons import state_icon
@@ -15,15 +16,16 @@ from tui.widgets.anim import Ticker
 from tui.widgets.blocks import Clock
 
 SESSION_STYLES = {
-    "running": "$success",
-    "paused": "$warning",
-    "waiting": "$warning",
-    "stuck": "$warning",
-    "done": "$success",
-    "failed": "$error",
-    "cancelled": "$foreground-muted",
-    "interrupted": "$foreground-muted",
+    SessionStatus.RUNNING: "$success",
+    SessionStatus.PAUSED: "$warning",
+    SessionStatus.WAITING: "$warning",
+    SessionStatus.STUCK: "$warning",
+    SessionStatus.DONE: "$success",
+    SessionStatus.FAILED: "$error",
+    SessionStatus.CANCELLED: "$foreground-muted",
+    SessionStatus.INTERRUPTED: "$foreground-muted",
 }
+BUSY_STATUSES = (SessionStatus.RUNNING, SessionStatus.WAITING, SessionStatus.STUCK)  # open calls or idle time
 
 def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool = False,
                 follow: str | None = None, waiting: bool = False, frame: int = 0,
@@ -33,7 +35,7 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     ``note``: what a key just started ("resuming…"), shown until the real state arrives."""
     status = info.status
     label = status
-    if info.pause_requested and status == "running":
+    if info.pause_requested and status == SessionStatus.RUNNING:
         label = "pausing…"
     elif status in m.UNSTARTED_STATUSES:  # followed before its first event is committed
         label = "starting…"
@@ -45,7 +47,7 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     ]
     sep = (" │ ", "$foreground-muted")
     parts += [sep, (m.fmt_clock(info.elapsed(now)), "")]
-    if live and status in ("running", "waiting", "stuck"):
+    if live and status in BUSY_STATUSES:
         n_tools = len(tools) if tools else info.open_calls
         if n_tools:
             starts = [t for t in (tools or []) if t is not None]

@@ -18,7 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from tui import model as m
-from tui.widgets.blocks import Clock, widget_for
+from tui.widgets.blocks import Clock, Expandable, widget_for
 
 
 class EarlierBar(Static):
@@ -306,6 +306,10 @@ class StreamView(VerticalScroll):
             t = time.perf_counter()
             gc.collect()
             self.gc_pauses.append(time.perf_counter() - t)
+
+    def on_expandable_unfolded(self, message: Expandable.Unfolded) -> None:
+        message.stop()
+        self.keep_in_view(message.block)
 
     def keep_in_view(self, widget: Widget) -> None:
         """A block the reader unfolded: once laid out, bring its head (and as much of it

@@ -9,22 +9,24 @@ from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from core.states import SubtaskState
 from tui import model as m
 from tui.widgets.anim import Ticker
 from tui.widgets.blocks import Clock
 
 STATE_STYLES = {
-    "pending": "$foreground-muted",
-    "running": "$accent",
-    "waiting_retry": "$warning",
-    "paused": "$warning",
-    "done": "$success",
-    "failed": "$error",
-    "stuck": "$warning",
-    "skipped": "$foreground-muted",
-    "cancelled": "$foreground-muted",
-    "interrupted": "$foreground-muted",
+    SubtaskState.PENDING: "$foreground-muted",
+    SubtaskState.RUNNING: "$accent",
+    SubtaskState.WAITING_RETRY: "$warning",
+    SubtaskState.PAUSED: "$warning",
+    SubtaskState.DONE: "$success",
+    SubtaskState.FAILED: "$error",
+    SubtaskState.STUCK: "$warning",
+    SubtaskState.SKIPPED: "$foreground-muted",
+    SubtaskState.CANCELLED: "$foreground-muted",
+    SubtaskState.INTERRUPTED: "$foreground-muted",
 }
+ANIMATED_STATES = frozenset({SubtaskState.RUNNING, SubtaskState.WAITING_RETRY})  # a spinner, a countdown
 
 
 def option_id(subtask_id: str) -> str:
@@ -40,19 +42,19 @@ def subtask_id_of(opt_id: str | None) -> str | None:
 def subtask_line(st: m.SubtaskView, frame: int, now: float) -> Content:
     """'⠙ Find the failing test' / '◷ 3s Fix it' / '✓ ↻2 Done one'."""
     state = st.state
-    if state == "running":
+    if state == SubtaskState.RUNNING:
         icon = m.spinner(frame)
     else:
         icon = m.STATE_ICONS.get(state, "?")
     parts: list[tuple[str, str] | str] = [(icon + " ", f"bold {STATE_STYLES.get(state, '')}")]
     # counters go before the title: a long title is cut at the right edge, they are not
-    if state == "waiting_retry" and st.retry is not None and st.retry.active:
+    if state == SubtaskState.WAITING_RETRY and st.retry is not None and st.retry.active:
         parts.append((f"{m.fmt_seconds_left(st.retry.seconds_left(now)).replace(' ', '')} ", "bold $warning"))
     elif st.retries:
         parts.append((f"↻{st.retries} ", "$foreground-muted"))
     if st.phase == "planning":
         parts.append(("plan: ", "$foreground-muted italic"))
-    parts.append((st.label, "" if state != "pending" else "$foreground-muted"))
+    parts.append((st.label, "" if state != SubtaskState.PENDING else "$foreground-muted"))
     return Content.assemble(*parts)
 
 
@@ -112,7 +114,7 @@ class SubtaskList(OptionList):
         self._update_ticking()
 
     def _animated(self) -> bool:
-        return any(st.state in ("running", "waiting_retry") for st in self._subtasks)
+        return any(st.state in ANIMATED_STATES for st in self._subtasks)
 
     def _update_ticking(self) -> None:
         want = self._animated()
@@ -133,4 +135,4 @@ class SubtaskList(OptionList):
 
     def tick(self, frame: int) -> None:
         self.frame = frame
-        self.refresh_subtasks({st.id for st in self._subtasks if st.state in ("running", "waiting_retry")})
+        self.refresh_subtasks({st.id for st in self._subtasks if st.state in ANIMATED_STATES})
