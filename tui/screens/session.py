@@ -39,7 +39,7 @@ from tui.widgets.subtasks import SubtaskList, subtask_id_of
 if TYPE_CHECKING:
     from core.control import Controller
     from core.events import Event
-    from core.store.db import Store
+    from core.store.protocol import EventStore
 
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
@@ -94,7 +94,7 @@ class SessionScreen(Screen[None]):
         def control(self) -> "SessionScreen":
             return self.screen
 
-    def __init__(self, store: "Store", session_id: str, *, controller: "Controller | None" = None,
+    def __init__(self, store: "EventStore", session_id: str, *, controller: "Controller | None" = None,
                  follow: str | None = None, clock: Callable[[], float] = time.time,
                  name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
@@ -591,7 +591,7 @@ def _file_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip(".") or "session"
 
 
-async def export_session(store: "Store", session_id: str, directory: Path | None = None) -> Path:
+async def export_session(store: "EventStore", session_id: str, directory: Path | None = None) -> Path:
     """Write the whole session next to the database: Markdown through core.report when
     it is there, else the event JSONL. Returns the file written."""
     events: list[Any] = []
