@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from core.states import SessionStatus as S
+from core.states import SubtaskState as T
+
 if TYPE_CHECKING:
     from core.store.protocol import EventStore
 
@@ -31,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 DB_HELP = "database file (default: $SHEPHERD_DB or $XDG_DATA_HOME/shepherd/shepherd.db)"
-DONE_STATUSES = ("done", "failed", "cancelled")  # a session no runner will continue
+DONE_STATUSES = (S.DONE, S.FAILED, S.CANCELLED)  # a session no runner will continue
 
 
 def _limit(text: str) -> int:
@@ -346,7 +349,7 @@ async def cmd_control(args: argparse.Namespace) -> int:
     try:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
-        if row.status in (*DONE_STATUSES, "interrupted"):
+        if row.status in (*DONE_STATUSES, S.INTERRUPTED):
             hint = f"; to run a subtask again: shepherd resume {sid} --retry SUBTASK" \
                 if args.command == "retry" else ""
             raise UsageError(f"session {sid} is {row.status}, not running{hint}")
@@ -387,10 +390,10 @@ async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
             print(f"{sent} sent to {sid} (its runner is live)", file=sys.stderr)
             return sid, False
         if row.status in DONE_STATUSES and args.retry is None:
-            redo = [s.id for s in subs if s.status not in ("done", "skipped")]
+            redo = [s.id for s in subs if s.status not in (T.DONE, T.SKIPPED)]
             hint = f" (shepherd resume {sid} --retry {redo[0]} runs one again)" if redo else ""
             raise UsageError(f"session {sid} is {row.status}: nothing to resume{hint}")
-        if row.status not in (*DONE_STATUSES, "interrupted"):
+        if row.status not in (*DONE_STATUSES, S.INTERRUPTED):
             raise UsageError(f"session {sid} is {row.status} but has no runner; try again in a moment")
         task = task_from_stored(row.task)
         if not task.workspace.is_dir():
@@ -435,7 +438,7 @@ def _check_sandbox(task: Any) -> None:
 
 
 def _exit_for(status: str) -> int:
-    return {"done": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
+    return {S.DONE: EXIT_OK, S.CANCELLED: EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
 
 
 def _checked_backend(task: Any) -> Any:
@@ -673,7 +676,7 @@ async def _resolve_live(args: argparse.Namespace) -> str:
     try:
         if args.session:
             return await store.resolve_session(args.session)
-        sid = await store.latest_session_id(status="running")
+        sid = await store.latest_session_id(status=S.RUNNING)
         if sid is None:
             raise UsageError("no running session to attach to (give a session id)")
         return sid
