@@ -165,6 +165,9 @@ def test_attempt_outcome() -> None:
     assert (ok.succeeded, ok.interrupted) == (True, False)
     assert (err.succeeded, err.interrupted, type(err.error)) == (False, False, ValueError)
     assert (stop.succeeded, stop.interrupted, stop.why) == (False, True, X.PAUSE)
+    assert [AttemptOutcome.stopped(x).ending for x in (X.CANCEL, X.SKIP, X.RETRY, X.PAUSE_NOW)] == [
+        X.CANCEL, X.SKIP, None, None]
+    assert ok.ending is err.ending is None
 
 
 def _decision(**kw: Any) -> RetryDecision:

@@ -170,7 +170,7 @@ class SupervisorBase:
         if wait:
             committed = self.store.submit(ev)
             await self._check_soon()
-            return await committed  # type: ignore[no-any-return]
+            return await committed
         # stream events are not waited for one by one (the SDK does not wait for us
         # either); the writer commits them within 50 ms and _ack() checks them in bulk
         self._unacked.append(self.store.submit(ev))

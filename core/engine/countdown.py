@@ -13,7 +13,7 @@ from core.states import SubtaskState
 
 from core.engine.base import SubtaskRun, SupervisorBase, log
 from core.engine.controls import Controls
-from core.engine.states import AT_COUNTDOWN, Trigger
+from core.engine.states import AT_COUNTDOWN, ENDING, Trigger
 
 
 def failure_trigger(decision: RetryDecision) -> Trigger:
@@ -59,7 +59,7 @@ class Countdown(Controls, SupervisorBase):
                 taken = self._take_request(run, AT_COUNTDOWN)
                 if taken is None and sleeper.done():
                     taken = Trigger.COUNTDOWN_DONE
-                if taken is not None and taken not in (Trigger.CANCEL, Trigger.SKIP):  # (those end it)
+                if taken is not None and taken not in ENDING:  # (the caller ends the subtask on those)
                     run.move(taken)
                 if taken is not None:
                     return taken

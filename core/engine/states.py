@@ -121,6 +121,9 @@ def advance(state: SubtaskState, trigger: Trigger) -> SubtaskState:
 
 # ---------------------------------------------------------------------- person's requests
 
+ENDING = frozenset({X.CANCEL, X.SKIP})  # a person's requests that end the subtask
+PAUSING = frozenset({X.PAUSE, X.PAUSE_NOW})
+
 # When several requests are outstanding, the first of these wins: a cancel ends everything,
 # a skip ends the subtask, retry_now and a person's retry start an attempt, a pause waits.
 PRECEDENCE: tuple[Trigger, ...] = (X.CANCEL, X.SKIP, X.RETRY_NOW, X.RETRY, X.PAUSE_NOW, X.PAUSE)
@@ -160,6 +163,11 @@ class AttemptOutcome:
     def interrupted(self) -> bool:
         return self.why is not None
 
+    @property
+    def ending(self) -> Trigger | None:
+        """The person's request that ends the subtask (cancel, skip), if that stopped it."""
+        return self.why if self.why in ENDING else None
+
     @classmethod
     def failed(cls, error: BaseException) -> AttemptOutcome:
         return cls(error=error)
@@ -172,7 +180,7 @@ class AttemptOutcome:
 SUCCEEDED = AttemptOutcome()
 
 __all__ = [
-    "AT_ATTEMPT", "AT_BETWEEN", "AT_COUNTDOWN", "AT_PERSON", "AttemptOutcome", "IllegalMove",
-    "PERSON_TRIGGERS", "PRECEDENCE", "SETTLED", "SUCCEEDED", "TABLE", "Trigger", "WAITING_FOR_PERSON",
+    "AT_ATTEMPT", "AT_BETWEEN", "AT_COUNTDOWN", "AT_PERSON", "AttemptOutcome", "ENDING", "IllegalMove",
+    "PAUSING", "PERSON_TRIGGERS", "PRECEDENCE", "SETTLED", "SUCCEEDED", "TABLE", "Trigger", "WAITING_FOR_PERSON",
     "advance", "first_request",
 ]

@@ -29,11 +29,10 @@ from core.engine.attempt import Attempts
 from core.engine.base import LEASE_TTL_S, PLAN_ID, SubtaskRun, held_for_person
 from core.engine.countdown import Countdown, failure_trigger
 from core.engine.next_attempt import Cause, NextAttempt, Reason, next_attempt
-from core.engine.states import AT_BETWEEN, AT_PERSON, AttemptOutcome, Trigger
+from core.engine.states import AT_BETWEEN, AT_PERSON, ENDING, PAUSING, AttemptOutcome, Trigger
 
 S, T = SessionStatus, SubtaskState
 BY_PERSON = "by a person"
-_ENDS = (Trigger.CANCEL, Trigger.SKIP)  # a person's requests that end the subtask
 
 
 class Supervisor(Attempts, Countdown):
@@ -175,19 +174,19 @@ class Supervisor(Attempts, Countdown):
                     nxt = next_attempt(Cause.PERSON_RETRY, nxt, attempts=run.attempt)
                     continue
                 outcome = await self._one_attempt(run, nxt)
-                if outcome.why in _ENDS:
-                    return await self._end_subtask(run, outcome.why, BY_PERSON)  # type: ignore[arg-type]
+                if outcome.ending is not None:
+                    return await self._end_subtask(run, outcome.ending, BY_PERSON)
                 if run.restart and outcome.error is None:
                     continue  # a person restarts it: whatever this attempt did is superseded
                 if outcome.succeeded:  # the attempt succeeded: run the check, if any
                     outcome = self._later_retry(run, await self._check(run))
                     if run.restart:
                         continue
-                    if outcome.why in _ENDS:  # a person stopped the check
-                        return await self._end_subtask(run, outcome.why, BY_PERSON)  # type: ignore[arg-type]
+                    if outcome.ending is not None:  # a person stopped the check
+                        return await self._end_subtask(run, outcome.ending, BY_PERSON)
                 if outcome.interrupted:  # paused: the next attempt continues the conversation
-                    if outcome.why in (Trigger.PAUSE, Trigger.PAUSE_NOW):
-                        run.move(outcome.why)  # type: ignore[arg-type]
+                    if outcome.why is not None and outcome.why in PAUSING:  # (else a retry a skip undid)
+                        run.move(outcome.why)
                     nxt = next_attempt(Cause.INTERRUPTED)
                     continue
                 if outcome.succeeded and phase == "planning":
@@ -201,7 +200,7 @@ class Supervisor(Attempts, Countdown):
                 if trigger is Trigger.FAILED_RETRY:
                     run.move(trigger)
                     waited = await self._countdown(run, decision)
-                    if waited in _ENDS:
+                    if waited in ENDING:
                         return await self._end_subtask(run, waited, BY_PERSON)
                     if waited is not Trigger.RETRY:  # (a person's retry starts it over instead)
                         nxt = next_attempt(Cause.RETRY, decision=decision)
@@ -292,8 +291,8 @@ class Supervisor(Attempts, Countdown):
         """Honour cancel/skip/pause before an attempt starts; returns a final status or None."""
         while True:
             taken = self._take_request(run, AT_BETWEEN)
-            if taken in _ENDS:
-                return await self._end_subtask(run, taken, BY_PERSON)  # type: ignore[arg-type]
+            if taken is not None and taken in ENDING:
+                return await self._end_subtask(run, taken, BY_PERSON)
             if taken is None:  # not paused (any more)
                 if self._paused:
                     await self._emit(SessionResumed(reason=f"resumed by {self._resume_source or 'a person'}"))
