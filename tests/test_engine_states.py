@@ -272,6 +272,9 @@ async def _moves(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, attempts: list[
             await wait_for(lambda: len(backend.contexts) == 1, store=store)
             await sup.pause()
             await wait_for(lambda: stored(store, sup.session_id, "session.paused"), store=store)
+            # resume once the loop waits (a resume during the session.paused commit is lost
+            # until the next wake-up: the engine clears its wake after that commit)
+            await wait_for(lambda: not sup._wake.is_set())
             await sup.resume()
         assert await run == "done"
     finally:
