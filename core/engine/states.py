@@ -64,7 +64,7 @@ _BETWEEN = {  # pending, or running between two attempts
     X.SKIP: T.SKIPPED, X.CANCEL: T.CANCELLED,
     X.BUDGET_SPENT: T.STUCK,
 }
-_ENDED = {X.RETRY: T.PENDING}  # a finished subtask: a person's retry runs it again (a new run)
+_ENDED = {X.RETRY: T.PENDING}  # finished: a person's retry runs it again (a new SubtaskRun, pending)
 
 TABLE: dict[tuple[SubtaskState, Trigger], SubtaskState] = {
     **{(T.PENDING, x): s for x, s in _BETWEEN.items()},
@@ -87,7 +87,7 @@ TABLE: dict[tuple[SubtaskState, Trigger], SubtaskState] = {
     (T.WAITING_RETRY, X.CANCEL): T.CANCELLED,
 
     (T.PAUSED, X.RESUME): T.RUNNING,
-    (T.PAUSED, X.PAUSE): T.PAUSED,              # paused again (e.g. now after safe): still paused
+    (T.PAUSED, X.PAUSE): T.PAUSED,              # a pause while paused changes nothing
     (T.PAUSED, X.PAUSE_NOW): T.PAUSED,
     (T.PAUSED, X.SKIP): T.SKIPPED,
     (T.PAUSED, X.CANCEL): T.CANCELLED,
