@@ -1,0 +1,90 @@
+"""Starting a session's run in the background, or resuming one: the entry points the
+TUI and the CLI use. Each returns once the run holds its lease (or failed to take it)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.backends.base import Backend
+from core.clock import Clock
+from core.states import SessionStatus, SubtaskState
+from core.task import Subtask, Task
+
+from core.engine.base import PLAN_ID
+from core.engine.next_attempt import Reason
+from core.engine.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from core.store.db import Store
+
+
+@dataclass
+class RunHandle:
+    session_id: str
+    supervisor: Supervisor
+    task: asyncio.Task[str]
+
+
+async def start_run(store: "Store", task: Task, *, interactive: bool = True, clock: Clock | None = None,
+                    backend: Backend | None = None, session_id: str | None = None) -> RunHandle:
+    """Start a session in the background; the handle's task returns its final status."""
+    return await _launch(Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
+                                    interactive=interactive))
+
+
+async def _launch(sup: Supervisor) -> RunHandle:
+    handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
+    # return once the run holds its lease (or failed to take it: handle.task is then done
+    # and raises LeaseHeld), so a caller never announces a run that is not happening
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(*_: object) -> None:
+        if not ready.done():  # (the first of the two; or our caller gave up waiting)
+            ready.set_result(None)
+
+    sup.when_leased(settle)
+    handle.task.add_done_callback(settle)
+    await ready
+    return handle
+
+
+async def resume_run(store: "Store", session_id: str, *, interactive: bool = True, clock: Clock | None = None,
+                     backend: Backend | None = None, retry_subtask: str | None = None) -> RunHandle:
+    """Continue a session whose runner died (interrupted), or run one subtask of a
+    finished session again (``retry_subtask``: a person's retry, counters reset)."""
+    from core.task import task_from_stored
+
+    row = await store.get_session(session_id)
+    if row is None:
+        from core.store import SessionNotFound
+
+        raise SessionNotFound(f"no session {session_id}")
+    if retry_subtask is None and row.status == SessionStatus.DONE:
+        from core.store import SessionEnded
+
+        raise SessionEnded(f"session {session_id} is done: nothing to resume (a subtask can be run again with a retry)")
+    task = task_from_stored(row.task)
+    rows = await store.subtasks(session_id)
+    done = {s.id for s in rows if s.status in (SubtaskState.DONE, SubtaskState.SKIPPED)}
+    started = {s.id for s in rows if s.attempts > 0}
+    if retry_subtask is not None:
+        if retry_subtask not in {s.id for s in rows}:
+            from core.store import SessionNotFound
+
+            raise SessionNotFound(f"session {session_id} has no subtask {retry_subtask!r}")
+        done = {s.id for s in rows} - {retry_subtask}  # only that one runs again
+    sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
+                     interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started,
+                     planned_status=row.status)
+    if task.plan and PLAN_ID in done:  # the subtasks are the accepted plan's, not the task file's
+        planned = await store.last_plan(session_id) or []
+        sup.subtasks = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p.get("prompt", "")))
+                        for p in planned if p.get("id") != PLAN_ID]
+    if retry_subtask is not None:
+        sup._retry_reason = Reason.USER_RETRY
+    return await _launch(sup)
+
+
+__all__ = ["RunHandle", "resume_run", "start_run"]
