@@ -18,6 +18,7 @@ import aiosqlite
 
 from core.secrets import Scrubber
 from core.store.conn import Database, Executor
+from core.store.derive import insert_rows
 
 
 def _default_settings(settings: Any) -> Any:
@@ -26,6 +27,9 @@ def _default_settings(settings: Any) -> Any:
     if settings is None:
         return SessionSettings()
     return coerce_session_settings(settings)
+
+
+ATOMIC_ROWS = 499  # rows insert_rows writes in one statement (2 values each, 999 at most)
 
 
 class HistoryWriteFailed(RuntimeError):
@@ -124,8 +128,8 @@ class AgentsSession:
         rows = [(self.session_id, json.dumps(item if scrubber.clean_json(json.dumps(item, ensure_ascii=False))
                                              else scrubber.obj(item))) for item in items]
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO agent_items (session_id, item_json) VALUES (?, ?)", rows)
+        def write(conn: sqlite3.Connection) -> None:  # (one statement, not one per row: see insert_rows)
+            insert_rows(conn, "INSERT INTO agent_items (session_id, item_json) VALUES ", 2, rows)
 
         if not self._deferred:
             # (the SDK adds a turn's items after the turn: with a Store they share the commit
@@ -149,7 +153,8 @@ class AgentsSession:
                 self._broken = True
                 raise
 
-        self._writes.append(self._db.submit_rows(write_after, lazy=True))  # type: ignore[attr-defined]
+        self._writes.append(self._db.submit_rows(  # type: ignore[attr-defined]
+            write_after, lazy=True, atomic=len(rows) <= ATOMIC_ROWS))
         if self._rows is not None:
             self._rows.extend(row for _, row in rows)
 

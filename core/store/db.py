@@ -260,14 +260,15 @@ class _RowJob:
     """``run_rows``' work: plain sqlite3 code that touches no event table, committed in
     the writer's next transaction together with the events queued around it."""
 
-    __slots__ = ("fn", "future", "t0", "lazy")
+    __slots__ = ("fn", "future", "t0", "lazy", "atomic")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any],
-                 lazy: bool = False) -> None:
+                 lazy: bool = False, atomic: bool = False) -> None:
         self.fn = fn
         self.future = future
         self.t0 = time.perf_counter()
         self.lazy = lazy
+        self.atomic = atomic  # changes the database in one statement at most: no savepoint needed
 
 
 class _Barrier:
@@ -573,15 +574,18 @@ class Store:
         the rest of the transaction commits."""
         return await self.submit_rows(fn)
 
-    def submit_rows(self, fn: Callable[[sqlite3.Connection], T], *, lazy: bool = False) -> asyncio.Future[T]:
+    def submit_rows(self, fn: Callable[[sqlite3.Connection], T], *, lazy: bool = False,
+                    atomic: bool = False) -> asyncio.Future[T]:
         """``run_rows`` without waiting: queued at once, behind everything submitted so far
-        (``lazy`` as for ``submit``)."""
+        (``lazy`` as for ``submit``). ``atomic``: ``fn`` changes the database with one
+        statement at most (SQLite undoes a failed statement by itself), so it runs without
+        the savepoint, two statements fewer for the writer's thread."""
         if self._closing:
             raise StoreError(f"the store {self.path} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if not (lazy and self._queue):
             self._wake.set()
-        self._queue.append(_RowJob(fn, future, lazy))
+        self._queue.append(_RowJob(fn, future, lazy, atomic))
         return future
 
     async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
@@ -658,6 +662,14 @@ class Store:
             results = write_events(c, events, now, heads)
             outcomes: list[tuple[bool, Any]] = []
             for job in row_jobs:
+                if job.atomic:
+                    try:
+                        outcomes.append((True, job.fn(c)))
+                    except Exception as e:  # noqa: BLE001 - handed to that job's caller
+                        if not c.in_transaction:
+                            raise  # (an I/O error or a full disk ends the whole transaction)
+                        outcomes.append((False, e))
+                    continue
                 c.execute("SAVEPOINT shepherd_rows")
                 try:
                     outcomes.append((True, job.fn(c)))
