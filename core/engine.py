@@ -30,6 +30,7 @@ from core.ledger import ToolLedger
 from core.retry import RetryDecision, RetryState, policies_for
 from core.secrets import held_tail
 from core.task import Subtask, Task
+from core.tools import READ_ONLY_TOOLS
 from core.tools.spawn import protect_runner
 
 log = logging.getLogger("shepherd.engine")
@@ -41,7 +42,8 @@ PLAN_ID = "plan"
 # Stream events nothing acts on before the next urgent one (a tool call's start, any
 # lifecycle event): the store may hold them briefly to share that one's commit
 # (Store.submit(lazy=True)). A tool.started is urgent: a crash while the tool runs must
-# find it in the record.
+# find it in the record. Except a read-only tool's (READ_ONLY_TOOLS): it has no effect a
+# crash could leave unrecorded, so a turn of reads needs no commit of its own.
 LAZY_EVENTS = (TextDelta, ThinkingDelta, MessageCompleted, Usage, ToolFinished)
 
 
@@ -810,7 +812,8 @@ class Supervisor:
             ev = fin
         elif isinstance(ev, MessageCompleted) and ev.role == "assistant" and ev.text:
             run.last_text = ev.text
-        self._unacked.append(self.store.submit(ev, lazy=isinstance(ev, LAZY_EVENTS)))
+        lazy = isinstance(ev, LAZY_EVENTS) or (isinstance(ev, ToolStarted) and ev.name in READ_ONLY_TOOLS)
+        self._unacked.append(self.store.submit(ev, lazy=lazy))
 
     # ------------------------------------------------------------------ checks, plan, errors
 

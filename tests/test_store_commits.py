@@ -315,6 +315,38 @@ async def test_a_streaming_turn_takes_one_commit(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_read_only_tools_start_is_lazy_and_a_writing_tools_is_not(tmp_path: Path) -> None:
+    """A turn of reads (list_files, read_file: no effect a crash could leave unrecorded)
+    needs no commit of its own: its start rides with the next urgent commit. A writing
+    tool's start is urgent: its turn is a commit, in order with everything before it."""
+    from core.engine import Supervisor
+    from core.task import task_from_dict
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("a\n")
+    reads = [{"text": f"look {i}", "tools": [{"name": "read_file", "args": {"path": "a.txt"}},
+                                             {"name": "list_files", "args": {"path": "."}}]} for i in range(3)]
+    write = [{"text": "write", "tools": [{"name": "write_file", "args": {"path": "b.txt", "content": "b"}}]}]
+    task = task_from_dict({"title": "t", "backend": "scripted", "workspace": str(ws), "heartbeat_s": 86400,
+                           "subtasks": [{"id": "a", "prompt": "p", "steps": reads + write + reads}]})
+    store = await Store.open(tmp_path / "t.db")
+    store.lazy_s = 3600.0  # a held item is committed only by an urgent one, or by a wait for it
+    seen: list[list[Any]] = []
+    store.subscribe(lambda evs: seen.append(list(evs)))
+    try:
+        sup = Supervisor(store, task, clock=FakeClock(), interactive=False)
+        assert await asyncio.wait_for(sup.run(), 60) == "done"
+        starts = [[e.name for e in b if e.type == "tool.started"] for b in seen]
+        batches = [names for names in starts if names]
+        # the reads before the write share the write's commit; the reads after it, the commit
+        # the attempt's end waits for
+        assert batches == [["read_file", "list_files"] * 3 + ["write_file"], ["read_file", "list_files"] * 3]
+        assert (ws / "b.txt").read_text() == "b"
+    finally:
+        await store.close()
+
+
 async def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) -> None:
     """No commit of the writer copies the WAL into the file (SQLite's own checkpoint would run
     inside one of them, fsyncs included); the checkpoint thread does, and a closed store
