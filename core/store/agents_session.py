@@ -125,8 +125,7 @@ class AgentsSession:
         if not items:
             return
         scrubber = Scrubber()  # history is stored and sent to the model again: no secrets
-        rows = [(self.session_id, json.dumps(item if scrubber.clean_json(json.dumps(item, ensure_ascii=False))
-                                             else scrubber.obj(item))) for item in items]
+        rows = [(self.session_id, _row_json(item, scrubber)) for item in items]
 
         def write(conn: sqlite3.Connection) -> None:  # (one statement, not one per row: see insert_rows)
             insert_rows(conn, "INSERT INTO agent_items (session_id, item_json) VALUES ", 2, rows)
@@ -196,6 +195,16 @@ class AgentsSession:
         await self.settle()
         if self._owned is not None:
             await self._owned.close()
+
+
+def _row_json(item: Any, scrubber: Scrubber) -> str:
+    """``json.dumps`` of the item, scrubbed. The check looks at its ``ensure_ascii=False``
+    dump; when that is all ASCII but DEL (which only the ASCII dump escapes), it is the very
+    text ``json.dumps`` makes, so the common item is dumped once, not twice."""
+    loose = json.dumps(item, ensure_ascii=False)
+    if not scrubber.clean_json(loose):
+        return json.dumps(scrubber.obj(item))
+    return loose if loose.isascii() and "\x7f" not in loose else json.dumps(item)
 
 
 def _committed(future: asyncio.Future[Any]) -> bool:
