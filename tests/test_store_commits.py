@@ -228,6 +228,39 @@ async def test_a_deferred_history_write_returns_before_its_commit_and_reads_see_
     conn.close()
 
 
+async def test_a_deferred_history_reads_the_database_once_and_stays_what_it_holds(store: Store) -> None:
+    """The runner's own session keeps the rows it read and wrote: later reads take no trip
+    to SQLite and give what a fresh read of the committed rows gives."""
+    await store.agents_session("k").add_items([{"role": "user", "content": "old"}, {"n": [1, 2]}])
+    history = store.agents_session("k", deferred=True)
+    reads = 0
+    real = store.run_read
+
+    async def counting(fn: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await real(fn)
+
+    store.run_read = counting  # type: ignore[method-assign]
+
+    async def fresh() -> list[Any]:
+        await history.settle()
+        return await store.agents_session("k").get_items()
+
+    assert await history.get_items() == [{"role": "user", "content": "old"}, {"n": [1, 2]}]
+    await history.add_items([{"role": "assistant", "content": "turn", "t": (1, "é")}])
+    assert await history.get_items() == await fresh()
+    assert await history.get_items(limit=1) == [{"role": "assistant", "content": "turn", "t": [1, "é"]}]
+    assert await history.get_items(limit=0) == [] and len(await history.get_items(limit=-1)) == 3
+    assert reads == 1 + 1  # (the one fresh read above is the other)
+    assert await history.pop_item() == {"role": "assistant", "content": "turn", "t": [1, "é"]}
+    assert await history.get_items() == await fresh()
+    await history.clear_session()
+    assert await history.get_items() == [] == await fresh()
+    await history.add_items([{"role": "user", "content": "new"}])
+    assert await history.get_items() == [{"role": "user", "content": "new"}] == await fresh()
+
+
 async def test_a_failed_deferred_history_write_is_raised_and_nothing_lands_after_it(store: Store) -> None:
     from core.store.agents_session import HistoryWriteFailed
 
@@ -280,3 +313,65 @@ async def test_a_streaming_turn_takes_one_commit(tmp_path: Path) -> None:
         assert sum(1 for i in items if i.get("type") == "function_call_output") == 4
     finally:
         await store.close()
+
+
+async def test_a_read_only_tools_start_is_lazy_and_a_writing_tools_is_not(tmp_path: Path) -> None:
+    """A turn of reads (list_files, read_file: no effect a crash could leave unrecorded)
+    needs no commit of its own: its start rides with the next urgent commit. A writing
+    tool's start is urgent: its turn is a commit, in order with everything before it."""
+    from core.engine import Supervisor
+    from core.task import task_from_dict
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("a\n")
+    reads = [{"text": f"look {i}", "tools": [{"name": "read_file", "args": {"path": "a.txt"}},
+                                             {"name": "list_files", "args": {"path": "."}}]} for i in range(3)]
+    write = [{"text": "write", "tools": [{"name": "write_file", "args": {"path": "b.txt", "content": "b"}}]}]
+    task = task_from_dict({"title": "t", "backend": "scripted", "workspace": str(ws), "heartbeat_s": 86400,
+                           "subtasks": [{"id": "a", "prompt": "p", "steps": reads + write + reads}]})
+    store = await Store.open(tmp_path / "t.db")
+    store.lazy_s = 3600.0  # a held item is committed only by an urgent one, or by a wait for it
+    seen: list[list[Any]] = []
+    store.subscribe(lambda evs: seen.append(list(evs)))
+    try:
+        sup = Supervisor(store, task, clock=FakeClock(), interactive=False)
+        assert await asyncio.wait_for(sup.run(), 60) == "done"
+        starts = [[e.name for e in b if e.type == "tool.started"] for b in seen]
+        batches = [names for names in starts if names]
+        # the reads before the write share the write's commit; the reads after it, the commit
+        # the attempt's end waits for
+        assert batches == [["read_file", "list_files"] * 3 + ["write_file"], ["read_file", "list_files"] * 3]
+        assert (ws / "b.txt").read_text() == "b"
+    finally:
+        await store.close()
+
+
+async def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) -> None:
+    """No commit of the writer copies the WAL into the file (SQLite's own checkpoint would run
+    inside one of them, fsyncs included); the checkpoint thread does, and a closed store
+    still leaves every byte in the main file."""
+    from core.store import db
+
+    path = tmp_path / "wal.db"
+    s = await Store.open(path, clock=FakeClock())
+    try:
+        conn = s._wconn
+        assert conn is not None
+        assert (await conn.execute_fetchall("PRAGMA wal_autocheckpoint"))[0][0] == 0
+        for i in range(db.CHECKPOINT_EVERY - 5):
+            await s.append(TextDelta(session_id="w", text=f"t{i}"))
+        assert s.checkpointer.runs == 0
+        for i in range(10):
+            await s.append(TextDelta(session_id="w", text=f"u{i}"))
+        for _ in range(1000):
+            if s.checkpointer.runs:
+                break
+            await asyncio.to_thread(lambda: None)
+        assert s.checkpointer.runs == 1
+    finally:
+        await s.close()
+    assert not Path(f"{path}-wal").exists()
+    with sqlite3.connect(str(path)) as check:
+        assert check.execute("SELECT COUNT(*) FROM events").fetchone()[0] == db.CHECKPOINT_EVERY + 5
+    check.close()

@@ -18,6 +18,7 @@ from core.events import Event, Heartbeat, MessageCompleted, TextDelta, ThinkingD
 from core.ledger import ToolLedger
 from core.secrets import held_tail
 
+from core.tools import READ_ONLY_TOOLS
 from core.engine.base import DELTA_WINDOW_S, LAZY_EVENTS, Stalled, SubtaskRun, SupervisorBase, log
 from core.engine.controls import Controls
 from core.engine.next_attempt import NextAttempt
@@ -192,7 +193,8 @@ class Attempts(Controls, SupervisorBase):
             ev = fin
         elif isinstance(ev, MessageCompleted) and ev.role == "assistant" and ev.text:
             run.last_text = ev.text
-        self._unacked.append(self.store.submit(ev, lazy=isinstance(ev, LAZY_EVENTS)))
+        lazy = isinstance(ev, LAZY_EVENTS) or (isinstance(ev, ToolStarted) and ev.name in READ_ONLY_TOOLS)
+        self._unacked.append(self.store.submit(ev, lazy=lazy))
 
     # ------------------------------------------------------------------ the check
 

@@ -30,7 +30,8 @@ LEASE_TTL_S = 30.0
 # Stream events nothing acts on before the next urgent one (a tool call's start, any
 # lifecycle event): the store may hold them briefly to share that one's commit
 # (Store.submit(lazy=True)). A tool.started is urgent: a crash while the tool runs must
-# find it in the record.
+# find it in the record. Except a read-only tool's (READ_ONLY_TOOLS): it has no effect a
+# crash could leave unrecorded, so a turn of reads needs no commit of its own.
 LAZY_EVENTS = (TextDelta, ThinkingDelta, MessageCompleted, Usage, ToolFinished)
 
 

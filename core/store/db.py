@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
 from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
-from core.store.conn import connect, in_transaction, run_sync, transaction_sync
+from core.store.conn import Checkpointer, connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store import commands, leases, recovery
 from core.store.derive import copy_event, prepare, write_events
@@ -74,6 +74,10 @@ LAZY_S = 0.025
 # acknowledged; only a power cut / kernel crash can drop the last commits (FULL would fsync
 # every commit). Chosen after measuring both, see bench/store_bench.py and the report.
 DEFAULT_SYNCHRONOUS = "NORMAL"
+# The writer's commits never checkpoint the WAL themselves (see conn.Checkpointer): after
+# about this much work (one per commit, one per 16 events; SQLite's own default is 1,000
+# WAL pages, ~100 of our commits) the checkpoint thread is asked for one.
+CHECKPOINT_EVERY = 100
 INTERRUPTED_OUTPUT = "interrupted: the runner stopped"
 # The events a subtask's attempt numbers and retry budget are rebuilt from (subtask_history).
 SUBTASK_HISTORY_TYPES = ("subtask.started", "attempt.started", "error", "retry.scheduled", "subtask.finished")
@@ -120,14 +124,15 @@ class _RowJob:
     """``run_rows``' work: plain sqlite3 code that touches no event table, committed in
     the writer's next transaction together with the events queued around it."""
 
-    __slots__ = ("fn", "future", "t0", "lazy")
+    __slots__ = ("fn", "future", "t0", "lazy", "atomic")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any],
-                 lazy: bool = False) -> None:
+                 lazy: bool = False, atomic: bool = False) -> None:
         self.fn = fn
         self.future = future
         self.t0 = time.perf_counter()
         self.lazy = lazy
+        self.atomic = atomic  # changes the database in one statement at most: no savepoint needed
 
 
 class _Barrier:
@@ -198,6 +203,8 @@ class Store(SQLiteReads):
         self._closed = False
         self._urged = False  # commit what is queued now, lazy or not (see LAZY_S)
         self._scrubber_now: Scrubber | None = None
+        self.checkpointer = Checkpointer(path)
+        self._wal_work = 0  # commit work since the last checkpoint was asked for
         self.damaged_events: set[tuple[str, int]] = set()  # (session, seq) of events that did not decode
 
     # --- lifecycle -----------------------------------------------------------------
@@ -218,7 +225,7 @@ class Store(SQLiteReads):
         prepared = await asyncio.to_thread(prepare_database, target, create=create, check=check)
         store = cls(prepared, clock, synchronous=synchronous, max_batch=max_batch)
         try:
-            store._wconn = await connect(prepared, synchronous=store.synchronous)
+            store._wconn = await connect(prepared, synchronous=store.synchronous, autocheckpoint=False)
             store._rconn = await connect(prepared, synchronous=store.synchronous)
             store._rconn.text_factory = _lenient_text  # one bad byte must not hide a whole page
             store._writer = asyncio.get_running_loop().create_task(
@@ -238,6 +245,7 @@ class Store(SQLiteReads):
         self._wake.set()
         if self._writer is not None:
             await asyncio.shield(self._writer)
+        await asyncio.to_thread(self.checkpointer.close)
         self._closed = True
         for conn in (self._wconn, self._rconn):
             if conn is not None:
@@ -354,15 +362,18 @@ class Store(SQLiteReads):
         the rest of the transaction commits."""
         return await self.submit_rows(fn)
 
-    def submit_rows(self, fn: Callable[[sqlite3.Connection], T], *, lazy: bool = False) -> asyncio.Future[T]:
+    def submit_rows(self, fn: Callable[[sqlite3.Connection], T], *, lazy: bool = False,
+                    atomic: bool = False) -> asyncio.Future[T]:
         """``run_rows`` without waiting: queued at once, behind everything submitted so far
-        (``lazy`` as for ``submit``)."""
+        (``lazy`` as for ``submit``). ``atomic``: ``fn`` changes the database with one
+        statement at most (SQLite undoes a failed statement by itself), so it runs without
+        the savepoint, two statements fewer for the writer's thread."""
         if self._closing:
             raise StoreError(f"the store {self.path} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if not (lazy and self._queue):
             self._wake.set()
-        self._queue.append(_RowJob(fn, future, lazy))
+        self._queue.append(_RowJob(fn, future, lazy, atomic))
         return future
 
     async def run_read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
@@ -412,12 +423,20 @@ class Store(SQLiteReads):
         left = head.t0 + self.lazy_s - time.perf_counter()  # type: ignore[union-attr]
         if left <= 0 or not all(getattr(item, "lazy", False) for item in queue):
             return False
+        # (a timer that sets the wake event, not wait_for: that made a task and a timer per
+        # hold, and a turn holds several times)
         self._wake.clear()
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(left, self._expire_hold, expired)
         try:
-            await asyncio.wait_for(self._wake.wait(), left)
-        except asyncio.TimeoutError:
-            return False
-        return True
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+        return not expired
+
+    def _expire_hold(self, expired: list[bool]) -> None:
+        expired.append(True)
+        self._wake.set()
 
     async def _commit(self, items: list[_Pending | _RowJob]) -> None:
         """One transaction: the events of ``items``, then their row jobs (in a savepoint each)."""
@@ -431,6 +450,14 @@ class Store(SQLiteReads):
             results = write_events(c, events, now, heads)
             outcomes: list[tuple[bool, Any]] = []
             for job in row_jobs:
+                if job.atomic:
+                    try:
+                        outcomes.append((True, job.fn(c)))
+                    except Exception as e:  # noqa: BLE001 - handed to that job's caller
+                        if not c.in_transaction:
+                            raise  # (an I/O error or a full disk ends the whole transaction)
+                        outcomes.append((False, e))
+                    continue
                 c.execute("SAVEPOINT shepherd_rows")
                 try:
                     outcomes.append((True, job.fn(c)))
@@ -456,6 +483,7 @@ class Store(SQLiteReads):
                     job.future.set_exception(e)
             return
         t_end = time.perf_counter()
+        self._committed(1 + len(batch) // 16)
         for job, (ok, value) in zip(row_jobs, outcomes):
             if not job.future.done():
                 if ok:
@@ -498,6 +526,7 @@ class Store(SQLiteReads):
             if not job.future.done():
                 job.future.set_exception(e)
             return
+        self._committed(1 + len(self._job_events) // 16)
         if not job.future.done():
             job.future.set_result(result)
         if self._job_events:
@@ -513,6 +542,12 @@ class Store(SQLiteReads):
         results = await run_sync(conn, lambda raw: write_events(raw, events, now))
         self._job_events.extend(e for e in results if e is not None)
         return results
+
+    def _committed(self, work: int) -> None:
+        self._wal_work += work
+        if self._wal_work >= CHECKPOINT_EVERY:
+            self._wal_work = 0
+            self.checkpointer.kick()
 
     def _notify(self, events: list[Event]) -> None:
         if not events:

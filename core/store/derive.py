@@ -41,27 +41,38 @@ LIVE_SUBTASK = frozenset({"running", "waiting_retry", "paused"})
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    return (f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)})")
+    return f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES "
 
 
 _SESSION_UPSERT = _insert_sql("sessions", SESSION_COLUMNS)
 _SUBTASK_UPSERT = _insert_sql("subtasks", SUBTASK_COLUMNS)
 _CALL_UPSERT = _insert_sql("tool_calls", CALL_COLUMNS)
-# Events go in as multi-row INSERTs: sqlite3's executemany releases and re-takes the GIL
-# around every row, and each re-take can wait a whole switch interval (5 ms) while the
-# event loop thread is busy; one statement per chunk keeps a batch to a few hand-overs.
+# Rows go in as multi-row INSERTs (insert_rows): sqlite3's executemany releases and re-takes
+# the GIL around every row, and each re-take can wait a whole switch interval (5 ms) while
+# the event loop thread is busy; one statement per chunk keeps a batch to a few hand-overs.
 _EVENT_COLUMNS = "INSERT INTO events (session_id, seq, type, ts, subtask_id, attempt, data) VALUES "
-_EVENT_CHUNK = 128  # 7 columns x 128 rows stays under SQLite's oldest variable limit (999)
-_EVENT_SQL: dict[int, str] = {}
 
 
 def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    for i in range(0, len(rows), _EVENT_CHUNK):
-        chunk = rows[i:i + _EVENT_CHUNK]
-        sql = _EVENT_SQL.get(len(chunk))
+    insert_rows(conn, _EVENT_COLUMNS, 7, rows)
+
+
+_ROWS_SQL: dict[tuple[str, int, int], str] = {}
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+    """``executemany(head + "(?, ...)", rows)`` as one multi-row statement per 999 values:
+    the writer's thread takes the GIL back once per statement, not once per row, and every
+    take-back while the event loop runs costs the loop a hand-over (a turn's commit went
+    from ~22 of them to ~12)."""
+    per = max(1, 999 // width)  # (SQLite's oldest limit on variables in one statement)
+    for i in range(0, len(rows), per):
+        chunk = rows[i:i + per]
+        key = (head, width, len(chunk))
+        sql = _ROWS_SQL.get(key)
         if sql is None:
-            sql = _EVENT_SQL[len(chunk)] = _EVENT_COLUMNS + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            one = "(" + ", ".join("?" * width) + ")"
+            sql = _ROWS_SQL[key] = head + ", ".join([one] * len(chunk))
         conn.execute(sql, [v for row in chunk for v in row])
 
 
@@ -256,16 +267,16 @@ class _Batch:
             if changed:
                 conn.execute(_session_update(changed), [s[SESSION_COLUMNS[i]] for i in changed] + [sid])
         if new_rows:
-            conn.executemany(_SESSION_UPSERT, new_rows)
+            insert_rows(conn, _SESSION_UPSERT, len(SESSION_COLUMNS), new_rows)
         if self.deleted_subtasks:
             conn.executemany("DELETE FROM subtasks WHERE session_id = ? AND id = ?",
                                    sorted(self.deleted_subtasks))
         if self.dirty_subtasks:
-            conn.executemany(_SUBTASK_UPSERT, [
+            insert_rows(conn, _SUBTASK_UPSERT, len(SUBTASK_COLUMNS), [
                 tuple(self.subtasks[sid][sub][c] for c in SUBTASK_COLUMNS)
                 for sid, sub in sorted(self.dirty_subtasks) if (sid, sub) not in self.deleted_subtasks])
         if self.dirty_calls:
-            conn.executemany(_CALL_UPSERT, [
+            insert_rows(conn, _CALL_UPSERT, len(CALL_COLUMNS), [
                 tuple(self.calls[k][c] for c in CALL_COLUMNS) for k in sorted(self.dirty_calls)])
 
 

@@ -4,6 +4,7 @@ from core.tools.spawn import SandboxUnavailable, SpawnPolicy, check_sandbox
 from core.tools.workspace import (
     ERROR_PREFIX,
     MAX_OUTPUT_CHARS,
+    READ_ONLY_TOOLS,
     TIMEOUT_EXIT_CODE,
     CommandResult,
     ConfinementError,
@@ -22,7 +23,7 @@ from core.tools.workspace import (
 
 __all__ = [
     "SandboxUnavailable", "SpawnPolicy", "check_sandbox",
-    "ERROR_PREFIX", "MAX_OUTPUT_CHARS", "TIMEOUT_EXIT_CODE", "CommandResult", "ConfinementError", "execute",
+    "ERROR_PREFIX", "MAX_OUTPUT_CHARS", "READ_ONLY_TOOLS", "TIMEOUT_EXIT_CODE", "CommandResult", "ConfinementError", "execute",
     "is_error_output", "list_files", "read_file", "resolve_in_workspace", "run_check",
     "run_command", "shell_confinement", "truncate_middle", "workspace_tools", "write_file",
 ]

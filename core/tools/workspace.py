@@ -383,6 +383,12 @@ def _tool_failure(ctx: Any, error: Exception) -> str:
     return f"{ERROR_PREFIX}{type(error).__name__}: {error}"
 
 
+# The tools above that change nothing (no file, no process): a crash while one runs leaves
+# no effect to account for, so their start need not be committed before they run (the
+# engine submits it lazily; see core.engine.LAZY_EVENTS).
+READ_ONLY_TOOLS = frozenset({"list_files", "read_file"})
+
+
 def workspace_tools(workspace: Path, clock: Clock | None = None,
                     policy: SpawnPolicy | None = None) -> list["Tool"]:
     """The four tools bound to ``workspace`` as openai-agents FunctionTools; ``policy``
