@@ -155,13 +155,3 @@ def test_a_read_only_command_in_an_empty_data_directory_creates_nothing(tmp_path
                          capture_output=True, text=True, timeout=120)
     assert "Traceback" not in out.stderr, out.stderr
     assert _tree(tmp_path) == ["home", "xdg"], out.stderr
-
-
-def test_the_sqlite_store_and_its_sql_modules_agree_on_their_constants() -> None:
-    """db.py keeps two names of its own where they were (the writer's changes sit next to
-    them); they must be the values the protocol and the recovery SQL use."""
-    from core.store import db, queries, recovery
-
-    assert db.SUBTASK_HISTORY_TYPES == protocol.SUBTASK_HISTORY_TYPES
-    assert db.INTERRUPTED_OUTPUT == recovery.INTERRUPTED_OUTPUT
-    assert queries.SUBTASK_HISTORY_TYPES is protocol.SUBTASK_HISTORY_TYPES

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.clock import RealClock
-from core.events import Event, OpaqueEvent, SessionInterrupted, ToolFinished, lazy_events
+from core.events import Event
 from core.store.conn import Checkpointer, connect, in_transaction, run_sync, transaction_sync
 from core.secrets import Scrubber
 from core.store import commands, leases, recovery
@@ -78,9 +78,6 @@ DEFAULT_SYNCHRONOUS = "NORMAL"
 # about this much work (one per commit, one per 16 events; SQLite's own default is 1,000
 # WAL pages, ~100 of our commits) the checkpoint thread is asked for one.
 CHECKPOINT_EVERY = 100
-INTERRUPTED_OUTPUT = "interrupted: the runner stopped"
-# The events a subtask's attempt numbers and retry budget are rebuilt from (subtask_history).
-SUBTASK_HISTORY_TYPES = ("subtask.started", "attempt.started", "error", "retry.scheduled", "subtask.finished")
 
 
 @dataclass

@@ -75,11 +75,16 @@ class CommandRow:
     created_at: float
 
 
-def session_row(r: Any) -> SessionRow:
+def _json(text: str | None) -> Any:
+    """A stored JSON value, or {} for a missing or damaged one."""
     try:
-        task = json.loads(r["task_json"] or "{}")
+        return json.loads(text or "{}")
     except ValueError:
-        task = {}
+        return {}
+
+
+def session_row(r: Any) -> SessionRow:
+    task = _json(r["task_json"])
     return SessionRow(
         id=r["id"], title=r["title"], backend=r["backend"], model=r["model"],
         workspace=r["workspace"], status=r["status"], started_at=r["started_at"],
@@ -99,13 +104,9 @@ def subtask_row(r: Any) -> SubtaskRow:
 
 
 def tool_call_row(r: Any) -> ToolCallRow:
-    try:
-        tool_input = json.loads(r["input_json"] or "{}")
-    except ValueError:
-        tool_input = {}
     return ToolCallRow(
         session_id=r["session_id"], call_id=r["call_id"], subtask_id=r["subtask_id"],
-        attempt=r["attempt"], name=r["name"], input=tool_input, status=r["status"],
+        attempt=r["attempt"], name=r["name"], input=_json(r["input_json"]), status=r["status"],
         output=r["output"], started_at=r["started_at"], finished_at=r["finished_at"],
         duration_s=r["duration_s"], started_seq=r["started_seq"], finished_seq=r["finished_seq"])
 
