@@ -57,6 +57,31 @@ async def test_pause_at_safe_point_then_resume_continues_history(tmp_path: Path)
         await store.close()
 
 
+async def test_a_resume_during_the_paused_commit_is_not_lost(tmp_path: Path) -> None:
+    """A resume that lands while session.paused is being committed (here: just as its
+    append returns, before the engine goes to sleep) must still wake the engine."""
+    gate = asyncio.Event()
+    store, sup, backend, run = await _setup(tmp_path, [[("wait", gate)], [("text", "finished")]])
+    emit, resumed = sup._emit, []
+
+    async def emit_then_resume(ev, **kw):
+        out = await emit(ev, **kw)
+        if ev.type == "session.paused" and not resumed:
+            resumed.append(True)
+            await sup.resume()
+        return out
+
+    sup._emit = emit_then_resume  # type: ignore[method-assign]
+    try:
+        await wait_for(lambda: len(backend.contexts) == 1, store=store)
+        await sup.pause()
+        gate.set()  # the attempt ends; the pause is taken between attempts
+        assert await asyncio.wait_for(run, 10) == "done"  # before the fix: asleep for good
+        assert resumed and len(backend.contexts) == 2
+    finally:
+        await store.close()
+
+
 async def test_pause_now_interrupts_open_calls(tmp_path: Path) -> None:
     store, sup, backend, run = await _setup(tmp_path, [[("tool", "c1", "run_command"), ("hang",)],
                                                        [("text", "ok")]])

@@ -290,6 +290,9 @@ class Supervisor(Attempts, Countdown):
     async def _between_attempts(self, run: SubtaskRun) -> str | None:
         """Honour cancel/skip/pause before an attempt starts; returns a final status or None."""
         while True:
+            # Cleared before the requests are read, so one that arrives while this loop
+            # writes (session.paused below) finds the event set and is read next time round.
+            self._wake.clear()
             taken = self._take_request(run, AT_BETWEEN)
             if taken is not None and taken in ENDING:
                 return await self._end_subtask(run, taken, BY_PERSON)
@@ -304,7 +307,6 @@ class Supervisor(Attempts, Countdown):
             if not self._paused:
                 self._paused = True
                 await self._emit(SessionPaused(reason=f"paused by {self._pause_source or 'a person'}"))
-            self._wake.clear()
             await self._wake.wait()
 
     async def _wait_for_person(self, run: SubtaskRun) -> str | None:
@@ -312,6 +314,7 @@ class Supervisor(Attempts, Countdown):
         its final status, or None when a person retried it."""
         self._retry_requests = [s for s in self._retry_requests if s != run.sub.id]
         while True:
+            self._wake.clear()  # before reading the requests (see _between_attempts)
             taken = self._take_request(run, AT_PERSON, retry=run.sub.id in self._retry_requests)
             if taken is Trigger.CANCEL:  # the session ends cancelled; nothing more is recorded of it
                 return run.move(taken)
@@ -321,7 +324,6 @@ class Supervisor(Attempts, Countdown):
                 self._retry_requests.remove(run.sub.id)
                 run.move(taken)
                 return None
-            self._wake.clear()
             await self._wake.wait()
 
     async def _accept_plan(self, run: SubtaskRun) -> AttemptOutcome:
