@@ -171,6 +171,36 @@ class HookDecision(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalRequested(Event):
+    """A gated tool call waits for a person's yes (``approve_tools``). Follows the call's
+    ``tool.started``; ``reask_of`` names the call this asks again after a resume (the
+    same id for openai/scripted, the withdrawn id for claude)."""
+
+    type: ClassVar[str] = "approval.requested"
+    call_id: str = ""
+    tool: str = ""
+    input: dict[str, Any] = field(default_factory=dict)
+    reask_of: str | None = None
+
+
+APPROVAL_DECISIONS = ("approved", "denied")
+APPROVAL_SOURCES = ("tui", "cli", "rule", "headless")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalDecided(Event):
+    """The answer to an ``approval.requested``. A denial reaches the agent as the tool's
+    result with ``reason``; ``scope="session"`` approves the tool for the rest of the session."""
+
+    type: ClassVar[str] = "approval.decided"
+    call_id: str = ""
+    decision: str = "denied"  # approved | denied
+    source: str = "tui"  # tui | cli | rule | headless
+    reason: str = ""
+    scope: str = "call"  # call | session
+
+
 # --- accounting and liveness ---------------------------------------------------------
 
 
@@ -276,7 +306,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         SessionStarted, PlanReady, SubtaskStarted, AttemptStarted, TextDelta, ThinkingDelta,
-        MessageCompleted, ToolStarted, ToolFinished, HookDecision, Usage, Heartbeat, Error,
+        MessageCompleted, ToolStarted, ToolFinished, HookDecision, ApprovalRequested,
+        ApprovalDecided, Usage, Heartbeat, Error,
         RetryScheduled, Control, SubtaskFinished, SessionPaused, SessionResumed,
         SessionFinished, SessionInterrupted,
     )
