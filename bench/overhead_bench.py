@@ -41,10 +41,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
-from core.backends.base import AttemptContext  # noqa: E402
-from core.clock import RealClock  # noqa: E402
-from core.events import new_id  # noqa: E402
-from core.task import Task, task_from_dict  # noqa: E402
+from shepherd.core.backends.base import AttemptContext  # noqa: E402
+from shepherd.core.clock import RealClock  # noqa: E402
+from shepherd.core.events import new_id  # noqa: E402
+from shepherd.core.task import Task, task_from_dict  # noqa: E402
 
 CLOCK_SCALE = 0.0  # the engine's waits (none in this scenario) and the model's pacing: see --delay-ms
 WORDS = "the parser swaps day and month in the slash branch so we fix the unpacking order".split()
@@ -82,9 +82,9 @@ async def run_peer(task: Task, api: Any, db_path: Path | None = None) -> int:
     session in memory, or in the file ``db_path``)."""
     from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, RunConfig, Runner, SQLiteSession
 
-    from core.backends.agents_common import agent_instructions
-    from core.backends.scripted import StepModel
-    from core.tools import workspace_tools
+    from shepherd.core.backends.agents_common import agent_instructions
+    from shepherd.core.backends.scripted import StepModel
+    from shepherd.core.tools import workspace_tools
 
     ctx = ctx_for(task)
     if api is None:
@@ -111,10 +111,10 @@ async def run_peer(task: Task, api: Any, db_path: Path | None = None) -> int:
 
 def make_backend(api: Any) -> Any:
     if api is None:
-        from core.backends.scripted import ScriptedBackend
+        from shepherd.core.backends.scripted import ScriptedBackend
 
         return ScriptedBackend()
-    from core.backends.openai_agents import OpenAIAgentsBackend
+    from shepherd.core.backends.openai_agents import OpenAIAgentsBackend
 
     return OpenAIAgentsBackend(api_key="sk-bench", base_url=api.base_url, api="chat_completions")
 
@@ -129,7 +129,7 @@ async def run_backend(task: Task, api: Any) -> int:
 async def run_shepherd(task: Task, api: Any, store: Any) -> Any:
     """One session through the full Supervisor on an open store (the app keeps its store
     open for its whole life, so opening the file is not part of a run)."""
-    from core.engine import Supervisor
+    from shepherd.core.engine import Supervisor
 
     sup = Supervisor(store, task, backend=make_backend(api), clock=RealClock(scale=CLOCK_SCALE), interactive=False)
     status = await sup.run()
@@ -183,7 +183,7 @@ async def main() -> None:
             return make_task(ws, [], "openai", len(steps))
         return make_task(ws, steps, "scripted", len(steps))
 
-    from core.store import Store
+    from shepherd.core.store import Store
 
     store = await Store.open(tmp / "shepherd.db")
     # warm up imports and caches once per variant

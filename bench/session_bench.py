@@ -49,7 +49,7 @@ WORDS = ("the parser reads each field and returns a tuple of ints while the chec
 def synthetic(sid: str, n: int, seed: int = 1, t0: float = 1_700_000_000.0, finish: bool = True) -> Iterator[Any]:
     """``n`` events of a plausible session: a plan of SUBTASKS subtasks, each with attempts,
     messages streamed as deltas (merged as the engine stores them), tool calls, usage."""
-    from core import events as ev
+    from shepherd.core import events as ev
 
     rnd = random.Random(seed)
     plan = [{"id": f"s{i + 1}", "title": f"Subtask {i + 1}", "prompt": "p"} for i in range(SUBTASKS)]
@@ -99,8 +99,8 @@ def synthetic(sid: str, n: int, seed: int = 1, t0: float = 1_700_000_000.0, fini
 
 def build_db(path: Path, sessions: dict[str, int]) -> None:
     """Write the sessions through the store's batch path (derive.write_events)."""
-    from core.store.derive import write_events
-    from core.store.schema import prepare_database
+    from shepherd.core.store.derive import write_events
+    from shepherd.core.store.schema import prepare_database
 
     tmp = path.with_suffix(".tmp")
     for p in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
@@ -150,8 +150,8 @@ def peak_rss_mb() -> float:
 
 
 async def child_open(db: str, sid: str) -> dict[str, Any]:
-    from tui.app import ShepherdApp
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.session import SessionScreen
 
     t0 = time.perf_counter()
     app = ShepherdApp(db, open_session=sid, attach=True)
@@ -175,9 +175,9 @@ async def child_open(db: str, sid: str) -> dict[str, Any]:
 async def child_stream(db: str, n: int) -> dict[str, Any]:
     import gc
 
-    from core import events as ev
-    from tui.app import ShepherdApp
-    from tui.screens.session import SessionScreen
+    from shepherd.core import events as ev
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.session import SessionScreen
 
     sid = "slive%07d" % os.getpid()
     app = ShepherdApp(db)

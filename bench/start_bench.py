@@ -21,7 +21,7 @@ shows, painted (not just somewhere in the byte stream): the time is that chunk's
 
 Scenarios are interleaved round by round (noise hits all alike). Prints each median with
 its range over the runs, and the ratio of medians with the range of the per-round ratios.
-The children run ``python -c 'from tui.cli import main; main()'`` from this checkout
+The children run ``python -c 'from shepherd.tui.cli import main; main()'`` from this checkout
 (the console script would add its launcher's own start-up to both sides unevenly).
 """
 
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 COLS, ROWS = 120, 36
 TIMEOUT_S = 60.0
-SHEPHERD = "import sys; from tui.cli import main; sys.exit(main())"
+SHEPHERD = "import sys; from shepherd.tui.cli import main; sys.exit(main())"
 LAST_WORDS = "closing-marker: every check passes now"
 FLOOR_MARKER = "floor-row-marker"
 
@@ -258,8 +258,8 @@ def _end_child(pid: int, chunks: "queue.Queue[tuple[float, bytes] | None]", eof:
 
 async def make_home_db(path: Path, n: int) -> str:
     """N finished sessions, as runs leave them; returns the newest one's title."""
-    from core.events import MessageCompleted, SessionFinished, SessionStarted, SubtaskFinished, SubtaskStarted
-    from core.store import Store
+    from shepherd.core.events import MessageCompleted, SessionFinished, SessionStarted, SubtaskFinished, SubtaskStarted
+    from shepherd.core.store import Store
 
     store = await Store.open(path)
     statuses = ("done", "done", "done", "failed", "cancelled")
@@ -287,9 +287,9 @@ async def make_home_db(path: Path, n: int) -> str:
 async def make_session(path: Path, sid: str, n: int) -> None:
     """One finished session of about ``n`` events: messages streamed as deltas (50 to a
     message), a tool call every 20 messages, and the same last message whatever ``n``."""
-    from core.events import (MessageCompleted, SessionFinished, SessionStarted, SubtaskFinished, SubtaskStarted,
+    from shepherd.core.events import (MessageCompleted, SessionFinished, SessionStarted, SubtaskFinished, SubtaskStarted,
                              TextDelta, ToolFinished, ToolStarted)
-    from core.store import Store
+    from shepherd.core.store import Store
 
     store = await Store.open(path)
     await store.append(SessionStarted(session_id=sid, title=f"attach {sid}", backend="scripted", workspace="/tmp/ws"))

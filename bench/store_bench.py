@@ -37,9 +37,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
-from core.clock import RealClock  # noqa: E402
-from core.events import SessionFinished, SessionStarted, TextDelta  # noqa: E402
-from core.store import Store  # noqa: E402
+from shepherd.core.clock import RealClock  # noqa: E402
+from shepherd.core.events import SessionFinished, SessionStarted, TextDelta  # noqa: E402
+from shepherd.core.store import Store  # noqa: E402
 
 TEXT = "streaming a few words of assistant text "  # ~40 chars, a typical delta
 READS = 7  # reads per contender; the median is reported

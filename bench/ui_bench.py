@@ -136,9 +136,9 @@ class KeyProbe:
 async def run_shepherd(seconds: float, rate: float | None, sessions: int, stacked: bool = False) -> dict[str, Any]:
     from textual.binding import Binding
 
-    from core import events as ev
-    from tui.app import ShepherdApp
-    from tui.screens.session import SessionScreen
+    from shepherd.core import events as ev
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.session import SessionScreen
 
     probe_holder: dict[str, KeyProbe] = {}
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from core.states import COMMANDS, Command  # noqa: F401  (COMMANDS: re-exported)
+from shepherd.core.states import COMMANDS, Command  # noqa: F401  (COMMANDS: re-exported)
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
+    from shepherd.core.store.protocol import EventStore
 
 
 class Controller(Protocol):

@@ -191,7 +191,7 @@ def scrub_patterns(text: str) -> str:
 def scrub(text: str) -> str:
     """``scrub_patterns`` plus every value of a secret environment variable (also
     reversed and base64-encoded): the one scrubber of error messages, the store and the log."""
-    from core.secrets import scrub_text  # tiny, no import cycle at module load
+    from shepherd.core.secrets import scrub_text  # tiny, no import cycle at module load
 
     return scrub_text(text) if text else ""
 
@@ -553,7 +553,7 @@ def _facts(err: object) -> _Facts:
         f.flags.add("credentials")
         f.texts.append(f.message)
         return f
-    backend_base = _module("core.backends.base")
+    backend_base = _module("shepherd.core.backends.base")
     if _isinstance(err, backend_base, "BackendUnavailable"):
         f.flags.add("setup")
         f.texts.append(f.message)

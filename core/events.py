@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from core.text import json_line_safe
+from shepherd.core.text import json_line_safe
 
 COMMON_FIELDS = ("session_id", "seq", "ts", "subtask_id", "attempt")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.events import ToolFinished, ToolStarted
+from shepherd.core.events import ToolFinished, ToolStarted
 
 
 @dataclass

@@ -11,10 +11,10 @@ import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from core.text import truncate_middle as _truncate_middle
+from shepherd.core.text import truncate_middle as _truncate_middle
 
 if TYPE_CHECKING:
-    from core.errors import ErrorInfo
+    from shepherd.core.errors import ErrorInfo
 
 OUTPUT_LIMIT = 4000  # characters of check output put into a prompt
 MESSAGE_LIMIT = 300  # characters of an error message put into a prompt

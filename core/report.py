@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from core.errors import kind_label
-from core.text import clip, safe_fields  # clip: here too for its callers (tui.cli)
+from shepherd.core.errors import kind_label
+from shepherd.core.text import clip, safe_fields  # clip: here too for its callers (tui.cli)
 
-from core.events import (
+from shepherd.core.events import (
     AttemptStarted, Control, Error, Event, Heartbeat, HookDecision, MessageCompleted, OpaqueEvent,
     PlanReady, RetryScheduled, SessionFinished, SessionInterrupted, SessionPaused, SessionResumed,
     SessionStarted, SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished,
@@ -24,7 +24,7 @@ from core.events import (
 )
 
 if TYPE_CHECKING:
-    from core.store.rows import SessionRow, SubtaskRow
+    from shepherd.core.store.rows import SessionRow, SubtaskRow
 
 STATUS_STYLE = {
     "done": "green", "ok": "green", "failed": "red", "error": "red", "stuck": "bold yellow",

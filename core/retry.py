@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from core import prompts
-from core.errors import ErrorInfo, kind_label
-from core.task import RETRY_KEYS
+from shepherd.core import prompts
+from shepherd.core.errors import ErrorInfo, kind_label
+from shepherd.core.task import RETRY_KEYS
 
 # A server's Retry-After is honoured up to this (1 h): beyond it waiting in-process is
 # pointless; the next attempt will get a fresh Retry-After if the limit still holds.

@@ -220,7 +220,7 @@ def _pattern() -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
 
 @functools.cache
 def _scrub_patterns() -> Any:
-    from core.errors import scrub_patterns  # core.errors imports us lazily, never at load
+    from shepherd.core.errors import scrub_patterns  # core.errors imports us lazily, never at load
 
     return scrub_patterns
 
@@ -245,7 +245,7 @@ def _plain(forms: tuple[str, ...]) -> bool:
 
 @functools.cache
 def _hinted() -> Any:
-    from core.errors import has_secret_hint
+    from shepherd.core.errors import has_secret_hint
 
     return has_secret_hint
 

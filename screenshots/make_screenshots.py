@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import tui_fixtures as fx  # noqa: E402
-from tui.app import ShepherdApp  # noqa: E402
-from tui.widgets.anim import Ticker  # noqa: E402
+from shepherd.tui.app import ShepherdApp  # noqa: E402
+from shepherd.tui.widgets.anim import Ticker  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 ALL_SHAPES = ["done", "failed", "cancelled", "live", "retry", "stuck", "interrupted"]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
+SHEPHERD = [sys.executable, "-m", "shepherd.tui.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from core.backends.base import AttemptContext
-from core.clock import RealClock
-from core.events import Event, MessageCompleted, TextDelta, ToolFinished, ToolStarted
-from core.task import task_from_dict
+from shepherd.core.backends.base import AttemptContext
+from shepherd.core.clock import RealClock
+from shepherd.core.events import Event, MessageCompleted, TextDelta, ToolFinished, ToolStarted
+from shepherd.core.task import task_from_dict
 
 FAST = RealClock(scale=0.0005)  # nominal seconds become half-milliseconds
 
@@ -70,7 +70,7 @@ class GateBackend:
 async def done_then_retried(store: Any, task: Any, subtask_id: str) -> Any:
     """Run ``task`` to done, then a person's retry of ``subtask_id`` (a resume) to done;
     the first run's Supervisor, whose session both ran in."""
-    from core.engine import Supervisor, resume_run
+    from shepherd.core.engine import Supervisor, resume_run
 
     sup = Supervisor(store, task, clock=FAST, interactive=False)
     assert await sup.run() == "done"
@@ -125,7 +125,7 @@ def kill_headless_when(task_file: Path, db: Path, sql: str, params: tuple[Any, .
     """Run ``shepherd run TASK --headless`` as a real process and SIGKILL it as soon as
     ``sql`` (a count over its database, read the way another process would) is non-zero
     and ``ready()``, if given, is true. Returns the runner's pid."""
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(task_file), "--headless", "--db", str(db)],
+    proc = subprocess.Popen([sys.executable, "-m", "shepherd.tui.cli", "run", str(task_file), "--headless", "--db", str(db)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, "SHEPHERD_TIME_SCALE": "1"})
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.events import (  # noqa: E402
+from shepherd.core.events import (  # noqa: E402
     AttemptStarted,
     PlanReady,
     SessionStarted,
@@ -32,7 +32,7 @@ from core.events import (  # noqa: E402
     ToolFinished,
     ToolStarted,
 )
-from core.store.db import Store  # noqa: E402
+from shepherd.core.store.db import Store  # noqa: E402
 
 
 def ack(seq: int) -> None:

@@ -134,8 +134,8 @@ def test_a_task_file_that_cannot_run_is_refused_before_anything_runs(
 
 async def _build_db(path: Path, n_sessions: int = 2, n_events: int = 40) -> list[str]:
     """A real Shepherd database written by the real store: finished sessions of text."""
-    from core.events import MessageCompleted, SessionFinished, SessionStarted
-    from core.store import Store
+    from shepherd.core.events import MessageCompleted, SessionFinished, SessionStarted
+    from shepherd.core.store import Store
 
     ws = path.parent / "ws"
     ws.mkdir(exist_ok=True)

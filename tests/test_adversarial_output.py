@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
-from core import events as ev
-from core.clock import FakeClock
-from core.text import json_line_safe, safe
+from shepherd.core import events as ev
+from shepherd.core.clock import FakeClock
+from shepherd.core.text import json_line_safe, safe
 from tests import tui_fixtures as fx
 
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
+SHEPHERD = [sys.executable, "-m", "shepherd.tui.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 OSC_TITLE = "\x1b]0;pwned\x07"
@@ -164,7 +164,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 async def stored_events(db: Path, sid: str) -> list[ev.Event]:
-    from core.store.db import Store
+    from shepherd.core.store.db import Store
 
     store = await Store.open(db)
     try:
@@ -392,8 +392,8 @@ async def _wait(pilot: Any, cond: Any, what: str, timeout: float = 20.0) -> None
 @pytest.mark.parametrize("which", ["headless", "written"])
 async def test_tui_home_and_session_show_no_raw_control_and_no_markup(
         which: str, headless: dict[str, Any], written: dict[str, Any]) -> None:
-    from tui.app import ShepherdApp
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.session import SessionScreen
 
     s = headless if which == "headless" else written
     app = ShepherdApp(s["db"], clock=lambda: fx.NOW)
@@ -417,7 +417,7 @@ async def test_tui_home_and_session_show_no_raw_control_and_no_markup(
 
 
 async def test_tui_filter_text_is_not_markup(tmp_path: Path) -> None:
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done"])
@@ -466,7 +466,7 @@ def test_tui_in_tmux_leaves_the_pane_title_and_screen_alone(headless: dict[str, 
 
 async def test_toasts_show_error_text_with_visible_controls(tmp_path: Path) -> None:
     """Error texts quote model and tool output; a toast is a terminal channel too."""
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done"])
@@ -484,7 +484,7 @@ def test_the_log_file_shows_controls_as_marks(tmp_path: Path) -> None:
     import logging
 
     from tests.test_tui_app import logging_kept
-    from tui.logging_setup import configure_logging
+    from shepherd.tui.logging_setup import configure_logging
 
     path = tmp_path / "shepherd.log"
     with logging_kept():
@@ -502,7 +502,7 @@ def test_the_log_file_shows_controls_as_marks(tmp_path: Path) -> None:
 async def test_tui_export_file_name_stays_in_its_directory(tmp_path: Path) -> None:
     """A database from elsewhere can hold any session id: the `e` export's file name is
     built from it and must neither leave the directory nor carry controls."""
-    from tui.screens.session import export_session
+    from shepherd.tui.screens.session import export_session
 
     db = tmp_path / "db" / "s.db"
     db.parent.mkdir()
@@ -523,8 +523,8 @@ async def test_tui_export_file_name_stays_in_its_directory(tmp_path: Path) -> No
 async def test_tui_shows_a_hostile_session_id_as_text(tmp_path: Path) -> None:
     """Ids stay exact in the model (they address the store and commands) and are made
     safe where they are shown: the home's id column and the session header."""
-    from tui.app import ShepherdApp
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.session import SessionScreen
 
     db = tmp_path / "s.db"
     sid = f"s6{OSC_TITLE}"  # fits the id column
@@ -550,8 +550,8 @@ async def test_tui_shows_a_hostile_session_id_as_text(tmp_path: Path) -> None:
 
 async def test_run_modal_error_quoting_the_task_file_is_text(tmp_path: Path) -> None:
     """The run dialog's one-line error quotes the path and the file: never markup."""
-    from tui.app import ShepherdApp
-    from tui.screens.modals import RunModal
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.modals import RunModal
 
     (tmp_path / "[b]x[").mkdir()
     bad = tmp_path / "[b]x[" / "src] [@click=app.quit]q.toml"  # the path reads "[b]x[/src] …"

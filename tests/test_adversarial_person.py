@@ -202,12 +202,12 @@ async def test_the_run_dialog_reads_a_slow_task_file_without_freezing_the_screen
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A task file that is a pipe: the dialog keeps working while it is read (typing
     still edits), a second Enter starts nothing more, and the task runs once it arrives."""
-    import core.task
+    import shepherd.core.task
     from tests.test_tui_app import home_ready, wait_until
-    from tui.app import ShepherdApp
-    from tui.screens.modals import RunModal
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.modals import RunModal
 
-    monkeypatch.setattr(core.task, "FIFO_WAIT_S", 60.0)
+    monkeypatch.setattr(shepherd.core.task, "FIFO_WAIT_S", 60.0)
     (tmp_path / "ws").mkdir()
     fifo = tmp_path / "task.toml"
     os.mkfifo(fifo)
@@ -233,10 +233,10 @@ async def test_the_run_dialog_reads_a_slow_task_file_without_freezing_the_screen
 
 
 async def test_the_quit_question_for_several_runs_reads_right(tmp_path: Path) -> None:
-    from core.demo import demo_task
+    from shepherd.core.demo import demo_task
     from tests.test_tui_app import home_ready, screen_text, wait_until
-    from tui.app import ShepherdApp
-    from tui.screens.modals import ConfirmModal
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.modals import ConfirmModal
 
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(120, 30)) as pilot:
@@ -274,7 +274,7 @@ def test_a_piped_log_is_one_event_a_line(tmp_path: Path) -> None:
 async def test_the_title_bar_counts_what_the_filter_shows_as_such(tmp_path: Path) -> None:
     from tests import tui_fixtures as fx
     from tests.test_tui_app import home_ready, make_db, screen_text, wait_until
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     db = tmp_path / "s.db"
     await make_db(db, ["done", "failed"])
@@ -328,7 +328,7 @@ async def test_the_app_lets_go_of_the_signals_when_it_ends(tmp_path: Path) -> No
     import signal
 
     from tests.test_tui_app import home_ready
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     before = signal.getsignal(signal.SIGTERM)
     app = ShepherdApp(tmp_path / "s.db")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from core.backends.base import AttemptContext, BackendUnavailable
-from core.backends.claude import (
+from shepherd.core.backends.base import AttemptContext, BackendUnavailable
+from shepherd.core.backends.claude import (
     ClaudeBackend,
     ClaudeConfig,
     cli_env,
@@ -24,9 +24,9 @@ from core.backends.claude import (
     find_repair_point,
     session_uuid,
 )
-from core.backends.claude_hooks import DENY_BACKGROUND, HookPolicy
-from core.errors import AttemptFailed, classify
-from core.events import (
+from shepherd.core.backends.claude_hooks import DENY_BACKGROUND, HookPolicy
+from shepherd.core.errors import AttemptFailed, classify
+from shepherd.core.events import (
     Error,
     HookDecision,
     MessageCompleted,
@@ -36,7 +36,7 @@ from core.events import (
     ToolStarted,
     Usage,
 )
-from core.task import prompt_task, task_from_dict
+from shepherd.core.task import prompt_task, task_from_dict
 from tests.fakes.fake_anthropic import (
     FakeAnthropic,
     dangling_tool_uses,
@@ -489,9 +489,9 @@ async def test_no_credentials_fails_at_once(tmp_path: Path, monkeypatch: pytest.
 
 
 async def _supervise(box: Env, prompt: str) -> tuple[Any, str, str]:
-    from core.clock import RealClock
-    from core.engine import Supervisor
-    from core.store import Store
+    from shepherd.core.clock import RealClock
+    from shepherd.core.engine import Supervisor
+    from shepherd.core.store import Store
 
     task = task_from_dict({"title": "t", "backend": "claude", "workspace": str(box.ws),
                            "heartbeat_s": 10_000, "stall_s": 86_400,  # no heartbeat noise at this time scale

@@ -11,12 +11,12 @@ import openai
 import pytest
 from agents.exceptions import ModelBehaviorError
 
-from core.backends.base import AttemptContext, BackendUnavailable
-from core.backends.openai_agents import NO_KEY_MESSAGE, OpenAIAgentsBackend, default_api
-from core.clock import AutoClock
-from core.errors import classify
-from core.events import Event, MessageCompleted, TextDelta, ToolFinished, ToolStarted, Usage
-from core.task import Task, task_from_dict
+from shepherd.core.backends.base import AttemptContext, BackendUnavailable
+from shepherd.core.backends.openai_agents import NO_KEY_MESSAGE, OpenAIAgentsBackend, default_api
+from shepherd.core.clock import AutoClock
+from shepherd.core.errors import classify
+from shepherd.core.events import Event, MessageCompleted, TextDelta, ToolFinished, ToolStarted, Usage
+from shepherd.core.task import Task, task_from_dict
 from tests.fakes.fake_openai import CHAT_PATH, RESPONSES_PATH, FakeOpenAI
 
 APIS = ["chat_completions", "responses"]

@@ -12,13 +12,13 @@ import pytest
 from agents import SQLiteSession
 from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError, ModelRefusalError
 
-from core.backends.agents_common import SESSION_STATE_KEY
-from core.backends.base import AttemptContext
-from core.backends.scripted import CURSOR_KEY, ScriptedBackend, final_message, split_deltas
-from core.clock import AutoClock, FakeClock
-from core.errors import StreamBroken, classify
-from core.events import Event, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, Usage
-from core.task import FAIL_KINDS, Task, task_from_dict
+from shepherd.core.backends.agents_common import SESSION_STATE_KEY
+from shepherd.core.backends.base import AttemptContext
+from shepherd.core.backends.scripted import CURSOR_KEY, ScriptedBackend, final_message, split_deltas
+from shepherd.core.clock import AutoClock, FakeClock
+from shepherd.core.errors import StreamBroken, classify
+from shepherd.core.events import Event, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, Usage
+from shepherd.core.task import FAIL_KINDS, Task, task_from_dict
 
 EXPECTED: dict[str, type[BaseException]] = {
     "tool_concurrency": openai.BadRequestError,
@@ -407,7 +407,7 @@ async def test_cancelled_consumer_cancels_run(ws: Path) -> None:
 
 
 async def test_run_without_final_output_is_stream_broken(ws: Path) -> None:
-    from core.backends.agents_common import stream_run
+    from shepherd.core.backends.agents_common import stream_run
 
     class NoFinal:
         final_output = None
@@ -438,8 +438,8 @@ async def test_sdk_loggers_stay_off_the_terminal(ws: Path, capfd: pytest.Capture
 
 
 async def test_store_backed_session_survives_a_new_process(ws: Path, tmp_path: Path) -> None:
-    from core.store import open_agents_session
-    from core.store.db import Store
+    from shepherd.core.store import open_agents_session
+    from shepherd.core.store.db import Store
 
     db = tmp_path / "shepherd.db"
     store = await Store.open(db)  # the engine holds the store open while attempts run

@@ -384,9 +384,9 @@ def test_demo_leaves_no_temporary_folder_on_any_exit(tmp_path: Path) -> None:
 
 
 async def test_tui_demo_has_a_countdown_long_enough_to_act_on(tmp_path: Path) -> None:
-    from core.demo import demo_task
-    from core.engine import Supervisor
-    from core.store import Store
+    from shepherd.core.demo import demo_task
+    from shepherd.core.engine import Supervisor
+    from shepherd.core.store import Store
     from tests.engine_helpers import FAST, stored
 
     store = await Store.open(tmp_path / "s.db")
@@ -408,8 +408,8 @@ async def test_resume_without_headless_opens_the_tui_running_the_session(tmp_pat
     """What `shepherd resume SESSION` (no --headless) starts: the TUI, resuming it in-process."""
     import asyncio
 
-    from tui.app import ShepherdApp
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.session import SessionScreen
 
     monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
     task, _ = write_task(tmp_path, '[[subtasks]]\nid = "one"\nprompt = "p"\n'

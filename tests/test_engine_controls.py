@@ -8,10 +8,10 @@ from pathlib import Path
 
 import openai
 
-from core.clock import FakeClock
-from core.control import RemoteControl
-from core.engine import Supervisor
-from core.store import Store
+from shepherd.core.clock import FakeClock
+from shepherd.core.control import RemoteControl
+from shepherd.core.engine import Supervisor
+from shepherd.core.store import Store
 from tests.engine_helpers import FAST, GateBackend, make_task, stored, wait_for
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from core.engine import Supervisor
-from core.store import Store
+from shepherd.core.engine import Supervisor
+from shepherd.core.store import Store
 from tests.engine_helpers import FAST, make_task, stored
 
 PROMPT = "Do the thing in this workspace."
@@ -74,7 +74,7 @@ async def test_fault_matrix(tmp_path: Path, kind: str) -> None:
         # no tool call is left open, whatever happened
         assert not await store.tool_calls(sid, status="running")
         # the user's prompt went into the conversation exactly once
-        from core.store import open_agents_session
+        from shepherd.core.store import open_agents_session
 
         items = await open_agents_session(store.path, f"{sid}:t1").get_items()
         user_turns = [i for i in items if i.get("role") == "user" and PROMPT in str(i.get("content"))]

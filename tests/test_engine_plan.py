@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.engine import Supervisor
-from core.store import Store
+from shepherd.core.engine import Supervisor
+from shepherd.core.store import Store
 from tests.engine_helpers import FAST, stored
-from core.task import task_from_dict
+from shepherd.core.task import task_from_dict
 
 PLAN = [{"id": "a", "title": "First part", "prompt": "Do the first part."},
         {"id": "b", "title": "Second part", "prompt": "Do the second part."}]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.engine import resume_run
-from core.store import Store, open_agents_session
+from shepherd.core.engine import resume_run
+from shepherd.core.store import Store, open_agents_session
 from tests.cli_helpers import write_task
 from tests.engine_helpers import FAST, done_then_retried, kill_headless_run_mid_tool, make_task, stored
 
@@ -76,7 +76,7 @@ async def test_a_resume_that_finds_the_session_ended_meanwhile_writes_nothing(tm
     session.finished into the finished record."""
     import pytest
 
-    from core.store import SessionEnded
+    from shepherd.core.store import SessionEnded
 
     db, _ws = _kill_mid_tool(tmp_path)
     store = await Store.open(db)

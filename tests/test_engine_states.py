@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from core import prompts
-from core.engine.countdown import failure_trigger
-from core.engine.next_attempt import Cause, NextAttempt, Reason, next_attempt
-from core.engine.states import (
+from shepherd.core import prompts
+from shepherd.core.engine.countdown import failure_trigger
+from shepherd.core.engine.next_attempt import Cause, NextAttempt, Reason, next_attempt
+from shepherd.core.engine.states import (
     AT_ATTEMPT, AT_BETWEEN, AT_COUNTDOWN, AT_PERSON, PERSON_TRIGGERS, PRECEDENCE, SETTLED, TABLE,
     WAITING_FOR_PERSON, AttemptOutcome, IllegalMove, Trigger, advance, first_request,
 )
-from core.retry import RetryDecision
-from core.states import Command, SubtaskState
+from shepherd.core.retry import RetryDecision
+from shepherd.core.states import Command, SubtaskState
 
 T, X = SubtaskState, Trigger
 
@@ -92,7 +92,7 @@ def test_every_state_and_trigger_gives_its_documented_move(state: SubtaskState, 
 
 
 def test_the_table_holds_exactly_the_documented_moves() -> None:
-    import core.engine.states as states
+    import shepherd.core.engine.states as states
 
     assert states.TABLE == _documented()
 
@@ -116,7 +116,7 @@ def test_the_vocabulary_around_the_table() -> None:
     {**TABLE, (T.DONE, X.START): T.RUNNING},                         # an extra one
 ], ids=["wrong", "missing", "extra"])
 def test_a_broken_table_fails_the_walk(monkeypatch: pytest.MonkeyPatch, broken: dict[Any, Any]) -> None:
-    import core.engine.states as states
+    import shepherd.core.engine.states as states
 
     monkeypatch.setattr(states, "TABLE", broken)
     misses = [m for m in (_misses(s, x) for s, x in itertools.product(SubtaskState, Trigger)) if m]
@@ -249,9 +249,9 @@ async def _moves(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, attempts: list[
     """The (state, trigger) pairs a one-subtask run moved through."""
     import asyncio
 
-    import core.engine.base as base
-    from core.engine import Supervisor
-    from core.store import Store
+    import shepherd.core.engine.base as base
+    from shepherd.core.engine import Supervisor
+    from shepherd.core.store import Store
     from tests.engine_helpers import FAST, GateBackend, make_task, stored, wait_for
 
     seen: list[tuple[str, str]] = []

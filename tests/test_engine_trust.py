@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from core.clock import FakeClock, RealClock
-from core.control import RemoteControl
-from core.engine import Supervisor, resume_run
-from core.events import SessionStarted, ToolFinished, ToolStarted
-from core.store import Store
+from shepherd.core.clock import FakeClock, RealClock
+from shepherd.core.control import RemoteControl
+from shepherd.core.engine import Supervisor, resume_run
+from shepherd.core.events import SessionStarted, ToolFinished, ToolStarted
+from shepherd.core.store import Store
 from tests.cli_helpers import write_task
 from tests.engine_helpers import FAST, GateBackend, done_then_retried, kill_headless_when, make_task, stored, wait_for
 

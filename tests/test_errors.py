@@ -25,8 +25,8 @@ from claude_agent_sdk import (
 from claude_agent_sdk._internal.message_parser import parse_message
 from claude_agent_sdk._internal.query import _error_result_text
 
-from core.backends.base import BackendUnavailable
-from core.errors import (
+from shepherd.core.backends.base import BackendUnavailable
+from shepherd.core.errors import (
     KINDS,
     RETRYABLE_KINDS,
     AttemptFailed,
@@ -37,8 +37,8 @@ from core.errors import (
     parse_retry_after,
     scrub,
 )
-from core.events import Error
-from core.retry import DEFAULT_POLICIES
+from shepherd.core.events import Error
+from shepherd.core.retry import DEFAULT_POLICIES
 
 URL = "http://127.0.0.1:9/v1/chat/completions"
 _client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0)
@@ -375,8 +375,8 @@ def test_error_info_is_frozen() -> None:
 def test_modules_do_not_import_sdks() -> None:
     code = (
         "import sys\n"
-        "import core.errors, core.retry, core.prompts\n"
-        "from core.errors import classify\n"
+        "import shepherd.core.errors, shepherd.core.retry, shepherd.core.prompts\n"
+        "from shepherd.core.errors import classify\n"
         "classify(RuntimeError('rate limit')); classify(ConnectionResetError())\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('agents', 'claude_agent_sdk', 'openai', 'httpx2', 'textual')]\n"
         "assert not bad, bad\n"
@@ -401,10 +401,10 @@ def test_billing_words_in_a_server_error_stay_transient() -> None:
 
 
 def test_importing_the_classifier_compiles_none_of_its_patterns() -> None:
-    """Every process that starts a run imports core.errors, few classify an error: its
+    """Every process that starts a run imports shepherd.core.errors, few classify an error: its
     text patterns are compiled when first used (start-up does not pay for them)."""
     child = (
-        "import re, core.errors as e\n"
+        "import re, shepherd.core.errors as e\n"
         "lazy = [v for v in vars(e).values() if isinstance(v, e._Lazy)]\n"
         "compiled = {key[1] for key in re._cache}\n"
         "assert len(lazy) >= 10, lazy\n"

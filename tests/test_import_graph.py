@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Known call-time circles outside the store seam, each a deliberate lazy import (kept here
 # so a new one fails): core.errors scrubs its messages with core.secrets, which takes its
 # patterns from core.errors.
-ALLOWED_EDGES = {("core.secrets", "core.errors")}
+ALLOWED_EDGES = {("shepherd.core.secrets", "shepherd.core.errors")}
 
 
 def _modules() -> dict[str, Path]:
@@ -29,7 +29,7 @@ def _modules() -> dict[str, Path]:
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
-        found[".".join(parts)] = path
+        found["shepherd." + ".".join(parts)] = path
     return found
 
 
@@ -93,15 +93,15 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_reader_sees_call_time_imports() -> None:
     tree = ast.parse("from typing import TYPE_CHECKING\n"
-                     "if TYPE_CHECKING:\n    from core.store.db import Store\n"
-                     "def f():\n    from core.store.errors import StoreError\n")
-    assert _imports(tree, _modules()) == {"core.store.errors"}
+                     "if TYPE_CHECKING:\n    from shepherd.core.store.db import Store\n"
+                     "def f():\n    from shepherd.core.store.errors import StoreError\n")
+    assert _imports(tree, _modules()) == {"shepherd.core.store.errors"}
     assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
 
 
 def test_core_has_no_import_circle() -> None:
     graph = import_graph()
-    assert "core.store.db" in graph and "core.control" in graph
+    assert "shepherd.core.store.db" in graph and "shepherd.core.control" in graph
     assert cycles(graph) == []
 
 
@@ -109,20 +109,20 @@ def test_the_store_seam_sits_below_the_store() -> None:
     """Errors, rows and the vocabulary import nothing of the store; schema takes its
     errors from errors.py, and control.py never imports the store at run time."""
     graph = import_graph()
-    for leaf in ("core.store.errors", "core.store.rows", "core.states"):
-        assert not {m for m in graph[leaf] if m.startswith("core.store")}, leaf
-    assert "core.store.db" not in graph["core.store.schema"]
-    assert not {m for m in graph["core.control"] if m.startswith("core.store")}
+    for leaf in ("shepherd.core.store.errors", "shepherd.core.store.rows", "shepherd.core.states"):
+        assert not {m for m in graph[leaf] if m.startswith("shepherd.core.store")}, leaf
+    assert "shepherd.core.store.db" not in graph["shepherd.core.store.schema"]
+    assert not {m for m in graph["shepherd.core.control"] if m.startswith("shepherd.core.store")}
 
 
-@pytest.mark.parametrize("first", ["core.store.errors", "core.store.schema", "core.store.rows",
-                                   "core.store.protocol", "core.control", "core.store.db",
-                                   "core.store.queries", "core.store.leases", "core.store.recovery"])
+@pytest.mark.parametrize("first", ["shepherd.core.store.errors", "shepherd.core.store.schema", "shepherd.core.store.rows",
+                                   "shepherd.core.store.protocol", "shepherd.core.control", "shepherd.core.store.db",
+                                   "shepherd.core.store.queries", "shepherd.core.store.leases", "shepherd.core.store.recovery"])
 def test_each_store_module_imports_first_in_a_fresh_interpreter(first: str) -> None:
     code = (f"import {first}\n"
-            "import core.store.db, core.store.schema, core.control, core.store\n"
-            "from core.store.db import Store, StoreError, SessionRow\n"
-            "from core.store.errors import StoreError as E\n"
+            "import shepherd.core.store.db, shepherd.core.store.schema, shepherd.core.control, shepherd.core.store\n"
+            "from shepherd.core.store.db import Store, StoreError, SessionRow\n"
+            "from shepherd.core.store.errors import StoreError as E\n"
             "assert E is StoreError\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

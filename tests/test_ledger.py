@@ -1,8 +1,8 @@
 """ToolLedger: parallel calls, duplicates dropped, a finished call never reopens,
 every open call closed as interrupted when the attempt ends."""
 
-from core.events import ToolFinished, ToolStarted
-from core.ledger import ToolLedger
+from shepherd.core.events import ToolFinished, ToolStarted
+from shepherd.core.ledger import ToolLedger
 
 
 def test_parallel_calls_stay_open_until_their_own_results() -> None:

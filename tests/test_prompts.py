@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import prompts
-from core.errors import CheckFailed, ErrorInfo, classify
+from shepherd.core import prompts
+from shepherd.core.errors import CheckFailed, ErrorInfo, classify
 
 
 def info(kind: str, message: str = "boom", detail: str = "") -> ErrorInfo:
@@ -180,7 +180,7 @@ def test_parse_plan_prefers_the_plan_over_stray_brackets() -> None:
 
 
 def test_invalid_plan_context() -> None:
-    from core.errors import PlanInvalid
+    from shepherd.core.errors import PlanInvalid
 
     ei = classify(PlanInvalid("subtask 2 has no prompt"))
     assert (ei.kind, ei.message) == ("check_failed", "the plan could not be used: subtask 2 has no prompt")

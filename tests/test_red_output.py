@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core import events as ev
-from core.store.db import Store
+from shepherd.core import events as ev
+from shepherd.core.store.db import Store
 from tests.test_adversarial_output import raw_controls, rendered
 from tests.test_tui_session import SID, Clock, Harness, Writer, loaded, until
 from tests.test_tui_session import _frozen_animation, store  # noqa: F401  (fixtures: imported, pytest uses them here)
-from tui.screens.session import SessionScreen
+from shepherd.tui.screens.session import SessionScreen
 
 HOSTILE = "A\x1b]0;PWNED\x07 \x9d0;C1TITLE\x9c \x9b2J \u202eevil\u202c [bold]b[/] [@click=app.quit]q[/] \x1b[2J Z"
 
@@ -19,7 +19,7 @@ HOSTILE = "A\x1b]0;PWNED\x07 \x9d0;C1TITLE\x9c \x9b2J \u202eevil\u202c [bold]b[/
 async def test_the_full_output_modal_shows_stored_controls_as_marks(store: Store) -> None:
     """``o`` reads the call from the store (not from the sanitised view model): that row
     enters the view there, and must be made safe there too."""
-    from tui.screens.tool_output import ToolOutputScreen
+    from shepherd.tui.screens.tool_output import ToolOutputScreen
 
     w = Writer(store)
     await w.start()
@@ -46,7 +46,7 @@ def _cli(*args: str | bytes, tmp: Path) -> Any:
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable.encode(), b"-m", b"tui.cli", *[a if isinstance(a, bytes) else a.encode() for a in args]],
+    return subprocess.run([sys.executable.encode(), b"-m", b"shepherd.tui.cli", *[a if isinstance(a, bytes) else a.encode() for a in args]],
                           capture_output=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
                           env={**os.environ, "SHEPHERD_DB": str(tmp / "s.db")})
 
@@ -73,7 +73,7 @@ async def test_a_lone_surrogate_in_model_text_is_stored_as_a_replacement_not_a_f
         tmp_path: Path) -> None:
     """The store's write path is the backstop for data the CLI never saw (a model's JSON
     can carry ``"\\udc9b"``): it stores U+FFFD instead of failing the whole batch."""
-    from core import events as ev
+    from shepherd.core import events as ev
 
     async with await Store.open(tmp_path / "s.db") as s:
         await s.append(ev.SessionStarted(session_id="s1", ts=1.0, title="t \udc9b", backend="scripted",
@@ -86,7 +86,7 @@ async def test_a_lone_surrogate_in_model_text_is_stored_as_a_replacement_not_a_f
 async def test_a_toast_quoting_data_is_text_even_from_a_widget(tmp_path: Path) -> None:
     """Widget.notify passes markup=True to the app: the app's notify (every toast's one
     boundary) must not let a session id or an error text become markup."""
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
     from tests.test_adversarial_output import _wait
 
     async with await Store.open(tmp_path / "s.db") as s:

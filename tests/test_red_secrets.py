@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from core.backends.base import AttemptContext
-from core.engine import Supervisor
-from core.events import Event, MessageCompleted, TextDelta
-from core.secrets import REDACTED, child_env, held_tail, is_secret_name, scrub_text
-from core.store import Store
+from shepherd.core.backends.base import AttemptContext
+from shepherd.core.engine import Supervisor
+from shepherd.core.events import Event, MessageCompleted, TextDelta
+from shepherd.core.secrets import REDACTED, child_env, held_tail, is_secret_name, scrub_text
+from shepherd.core.store import Store
 from tests.engine_helpers import FAST, make_task, stored
 
 KEY = "sk-ant-api03-Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0"
@@ -166,7 +166,7 @@ def test_file_tools_never_write_or_read_through_a_link_swapped_in_after_the_chec
     import subprocess
     import sys
 
-    from core.tools.workspace import read_file, write_file
+    from shepherd.core.tools.workspace import read_file, write_file
 
     ws, outside = tmp_path / "ws", tmp_path / "outside"
     ws.mkdir()
@@ -193,7 +193,7 @@ def test_file_tools_never_write_or_read_through_a_link_swapped_in_after_the_chec
 def test_a_symlink_loop_is_an_error_the_model_reads_not_an_exception(tmp_path: Path) -> None:
     import os
 
-    from core.tools.workspace import list_files, read_file, write_file
+    from shepherd.core.tools.workspace import list_files, read_file, write_file
 
     os.symlink("b", tmp_path / "a")
     os.symlink("a", tmp_path / "b")
@@ -205,7 +205,7 @@ RUNNER_SCRIPT = r'''
 import asyncio, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from core.tools.workspace import run_command
+from shepherd.core.tools.workspace import run_command
 
 cmd = """p=$$
 for i in 1 2 3; do

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from core.engine import Supervisor
-from core.store import LeaseHeld, Store
+from shepherd.core.engine import Supervisor
+from shepherd.core.store import LeaseHeld, Store
 from tests.cli_helpers import ROOT, SHEPHERD, write_task
 from tests.engine_helpers import FAST, make_task, stored, wait_for
 
@@ -156,7 +156,7 @@ async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Two `shepherd resume` of one session at once both find no runner; the one that
     loses the race for the lease must not announce a resume it will not do."""
-    from tui.cli import run_headless
+    from shepherd.tui.cli import run_headless
 
     db, store, sup = await _done_session_taken_by_another(tmp_path)
     try:
@@ -299,7 +299,7 @@ async def test_a_setsid_child_of_a_tool_call_ends_with_the_call(tmp_path: Path, 
     """`setsid sh -c 'sleep 30; touch m' &` left the call's process group: it went on
     after the call ended (and after a person's retry cancelled the attempt), and did the
     work again beside the retried call."""
-    from core.tools.workspace import execute
+    from shepherd.core.tools.workspace import execute
     from tests.test_tool_processes import processes_with, unique_seconds, wait_gone
 
     secs = unique_seconds(30)
@@ -386,7 +386,7 @@ async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtask
         first.cancel()  # its runner stops in the middle of "a"
         with contextlib.suppress(asyncio.CancelledError):
             await first
-        from core.engine import resume_run
+        from shepherd.core.engine import resume_run
 
         handle = await resume_run(store, sup.session_id, interactive=False, clock=FAST,
                                   backend=GateBackend([[("text", "did a")], [("text", "did b")]]))
@@ -413,8 +413,8 @@ async def test_a_runner_stopped_with_ctrl_z_is_not_recovered_as_gone(tmp_path: P
     session interrupted (its running calls too) while the runner was only stopped, and a
     resume would start a second runner beside it. A stopped process of this host keeps
     its session; a dead one does not."""
-    from core.clock import FakeClock
-    from core.events import SessionStarted
+    from shepherd.core.clock import FakeClock
+    from shepherd.core.events import SessionStarted
 
     clock = FakeClock(start=1_000_000.0)
     path = tmp_path / "s.db"
@@ -453,7 +453,7 @@ async def test_a_runner_stopped_with_ctrl_z_is_not_recovered_as_gone(tmp_path: P
 async def test_the_tui_resume_that_loses_the_lease_says_so_in_one_line(tmp_path: Path) -> None:
     """The TUI's resume of a session another runner has just taken: one 'Cannot resume'
     line, not a 'Run … crashed' error report and a session screen for a run that is not."""
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     db, store, sup = await _done_session_taken_by_another(tmp_path)
     try:

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from core.errors import ErrorInfo
-from core.events import RetryScheduled
-from core.retry import DEFAULT_POLICIES, MAX_RETRY_AFTER, RetryDecision, RetryPolicy, RetryState, policies_for
-from core.task import task_from_dict
+from shepherd.core.errors import ErrorInfo
+from shepherd.core.events import RetryScheduled
+from shepherd.core.retry import DEFAULT_POLICIES, MAX_RETRY_AFTER, RetryDecision, RetryPolicy, RetryState, policies_for
+from shepherd.core.task import task_from_dict
 
 
 def err(kind: str, retry_after: float | None = None, message: str = "boom", detail: str = "") -> ErrorInfo:
@@ -289,7 +289,7 @@ def test_images_rejected_retries_at_once() -> None:
 
 
 def test_restore_rebuilds_budget_and_consecutive_counters_from_stored_events() -> None:
-    from core.events import AttemptStarted, Error, RetryScheduled, SubtaskFinished
+    from shepherd.core.events import AttemptStarted, Error, RetryScheduled, SubtaskFinished
 
     def failed(n: int, kind: str, retry_no: int, reason: str = "retry") -> list:
         return [AttemptStarted(attempt=n, reason=reason), Error(kind=kind),

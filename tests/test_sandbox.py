@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from core.backends.agents_common import agent_instructions
-from core.task import task_from_dict
-from core.tools import SpawnPolicy, execute, run_check, run_command
-from core.tools.spawn import sandbox_problem
+from shepherd.core.backends.agents_common import agent_instructions
+from shepherd.core.task import task_from_dict
+from shepherd.core.tools import SpawnPolicy, execute, run_check, run_command
+from shepherd.core.tools.spawn import sandbox_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 BWRAP = SpawnPolicy(sandbox="bwrap")
@@ -50,7 +50,7 @@ async def test_unconfined_shell_is_described_as_such(layout) -> None:
     assert "file tools" in prompt
     confined = agent_instructions(ws, task(ws, sandbox="bwrap"))
     assert "sandbox" in confined and "not confined" not in confined and "no network" in confined
-    from core.tools import workspace_tools
+    from shepherd.core.tools import workspace_tools
 
     def description(policy: SpawnPolicy | None) -> str:
         return next(t for t in workspace_tools(ws, policy=policy) if t.name == "run_command").description
@@ -115,7 +115,7 @@ def test_a_sandbox_that_cannot_be_had_is_refused_before_anything_runs(tmp_path: 
     empty = tmp_path / "bin"
     empty.mkdir()
     env = {**os.environ, "PATH": str(empty)}
-    proc = subprocess.run([sys.executable, "-m", "tui.cli", "run", str(tf), "--headless", "--db", str(db)],
+    proc = subprocess.run([sys.executable, "-m", "shepherd.tui.cli", "run", str(tf), "--headless", "--db", str(db)],
                           capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -137,13 +137,13 @@ async def test_a_confined_command_never_runs_unconfined(tmp_path: Path, monkeypa
     ({"pass_env": ["A=1"]}, "pass_env[0]"),
 ])
 def test_bad_spawn_keys_are_refused_with_their_place(tmp_path: Path, extra: dict, where: str) -> None:
-    from core.task import TaskError
+    from shepherd.core.task import TaskError
 
     with pytest.raises(TaskError) as e:
         task(tmp_path, **extra)
     assert where in str(e.value)
     ok = task(tmp_path, pass_env=["NPM_TOKEN"], sandbox="bwrap", sandbox_network=True)
     assert (ok.pass_env, ok.sandbox, ok.sandbox_network) == (("NPM_TOKEN",), "bwrap", True)
-    from core.task import task_from_stored
+    from shepherd.core.task import task_from_stored
 
     assert task_from_stored(ok.to_dict()).pass_env == ("NPM_TOKEN",)  # a resume keeps them

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
+from shepherd.core.store import Store
 from tests.test_backend_scripted import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
-SHEPHERD = [sys.executable, "-m", "tui.cli"]
+SHEPHERD = [sys.executable, "-m", "shepherd.tui.cli"]
 
 # Shaped like real keys, and one (a service token) that no key pattern recognises.
 OPENAI = "sk-proj-Q7x2LmN8pR4tV6wY9zA1bC3dE5fG7hJ"
@@ -123,7 +123,7 @@ def test_a_run_printing_the_environment_stores_exports_and_logs_no_secret(tmp_pa
 
 
 async def test_tool_output_given_back_to_the_model_has_no_secret(tmp_path: Path, secret_env: None) -> None:
-    from core.task import load_task
+    from shepherd.core.task import load_task
 
     task = load_task(leaky_task(tmp_path))
     r = Runner(task)
@@ -139,7 +139,7 @@ async def test_tool_output_given_back_to_the_model_has_no_secret(tmp_path: Path,
 
 async def test_tool_processes_get_no_credentials_unless_passed_through(tmp_path: Path, secret_env: None,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.tools import SpawnPolicy, execute
+    from shepherd.core.tools import SpawnPolicy, execute
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-0123456789")
     monkeypatch.setenv("DATABASE_URL", "postgres://app:pw-0123456789@db.internal/app")
@@ -156,7 +156,7 @@ async def test_tool_processes_get_no_credentials_unless_passed_through(tmp_path:
 
 
 def test_secret_names_and_the_scrubber(monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.secrets import child_env, is_secret_name, is_withheld_name, scrub_text
+    from shepherd.core.secrets import child_env, is_secret_name, is_withheld_name, scrub_text
 
     for name in ("OPENAI_API_KEY", "GH_TOKEN", "DB_PASSWORD", "MY_SECRET", "STRIPE_SECRET_KEY", "AWS_ACCESS_KEY_ID",
                  "NPM_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN", "SLACK_BOT_TOKEN"):
@@ -178,7 +178,7 @@ def test_secret_names_and_the_scrubber(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_every_store_write_path_scrubs(tmp_path: Path, secret_env: None) -> None:
     """Events (and the tables derived from them), the agents session, the claude transcript
     mirror and the commands table: the raw file has no secret."""
-    from core.events import Error, SessionStarted, ToolFinished, ToolStarted
+    from shepherd.core.events import Error, SessionStarted, ToolFinished, ToolStarted
 
     db = tmp_path / "w.db"
     store = await Store.open(db)
@@ -205,7 +205,7 @@ async def test_every_store_write_path_scrubs(tmp_path: Path, secret_env: None) -
 
 
 def test_the_log_file_has_no_secret_value(tmp_path: Path, secret_env: None) -> None:
-    from tui.logging_setup import configure_logging
+    from shepherd.tui.logging_setup import configure_logging
 
     path = configure_logging(tmp_path / "shepherd.log")
     try:
@@ -228,7 +228,7 @@ def test_the_log_file_has_no_secret_value(tmp_path: Path, secret_env: None) -> N
 
 
 def _claude_scrub_available() -> bool:
-    from core.backends.claude import subprocess_scrub_available
+    from shepherd.core.backends.claude import subprocess_scrub_available
 
     return subprocess_scrub_available()
 
@@ -238,7 +238,7 @@ def _claude_scrub_available() -> bool:
 async def test_claude_code_bash_tool_sees_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real bundled CLI against the loopback fake API: the CLI has its key (it talks
     to the API), its Bash tool has neither that key nor Shepherd's other secrets."""
-    from core.events import ToolFinished
+    from shepherd.core.events import ToolFinished
     from tests.fakes.fake_anthropic import FakeAnthropic, tool_results
     from tests.test_backend_claude import Env, of
 
@@ -266,7 +266,7 @@ async def test_claude_code_bash_tool_sees_no_key(tmp_path: Path, monkeypatch: py
 async def test_tools_scrub_secret_values_but_leave_code_alone(tmp_path: Path, secret_env: None) -> None:
     """What the model reads it may write back: key-shaped code must stay code, only the
     values of secret variables go."""
-    from core.tools import workspace_tools
+    from shepherd.core.tools import workspace_tools
 
     code = 'api_key = os.environ["OPENAI_API_KEY"]\nheaders = {"Authorization": "Bearer " + token}\n'
     (tmp_path / "conf.py").write_text(code + f"FALLBACK = '{SERVICE}'\n")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests import tui_fixtures as fx
-from tui.app import ShepherdApp
-from tui.widgets.anim import Ticker
+from shepherd.tui.app import ShepherdApp
+from shepherd.tui.widgets.anim import Ticker
 
 ALL_SHAPES = ["done", "failed", "cancelled", "live", "retry", "stuck", "interrupted"]
 

@@ -15,20 +15,20 @@ from typing import Any
 import pytest
 
 from tests.test_tui_app import home_ready, wait_until
-from tui.app import ShepherdApp
-from tui.screens.session import SessionScreen
+from shepherd.tui.app import ShepherdApp
+from shepherd.tui.screens.session import SessionScreen
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Nothing of these belongs on the path to the home screen: the SDKs (seconds), the help
 # screen's Markdown (markdown-it, pygments), the session model and the error classifier.
-NOT_AT_HOME = ("agents", "claude_agent_sdk", "openai", "markdown_it", "tui.screens.help", "tui.model",
-               "core.errors", "core.engine", "core.task")
+NOT_AT_HOME = ("agents", "claude_agent_sdk", "openai", "markdown_it", "shepherd.tui.screens.help", "shepherd.tui.model",
+               "shepherd.core.errors", "shepherd.core.engine", "shepherd.core.task")
 
 HOME_CHILD = """
 import asyncio, sys
-import tui.cli, tui.app, tui.screens.sessions
-from tui.app import ShepherdApp
+import shepherd.tui.cli, shepherd.tui.app, shepherd.tui.screens.sessions
+from shepherd.tui.app import ShepherdApp
 
 async def main(db):
     app = ShepherdApp(db)
@@ -48,8 +48,8 @@ asyncio.run(main(sys.argv[1]))
 
 async def test_the_home_screen_imports_no_sdk_no_help_no_session_model(tmp_path: Path) -> None:
     """The CLI's modules and the home screen, up and loaded, in a fresh interpreter."""
-    from core.events import SessionFinished, SessionStarted
-    from core.store import Store
+    from shepherd.core.events import SessionFinished, SessionStarted
+    from shepherd.core.store import Store
 
     db = tmp_path / "s.db"
     store = await Store.open(db)
@@ -66,8 +66,8 @@ async def test_the_demo_is_live_on_screen_before_its_sdk_import_ends(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """`shepherd demo`: its session, subtasks and keys are on the screen while the SDK is
     still importing (in a thread, never the loop's); once it is in, the run goes on."""
-    import core.engine as engine
-    from core.demo import demo_task
+    import shepherd.core.engine as engine
+    from shepherd.core.demo import demo_task
 
     monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
     real, gate, where = engine.make_backend, threading.Event(), []
@@ -111,8 +111,8 @@ async def test_the_demo_is_live_on_screen_before_its_sdk_import_ends(tmp_path: P
 async def test_a_long_list_is_all_there_once_loaded_in_order(tmp_path: Path) -> None:
     """The first frame gets the rows that fit; the rest of the page follows it, in order,
     before the home counts as loaded."""
-    from core.events import SessionFinished, SessionStarted
-    from core.store import Store
+    from shepherd.core.events import SessionFinished, SessionStarted
+    from shepherd.core.store import Store
 
     db = tmp_path / "s.db"
     store = await Store.open(db)
@@ -149,7 +149,7 @@ async def test_the_demo_live_view_first_frame_has_its_plan_and_its_keys(tmp_path
     """The first frame of the demo's live view is whole: the session, its subtasks and the
     keys that apply (not a key bar that fills in a frame later), and the home under it was
     never drawn."""
-    from core.demo import demo_task
+    from shepherd.core.demo import demo_task
 
     app = FirstFrames(tmp_path / "s.db", start=lambda: demo_task(tmp_path / "ws"))
     async with app.run_test(size=(120, 36)) as pilot:
@@ -168,7 +168,7 @@ async def test_the_home_under_a_view_opened_at_start_is_built_after_that_view_is
     view's first frame; it is once that frame is drawn, while covered, so going back shows
     it whole in its first frame (rows and keys)."""
     from tests import tui_fixtures as fx
-    from tui.screens.sessions import SessionTable
+    from shepherd.tui.screens.sessions import SessionTable
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done", "failed"])
@@ -232,8 +232,8 @@ class Watch:  # notes which thread imports markdown-it (a finder asked first, fi
 
 
 sys.meta_path.insert(0, Watch())
-from core.demo import demo_task
-from tui.app import ShepherdApp
+from shepherd.core.demo import demo_task
+from shepherd.tui.app import ShepherdApp
 
 at_first_frame = []
 
@@ -292,7 +292,7 @@ def count(phase, info):  # a collection while start-up builds the app (before it
 
 gc.callbacks.append(count)
 textual.app.App.run = lambda self, *a, **k: print(len(collections), gc.isenabled(), gc.get_freeze_count() > 0)
-from tui.cli import main
+from shepherd.tui.cli import main
 main(["--db", sys.argv[1], "demo"])
 """
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from core.clock import AutoClock, FakeClock
-from core.events import (
+from shepherd.core.clock import AutoClock, FakeClock
+from shepherd.core.events import (
     EVENT_TYPES,
     AttemptStarted,
     Error,
@@ -38,7 +38,7 @@ from core.events import (
     ToolStarted,
     Usage,
 )
-from core.store import (
+from shepherd.core.store import (
     SCHEMA_VERSION,
     AmbiguousSession,
     LeaseHeld,
@@ -51,7 +51,7 @@ from core.store import (
     open_agents_session,
     open_claude_session_store,
 )
-from core.store import derive, schema
+from shepherd.core.store import derive, schema
 
 
 @pytest.fixture
@@ -502,7 +502,7 @@ async def test_a_failed_batch_fails_its_callers_and_the_writer_goes_on(store: St
             raise sqlite3.OperationalError("disk I/O error")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("core.store.db.write_events", flaky)
+    monkeypatch.setattr("shepherd.core.store.db.write_events", flaky)
     with pytest.raises(StoreError, match="disk I/O error"):
         await store.append(TextDelta(session_id="f", text="lost"))
     done = await store.append(TextDelta(session_id="f", text="kept"))
@@ -556,7 +556,7 @@ async def test_writer_never_lingers(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             release.wait(10)  # (runs on the writer's SQLite thread; the loop goes on)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("core.store.db.write_events", slow_first)
+    monkeypatch.setattr("shepherd.core.store.db.write_events", slow_first)
     s = await Store.open(tmp_path / "linger.db", recover=False, clock=FakeClock())
     try:
         first = s.submit(TextDelta(session_id="l", text="first"))
@@ -793,7 +793,7 @@ async def test_json_of_task_and_input_keeps_unicode(store: Store) -> None:
 
 
 def test_fast_decoding_matches_the_event_vocabulary() -> None:
-    from core.events import event_from_json
+    from shepherd.core.events import event_from_json
 
     full = ToolStarted(session_id="s", seq=4, ts=2.0, call_id="c", name="n", input={"a": 1}).to_json()
     missing = json.dumps({"type": "tool.started", "session_id": "s", "seq": 4, "ts": 2.0, "call_id": "c"})

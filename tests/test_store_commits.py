@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from core.clock import FakeClock
-from core.events import EVENT_TYPES, SessionStarted, TextDelta, ToolFinished, ToolStarted
-from core.secrets import REDACTED, Scrubber, _forms
-from core.store import Store
+from shepherd.core.clock import FakeClock
+from shepherd.core.events import EVENT_TYPES, SessionStarted, TextDelta, ToolFinished, ToolStarted
+from shepherd.core.secrets import REDACTED, Scrubber, _forms
+from shepherd.core.store import Store
 from tests.test_store_reads import _odd_values
 
 
@@ -72,7 +72,7 @@ async def test_a_failing_row_write_is_undone_alone(store: Store) -> None:
 
 
 async def test_the_lease_is_taken_and_given_up_through_the_writer(tmp_path: Path) -> None:
-    from core.store import LeaseHeld
+    from shepherd.core.store import LeaseHeld
 
     a = await Store.open(tmp_path / "l.db", clock=FakeClock())
     b = await Store.open(tmp_path / "l.db", clock=FakeClock(), recover=False)
@@ -91,8 +91,8 @@ async def test_the_lease_is_taken_and_given_up_through_the_writer(tmp_path: Path
 
 
 async def test_a_run_commits_its_paired_lifecycle_events_together(tmp_path: Path) -> None:
-    from core.engine import Supervisor
-    from core.task import task_from_dict
+    from shepherd.core.engine import Supervisor
+    from shepherd.core.task import task_from_dict
 
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -262,7 +262,7 @@ async def test_a_deferred_history_reads_the_database_once_and_stays_what_it_hold
 
 
 async def test_a_failed_deferred_history_write_is_raised_and_nothing_lands_after_it(store: Store) -> None:
-    from core.store.agents_session import HistoryWriteFailed
+    from shepherd.core.store.agents_session import HistoryWriteFailed
 
     await store.run_rows(lambda c: c.execute(
         "CREATE TEMP TRIGGER no_boom BEFORE INSERT ON agent_items WHEN NEW.item_json LIKE '%boom%' "
@@ -285,8 +285,8 @@ async def test_a_failed_deferred_history_write_is_raised_and_nothing_lands_after
 async def test_a_streaming_turn_takes_one_commit(tmp_path: Path) -> None:
     """A turn's text, tool ends and history rows ride with the next tool call's start (or
     the attempt's end): one commit per turn, not two; nothing waits on a held item."""
-    from core.engine import Supervisor
-    from core.task import task_from_dict
+    from shepherd.core.engine import Supervisor
+    from shepherd.core.task import task_from_dict
 
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -319,8 +319,8 @@ async def test_a_read_only_tools_start_is_lazy_and_a_writing_tools_is_not(tmp_pa
     """A turn of reads (list_files, read_file: no effect a crash could leave unrecorded)
     needs no commit of its own: its start rides with the next urgent commit. A writing
     tool's start is urgent: its turn is a commit, in order with everything before it."""
-    from core.engine import Supervisor
-    from core.task import task_from_dict
+    from shepherd.core.engine import Supervisor
+    from shepherd.core.task import task_from_dict
 
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -351,7 +351,7 @@ async def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) ->
     """No commit of the writer copies the WAL into the file (SQLite's own checkpoint would run
     inside one of them, fsyncs included); the checkpoint thread does, and a closed store
     still leaves every byte in the main file."""
-    from core.store import db
+    from shepherd.core.store import db
 
     path = tmp_path / "wal.db"
     s = await Store.open(path, clock=FakeClock())

@@ -10,8 +10,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from core.events import SessionStarted
-from core.store import Store
+from shepherd.core.events import SessionStarted
+from shepherd.core.store import Store
 
 CHILD = str(Path(__file__).with_name("store_child.py"))
 ROUNDS = 30
@@ -144,8 +144,8 @@ async def test_a_forgotten_close_does_not_hang_the_process_at_exit(tmp_path: Pat
     script = (
         "import asyncio, sys\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-        "from core.events import SessionStarted\n"
-        "from core.store import Store, open_claude_session_store\n"
+        "from shepherd.core.events import SessionStarted\n"
+        "from shepherd.core.store import Store, open_claude_session_store\n"
         "async def main():\n"
         f"    s = await Store.open({str(tmp_path / 'f.db')!r})\n"
         "    await s.append(SessionStarted(session_id='x'))\n"

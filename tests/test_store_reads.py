@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from core.clock import FakeClock
-from core.events import (
+from shepherd.core.clock import FakeClock
+from shepherd.core.events import (
     EVENT_TYPES,
     OpaqueEvent,
     SessionStarted,
@@ -22,7 +22,7 @@ from core.events import (
     field_names,
     loads,
 )
-from core.store import Store
+from shepherd.core.store import Store
 
 
 @pytest.fixture

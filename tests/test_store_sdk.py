@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from core.store import Store, open_agents_session, open_claude_session_store
+from shepherd.core.store import Store, open_agents_session, open_claude_session_store
 
 OPTIONAL = ("list_sessions", "list_session_summaries", "delete", "list_subkeys")
 
@@ -102,7 +102,7 @@ async def test_claude_store_uuid_is_an_idempotency_key_and_survives_reopen(tmp_p
 
 
 def test_opening_the_claude_store_checks_the_file_at_once(tmp_path: Path) -> None:
-    from core.store import NotADatabase
+    from shepherd.core.store import NotADatabase
 
     bad = tmp_path / "bad.db"
     bad.write_text("not sqlite at all, just text " * 10)

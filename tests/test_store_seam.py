@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from core.store import protocol
-from core.store.db import Store
-from core.store.protocol import EventStore
+from shepherd.core.store import protocol
+from shepherd.core.store.db import Store
+from shepherd.core.store.protocol import EventStore
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = (protocol.EventWriter, protocol.EventReader, protocol.Leases, protocol.Commands,
@@ -123,7 +123,7 @@ def _tree(root: Path) -> list[str]:
 
 
 def test_resolving_the_default_path_creates_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from core.store import default_db_path
+    from shepherd.core.store import default_db_path
 
     monkeypatch.delenv("SHEPHERD_DB", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
@@ -151,7 +151,7 @@ def test_a_read_only_command_in_an_empty_data_directory_creates_nothing(tmp_path
     env.update(XDG_DATA_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
     (tmp_path / "xdg").mkdir()
     (tmp_path / "home").mkdir()
-    out = subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=tmp_path / "home", env=env,
+    out = subprocess.run([sys.executable, "-m", "shepherd.tui.cli", *argv], cwd=tmp_path / "home", env=env,
                          capture_output=True, text=True, timeout=120)
     assert "Traceback" not in out.stderr, out.stderr
     assert _tree(tmp_path) == ["home", "xdg"], out.stderr

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from core.task import FAIL_KINDS, Task, TaskError, load_task, prompt_task, task_from_dict, task_from_stored
+from shepherd.core.task import FAIL_KINDS, Task, TaskError, load_task, prompt_task, task_from_dict, task_from_stored
 
 DESIGN_EXAMPLE = '''
 title = "Fix the date parser"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
+from shepherd.core.store import Store
 from tests.cli_helpers import write_task
 from tests.engine_helpers import kill_headless_run_mid_tool
 
@@ -73,8 +73,8 @@ prompt = "sleep"
 async def test_recovery_kills_what_a_dead_runner_left_behind(tmp_path: Path) -> None:
     """A process that escaped the group (or a system without pdeathsig) is still marked
     with its runner: opening the store after that runner died kills it."""
-    from core.events import SessionStarted
-    from core.secrets import RUNNER_MARKER
+    from shepherd.core.events import SessionStarted
+    from shepherd.core.secrets import RUNNER_MARKER
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid that has just exited: a runner that is gone
@@ -112,7 +112,7 @@ async def test_recovery_kills_what_a_dead_runner_left_behind(tmp_path: Path) -> 
 
 
 async def test_wrapped_commands_keep_exit_codes_and_output(tmp_path: Path) -> None:
-    from core.tools import execute
+    from shepherd.core.tools import execute
 
     res = await execute("echo out; echo err >&2; exit 3", tmp_path)
     assert res.exit_code == 3 and res.output == "out\nerr\n"

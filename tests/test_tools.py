@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import FakeClock, RealClock
-from core.tools import (
+from shepherd.core.clock import FakeClock, RealClock
+from shepherd.core.tools import (
     ERROR_PREFIX,
     MAX_OUTPUT_CHARS,
     TIMEOUT_EXIT_CODE,
@@ -205,7 +205,7 @@ async def test_command_output_truncated(ws: Path) -> None:
 async def test_function_tools_schema_and_invoke(ws: Path) -> None:
     from agents.tool_context import ToolContext
 
-    from core.tools import workspace_tools
+    from shepherd.core.tools import workspace_tools
 
     tools = workspace_tools(ws, RealClock(scale=1.0))
     by_name = {t.name: t for t in tools}

@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 import pytest
 
-from core.store.db import Store
-from core.task import TaskError, load_task, task_from_dict
+from shepherd.core.store.db import Store
+from shepherd.core.task import TaskError, load_task, task_from_dict
 from tests import tui_fixtures as fx
-from tui.app import ShepherdApp
-from tui.screens.help import HelpScreen
-from tui.screens.modals import ConfirmModal, RunModal
-from tui.screens.sessions import SessionsScreen
+from shepherd.tui.app import ShepherdApp
+from shepherd.tui.screens.help import HelpScreen
+from shepherd.tui.screens.modals import ConfirmModal, RunModal
+from shepherd.tui.screens.sessions import SessionsScreen
 
 ALL_SHAPES = ["done", "failed", "cancelled", "live", "retry", "stuck", "interrupted"]
 NEWEST_FIRST = [fx.SESSION_IDS[s] for s in ("live", "retry", "stuck", "interrupted", "done", "failed", "cancelled")]
@@ -230,7 +230,7 @@ async def test_home_refreshes_when_another_process_writes(tmp_path: Path) -> Non
 
 
 async def test_enter_opens_a_past_session_and_escape_goes_back(tmp_path: Path) -> None:
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.screens.session import SessionScreen
 
     db = tmp_path / "s.db"
     await make_db(db, ALL_SHAPES)
@@ -251,8 +251,8 @@ async def test_enter_opens_a_past_session_and_escape_goes_back(tmp_path: Path) -
 
 
 async def test_enter_on_a_session_run_elsewhere_tails_it_with_remote_control(tmp_path: Path) -> None:
-    from core.control import RemoteControl
-    from tui.screens.session import SessionScreen
+    from shepherd.core.control import RemoteControl
+    from shepherd.tui.screens.session import SessionScreen
 
     db = tmp_path / "s.db"
     await make_db(db, ["live", "done"])
@@ -268,7 +268,7 @@ async def test_enter_on_a_session_run_elsewhere_tails_it_with_remote_control(tmp
 
 
 async def test_attach_opens_the_newest_live_session(tmp_path: Path) -> None:
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.screens.session import SessionScreen
 
     db = tmp_path / "s.db"
     await make_db(db, ["done", "live"])
@@ -284,7 +284,7 @@ async def test_attach_opens_the_newest_live_session(tmp_path: Path) -> None:
 
 
 async def test_d_starts_the_demo_and_its_screen_shows_tool_calls(tmp_path: Path, fast_time: None) -> None:
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.screens.session import SessionScreen
 
     db = tmp_path / "s.db"
     app = ShepherdApp(db)
@@ -419,8 +419,8 @@ async def test_leaving_run_test_never_leaves_a_run_dangling(tmp_path: Path) -> N
 
 
 async def test_start_factory_runs_on_open(tmp_path: Path, fast_time: None) -> None:
-    from core.demo import demo_task
-    from tui.screens.session import SessionScreen
+    from shepherd.core.demo import demo_task
+    from shepherd.tui.screens.session import SessionScreen
 
     app = ShepherdApp(tmp_path / "s.db", start=lambda: demo_task(tmp_path / "ws"))
     async with app.run_test(size=(120, 36)) as pilot:
@@ -431,7 +431,7 @@ async def test_start_factory_runs_on_open(tmp_path: Path, fast_time: None) -> No
 
 
 async def test_resume_an_interrupted_session(tmp_path: Path, fast_time: None) -> None:
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.screens.session import SessionScreen
 
     db = tmp_path / "s.db"
     await make_db(db, ["interrupted", "done"])
@@ -478,7 +478,7 @@ async def test_run_modal_rejects_a_bad_task_file_with_the_one_line_error(tmp_pat
 
 
 async def test_run_modal_prompt_starts_a_run(tmp_path: Path, fast_time: None) -> None:
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.screens.session import SessionScreen
 
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -598,7 +598,7 @@ async def test_a_run_without_credentials_ends_failed_on_screen_at_once(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """No API key: the session ends `failed` (auth, one line) at once; the status bar and
     the database stop saying `running` without anyone quitting."""
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.screens.session import SessionScreen
 
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "no-login"))
     task = task_from_dict({"title": "needs a key", "backend": "claude", "workspace": str(tmp_path),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from tui import fmt
-from tui import model as m
-from core import states
-from tui.screens import sessions
+from shepherd.tui import fmt
+from shepherd.tui import model as m
+from shepherd.core import states
+from shepherd.tui.screens import sessions
 
 
 def test_no_module_of_the_model_package_imports_textual() -> None:
@@ -30,7 +30,7 @@ def test_one_fmt_tokens_with_each_screen_s_millions() -> None:
 
 
 def test_clip_is_public_and_one() -> None:
-    from core.report import clip as report_clip
+    from shepherd.core.report import clip as report_clip
 
     assert m.clip is fmt.clip is report_clip
     assert m.clip("a  b\n c", 10) == "a b c" and m.clip("x" * 20, 8) == "xxxxxxx…"

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core import events as ev
-from tui.feed import FeedEvents, StaticFeed
+from shepherd.core import events as ev
+from shepherd.tui.feed import FeedEvents, StaticFeed
 
 TUI = Path(__file__).resolve().parents[1] / "tui"
 
@@ -32,11 +32,11 @@ def test_no_app_or_container_function_found_by_getattr_nor_awaitables_guessed() 
 def test_the_views_speak_core_states() -> None:
     assert not (TUI / "states.py").exists()
     for name, src in sources().items():
-        assert "tui.states" not in src and "from tui import states" not in src, name
+        assert "shepherd.tui.states" not in src and "from tui import states" not in src, name
 
 
 def test_block_colours_are_the_stylesheet_s() -> None:
-    from tui.widgets import blocks
+    from shepherd.tui.widgets import blocks
 
     assert not hasattr(blocks, "TOOL_STYLES") and not hasattr(blocks, "END_STYLES")
     css = (TUI / "shepherd.tcss").read_text(encoding="utf-8")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from core import events as ev
-from tui import model as m
+from shepherd.core import events as ev
+from shepherd.tui import model as m
 
 T0 = 1_800_000_000.0
 
@@ -628,7 +628,7 @@ def test_replayed_events_never_move_the_session_status_behind_the_rows() -> None
 
 def test_retry_banner_widget_after_a_skip_or_a_pause_shows_no_bar_and_no_starting() -> None:
     """The real RetryBanner widget (no app needed to render a block)."""
-    from tui.widgets.blocks import RetryBanner
+    from shepherd.tui.widgets.blocks import RetryBanner
 
     s = Seq()
     model = m.SessionModel("s1")
@@ -650,8 +650,8 @@ def test_retry_banner_widget_after_a_skip_or_a_pause_shows_no_bar_and_no_startin
 def test_the_log_and_export_say_the_real_wait_of_a_countdown() -> None:
     """Without a time scale the nominal wait is the real one; with one, both are said (the
     headless log and the Markdown export must not claim a 2 s wait that lasted 0.04 s)."""
-    from core.events import RetryScheduled
-    from core.report import wait_text
+    from shepherd.core.events import RetryScheduled
+    from shepherd.core.report import wait_text
 
     plain = RetryScheduled(kind="transient", retry_no=1, max_retries=5, delay_s=2.0, resume_at=102.0,
                            action="retry", ts=100.0)
@@ -676,8 +676,8 @@ def test_a_live_session_in_a_countdown_reads_waiting_then_running_again() -> Non
 
 def test_a_countdown_row_with_a_non_number_wait_is_shown_not_a_crash() -> None:
     """`show` reads rows a foreign or damaged database may fill with anything."""
-    from core.events import RetryScheduled
-    from core.report import wait_text
+    from shepherd.core.events import RetryScheduled
+    from shepherd.core.report import wait_text
 
     odd = RetryScheduled(kind="transient", retry_no=1, max_retries=5, delay_s="soon",  # type: ignore[arg-type]
                          resume_at="later", action="retry", ts=100.0)  # type: ignore[arg-type]

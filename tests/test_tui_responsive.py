@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from textual.screen import Screen
 
-from core import events as ev
-from core.clock import FakeClock
-from core.store.db import Store
+from shepherd.core import events as ev
+from shepherd.core.clock import FakeClock
+from shepherd.core.store.db import Store
 from tests.test_tui_session import T0, Clock, Writer, live_screen, loaded, until, views
-from tui.widgets.anim import Ticker
-from tui.widgets.blocks import BlockWidget, TextView, ToolCallView
-from tui.widgets.stream import StreamView
+from shepherd.tui.widgets.anim import Ticker
+from shepherd.tui.widgets.blocks import BlockWidget, TextView, ToolCallView
+from shepherd.tui.widgets.stream import StreamView
 
 
 @pytest.fixture(autouse=True)
@@ -139,8 +139,8 @@ async def test_a_frame_arriving_during_a_switch_is_shown_once(store: Store) -> N
 
 
 def test_a_finished_message_is_rendered_once_for_every_widget_and_the_cache_is_bounded() -> None:
-    from tui import model as m
-    from tui.widgets.markdown import RENDERED, RenderedText
+    from shepherd.tui import model as m
+    from shepherd.tui.widgets.markdown import RENDERED, RenderedText
 
     done = m.TextBlock(bid=1, subtask_id="a", seq=1, ts=T0, text="**done** and - a list", completed=True)
     first = TextView(done)._content(40)
@@ -161,8 +161,8 @@ async def test_the_sessions_list_under_a_session_view_waits_until_shown(tmp_path
     every quarter second, for nobody); back on the list, it shows what changed."""
     from tests import tui_fixtures as fx
     from tests.test_tui_app import home_ready, wait_until
-    from tui.app import ShepherdApp
-    from tui.screens.session import SessionScreen
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.session import SessionScreen
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done"])

@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from textual.app import App
 
-from core import events as ev
-from core.clock import FakeClock
-from core.store.db import Store
-from tui import model as m
-from tui.screens.modals import ConfirmModal, NoteModal
-from tui.screens.session import STYLESHEET, SessionScreen
-from tui.widgets.anim import Ticker
-from tui.widgets.blocks import AttemptSeparator, RetryBanner, TextView, ToolCallView
-from tui.widgets.stream import StreamView
+from shepherd.core import events as ev
+from shepherd.core.clock import FakeClock
+from shepherd.core.store.db import Store
+from shepherd.tui import model as m
+from shepherd.tui.screens.modals import ConfirmModal, NoteModal
+from shepherd.tui.screens.session import STYLESHEET, SessionScreen
+from shepherd.tui.widgets.anim import Ticker
+from shepherd.tui.widgets.blocks import AttemptSeparator, RetryBanner, TextView, ToolCallView
+from shepherd.tui.widgets.stream import StreamView
 
 T0 = 1_800_000_000.0
 SID = "s00000001"
@@ -667,7 +667,7 @@ def test_bindings_are_described_for_footer_and_palette() -> None:
 
 
 def test_markdown_renders_blocks_with_hanging_indents() -> None:
-    from tui.widgets.markdown import to_content
+    from shepherd.tui.widgets.markdown import to_content
 
     text = ("# Plan\n\nI will **fix** `parse_date` now, see [docs](https://example.org).\n\n"
             "- first item that is long enough to wrap onto a second line here\n- second\n  - nested\n\n"
@@ -690,7 +690,7 @@ def test_markdown_renders_blocks_with_hanging_indents() -> None:
 
 
 async def test_thinking_folds_and_idle_time_hides_during_a_countdown(store: Store) -> None:
-    from tui.widgets.blocks import ThinkingView
+    from shepherd.tui.widgets.blocks import ThinkingView
 
     w = Writer(store)
     await w.start()

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from core import events as ev
-from core.store.db import Store
-from tui.screens.session import SessionScreen
+from shepherd.core import events as ev
+from shepherd.core.store.db import Store
+from shepherd.tui.screens.session import SessionScreen
 from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, Writer, live_screen, loaded, until
 from tests.test_tui_session import _frozen_animation, store  # noqa: F401  (fixtures: imported, pytest uses them here)
 
@@ -104,7 +104,7 @@ async def test_runs_started_here_never_toast_no_session_even_before_the_first_co
     """The store's commits are held back until the new session's screen has loaded (the
     race at its worst, every time): the screen knows the run is its own and waits for it."""
     from tests.test_tui_app import home_ready, notifications
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -176,10 +176,10 @@ async def test_p_on_an_interrupted_session_answers_at_once_and_imports_off_the_l
     the import runs in a thread, the screen keeps working meanwhile."""
     import threading
 
-    import core.engine as engine
+    import shepherd.core.engine as engine
     from tests import tui_fixtures as fx
     from tests.test_tui_app import wait_until
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
     db = tmp_path / "s.db"
@@ -302,7 +302,7 @@ async def test_footer_of_a_read_only_session_offers_only_what_works(store: Store
 async def test_palette_offers_resume_when_paused_and_not_pause(tmp_path: Path) -> None:
     from tests import tui_fixtures as fx
     from tests.test_tui_app import wait_until
-    from tui.app import ShepherdApp, ShepherdCommands
+    from shepherd.tui.app import ShepherdApp, ShepherdCommands
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["live"])
@@ -329,8 +329,8 @@ async def test_palette_offers_resume_when_paused_and_not_pause(tmp_path: Path) -
 
 
 async def test_blocks_are_reachable_with_j_k_and_say_what_enter_and_o_do(store: Store) -> None:
-    from tui.screens.tool_output import ToolOutputScreen
-    from tui.widgets.blocks import ToolCallView
+    from shepherd.tui.screens.tool_output import ToolOutputScreen
+    from shepherd.tui.widgets.blocks import ToolCallView
 
     w = Writer(store)
     await w.start()
@@ -373,11 +373,11 @@ async def test_blocks_are_reachable_with_j_k_and_say_what_enter_and_o_do(store: 
 
 
 def test_one_icon_per_state_on_home_session_view_and_help() -> None:
-    from tui import icons
-    from tui.screens import help as help_screen
-    from tui.widgets.status import status_line
-    from tui.widgets.subtasks import subtask_line
-    from tui import model as m
+    from shepherd.tui import icons
+    from shepherd.tui.screens import help as help_screen
+    from shepherd.tui.widgets.status import status_line
+    from shepherd.tui.widgets.subtasks import subtask_line
+    from shepherd.tui import model as m
 
     legend = dict(help_screen.STATUS_LEGEND)
     for state, _ in icons.LEGEND:
@@ -393,8 +393,8 @@ def test_one_icon_per_state_on_home_session_view_and_help() -> None:
 async def test_home_rows_use_the_same_icons(tmp_path: Path) -> None:
     from tests import tui_fixtures as fx
     from tests.test_tui_app import home_ready
-    from tui import icons
-    from tui.app import ShepherdApp
+    from shepherd.tui import icons
+    from shepherd.tui.app import ShepherdApp
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done", "failed", "cancelled", "stuck", "interrupted"])
@@ -413,7 +413,7 @@ async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: 
     from tests import tui_fixtures as fx
     from tests.test_tui_app import help_opened, home_ready, wait_until
     from textual.widgets import Input
-    from tui.app import ShepherdApp
+    from shepherd.tui.app import ShepherdApp
 
     db = tmp_path / "s.db"
     await fx.build_db_async(db, ["done", "failed", "cancelled"])
@@ -439,8 +439,8 @@ async def test_typing_on_the_sessions_list_filters_and_keys_stay_keys(tmp_path: 
 async def test_help_shows_shepherds_keys_first_and_the_palette_keys_entry_opens_it(tmp_path: Path) -> None:
     from textual.command import CommandPalette
     from tests.test_tui_app import help_opened, home_ready, shows, wait_until
-    from tui.app import ShepherdApp
-    from tui.screens.help import HelpScreen
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.screens.help import HelpScreen
 
     app = ShepherdApp(tmp_path / "s.db")
     async with app.run_test(size=(100, 40)) as pilot:
@@ -464,7 +464,7 @@ async def test_help_shows_shepherds_keys_first_and_the_palette_keys_entry_opens_
 async def test_content_that_fits_again_starts_at_the_top(store: Store) -> None:
     """Unfolding a long output and folding it again, or the view moving on to a short
     subtask, never leaves short content pinned to the bottom of the view."""
-    from tui.widgets.blocks import ToolCallView
+    from shepherd.tui.widgets.blocks import ToolCallView
 
     w = Writer(store)
     await w.start()

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from core import events as ev
-from core.clock import FakeClock
-from core.store.db import Store
-from tui import model as m
-from tui.history import load_earlier_blocks
-from tui.screens.session import SessionScreen
-from tui.widgets.anim import Ticker
-from tui.widgets.stream import StreamView
+from shepherd.core import events as ev
+from shepherd.core.clock import FakeClock
+from shepherd.core.store.db import Store
+from shepherd.tui import model as m
+from shepherd.tui.history import load_earlier_blocks
+from shepherd.tui.screens.session import SessionScreen
+from shepherd.tui.widgets.anim import Ticker
+from shepherd.tui.widgets.stream import StreamView
 
 from tests.test_tui_session import SID, T0, Clock, Harness, Recorder, loaded, until
 

@@ -16,8 +16,8 @@ import asyncio
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from core import events as ev
-from core.clock import FakeClock
+from shepherd.core import events as ev
+from shepherd.core.clock import FakeClock
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 NOW = T0 + 900.0  # the frozen "now" of snapshot tests: 15 minutes after T0
@@ -259,7 +259,7 @@ async def populate(store: Any, shapes: list[str], *, starts: dict[str, float] | 
 
 
 async def open_store(path: Path, clock: FakeClock | None = None) -> Any:
-    from core.store.db import Store
+    from shepherd.core.store.db import Store
 
     return await Store.open(path, clock=clock)
 

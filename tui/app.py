@@ -22,18 +22,18 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen
 
-from core.states import LIVE_STATUSES, SessionStatus
-from core.text import safe
-from tui.logging_setup import configure_logging, guarded, report_error
-from tui.screens.sessions import SessionsScreen
+from shepherd.core.states import LIVE_STATUSES, SessionStatus
+from shepherd.core.text import safe
+from shepherd.tui.logging_setup import configure_logging, guarded, report_error
+from shepherd.tui.screens.sessions import SessionsScreen
 
 # The help screen (Markdown, markdown-it, pygments) and the modals (core.task, tomllib) are
 # imported when first opened: none of them is on the first screen.
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
-    from core.task import Task
-    from tui.screens.session import SessionScreen
+    from shepherd.core.store.protocol import EventStore
+    from shepherd.core.task import Task
+    from shepherd.tui.screens.session import SessionScreen
 
 log = logging.getLogger("shepherd.tui")
 
@@ -56,7 +56,7 @@ async def preload_backend(name: str) -> None:
     """Import a backend's SDK in a thread (it takes seconds): the screen keeps drawing and
     the resumed run that follows finds it imported. A backend that cannot load fails later, where
     the run reports it."""
-    from core.engine import make_backend
+    from shepherd.core.engine import make_backend
 
     try:
         await asyncio.to_thread(make_backend, name)
@@ -179,10 +179,10 @@ class ShepherdApp(App[int]):
         self.call_later(self._start_up)
 
     async def _start_up(self) -> None:
-        from core.store.db import StoreError
+        from shepherd.core.store.db import StoreError
 
         try:
-            from core.store.db import Store
+            from shepherd.core.store.db import Store
 
             self.store = await Store.open(self.db_path, check=not self.checked, recover=not self.checked)
         except (StoreError, OSError) as error:
@@ -216,7 +216,7 @@ class ShepherdApp(App[int]):
 
     @guarded("Could not start the run")
     async def _start_from_factory(self) -> None:
-        from core.task import TaskError
+        from shepherd.core.task import TaskError
 
         try:
             task = self.start()  # type: ignore[misc]
@@ -227,7 +227,7 @@ class ShepherdApp(App[int]):
 
     @guarded("Could not open the session")
     async def _open_initial(self) -> None:
-        from core.store.db import StoreError
+        from shepherd.core.store.db import StoreError
 
         sid = self.open_session_id
         try:
@@ -280,10 +280,10 @@ class ShepherdApp(App[int]):
 
     async def start_task(self, task: "Task") -> Any:
         """Start ``task`` in this process and open its live view. Returns the RunHandle."""
-        from core.backends.deferred import DeferredBackend
-        from core.engine import start_run
+        from shepherd.core.backends.deferred import DeferredBackend
+        from shepherd.core.engine import start_run
 
-        from core.events import new_session_id
+        from shepherd.core.events import new_session_id
 
         # The backend's SDK takes seconds to import: the run makes it in a thread, once
         # its live view has been drawn (the import's thread slows the drawing down).
@@ -328,7 +328,7 @@ class ShepherdApp(App[int]):
     async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> Any:
         """Continue an interrupted session in this process, or run one subtask of a
         finished session again (``core.engine.resume_run``)."""
-        import core.engine as engine
+        import shepherd.core.engine as engine
 
         if session_id in self.live_run_ids():
             await self.open_session(session_id)
@@ -337,7 +337,7 @@ class ShepherdApp(App[int]):
         if resume_run is None:
             self.notify("Resuming sessions is not available in this version.", severity="warning")
             return None
-        from core.store.db import StoreError
+        from shepherd.core.store.db import StoreError
 
         row = await self.store.get_session(session_id)
         if row is not None:
@@ -425,10 +425,10 @@ class ShepherdApp(App[int]):
     async def open_session(self, session_id: str, *, follow: str | None = "auto") -> None:
         """Open the session view. ``follow="auto"``: local for runs started here, tail
         for runs another process owns (or that look live), None for past sessions."""
-        from core.control import RemoteControl
+        from shepherd.core.control import RemoteControl
 
         try:
-            from tui.screens.session import SessionScreen
+            from shepherd.tui.screens.session import SessionScreen
         except ImportError as error:
             self.notify(f"The session view is not available: {error}", severity="error", markup=False)
             return
@@ -464,19 +464,19 @@ class ShepherdApp(App[int]):
     async def action_demo(self) -> None:
         if self.store is None:
             return
-        from core.demo import demo_task
+        from shepherd.core.demo import demo_task
 
         await self.start_task(demo_task())
 
     def action_run_file(self) -> None:
         if self.store is not None and not self._top_is_modal():
-            from tui.screens.modals import RunModal
+            from shepherd.tui.screens.modals import RunModal
 
             self.push_screen(RunModal("file"), self._run_modal_done)
 
     def action_run_prompt(self) -> None:
         if self.store is not None and not self._top_is_modal():
-            from tui.screens.modals import RunModal
+            from shepherd.tui.screens.modals import RunModal
 
             self.push_screen(RunModal("prompt"), self._run_modal_done)
 
@@ -486,7 +486,7 @@ class ShepherdApp(App[int]):
             await self.start_task(task)
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
+        from shepherd.tui.screens.help import HelpScreen
 
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
@@ -531,7 +531,7 @@ class ShepherdApp(App[int]):
             await self._close_store()
             self.exit(0)
             return
-        from tui.screens.modals import ConfirmModal
+        from shepherd.tui.screens.modals import ConfirmModal
 
         if isinstance(self.screen, ConfirmModal):
             return

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from core.states import SessionStatus as S
-from core.states import SubtaskState as T
+from shepherd.core.states import SessionStatus as S
+from shepherd.core.states import SubtaskState as T
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
+    from shepherd.core.store.protocol import EventStore
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _db_path(args: argparse.Namespace) -> Path:
     """Where the database is (nothing is made here: only a store opened with create does)."""
-    from core.store import default_db_path
+    from shepherd.core.store import default_db_path
 
     if args.db is not None and not args.db.strip():  # `--db "$UNSET"`: not the default database
         raise UsageError("--db: the path is empty")
@@ -119,7 +119,7 @@ async def _open_store(args: argparse.Namespace, *, create: bool = False, check: 
     no directory and no file (a missing one is NoDatabase). ``check``: PRAGMA quick_check
     first, for every command that may write (runs, resumes, control commands); readers
     skip it and meet damage where they read."""
-    from core.store import Store
+    from shepherd.core.store import Store
 
     return await Store.open(_db_path(args), create=create, check=check)
 
@@ -132,7 +132,7 @@ def _err(message: str) -> None:
 
 
 async def cmd_sessions(args: argparse.Namespace) -> int:
-    from core.store import NoDatabase
+    from shepherd.core.store import NoDatabase
 
     try:
         store = await _open_store(args, check=False)
@@ -173,9 +173,9 @@ _SESSION_COLUMNS = ("id", "status", "title", "backend", "started", "took", "sub"
 
 def _session_cells(r: Any) -> dict[str, str]:
     """One session as plain one-line texts (stored text made terminal-safe)."""
-    from core.report import clip
-    from core.text import safe
-    from tui.fmt import fmt_span
+    from shepherd.core.report import clip
+    from shepherd.core.text import safe
+    from shepherd.tui.fmt import fmt_span
 
     end = r.ended_at or time.time()
     return {
@@ -195,7 +195,7 @@ def _print_sessions_table(cells: list[dict[str, str]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from core.report import STATUS_STYLE
+    from shepherd.core.report import STATUS_STYLE
 
     console = Console(highlight=False)
     short_date = console.width < 120
@@ -242,7 +242,7 @@ async def _all_events(store: EventStore, sid: str) -> Any:
 async def cmd_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from core.report import LogFormatter
+    from shepherd.core.report import LogFormatter
 
     store = await _open_store(args, check=False)
     try:
@@ -264,7 +264,7 @@ def _show_header(row: Any) -> Any:
     """`show`'s first line, built as Text: a title is data, never markup."""
     from rich.text import Text
 
-    from core.text import safe
+    from shepherd.core.text import safe
 
     return Text.assemble(
         (safe(row.title), "bold"), "  ", (safe(row.id), "dim"), "  status: ", (safe(row.status), "bold"),
@@ -323,7 +323,7 @@ def _write_atomically(out: Path, chunks: Any) -> None:
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
-    from core.report import export_jsonl, export_markdown
+    from shepherd.core.report import export_jsonl, export_markdown
 
     out = _output_path(args)
     store = await _open_store(args, check=False)
@@ -371,7 +371,7 @@ async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
     """What ``shepherd resume`` does: (session id, whether a runner must be started here).
     With a live runner the commands go through the commands table and this returns
     (sid, False); otherwise every reason not to start one is one line (UsageError)."""
-    from core.task import task_from_stored
+    from shepherd.core.task import task_from_stored
 
     store = await _open_store(args)  # opening recovers sessions whose runner died
     try:
@@ -409,10 +409,10 @@ async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def _task_from_args(args: argparse.Namespace) -> Any:
-    from core.task import load_task, prompt_task
+    from shepherd.core.task import load_task, prompt_task
 
     if args.command == "demo":
-        from core.demo import demo_task
+        from shepherd.core.demo import demo_task
 
         return demo_task(interactive=not args.headless)
     if args.task_file and args.prompt is not None:
@@ -429,7 +429,7 @@ def _task_from_args(args: argparse.Namespace) -> Any:
 
 def _check_sandbox(task: Any) -> None:
     """A task asking for a sandbox this machine cannot give is refused before anything runs."""
-    from core.tools.spawn import SandboxUnavailable, check_sandbox
+    from shepherd.core.tools.spawn import SandboxUnavailable, check_sandbox
 
     try:
         check_sandbox(task)
@@ -443,8 +443,8 @@ def _exit_for(status: str) -> int:
 
 def _checked_backend(task: Any) -> Any:
     """The task's backend, after its own check (credentials...): a UsageError if unusable."""
-    from core.backends.base import BackendUnavailable
-    from core.engine import make_backend
+    from shepherd.core.backends.base import BackendUnavailable
+    from shepherd.core.engine import make_backend
 
     try:
         backend = make_backend(task.backend)
@@ -474,17 +474,17 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
                        retry: str | None = None) -> int:
     """A run with a readable log on stderr (and JSON lines with --json): a new ``task``,
     or ``resume`` (a session id) continued / with ``retry`` re-running that subtask."""
-    from core.backends.base import BackendUnavailable
-    from core.engine import resume_run, start_run
-    from core.events import new_session_id
-    from core.report import LogFormatter
+    from shepherd.core.backends.base import BackendUnavailable
+    from shepherd.core.engine import resume_run, start_run
+    from shepherd.core.events import new_session_id
+    from shepherd.core.report import LogFormatter
 
     configure_logging()  # SDK and engine logs go to the log file, never over the screen
     backend = _checked_backend(task) if task is not None else None  # before any file is made
     store = await _open_store(args, create=resume is None)
     try:
         if resume is not None:
-            from core.task import task_from_stored
+            from shepherd.core.task import task_from_stored
 
             row = await store.get_session(resume)
             backend = _checked_backend(task_from_stored(row.task))
@@ -559,7 +559,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
 
 
 def configure_logging() -> Path:
-    from tui.logging_setup import configure_logging as configure
+    from shepherd.tui.logging_setup import configure_logging as configure
 
     return configure()
 
@@ -576,7 +576,7 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
     try:
         from concurrent.futures import ThreadPoolExecutor
 
-        from core.store import Store
+        from shepherd.core.store import Store
 
         db = _db_path(args)
 
@@ -586,7 +586,7 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
         with ThreadPoolExecutor(1, thread_name_prefix="shepherd-precheck") as pool:
             checked = pool.submit(asyncio.run, precheck())  # SQLite's work, while the TUI's modules import
             try:
-                from tui.app import ShepherdApp
+                from shepherd.tui.app import ShepherdApp
             finally:
                 checked.result()  # its StoreError first: the one line a bad database gets
         configure_logging()
@@ -636,14 +636,14 @@ def main(argv: list[str] | None = None) -> int:
             return _dispatch(args)
         finally:
             if args.command == "demo":
-                from core.demo import cleanup
+                from shepherd.core.demo import cleanup
 
                 cleanup()  # the demo's temporary workspace goes with the process that made it
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - map known failures to one line + exit 2
-        from core.store import StoreError
-        from core.task import TaskError
+        from shepherd.core.store import StoreError
+        from shepherd.core.task import TaskError
 
         if isinstance(e, (UsageError, StoreError, TaskError)):
             _err(str(e))

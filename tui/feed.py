@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from core.events import Event
+from shepherd.core.events import Event
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
-    from core.store.rows import SessionRow, SubtaskRow
+    from shepherd.core.store.protocol import EventStore
+    from shepherd.core.store.rows import SessionRow, SubtaskRow
 
 PAGE_SIZE = 2000
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from core.text import clip  # noqa: F401 - one line of at most N characters, public here for the views
+from shepherd.core.text import clip  # noqa: F401 - one line of at most N characters, public here for the views
 
 
 def fmt_span(seconds: float | None) -> str:

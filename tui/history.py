@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.states import SubtaskState
-from tui import model as m
+from shepherd.core.states import SubtaskState
+from shepherd.tui import model as m
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
+    from shepherd.core.store.protocol import EventStore
 
 LOOKAHEAD_PAGES = 8  # how far past the page a block left open there is followed
 

@@ -7,8 +7,8 @@ with theme variables). ``running`` is animated by whoever shows it (``spinner``)
 
 from __future__ import annotations
 
-from core.states import SessionStatus as S
-from core.states import SubtaskState as T
+from shepherd.core.states import SessionStatus as S
+from shepherd.core.states import SubtaskState as T
 
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 

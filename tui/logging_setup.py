@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from core.secrets import scrub_text
-from core.text import safe
+from shepherd.core.secrets import scrub_text
+from shepherd.core.text import safe
 
 # Loggers the SDKs and we use. They propagate to the root, which owns the file handler.
 ROUTED_LOGGERS = ("openai", "openai.agents", "httpx", "httpcore", "claude_agent_sdk", "anthropic",

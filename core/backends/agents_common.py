@@ -26,9 +26,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.backends.base import AttemptContext
-from core.events import Event, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, Usage, new_id
-from core.tools import is_error_output
+from shepherd.core.backends.base import AttemptContext
+from shepherd.core.events import Event, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, Usage, new_id
+from shepherd.core.tools import is_error_output
 
 if TYPE_CHECKING:
     from agents import Agent, RunHooks, RunResultStreaming
@@ -67,8 +67,8 @@ def tracing_disabled() -> bool:
 def agent_instructions(workspace: Path, task: Any = None) -> str:
     """The agent's system prompt: where it works and with what (and, truthfully, how far
     the shell reaches: see core.tools.shell_confinement)."""
-    from core.tools.spawn import SpawnPolicy
-    from core.tools.workspace import shell_confinement
+    from shepherd.core.tools.spawn import SpawnPolicy
+    from shepherd.core.tools.workspace import shell_confinement
 
     return (
         "You are a careful software engineer working in a project workspace at "
@@ -83,7 +83,7 @@ def agent_instructions(workspace: Path, task: Any = None) -> str:
 
 def tools_for(ctx: AttemptContext) -> list[Any]:
     """The workspace tools, built once per subtask (building them costs ~30 ms)."""
-    from core.tools import SpawnPolicy, workspace_tools
+    from shepherd.core.tools import SpawnPolicy, workspace_tools
 
     policy = SpawnPolicy.from_task(ctx.task)
     key = (str(Path(ctx.workspace).resolve()), id(ctx.clock), policy)
@@ -116,7 +116,7 @@ async def open_session(ctx: AttemptContext, factory: SessionFactory | None = Non
         # (deferred: a turn's history rows share the commit of the next urgent event)
         return ctx.store.agents_session(key, deferred=True), False
     if ctx.db_path is not None:
-        from core.store import open_agents_session
+        from shepherd.core.store import open_agents_session
 
         return open_agents_session(ctx.db_path, key), True
     cached = ctx.state.get(SESSION_STATE_KEY)
@@ -139,7 +139,7 @@ def _get(item: Any, key: str) -> Any:
 
 def _interrupted_output_text() -> str:
     try:
-        from core.prompts import interrupted_tool_output
+        from shepherd.core.prompts import interrupted_tool_output
 
         return interrupted_tool_output()
     except ImportError:
@@ -362,7 +362,7 @@ class EventMapper:
 
 
 def _stream_broken(message: str) -> Exception:
-    from core.errors import StreamBroken
+    from shepherd.core.errors import StreamBroken
 
     return StreamBroken(message)
 

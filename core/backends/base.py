@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.clock import Clock, RealClock
-from core.errors import MissingCredentials
-from core.events import Event
+from shepherd.core.clock import Clock, RealClock
+from shepherd.core.errors import MissingCredentials
+from shepherd.core.events import Event
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
-    from core.task import Subtask, Task
+    from shepherd.core.store.protocol import EventStore
+    from shepherd.core.task import Subtask, Task
 
 
 @dataclass

@@ -49,11 +49,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from core import prompts
-from core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
-from core.backends.claude_hooks import HookPolicy
-from core.errors import AttemptFailed, StreamBroken, classify
-from core.events import (
+from shepherd.core import prompts
+from shepherd.core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
+from shepherd.core.backends.claude_hooks import HookPolicy
+from shepherd.core.errors import AttemptFailed, StreamBroken, classify
+from shepherd.core.events import (
     Error,
     Event,
     HookDecision,
@@ -210,7 +210,7 @@ def subprocess_scrub_available() -> bool:
     import shutil
     import sys
 
-    from core.tools.spawn import SpawnPolicy, sandbox_problem
+    from shepherd.core.tools.spawn import SpawnPolicy, sandbox_problem
 
     if not sys.platform.startswith("linux") or shutil.which("socat") is None:
         return False
@@ -222,7 +222,7 @@ def cli_env(env: Mapping[str, str], config: ClaudeConfig, pass_env: tuple[str, .
     variable can only be blanked, not removed): secrets the CLI does not need are blanked
     (the task's ``pass_env`` excepted), and Claude Code is asked to keep its own
     credentials from its Bash tool (SCRUB_VAR) where it can."""
-    from core.secrets import RUNNER_MARKER, runner_marker_value, withheld_names
+    from shepherd.core.secrets import RUNNER_MARKER, runner_marker_value, withheld_names
 
     out = {name: "" for name in withheld_names(env, pass_env) if not _cli_needs(name, env)}
     out.update({
@@ -356,7 +356,7 @@ class ClaudeBackend:
     name = "claude"
 
     def __init__(self, *, env: Mapping[str, str] | None = None, cli_path: str | None = None) -> None:
-        from core.secrets import register_env
+        from shepherd.core.secrets import register_env
 
         self.env = dict(env or {})
         self.cli_path = cli_path
@@ -500,7 +500,7 @@ class _Attempt:
             return self.ctx.store.claude_session_store()  # its close() leaves the Store open
         if self.ctx.db_path is None:
             return None
-        from core.store import open_claude_session_store
+        from shepherd.core.store import open_claude_session_store
 
         return open_claude_session_store(self.ctx.db_path)
 

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from core.backends.base import AttemptContext, Backend, BackendUnavailable
-from core.events import Event
+from shepherd.core.backends.base import AttemptContext, Backend, BackendUnavailable
+from shepherd.core.events import Event
 
 
 class DeferredBackend:
@@ -36,7 +36,7 @@ class DeferredBackend:
         return self.real
 
     async def _make(self) -> Backend:
-        from core.engine import make_backend
+        from shepherd.core.engine import make_backend
 
         if self.ready is not None:
             await self.ready.wait()

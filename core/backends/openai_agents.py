@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
-from core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
-from core.events import Event
-from core.task import Task
+from shepherd.core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
+from shepherd.core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
+from shepherd.core.events import Event
+from shepherd.core.task import Task
 
 DEFAULT_MODEL = "gpt-4.1"
 APIS = ("responses", "chat_completions")

@@ -41,10 +41,10 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
-from core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
-from core.backends.base import AttemptContext
-from core.events import Event
-from core.task import Step
+from shepherd.core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
+from shepherd.core.backends.base import AttemptContext
+from shepherd.core.events import Event
+from shepherd.core.task import Step
 
 CURSOR_KEY = "scripted_cursor"
 FILLER_TEXT = "Working through the task step by step, checking each file as I go along."
@@ -53,7 +53,7 @@ FAKE_API_URL = "https://api.openai.com/v1/responses"  # only labels the syntheti
 
 def final_message() -> str:
     try:
-        from core.prompts import final_message_when_steps_run_out
+        from shepherd.core.prompts import final_message_when_steps_run_out
 
         return final_message_when_steps_run_out()
     except ImportError:

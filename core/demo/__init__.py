@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.task import Task, load_task
+from shepherd.core.task import Task, load_task
 
 HERE = Path(__file__).parent
 # The TUI demo's first countdown (a tool-concurrency retry) is long enough for a person to

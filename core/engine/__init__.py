@@ -12,8 +12,8 @@ Modules (docs/DEVELOPING.md, "Engine states", has the map):
 - ``base``: shared state, ``SubtaskRun``, event plumbing, ``make_backend``
 """
 
-from core.engine.base import Stalled, make_backend
-from core.engine.launch import RunHandle, resume_run, start_run
-from core.engine.supervisor import Supervisor
+from shepherd.core.engine.base import Stalled, make_backend
+from shepherd.core.engine.launch import RunHandle, resume_run, start_run
+from shepherd.core.engine.supervisor import Supervisor
 
 __all__ = ["Supervisor", "RunHandle", "start_run", "resume_run", "make_backend", "Stalled"]

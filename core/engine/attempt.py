@@ -10,19 +10,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from core.backends.base import AttemptContext
-from core.clock import real_time
-from core.errors import CheckFailed
-from core.events import Event, Heartbeat, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, \
+from shepherd.core.backends.base import AttemptContext
+from shepherd.core.clock import real_time
+from shepherd.core.errors import CheckFailed
+from shepherd.core.events import Event, Heartbeat, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, \
     new_id
-from core.ledger import ToolLedger
-from core.secrets import held_tail
+from shepherd.core.ledger import ToolLedger
+from shepherd.core.secrets import held_tail
 
-from core.tools import READ_ONLY_TOOLS
-from core.engine.base import DELTA_WINDOW_S, LAZY_EVENTS, Stalled, SubtaskRun, SupervisorBase, log
-from core.engine.controls import Controls
-from core.engine.next_attempt import NextAttempt
-from core.engine.states import AT_ATTEMPT, SUCCEEDED, AttemptOutcome, Trigger
+from shepherd.core.tools import READ_ONLY_TOOLS
+from shepherd.core.engine.base import DELTA_WINDOW_S, LAZY_EVENTS, Stalled, SubtaskRun, SupervisorBase, log
+from shepherd.core.engine.controls import Controls
+from shepherd.core.engine.next_attempt import NextAttempt
+from shepherd.core.engine.states import AT_ATTEMPT, SUCCEEDED, AttemptOutcome, Trigger
 
 
 class Attempts(Controls, SupervisorBase):
@@ -204,7 +204,7 @@ class Attempts(Controls, SupervisorBase):
         is recorded as interrupted, never left running or waited out."""
         if not run.sub.check:
             return SUCCEEDED
-        from core.tools import run_check
+        from shepherd.core.tools import run_check
 
         # unique beyond the attempt number too: a duplicate call id would be dropped by the store
         call_id = new_id(f"check_{run.sub.id}_{run.attempt}")

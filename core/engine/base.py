@@ -9,18 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.backends.base import Backend
-from core.clock import Clock, RealClock
-from core.events import AttemptStarted, Event, MessageCompleted, SubtaskFinished, SubtaskStarted, TextDelta, \
+from shepherd.core.backends.base import Backend
+from shepherd.core.clock import Clock, RealClock
+from shepherd.core.events import AttemptStarted, Event, MessageCompleted, SubtaskFinished, SubtaskStarted, TextDelta, \
     ThinkingDelta, ToolFinished, Usage, new_session_id
-from core.retry import RetryState, policies_for
-from core.states import SessionStatus, SubtaskState
-from core.task import PLAN_ID, Subtask, Task
+from shepherd.core.retry import RetryState, policies_for
+from shepherd.core.states import SessionStatus, SubtaskState
+from shepherd.core.task import PLAN_ID, Subtask, Task
 
-from core.engine.states import SETTLED, Trigger, advance
+from shepherd.core.engine.states import SETTLED, Trigger, advance
 
 if TYPE_CHECKING:
-    from core.store.db import Store
+    from shepherd.core.store.db import Store
 
 log = logging.getLogger("shepherd.engine")
 
@@ -42,15 +42,15 @@ class Stalled(TimeoutError):
 def make_backend(name: str) -> Backend:
     """Backends are imported lazily: importing the SDKs costs seconds."""
     if name == "scripted":
-        from core.backends.scripted import ScriptedBackend
+        from shepherd.core.backends.scripted import ScriptedBackend
 
         return ScriptedBackend()
     if name == "openai":
-        from core.backends.openai_agents import OpenAIAgentsBackend
+        from shepherd.core.backends.openai_agents import OpenAIAgentsBackend
 
         return OpenAIAgentsBackend()
     if name == "claude":
-        from core.backends.claude import ClaudeBackend
+        from shepherd.core.backends.claude import ClaudeBackend
 
         return ClaudeBackend()
     raise ValueError(f"unknown backend {name!r}")

@@ -15,12 +15,12 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from core import prompts
-from core.events import Control
-from core.states import Command
+from shepherd.core import prompts
+from shepherd.core.events import Control
+from shepherd.core.states import Command
 
-from core.engine.base import COMMAND_POLL_S, LEASE_TTL_S, PLAN_ID, SubtaskRun, SupervisorBase, log
-from core.engine.states import Trigger, first_request
+from shepherd.core.engine.base import COMMAND_POLL_S, LEASE_TTL_S, PLAN_ID, SubtaskRun, SupervisorBase, log
+from shepherd.core.engine.states import Trigger, first_request
 
 
 class Controls(SupervisorBase):
@@ -187,7 +187,7 @@ class Controls(SupervisorBase):
             await asyncio.sleep(COMMAND_POLL_S)
 
     async def _keep_lease(self) -> None:
-        from core.store import LeaseHeld
+        from shepherd.core.store import LeaseHeld
 
         while True:
             await asyncio.sleep(LEASE_TTL_S / 3)

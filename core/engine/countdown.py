@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-from core.clock import real_seconds
-from core.errors import ErrorInfo, classify
-from core.events import Error, RetryScheduled
-from core.retry import RetryDecision
-from core.states import SubtaskState
+from shepherd.core.clock import real_seconds
+from shepherd.core.errors import ErrorInfo, classify
+from shepherd.core.events import Error, RetryScheduled
+from shepherd.core.retry import RetryDecision
+from shepherd.core.states import SubtaskState
 
-from core.engine.base import SubtaskRun, SupervisorBase, log
-from core.engine.controls import Controls
-from core.engine.states import AT_COUNTDOWN, ENDING, Trigger
+from shepherd.core.engine.base import SubtaskRun, SupervisorBase, log
+from shepherd.core.engine.controls import Controls
+from shepherd.core.engine.states import AT_COUNTDOWN, ENDING, Trigger
 
 
 def failure_trigger(decision: RetryDecision) -> Trigger:

@@ -7,17 +7,17 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.backends.base import Backend
-from core.clock import Clock
-from core.states import SessionStatus, SubtaskState
-from core.task import Subtask, Task
+from shepherd.core.backends.base import Backend
+from shepherd.core.clock import Clock
+from shepherd.core.states import SessionStatus, SubtaskState
+from shepherd.core.task import Subtask, Task
 
-from core.engine.base import PLAN_ID
-from core.engine.next_attempt import Reason
-from core.engine.supervisor import Supervisor
+from shepherd.core.engine.base import PLAN_ID
+from shepherd.core.engine.next_attempt import Reason
+from shepherd.core.engine.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from core.store.db import Store
+    from shepherd.core.store.db import Store
 
 
 @dataclass
@@ -54,15 +54,15 @@ async def resume_run(store: "Store", session_id: str, *, interactive: bool = Tru
                      backend: Backend | None = None, retry_subtask: str | None = None) -> RunHandle:
     """Continue a session whose runner died (interrupted), or run one subtask of a
     finished session again (``retry_subtask``: a person's retry, counters reset)."""
-    from core.task import task_from_stored
+    from shepherd.core.task import task_from_stored
 
     row = await store.get_session(session_id)
     if row is None:
-        from core.store import SessionNotFound
+        from shepherd.core.store import SessionNotFound
 
         raise SessionNotFound(f"no session {session_id}")
     if retry_subtask is None and row.status == SessionStatus.DONE:
-        from core.store import SessionEnded
+        from shepherd.core.store import SessionEnded
 
         raise SessionEnded(f"session {session_id} is done: nothing to resume (a subtask can be run again with a retry)")
     task = task_from_stored(row.task)
@@ -71,7 +71,7 @@ async def resume_run(store: "Store", session_id: str, *, interactive: bool = Tru
     started = {s.id for s in rows if s.attempts > 0}
     if retry_subtask is not None:
         if retry_subtask not in {s.id for s in rows}:
-            from core.store import SessionNotFound
+            from shepherd.core.store import SessionNotFound
 
             raise SessionNotFound(f"session {session_id} has no subtask {retry_subtask!r}")
         done = {s.id for s in rows} - {retry_subtask}  # only that one runs again

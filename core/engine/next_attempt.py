@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from core import prompts
-from core.retry import RetryDecision
+from shepherd.core import prompts
+from shepherd.core.retry import RetryDecision
 
 
 class Reason(StrEnum):

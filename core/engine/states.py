@@ -20,7 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.states import Command, SubtaskState
+from shepherd.core.states import Command, SubtaskState
 
 T = SubtaskState
 

@@ -16,20 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from core import prompts
-from core.errors import PlanInvalid
-from core.events import AttemptStarted, PlanReady, SessionFinished, SessionPaused, SessionResumed, SessionStarted, \
+from shepherd.core import prompts
+from shepherd.core.errors import PlanInvalid
+from shepherd.core.events import AttemptStarted, PlanReady, SessionFinished, SessionPaused, SessionResumed, SessionStarted, \
     SubtaskFinished, SubtaskStarted
-from core.retry import RetryState
-from core.states import SessionStatus, SubtaskState
-from core.task import Subtask
-from core.tools.spawn import protect_runner
+from shepherd.core.retry import RetryState
+from shepherd.core.states import SessionStatus, SubtaskState
+from shepherd.core.task import Subtask
+from shepherd.core.tools.spawn import protect_runner
 
-from core.engine.attempt import Attempts
-from core.engine.base import LEASE_TTL_S, PLAN_ID, SubtaskRun, held_for_person
-from core.engine.countdown import Countdown, failure_trigger
-from core.engine.next_attempt import Cause, NextAttempt, Reason, next_attempt
-from core.engine.states import AT_BETWEEN, AT_PERSON, ENDING, PAUSING, AttemptOutcome, Trigger
+from shepherd.core.engine.attempt import Attempts
+from shepherd.core.engine.base import LEASE_TTL_S, PLAN_ID, SubtaskRun, held_for_person
+from shepherd.core.engine.countdown import Countdown, failure_trigger
+from shepherd.core.engine.next_attempt import Cause, NextAttempt, Reason, next_attempt
+from shepherd.core.engine.states import AT_BETWEEN, AT_PERSON, ENDING, PAUSING, AttemptOutcome, Trigger
 
 S, T = SessionStatus, SubtaskState
 BY_PERSON = "by a person"
@@ -48,7 +48,7 @@ class Supervisor(Attempts, Countdown):
             return
         row = await self.store.get_session(self.session_id)
         if row is not None and row.status != self._planned_status and row.status in (S.DONE, S.FAILED, S.CANCELLED):
-            from core.store import SessionEnded
+            from shepherd.core.store import SessionEnded
 
             await self.store.release_lease(self.session_id)
             raise SessionEnded(f"session {self.session_id} has already ended ({row.status}): nothing to resume")

@@ -1,10 +1,10 @@
 """Persistence: the ``EventStore`` protocol (protocol.py, the contract) and its SQLite
 implementation ``Store`` (db.py). Importing this never imports an SDK."""
 
-from core.store.agents_session import AgentsSession, open_agents_session
-from core.store.claude_store import ClaudeSessionStore, open_claude_session_store
-from core.store.db import Store, WriterStats
-from core.store.errors import (
+from shepherd.core.store.agents_session import AgentsSession, open_agents_session
+from shepherd.core.store.claude_store import ClaudeSessionStore, open_claude_session_store
+from shepherd.core.store.db import Store, WriterStats
+from shepherd.core.store.errors import (
     AmbiguousSession,
     DatabaseDamaged,
     LeaseHeld,
@@ -15,9 +15,9 @@ from core.store.errors import (
     SessionNotFound,
     StoreError,
 )
-from core.store.protocol import EventStore
-from core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow
-from core.store.schema import SCHEMA_VERSION, default_db_path
+from shepherd.core.store.protocol import EventStore
+from shepherd.core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow
+from shepherd.core.store.schema import SCHEMA_VERSION, default_db_path
 
 __all__ = [
     "AgentsSession", "AmbiguousSession", "ClaudeSessionStore", "CommandRow", "DatabaseDamaged", "EventStore",

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiosqlite
 
-from core.secrets import Scrubber
-from core.store.conn import Database, Executor
-from core.store.derive import insert_rows
+from shepherd.core.secrets import Scrubber
+from shepherd.core.store.conn import Database, Executor
+from shepherd.core.store.derive import insert_rows
 
 
 def _default_settings(settings: Any) -> Any:
@@ -240,7 +240,7 @@ def open_agents_session(db_path: str | Path | None, session_id: str, *,
     """An openai-agents Session over ``db_path`` (default: default_db_path()) with its own
     connection; the file is checked (and created/migrated) right here. ``await close()``
     when done."""
-    from core.store.schema import default_db_path
+    from shepherd.core.store.schema import default_db_path
 
     db = Database(db_path if db_path is not None else default_db_path())
     return AgentsSession(session_id, db, session_settings=session_settings, owned=db)

@@ -17,8 +17,8 @@ from typing import Any
 
 import aiosqlite
 
-from core.secrets import Scrubber
-from core.store.conn import Database, Executor
+from shepherd.core.secrets import Scrubber
+from shepherd.core.store.conn import Database, Executor
 
 _last_mtime_ms = 0
 
@@ -170,7 +170,7 @@ def open_claude_session_store(db_path: str | Path | None = None) -> ClaudeSessio
     """A claude_agent_sdk SessionStore over ``db_path`` (default: default_db_path()) with its
     own connection; the file is checked (and created/migrated) right here, so a bad file
     fails now rather than inside the SDK's mirror. ``await close()`` when done."""
-    from core.store.schema import default_db_path
+    from shepherd.core.store.schema import default_db_path
 
     db = Database(db_path if db_path is not None else default_db_path())
     return ClaudeSessionStore(db, owned=db)

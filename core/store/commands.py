@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from core.secrets import Scrubber
-from core.states import COMMANDS
-from core.store.rows import CommandRow, command_row
+from shepherd.core.secrets import Scrubber
+from shepherd.core.states import COMMANDS
+from shepherd.core.store.rows import CommandRow, command_row
 
 if TYPE_CHECKING:
     import aiosqlite

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
-from core.store.schema import BUSY_TIMEOUT_MS, prepare_database
+from shepherd.core.store.schema import BUSY_TIMEOUT_MS, prepare_database
 
 T = TypeVar("T")
 _log = logging.getLogger("shepherd.store")

@@ -29,27 +29,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from core.clock import RealClock
-from core.events import Event
-from core.store.conn import Checkpointer, connect, in_transaction, run_sync, transaction_sync
-from core.secrets import Scrubber
-from core.store import commands, leases, recovery
-from core.store.derive import copy_event, prepare, write_events
-from core.store.derive import field_names
-from core.store.errors import (  # noqa: F401  (re-exported: `from core.store.db import X` still works)
+from shepherd.core.clock import RealClock
+from shepherd.core.events import Event
+from shepherd.core.store.conn import Checkpointer, connect, in_transaction, run_sync, transaction_sync
+from shepherd.core.secrets import Scrubber
+from shepherd.core.store import commands, leases, recovery
+from shepherd.core.store.derive import copy_event, prepare, write_events
+from shepherd.core.store.derive import field_names
+from shepherd.core.store.errors import (  # noqa: F401  (re-exported: `from core.store.db import X` still works)
     AmbiguousSession, DatabaseDamaged, LeaseHeld, NoDatabase, NotADatabase, SchemaTooNew, SessionEnded,
     SessionNotFound, StoreError,
 )
-from core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow  # noqa: F401  (re-exported)
-from core.store.reads import SQLiteReads
-from core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
+from shepherd.core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow  # noqa: F401  (re-exported)
+from shepherd.core.store.reads import SQLiteReads
+from shepherd.core.store.schema import SCHEMA_VERSION, default_db_path, prepare_database
 
 if TYPE_CHECKING:
     import aiosqlite
 
-    from core.clock import Clock
-    from core.store.agents_session import AgentsSession
-    from core.store.claude_store import ClaudeSessionStore
+    from shepherd.core.clock import Clock
+    from shepherd.core.store.agents_session import AgentsSession
+    from shepherd.core.store.claude_store import ClaudeSessionStore
 
 
 # --- the store ----------------------------------------------------------------------
@@ -619,11 +619,11 @@ class Store(SQLiteReads):
 
     def agents_session(self, session_id: str, session_settings: Any = None, *,
                        deferred: bool = False) -> AgentsSession:
-        from core.store.agents_session import AgentsSession
+        from shepherd.core.store.agents_session import AgentsSession
 
         return AgentsSession(session_id, self, session_settings=session_settings, deferred=deferred)
 
     def claude_session_store(self) -> ClaudeSessionStore:
-        from core.store.claude_store import ClaudeSessionStore
+        from shepherd.core.store.claude_store import ClaudeSessionStore
 
         return ClaudeSessionStore(self)

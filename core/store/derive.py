@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlite3
 
-from core.states import FINISHED_STATUSES
-from core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names, loads
+from shepherd.core.states import FINISHED_STATUSES
+from shepherd.core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names, loads
 
 log = logging.getLogger("shepherd.store")
 

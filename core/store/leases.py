@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.store.errors import LeaseHeld
+from shepherd.core.store.errors import LeaseHeld
 
 if TYPE_CHECKING:
     import aiosqlite

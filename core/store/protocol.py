@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
-    from core.clock import Clock
-    from core.events import Event
-    from core.store.agents_session import AgentsSession
-    from core.store.claude_store import ClaudeSessionStore
-    from core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow
+    from shepherd.core.clock import Clock
+    from shepherd.core.events import Event
+    from shepherd.core.store.agents_session import AgentsSession
+    from shepherd.core.store.claude_store import ClaudeSessionStore
+    from shepherd.core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow
 
 T = TypeVar("T")
 

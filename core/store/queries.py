@@ -14,10 +14,10 @@ import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from core.store.derive import decode_event
-from core.store.errors import AmbiguousSession, SessionNotFound
-from core.store.protocol import SUBTASK_HISTORY_TYPES
-from core.store.rows import SessionRow, SubtaskRow, ToolCallRow, session_row, subtask_row, tool_call_row
+from shepherd.core.store.derive import decode_event
+from shepherd.core.store.errors import AmbiguousSession, SessionNotFound
+from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
+from shepherd.core.store.rows import SessionRow, SubtaskRow, ToolCallRow, session_row, subtask_row, tool_call_row
 
 if TYPE_CHECKING:
     import aiosqlite

@@ -15,18 +15,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from core.events import Event, OpaqueEvent, lazy_events
-from core.store import queries
-from core.store.conn import run_sync
-from core.store.derive import decode_event
-from core.store.protocol import SUBTASK_HISTORY_TYPES
-from core.store.rows import SessionRow, SubtaskRow, ToolCallRow
-from core.store.schema import damaged
+from shepherd.core.events import Event, OpaqueEvent, lazy_events
+from shepherd.core.store import queries
+from shepherd.core.store.conn import run_sync
+from shepherd.core.store.derive import decode_event
+from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
+from shepherd.core.store.rows import SessionRow, SubtaskRow, ToolCallRow
+from shepherd.core.store.schema import damaged
 
 if TYPE_CHECKING:
     import aiosqlite
 
-    from core.clock import Clock
+    from shepherd.core.clock import Clock
 
 log = logging.getLogger("shepherd.store")
 T = TypeVar("T")

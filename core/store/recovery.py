@@ -14,9 +14,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from core.events import Event, SessionInterrupted, ToolFinished
-from core.store.leases import lease_row, pid_alive, runner_gone
-from core.store.derive import FINISHED_SESSION
+from shepherd.core.events import Event, SessionInterrupted, ToolFinished
+from shepherd.core.store.leases import lease_row, pid_alive, runner_gone
+from shepherd.core.store.derive import FINISHED_SESSION
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -75,7 +75,7 @@ async def kill_left_behind(dead_runners: set[int], host: str) -> None:
     or no pdeathsig on this system): only this host's, only marked with a dead runner."""
     if not dead_runners:
         return
-    from core.tools.spawn import kill_orphans
+    from shepherd.core.tools.spawn import kill_orphans
 
     killed = sum([await asyncio.to_thread(kill_orphans, pid, host) for pid in sorted(dead_runners)])
     if killed:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from core.store.errors import DatabaseDamaged, NoDatabase, NotADatabase, SchemaTooNew, StoreError
+from shepherd.core.store.errors import DatabaseDamaged, NoDatabase, NotADatabase, SchemaTooNew, StoreError
 
 
 APPLICATION_ID = 0x53485044  # "SHPD": tells our files from other programs' SQLite files

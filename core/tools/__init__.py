@@ -1,7 +1,7 @@
 """Workspace tools (files, shell) for the openai-agents based backends."""
 
-from core.tools.spawn import SandboxUnavailable, SpawnPolicy, check_sandbox
-from core.tools.workspace import (
+from shepherd.core.tools.spawn import SandboxUnavailable, SpawnPolicy, check_sandbox
+from shepherd.core.tools.workspace import (
     ERROR_PREFIX,
     MAX_OUTPUT_CHARS,
     READ_ONLY_TOOLS,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.secrets import RUNNER_MARKER, child_env, runner_marker_value
+from shepherd.core.secrets import RUNNER_MARKER, child_env, runner_marker_value
 
 # $1 is the command. It runs in the background so that ``wait`` (and so the trap) can be
 # interrupted: on TERM/HUP (the runner died) the wrapper kills its whole process group.

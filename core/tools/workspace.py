@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.clock import Clock, real_time
-from core.secrets import scrub_values
-from core.text import truncate_middle as _truncate_middle
-from core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, spawn_kwargs
+from shepherd.core.clock import Clock, real_time
+from shepherd.core.secrets import scrub_values
+from shepherd.core.text import truncate_middle as _truncate_middle
+from shepherd.core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, spawn_kwargs
 
 if TYPE_CHECKING:
     from agents import Tool
@@ -373,7 +373,7 @@ async def run_check(command: str, workspace: Path, timeout_s: float, *,
 
 def shell_confinement(policy: SpawnPolicy | None) -> str:
     """The truth about the shell tool under ``policy`` (the words live in core.prompts)."""
-    from core.prompts import shell_confinement as words
+    from shepherd.core.prompts import shell_confinement as words
 
     return words(bool(policy and policy.confined), bool(policy and policy.network))
 

@@ -19,20 +19,20 @@ use ``from tui import model as m`` and the names below.
 
 from __future__ import annotations
 
-from core.errors import kind_label
-from core.report import compact_input
-from tui.fmt import (
+from shepherd.core.errors import kind_label
+from shepherd.core.report import compact_input
+from shepherd.tui.fmt import (
     clip, fmt_clock, fmt_cost, fmt_duration, fmt_seconds_left, fmt_span, fmt_tokens, output_preview,
 )
-from tui.icons import SPINNER_FRAMES, STATE_ICONS, TOOL_ICONS, spinner
-from tui.model.blocks import (
+from shepherd.tui.icons import SPINNER_FRAMES, STATE_ICONS, TOOL_ICONS, spinner
+from shepherd.tui.model.blocks import (
     ACTION_LABELS, RETRY_OUTCOMES, AttemptBlock, Block, ErrorBlock, HookBlock, NoteBlock,
     RetryBlock, SubtaskEndBlock, TextBlock, ThinkingBlock, ToolBlock, block_key, is_open,
     retry_text,
 )
-from tui.model.projection import ID_FIELDS, SessionModel
-from tui.model.views import SESSION_PSEUDO_ID, Changes, SessionInfo, SubtaskView
-from core.states import (
+from shepherd.tui.model.projection import ID_FIELDS, SessionModel
+from shepherd.tui.model.views import SESSION_PSEUDO_ID, Changes, SessionInfo, SubtaskView
+from shepherd.core.states import (
     ACTIVE_STATES, FINAL_STATES, LIVE_STATUSES, SUBTASK_STATES, UNSTARTED_STATUSES,
     VIEW_LIVE_STATUSES,
 )

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from core.errors import kind_label
-from core.states import SubtaskState
-from tui.fmt import fmt_duration, fmt_seconds_left
+from shepherd.core.errors import kind_label
+from shepherd.core.states import SubtaskState
+from shepherd.tui.fmt import fmt_duration, fmt_seconds_left
 
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 
-from core import events as ev
-from core.report import compact_input
-from core.text import safe
-from tui.fmt import clip, fmt_duration
-from tui.model.blocks import (
+from shepherd.core import events as ev
+from shepherd.core.report import compact_input
+from shepherd.core.text import safe
+from shepherd.tui.fmt import clip, fmt_duration
+from shepherd.tui.model.blocks import (
     AttemptBlock, ErrorBlock, HookBlock, RetryBlock, SubtaskEndBlock, TextBlock, ThinkingBlock,
     ToolBlock,
 )
-from tui.model.views import SessionInfo, SubtaskView
-from core.states import ACTIVE_STATES, SUBTASK_STATES, Command, SessionStatus, SubtaskState
+from shepherd.tui.model.views import SessionInfo, SubtaskView
+from shepherd.core.states import ACTIVE_STATES, SUBTASK_STATES, Command, SessionStatus, SubtaskState
 
 
 class Fold:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.report import compact_input
-from tui.model.blocks import Block, TextBlock, ThinkingBlock, ToolBlock, block_key, is_open
-from tui.model.views import SubtaskView
+from shepherd.core.report import compact_input
+from shepherd.tui.model.blocks import Block, TextBlock, ThinkingBlock, ToolBlock, block_key, is_open
+from shepherd.tui.model.views import SubtaskView
 
 if TYPE_CHECKING:
-    from tui.model.projection import SessionModel
+    from shepherd.tui.model.projection import SessionModel
 
 
 class Paging:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from core import events as ev
-from core.states import ACTIVE_STATES, SubtaskState
-from core.text import safe, safe_fields
-from tui.model.blocks import Block, NoteBlock, TextBlock, ThinkingBlock, ToolBlock
-from tui.model.fold import Fold
-from tui.model.paging import Paging
-from tui.model.views import SESSION_PSEUDO_ID, Changes, SessionInfo, SubtaskView
+from shepherd.core import events as ev
+from shepherd.core.states import ACTIVE_STATES, SubtaskState
+from shepherd.core.text import safe, safe_fields
+from shepherd.tui.model.blocks import Block, NoteBlock, TextBlock, ThinkingBlock, ToolBlock
+from shepherd.tui.model.fold import Fold
+from shepherd.tui.model.paging import Paging
+from shepherd.tui.model.views import SESSION_PSEUDO_ID, Changes, SessionInfo, SubtaskView
 
 # Identifiers the model keys on and sends back in commands: kept exact (shown through ``safe``).
 ID_FIELDS = ("session_id", "subtask_id", "call_id", "message_id", "id")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.text import safe
-from tui.model.blocks import Block, RetryBlock, ToolBlock
-from core.states import VIEW_LIVE_STATUSES, SessionStatus, SubtaskState
+from shepherd.core.text import safe
+from shepherd.tui.model.blocks import Block, RetryBlock, ToolBlock
+from shepherd.core.states import VIEW_LIVE_STATUSES, SessionStatus, SubtaskState
 
 SESSION_PSEUDO_ID = ""  # blocks of session-level events seen before any subtask
 

@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown
 
-from tui.icons import LEGEND, STATE_ICONS
+from shepherd.tui.icons import LEGEND, STATE_ICONS
 
 STATUS_LEGEND = [(STATE_ICONS[state], meaning) for state, meaning in LEGEND]
 
@@ -27,7 +27,7 @@ and stores every event in SQLite. Past sessions open exactly as they looked live
 
 
 def _log_location() -> str:
-    from tui.logging_setup import current_log_path, default_log_path
+    from shepherd.tui.logging_setup import current_log_path, default_log_path
 
     return f"`{current_log_path() or default_log_path()}`"
 
@@ -37,7 +37,7 @@ def _rows(node: object, app: object) -> list[tuple[str, str]]:
     used right now); Textual's inherited ones (focus, copy) are left out."""
     rows: list[tuple[str, str]] = []
     for cls in reversed(type(node).__mro__):
-        if not cls.__module__.startswith("tui.") or "BINDINGS" not in cls.__dict__:
+        if not cls.__module__.startswith("shepherd.tui.") or "BINDINGS" not in cls.__dict__:
             continue
         for binding in cls.__dict__["BINDINGS"]:
             if isinstance(binding, Binding) and binding.description:

@@ -18,8 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from core.task import BACKENDS, Task, TaskError, load_task, prompt_task
-from core.text import safe
+from shepherd.core.task import BACKENDS, Task, TaskError, load_task, prompt_task
+from shepherd.core.text import safe
 
 
 class ConfirmModal(ModalScreen[bool]):

@@ -25,21 +25,21 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import OptionList
 
-from core.states import FINISHED_STATUSES, SessionStatus
-from tui import model as m
-from tui.feed import FeedEvents, History, StaticFeed, make_feed
-from tui.history import load_earlier_blocks
-from tui.screens.visibility import on_screen
-from tui.widgets import markdown as md
-from tui.widgets.footer import KeyFooter
-from tui.widgets.status import SessionHeader, StatusBar
-from tui.widgets.stream import EarlierBar, StreamView
-from tui.widgets.subtasks import SubtaskList, subtask_id_of
+from shepherd.core.states import FINISHED_STATUSES, SessionStatus
+from shepherd.tui import model as m
+from shepherd.tui.feed import FeedEvents, History, StaticFeed, make_feed
+from shepherd.tui.history import load_earlier_blocks
+from shepherd.tui.screens.visibility import on_screen
+from shepherd.tui.widgets import markdown as md
+from shepherd.tui.widgets.footer import KeyFooter
+from shepherd.tui.widgets.status import SessionHeader, StatusBar
+from shepherd.tui.widgets.stream import EarlierBar, StreamView
+from shepherd.tui.widgets.subtasks import SubtaskList, subtask_id_of
 
 if TYPE_CHECKING:
-    from core.control import Controller
-    from core.events import Event
-    from core.store.protocol import EventStore
+    from shepherd.core.control import Controller
+    from shepherd.core.events import Event
+    from shepherd.core.store.protocol import EventStore
 
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
@@ -490,7 +490,7 @@ class SessionScreen(Screen[None]):
         if not self.controllable:
             self._refuse()
             return
-        from tui.screens.modals import ConfirmModal
+        from shepherd.tui.screens.modals import ConfirmModal
 
         self.app.push_screen(ConfirmModal("Cancel this run? Open tool calls are interrupted and the session "
                                           "ends as cancelled.", title="Cancel the run?", yes="Cancel run",
@@ -505,7 +505,7 @@ class SessionScreen(Screen[None]):
         if not self.controllable:
             self._refuse()
             return
-        from tui.screens.modals import NoteModal
+        from shepherd.tui.screens.modals import NoteModal
 
         self.app.push_screen(NoteModal(), self._note_entered)
 
@@ -542,7 +542,7 @@ class SessionScreen(Screen[None]):
         stream.call_after_refresh(stream.resume_following_at_end)
 
     def _tool_target(self) -> Any:
-        from tui.widgets.blocks import ToolCallView
+        from shepherd.tui.widgets.blocks import ToolCallView
 
         if not self._ready:
             return None
@@ -554,7 +554,7 @@ class SessionScreen(Screen[None]):
         self.refresh_bindings()  # Enter/o say what they do on the focused block
 
     async def action_open_output(self) -> None:
-        from tui.screens.tool_output import ToolOutputScreen, load_call
+        from shepherd.tui.screens.tool_output import ToolOutputScreen, load_call
 
         target = self._tool_target()
         if target is None:
@@ -604,7 +604,7 @@ async def export_session(store: "EventStore", session_id: str, directory: Path |
         after = page[-1].seq
     directory = directory or Path(store.path).parent
     try:
-        from core.report import export_markdown
+        from shepherd.core.report import export_markdown
     except ImportError:
         export_markdown = None  # type: ignore[assignment]
     row = await store.get_session(session_id)

@@ -21,18 +21,18 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, Static
 
-from core.states import LIVE_STATUSES, SessionStatus
-from core.text import safe, safe_fields
-from tui.icons import state_icon
-from tui.logging_setup import guarded, report_error
-from tui.fmt import fmt_span, fmt_tokens
-from tui.screens.visibility import on_screen
-from tui.widgets.anim import Ticker
-from tui.widgets.footer import KeyFooter
+from shepherd.core.states import LIVE_STATUSES, SessionStatus
+from shepherd.core.text import safe, safe_fields
+from shepherd.tui.icons import state_icon
+from shepherd.tui.logging_setup import guarded, report_error
+from shepherd.tui.fmt import fmt_span, fmt_tokens
+from shepherd.tui.screens.visibility import on_screen
+from shepherd.tui.widgets.anim import Ticker
+from shepherd.tui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
-    from core.store.rows import SessionRow
+    from shepherd.core.store.protocol import EventStore
+    from shepherd.core.store.rows import SessionRow
 
 log = logging.getLogger("shepherd.tui.sessions")
 

@@ -17,12 +17,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from core.text import safe
-from tui import model as m
-from tui.widgets.blocks import _clean, input_text
+from shepherd.core.text import safe
+from shepherd.tui import model as m
+from shepherd.tui.widgets.blocks import _clean, input_text
 
 if TYPE_CHECKING:
-    from core.store.protocol import EventStore
+    from shepherd.core.store.protocol import EventStore
 
 
 def fmt_size(text: str) -> str:

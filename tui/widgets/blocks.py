@@ -14,10 +14,10 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.geometry import Size
 
-from tui import model as m
-from tui.widgets import markdown as md
-from tui.widgets.markdown import RENDERED
-from tui.widgets.anim import Ticker
+from shepherd.tui import model as m
+from shepherd.tui.widgets import markdown as md
+from shepherd.tui.widgets.markdown import RENDERED
+from shepherd.tui.widgets.anim import Ticker
 
 Clock = Callable[[], float]
 

@@ -8,12 +8,12 @@ import time
 from textual.content import Content
 from textual.widget import Widget
 
-from core.states import SessionStatus
-from core.text import safe
-from tui import model as m
-from tui.icons import state_icon
-from tui.widgets.anim import Ticker
-from tui.widgets.blocks import Clock
+from shepherd.core.states import SessionStatus
+from shepherd.core.text import safe
+from shepherd.tui import model as m
+from shepherd.tui.icons import state_icon
+from shepherd.tui.widgets.anim import Ticker
+from shepherd.tui.widgets.blocks import Clock
 
 SESSION_STYLES = {
     SessionStatus.RUNNING: "$success",

@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
-from tui import model as m
-from tui.widgets.blocks import Clock, Expandable, widget_for
+from shepherd.tui import model as m
+from shepherd.tui.widgets.blocks import Clock, Expandable, widget_for
 
 
 class EarlierBar(Static):

@@ -9,10 +9,10 @@ from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from core.states import SubtaskState
-from tui import model as m
-from tui.widgets.anim import Ticker
-from tui.widgets.blocks import Clock
+from shepherd.core.states import SubtaskState
+from shepherd.tui import model as m
+from shepherd.tui.widgets.anim import Ticker
+from shepherd.tui.widgets.blocks import Clock
 
 STATE_STYLES = {
     SubtaskState.PENDING: "$foreground-muted",
