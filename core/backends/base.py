@@ -29,6 +29,7 @@ from shepherd.core.errors import MissingCredentials
 from shepherd.core.events import Event
 
 if TYPE_CHECKING:
+    from shepherd.core.approvals import ApprovalGate
     from shepherd.core.store.protocol import EventStore
     from shepherd.core.task import Subtask, Task
 
@@ -53,6 +54,8 @@ class AttemptContext:
     stop_after_turn: asyncio.Event = field(default_factory=asyncio.Event)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("shepherd.backend"))
     state: dict[str, Any] = field(default_factory=dict)  # backend-private, kept across attempts of a subtask
+    # Tool approvals (core.approvals: the contract): None when the task gates no tool.
+    approvals: "ApprovalGate | None" = None
 
 
 class Backend(Protocol):
