@@ -245,3 +245,25 @@ def shell_confinement(confined: bool, network: bool = False) -> str:
     net = "has the network" if network else "has no network"
     return ("The shell runs in a sandbox: only the workspace is writable, the rest of the file "
             f"system is read-only, the home directory is hidden, /tmp is private and it {net}.")
+
+
+# --- approvals (core.approvals) --------------------------------------------------------
+
+NO_ONE_TO_APPROVE = "no one to approve"  # headless --approvals deny: the decision's reason
+
+
+def approval_denied(reason: str) -> str:
+    """The tool's result the agent gets when a person (or headless mode) says no."""
+    reason = _clip((reason or "").strip(), 600)
+    why = f" Their reason: {reason}" if reason else " They gave no reason."
+    return ("[Shepherd] A person supervising this task did not approve this tool call, so it did "
+            f"not run.{why}\nDo not retry the same call unchanged; take their reason into account.")
+
+
+def approval_reask_notice(calls: list[str]) -> str:
+    """After a resume (claude): the conversation was rewound before calls that were still
+    waiting for a person's approval when Shepherd stopped; ``calls`` describes them."""
+    what = "; ".join(_clip(c, 200) for c in calls if c.strip()) or "a tool call"
+    return ("[Shepherd] Shepherd stopped while a tool call was waiting for a person's approval: "
+            f"{what}. It did not run, and the conversation was rewound to before it. Call it "
+            "again if you still need it; it will be asked again.")
