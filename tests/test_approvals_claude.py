@@ -1,0 +1,304 @@
+"""Tool approvals in the claude backend: the REAL claude-agent-sdk + bundled Claude Code CLI
+against the fake Messages API on loopback (tests/fakes/fake_anthropic.py). The test drives
+``ClaudeBackend.attempt`` directly and plays the engine: it answers the gate when an
+``ApprovalRequested`` arrives.
+
+Each CLI start costs ~1 s: two integration tests, each checking a lot; the pure parts
+(hook "ask", where a re-ask rewinds) are unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from shepherd.core import prompts
+from shepherd.core.approvals import ApprovalGate, ApprovalPolicy, ApprovalWithdrawn, AwaitingCall, Decision, Rule
+from shepherd.core.backends.base import AttemptContext
+from shepherd.core.backends.claude import (
+    REASK_NOT_STORED,
+    REASK_REWOUND,
+    ClaudeBackend,
+    repair_point_before,
+    session_uuid,
+)
+from shepherd.core.backends.claude_hooks import ASK_REASON, HookPolicy
+from shepherd.core.events import ApprovalDecided, ApprovalRequested, ToolFinished, ToolStarted
+from shepherd.core.task import task_from_dict
+from tests.fakes.fake_anthropic import (
+    FakeAnthropic,
+    dangling_tool_uses,
+    last_tool_result_text,
+    last_user_text,
+    reissue_on_reask,
+    tool_results,
+    tool_uses,
+    user_texts,
+)
+
+Answer = Callable[[ApprovalRequested], Decision | None]
+
+
+class Env:
+    def __init__(self, tmp: Path, api: FakeAnthropic) -> None:
+        self.api = api
+        self.ws = tmp / "ws"
+        self.ws.mkdir(parents=True)
+        self.cfg = tmp / "cfg"
+        self.cfg.mkdir()
+        (tmp / "ctmp").mkdir()
+        (tmp / "home").mkdir()
+        self.db = tmp / "shepherd.db"
+        self.backend = ClaudeBackend(env={
+            "HOME": str(tmp / "home"),
+            "ANTHROPIC_BASE_URL": api.base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-test-fake",
+            "CLAUDE_CONFIG_DIR": str(self.cfg),
+            "CLAUDE_CODE_TMPDIR": str(tmp / "ctmp"),
+        })
+        self.state: dict[str, Any] = {}
+
+    def ctx(self, gate: ApprovalGate | None, prompt: str = "go", *, continue_history: bool = False,
+            attempt: int = 1, reason: str = "first") -> AttemptContext:
+        task = task_from_dict({"title": "t", "backend": "claude", "workspace": str(self.ws),
+                               "subtasks": [{"id": "main", "prompt": prompt}]})
+        return AttemptContext(
+            session_id="s-apr", task=task, subtask=task.subtasks[0], attempt=attempt, reason=reason,
+            prompt=prompt, prompt_extra="", continue_history=continue_history, workspace=self.ws,
+            db_path=self.db, state=self.state, approvals=gate,
+        )
+
+    async def run(self, ctx: AttemptContext, answer: Answer) -> tuple[list[Any], BaseException | None]:
+        """Run one attempt; each ApprovalRequested is answered by ``answer`` (None: not now)."""
+        events: list[Any] = []
+        gate = ctx.approvals
+        try:
+            async for ev in self.backend.attempt(ctx):
+                events.append(ev)
+                if isinstance(ev, ApprovalRequested) and gate is not None:
+                    d = answer(ev)
+                    if d is not None:
+                        gate.answer(ev.call_id, d)
+        except Exception as e:  # noqa: BLE001
+            return events, e
+        return events, None
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path):
+    made: list[FakeAnthropic] = []
+
+    def make(script: list[dict[str, Any]]) -> Env:
+        api = FakeAnthropic(script=script).start()
+        made.append(api)
+        return Env(tmp_path / f"box{len(made)}", api)
+
+    yield make
+    for api in made:
+        api.stop()
+
+
+def of(events: list[Any], cls: type) -> list[Any]:
+    return [e for e in events if isinstance(e, cls)]
+
+
+def trail(events: list[Any], call_id: str) -> list[str]:
+    """The approval-relevant events of one call, in order."""
+    names = {ToolStarted: "started", ApprovalRequested: "requested", ApprovalDecided: "decided",
+             ToolFinished: "finished"}
+    return [names[type(e)] for e in events if type(e) in names and e.call_id == call_id]
+
+
+def request_after(api: FakeAnthropic, call_id: str) -> dict[str, Any]:
+    """The first agent-loop request that carries the tool_result of ``call_id``."""
+    for body in api.main_requests():
+        if any(r.get("tool_use_id") == call_id for r in tool_results(body)):
+            return body
+    raise AssertionError(f"no request carries the result of {call_id}")
+
+
+# --- integration: the real CLI -------------------------------------------------------------------
+
+
+async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
+    """One attempt, one call per turn, under the default [claude] options (Bash and Write in
+    allowed_tools, permission_mode acceptEdits: both would shadow can_use_tool alone):
+    approved Bash runs; denied Bash does not run and the agent gets the reason; a rule
+    approves without anyone; Write under acceptEdits is asked; Read (not gated) is not."""
+    box = sandbox([])
+    box.api.add(
+        {"text": "First.", "tool_use": {"name": "Bash", "input": {"command": "echo yes-ran > approved.txt"}}},
+        {"tool_use": {"name": "Bash", "input": {"command": "echo no-ran > denied.txt"}}},
+        {"tool_use": {"name": "Bash", "input": {"command": "echo by-rule"}}},
+        {"tool_use": {"name": "Write", "input": {"file_path": str(box.ws / "written.txt"), "content": "via Write\n"}}},
+        {"tool_use": {"name": "Read", "input": {"file_path": str(box.ws / "approved.txt")}}},
+        {"text": "All done."},
+    )
+    # the rule approves "echo by-rule" but not "echo ... > file" (a redirection is not a plain echo)
+    gate = ApprovalGate(ApprovalPolicy(approve_tools=("Bash", "Write"), rules=(Rule("Bash", "echo"),)))
+    asked: list[ApprovalRequested] = []
+
+    def answer(req: ApprovalRequested) -> Decision | None:
+        asked.append(req)
+        if "denied.txt" in json.dumps(req.input):
+            return Decision("denied", "tui", "not on a Friday")
+        if req.tool == "Bash" and req.input.get("command") == "echo by-rule":
+            return None  # the rule answers: no one is asked
+        return Decision("approved", "cli")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        events, err = await box.run(box.ctx(gate), answer)
+    assert err is None, err
+    assert not [w for w in caught if "can_use_tool" in str(w.message)]  # the shadowing warning is silenced
+
+    started = {s.input.get("command") or s.name: s for s in of(events, ToolStarted)}
+    finished = {f.call_id: f for f in of(events, ToolFinished)}
+    requested = {r.call_id: r for r in of(events, ApprovalRequested)}
+    decided = {d.call_id: d for d in of(events, ApprovalDecided)}
+    approve = started["echo yes-ran > approved.txt"].call_id
+    deny = started["echo no-ran > denied.txt"].call_id
+    rule = started["echo by-rule"].call_id
+    write = started["Write"].call_id
+    read = started["Read"].call_id
+
+    # approved: asked, then the tool ran
+    assert trail(events, approve) == ["started", "requested", "finished"]
+    assert requested[approve].tool == "Bash" and requested[approve].input == {"command": "echo yes-ran > approved.txt"}
+    assert requested[approve].reask_of is None
+    assert finished[approve].status == "ok" and (box.ws / "approved.txt").read_text() == "yes-ran\n"
+
+    # denied with a reason: the tool did not run, the agent got the reason as its result
+    assert trail(events, deny) == ["started", "requested", "finished"]
+    assert not (box.ws / "denied.txt").exists()
+    assert finished[deny].status == "denied" and finished[deny].output == prompts.approval_denied("not on a Friday")
+    result = next(r for r in tool_results(request_after(box.api, deny)) if r["tool_use_id"] == deny)
+    assert result.get("is_error") is True and "not on a Friday" in json.dumps(result)
+    assert last_tool_result_text(request_after(box.api, deny)) == prompts.approval_denied("not on a Friday")
+
+    # a rule: requested + decided(rule) at once, nobody waited, the tool ran
+    assert trail(events, rule) == ["started", "requested", "decided", "finished"]
+    assert decided[rule].decision == "approved" and decided[rule].source == "rule"
+    assert "'echo'" in decided[rule].reason and list(decided) == [rule]
+    assert finished[rule].status == "ok" and "by-rule" in finished[rule].output
+
+    # Write under acceptEdits: still asked (the hook's "ask"), then written
+    assert trail(events, write) == ["started", "requested", "finished"]
+    assert finished[write].status == "ok" and (box.ws / "written.txt").read_text() == "via Write\n"
+
+    # Read is not gated: never asked
+    assert trail(events, read) == ["started", "finished"] and finished[read].status == "ok"
+
+    # the person was asked exactly for the three calls that needed one; every call finished
+    assert [r.call_id for r in asked] == [approve, deny, rule, write]
+    assert set(finished) == {approve, deny, rule, write, read}
+    assert gate.pending() == []
+
+
+async def test_reask_after_a_withdrawn_ask_rewinds_and_runs_once_after_yes(sandbox) -> None:
+    """Attempt 1: the gated call is asked, then the gate closes (the runner stops) before
+    anyone answers: the call does not run and gets no tool.finished, the attempt ends with
+    ApprovalWithdrawn. Attempt 2 (a resume, with the call in ``reask``): the old call is
+    withdrawn first, the conversation is rewound to before it, the agent is told, and the
+    re-issued call is asked with reask_of; after a yes it runs exactly once."""
+    command = "echo once >> ran.txt"
+    box = sandbox([
+        {"text": "I will run it.", "tool_use": {"name": "Bash", "input": {"command": command}}},
+        reissue_on_reask({"name": "Bash", "input": {"command": command}}),
+        {"text": "Ran it."},
+    ])
+    gate1 = ApprovalGate(ApprovalPolicy(approve_tools=("*",)))
+
+    def close_instead(req: ApprovalRequested) -> None:
+        gate1.close()  # shutdown: withdrawn, never approved
+
+    events1, err = await box.run(box.ctx(gate1, "run the thing"), close_instead)
+    assert isinstance(err, ApprovalWithdrawn), err
+    [req1] = of(events1, ApprovalRequested)
+    old = req1.call_id
+    assert trail(events1, old) == ["started", "requested"]  # stays awaiting: no tool.finished
+    assert not (box.ws / "ran.txt").exists()
+    sid0 = box.state["claude"]["session_id"]
+    assert sid0 == session_uuid("s-apr", "main", 0)
+
+    # attempt 2: resume with the awaiting call to ask again
+    gate2 = ApprovalGate(ApprovalPolicy(approve_tools=("*",)),
+                         reask=(AwaitingCall(call_id=old, tool="Bash", input={"command": command}),))
+    n = len(box.api.main_requests())
+    events2, err = await box.run(box.ctx(gate2, "run the thing", continue_history=True, attempt=2,
+                                         reason="resume"),
+                                 lambda req: Decision("approved", "cli"))
+    assert err is None, err
+    first = events2[0]
+    assert isinstance(first, ToolFinished) and first.call_id == old
+    assert (first.status, first.output) == ("interrupted", REASK_REWOUND)
+    [req2] = of(events2, ApprovalRequested)
+    assert req2.reask_of == old and req2.call_id != old
+    assert req2.tool == "Bash" and req2.input == {"command": command}
+    assert trail(events2, req2.call_id) == ["started", "requested", "finished"]
+    assert (box.ws / "ran.txt").read_text() == "once\n"  # ran exactly once, after the yes
+
+    # the rewound conversation: the old call is gone, the prompt once, the notice last
+    sent = box.api.main_requests()[n:]
+    assert sent and old not in {u["id"] for u in tool_uses(sent[0])}
+    assert not dangling_tool_uses(sent[0])
+    texts = user_texts(sent[0])
+    assert texts.count("run the thing") == 1
+    assert last_user_text(sent[0]) == prompts.approval_reask_notice(
+        [f'Bash {json.dumps({"command": command})} (id {old})'])
+    assert box.state["claude"]["session_id"] == session_uuid("s-apr", "main", 1)  # a forked generation
+
+
+# --- unit: the hook's "ask" and where a re-ask rewinds ------------------------------------------
+
+
+async def test_hook_answers_ask_only_for_gated_tools_after_its_own_checks(tmp_path: Path) -> None:
+    pol = HookPolicy(tmp_path, approvals=ApprovalPolicy(approve_tools=("Bash", "Agent", "Read")))
+
+    async def pre(tool: str, inp: dict[str, Any], cid: str) -> dict[str, Any]:
+        return (await pol.pre_tool_use({"tool_name": tool, "tool_input": inp}, cid, {})).get("hookSpecificOutput", {})
+
+    assert await pre("Bash", {"command": "ls"}, "b") == {
+        "hookEventName": "PreToolUse", "permissionDecision": "ask", "permissionDecisionReason": ASK_REASON}
+    assert await pre("Grep", {"pattern": "x"}, "g") == {}  # not gated
+    # its own denials come first: never asked
+    assert (await pre("Read", {"file_path": "/etc/passwd"}, "r"))["permissionDecision"] == "deny"
+    # a sub-agent stays pinned to the foreground, and is asked
+    out = await pre("Agent", {"prompt": "x"}, "a")
+    assert out["permissionDecision"] == "ask" and out["updatedInput"] == {"prompt": "x", "run_in_background": False}
+    # without approvals nothing changes
+    plain = HookPolicy(tmp_path)
+    assert await plain.pre_tool_use({"tool_name": "Bash", "tool_input": {"command": "ls"}}, "b", {}) == {}
+    assert (await plain.pre_tool_use({"tool_name": "Agent", "tool_input": {"prompt": "x"}}, "a", {})
+            )["hookSpecificOutput"]["permissionDecision"] == "allow"
+
+
+def _m(kind: str, uid: str, *blocks: dict[str, Any] | str) -> dict[str, Any]:
+    content: Any = blocks[0] if len(blocks) == 1 and isinstance(blocks[0], str) else list(blocks)
+    return {"type": kind, "uuid": uid, "message": {"role": kind, "content": content}}
+
+
+def _use(cid: str) -> dict[str, Any]:
+    return {"type": "tool_use", "id": cid, "name": "Bash", "input": {"command": cid}}
+
+
+def _res(cid: str) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": cid, "content": "ok"}
+
+
+def test_repair_point_before_the_turn_holding_the_call() -> None:
+    history = [_m("user", "u1", "go"), _m("assistant", "a1", {"type": "text", "text": "hi"}),
+               _m("assistant", "a2", _use("t1")), _m("user", "u2", _res("t1")),
+               _m("assistant", "a3", _use("t2")), _m("assistant", "a4", _use("t3"))]
+    p = repair_point_before(history, ["t3"])  # a sibling's turn: cut before its first call
+    assert p and p.resume_at == "u2" and [c[0] for c in p.dropped_calls] == ["t2", "t3"]
+    assert p.dropped_messages == 2
+    p = repair_point_before(history, ["t3", "t1"])  # the earliest turn wins
+    assert p and p.resume_at == "a1" and [c[0] for c in p.dropped_calls] == ["t1"]
+    assert repair_point_before(history, ["nope"]) is None  # not stored: a plain resume
+    assert repair_point_before([_m("assistant", "a1", _use("t1"))], ["t1"]) is None
+    assert REASK_NOT_STORED != REASK_REWOUND
