@@ -20,6 +20,7 @@ from shepherd.core import prompts
 from shepherd.core.approvals import ApprovalGate, ApprovalPolicy, ApprovalWithdrawn, AwaitingCall, Decision, Rule
 from shepherd.core.backends.base import AttemptContext
 from shepherd.core.backends.claude import (
+    NOT_ALLOWED,
     REASK_NOT_STORED,
     REASK_REWOUND,
     ClaudeBackend,
@@ -27,7 +28,7 @@ from shepherd.core.backends.claude import (
     session_uuid,
 )
 from shepherd.core.backends.claude_hooks import ASK_REASON, HookPolicy
-from shepherd.core.events import ApprovalDecided, ApprovalRequested, ToolFinished, ToolStarted
+from shepherd.core.events import ApprovalDecided, ApprovalRequested, HookDecision, ToolFinished, ToolStarted
 from shepherd.core.task import task_from_dict
 from tests.fakes.fake_anthropic import (
     FakeAnthropic,
@@ -136,6 +137,7 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
         {"tool_use": {"name": "Bash", "input": {"command": "echo by-rule"}}},
         {"tool_use": {"name": "Write", "input": {"file_path": str(box.ws / "written.txt"), "content": "via Write\n"}}},
         {"tool_use": {"name": "Read", "input": {"file_path": str(box.ws / "approved.txt")}}},
+        {"tool_use": {"name": "WebFetch", "input": {"url": "http://127.0.0.1:9/", "prompt": "p"}}},
         {"text": "All done."},
     )
     # the rule approves "echo by-rule" but not "echo ... > file" (a redirection is not a plain echo)
@@ -165,6 +167,7 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
     rule = started["echo by-rule"].call_id
     write = started["Write"].call_id
     read = started["Read"].call_id
+    fetch = started["WebFetch"].call_id
 
     # approved: asked, then the tool ran
     assert trail(events, approve) == ["started", "requested", "finished"]
@@ -193,9 +196,18 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
     # Read is not gated: never asked
     assert trail(events, read) == ["started", "finished"] and finished[read].status == "ok"
 
-    # the person was asked exactly for the three calls that needed one; every call finished
+    # neither gated nor allowed (the callback is consulted): denied in the CLI's own words, as
+    # without approvals
+    assert trail(events, fetch) == ["started", "finished"] and finished[fetch].status == "denied"
+    assert finished[fetch].output == NOT_ALLOWED.format(tool="WebFetch")
+    assert [(h.call_id, h.reason) for h in of(events, HookDecision)] == [(fetch, NOT_ALLOWED.format(tool="WebFetch"))]
+
+    # the person was asked exactly for the calls that needed one; every call finished
     assert [r.call_id for r in asked] == [approve, deny, rule, write]
-    assert set(finished) == {approve, deny, rule, write, read}
+    assert set(finished) == {approve, deny, rule, write, read, fetch}
+    # the text of a message comes before its call
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("MessageCompleted") < kinds.index("ToolStarted")
     assert gate.pending() == []
 
 

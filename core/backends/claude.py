@@ -95,10 +95,9 @@ INTERRUPT_TIMEOUT_S = 2.0
 CLOSE_TIMEOUT_S = 6.0  # interrupt + wait for the worker + disconnect stays under the engine's 10 s
 _NS = uuid.UUID("5b0f3c2e-8a51-4d7e-9a43-6c1d2f0e7a19")  # namespace of our Claude session ids
 _CONTINUE_FALLBACK = "[Shepherd] Continue the task from where you left off."
-# what the agent gets when a tool that is neither gated nor allowed reaches can_use_tool
-# (what the CLI would answer on its own without a callback: no one here can grant it)
-NOT_ALLOWED = ("[Shepherd] The tool {tool} is not allowed in this task (it is not in [claude] allowed_tools), "
-               "so the call did not run. Do the work with the tools you are allowed to use.")
+# what the agent gets when a tool that is neither gated nor allowed reaches can_use_tool:
+# the CLI's own words without a callback (no one here grants it), so nothing changes for it
+NOT_ALLOWED = "Claude requested permissions to use {tool}, but you haven't granted it yet."
 WITHDRAWN = "[Shepherd] This tool call was withdrawn before anyone answered its approval; it did not run."
 REASK_REWOUND = "withdrawn: rewound before this call"
 REASK_NOT_STORED = "withdrawn: not in the stored conversation, which was resumed without it"
@@ -898,13 +897,15 @@ class _Attempt:
 
         gate = self.gate
         call_id = str(getattr(pctx, "tool_use_id", None) or "")
+        tool_input = dict(tool_input or {})
+        # the request may come before the stream shows the call: start it here, then decide
+        self._start_call(call_id, tool, tool_input)
         if gate is None or not gate.policy.gated(tool):
             # reached only for a tool nothing allows (not gated, not in allowed_tools): what the
-            # CLI does without a callback, since no one here grants it
-            return PermissionResultDeny(message=NOT_ALLOWED.format(tool=tool))
-        tool_input = dict(tool_input or {})
-        # the request may come before the stream shows the call: start it here, then ask
-        self._start_call(call_id, tool, tool_input)
+            # CLI does without a callback (a permission denial), since no one here grants it
+            message = NOT_ALLOWED.format(tool=tool)
+            self._emit_decision(call_id, tool, message)
+            return PermissionResultDeny(message=message)
         self.emit(ApprovalRequested(call_id=call_id, tool=tool, input=tool_input,
                                     reask_of=self._reask_of(call_id, tool, tool_input)))
         ruled = gate.rule_decision(tool, tool_input)
