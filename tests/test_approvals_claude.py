@@ -9,7 +9,12 @@ Each CLI start costs ~1 s: two integration tests, each checking a lot; the pure 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import select
+import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +36,9 @@ from shepherd.core.backends.claude_hooks import ASK_REASON, HookPolicy
 from shepherd.core.events import ApprovalDecided, ApprovalRequested, HookDecision, ToolFinished, ToolStarted
 from shepherd.core.task import task_from_dict
 from tests.fakes.fake_anthropic import (
+    PERMISSION_STREAM_CLOSED,
     FakeAnthropic,
+    answer_orphan,
     dangling_tool_uses,
     last_tool_result_text,
     last_user_text,
@@ -45,14 +52,14 @@ Answer = Callable[[ApprovalRequested], Decision | None]
 
 
 class Env:
-    def __init__(self, tmp: Path, api: FakeAnthropic) -> None:
+    def __init__(self, tmp: Path, api: Any) -> None:  # api: a FakeAnthropic (or anything with base_url)
         self.api = api
         self.ws = tmp / "ws"
-        self.ws.mkdir(parents=True)
+        self.ws.mkdir(parents=True, exist_ok=True)
         self.cfg = tmp / "cfg"
-        self.cfg.mkdir()
-        (tmp / "ctmp").mkdir()
-        (tmp / "home").mkdir()
+        self.cfg.mkdir(exist_ok=True)
+        (tmp / "ctmp").mkdir(exist_ok=True)
+        (tmp / "home").mkdir(exist_ok=True)
         self.db = tmp / "shepherd.db"
         self.backend = ClaudeBackend(env={
             "HOME": str(tmp / "home"),
@@ -211,12 +218,13 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
     assert gate.pending() == []
 
 
-async def test_reask_after_a_withdrawn_ask_rewinds_and_runs_once_after_yes(sandbox) -> None:
+async def test_withdrawn_ask_then_resume_without_the_call_stored_asks_again(sandbox) -> None:
     """Attempt 1: the gated call is asked, then the gate closes (the runner stops) before
     anyone answers: the call does not run and gets no tool.finished, the attempt ends with
-    ApprovalWithdrawn. Attempt 2 (a resume, with the call in ``reask``): the old call is
-    withdrawn first, the conversation is rewound to before it, the agent is told, and the
-    re-issued call is asked with reask_of; after a yes it runs exactly once."""
+    ApprovalWithdrawn. The stored transcript lags (it lost the call). Attempt 2 (a resume,
+    with the call in ``reask``): the old call is withdrawn first, the stored conversation is
+    resumed as it is with the notice, and the re-issued call is asked with reask_of; after
+    a yes it runs exactly once. (The rewind, with the call stored: the SIGKILL test.)"""
     command = "echo once >> ran.txt"
     box = sandbox([
         {"text": "I will run it.", "tool_use": {"name": "Bash", "input": {"command": command}}},
@@ -236,6 +244,7 @@ async def test_reask_after_a_withdrawn_ask_rewinds_and_runs_once_after_yes(sandb
     assert not (box.ws / "ran.txt").exists()
     sid0 = box.state["claude"]["session_id"]
     assert sid0 == session_uuid("s-apr", "main", 0)
+    assert _forget_from(box, sid0, old) > 0
 
     # attempt 2: resume with the awaiting call to ask again
     gate2 = ApprovalGate(ApprovalPolicy(approve_tools=("*",)),
@@ -247,14 +256,14 @@ async def test_reask_after_a_withdrawn_ask_rewinds_and_runs_once_after_yes(sandb
     assert err is None, err
     first = events2[0]
     assert isinstance(first, ToolFinished) and first.call_id == old
-    assert (first.status, first.output) == ("interrupted", REASK_REWOUND)
+    assert (first.status, first.output) == ("interrupted", REASK_NOT_STORED)
     [req2] = of(events2, ApprovalRequested)
     assert req2.reask_of == old and req2.call_id != old
     assert req2.tool == "Bash" and req2.input == {"command": command}
     assert trail(events2, req2.call_id) == ["started", "requested", "finished"]
     assert (box.ws / "ran.txt").read_text() == "once\n"  # ran exactly once, after the yes
 
-    # the rewound conversation: the old call is gone, the prompt once, the notice last
+    # the resumed conversation: the old call is not in it, the prompt once, the notice last
     sent = box.api.main_requests()[n:]
     assert sent and old not in {u["id"] for u in tool_uses(sent[0])}
     assert not dangling_tool_uses(sent[0])
@@ -262,7 +271,141 @@ async def test_reask_after_a_withdrawn_ask_rewinds_and_runs_once_after_yes(sandb
     assert texts.count("run the thing") == 1
     assert last_user_text(sent[0]) == prompts.approval_reask_notice(
         [f'Bash {json.dumps({"command": command})} (id {old})'])
-    assert box.state["claude"]["session_id"] == session_uuid("s-apr", "main", 1)  # a forked generation
+    assert box.state["claude"]["session_id"] == sid0  # resumed as is: no fork
+
+
+_CHILD = r"""
+import asyncio, json, os, sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from shepherd.core.approvals import ApprovalGate, ApprovalPolicy
+from shepherd.core.events import ApprovalRequested
+from tests.test_approvals_claude import Env
+
+
+def children() -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+                out.append(int(p))
+    return out
+
+
+async def main() -> None:
+    box = Env(Path(sys.argv[1]), SimpleNamespace(base_url=sys.argv[2]))
+    gate = ApprovalGate(ApprovalPolicy(approve_tools=("*",)))  # nobody ever answers
+    async for ev in box.backend.attempt(box.ctx(gate, "run the thing")):
+        if isinstance(ev, ApprovalRequested):
+            print(json.dumps({"call_id": ev.call_id, "input": ev.input, "cli": children()}), flush=True)
+
+
+asyncio.run(main())
+"""
+
+
+async def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait (on a pidfd, no polling) until process ``pid`` is gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = await asyncio.to_thread(select.select, [fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds")
+async def test_runner_sigkilled_while_asking_then_resume_asks_again(sandbox, tmp_path: Path) -> None:
+    """The runner (a child process driving the backend) is SIGKILLed while the CLI waits in
+    can_use_tool: the orphaned CLI records the failed permission request and runs nothing.
+    A new runner resumes with the call in ``reask``: the old call is withdrawn, the
+    re-issued one is asked (reask_of) and runs exactly once, after the yes."""
+    command = "echo once >> ran.txt"
+    box = sandbox([
+        answer_orphan(),  # the orphan's next request ends its turn
+        {"text": "I will run it.", "tool_use": {"name": "Bash", "input": {"command": command}}},
+        reissue_on_reask({"name": "Bash", "input": {"command": command}}),
+        {"text": "Ran it."},
+    ])
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    root = Path(__file__).resolve().parent.parent
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(box.ws.parent), box.api.base_url, cwd=str(root),
+        env={**os.environ, "PYTHONPATH": str(root)}, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=open(tmp_path / "child.err", "wb"))
+    try:
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line, (tmp_path / "child.err").read_text()[-2000:]
+        asked = json.loads(line)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    old = asked["call_id"]
+    assert asked["input"] == {"command": command} and asked["cli"]
+    for pid in asked["cli"]:  # the orphaned CLI carries on alone, then exits
+        assert await _wait_exit(pid, 60), f"the orphaned CLI {pid} did not exit"
+    assert not (box.ws / "ran.txt").exists()  # never approved by default
+    orphan = [b for b in box.api.main_requests() if PERMISSION_STREAM_CLOSED in last_tool_result_text(b)]
+    assert orphan, "the orphaned CLI did not record the failed permission request"
+
+    sid = session_uuid("s-apr", "main", 0)
+
+    # a new runner (no in-memory state) resumes and asks again
+    box.state.clear()
+    gate = ApprovalGate(ApprovalPolicy(approve_tools=("*",)),
+                        reask=(AwaitingCall(call_id=old, tool="Bash", input={"command": command}),))
+    n = len(box.api.main_requests())
+    events, err = await box.run(box.ctx(gate, "run the thing", continue_history=True, attempt=1, reason="resume"),
+                                lambda req: Decision("approved", "cli"))
+    assert err is None, err
+    first = events[0]
+    assert isinstance(first, ToolFinished) and first.call_id == old and first.status == "interrupted"
+    assert first.output == REASK_REWOUND  # found in the CLI's own transcript (the mirror lags)
+    [req] = of(events, ApprovalRequested)
+    assert req.reask_of == old and req.call_id != old and req.input == {"command": command}
+    assert trail(events, req.call_id) == ["started", "requested", "finished"]
+    assert (box.ws / "ran.txt").read_text() == "once\n"
+    sent = box.api.main_requests()[n:]
+    assert sent and all(not dangling_tool_uses(b) for b in sent)
+    assert old not in {u["id"] for u in tool_uses(sent[0])}
+    assert user_texts(sent[0]).count("run the thing") == 1
+    assert last_user_text(sent[0]) == prompts.approval_reask_notice(
+        [f'Bash {json.dumps({"command": command})} (id {old})'])
+    assert box.state["claude"]["session_id"] == session_uuid("s-apr", "main", 1) != sid  # forked
+
+
+def _forget_from(box: Env, session_id: str, call_id: str) -> int:
+    """A transcript that lags (the mirror had not caught up): drop the stored entries from
+    the one holding ``call_id`` on, in the database and in the CLI's own copy."""
+    import sqlite3
+
+    dropped = 0
+    con = sqlite3.connect(box.db)
+    try:
+        rows = con.execute("SELECT id, entry_json FROM claude_entries WHERE session_id = ? ORDER BY id",
+                           (session_id,)).fetchall()
+        first = next((rid for rid, raw in rows if call_id in raw), None)
+        if first is not None:
+            dropped += con.execute("DELETE FROM claude_entries WHERE session_id = ? AND id >= ?",
+                                   (session_id, first)).rowcount
+            con.commit()
+    finally:
+        con.close()
+    for f in (box.cfg / "projects").rglob(f"{session_id}.jsonl"):
+        lines = f.read_text().splitlines(keepends=True)
+        keep = next((i for i, ln in enumerate(lines) if call_id in ln), len(lines))
+        dropped += len(lines) - keep
+        f.write_text("".join(lines[:keep]))
+    return dropped
 
 
 # --- unit: the hook's "ask" and where a re-ask rewinds ------------------------------------------
