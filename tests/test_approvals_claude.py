@@ -274,6 +274,42 @@ async def test_withdrawn_ask_then_resume_without_the_call_stored_asks_again(sand
     assert box.state["claude"]["session_id"] == sid0  # resumed as is: no fork
 
 
+async def test_pause_while_asking_waits_for_the_answer_and_closing_leaves_the_call_awaiting(sandbox) -> None:
+    """A safe pause (stop_after_turn) while a call waits for a person does not cut the wait:
+    after the yes the tool runs and the attempt stops at the next boundary. Closing the
+    attempt while a call waits (the engine's shutdown) interrupts the CLI: the call does
+    not run, and its ask is left unanswered (never approved, never denied)."""
+    box = sandbox([
+        {"tool_use": {"name": "Bash", "input": {"command": "echo paused-ok >> ran.txt"}}},
+        {"tool_use": {"name": "Bash", "input": {"command": "echo never >> never.txt"}}},
+    ])
+    gate = ApprovalGate(ApprovalPolicy(approve_tools=("Bash",)))
+    ctx = box.ctx(gate, "pause test")
+
+    def pause_then_yes(req: ApprovalRequested) -> Decision:
+        ctx.stop_after_turn.set()
+        return Decision("approved", "tui")
+
+    events, err = await box.run(ctx, pause_then_yes)
+    assert err is None, err
+    [fin] = of(events, ToolFinished)
+    assert fin.status == "ok" and (box.ws / "ran.txt").read_text() == "paused-ok\n"
+    assert len(of(events, ApprovalRequested)) == 1  # stopped at the boundary: no second call
+
+    gate2 = ApprovalGate(ApprovalPolicy(approve_tools=("Bash",)))
+    seen: list[Any] = []
+    agen = box.backend.attempt(box.ctx(gate2, "pause test", continue_history=True, attempt=2, reason="resume"))
+    async for ev in agen:
+        seen.append(ev)
+        if isinstance(ev, ApprovalRequested):
+            break
+    await agen.aclose()  # the engine closes the attempt while the call waits
+    [req] = of(seen, ApprovalRequested)
+    assert not of(seen, ToolFinished) and gate2.pending() == [req.call_id]
+    assert gate2.answer(req.call_id, Decision("approved", "cli"))  # too late: the CLI is gone
+    assert not (box.ws / "never.txt").exists()
+
+
 _CHILD = r"""
 import asyncio, json, os, sys
 from pathlib import Path
