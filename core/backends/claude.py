@@ -692,8 +692,8 @@ class _Attempt:
                 log.info("repairing session %s: rewinding to %s (%s)", resume, resume_at,
                          "rejected tool use found" if point.found else "last tool turn")
             notices = []
-            if reask:
-                notices.append(self._reask_notice(reask, ask_point if use_reask else None))
+            if reask:  # found, the calls are rewound (by their own point or an earlier repair one)
+                notices.append(self._reask_notice(reask, ask_point))
             if point is not None and not (use_reask and ask_point is not None
                                           and ask_point.resume_at == point.resume_at):
                 notices.append(prompts.repair_notice(point.describe()))
