@@ -133,16 +133,22 @@ def request_after(api: FakeAnthropic, call_id: str) -> dict[str, Any]:
 
 
 async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
-    """One attempt, one call per turn, under the default [claude] options (Bash and Write in
-    allowed_tools, permission_mode acceptEdits: both would shadow can_use_tool alone):
-    approved Bash runs; denied Bash does not run and the agent gets the reason; a rule
-    approves without anyone; Write under acceptEdits is asked; Read (not gated) is not."""
+    """One attempt under the default [claude] options (Bash and Write in allowed_tools,
+    permission_mode acceptEdits: both would shadow can_use_tool alone): approved Bash runs;
+    denied Bash does not run and the agent gets the reason; a rule approves without anyone;
+    Write under acceptEdits is asked, approved for the session, and the next Write is not
+    asked; Read (not gated) is not asked; parallel gated calls are each answered."""
     box = sandbox([])
+    (box.ws / "sibling.txt").write_text("sibling\n")
     box.api.add(
         {"text": "First.", "tool_use": {"name": "Bash", "input": {"command": "echo yes-ran > approved.txt"}}},
         {"tool_use": {"name": "Bash", "input": {"command": "echo no-ran > denied.txt"}}},
         {"tool_use": {"name": "Bash", "input": {"command": "echo by-rule"}}},
         {"tool_use": {"name": "Write", "input": {"file_path": str(box.ws / "written.txt"), "content": "via Write\n"}}},
+        {"tool_use": {"name": "Write", "input": {"file_path": str(box.ws / "w2.txt"), "content": "session\n"}}},
+        {"tool_use": [{"name": "Bash", "input": {"command": "echo p1 > p1.txt"}},
+                      {"name": "Bash", "input": {"command": "echo p2 > p2.txt"}},
+                      {"name": "Read", "input": {"file_path": str(box.ws / "sibling.txt")}}]},
         {"tool_use": {"name": "Read", "input": {"file_path": str(box.ws / "approved.txt")}}},
         {"tool_use": {"name": "WebFetch", "input": {"url": "http://127.0.0.1:9/", "prompt": "p"}}},
         {"text": "All done."},
@@ -155,6 +161,11 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
         asked.append(req)
         if "denied.txt" in json.dumps(req.input):
             return Decision("denied", "tui", "not on a Friday")
+        if "p2.txt" in json.dumps(req.input):
+            return Decision("denied", "cli", "only one of them")
+        if req.tool == "Write":  # the person's "a": the engine commits it and tells the gate
+            gate.approve_for_session("Write")
+            return Decision("approved", "tui", scope="session")
         if req.tool == "Bash" and req.input.get("command") == "echo by-rule":
             return None  # the rule answers: no one is asked
         return Decision("approved", "cli")
@@ -165,15 +176,17 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
     assert err is None, err
     assert not [w for w in caught if "can_use_tool" in str(w.message)]  # the shadowing warning is silenced
 
-    started = {s.input.get("command") or s.name: s for s in of(events, ToolStarted)}
+    started = {s.input.get("command") or Path(s.input.get("file_path") or s.name).name: s
+               for s in of(events, ToolStarted)}
     finished = {f.call_id: f for f in of(events, ToolFinished)}
     requested = {r.call_id: r for r in of(events, ApprovalRequested)}
     decided = {d.call_id: d for d in of(events, ApprovalDecided)}
     approve = started["echo yes-ran > approved.txt"].call_id
     deny = started["echo no-ran > denied.txt"].call_id
     rule = started["echo by-rule"].call_id
-    write = started["Write"].call_id
-    read = started["Read"].call_id
+    write = started["written.txt"].call_id
+    write2 = started["w2.txt"].call_id
+    read = started["approved.txt"].call_id
     fetch = started["WebFetch"].call_id
 
     # approved: asked, then the tool ran
@@ -193,12 +206,27 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
     # a rule: requested + decided(rule) at once, nobody waited, the tool ran
     assert trail(events, rule) == ["started", "requested", "decided", "finished"]
     assert decided[rule].decision == "approved" and decided[rule].source == "rule"
-    assert "'echo'" in decided[rule].reason and list(decided) == [rule]
+    assert "'echo'" in decided[rule].reason
     assert finished[rule].status == "ok" and "by-rule" in finished[rule].output
 
     # Write under acceptEdits: still asked (the hook's "ask"), then written
     assert trail(events, write) == ["started", "requested", "finished"]
     assert finished[write].status == "ok" and (box.ws / "written.txt").read_text() == "via Write\n"
+    # ... approved for the session: the next Write is decided by that, no one asked
+    assert trail(events, write2) == ["started", "requested", "decided", "finished"]
+    assert (decided[write2].source, decided[write2].decision) == ("rule", "approved")
+    assert "session" in decided[write2].reason and (box.ws / "w2.txt").read_text() == "session\n"
+    assert list(decided) == [rule, write2]
+
+    # parallel calls in one turn: each gated one answered on its own, the ungated one runs,
+    # and all the results go back together
+    p1, p2 = started["echo p1 > p1.txt"].call_id, started["echo p2 > p2.txt"].call_id
+    sibling = started["sibling.txt"].call_id
+    assert (finished[p1].status, finished[p2].status, finished[sibling].status) == ("ok", "denied", "ok")
+    assert (box.ws / "p1.txt").exists() and not (box.ws / "p2.txt").exists()
+    after = request_after(box.api, p2)
+    assert not dangling_tool_uses(after) and {p1, p2, sibling} <= {r["tool_use_id"] for r in tool_results(after)}
+    assert "only one of them" in json.dumps([r for r in tool_results(after) if r["tool_use_id"] == p2])
 
     # Read is not gated: never asked
     assert trail(events, read) == ["started", "finished"] and finished[read].status == "ok"
@@ -210,8 +238,8 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
     assert [(h.call_id, h.reason) for h in of(events, HookDecision)] == [(fetch, NOT_ALLOWED.format(tool="WebFetch"))]
 
     # the person was asked exactly for the calls that needed one; every call finished
-    assert [r.call_id for r in asked] == [approve, deny, rule, write]
-    assert set(finished) == {approve, deny, rule, write, read, fetch}
+    assert [r.call_id for r in asked] == [approve, deny, rule, write, write2, p1, p2]
+    assert set(finished) == {approve, deny, rule, write, write2, p1, p2, sibling, read, fetch}
     # the text of a message comes before its call
     kinds = [type(e).__name__ for e in events]
     assert kinds.index("MessageCompleted") < kinds.index("ToolStarted")
