@@ -363,7 +363,7 @@ def children() -> list[int]:
 
 async def main() -> None:
     box = Env(Path(sys.argv[1]), SimpleNamespace(base_url=sys.argv[2]))
-    gate = ApprovalGate(ApprovalPolicy(approve_tools=("*",)))  # nobody ever answers
+    gate = ApprovalGate(ApprovalPolicy(approve_tools=("Bash",)))  # nobody ever answers
     async for ev in box.backend.attempt(box.ctx(gate, "run the thing")):
         if isinstance(ev, ApprovalRequested):
             print(json.dumps({"call_id": ev.call_id, "input": ev.input, "cli": children()}), flush=True)
@@ -390,15 +390,19 @@ async def _wait_exit(pid: int, timeout: float) -> bool:
 async def test_runner_sigkilled_while_asking_then_resume_asks_again(sandbox, tmp_path: Path) -> None:
     """The runner (a child process driving the backend) is SIGKILLed while the CLI waits in
     can_use_tool: the orphaned CLI records the failed permission request and runs nothing.
-    A new runner resumes with the call in ``reask``: the old call is withdrawn, the
-    re-issued one is asked (reask_of) and runs exactly once, after the yes."""
+    A new runner resumes with the call in ``reask``: the old call is withdrawn, the turn
+    holding it is rewound (its ungated sibling too, and the agent is told), the re-issued
+    call is asked (reask_of) and runs exactly once, after the yes."""
     command = "echo once >> ran.txt"
-    box = sandbox([
+    box = sandbox([])
+    (box.ws / "notes.txt").write_text("notes\n")
+    read = {"name": "Read", "input": {"file_path": str(box.ws / "notes.txt")}}
+    box.api.add(
         answer_orphan(),  # the orphan's next request ends its turn
-        {"text": "I will run it.", "tool_use": {"name": "Bash", "input": {"command": command}}},
+        {"text": "I will run it.", "tool_use": [{"name": "Bash", "input": {"command": command}}, read]},
         reissue_on_reask({"name": "Bash", "input": {"command": command}}),
         {"text": "Ran it."},
-    ])
+    )
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
     root = Path(__file__).resolve().parent.parent
@@ -425,7 +429,7 @@ async def test_runner_sigkilled_while_asking_then_resume_asks_again(sandbox, tmp
 
     # a new runner (no in-memory state) resumes and asks again
     box.state.clear()
-    gate = ApprovalGate(ApprovalPolicy(approve_tools=("*",)),
+    gate = ApprovalGate(ApprovalPolicy(approve_tools=("Bash",)),
                         reask=(AwaitingCall(call_id=old, tool="Bash", input={"command": command}),))
     n = len(box.api.main_requests())
     events, err = await box.run(box.ctx(gate, "run the thing", continue_history=True, attempt=1, reason="resume"),
@@ -442,8 +446,11 @@ async def test_runner_sigkilled_while_asking_then_resume_asks_again(sandbox, tmp
     assert sent and all(not dangling_tool_uses(b) for b in sent)
     assert old not in {u["id"] for u in tool_uses(sent[0])}
     assert user_texts(sent[0]).count("run the thing") == 1
+    [old_read] = [u["id"] for u in tool_uses(box.api.main_requests()[n - 1]) if u["name"] == "Read"]
+    assert old_read not in {u["id"] for u in tool_uses(sent[0])}  # the sibling went with it
     assert last_user_text(sent[0]) == prompts.approval_reask_notice(
-        [f'Bash {json.dumps({"command": command})} (id {old})'])
+        [f'Bash {json.dumps({"command": command})} (id {old})',
+         f'Read {json.dumps(read["input"])} (id {old_read}) (rewound with it; it may have run already)'])
     assert box.state["claude"]["session_id"] == session_uuid("s-apr", "main", 1) != sid  # forked
 
 
