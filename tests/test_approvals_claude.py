@@ -71,9 +71,12 @@ class Env:
         self.state: dict[str, Any] = {}
 
     def ctx(self, gate: ApprovalGate | None, prompt: str = "go", *, continue_history: bool = False,
-            attempt: int = 1, reason: str = "first") -> AttemptContext:
-        task = task_from_dict({"title": "t", "backend": "claude", "workspace": str(self.ws),
-                               "subtasks": [{"id": "main", "prompt": prompt}]})
+            attempt: int = 1, reason: str = "first", options: dict[str, Any] | None = None) -> AttemptContext:
+        data: dict[str, Any] = {"title": "t", "backend": "claude", "workspace": str(self.ws),
+                                "subtasks": [{"id": "main", "prompt": prompt}]}
+        if options:
+            data["claude"] = options
+        task = task_from_dict(data)
         return AttemptContext(
             session_id="s-apr", task=task, subtask=task.subtasks[0], attempt=attempt, reason=reason,
             prompt=prompt, prompt_extra="", continue_history=continue_history, workspace=self.ws,
@@ -244,6 +247,19 @@ async def test_approve_deny_rule_and_shadowed_tools_are_asked(sandbox) -> None:
     kinds = [type(e).__name__ for e in events]
     assert kinds.index("MessageCompleted") < kinds.index("ToolStarted")
     assert gate.pending() == []
+
+
+@pytest.mark.parametrize("mode", ["bypassPermissions", "dontAsk"])
+async def test_gated_tools_are_asked_in_every_permission_mode(sandbox, mode: str) -> None:
+    """No permission mode lets a gated call past the person (the hook's "ask" wins even over
+    bypassPermissions); a denial keeps the tool from running."""
+    box = sandbox([{"tool_use": {"name": "Bash", "input": {"command": "echo hi > m.txt"}}}, {"text": "ok"}])
+    ctx = box.ctx(ApprovalGate(ApprovalPolicy(approve_tools=("Bash",))), options={"permission_mode": mode})
+    events, err = await box.run(ctx, lambda req: Decision("denied", "cli", "nope"))
+    assert err is None, err
+    [req] = of(events, ApprovalRequested)
+    [fin] = of(events, ToolFinished)
+    assert fin.call_id == req.call_id and fin.status == "denied" and not (box.ws / "m.txt").exists()
 
 
 async def test_withdrawn_ask_then_resume_without_the_call_stored_asks_again(sandbox) -> None:
