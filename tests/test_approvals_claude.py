@@ -544,3 +544,74 @@ def test_repair_point_before_the_turn_holding_the_call() -> None:
     assert repair_point_before(history, ["nope"]) is None  # not stored: a plain resume
     assert repair_point_before([_m("assistant", "a1", _use("t1"))], ["t1"]) is None
     assert REASK_NOT_STORED != REASK_REWOUND
+
+
+async def test_plan_of_a_reask_resume(tmp_path: Path) -> None:
+    """Which session a re-ask attempt runs and what the agent is told, from a stored
+    transcript (the SDK's in-memory session store): a rewind before the awaiting call's
+    turn; an earlier repair point covering it; a call not stored; no conversation at all."""
+    from claude_agent_sdk import InMemorySessionStore, project_key_for_directory
+
+    from shepherd.core.backends.claude import _Attempt
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    sid = session_uuid("s-plan", "main", 0)
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(7)]
+
+    def entry(kind: str, i: int, content: Any) -> dict[str, Any]:
+        return {"type": kind, "uuid": ids[i], "parentUuid": ids[i - 1] if i else None, "sessionId": sid,
+                "isSidechain": False, "timestamp": "2026-12-02T00:00:00Z", "cwd": str(ws),
+                "message": {"role": kind, "content": content}}
+
+    hook_text = {"type": "text", "text": "<hook output that landed first>"}
+    entries = [
+        entry("user", 0, "do it"),
+        entry("assistant", 1, [_use("t1")]),
+        entry("user", 2, [hook_text, _res("t1")]),  # the API rejects t1 (text before its result)
+        entry("assistant", 3, [{"type": "text", "text": "next"}]),
+        entry("user", 4, "go on"),
+        entry("assistant", 5, [_use("t2"), _use("t3")]),  # t2 waited for a person; t3 its sibling
+        entry("user", 6, [_res("t3")]),
+    ]
+    store = InMemorySessionStore()
+    await store.append({"project_key": project_key_for_directory(str(ws)), "session_id": sid}, entries)
+    backend = ClaudeBackend(env={"ANTHROPIC_API_KEY": "k", "CLAUDE_CONFIG_DIR": str(tmp_path / "cfg")})
+
+    async def plan(reask: list[str], *, repair: bool = False, continue_history: bool = True):
+        task = task_from_dict({"title": "t", "backend": "claude", "workspace": str(ws),
+                               "subtasks": [{"id": "main", "prompt": "do it"}]})
+        gate = ApprovalGate(ApprovalPolicy(approve_tools=("Bash",)),
+                            reask=tuple(AwaitingCall(c, "Bash", {"command": c}) for c in reask))
+        ctx = AttemptContext(session_id="s-plan", task=task, subtask=task.subtasks[0], attempt=2, reason="resume",
+                             prompt="do it", prompt_extra="", continue_history=continue_history, workspace=ws,
+                             repair=repair, approvals=gate)
+        run = _Attempt(backend, ctx)
+        options, prompt = await run._plan(store)
+        events = []
+        while not run.queue.empty():
+            events.append(run.queue.get_nowait())
+        return options, prompt, [(e.call_id, e.status, e.output) for e in events]
+
+    def desc(cid: str) -> str:
+        return f'Bash {json.dumps({"command": cid})} (id {cid})'
+
+    sibling = desc("t3") + " (rewound with it; it may have run already)"
+    # the awaiting call's turn is cut off (with its sibling), in a fork
+    options, prompt, evs = await plan(["t2"])
+    assert (options.resume, options.resume_session_at, options.fork_session) == (sid, ids[4], True)
+    assert options.session_id == session_uuid("s-plan", "main", 1) and options.can_use_tool is not None
+    assert evs == [("t2", "interrupted", REASK_REWOUND)]
+    assert prompt == prompts.approval_reask_notice([desc("t2"), sibling])
+    # a repair too, whose point is earlier: that one covers both, and both are told
+    options, prompt, evs = await plan(["t2"], repair=True)
+    assert options.resume_session_at == ids[0] and evs == [("t2", "interrupted", REASK_REWOUND)]
+    assert prompt.startswith(prompts.approval_reask_notice([desc("t2"), sibling]) + "\n\n")
+    assert "rewound" in prompt.split("\n\n", 1)[1] and "t1" in prompt.split("\n\n", 1)[1]
+    # not stored: resumed as it is, with the notice
+    options, prompt, evs = await plan(["t9"])
+    assert (options.resume, options.resume_session_at) == (sid, None)
+    assert evs == [("t9", "interrupted", REASK_NOT_STORED)] and prompt == prompts.approval_reask_notice([desc("t9")])
+    # no conversation to continue: the prompt, fresh; the call is withdrawn all the same
+    options, prompt, evs = await plan(["t2"], continue_history=False)
+    assert options.resume is None and prompt == "do it" and evs == [("t2", "interrupted", REASK_NOT_STORED)]
