@@ -3,8 +3,9 @@ against the fake Messages API on loopback (tests/fakes/fake_anthropic.py). The t
 ``ClaudeBackend.attempt`` directly and plays the engine: it answers the gate when an
 ``ApprovalRequested`` arrives.
 
-Each CLI start costs ~1 s: two integration tests, each checking a lot; the pure parts
-(hook "ask", where a re-ask rewinds) are unit tests.
+Each CLI start costs ~1 s: few integration tests, each checking a lot (one runner is a
+child process, SIGKILLed while it asks); the pure parts (the hook's "ask", where a re-ask
+rewinds, the re-ask plan over the SDK's in-memory session store) are unit tests.
 """
 
 from __future__ import annotations
