@@ -50,22 +50,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import ipaddress
 import json
 import logging
 import os
-import platform
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from shepherd.core import prompts
 from shepherd.core.approvals import ApprovalWithdrawn, AwaitingCall
-from shepherd.core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
+from shepherd.core.backends.base import AttemptContext, NoCredentials
 from shepherd.core.backends.claude_hooks import HookPolicy
 from shepherd.core.errors import AttemptFailed, StreamBroken, classify
 from shepherd.core.events import (
@@ -84,16 +80,10 @@ from shepherd.core.events import (
 
 log = logging.getLogger("shepherd.claude")
 
-NO_CREDENTIALS = ("Claude backend needs ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or a Claude login "
-                  "(run `claude login`)")
-DEFAULT_ALLOWED_TOOLS = ("Bash", "Read", "Write", "Edit", "Glob", "Grep", "Task")
-PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "auto")
-SETTING_SOURCES = ("user", "project", "local")
 OUTPUT_LIMIT = 20_000  # characters of a tool result kept in tool.finished
 POST_HOOK_WAIT_S = 5.0  # bound on waiting for a Post hook the CLI should already have run
 INTERRUPT_TIMEOUT_S = 2.0
 CLOSE_TIMEOUT_S = 6.0  # interrupt + wait for the worker + disconnect stays under the engine's 10 s
-_NS = uuid.UUID("5b0f3c2e-8a51-4d7e-9a43-6c1d2f0e7a19")  # namespace of our Claude session ids
 _CONTINUE_FALLBACK = "[Shepherd] Continue the task from where you left off."
 # what the agent gets when a tool that is neither gated nor allowed reaches can_use_tool:
 # the CLI's own words without a callback (no one here grants it), so nothing changes for it
@@ -102,314 +92,14 @@ WITHDRAWN = "[Shepherd] This tool call was withdrawn before anyone answered its 
 REASK_REWOUND = "withdrawn: rewound before this call"
 REASK_NOT_STORED = "withdrawn: not in the stored conversation, which was resumed without it"
 
+from shepherd.core.backends.claude_config import (
+    DEFAULT_ALLOWED_TOOLS, NO_CREDENTIALS, ClaudeConfig, cli_env, credential_source,
+    subprocess_scrub_available,
+)
+from shepherd.core.backends.claude_transcript import (
+    RepairPoint, _describe_call, _get, _position, _text_of, find_repair_point, repair_point_before, session_uuid,
+)
 
-# --- configuration -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaudeConfig:
-    """``[claude]`` task options (with the task's model and max_turns as fallbacks)."""
-
-    model: str | None = None
-    permission_mode: str = "acceptEdits"
-    allowed_tools: tuple[str, ...] = DEFAULT_ALLOWED_TOOLS
-    disallowed_tools: tuple[str, ...] = ()
-    max_turns: int | None = None
-    max_budget_usd: float | None = None
-    cli_max_retries: int = 0
-    max_subagents: int = 4
-    setting_sources: tuple[str, ...] | None = ()  # () = isolation; None = the CLI's defaults
-    cli_path: str | None = None
-
-    @classmethod
-    def from_task(cls, task: Any) -> "ClaudeConfig":
-        raw = dict((getattr(task, "options", None) or {}).get("claude") or {})
-
-        def bad(key: str, want: str) -> BackendUnavailable:
-            return BackendUnavailable(f"[claude] {key}: expected {want}, got {raw.get(key)!r}")
-
-        def str_list(key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
-            if key not in raw:
-                return default
-            v = raw[key]
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise bad(key, "a list of strings")
-            return tuple(v)
-
-        def number(key: str, default: Any, kind: type, minimum: float = 0) -> Any:
-            if key not in raw:
-                return default
-            v = raw[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
-                    or v < minimum:
-                raise bad(key, f"a {'whole ' if kind is int else ''}number >= {minimum:g}")
-            return kind(v)
-
-        model = raw.get("model", getattr(task, "model", None))
-        if model is not None and not isinstance(model, str):
-            raise bad("model", "a string")
-        mode = raw.get("permission_mode", "acceptEdits")
-        if mode not in PERMISSION_MODES:
-            raise bad("permission_mode", "one of " + ", ".join(PERMISSION_MODES))
-        sources = str_list("setting_sources", ())
-        if sources and any(s not in SETTING_SOURCES for s in sources):
-            raise bad("setting_sources", "a list of " + ", ".join(SETTING_SOURCES))
-        cli_path = raw.get("cli_path")
-        if cli_path is not None and not isinstance(cli_path, str):
-            raise bad("cli_path", "a string")
-        return cls(
-            model=model,
-            permission_mode=mode,
-            allowed_tools=str_list("allowed_tools", DEFAULT_ALLOWED_TOOLS) or (),
-            disallowed_tools=str_list("disallowed_tools", ()) or (),
-            max_turns=number("max_turns", getattr(task, "max_turns", None), int, 1),
-            max_budget_usd=number("max_budget_usd", None, float, 0),
-            cli_max_retries=number("cli_max_retries", 0, int, 0),
-            max_subagents=number("max_subagents", 4, int, 0),
-            setting_sources=sources,
-            cli_path=cli_path,
-        )
-
-
-def credential_source(env: Mapping[str, str]) -> str | None:
-    """Where the CLI would get its credentials from (a short description), or None."""
-    if env.get("ANTHROPIC_API_KEY"):
-        return "ANTHROPIC_API_KEY"
-    if env.get("ANTHROPIC_AUTH_TOKEN"):
-        return "ANTHROPIC_AUTH_TOKEN"
-    if env.get("CLAUDE_CODE_OAUTH_TOKEN"):
-        return "CLAUDE_CODE_OAUTH_TOKEN"
-    if env.get("ANTHROPIC_BASE_URL"):
-        return "ANTHROPIC_BASE_URL (gateway)"
-    for var in ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"):
-        if env.get(var) not in (None, "", "0", "false"):
-            return var
-    config_dir = Path(env.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude").expanduser()
-    if (config_dir / ".credentials.json").is_file():
-        return f"Claude login ({config_dir})"
-    with contextlib.suppress(OSError, ValueError):
-        settings = json.loads((config_dir / "settings.json").read_text(encoding="utf-8-sig"))
-        if isinstance(settings, dict) and settings.get("apiKeyHelper"):
-            return "apiKeyHelper"
-    if platform.system() == "Darwin":  # a login kept in the macOS keychain leaves only this behind
-        state = Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json" if env.get("CLAUDE_CONFIG_DIR") \
-            else Path.home() / ".claude.json"
-        with contextlib.suppress(OSError, ValueError):
-            data = json.loads(state.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and data.get("oauthAccount"):
-                return "Claude login (keychain)"
-    return None
-
-
-def _is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-SCRUB_VAR = "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"
-
-
-def _cli_needs(name: str, env: Mapping[str, str]) -> bool:
-    """Credentials the CLI itself reads (its own API calls): kept in its environment,
-    and kept from its Bash tool by Claude Code's own scrub (SCRUB_VAR)."""
-    upper = name.upper()
-    on = lambda var: env.get(var) not in (None, "", "0", "false")  # noqa: E731
-    return (upper.startswith(("ANTHROPIC_", "CLAUDE_")) or upper.endswith("_PROXY")
-            or (upper.startswith("AWS_") and on("CLAUDE_CODE_USE_BEDROCK"))
-            or (upper.startswith(("GOOGLE_", "GCLOUD_", "CLOUDSDK_", "VERTEX_")) and on("CLAUDE_CODE_USE_VERTEX"))
-            or (upper.startswith("AZURE_") and on("CLAUDE_CODE_USE_FOUNDRY")))
-
-
-def subprocess_scrub_available() -> bool:
-    """Whether Claude Code can scrub credentials from its subprocesses here. With SCRUB_VAR
-    set, the bundled CLI (2.1.x) runs Bash in its own sandbox, which on Linux needs
-    bubblewrap and socat (without them every Bash call fails); elsewhere it is not
-    verified, so it is not turned on."""
-    import shutil
-    import sys
-
-    from shepherd.core.tools.spawn import SpawnPolicy, sandbox_problem
-
-    if not sys.platform.startswith("linux") or shutil.which("socat") is None:
-        return False
-    return sandbox_problem(SpawnPolicy(sandbox="bwrap")) is None
-
-
-def cli_env(env: Mapping[str, str], config: ClaudeConfig, pass_env: tuple[str, ...] = ()) -> dict[str, str]:
-    """Our additions to the CLI's environment (the SDK merges them over os.environ, so a
-    variable can only be blanked, not removed): secrets the CLI does not need are blanked
-    (the task's ``pass_env`` excepted), and Claude Code is asked to keep its own
-    credentials from its Bash tool (SCRUB_VAR) where it can."""
-    from shepherd.core.secrets import RUNNER_MARKER, runner_marker_value, withheld_names
-
-    out = {name: "" for name in withheld_names(env, pass_env) if not _cli_needs(name, env)}
-    out.update({
-        # the CLI and its Bash tool are this runner's tool processes: recovery finds them by it
-        RUNNER_MARKER: runner_marker_value(),
-        # no feature-flag/telemetry calls: they cost seconds on a network that drops packets
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        # the supervisor owns retries
-        "CLAUDE_CODE_MAX_RETRIES": str(config.cli_max_retries),
-    })
-    if SCRUB_VAR not in env:  # an explicit choice (e.g. =0) is the user's
-        if subprocess_scrub_available():
-            out[SCRUB_VAR] = "1"
-        else:
-            log.warning("Claude Code's Bash tool will see the CLI's credentials: it can only scrub them "
-                        "with bubblewrap and socat installed (Linux)")
-    base_url = env.get("ANTHROPIC_BASE_URL", "")
-    if base_url and _is_loopback_url(base_url):  # an inherited HTTP(S)_PROXY must not get it
-        for var in ("NO_PROXY", "no_proxy"):
-            have = [x for x in env.get(var, "").split(",") if x.strip()]
-            for host in ("127.0.0.1", "localhost", "::1"):
-                if host not in have:
-                    have.append(host)
-            out[var] = ",".join(have)
-    return out
-
-
-def session_uuid(shepherd_session: str, subtask_id: str, generation: int = 0) -> str:
-    """The Claude session id for a subtask: derived, so a restarted Shepherd finds it."""
-    name = f"{shepherd_session}/{subtask_id}" + (f"#{generation}" if generation else "")
-    return str(uuid.uuid5(_NS, name))
-
-
-# --- transcript repair ----------------------------------------------------------------------
-
-
-def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
-def _blocks(message: Any) -> list[dict[str, Any]]:
-    content = _get(message, "content") if message is not None else None
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [b for b in content or [] if isinstance(b, dict)]
-
-
-@dataclass(frozen=True)
-class RepairPoint:
-    resume_at: str  # uuid of the last message kept
-    dropped_calls: tuple[tuple[str, str, dict[str, Any]], ...]  # (id, name, input) never answered properly
-    dropped_messages: int
-    found: bool  # True: a tool use the API rejects was found; False: the fallback (last tool turn)
-
-    def describe(self) -> str:
-        calls = ", ".join(f"{name} {json.dumps(inp, ensure_ascii=False)[:120]} (id {cid})"
-                          for cid, name, inp in self.dropped_calls[:5])
-        more = f" and {len(self.dropped_calls) - 5} more" if len(self.dropped_calls) > 5 else ""
-        n = self.dropped_messages
-        return (f"the tool call{'s' if len(self.dropped_calls) != 1 else ''} {calls}{more}, "
-                f"and {n} transcript message{'s' if n != 1 else ''} from there on")
-
-
-def find_repair_point(messages: list[Any]) -> RepairPoint | None:
-    """Where to rewind a transcript the API rejects for a tool use without its result.
-
-    ``messages``: the session's main chain in order (claude_agent_sdk SessionMessage, or
-    dicts with type/uuid/message). The API merges consecutive same-role messages into one
-    turn and wants every tool_use answered by a tool_result at the head of the very next
-    user turn. The first assistant turn that breaks this is cut off: we keep everything
-    before its first tool_use. With nothing visibly wrong, the last turn with tool calls
-    is cut (the API named something we cannot see). None: nothing to rewind to.
-    """
-    msgs = [m for m in messages if _get(m, "type") in ("user", "assistant") and _get(m, "uuid")]
-    turns: list[tuple[str, list[int]]] = []  # (role, indexes into msgs)
-    for i, m in enumerate(msgs):
-        role = _get(m, "type")
-        if turns and turns[-1][0] == role:
-            turns[-1][1].append(i)
-        else:
-            turns.append((role, [i]))
-
-    def tool_uses(idx: list[int]) -> list[tuple[int, dict[str, Any]]]:
-        return [(i, b) for i in idx for b in _blocks(_get(msgs[i], "message")) if b.get("type") == "tool_use"]
-
-    bad_turn: int | None = None
-    for t, (role, idx) in enumerate(turns):
-        uses = tool_uses(idx) if role == "assistant" else []
-        if not uses:
-            continue
-        answered: set[Any] = set()
-        if t + 1 < len(turns):
-            for i in turns[t + 1][1]:
-                blocks = _blocks(_get(msgs[i], "message"))
-                lead = True
-                for b in blocks:
-                    if b.get("type") != "tool_result":
-                        lead = False
-                        break
-                    answered.add(b.get("tool_use_id"))
-                if not lead:
-                    break
-        if any(b.get("id") not in answered for _, b in uses):
-            bad_turn = t
-            break
-    found = bad_turn is not None
-    if bad_turn is None:
-        tool_turns = [t for t, (role, idx) in enumerate(turns) if role == "assistant" and tool_uses(idx)]
-        if not tool_turns:
-            return None
-        bad_turn = tool_turns[-1]
-    uses = tool_uses(turns[bad_turn][1])
-    first = uses[0][0]
-    if first == 0:
-        return None
-    dropped = [b for _, b in uses]  # we keep everything before the first of them
-    return RepairPoint(
-        resume_at=str(_get(msgs[first - 1], "uuid")),
-        dropped_calls=tuple((str(b.get("id")), str(b.get("name")), dict(b.get("input") or {})) for b in dropped),
-        dropped_messages=len(msgs) - first,
-        found=found,
-    )
-
-
-def repair_point_before(messages: list[Any], call_ids: Any) -> RepairPoint | None:
-    """Where to rewind so that the calls ``call_ids`` were never made: the last message
-    before the first tool_use of the earliest assistant turn holding one of them (their
-    sibling calls go too). None when none of them is in the transcript (or nothing comes
-    before it)."""
-    wanted = set(call_ids)
-    msgs = [m for m in messages if _get(m, "type") in ("user", "assistant") and _get(m, "uuid")]
-    turns: list[list[int]] = []  # assistant turns (consecutive assistant messages)
-    for i, m in enumerate(msgs):
-        if _get(m, "type") == "assistant":
-            if turns and turns[-1][-1] == i - 1:
-                turns[-1].append(i)
-            else:
-                turns.append([i])
-    for idx in turns:
-        uses = [(i, b) for i in idx for b in _blocks(_get(msgs[i], "message")) if b.get("type") == "tool_use"]
-        if not any(b.get("id") in wanted for _, b in uses):
-            continue
-        first = uses[0][0]
-        if first == 0:
-            return None
-        return RepairPoint(
-            resume_at=str(_get(msgs[first - 1], "uuid")),
-            dropped_calls=tuple((str(b.get("id")), str(b.get("name")), dict(b.get("input") or {}))
-                                for _, b in uses),
-            dropped_messages=len(msgs) - first,
-            found=True,
-        )
-    return None
-
-
-def _position(messages: list[Any], uuid_: str) -> int:
-    for i, m in enumerate(messages):
-        if str(_get(m, "uuid")) == uuid_:
-            return i
-    return len(messages)
-
-
-def _describe_call(tool: str, tool_input: Mapping[str, Any], call_id: str) -> str:
-    return f"{tool} {json.dumps(dict(tool_input), ensure_ascii=False, default=str)[:120]} (id {call_id})"
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -642,8 +332,11 @@ class _Attempt:
                 break
         return found
 
-    async def _transcript(self, store: Any, sid: str) -> list[Any]:
-        from claude_agent_sdk import InMemorySessionStore, get_session_messages_from_store, project_key_for_directory
+    async def _transcript(self, store: Any, sid: str, calls: tuple[str, ...] = ()) -> list[Any]:
+        """The stored conversation: the database's mirror, or the CLI's own file when the
+        mirror is empty — or, for a re-ask, when the mirror lags behind the file (it may not
+        hold the awaiting call yet when a runner dies) but holds the message to rewind to."""
+        from claude_agent_sdk import get_session_messages_from_store
 
         cwd = str(self.ctx.workspace)
         msgs: list[Any] = []
@@ -651,13 +344,25 @@ class _Attempt:
             with contextlib.suppress(Exception):
                 msgs = await get_session_messages_from_store(store, sid, directory=cwd)
         if not msgs:  # no database: the CLI's own transcript file
-            path = self.config_dir / "projects" / project_key_for_directory(cwd) / f"{sid}.jsonl"
-            with contextlib.suppress(OSError):
-                mem = InMemorySessionStore()
-                entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-                await mem.append({"project_key": project_key_for_directory(cwd), "session_id": sid}, entries)
-                msgs = await get_session_messages_from_store(mem, sid, directory=cwd)
+            return await self._cli_transcript(sid)
+        if calls and repair_point_before(msgs, list(calls)) is None:
+            from_file = await self._cli_transcript(sid)
+            point = repair_point_before(from_file, list(calls))
+            if point is not None and any(str(_get(m, "uuid")) == point.resume_at for m in msgs):
+                return from_file
         return msgs
+
+    async def _cli_transcript(self, sid: str) -> list[Any]:
+        from claude_agent_sdk import InMemorySessionStore, get_session_messages_from_store, project_key_for_directory
+
+        cwd = str(self.ctx.workspace)
+        path = self.config_dir / "projects" / project_key_for_directory(cwd) / f"{sid}.jsonl"
+        with contextlib.suppress(OSError, ValueError):
+            mem = InMemorySessionStore()
+            entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            await mem.append({"project_key": project_key_for_directory(cwd), "session_id": sid}, entries)
+            return await get_session_messages_from_store(mem, sid, directory=cwd)
+        return []
 
     async def _plan(self, store: Any) -> tuple[Any, str]:
         """Which session to run (fresh, resumed, or repaired) and the user turn to send."""
@@ -673,7 +378,8 @@ class _Attempt:
             resume = self._sid(latest)
             generation = latest
             prompt = extra or _continue_prompt()
-            messages = await self._transcript(store, resume) if (ctx.repair or reask) else []
+            messages = (await self._transcript(store, resume, tuple(c.call_id for c in reask))
+                        if (ctx.repair or reask) else [])
             point = find_repair_point(messages) if ctx.repair else None
             if ctx.repair and point is None:
                 log.warning("repair asked for, but session %s has no tool use to rewind; resuming as is", resume)
@@ -1039,22 +745,6 @@ class _Attempt:
         self._flush_pending_error()
 
 
-def _text_of(content: Any) -> str:
-    """Plain text of a message/result content (a string or a list of blocks)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        text = block.get("text") if isinstance(block, dict) else getattr(block, "text", None)
-        if isinstance(text, str):
-            parts.append(text)
-        elif isinstance(block, dict) and block.get("type") == "image":
-            parts.append("[image]")
-    return "\n".join(parts)
-
-
 def _continue_prompt() -> str:
     fn = getattr(prompts, "continue_prompt", None)
     return fn() if callable(fn) else _CONTINUE_FALLBACK
@@ -1062,5 +752,5 @@ def _continue_prompt() -> str:
 
 __all__ = [
     "ClaudeBackend", "ClaudeConfig", "RepairPoint", "credential_source", "cli_env", "find_repair_point",
-    "repair_point_before", "session_uuid", "NO_CREDENTIALS", "DEFAULT_ALLOWED_TOOLS",
+    "repair_point_before", "session_uuid", "subprocess_scrub_available", "NO_CREDENTIALS", "DEFAULT_ALLOWED_TOOLS",
 ]

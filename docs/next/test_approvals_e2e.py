@@ -1,0 +1,118 @@
+"""Approvals end to end, through real processes: a runner SIGKILLed while a call waits for a
+person, recovery, `shepherd resume`, `shepherd approve` from another process — the call is
+asked again (the same call, from the saved run state) and runs exactly once, after the yes.
+Also `shepherd deny` with a reason reaching the agent, and headless `--approvals deny`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.cli_helpers import ROOT, SHEPHERD, reap, run, write_task
+from tests.engine_helpers import kill_headless_when
+
+PENDING = "SELECT count(*) FROM approvals WHERE decided_seq IS NULL AND closed = 0"
+
+
+def gated_task(tmp_path: Path, command: str = "echo ran >> ran.txt") -> tuple[Path, Path]:
+    return write_task(tmp_path, f'''approve_tools = ["run_command"]
+[[subtasks]]
+id = "deploy"
+prompt = "deploy it"
+  [[subtasks.steps]]
+  text = "deploying"
+  tools = [{{ name = "run_command", args = {{ command = "{command}" }} }}]
+  [[subtasks.steps]]
+  text = "deployed"
+''', title="gated deploy", backend="scripted")
+
+
+def _rows(db: Path) -> list[dict]:
+    out = run("sessions", "--json", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def _events(db: Path, type_: str) -> list[dict]:
+    with sqlite3.connect(db) as con:
+        return [json.loads(r[0]) for r in con.execute(
+            "SELECT data FROM events WHERE type = ? ORDER BY seq", (type_,))]
+
+
+def _wait_for(db: Path, sql: str, at_least: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "the runner ended: " + (proc.stderr.read().decode()[-2000:] if proc.stderr else "")
+        assert time.monotonic() < deadline, f"never: {sql}"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            if con.execute(sql).fetchone()[0] >= at_least:
+                return
+        time.sleep(0.05)  # polling another process's database: there is no event to await
+
+
+def _runner(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*SHEPHERD, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "SHEPHERD_TIME_SCALE": "0.02"})
+
+
+def test_sigkill_while_waiting_then_resume_asks_the_same_call_and_runs_it_once_after_yes(tmp_path: Path) -> None:
+    task, ws = gated_task(tmp_path)
+    db = tmp_path / "s.db"
+    kill_headless_when(task, db, PENDING, never="the call was never asked", poll_s=0.05)
+
+    (row,) = _rows(db)  # opening the database runs recovery
+    assert row["status"] == "interrupted" and row["needs"] == "approval"
+    assert not (ws / "ran.txt").exists()
+    first = _events(db, "approval.requested")
+    assert len(first) == 1 and not _events(db, "approval.decided")
+
+    proc = _runner("resume", row["id"], "--headless", "--db", str(db))
+    try:
+        _wait_for(db, "SELECT count(*) FROM events WHERE type = 'approval.requested'", 2, proc)
+        assert not (ws / "ran.txt").exists()  # still only asked
+        answer = run("approve", row["id"], "--db", str(db))
+        assert answer.returncode == 0, answer.stderr
+        assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    finally:
+        reap(proc)
+    assert (ws / "ran.txt").read_text() == "ran\n"  # exactly once, after the yes
+    again = _events(db, "approval.requested")
+    assert again[1]["call_id"] == first[0]["call_id"] and again[1]["reask_of"] == first[0]["call_id"]
+    (decided,) = _events(db, "approval.decided")
+    assert (decided["decision"], decided["source"]) == ("approved", "cli")
+    assert _rows(db)[0]["status"] == "done" and _rows(db)[0]["needs"] is None
+
+
+def test_deny_from_the_command_line_reaches_the_agent_and_the_tool_never_runs(tmp_path: Path) -> None:
+    task, ws = gated_task(tmp_path)
+    db = tmp_path / "s.db"
+    proc = _runner("run", str(task), "--headless", "--db", str(db))
+    try:
+        _wait_for(db, PENDING, 1, proc)
+        sid = _rows(db)[0]["id"]
+        assert _rows(db)[0]["needs"] == "approval"
+        answer = run("deny", sid, "--reason", "not on a Friday", "--db", str(db))
+        assert answer.returncode == 0, answer.stderr
+        assert proc.wait(timeout=60) == 0
+    finally:
+        reap(proc)
+    assert not (ws / "ran.txt").exists()
+    (finished,) = [e for e in _events(db, "tool.finished")]
+    assert finished["status"] == "denied" and "not on a Friday" in finished["output"]
+    nothing = run("approve", sid, "--db", str(db))
+    assert nothing.returncode == 2 and len(nothing.stderr.strip().splitlines()) == 1
+
+
+def test_headless_deny_answers_at_once_with_no_one_to_approve(tmp_path: Path) -> None:
+    task, ws = gated_task(tmp_path)
+    db = tmp_path / "s.db"
+    out = run("run", str(task), "--headless", "--approvals", "deny", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    assert not (ws / "ran.txt").exists()
+    (decided,) = _events(db, "approval.decided")
+    assert (decided["decision"], decided["source"], decided["reason"]) == ("denied", "headless", "no one to approve")
