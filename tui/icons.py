@@ -32,6 +32,10 @@ STATE_ICONS: dict[str, str] = {
 TOOL_ICONS: dict[str, str] = {"running": SPINNER_FRAMES[0], "ok": "✓", "error": "✗", "denied": "⛔",
                               "interrupted": "⊘"}
 
+# A tool call's approval (approve_tools), inline under the call and in the inbox.
+APPROVAL_ICONS: dict[str, str] = {"waiting": "⏳", "approved": "✓", "denied": "⛔", "unanswered": "⊘"}
+NEEDS_ICONS: dict[str, str] = {"approval": "⏳", "stuck": "⚠"}
+
 # What the help screen says, in this order.
 LEGEND: list[tuple[str, str]] = [
     (S.RUNNING, "running (the spinner moves while the agent works)"),

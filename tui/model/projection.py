@@ -121,6 +121,12 @@ class SessionModel(Fold, Paging):
                 return st
         return None
 
+    def pending_approvals(self, subtask_id: str | None = None) -> list[ToolBlock]:
+        """Calls waiting for a person's yes, oldest question first (of one subtask, if given)."""
+        waiting = [b for b in self._tools.values() if b.awaiting
+                   and (subtask_id is None or b.subtask_id == subtask_id)]
+        return sorted(waiting, key=lambda b: (b.approval_ts or 0.0, b.bid))
+
     def default_subtask_id(self) -> str | None:
         """What to show when nobody chose: the active subtask, else the last one touched."""
         if self.current_subtask_id in self.subtasks:
