@@ -121,6 +121,10 @@ class SessionModel(Fold, Paging):
                 return st
         return None
 
+    def tool_block(self, call_id: str) -> ToolBlock | None:
+        """The block of call ``call_id`` (while the model holds it)."""
+        return self._tools.get(call_id) if call_id else None
+
     def pending_approvals(self, subtask_id: str | None = None) -> list[ToolBlock]:
         """Calls waiting for a person's yes, oldest question first (of one subtask, if given)."""
         waiting = [b for b in self._tools.values() if b.awaiting
