@@ -54,6 +54,8 @@ class Command(StrEnum):
     SKIP = "skip"
     CANCEL = "cancel"
     NOTE = "note"
+    APPROVE = "approve"  # a tool call awaiting approval (commands.call_id; text: unused)
+    DENY = "deny"  # text: the person's reason
 
 
 S = SessionStatus

@@ -98,8 +98,10 @@ def test_the_table_holds_exactly_the_documented_moves() -> None:
 
 
 def test_the_vocabulary_around_the_table() -> None:
-    # a person's triggers are the commands of the same name (a note moves nothing)
-    assert {str(x) for x in PERSON_TRIGGERS} == {str(c) for c in Command} - {Command.NOTE}
+    # a person's triggers are the commands of the same name (a note moves nothing; an
+    # approve/deny answers one call, and the engine moves when no call is left waiting)
+    assert {str(x) for x in PERSON_TRIGGERS} == {str(c) for c in Command} - {
+        Command.NOTE, Command.APPROVE, Command.DENY}
     assert WAITING_FOR_PERSON <= SETTLED
     # a settled subtask has no attempt to restart: a retry of it runs it again, or answers it
     for state in SETTLED:

@@ -24,11 +24,11 @@ def checked_text(command: str, text: str) -> str:
 
 
 async def insert(conn: aiosqlite.Connection, session_id: str, command: str, subtask_id: str | None, text: str,
-                 source: str, now: float) -> int:
+                 source: str, now: float, call_id: str | None = None) -> int:
     cursor = await conn.execute(
-        "INSERT INTO commands (session_id, command, subtask_id, text, source, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (session_id, command, subtask_id, text, source, now))
+        "INSERT INTO commands (session_id, command, subtask_id, text, source, created_at, call_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (session_id, command, subtask_id, text, source, now, call_id))
     return int(cursor.lastrowid or 0)
 
 

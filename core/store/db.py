@@ -33,7 +33,7 @@ from shepherd.core.clock import RealClock
 from shepherd.core.events import Event
 from shepherd.core.store.conn import Checkpointer, connect, in_transaction, run_sync, transaction_sync
 from shepherd.core.secrets import Scrubber
-from shepherd.core.store import commands, leases, recovery
+from shepherd.core.store import commands, leases, recovery, run_states
 from shepherd.core.store.derive import copy_event, prepare, write_events
 from shepherd.core.store.derive import field_names
 from shepherd.core.store.errors import (  # noqa: F401  (re-exported: `from core.store.db import X` still works)
@@ -584,10 +584,23 @@ class Store(SQLiteReads):
     # --- commands (the SQL: commands.py) -------------------------------------------
 
     async def enqueue_command(self, session_id: str, command: str, subtask_id: str | None = None,
-                              text: str = "", source: str = "cli") -> int:
+                              text: str = "", source: str = "cli", *, call_id: str | None = None) -> int:
         text = commands.checked_text(command, text)
         return await self.run_write(lambda conn: commands.insert(
-            conn, session_id, command, subtask_id, text, source, self.clock.now()))
+            conn, session_id, command, subtask_id, text, source, self.clock.now(), call_id))
+
+    # --- run states (the SQL: run_states.py) -----------------------------------------
+
+    async def save_run_state(self, session_id: str, subtask_id: str, call_ids: list[str], state: str) -> None:
+        blob = Scrubber().text(state)
+        await self.run_write(lambda conn: run_states.save(conn, session_id, subtask_id, call_ids, blob,
+                                                          self.clock.now()))
+
+    async def load_run_state(self, session_id: str, subtask_id: str) -> tuple[list[str], str] | None:
+        return await self._read(run_states.load, session_id, subtask_id)
+
+    async def drop_run_state(self, session_id: str, subtask_id: str) -> None:
+        await self.run_write(lambda conn: run_states.drop(conn, session_id, subtask_id))
 
     async def take_commands(self, session_id: str) -> list[CommandRow]:
         if not await self._read(commands.any_untaken, session_id):

@@ -201,13 +201,31 @@ class Commands(Protocol):
     """Cross-process control: a person's command for a session another process runs."""
 
     async def enqueue_command(self, session_id: str, command: str, subtask_id: str | None = None,
-                              text: str = "", source: str = "cli") -> int:
-        """ValueError for a command outside ``core.states.Command``; returns its id."""
+                              text: str = "", source: str = "cli", *, call_id: str | None = None) -> int:
+        """ValueError for a command outside ``core.states.Command``; returns its id.
+        ``call_id``: the call an approve/deny answers (None: the oldest pending)."""
         ...
 
     async def take_commands(self, session_id: str) -> list[CommandRow]:
         """Untaken commands, oldest first, marked taken atomically."""
         ...
+
+
+@runtime_checkable
+class RunStates(Protocol):
+    """An SDK's serialised run state, kept while its tool calls await a person (openai-agents
+    ``RunState.to_string()``): saved durably before the calls are asked, restored by the
+    next attempt, dropped once none of its calls is left undecided."""
+
+    async def save_run_state(self, session_id: str, subtask_id: str, call_ids: list[str], state: str) -> None:
+        """Committed when it returns; the text is scrubbed of secrets; replaces an older one."""
+        ...
+
+    async def load_run_state(self, session_id: str, subtask_id: str) -> tuple[list[str], str] | None:
+        """(call ids, state text) or None."""
+        ...
+
+    async def drop_run_state(self, session_id: str, subtask_id: str) -> None: ...
 
 
 @runtime_checkable
@@ -232,7 +250,7 @@ class SDKSessions(Protocol):
 
 
 @runtime_checkable
-class EventStore(EventWriter, EventReader, Leases, Commands, Recovery, SDKSessions, Protocol):
+class EventStore(EventWriter, EventReader, Leases, Commands, RunStates, Recovery, SDKSessions, Protocol):
     """A whole store: every group above, plus where it is and the clock it dates with."""
 
     path: Path

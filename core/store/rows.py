@@ -29,6 +29,9 @@ class SessionRow:
     cost_usd: float
     task: dict[str, Any]
     last_event_ts: float | None = None
+    needs: str | None = None  # approval | stuck | None: what the session waits for from a person
+    needs_since: float | None = None
+    needs_detail: str = ""  # the tool and an input preview, or the stuck reason
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class CommandRow:
     text: str
     source: str
     created_at: float
+    call_id: str | None = None  # approve / deny: the call answered (None: the oldest pending)
 
 
 def _json(text: str | None) -> Any:
@@ -92,7 +96,8 @@ def session_row(r: Any) -> SessionRow:
         subtasks_total=r["subtasks_total"], subtasks_done=r["subtasks_done"],
         retries=r["retries"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
         cost_usd=r["cost_usd"], task=task if isinstance(task, dict) else {},
-        last_event_ts=r["last_event_ts"])
+        last_event_ts=r["last_event_ts"], needs=r["needs"], needs_since=r["needs_since"],
+        needs_detail=r["needs_detail"] or "")
 
 
 def subtask_row(r: Any) -> SubtaskRow:
@@ -114,7 +119,7 @@ def tool_call_row(r: Any) -> ToolCallRow:
 def command_row(r: Any) -> CommandRow:
     return CommandRow(id=r["id"], session_id=r["session_id"], command=r["command"],
                       subtask_id=r["subtask_id"], text=r["text"], source=r["source"],
-                      created_at=r["created_at"])
+                      created_at=r["created_at"], call_id=r["call_id"])
 
 
 __all__ = ["CommandRow", "SessionRow", "SubtaskRow", "ToolCallRow", "command_row", "session_row",

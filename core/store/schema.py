@@ -188,7 +188,62 @@ def _m1_initial(c: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial]
+def _m2_approvals(c: sqlite3.Connection) -> None:
+    """Tool approvals (core.approvals): the derived approvals table, the openai-agents run
+    states saved while calls await a person, a call id on commands, what a session needs."""
+    _run_script(
+        c,
+        """
+        -- derived from approval.requested / approval.decided / tool.finished, in the events' transaction
+        CREATE TABLE approvals (
+            session_id    TEXT NOT NULL,
+            call_id       TEXT NOT NULL,
+            subtask_id    TEXT,
+            attempt       INTEGER,
+            tool          TEXT NOT NULL DEFAULT '',
+            input_json    TEXT NOT NULL DEFAULT '{}',
+            reask_of      TEXT,
+            requested_seq INTEGER NOT NULL,
+            requested_at  REAL NOT NULL,
+            decision      TEXT,
+            source        TEXT,
+            reason        TEXT NOT NULL DEFAULT '',
+            scope         TEXT NOT NULL DEFAULT 'call',
+            decided_seq   INTEGER,
+            closed        INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (session_id, call_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX approvals_pending ON approvals (session_id, requested_at)
+            WHERE decided_seq IS NULL AND closed = 0;
+
+        -- openai-agents RunState.to_string() (scrubbed) while its calls await an answer
+        CREATE TABLE run_states (
+            session_id     TEXT NOT NULL,
+            subtask_id     TEXT NOT NULL,
+            call_ids_json  TEXT NOT NULL,
+            state_json     TEXT NOT NULL,
+            saved_at       REAL NOT NULL,
+            PRIMARY KEY (session_id, subtask_id)
+        ) WITHOUT ROWID;
+
+        -- notifications sent, so one wait is never announced twice (channel: command | terminal)
+        CREATE TABLE notified (
+            session_id TEXT NOT NULL,
+            seq        INTEGER NOT NULL,
+            channel    TEXT NOT NULL,
+            at         REAL NOT NULL,
+            PRIMARY KEY (session_id, seq, channel)
+        ) WITHOUT ROWID;
+
+        ALTER TABLE commands ADD COLUMN call_id TEXT;
+        ALTER TABLE sessions ADD COLUMN needs TEXT;
+        ALTER TABLE sessions ADD COLUMN needs_since REAL;
+        ALTER TABLE sessions ADD COLUMN needs_detail TEXT NOT NULL DEFAULT '';
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_approvals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
