@@ -267,3 +267,214 @@ async def test_an_attached_view_on_an_older_store_says_so(store: Store, notified
         await pilot.press("y")
         await until(pilot, lambda: any("could not answer" in n for n, _ in notified), "the notice")
     assert await store.take_commands(LIVE_SID) == []
+
+
+# --- the home screen's inbox ----------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import time  # noqa: E402
+
+from tests import tui_fixtures as fx  # noqa: E402
+from shepherd.tui.app import ShepherdApp  # noqa: E402
+from shepherd.tui.screens.sessions import NeedsTable, SessionsScreen, inbox_rows, needs_text  # noqa: E402
+
+APPROVAL_SID = "s6b49d200b001"
+WRITE_SID = "s6b49d200b002"
+HOSTILE_COMMAND = "echo \x1b]0;pwned\x07 [bold red]boom[/] \x1b[2J && make deploy"
+WRITE_CONTENT = "# Release notes\n\n- parse DD/MM/YYYY dates\n- [link](http://x) \x1b[31mred\x1b[0m\n" + \
+    "".join(f"- item {i}\n" for i in range(12))
+
+
+async def shape_approval(store: Any, sid: str, t0: float) -> None:
+    """Live, a Bash call waiting for approval (hostile text in its command)."""
+    w = fx.Writer(store, sid, t0)
+    await fx._live_prefix(store, w, "Deploy the docs site")
+    args = {"command": HOSTILE_COMMAND}
+    await w.tool(3.0, "toolu_01deploy", "Bash", args)
+    await w.add(3.01, ev.ApprovalRequested(call_id="toolu_01deploy", tool="Bash", input=args))
+    await _needs(store, sid, "approval", t0 + 3.01, f"Bash {HOSTILE_COMMAND}")
+
+
+async def shape_write(store: Any, sid: str, t0: float) -> None:
+    """Live, an earlier call approved by rule and one denied, and a Write waiting."""
+    w = fx.Writer(store, sid, t0)
+    await fx._live_prefix(store, w, "Write the release notes")
+    await w.tool(3.0, "c_ls", "Bash", {"command": "git status"})
+    await w.add(3.01, ev.ApprovalRequested(call_id="c_ls", tool="Bash", input={"command": "git status"}))
+    await w.add(3.02, ev.ApprovalDecided(call_id="c_ls", decision="approved", source="rule",
+                                         reason="auto_approve rule: Bash 'git status'"))
+    await w.add(3.3, ev.ToolFinished(call_id="c_ls", status="ok", output="nothing to commit", duration_s=0.2))
+    await w.tool(4.0, "c_rm", "Bash", {"command": "rm -rf docs/old"})
+    await w.add(4.01, ev.ApprovalRequested(call_id="c_rm", tool="Bash", input={"command": "rm -rf docs/old"}))
+    await w.add(9.0, ev.ApprovalDecided(call_id="c_rm", decision="denied", source="tui",
+                                        reason="keep the old docs"))
+    await w.add(9.01, ev.ToolFinished(call_id="c_rm", status="denied", output="denied: keep the old docs"))
+    args = {"file_path": "NOTES.md", "content": WRITE_CONTENT}
+    await w.tool(12.0, "c_write", "Write", args)
+    await w.add(12.01, ev.ApprovalRequested(call_id="c_write", tool="Write", input=args))
+    await _needs(store, sid, "approval", t0 + 12.01, "Write NOTES.md")
+
+
+async def _needs(store: Any, sid: str, needs: str, since: float, detail: str) -> None:
+    """What the store derives for the session (sessions.needs*), written here while the
+    derivation has not landed; a store that derives it already is left as it is."""
+    await store.flush()
+    row = await store.get_session(sid)
+    if getattr(row, "needs", None) is None:
+        await store.run_write(lambda conn: conn.execute(
+            "UPDATE sessions SET needs = ?, needs_since = ?, needs_detail = ? WHERE id = ?",
+            (needs, since, detail[:120], sid)))
+
+
+async def shape_stuck_needs(store: Any, sid: str, t0: float) -> None:
+    await fx.shape_stuck(store, sid, t0)
+    await _needs(store, sid, "stuck", t0 + 13.1, "tool_concurrency: 3 retries used up")
+
+
+INBOX_SHAPES = {"approval": (shape_approval, APPROVAL_SID, fx.NOW - 75),
+                "write": (shape_write, WRITE_SID, fx.NOW - 40),
+                "stuck": (shape_stuck_needs, fx.SESSION_IDS["stuck"], fx.NOW - 600)}
+
+
+async def build_inbox_db(path: Path, shapes: tuple[str, ...] = ("approval", "write", "stuck"),
+                         past: tuple[str, ...] = ("done", "failed")) -> None:
+    store = await Store.open(path, clock=FakeClock(fx.NOW - 4 * 86400))
+    try:
+        await fx.populate(store, list(past))
+        for name in shapes:
+            fn, sid, t0 = INBOX_SHAPES[name]
+            await fn(store, sid, t0)
+        await store.flush()
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def settle(pilot: Any) -> None:
+    app: ShepherdApp = pilot.app
+    for _ in range(2000):
+        loaded = getattr(app.screen, "loaded", None)
+        if app.home is not None and app.home.loaded and (
+                app.open_session_id is None or (isinstance(loaded, asyncio.Event) and loaded.is_set())):
+            break
+        await pilot.pause(0.01)
+    else:
+        raise AssertionError("the app did not settle")
+    flush = getattr(app.screen, "flush_now", None)
+    if flush is not None:
+        await flush()
+    await pilot.pause()
+
+
+def _app(open_sid: str | None = None) -> ShepherdApp:
+    db = Path("shepherd.db")
+    asyncio.run(build_inbox_db(db))
+    return ShepherdApp(db, open_session=open_sid, clock=lambda: fx.NOW)
+
+
+async def test_the_inbox_lists_who_waits_longest_first_and_answers_from_the_row(utc: Path) -> None:
+    db = utc / "shepherd.db"
+    await build_inbox_db(db)
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    notes: list[str] = []
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        home: SessionsScreen = app.home  # type: ignore[assignment]
+        assert [r.id for r in home.inbox] == [fx.SESSION_IDS["stuck"], APPROVAL_SID, WRITE_SID]
+        needs = home.query_one(NeedsTable)
+        assert needs.display and needs.row_count == 3 and str(needs.border_title) == "Needs you (3) · tab: go there"
+        assert [needs.get_row_at(i)[3].plain for i in range(3)] == ["9m46s", "1m11s", "27s"]
+        shown = needs.get_row_at(1)[2].plain
+        assert shown.startswith("approve? Bash echo ␛]0;pwned") and "[bold red]boom[/]" in shown
+        assert "\x1b" not in shown and "\x07" not in shown
+
+        assert home.table.has_focus and not needs.has_focus
+        await pilot.press("tab")  # jump to the first that needs you, then the next
+        assert needs.has_focus and home.inbox_row().id == fx.SESSION_IDS["stuck"]
+        # the keys that apply to the highlighted row, in the inbox's title
+        assert str(needs.border_title) == "Needs you (3) · tab next · r retry · s skip · enter open"
+        assert home.check_action("answer", ("approved",)) is None  # stuck: y/n shown dimmed
+        await pilot.press("y")  # and nothing is sent
+        await pilot.press("tab")
+        assert home.inbox_row().id == APPROVAL_SID
+        assert "y approve · n deny · r retry" in str(needs.border_title)
+        await pilot.press("y")
+        await pilot.press("N")
+        assert home.inbox_row().id == WRITE_SID
+        await pilot.press("n")
+        from shepherd.tui.widgets.approval import DenyModal
+
+        for _ in range(200):
+            if isinstance(app.screen, DenyModal):
+                break
+            await pilot.pause()
+        await pilot.press(*"not now", "enter")
+        await pilot.press("tab")  # round to the stuck one
+        assert home.inbox_row().id == fx.SESSION_IDS["stuck"]
+        await pilot.press("r", "s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+    store = await Store.open(db, recover=False)
+    try:
+        cmds = {sid: [(c.command, c.text, c.call_id, c.source) for c in await store.take_commands(sid)]
+                for sid in (APPROVAL_SID, WRITE_SID, fx.SESSION_IDS["stuck"])}
+    finally:
+        await store.close()
+    assert cmds[APPROVAL_SID] == [("approve", "", None, "tui")]  # no call id: its oldest pending call
+    assert cmds[WRITE_SID] == [("deny", "not now", None, "tui")]
+    assert cmds[fx.SESSION_IDS["stuck"]] == [("retry", "", None, "tui"), ("skip", "", None, "tui")]
+    assert any(n.startswith(f"approve sent to {APPROVAL_SID}: Bash echo") for n in notes)
+
+
+def test_inbox_rows_need_a_live_or_interrupted_session() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Row:
+        id: str
+        status: str
+        needs: str | None = None
+        needs_since: float | None = None
+        needs_detail: str = ""
+        updated_at: float = 0.0
+
+    rows = [Row("a", "running", "approval", 20.0, "Bash ls"), Row("b", "done", "approval", 1.0),
+            Row("c", "stuck", "stuck", 10.0), Row("d", "running"), Row("e", "interrupted", "approval", 30.0)]
+    assert [r.id for r in inbox_rows(rows)] == ["c", "a", "e"]  # type: ignore[arg-type]
+    assert needs_text(rows[2]) == "a retry budget ran out"  # type: ignore[arg-type]
+    assert needs_text(rows[4]).endswith("runner stopped: resume asks again")  # type: ignore[arg-type]
+
+
+# --- snapshots (new ones only: pytest --snapshot-update -k for these) ------------------------------
+
+
+@pytest.fixture
+def snap_env(monkeypatch: pytest.MonkeyPatch, utc: Path):
+    monkeypatch.setattr(Ticker, "animate", False)
+    yield
+
+
+def test_snapshot_inbox(snap_compare, snap_env) -> None:
+    assert snap_compare(_app(), terminal_size=(120, 26), run_before=settle)
+
+
+def test_snapshot_inbox_narrow(snap_compare, snap_env) -> None:
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_snapshot_inline_approval_bash(snap_compare, snap_env) -> None:
+    assert snap_compare(_app(APPROVAL_SID), terminal_size=(120, 30), run_before=settle)
+
+
+def test_snapshot_inline_approval_write(snap_compare, snap_env) -> None:
+    assert snap_compare(_app(WRITE_SID), terminal_size=(120, 36), run_before=settle)

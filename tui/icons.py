@@ -34,7 +34,7 @@ TOOL_ICONS: dict[str, str] = {"running": SPINNER_FRAMES[0], "ok": "✓", "error"
 
 # A tool call's approval (approve_tools), inline under the call and in the inbox.
 APPROVAL_ICONS: dict[str, str] = {"waiting": "⏳", "approved": "✓", "denied": "⛔", "unanswered": "⊘"}
-NEEDS_ICONS: dict[str, str] = {"approval": "⏳", "stuck": "⚠"}
+NEEDS_ICONS: dict[str, str] = {"approval": "⧗", "stuck": "⚠"}  # one cell each (a table column)
 
 # What the help screen says, in this order.
 LEGEND: list[tuple[str, str]] = [

@@ -57,9 +57,12 @@ class SessionScreen(Screen[None]):
     BINDINGS = [
         # a tool call waiting for approval: shown only while one waits (n is "Deny" then;
         # the retry countdown's n otherwise)
-        Binding("y", "approve", "Approve", tooltip="Approve the tool call waiting for you"),
-        Binding("n", "deny", "Deny", tooltip="Deny the tool call waiting for you (with an optional reason)"),
-        Binding("a", "approve_session", "Always", tooltip="Approve this call and its tool for the rest of the session"),
+        # (short words: with them the bar still fits 80 columns; the block spells them out)
+        Binding("y", "approve", "Yes", tooltip="Approve the tool call waiting for you"),
+        Binding("n", "deny", "No", tooltip="Deny the tool call waiting for you (with an optional reason)"),
+        # the block under the call says "a approve <tool> for this session": the bar fits 80 columns
+        Binding("a", "approve_session", "Approve tool", show=False,
+                tooltip="Approve this call and its tool for the rest of the session"),
         Binding("p", "pause", "Pause", tooltip="Pause at the next safe point"),
         Binding("p", "resume", "Resume", tooltip="Resume the run"),
         Binding("P,shift+p", "pause_now", "Pause now", show=False, tooltip="Pause at once (interrupts open calls)"),
@@ -80,7 +83,9 @@ class SessionScreen(Screen[None]):
     ]
 
     HELP_TITLE = "a session"
-    HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too")]
+    HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too"),
+                  ("y / n / a", "A tool call waits for your approval: approve it, deny it (with an optional "
+                                "reason), or approve it and its tool for the rest of the session")]
     HELP_NOTE = "The footer shows the keys that apply right now; `j`/`k` reach the tool calls."
     PAGE_SIZE = 500  # events loaded on open (a screenful of blocks and more), and per "load earlier"
 

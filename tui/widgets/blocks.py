@@ -357,8 +357,9 @@ class ToolCallView(Expandable):
         elif self.expanded:
             parts.append(Content.styled(_clean(input_text(b.input)) or "(no input, no output yet)",
                                         "$foreground-muted"))
-        elif has_output and b.status in ("error", "denied"):
-            # the end of a failing output says why (tracebacks, test summaries)
+        elif has_output and b.status in ("error", "denied") and b.approval != "denied":
+            # the end of a failing output says why (tracebacks, test summaries); a person's
+            # denial says it above
             last = b.output.strip().splitlines()[-1]
             parts.append(Content(m.clip("    " + _clean(last), width)))
         return Content("\n").join(parts)
@@ -368,32 +369,35 @@ def approval_lines(b: m.ToolBlock, now: float, width: int, preview_lines: int = 
     """The inline approval under a call: the question with how long it has waited, what
     the call would do, and the keys; once answered, who answered and why."""
     icon = m.APPROVAL_ICONS.get(b.approval, "?")
+    room = max(10, width - 4)
+
+    def line(text: str, style: str, indent: str = "    ") -> Content:
+        return Content.styled(indent + m.clip(text, room), style)
+
     if b.approval == "waiting":
         waited = b.waited(now)
-        head = f"    {icon} waiting for your approval" + (f" · {m.fmt_duration(waited)}" if waited is not None else "")
+        head = f"{icon} waiting for your approval" + (f" · {m.fmt_duration(waited)}" if waited is not None else "")
         if b.reask_of:
             head += " · asked again after a resume"
-        lines = [Content.styled(m.clip(head, width), "bold $warning")]
-        for line in m.approval_preview(b.name, b.input, preview_lines, max(10, width - 6)):
-            lines.append(Content.styled("      " + _clean(line), "$foreground"))
-        keys = f"    y approve · n deny (with a reason) · a approve {b.name or 'this tool'} for this session"
-        lines.append(Content.styled(m.clip(keys, width), "$foreground-muted"))
+        lines = [line(head, "bold $warning")]
+        for text in m.approval_preview(b.name, b.input, preview_lines, max(10, width - 8)):
+            lines.append(Content.styled("       " + _clean(text), "$foreground"))
+        lines.append(line(f"y approve · n deny (with a reason) · a approve {b.name or 'this tool'} "
+                          "for this session", "$foreground-muted"))
         return lines
     if b.approval == "approved":
         by = "by rule" if b.approval_source == "rule" else f"({b.approval_source})" if b.approval_source else ""
-        text = f"    {icon} approved {by}".rstrip()
+        text = f"{icon} approved {by}".rstrip()
         if b.approval_scope == "session" and b.approval_source != "rule":
             text += f" · {b.name} approved for this session"
         if b.approval_reason:
             text += f": {b.approval_reason}"
-        return [Content.styled(m.clip(text, width), "$success")]
+        return [line(text, "$success")]
     if b.approval == "denied":
         by = f" ({b.approval_source})" if b.approval_source else ""
-        text = f"    {icon} denied{by}" + (f": {b.approval_reason}" if b.approval_reason else "")
-        return [Content.styled(m.clip(text, width), "$warning")]
+        return [line(f"{icon} denied{by}" + (f": {b.approval_reason}" if b.approval_reason else ""), "$warning")]
     # unanswered: the call ended (or its runner stopped) first; it did not run on a yes
-    return [Content.styled(m.clip(f"    {icon} was waiting for approval, not answered: not run on a yes",
-                                  width), "$foreground-muted")]
+    return [line(f"{icon} was waiting for approval, not answered: not run on a yes", "$foreground-muted")]
 
 
 def input_text(data: object) -> str:
