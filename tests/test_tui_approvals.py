@@ -251,22 +251,11 @@ async def test_an_attached_view_writes_the_answer_to_the_commands_table(store: S
         await until(pilot, lambda: isinstance(pilot.app.screen, DenyModal), "the reason dialog")
         await pilot.press(*"no", "enter")
         await until(pilot, lambda: any("deny sent" in n for n, _ in notified), "the notice")
+        await pilot.press("a")
+        await until(pilot, lambda: any("for the rest of the session" in n for n, _ in notified), "the notice")
     taken = await store.take_commands(LIVE_SID)
-    assert [(c.command, c.text, c.call_id, c.source) for c in taken] == [("deny", "no", "c1", "tui")]
-
-
-@pytest.mark.skipif(STORE_TAKES_CALL_ID, reason="the store takes call ids")
-async def test_an_attached_view_on_an_older_store_says_so(store: Store, notified: list) -> None:
-    w = Writer(store)
-    await w.start()
-    await _waiting_call(w)
-    screen = SessionScreen(store, LIVE_SID, controller=RemoteControl(store, LIVE_SID), follow="tail",
-                           clock=Clock(w.ts + 1))
-    async with Harness(screen).run_test(size=(120, 36)) as pilot:
-        await loaded(pilot, screen)
-        await pilot.press("y")
-        await until(pilot, lambda: any("could not answer" in n for n, _ in notified), "the notice")
-    assert await store.take_commands(LIVE_SID) == []
+    assert [(c.command, c.text, c.call_id, c.source) for c in taken] == [
+        ("deny", "no", "c1", "tui"), ("approve", "session", "c1", "tui")]
 
 
 # --- the home screen's inbox ----------------------------------------------------------------------

@@ -28,21 +28,24 @@ class ApprovalUnsupported(Exception):
     """This engine or store cannot take an approval yet (one line for a notice)."""
 
 
-async def send_answer(controller: Any, call_id: str, decision: str, *, scope: str = "call",
+async def send_answer(controller: Any, call_id: str | None, decision: str, *, scope: str = "call",
                       reason: str = "", source: str = "tui") -> None:
     """Approve (``decision="approved"``, ``scope`` call|session) or deny (with ``reason``)
-    ``call_id`` through ``controller``. Raises ApprovalUnsupported when it cannot."""
+    ``call_id`` (None: the session's oldest pending call; the commands table only) through
+    ``controller``. Raises ApprovalUnsupported when it cannot."""
     if controller is None:
         raise ApprovalUnsupported("no controls for this session here")
-    try:
-        if decision == "approved":
-            await controller.approve(call_id, scope=scope, source=source)
-        else:
-            await controller.deny(call_id, reason=reason, source=source)
-        return
+    try:  # the method itself, not its call: an AttributeError inside it is its own error
+        method = controller.approve if decision == "approved" else controller.deny
     except AttributeError as exc:
         if not isinstance(controller, RemoteControl):
             raise ApprovalUnsupported(f"this run cannot take approvals yet ({exc})") from None
+    else:
+        if decision == "approved":
+            await method(call_id, scope=scope, source=source)
+        else:
+            await method(call_id, reason=reason, source=source)
+        return
     # a RemoteControl without approve/deny: the commands table, as `shepherd approve` does
     command = "approve" if decision == "approved" else "deny"
     # approve: the text says the scope ("session" approves the tool for the session)
