@@ -91,6 +91,23 @@ def test_reask_after_resume_and_rule_approval() -> None:
     assert model._tools["c2"].reask_of == "c0" and model.pending_approvals() == [model._tools["c2"]]
 
 
+def test_a_claude_reask_marks_the_withdrawn_call() -> None:
+    model = m.SessionModel(SID)
+    seq = _started(model)
+    model.apply([
+        _e(ev.ToolStarted(call_id="old", name="Bash", input={"command": "make"}), seq, 101),
+        _e(ev.ApprovalRequested(call_id="old", tool="Bash", input={"command": "make"}), seq + 1, 101),
+        _e(ev.ToolFinished(call_id="old", status="interrupted", output="withdrawn: rewound before this call"),
+           seq + 2, 150),
+        _e(ev.ToolStarted(call_id="new", name="Bash", input={"command": "make"}), seq + 3, 151),
+        _e(ev.ApprovalRequested(call_id="new", tool="Bash", input={"command": "make"}, reask_of="old"),
+           seq + 4, 151),
+    ])
+    old, new = model._tools["old"], model._tools["new"]
+    assert (old.approval, old.approval_reason) == ("unanswered", "asked again as a new call")
+    assert new.awaiting and model.pending_approvals() == [new]
+
+
 def test_hostile_input_is_data_in_the_model() -> None:
     model = m.SessionModel(SID)
     seq = _started(model)
@@ -379,6 +396,7 @@ async def test_the_inbox_lists_who_waits_longest_first_and_answers_from_the_row(
         await settle(pilot)
         home: SessionsScreen = app.home  # type: ignore[assignment]
         assert [r.id for r in home.inbox] == [fx.SESSION_IDS["stuck"], APPROVAL_SID, WRITE_SID]
+        assert home.table.get_cell(APPROVAL_SID, "status").plain == "⧗"  # waits for a person, no spinner
         needs = home.query_one(NeedsTable)
         assert needs.display and needs.row_count == 3 and str(needs.border_title) == "Needs you (3) · tab: go there"
         assert [needs.get_row_at(i)[3].plain for i in range(3)] == ["9m46s", "1m11s", "27s"]

@@ -261,6 +261,12 @@ class Fold:
         tb.approval_ts = e.ts or tb.approval_ts
         tb.reask_of = e.reask_of
         self._bump(tb)
+        old = self._tools.get(e.reask_of) if e.reask_of and e.reask_of != e.call_id else None
+        if old is not None and old.approval in ("waiting", "unanswered"):
+            # the call asked before a resume, withdrawn (claude rewinds): asked again as this one
+            old.approval = "unanswered"
+            old.approval_reason = "asked again as a new call"
+            self._bump(old)
         self._touch_approvals(tb)
 
     def _on_approval_decided(self, e: ev.ApprovalDecided) -> None:

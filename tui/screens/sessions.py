@@ -481,6 +481,8 @@ class SessionsScreen(Screen):
 
     def _cell_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
         icon, style = state_icon(row.status, self._frame), STATUS_STYLES.get(row.status, "dim")
+        if row_needs(row) == "approval":  # what it waits for, not a spinner: a person
+            icon, style = NEEDS_ICONS["approval"], "bold yellow"
         backend = row.backend + (f"/{row.model}" if row.model else "")
         in_process = row.id in self._live_ids()
         title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)

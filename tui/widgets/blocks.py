@@ -397,7 +397,8 @@ def approval_lines(b: m.ToolBlock, now: float, width: int, preview_lines: int = 
         by = f" ({b.approval_source})" if b.approval_source else ""
         return [line(f"{icon} denied{by}" + (f": {b.approval_reason}" if b.approval_reason else ""), "$warning")]
     # unanswered: the call ended (or its runner stopped) first; it did not run on a yes
-    return [line(f"{icon} was waiting for approval, not answered: not run on a yes", "$foreground-muted")]
+    why = b.approval_reason or "not run on a yes"
+    return [line(f"{icon} was waiting for approval, not answered: {why}", "$foreground-muted")]
 
 
 def input_text(data: object) -> str:
