@@ -431,6 +431,20 @@ async def test_the_inbox_lists_who_waits_longest_first_and_answers_from_the_row(
         await app.workers.wait_for_complete()
         await pilot.pause()
         notes = [n.message for n in app._notifications]
+        # a filter narrows the list, not the inbox
+        await pilot.press("slash", *"Refactor")
+        for _ in range(400):
+            if home.row_ids() == [fx.SESSION_IDS["failed"]]:
+                break
+            await pilot.pause()
+        assert home.row_ids() == [fx.SESSION_IDS["failed"]] and len(home.inbox) == 3
+        # enter on an inbox row opens its session
+        await pilot.press("tab", "enter")
+        for _ in range(400):
+            if isinstance(app.screen, SessionScreen):
+                break
+            await pilot.pause()
+        assert isinstance(app.screen, SessionScreen) and app.screen.session_id == fx.SESSION_IDS["stuck"]
     store = await Store.open(db, recover=False)
     try:
         cmds = {sid: [(c.command, c.text, c.call_id, c.source) for c in await store.take_commands(sid)]
@@ -485,3 +499,7 @@ def test_snapshot_inline_approval_bash(snap_compare, snap_env) -> None:
 
 def test_snapshot_inline_approval_write(snap_compare, snap_env) -> None:
     assert snap_compare(_app(WRITE_SID), terminal_size=(120, 36), run_before=settle)
+
+
+def test_snapshot_inline_approval_narrow(snap_compare, snap_env) -> None:
+    assert snap_compare(_app(APPROVAL_SID), terminal_size=(80, 24), run_before=settle)

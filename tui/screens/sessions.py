@@ -405,12 +405,15 @@ class SessionsScreen(Screen):
             # one row past the window says whether there is more (a full window alone cannot)
             rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=limit + 1,
                                                              offset=0))
+            # the inbox is every session that needs someone, whatever the filter shows
+            unfiltered = _safe_rows(await self.store.list_sessions(limit=self.PAGE_SIZE, offset=0)) \
+                if self.filter_text else None
         except Exception as error:  # noqa: BLE001 - keep the list usable, say what went wrong
             report_error(self.app, error, "Could not list sessions")
             return
         self.has_more = len(rows) > limit
         rows = rows[:limit]
-        self._apply(rows)
+        self._apply(rows, inbox_from=unfiltered)
         self.loaded = self.loaded or not self._rest_pending  # (else once the rest is in)
 
     async def load_more(self) -> None:
@@ -435,8 +438,8 @@ class SessionsScreen(Screen):
         finally:
             self._loading_more = False
 
-    def _apply(self, rows: list["SessionRow"]) -> None:
-        self._update_inbox(rows)
+    def _apply(self, rows: list["SessionRow"], inbox_from: list["SessionRow"] | None = None) -> None:
+        self._update_inbox(rows if inbox_from is None else inbox_from)
         if [r.id for r in rows] == [r.id for r in self.rows]:
             self.rows = rows
             for row in rows:
