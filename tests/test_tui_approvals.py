@@ -122,9 +122,13 @@ def test_hostile_input_is_data_in_the_model() -> None:
 def test_preview_of_a_write_and_an_edit() -> None:
     lines = m.approval_preview("Write", {"file_path": "src/app.py", "content": "a\nb\nc\nd\n"}, max_lines=4)
     assert lines[0].startswith("src/app.py") and "4 lines" in lines[0]
-    assert lines[1:3] == ["│ a", "│ b"] and lines[-1] == "… 2 more lines"
+    assert lines[1:3] == ["│ a", "│ b"] and lines[-1] == "… 2 more lines (o: all of it)"
     assert m.approval_preview("Edit", {"file_path": "x", "old_string": "o", "new_string": "n"}) == ["x", "- o", "+ n"]
     assert m.approval_preview("Bash", {"command": "make\n  deploy"}) == ["$ make", "    deploy"]
+    # a long command wraps: nothing of what a person approves is cut off
+    long = "make deploy ENV=production TARGET=eu-west-1 && rm -rf /tmp/cache"
+    wrapped = m.approval_preview("Bash", {"command": long}, width=20)
+    assert all(len(x) <= 20 for x in wrapped) and "".join(wrapped).replace(" ", "") == ("$" + long).replace(" ", "")
 
 
 # --- the session view: the inline block and y / n / a ------------------------------------------
@@ -212,7 +216,7 @@ async def test_y_n_a_answer_the_waiting_call_and_the_block_says_so(store: Store,
         view = next(v for v in screen.stream.widgets.values() if isinstance(v, ToolCallView))
         text = view.render().plain
         assert "waiting for your approval · 1 m 05 s" in text and "$ make deploy" in text
-        assert "y approve · n deny" in text and view.has_class("-awaiting")
+        assert "y approve · n deny · a allow Bash for the session" in text and view.has_class("-awaiting")
         assert {"approve", "deny", "approve_session"} <= _actions(screen)
         assert "retry_now" not in _actions(screen)  # n is "Deny" now
         assert "approval waiting for you" in screen.status_bar.text

@@ -91,8 +91,9 @@ _CONTENT_KEYS = ("content", "file_text", "text", "new_source")
 def approval_preview(tool: str, data: object, max_lines: int = 8, width: int = 200) -> list[str]:
     """What a person reads before saying yes: the command (``$ make deploy``), or the
     path and the first lines of the content a Write would put there, or an Edit's old
-    and new text; else the input, a key a line. At most ``max_lines`` lines (and one that
-    says how many more). The text is already terminal-safe (the model made it so)."""
+    and new text; else the input, a key a line. Long lines wrap at ``width``; at most
+    ``max_lines`` lines (the last says how many more). The text is already terminal-safe
+    (the model made it so)."""
     if not isinstance(data, dict):
         text = "" if data in (None, "") else str(data)
         return _limit(text.splitlines(), max_lines, width)
@@ -128,15 +129,24 @@ def _one_line(value: object) -> str:
         return str(value)
 
 
-def _cut(line: str, width: int) -> str:
-    """One line cut to ``width`` (its indentation kept: code and commands are read by it)."""
+def _wrap(line: str, width: int) -> list[str]:
+    """One line in pieces of ``width`` (the first piece's indentation kept, the rest
+    indented two more): nothing of what a person approves is cut off."""
     line = line.expandtabs(4).rstrip()
-    return line if len(line) <= width else line[: max(1, width - 1)] + "…"
+    if len(line) <= width:
+        return [line]
+    pad = " " * (len(line) - len(line.lstrip()) + 2)
+    out, rest = [line[:width]], line[width:]
+    step = max(1, width - len(pad))
+    while rest:
+        out.append(pad + rest[:step])
+        rest = rest[step:]
+    return out
 
 
 def _limit(lines: list[str], max_lines: int, width: int) -> list[str]:
-    lines = [_cut(line, width) for line in lines]
+    lines = [piece for line in lines for piece in _wrap(line, width)]
     if len(lines) <= max_lines:
         return lines
     keep = max(1, max_lines - 1)
-    return lines[:keep] + [f"… {len(lines) - keep} more lines"]
+    return lines[:keep] + [f"… {len(lines) - keep} more lines (o: all of it)"]

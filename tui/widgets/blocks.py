@@ -382,8 +382,9 @@ def approval_lines(b: m.ToolBlock, now: float, width: int, preview_lines: int = 
         lines = [line(head, "bold $warning")]
         for text in m.approval_preview(b.name, b.input, preview_lines, max(10, width - 8)):
             lines.append(Content.styled("       " + _clean(text), "$foreground"))
-        lines.append(line(f"y approve · n deny (with a reason) · a approve {b.name or 'this tool'} "
-                          "for this session", "$foreground-muted"))
+        keys = ["y approve · n deny", f"a allow {b.name or 'this tool'} for the session"]
+        for text in [" · ".join(keys)] if len(" · ".join(keys)) <= room else keys:  # narrow: two lines
+            lines.append(line(text, "$foreground-muted"))
         return lines
     if b.approval == "approved":
         by = "by rule" if b.approval_source == "rule" else f"({b.approval_source})" if b.approval_source else ""
