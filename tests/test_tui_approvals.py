@@ -507,3 +507,31 @@ def test_snapshot_inline_approval_write(snap_compare, snap_env) -> None:
 
 def test_snapshot_inline_approval_narrow(snap_compare, snap_env) -> None:
     assert snap_compare(_app(APPROVAL_SID), terminal_size=(80, 24), run_before=settle)
+
+
+async def test_a_question_older_than_the_loaded_page_still_shows_and_is_answered(
+        store: Store, notified: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hours of waiting are pages of heartbeats: the call waiting comes from the store's
+    tool_calls rows (status awaiting) when its events are not in the page."""
+    w = Writer(store)
+    await w.start()
+    await _waiting_call(w, "c_old", "Bash", {"command": "make deploy"})
+    for _ in range(40):
+        await w.add(ev.Heartbeat, subtask_id="a", attempt=1, idle_s=0.0)
+    await store.flush()
+    # what the store derives (tool_calls.status awaiting, sessions.needs), written here
+    # while the derivation has not landed
+    if not await store.tool_calls(LIVE_SID, status="awaiting"):
+        await store.run_write(lambda conn: conn.execute(
+            "UPDATE tool_calls SET status = 'awaiting' WHERE session_id = ? AND call_id = 'c_old'", (LIVE_SID,)))
+    await _needs(store, LIVE_SID, "approval", T0 + 3, "Bash make deploy")
+    monkeypatch.setattr(SessionScreen, "PAGE_SIZE", 20)  # the question is not in the first page
+    ctl = ApprovalRecorder()
+    screen = SessionScreen(store, LIVE_SID, controller=ctl, follow="local", clock=Clock(w.ts + 1))
+    async with Harness(screen).run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, screen)
+        assert screen.model.first_seq > 5  # the page starts after the call and its question
+        [tb] = screen.model.pending_approvals()
+        assert (tb.call_id, tb.name, tb.input) == ("c_old", "Bash", {"command": "make deploy"})
+        await pilot.press("y")
+        assert ctl.calls[-1] == ("approve", ("c_old",), {"scope": "call", "source": "tui"})

@@ -106,6 +106,20 @@ class SessionModel(Fold, Paging):
                 self.current_subtask_id = st.id
             self._touch_subtask(st)
 
+    def load_awaiting_calls(self, rows: Iterable[Any]) -> Changes:
+        """Calls the store says still wait for approval (``tool_calls`` rows with status
+        ``awaiting``) whose events are older than the loaded page (a wait of hours is
+        pages of heartbeats): shown as waiting, so the keys can answer them."""
+        for row in rows:
+            if not row.call_id or row.call_id in self._tools:
+                continue
+            common = dict(session_id=row.session_id, subtask_id=row.subtask_id, attempt=row.attempt,
+                          ts=row.started_at)
+            self.apply([ev.ToolStarted(call_id=row.call_id, name=row.name, input=dict(row.input or {}), **common),
+                        ev.ApprovalRequested(call_id=row.call_id, tool=row.name, input=dict(row.input or {}),
+                                             **common)])
+        return self.take_changes()
+
     # --- queries ---
 
     def ordered_subtasks(self) -> list[SubtaskView]:

@@ -173,6 +173,8 @@ class SessionScreen(Screen[None]):
             # started here or elsewhere): its feed delivers it, the status says "starting…".
             self.notify(f"no session {self.session_id} in the database", severity="warning")
         self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id)
+        if getattr(h.session, "needs", None) == "approval" and self.live and not self.model.pending_approvals():
+            await self._load_awaiting()
         self.selected = self.model.default_subtask_id()
         await self._render_all()
         self._ready = True
@@ -183,6 +185,15 @@ class SessionScreen(Screen[None]):
         self.feed.start(self)
         self.loaded.set()
         self.call_after_refresh(md.preload)  # its first message finds markdown-it imported
+
+    async def _load_awaiting(self) -> None:
+        """The calls waiting for approval whose question is older than the loaded page."""
+        try:
+            rows = await self.store.tool_calls(self.session_id, status="awaiting")
+        except Exception as exc:  # the view still works without them (the home's inbox answers)
+            self.log.warning("could not load the calls awaiting approval", exc)
+            return
+        self.model.load_awaiting_calls(rows)
 
     @property
     def events_received(self) -> int:
