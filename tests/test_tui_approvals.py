@@ -338,7 +338,7 @@ async def _needs(store: Any, sid: str, needs: str, since: float, detail: str) ->
 
 async def shape_stuck_needs(store: Any, sid: str, t0: float) -> None:
     await fx.shape_stuck(store, sid, t0)
-    await _needs(store, sid, "stuck", t0 + 13.1, "tool_concurrency: 3 retries used up")
+    await _needs(store, sid, "stuck", t0 + 20.1, "tool_concurrency: 3 retries used up")
 
 
 INBOX_SHAPES = {"approval": (shape_approval, APPROVAL_SID, fx.NOW - 75),
@@ -403,7 +403,7 @@ async def test_the_inbox_lists_who_waits_longest_first_and_answers_from_the_row(
         assert home.table.get_cell(APPROVAL_SID, "status").plain == "⧗"  # waits for a person, no spinner
         needs = home.query_one(NeedsTable)
         assert needs.display and needs.row_count == 3 and str(needs.border_title) == "Needs you (3) · tab: go there"
-        assert [needs.get_row_at(i)[3].plain for i in range(3)] == ["9m46s", "1m11s", "27s"]
+        assert [needs.get_row_at(i)[3].plain for i in range(3)] == ["9m39s", "1m11s", "27s"]
         shown = needs.get_row_at(1)[2].plain
         assert shown.startswith("approve? Bash echo ␛]0;pwned") and "[bold red]boom[/]" in shown
         assert "\x1b" not in shown and "\x07" not in shown
