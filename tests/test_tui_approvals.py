@@ -176,13 +176,18 @@ async def store(tmp_path: Path):
 
 
 class ApprovalRecorder(Recorder):
-    """The in-process Controller with the approval methods the engine adds."""
+    """The in-process Controller with the approval methods the engine adds (False: the
+    call was not waiting)."""
 
-    async def approve(self, call_id: str, scope: str = "call", source: str = "tui") -> None:
+    waiting = True
+
+    async def approve(self, call_id: str | None = None, *, scope: str = "call", source: str = "tui") -> bool:
         self._rec("approve", call_id, scope=scope, source=source)
+        return self.waiting
 
-    async def deny(self, call_id: str, reason: str = "", source: str = "tui") -> None:
+    async def deny(self, call_id: str | None = None, *, reason: str = "", source: str = "tui") -> bool:
         self._rec("deny", call_id, reason=reason, source=source)
+        return self.waiting
 
 
 async def _waiting_call(w: Writer, call_id: str = "c1", name: str = "Bash",
@@ -237,6 +242,9 @@ async def test_y_n_a_answer_the_waiting_call_and_the_block_says_so(store: Store,
         await until(pilot, lambda: pilot.app.screen is screen, "back on the session")
         assert ctl.names.count("deny") == 1
 
+        ctl.waiting = False  # answered meanwhile (the CLI, another TUI): said so
+        await pilot.press("y")
+        assert any("not waiting for approval any more" in n for n, _ in notified)
         await w.add(ev.ApprovalDecided, subtask_id="a", attempt=1, call_id="c1", decision="denied",
                     source="cli", reason="not in prod")
         await screen.flush_now()
@@ -455,8 +463,9 @@ async def test_the_inbox_lists_who_waits_longest_first_and_answers_from_the_row(
                 for sid in (APPROVAL_SID, WRITE_SID, fx.SESSION_IDS["stuck"])}
     finally:
         await store.close()
-    assert cmds[APPROVAL_SID] == [("approve", "", None, "tui")]  # no call id: its oldest pending call
-    assert cmds[WRITE_SID] == [("deny", "not now", None, "tui")]
+    # its oldest pending call: named by the RemoteControl that resolves it, else left to the runner
+    assert cmds[APPROVAL_SID] in ([("approve", "", None, "tui")], [("approve", "", "toolu_01deploy", "tui")])
+    assert cmds[WRITE_SID] in ([("deny", "not now", None, "tui")], [("deny", "not now", "c_write", "tui")])
     assert cmds[fx.SESSION_IDS["stuck"]] == [("retry", "", None, "tui"), ("skip", "", None, "tui")]
     assert any(n.startswith(f"approve sent to {APPROVAL_SID}: Bash echo") for n in notes)
 

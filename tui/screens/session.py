@@ -590,12 +590,15 @@ class SessionScreen(Screen[None]):
                         else f"{target.name} is not waiting for approval any more", severity="warning")
             return
         try:
-            await send_answer(self.controller, target.call_id, decision, scope=scope, reason=reason)
+            sent = await send_answer(self.controller, target.call_id, decision, scope=scope, reason=reason)
         except ApprovalUnsupported as exc:
             self.notify(f"could not answer: {exc}", severity="warning", markup=False)
             return
         except Exception as exc:
             self.notify(f"answer failed: {exc}", severity="error", markup=False)
+            return
+        if not sent:
+            self.notify(f"{target.name} is not waiting for approval any more", severity="warning", markup=False)
             return
         self.notify(answer_notice(decision, target.name, target.summary, scope), timeout=2, markup=False)
 

@@ -672,12 +672,17 @@ class SessionsScreen(Screen):
 
         try:
             # no call id: the session's oldest pending call, the one this row shows
-            await send_answer(ctl, None, decision, reason=reason)
+            sent = await send_answer(ctl, None, decision, reason=reason)
         except ApprovalUnsupported as exc:
             self.app.notify(f"Could not answer: {exc}", severity="warning", markup=False)
             return
         except Exception as error:  # noqa: BLE001
             report_error(self.app, error, "Could not answer")
+            return
+        if not sent:
+            self.app.notify(f"Session {row.id} has nothing waiting for approval any more.", severity="warning",
+                            markup=False)
+            self.request_reload()
             return
         verb = "approve" if decision == "approved" else "deny"
         self.app.notify(f"{verb} sent to {row.id}: {detail}", timeout=3, markup=False)

@@ -29,10 +29,11 @@ class ApprovalUnsupported(Exception):
 
 
 async def send_answer(controller: Any, call_id: str | None, decision: str, *, scope: str = "call",
-                      reason: str = "", source: str = "tui") -> None:
+                      reason: str = "", source: str = "tui") -> bool:
     """Approve (``decision="approved"``, ``scope`` call|session) or deny (with ``reason``)
     ``call_id`` (None: the session's oldest pending call; the commands table only) through
-    ``controller``. Raises ApprovalUnsupported when it cannot."""
+    ``controller``. False when nothing was waiting (the Controller says so); raises
+    ApprovalUnsupported when it cannot answer at all."""
     if controller is None:
         raise ApprovalUnsupported("no controls for this session here")
     try:  # the method itself, not its call: an AttributeError inside it is its own error
@@ -42,10 +43,10 @@ async def send_answer(controller: Any, call_id: str | None, decision: str, *, sc
             raise ApprovalUnsupported(f"this run cannot take approvals yet ({exc})") from None
     else:
         if decision == "approved":
-            await method(call_id, scope=scope, source=source)
+            sent = await method(call_id, scope=scope, source=source)
         else:
-            await method(call_id, reason=reason, source=source)
-        return
+            sent = await method(call_id, reason=reason, source=source)
+        return sent is not False  # (None: a Controller that returns nothing sent it)
     # a RemoteControl without approve/deny: the commands table, as `shepherd approve` does
     command = "approve" if decision == "approved" else "deny"
     # approve: the text says the scope ("session" approves the tool for the session)
@@ -55,6 +56,7 @@ async def send_answer(controller: Any, call_id: str | None, decision: str, *, sc
                                                source=source)
     except (TypeError, ValueError) as exc:
         raise ApprovalUnsupported(f"this database cannot take approvals yet ({exc})") from None
+    return True
 
 
 def answer_notice(decision: str, tool: str, summary: str, scope: str = "call") -> str:
