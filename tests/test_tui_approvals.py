@@ -544,3 +544,85 @@ async def test_a_question_older_than_the_loaded_page_still_shows_and_is_answered
         assert (tb.call_id, tb.name, tb.input) == ("c_old", "Bash", {"command": "make deploy"})
         await pilot.press("y")
         assert ctl.calls[-1] == ("approve", ("c_old",), {"scope": "call", "source": "tui"})
+
+
+# --- with the real engine (its approvals broker; GateBackend asks the way a backend does) --------
+
+
+def _engine() -> Any:
+    """The engine's approvals (skipped on a tree where they have not landed)."""
+    pytest.importorskip("shepherd.core.engine.approvals")
+    helpers = pytest.importorskip("tests.engine_helpers")
+    if not hasattr(helpers, "GateBackend"):
+        pytest.skip("tests.engine_helpers.GateBackend has not landed")
+    return helpers
+
+
+async def _gated_run(tmp_path: Path, script: list[tuple[Any, ...]]) -> tuple[Store, Any, Any, Any]:
+    h = _engine()
+    from shepherd.core.engine import Supervisor
+
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    task = h.make_task(ws, [{"id": "t1", "prompt": "do it"}], approve_tools=["Bash"])
+    store = await Store.open(tmp_path / "run.db")
+    backend = h.GateBackend([script])
+    sup = Supervisor(store, task, backend=backend, clock=h.FAST, interactive=True)
+    run = asyncio.create_task(sup.run())
+    await h.wait_for(lambda: sup.waiting_approval(), store=store)
+    return store, sup, backend, run
+
+
+async def test_the_session_view_approves_a_real_run(tmp_path: Path, notified: list) -> None:
+    store, sup, backend, run = await _gated_run(tmp_path, [("ask", "c1", "Bash", {"command": "make deploy"})])
+    try:
+        screen = SessionScreen(store, sup.session_id, controller=sup, follow="local")
+        async with Harness(screen).run_test(size=(120, 36)) as pilot:
+            await loaded(pilot, screen)
+            await until(pilot, lambda: bool(screen.model.pending_approvals()), "the question on screen")
+            assert backend.ran == []
+            await pilot.press("y")
+            assert await asyncio.wait_for(run, 10) == "done"
+        assert backend.ran == ["c1"]
+    finally:
+        await store.close()
+
+
+async def test_an_attached_view_denies_a_real_run_through_the_commands_table(tmp_path: Path, notified: list) -> None:
+    store, sup, backend, run = await _gated_run(tmp_path, [("ask", "c1", "Bash", {"command": "make deploy"})])
+    viewer = await Store.open(tmp_path / "run.db", recover=False)  # another connection, as `shepherd attach`
+    try:
+        screen = SessionScreen(viewer, sup.session_id, controller=RemoteControl(viewer, sup.session_id),
+                               follow="tail")
+        async with Harness(screen).run_test(size=(120, 36)) as pilot:
+            await loaded(pilot, screen)
+            await until(pilot, lambda: bool(screen.model.pending_approvals()), "the question on screen")
+            await pilot.press("n")
+            await until(pilot, lambda: isinstance(pilot.app.screen, DenyModal), "the reason dialog")
+            await pilot.press(*"not today", "enter")
+            assert await asyncio.wait_for(run, 10) == "done"
+        assert backend.ran == []
+        evs = [e for e in await store.events(sup.session_id, after_seq=0, limit=1000) if e.type == "approval.decided"]
+        assert [(e.decision, e.reason, e.source) for e in evs] == [("denied", "not today", "tui")]
+    finally:
+        await viewer.close()
+        await store.close()
+
+
+async def test_the_inbox_approves_a_real_run_without_opening_it(tmp_path: Path) -> None:
+    store, sup, backend, run = await _gated_run(tmp_path, [("ask", "c1", "Bash", {"command": "make deploy"})])
+    try:
+        app = ShepherdApp(tmp_path / "run.db")
+        async with app.run_test(size=(120, 30)) as pilot:
+            for _ in range(2000):
+                if app.home is not None and app.home.loaded and app.home.inbox:
+                    break
+                await pilot.pause(0.01)
+            home = app.home
+            assert [r.id for r in home.inbox] == [sup.session_id]
+            assert needs_text(home.inbox[0]) == "Bash make deploy"
+            await pilot.press("tab", "y")
+            assert await asyncio.wait_for(run, 10) == "done"
+        assert backend.ran == ["c1"]
+    finally:
+        await store.close()
