@@ -108,6 +108,33 @@ def test_a_claude_reask_marks_the_withdrawn_call() -> None:
     assert new.awaiting and model.pending_approvals() == [new]
 
 
+def test_the_subtask_waits_for_approval_and_a_same_id_reask_waits_again() -> None:
+    model = m.SessionModel(SID)
+    seq = _started(model)
+    model.apply([_e(ev.ToolStarted(call_id="c1", name="Bash", input={"command": "make"}), seq, 101),
+                 _e(ev.ApprovalRequested(call_id="c1", tool="Bash", input={"command": "make"}), seq + 1, 101)])
+    st = model.subtask("main")
+    assert st.state == "waiting_approval"
+    # pause now: the call stays awaiting; the next attempt closes what the last one left open...
+    model.apply([_e(ev.SessionPaused(reason="user"), seq + 2, 110, subtask=None)])
+    assert st.state == "paused"
+    model.apply([_e(ev.SessionResumed(), seq + 3, 120, subtask=None),
+                 _e(ev.AttemptStarted(reason="resume"), seq + 4, 120).with_(attempt=2)])
+    tb = model.tool_block("c1")
+    assert tb.status == "interrupted" and tb.approval == "unanswered" and st.state == "running"
+    # ...and asks the same call again (openai/scripted): it waits again, answerable
+    model.apply([_e(ev.ToolStarted(call_id="c1", name="Bash", input={"command": "make"}), seq + 5, 121)
+                 .with_(attempt=2),
+                 _e(ev.ApprovalRequested(call_id="c1", tool="Bash", input={"command": "make"}, reask_of="c1"),
+                    seq + 6, 121).with_(attempt=2)])
+    assert tb.awaiting and tb.reask_of == "c1" and model.pending_approvals() == [tb]
+    assert st.state == "waiting_approval"
+    model.apply([_e(ev.ApprovalDecided(call_id="c1", decision="approved", source="tui"), seq + 7, 122)])
+    assert st.state == "running" and tb.running and tb.approval == "approved"
+    model.apply([_e(ev.ToolFinished(call_id="c1", status="ok", output="ok"), seq + 8, 123)])
+    assert tb.status == "ok"
+
+
 def test_hostile_input_is_data_in_the_model() -> None:
     model = m.SessionModel(SID)
     seq = _started(model)

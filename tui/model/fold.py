@@ -20,6 +20,10 @@ from shepherd.tui.model.blocks import (
 from shepherd.tui.model.views import SessionInfo, SubtaskView
 from shepherd.core.states import ACTIVE_STATES, SUBTASK_STATES, Command, SessionStatus, SubtaskState
 
+# a subtask whose tool call waits for a person's yes (the engine's state; its name here too
+# for a core that does not have it yet)
+WAITING_APPROVAL = getattr(SubtaskState, "WAITING_APPROVAL", "waiting_approval")
+
 
 class Fold:
     session: SessionInfo
@@ -257,6 +261,11 @@ class Fold:
         if not tb.input and e.input:
             tb.input = dict(e.input)
             tb.summary = compact_input(tb.name, tb.input)
+        if not tb.running and e.reask_of == e.call_id:
+            # the same call asked again after a resume (openai/scripted): the earlier attempt's
+            # end closed it here, but it waits again (it never ran)
+            tb.status, tb.finished_ts, tb.duration_s, tb.output = "running", None, None, ""
+            tb.attempt = e.attempt or tb.attempt
         tb.approval = "waiting" if tb.running else "unanswered"
         tb.approval_ts = e.ts or tb.approval_ts
         tb.reask_of = e.reask_of
@@ -281,14 +290,22 @@ class Fold:
         self._touch_approvals(tb)
 
     def _touch_approvals(self, tb: ToolBlock) -> None:
-        """The session's count of waiting approvals (the keys and the status bar follow it)."""
+        """The session's count of waiting approvals (the keys and the status bar follow it),
+        and the subtask's state: waiting for approval while one of its calls is."""
         waiting = sum(1 for b in self._tools.values() if b.awaiting)
         if waiting != self.session.approvals_waiting:
             self.session.approvals_waiting = waiting
             self._touch_session()
         st = self.subtasks.get(tb.subtask_id)
-        if st is not None:
-            self._touch_subtask(st)
+        if st is None:
+            return
+        if self.session.is_live:
+            asked = any(b.awaiting for b in self._tools.values() if b.subtask_id == st.id)
+            if asked and st.state == SubtaskState.RUNNING:
+                st.state = WAITING_APPROVAL
+            elif not asked and st.state == WAITING_APPROVAL:
+                st.state = SubtaskState.RUNNING
+        self._touch_subtask(st)
 
     def _on_hook_decision(self, e: ev.HookDecision) -> None:
         st = self._target(e)
@@ -424,7 +441,7 @@ class Fold:
         s.pause_requested = False
         self._touch_session()
         for st in self.subtasks.values() if self._counts(e) else ():
-            if st.state in (SubtaskState.RUNNING, SubtaskState.WAITING_RETRY):
+            if st.state in (SubtaskState.RUNNING, SubtaskState.WAITING_RETRY, WAITING_APPROVAL):
                 # a pause ends a countdown (the engine stops waiting; resume starts the retry)
                 running = st.retry is not None and st.retry.active
                 st._state_before_pause = SubtaskState.RUNNING if running else st.state
@@ -491,7 +508,7 @@ class Fold:
             if tb.running:
                 self._finish_tool(tb, "interrupted", ts=ts)
         for st in self.subtasks.values():
-            if st.state in ACTIVE_STATES:
+            if st.state in ACTIVE_STATES or st.state == WAITING_APPROVAL:
                 self._end_retry(st, final_state)
                 st.state = final_state
                 st._state_before_pause = None
