@@ -29,6 +29,20 @@ original prompt is never sent twice. The transcript is mirrored into our databas
 CLAUDE_CONFIG_DIR. A repair (``ctx.repair``) forks the session at the last message before
 the tool use the API rejects (``resume_session_at`` + ``fork_session``: the next
 generation), and the agent is told what was dropped.
+
+Approvals (``ctx.approvals``, the contract in ``core.approvals``; without a gate nothing
+here changes): the PreToolUse hook answers "ask" for a gated tool, so the CLI consults
+``can_use_tool`` even where ``allowed_tools``/``acceptEdits`` would allow it (the SDK's
+shadowing warning is silenced: it is intended, and stderr would corrupt the TUI). The
+callback yields ``ApprovalRequested`` after the call's ``ToolStarted``; a rule (or a
+session-wide yes) adds ``ApprovalDecided(source="rule")`` and allows at once; otherwise it
+awaits ``gate.ask``: yes -> the tool runs; no -> the tool's result is
+``prompts.approval_denied(reason)`` and its ``tool.finished`` is "denied". A call whose ask
+is withdrawn or cancelled gets no ``tool.finished`` (it stays awaiting). Calls still
+awaiting from an earlier runner (``gate.reask``) are withdrawn first
+(``tool.finished(interrupted)``), the conversation is rewound to before the turn holding
+them (``resume_session_at`` + ``fork_session``, like the repair), the agent is told, and
+its re-issued call is asked with ``reask_of`` = the old id.
 """
 
 from __future__ import annotations
@@ -50,10 +64,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from shepherd.core import prompts
+from shepherd.core.approvals import ApprovalWithdrawn, AwaitingCall
 from shepherd.core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
 from shepherd.core.backends.claude_hooks import HookPolicy
 from shepherd.core.errors import AttemptFailed, StreamBroken, classify
 from shepherd.core.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     Error,
     Event,
     HookDecision,
@@ -78,6 +95,12 @@ INTERRUPT_TIMEOUT_S = 2.0
 CLOSE_TIMEOUT_S = 6.0  # interrupt + wait for the worker + disconnect stays under the engine's 10 s
 _NS = uuid.UUID("5b0f3c2e-8a51-4d7e-9a43-6c1d2f0e7a19")  # namespace of our Claude session ids
 _CONTINUE_FALLBACK = "[Shepherd] Continue the task from where you left off."
+# what the agent gets when a tool that is neither gated nor allowed reaches can_use_tool:
+# the CLI's own words without a callback (no one here grants it), so nothing changes for it
+NOT_ALLOWED = "Claude requested permissions to use {tool}, but you haven't granted it yet."
+WITHDRAWN = "[Shepherd] This tool call was withdrawn before anyone answered its approval; it did not run."
+REASK_REWOUND = "withdrawn: rewound before this call"
+REASK_NOT_STORED = "withdrawn: not in the stored conversation, which was resumed without it"
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -347,6 +370,48 @@ def find_repair_point(messages: list[Any]) -> RepairPoint | None:
     )
 
 
+def repair_point_before(messages: list[Any], call_ids: Any) -> RepairPoint | None:
+    """Where to rewind so that the calls ``call_ids`` were never made: the last message
+    before the first tool_use of the earliest assistant turn holding one of them (their
+    sibling calls go too). None when none of them is in the transcript (or nothing comes
+    before it)."""
+    wanted = set(call_ids)
+    msgs = [m for m in messages if _get(m, "type") in ("user", "assistant") and _get(m, "uuid")]
+    turns: list[list[int]] = []  # assistant turns (consecutive assistant messages)
+    for i, m in enumerate(msgs):
+        if _get(m, "type") == "assistant":
+            if turns and turns[-1][-1] == i - 1:
+                turns[-1].append(i)
+            else:
+                turns.append([i])
+    for idx in turns:
+        uses = [(i, b) for i in idx for b in _blocks(_get(msgs[i], "message")) if b.get("type") == "tool_use"]
+        if not any(b.get("id") in wanted for _, b in uses):
+            continue
+        first = uses[0][0]
+        if first == 0:
+            return None
+        return RepairPoint(
+            resume_at=str(_get(msgs[first - 1], "uuid")),
+            dropped_calls=tuple((str(b.get("id")), str(b.get("name")), dict(b.get("input") or {}))
+                                for _, b in uses),
+            dropped_messages=len(msgs) - first,
+            found=True,
+        )
+    return None
+
+
+def _position(messages: list[Any], uuid_: str) -> int:
+    for i, m in enumerate(messages):
+        if str(_get(m, "uuid")) == uuid_:
+            return i
+    return len(messages)
+
+
+def _describe_call(tool: str, tool_input: Mapping[str, Any], call_id: str) -> str:
+    return f"{tool} {json.dumps(dict(tool_input), ensure_ascii=False, default=str)[:120]} (id {call_id})"
+
+
 # --- the backend ------------------------------------------------------------------------------
 
 
@@ -422,6 +487,13 @@ class _Attempt:
         self.started: set[str] = set()
         self.open_calls: dict[str, str] = {}  # call id -> tool name
         self.denied: dict[str, str] = {}  # call id -> reason (our hook or the CLI's permissions)
+        # approvals (ctx.approvals): calls whose ask was withdrawn or cancelled (no tool.finished),
+        # the inputs the stream showed, the earlier calls a re-issued one may ask again
+        self.gate = ctx.approvals
+        self.awaiting: set[str] = set()
+        self.block_inputs: dict[str, dict[str, Any]] = {}
+        self.reask_left: list[AwaitingCall] = list(self.gate.reask) if self.gate is not None else []
+        self.withdrawn: ApprovalWithdrawn | None = None
         self.pending_error: Any = None  # an error AssistantMessage, until we know if the run survived
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -436,6 +508,7 @@ class _Attempt:
             ctx.workspace, max_subagents=self.config.max_subagents,
             subagents_allowed=bool(tools & {"Task", "Agent"}) or self.config.permission_mode == "bypassPermissions",
             extra_read_roots=extra_roots,
+            approvals=self.gate.policy if self.gate is not None else None,
         )
 
     # --- plumbing -----------------------------------------------------------------------
@@ -522,6 +595,8 @@ class _Attempt:
                     ended = True
                     break
             if not ended and not self.closing:
+                if self.withdrawn is not None:
+                    raise self.withdrawn
                 if self.pending_error is not None:  # the CLI reported an API error, then went away
                     err, self.pending_error = self.pending_error, None
                     raise AttemptFailed(err, _text_of(err.content) or f"assistant error: {err.error}")
@@ -593,24 +668,45 @@ class _Attempt:
         fork = False
         known = await self._known_sessions(store)
         latest = self._latest(known) if ctx.continue_history else None
+        reask = tuple(self.gate.reask) if self.gate is not None else ()
         if latest is not None:
             resume = self._sid(latest)
             generation = latest
             prompt = extra or _continue_prompt()
-            if ctx.repair:
-                point = find_repair_point(await self._transcript(store, resume))
-                if point is None:
-                    log.warning("repair asked for, but session %s has no tool use to rewind; resuming as is", resume)
-                else:
-                    resume_at, fork = point.resume_at, True
-                    generation = latest + 1
-                    while self._sid(generation) in known:
-                        generation += 1
-                    notice = prompts.repair_notice(point.describe())
-                    prompt = notice + ("\n\n" + extra if extra else "")
-                    state["repairs"] = int(state.get("repairs", 0)) + 1
-                    log.info("repairing session %s: rewinding to %s (%s)", resume, resume_at,
-                             "rejected tool use found" if point.found else "last tool turn")
+            messages = await self._transcript(store, resume) if (ctx.repair or reask) else []
+            point = find_repair_point(messages) if ctx.repair else None
+            if ctx.repair and point is None:
+                log.warning("repair asked for, but session %s has no tool use to rewind; resuming as is", resume)
+            ask_point = repair_point_before(messages, [c.call_id for c in reask]) if reask else None
+            # the earlier rewind of the two covers both
+            use_reask = ask_point is not None and (
+                point is None or _position(messages, ask_point.resume_at) <= _position(messages, point.resume_at))
+            chosen = ask_point if use_reask else point
+            if chosen is not None:
+                resume_at, fork = chosen.resume_at, True
+                generation = latest + 1
+                while self._sid(generation) in known:
+                    generation += 1
+            if point is not None:
+                state["repairs"] = int(state.get("repairs", 0)) + 1
+                log.info("repairing session %s: rewinding to %s (%s)", resume, resume_at,
+                         "rejected tool use found" if point.found else "last tool turn")
+            notices = []
+            if reask:  # found, the calls are rewound (by their own point or an earlier repair one)
+                notices.append(self._reask_notice(reask, ask_point))
+            if point is not None and not (use_reask and ask_point is not None
+                                          and ask_point.resume_at == point.resume_at):
+                notices.append(prompts.repair_notice(point.describe()))
+            if notices:
+                prompt = "\n\n".join(notices) + ("\n\n" + extra if extra else "")
+        elif reask:
+            # no conversation to rewind (never stored): the calls are withdrawn all the same
+            self._reask_notice(reask, None)
+            generation = 0
+            newest = self._latest(known)
+            if newest is not None:
+                generation = newest + 1
+            prompt = ctx.prompt + ("\n\n" + extra if extra else "")
         else:
             # a fresh conversation: the original prompt (with any retry context) is the user turn
             generation = 0
@@ -623,6 +719,21 @@ class _Attempt:
         if ctx.strip_images:
             log.info("strip_images: the Claude CLI already drops images the API rejected; resuming")
         return self._options(resume=resume, resume_at=resume_at, fork=fork, session_id=sid, store=store), prompt
+
+    def _reask_notice(self, reask: tuple[AwaitingCall, ...], point: RepairPoint | None) -> str:
+        """Withdraw the calls asked again (``tool.finished`` first, before anything of this
+        attempt) and say what the agent is told."""
+        for c in reask:
+            self.emit(ToolFinished(call_id=c.call_id, status="interrupted",
+                                   output=REASK_REWOUND if point is not None else REASK_NOT_STORED))
+        ids = {c.call_id for c in reask}
+        calls = [_describe_call(c.tool, c.input, c.call_id) for c in reask]
+        if point is not None:
+            calls += [_describe_call(name, inp, cid) + " (rewound with it; it may have run already)"
+                      for cid, name, inp in point.dropped_calls if cid not in ids]
+        else:
+            log.info("re-ask: %s not in the stored conversation; resuming it as is", ", ".join(sorted(ids)))
+        return prompts.approval_reask_notice(calls)
 
     def _options(self, *, resume: str | None, resume_at: str | None, fork: bool, session_id: str,
                  store: Any) -> Any:
@@ -643,6 +754,15 @@ class _Attempt:
             hooks=self.policy.hooks(),
             setting_sources=list(cfg.setting_sources) if cfg.setting_sources is not None else None,
         )
+        if self.gate is not None:
+            import warnings
+
+            from claude_agent_sdk.types import CanUseToolShadowedWarning
+
+            # intended: the PreToolUse hook's "ask" reaches the callback for gated tools; the
+            # warning would print on stderr, under the TUI
+            warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
+            kwargs["can_use_tool"] = self._can_use_tool
         if self.cli_path:
             kwargs["cli_path"] = self.cli_path
         if store is not None:
@@ -758,13 +878,70 @@ class _Attempt:
                 if not state.thinking_streamed and block.thinking:
                     self.emit(ThinkingDelta(message_id=mid, text=block.thinking))
             elif isinstance(block, ToolUseBlock):
-                if block.id in self.started:
-                    continue
-                self.started.add(block.id)
-                self.open_calls[block.id] = block.name
-                self.emit(ToolStarted(call_id=block.id, name=block.name, input=dict(block.input or {})))
+                self.block_inputs.setdefault(block.id, dict(block.input or {}))
+                self._start_call(block.id, block.name, dict(block.input or {}))
         if top:
             self.at_boundary = False
+
+    def _start_call(self, call_id: str, tool: str, tool_input: dict[str, Any]) -> None:
+        if call_id in self.started:
+            return
+        self.started.add(call_id)
+        self.open_calls[call_id] = tool
+        self.emit(ToolStarted(call_id=call_id, name=tool, input=tool_input))
+
+    # --- approvals (can_use_tool: runs in a task of the SDK's, on this loop) ------------------
+
+    async def _can_use_tool(self, tool: str, tool_input: dict[str, Any], pctx: Any) -> Any:
+        from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny
+
+        gate = self.gate
+        call_id = str(getattr(pctx, "tool_use_id", None) or "")
+        tool_input = dict(tool_input or {})
+        # the request may come before the stream shows the call: start it here, then decide
+        self._start_call(call_id, tool, tool_input)
+        if gate is None or not gate.policy.gated(tool):
+            # reached only for a tool nothing allows (not gated, not in allowed_tools): what the
+            # CLI does without a callback (a permission denial), since no one here grants it
+            message = NOT_ALLOWED.format(tool=tool)
+            self._emit_decision(call_id, tool, message)
+            return PermissionResultDeny(message=message)
+        self.emit(ApprovalRequested(call_id=call_id, tool=tool, input=tool_input,
+                                    reask_of=self._reask_of(call_id, tool, tool_input)))
+        ruled = gate.rule_decision(tool, tool_input)
+        if ruled is not None:
+            self.emit(ApprovalDecided(call_id=call_id, decision="approved", source="rule", reason=ruled.reason,
+                                      scope="call"))
+            return PermissionResultAllow()
+        try:
+            decision = await gate.ask(call_id)
+        except ApprovalWithdrawn as e:
+            # the gate closed (shutdown, cancel): never approved, never denied; the call stays
+            # awaiting and the attempt ends (the engine asks again after a resume)
+            self.awaiting.add(call_id)
+            if self.withdrawn is None:
+                self.withdrawn = e
+            if self.connected and not self.interrupt_sent and not self.result_seen:
+                self.interrupt_sent = True
+                self._spawn(self._interrupt())
+            return PermissionResultDeny(message=WITHDRAWN, interrupt=True)
+        except asyncio.CancelledError:
+            self.awaiting.add(call_id)  # an interrupt or the CLI's cancel: the call stays awaiting
+            raise
+        if decision.approved:
+            return PermissionResultAllow()
+        message = prompts.approval_denied(decision.reason)
+        self.denied[call_id] = message
+        return PermissionResultDeny(message=message, interrupt=False)
+
+    def _reask_of(self, call_id: str, tool: str, tool_input: dict[str, Any]) -> str | None:
+        """The earlier, withdrawn call this one issues again (same tool and input), once."""
+        inputs = [tool_input, self.block_inputs.get(call_id)]
+        for i, old in enumerate(self.reask_left):
+            if old.tool == tool and dict(old.input) in inputs:
+                del self.reask_left[i]
+                return old.call_id
+        return None
 
     async def _on_user(self, msg: Any) -> None:
         from claude_agent_sdk import ToolResultBlock
@@ -779,6 +956,10 @@ class _Attempt:
             call_id = block.tool_use_id
             # synchronise with the Post hook (it runs in the SDK's reader task): its effects
             # (the sub-agent slot) must land before we move past this result
+            if call_id in self.awaiting:  # its ask was withdrawn: it stays awaiting, no tool.finished
+                self.policy.release(call_id)
+                self.open_calls.pop(call_id, None)
+                continue
             if self.policy.expects_post(call_id) and call_id not in self.denied and not self.interrupt_sent:
                 if not await self.policy.wait_settled(call_id, POST_HOOK_WAIT_S):
                     log.debug("no Post hook for %s within %.0f s", call_id, POST_HOOK_WAIT_S)
@@ -843,6 +1024,8 @@ class _Attempt:
             self.emit(Usage(input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=msg.total_cost_usd))
         aborted = msg.terminal_reason in ("aborted_streaming", "aborted_tools")
         failed = msg.is_error or msg.subtype != "success"
+        if self.withdrawn is not None and not self.closing:
+            raise self.withdrawn  # the gate closed while a call waited: the attempt is not finished
         if failed and (self.closing or (self.stop_interrupt and (aborted or msg.subtype == "error_during_execution"))):
             return  # the stop we asked for
         if not failed and msg.stop_reason == "refusal":  # a refusal is not a finished subtask
@@ -879,5 +1062,5 @@ def _continue_prompt() -> str:
 
 __all__ = [
     "ClaudeBackend", "ClaudeConfig", "RepairPoint", "credential_source", "cli_env", "find_repair_point",
-    "session_uuid", "NO_CREDENTIALS", "DEFAULT_ALLOWED_TOOLS",
+    "repair_point_before", "session_uuid", "NO_CREDENTIALS", "DEFAULT_ALLOWED_TOOLS",
 ]

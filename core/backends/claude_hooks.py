@@ -9,6 +9,10 @@
   PostToolUse / PostToolUseFailure, or when the call's result reaches the stream.
 - File tools stay inside the workspace (Read/Glob/Grep may also read the CLI's own
   scratch and transcript directories, where it parks large tool outputs).
+- Tool approvals (``approve_tools``): a gated call that passed every check above is
+  answered "ask", which makes the CLI consult the backend's ``can_use_tool`` callback even
+  for tools that ``allowed_tools`` or ``acceptEdits`` would let through on their own (the
+  callback alone is shadowed by them). A pinned sub-agent keeps its ``updatedInput``.
 
 The denial reason is what the agent sees as the tool's result. Decisions are recorded
 here and handed to the stream consumer, which emits them in stream order (a hook runs in
@@ -23,7 +27,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 SUBAGENT_TOOLS = frozenset({"Task", "Agent"})
 FILE_TOOLS = frozenset({"Read", "Write", "Edit", "MultiEdit", "Glob", "Grep", "NotebookEdit"})
@@ -38,6 +42,13 @@ DENY_SUBAGENT_LIMIT = ("Shepherd policy: at most {n} sub-agents may run at the s
                        "Wait for a running sub-agent to finish, or do the work yourself.")
 DENY_OUTSIDE = ("Shepherd policy: {tool} may only access files inside the workspace {ws}; "
                 "{path!r} is outside it. Use a path inside the workspace.")
+
+
+ASK_REASON = "Shepherd: approve_tools"  # the hook's reason; can_use_tool sees it as decision_reason
+
+
+class _Gated(Protocol):  # core.approvals.ApprovalPolicy
+    def gated(self, tool: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -69,11 +80,12 @@ class HookPolicy:
     """One per attempt (one CLI process): sub-agent slots die with the process."""
 
     def __init__(self, workspace: Path, *, max_subagents: int = 4, subagents_allowed: bool = True,
-                 extra_read_roots: Iterable[Path] = ()) -> None:
+                 extra_read_roots: Iterable[Path] = (), approvals: _Gated | None = None) -> None:
         self.workspace = Path(os.path.realpath(workspace))
         self.max_subagents = max(0, int(max_subagents))
         self.subagents_allowed = subagents_allowed  # may we answer "allow" (pinning to the foreground)
         self.read_roots = [str(self.workspace)] + [os.path.realpath(p) for p in extra_read_roots]
+        self.approvals = approvals  # None: no tool waits for a person (no "ask")
         self.active_subagents: set[str] = set()
         self.denied: dict[str, Decision] = {}
         self.seen: set[str] = set()  # calls PreToolUse saw (and did not deny)
@@ -127,13 +139,19 @@ class HookPolicy:
             return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
                                            "permissionDecisionReason": d.reason}}
         self.seen.add(call_id)
+        ask = self.approvals is not None and self.approvals.gated(tool)
         if tool in SUBAGENT_TOOLS:
             self.active_subagents.add(call_id)  # the slot is taken only now, after every check
             if verdict == "allow":
                 pinned = dict(tool_input)
                 pinned["run_in_background"] = False
-                return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
-                                               "updatedInput": pinned}}
+                out: dict[str, Any] = {"hookEventName": "PreToolUse", "updatedInput": pinned}
+                out.update({"permissionDecision": "ask", "permissionDecisionReason": ASK_REASON} if ask
+                           else {"permissionDecision": "allow"})
+                return {"hookSpecificOutput": out}
+        if ask:
+            return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "ask",
+                                           "permissionDecisionReason": ASK_REASON}}
         return {}
 
     async def post_tool_use(self, data: dict[str, Any], tool_use_id: str | None, _ctx: Any) -> dict[str, Any]:

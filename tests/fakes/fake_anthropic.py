@@ -15,6 +15,7 @@ Each request to the main loop takes the next turn of the script:
                                                           an ``error`` event mid-stream
     {"drop": True, "text": "partial"}                    the connection closes mid-stream
     {"rule": fn}                                          fn(request_body) -> turn | None
+    when(pred, turn) / reissue_on_reask(use) / answer_orphan()   rules built from a predicate
     {"hold": threading.Event(), ...}                     answer only once the event is set
     {"text": "I can't help with that.", "stop_reason": "refusal"}   any stop_reason
 
@@ -142,6 +143,46 @@ def tool_concurrency_rule(body: dict[str, Any]) -> Turn | None:
     err = dict(TOOL_CONCURRENCY_400)
     err["message"] = err["message"].format(i=max(0, len(turns(body)) - 2), ids=", ".join(ids))
     return {"error": err}
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text blocks of the request's last message when it is a user one (reminders
+    removed; tool_result blocks are not text), joined; "" otherwise."""
+    msgs = conversation(body)
+    if not msgs or msgs[-1].get("role") != "user":
+        return ""
+    return "\n".join(user_texts({"messages": [msgs[-1]]}))
+
+
+def last_tool_result_text(body: dict[str, Any]) -> str:
+    """The text of the tool_result blocks of the request's last message (user), joined."""
+    msgs = conversation(body)
+    if not msgs or msgs[-1].get("role") != "user":
+        return ""
+    return "\n".join(block_text(b) for b in _blocks(msgs[-1]) if b.get("type") == "tool_result")
+
+
+def when(pred: Any, turn: Turn) -> Turn:
+    """A rule turn: ``turn`` while ``pred(body)`` holds (else the script goes on)."""
+    return {"rule": lambda body: dict(turn) if pred(body) else None}
+
+
+# approvals: Shepherd's re-ask notice (prompts.approval_reask_notice) and what the CLI
+# records when the runner died while it was asking (the orphaned CLI carries on alone)
+REASK_NOTICE_MARK = "was waiting for a person's approval"
+PERMISSION_STREAM_CLOSED = "Tool permission stream closed"
+
+
+def reissue_on_reask(tool_use: dict[str, Any] | list[dict[str, Any]], text: str = "Asking again.") -> Turn:
+    """A rule: the model issues ``tool_use`` again (a new id) when the last user text is
+    Shepherd's re-ask notice."""
+    return when(lambda body: REASK_NOTICE_MARK in last_user_text(body), {"text": text, "tool_use": tool_use})
+
+
+def answer_orphan(text: str = "The permission request failed; stopping here.") -> Turn:
+    """A rule: plain text when the last tool result is the orphaned CLI's
+    "Tool permission stream closed" (so an orphan ends its turn without more tool calls)."""
+    return when(lambda body: PERMISSION_STREAM_CLOSED in last_tool_result_text(body), {"text": text})
 
 
 def default_reply(body: dict[str, Any]) -> Turn:
