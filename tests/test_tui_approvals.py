@@ -653,3 +653,39 @@ async def test_the_inbox_approves_a_real_run_without_opening_it(tmp_path: Path) 
         assert backend.ran == ["c1"]
     finally:
         await store.close()
+
+
+async def test_an_interrupted_session_waiting_for_approval_says_resume_asks_again(utc: Path) -> None:
+    db = utc / "dead.db"
+    store = await Store.open(db, clock=FakeClock(fx.NOW - 3 * 3600 - 1))
+    sid = fx.SESSION_IDS["interrupted"]
+    try:
+        w = fx.Writer(store, sid, fx.NOW - 3 * 3600)
+        await fx.shape_interrupted(store, sid, fx.NOW - 3 * 3600)
+        await w.add(2.1, ev.ApprovalRequested(call_id="call_a", tool="run_command",
+                                              input={"command": "pytest --durations=5"}))
+        await store.flush()
+    finally:
+        await store.close()
+    clock = FakeClock(fx.NOW - 3 * 3600 + 200)  # the lease expired: recovery marks it interrupted
+    store = await Store.open(db, clock=clock)
+    try:
+        await _needs(store, sid, "approval", fx.NOW - 3 * 3600 + 2.1, "run_command pytest --durations=5")
+    finally:
+        await store.close()
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        home = app.home
+        [row] = home.inbox
+        assert row.status == "interrupted" and needs_text(row).endswith("runner stopped: resume asks again")
+        await pilot.press("tab")
+        assert "resume it below (r) to be asked again" in str(home.query_one(NeedsTable).border_title)
+        await pilot.press("y")
+        await pilot.pause()
+        assert any("has no live runner" in n.message for n in app._notifications)
+    store = await Store.open(db, recover=False)
+    try:
+        assert await store.take_commands(sid) == []
+    finally:
+        await store.close()
