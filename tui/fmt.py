@@ -81,3 +81,72 @@ def output_preview(output: str, max_lines: int = 200) -> tuple[str, int]:
     if len(lines) <= max_lines:
         return output, 0
     return "\n".join(lines[:max_lines]), len(lines) - max_lines
+
+
+_COMMAND_KEYS = ("command", "cmd")
+_PATH_KEYS = ("file_path", "path", "notebook_path")
+_CONTENT_KEYS = ("content", "file_text", "text", "new_source")
+
+
+def approval_preview(tool: str, data: object, max_lines: int = 8, width: int = 200) -> list[str]:
+    """What a person reads before saying yes: the command (``$ make deploy``), or the
+    path and the first lines of the content a Write would put there, or an Edit's old
+    and new text; else the input, a key a line. Long lines wrap at ``width``; at most
+    ``max_lines`` lines (the last says how many more). The text is already terminal-safe
+    (the model made it so)."""
+    if not isinstance(data, dict):
+        text = "" if data in (None, "") else str(data)
+        return _limit(text.splitlines(), max_lines, width)
+    command = next((data[k] for k in _COMMAND_KEYS if isinstance(data.get(k), str)), None)
+    if command is not None:
+        lines = command.rstrip("\n").split("\n") or [""]
+        return _limit(["$ " + lines[0], *("  " + line for line in lines[1:])], max_lines, width)
+    path = next((data[k] for k in _PATH_KEYS if isinstance(data.get(k), str)), None)
+    out: list[str] = [path] if path is not None else []
+    content = next((data[k] for k in _CONTENT_KEYS if isinstance(data.get(k), str)), None)
+    if content is not None:
+        body = content.rstrip("\n").split("\n") if content else []
+        size = len(content.encode("utf-8", "replace"))
+        out[0:1] = [f"{path or '(no path)'}  ({len(body)} line{'s' if len(body) != 1 else ''}, {size} bytes)"]
+        return _limit(out + ["│ " + line for line in body], max_lines, width)
+    old, new = data.get("old_string"), data.get("new_string")
+    if isinstance(old, str) or isinstance(new, str):
+        old_lines = ["- " + x for x in str(old or "").rstrip("\n").split("\n")] if old else []
+        new_lines = ["+ " + x for x in str(new or "").rstrip("\n").split("\n")] if new else []
+        return _limit(out + old_lines + new_lines, max_lines, width)
+    rest = [f"{k}: {_one_line(v)}" for k, v in data.items() if k not in _PATH_KEYS]
+    return _limit(out + rest, max_lines, width)
+
+
+def _one_line(value: object) -> str:
+    import json
+
+    if isinstance(value, str):
+        return value.replace("\n", "⏎")
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    """One line in pieces of ``width`` (the first piece's indentation kept, the rest
+    indented two more): nothing of what a person approves is cut off."""
+    line = line.expandtabs(4).rstrip()
+    if len(line) <= width:
+        return [line]
+    pad = " " * (len(line) - len(line.lstrip()) + 2)
+    out, rest = [line[:width]], line[width:]
+    step = max(1, width - len(pad))
+    while rest:
+        out.append(pad + rest[:step])
+        rest = rest[step:]
+    return out
+
+
+def _limit(lines: list[str], max_lines: int, width: int) -> list[str]:
+    lines = [piece for line in lines for piece in _wrap(line, width)]
+    if len(lines) <= max_lines:
+        return lines
+    keep = max(1, max_lines - 1)
+    return lines[:keep] + [f"… {len(lines) - keep} more lines (o: all of it)"]

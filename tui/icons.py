@@ -27,10 +27,15 @@ STATE_ICONS: dict[str, str] = {
     T.SKIPPED: "↷",
     S.CANCELLED: "■",
     S.INTERRUPTED: "⊘",
+    "waiting_approval": "⧗",  # a subtask whose tool call waits for a person's yes (approve_tools)
 }
 
 TOOL_ICONS: dict[str, str] = {"running": SPINNER_FRAMES[0], "ok": "✓", "error": "✗", "denied": "⛔",
                               "interrupted": "⊘"}
+
+# A tool call's approval (approve_tools), inline under the call and in the inbox.
+APPROVAL_ICONS: dict[str, str] = {"waiting": "⏳", "approved": "✓", "denied": "⛔", "unanswered": "⊘"}
+NEEDS_ICONS: dict[str, str] = {"approval": "⧗", "stuck": "⚠"}  # one cell each (a table column)
 
 # What the help screen says, in this order.
 LEGEND: list[tuple[str, str]] = [
@@ -38,6 +43,8 @@ LEGEND: list[tuple[str, str]] = [
     (S.WAITING, "waiting for a retry (a countdown shows when it starts again)"),
     (S.PAUSED, "paused"),
     (S.STUCK, "stuck: a retry budget ran out; retry, skip or cancel it"),
+    ("waiting_approval", "a tool call waits for your approval (y approve, n deny, a approve the tool "
+                         "for the session); the home's Needs you list gathers them"),
     (S.DONE, "done"),
     (S.FAILED, "failed"),
     (T.SKIPPED, "skipped by a person"),

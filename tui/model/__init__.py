@@ -22,9 +22,9 @@ from __future__ import annotations
 from shepherd.core.errors import kind_label
 from shepherd.core.report import compact_input
 from shepherd.tui.fmt import (
-    clip, fmt_clock, fmt_cost, fmt_duration, fmt_seconds_left, fmt_span, fmt_tokens, output_preview,
+    approval_preview, clip, fmt_clock, fmt_cost, fmt_duration, fmt_seconds_left, fmt_span, fmt_tokens, output_preview,
 )
-from shepherd.tui.icons import SPINNER_FRAMES, STATE_ICONS, TOOL_ICONS, spinner
+from shepherd.tui.icons import APPROVAL_ICONS, SPINNER_FRAMES, STATE_ICONS, TOOL_ICONS, spinner
 from shepherd.tui.model.blocks import (
     ACTION_LABELS, RETRY_OUTCOMES, AttemptBlock, Block, ErrorBlock, HookBlock, NoteBlock,
     RetryBlock, SubtaskEndBlock, TextBlock, ThinkingBlock, ToolBlock, block_key, is_open,
@@ -38,13 +38,13 @@ from shepherd.core.states import (
 )
 
 __all__ = [
-    "ACTION_LABELS", "ACTIVE_STATES", "FINAL_STATES", "ID_FIELDS", "LIVE_STATUSES", "RETRY_OUTCOMES",
+    "ACTION_LABELS", "ACTIVE_STATES", "APPROVAL_ICONS", "FINAL_STATES", "ID_FIELDS", "LIVE_STATUSES", "RETRY_OUTCOMES",
     "SESSION_PSEUDO_ID", "SPINNER_FRAMES", "STATE_ICONS", "SUBTASK_STATES", "TOOL_ICONS",
     "UNSTARTED_STATUSES", "VIEW_LIVE_STATUSES",
     "AttemptBlock", "Block", "Changes", "ErrorBlock", "HookBlock", "NoteBlock", "RetryBlock",
     "SessionInfo", "SessionModel", "SubtaskEndBlock", "SubtaskView", "TextBlock", "ThinkingBlock",
     "ToolBlock",
-    "block_key", "clip", "compact_input", "fmt_clock", "fmt_cost", "fmt_duration",
+    "approval_preview", "block_key", "clip", "compact_input", "fmt_clock", "fmt_cost", "fmt_duration",
     "fmt_seconds_left", "fmt_span", "fmt_tokens", "is_open", "kind_label", "output_preview",
     "retry_text", "spinner",
 ]

@@ -72,10 +72,29 @@ class ToolBlock(Block):
     started_ts: float | None = None
     finished_ts: float | None = None
     denial: str = ""  # reason from a hook.decision(deny)
+    # approval (approve_tools): "" (not gated) | waiting | approved | denied | unanswered
+    # (the call ended, or the runner stopped, before anyone answered: never approved)
+    approval: str = ""
+    approval_ts: float | None = None  # when it was asked
+    approval_source: str = ""  # tui | cli | rule | headless
+    approval_reason: str = ""
+    approval_scope: str = "call"  # call | session
+    reask_of: str | None = None
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def awaiting(self) -> bool:
+        """Asked and not answered yet, while the call is still open."""
+        return self.approval == "waiting" and self.running
+
+    def waited(self, now: float) -> float | None:
+        """Seconds the approval has waited (while it waits)."""
+        if self.approval_ts is None:
+            return None
+        return max(0.0, now - self.approval_ts)
 
     def elapsed(self, now: float) -> float | None:
         """Seconds the call has run (final duration once finished)."""

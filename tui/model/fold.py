@@ -20,6 +20,10 @@ from shepherd.tui.model.blocks import (
 from shepherd.tui.model.views import SessionInfo, SubtaskView
 from shepherd.core.states import ACTIVE_STATES, SUBTASK_STATES, Command, SessionStatus, SubtaskState
 
+# a subtask whose tool call waits for a person's yes (the engine's state; its name here too
+# for a core that does not have it yet)
+WAITING_APPROVAL = getattr(SubtaskState, "WAITING_APPROVAL", "waiting_approval")
+
 
 class Fold:
     session: SessionInfo
@@ -223,12 +227,85 @@ class Fold:
             return  # a finished call never changes again (the store drops duplicates too)
         tb.status = e.status if e.status in ev.TOOL_STATUSES else "error"
         tb.output = e.output or ""
+        if tb.approval == "waiting":
+            tb.approval = "unanswered"
+            self._touch_approvals(tb)
         tb.finished_ts = e.ts or None
         if e.duration_s is not None:
             tb.duration_s = float(e.duration_s)
         elif tb.started_ts is not None and e.ts:
             tb.duration_s = max(0.0, e.ts - tb.started_ts)
         self._bump(tb)
+
+    # approvals (approve_tools): the call's block shows the question and its answer
+
+    def _approval_block(self, e: ev.Event, tool: str = "", tool_input: dict | None = None) -> ToolBlock:
+        """The call an approval event is about (made, if its tool.started is missing)."""
+        call_id = getattr(e, "call_id", "")
+        tb = self._tools.get(call_id) if call_id else None
+        if tb is None:
+            st = self._target(e)
+            tb = ToolBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=e.attempt,
+                           call_id=call_id, name=tool or "tool", input=dict(tool_input or {}),
+                           started_ts=e.ts or None)
+            tb.summary = compact_input(tb.name, tb.input)
+            self._add(st, tb)
+            if call_id:
+                self._tools[call_id] = tb
+        return tb
+
+    def _on_approval_requested(self, e: ev.ApprovalRequested) -> None:
+        tb = self._approval_block(e, e.tool, e.input)
+        if tb.approval in ("approved", "denied"):
+            return  # answered already (a duplicate request): the answer stands
+        if not tb.input and e.input:
+            tb.input = dict(e.input)
+            tb.summary = compact_input(tb.name, tb.input)
+        if not tb.running and e.reask_of == e.call_id:
+            # the same call asked again after a resume (openai/scripted): the earlier attempt's
+            # end closed it here, but it waits again (it never ran)
+            tb.status, tb.finished_ts, tb.duration_s, tb.output = "running", None, None, ""
+            tb.attempt = e.attempt or tb.attempt
+        tb.approval = "waiting" if tb.running else "unanswered"
+        tb.approval_ts = e.ts or tb.approval_ts
+        tb.reask_of = e.reask_of
+        self._bump(tb)
+        old = self._tools.get(e.reask_of) if e.reask_of and e.reask_of != e.call_id else None
+        if old is not None and old.approval in ("waiting", "unanswered"):
+            # the call asked before a resume, withdrawn (claude rewinds): asked again as this one
+            old.approval = "unanswered"
+            old.approval_reason = "asked again as a new call"
+            self._bump(old)
+        self._touch_approvals(tb)
+
+    def _on_approval_decided(self, e: ev.ApprovalDecided) -> None:
+        tb = self._approval_block(e)
+        tb.approval = "approved" if e.decision == "approved" else "denied"
+        tb.approval_source = e.source or ""
+        tb.approval_reason = e.reason or ""
+        tb.approval_scope = e.scope or "call"
+        if tb.approval_ts is None:
+            tb.approval_ts = e.ts or None
+        self._bump(tb)
+        self._touch_approvals(tb)
+
+    def _touch_approvals(self, tb: ToolBlock) -> None:
+        """The session's count of waiting approvals (the keys and the status bar follow it),
+        and the subtask's state: waiting for approval while one of its calls is."""
+        waiting = sum(1 for b in self._tools.values() if b.awaiting)
+        if waiting != self.session.approvals_waiting:
+            self.session.approvals_waiting = waiting
+            self._touch_session()
+        st = self.subtasks.get(tb.subtask_id)
+        if st is None:
+            return
+        if self.session.is_live:
+            asked = any(b.awaiting for b in self._tools.values() if b.subtask_id == st.id)
+            if asked and st.state == SubtaskState.RUNNING:
+                st.state = WAITING_APPROVAL
+            elif not asked and st.state == WAITING_APPROVAL:
+                st.state = SubtaskState.RUNNING
+        self._touch_subtask(st)
 
     def _on_hook_decision(self, e: ev.HookDecision) -> None:
         st = self._target(e)
@@ -364,7 +441,7 @@ class Fold:
         s.pause_requested = False
         self._touch_session()
         for st in self.subtasks.values() if self._counts(e) else ():
-            if st.state in (SubtaskState.RUNNING, SubtaskState.WAITING_RETRY):
+            if st.state in (SubtaskState.RUNNING, SubtaskState.WAITING_RETRY, WAITING_APPROVAL):
                 # a pause ends a countdown (the engine stops waiting; resume starts the retry)
                 running = st.retry is not None and st.retry.active
                 st._state_before_pause = SubtaskState.RUNNING if running else st.state
@@ -431,7 +508,7 @@ class Fold:
             if tb.running:
                 self._finish_tool(tb, "interrupted", ts=ts)
         for st in self.subtasks.values():
-            if st.state in ACTIVE_STATES:
+            if st.state in ACTIVE_STATES or st.state == WAITING_APPROVAL:
                 self._end_retry(st, final_state)
                 st.state = final_state
                 st._state_before_pause = None
@@ -441,6 +518,9 @@ class Fold:
 
     def _finish_tool(self, tb: ToolBlock, status: str, ts: float | None = None) -> None:
         tb.status = status
+        if tb.approval == "waiting":
+            tb.approval = "unanswered"  # never approved by an ending
+            self._touch_approvals(tb)
         if ts:
             tb.finished_ts = ts
             if tb.duration_s is None and tb.started_ts is not None:

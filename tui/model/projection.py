@@ -106,6 +106,20 @@ class SessionModel(Fold, Paging):
                 self.current_subtask_id = st.id
             self._touch_subtask(st)
 
+    def load_awaiting_calls(self, rows: Iterable[Any]) -> Changes:
+        """Calls the store says still wait for approval (``tool_calls`` rows with status
+        ``awaiting``) whose events are older than the loaded page (a wait of hours is
+        pages of heartbeats): shown as waiting, so the keys can answer them."""
+        for row in rows:
+            if not row.call_id or row.call_id in self._tools:
+                continue
+            common = dict(session_id=row.session_id, subtask_id=row.subtask_id, attempt=row.attempt,
+                          ts=row.started_at)
+            self.apply([ev.ToolStarted(call_id=row.call_id, name=row.name, input=dict(row.input or {}), **common),
+                        ev.ApprovalRequested(call_id=row.call_id, tool=row.name, input=dict(row.input or {}),
+                                             **common)])
+        return self.take_changes()
+
     # --- queries ---
 
     def ordered_subtasks(self) -> list[SubtaskView]:
@@ -120,6 +134,16 @@ class SessionModel(Fold, Paging):
             if st.state == SubtaskState.WAITING_RETRY and st.retry is not None and st.retry.active:
                 return st
         return None
+
+    def tool_block(self, call_id: str) -> ToolBlock | None:
+        """The block of call ``call_id`` (while the model holds it)."""
+        return self._tools.get(call_id) if call_id else None
+
+    def pending_approvals(self, subtask_id: str | None = None) -> list[ToolBlock]:
+        """Calls waiting for a person's yes, oldest question first (of one subtask, if given)."""
+        waiting = [b for b in self._tools.values() if b.awaiting
+                   and (subtask_id is None or b.subtask_id == subtask_id)]
+        return sorted(waiting, key=lambda b: (b.approval_ts or 0.0, b.bid))
 
     def default_subtask_id(self) -> str | None:
         """What to show when nobody chose: the active subtask, else the last one touched."""

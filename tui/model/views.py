@@ -64,6 +64,7 @@ class SessionInfo:
     open_calls: int = 0
     stalled: bool = False
     pause_requested: bool = False
+    approvals_waiting: int = 0  # tool calls asked and not answered yet
     version: int = 0
 
     @property

@@ -20,6 +20,8 @@ Shepherd runs coding agents, retries them when an API fails (with a bounded budg
 and stores every event in SQLite. Past sessions open exactly as they looked live.
 
 * Every wait for a retry shows a countdown; skip it with the session's *retry now* key.
+* A tool call a task gates (`approve_tools`) waits under the call for your `y`/`n`/`a`; the
+  home's *Needs you* list gathers every session waiting for you (`tab` jumps there).
 * A run you start here stops when you quit Shepherd (you are asked first).
 * `shepherd attach` follows a run another process owns; its controls still work.
 * Logs go to a file, never to the screen: {log}.

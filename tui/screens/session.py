@@ -55,6 +55,14 @@ class SessionScreen(Screen[None]):
     # The footer shows what each key does now and hides what cannot be done (check_action);
     # p is "Pause" or "Resume", whichever applies.
     BINDINGS = [
+        # a tool call waiting for approval: shown only while one waits (n is "Deny" then;
+        # the retry countdown's n otherwise)
+        # (short words: with them the bar still fits 80 columns; the block spells them out)
+        Binding("y", "approve", "Yes", tooltip="Approve the tool call waiting for you"),
+        Binding("n", "deny", "No", tooltip="Deny the tool call waiting for you (with an optional reason)"),
+        # the block under the call says "a approve <tool> for this session": the bar fits 80 columns
+        Binding("a", "approve_session", "Approve tool", show=False,
+                tooltip="Approve this call and its tool for the rest of the session"),
         Binding("p", "pause", "Pause", tooltip="Pause at the next safe point"),
         Binding("p", "resume", "Resume", tooltip="Resume the run"),
         Binding("P,shift+p", "pause_now", "Pause now", show=False, tooltip="Pause at once (interrupts open calls)"),
@@ -75,7 +83,9 @@ class SessionScreen(Screen[None]):
     ]
 
     HELP_TITLE = "a session"
-    HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too")]
+    HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too"),
+                  ("y / n / a", "A tool call waits for your approval: approve it, deny it (with an optional "
+                                "reason), or approve it and its tool for the rest of the session")]
     HELP_NOTE = "The footer shows the keys that apply right now; `j`/`k` reach the tool calls."
     PAGE_SIZE = 500  # events loaded on open (a screenful of blocks and more), and per "load earlier"
 
@@ -163,6 +173,8 @@ class SessionScreen(Screen[None]):
             # started here or elsewhere): its feed delivers it, the status says "starting…".
             self.notify(f"no session {self.session_id} in the database", severity="warning")
         self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id)
+        if getattr(h.session, "needs", None) == "approval" and self.live and not self.model.pending_approvals():
+            await self._load_awaiting()
         self.selected = self.model.default_subtask_id()
         await self._render_all()
         self._ready = True
@@ -173,6 +185,15 @@ class SessionScreen(Screen[None]):
         self.feed.start(self)
         self.loaded.set()
         self.call_after_refresh(md.preload)  # its first message finds markdown-it imported
+
+    async def _load_awaiting(self) -> None:
+        """The calls waiting for approval whose question is older than the loaded page."""
+        try:
+            rows = await self.store.tool_calls(self.session_id, status="awaiting")
+        except Exception as exc:  # the view still works without them (the home's inbox answers)
+            self.log.warning("could not load the calls awaiting approval", exc)
+            return
+        self.model.load_awaiting_calls(rows)
 
     @property
     def events_received(self) -> int:
@@ -234,7 +255,8 @@ class SessionScreen(Screen[None]):
         changes (not on every frame of a stream)."""
         info = self.model.session
         state = (info.status, info.pause_requested, self.controllable, self._busy, self.selected,
-                 self.model.waiting_retry() is not None, self._tool_target() is not None)
+                 self.model.waiting_retry() is not None, self._tool_target() is not None,
+                 info.approvals_waiting)
         if state != self._keys_state:
             self._keys_state = state
             self.refresh_bindings()
@@ -396,6 +418,8 @@ class SessionScreen(Screen[None]):
             return (ctl and self._pausing()) or self._resumable()
         if action == "pause_now":
             return ctl and status not in (SessionStatus.PAUSED, SessionStatus.STUCK)
+        if action in ("approve", "deny", "approve_session"):
+            return ctl and self._approval_target() is not None
         if action == "retry_now":
             return ctl and self.model.waiting_retry() is not None
         if action == "retry":
@@ -513,6 +537,70 @@ class SessionScreen(Screen[None]):
         if text:
             ctl = self.controller
             await self._control("note", lambda: ctl.note(text, source="tui"), "note queued for the next prompt")  # type: ignore[union-attr]
+
+    # --- approvals ------------------------------------------------------------------------
+
+    def _approval_target(self) -> "m.ToolBlock | None":
+        """The call y/n/a answer: the focused one if it waits, else the oldest waiting in
+        the subtask on screen, else the oldest waiting in the session."""
+        from shepherd.tui.widgets.blocks import ToolCallView
+
+        if not self.model.session.approvals_waiting:
+            return None
+        focused = self.focused if self._ready else None
+        if isinstance(focused, ToolCallView) and focused.block.awaiting:
+            return focused.block
+        pending = self.model.pending_approvals(self.selected) or self.model.pending_approvals()
+        return pending[0] if pending else None
+
+    async def action_approve(self) -> None:
+        await self._answer("approved")
+
+    async def action_approve_session(self) -> None:
+        await self._answer("approved", scope="session")
+
+    def action_deny(self) -> None:
+        if not self.controllable:
+            self._refuse()
+            return
+        target = self._approval_target()
+        if target is None:
+            self.notify("nothing is waiting for approval", severity="warning")
+            return
+        from shepherd.tui.widgets.approval import DenyModal
+
+        call_id = target.call_id
+        self.app.push_screen(DenyModal(target.name, target.summary),
+                             lambda reason: self._deny_entered(call_id, reason))
+
+    async def _deny_entered(self, call_id: str, reason: str | None) -> None:
+        if reason is not None:
+            await self._answer("denied", reason=reason, call_id=call_id)
+
+    async def _answer(self, decision: str, *, scope: str = "call", reason: str = "",
+                      call_id: str | None = None) -> None:
+        from shepherd.tui.widgets.approval import ApprovalUnsupported, answer_notice, send_answer
+
+        if not self.controllable:
+            self._refuse()
+            return
+        target = self.model.tool_block(call_id) if call_id else self._approval_target()
+        if target is None or not target.awaiting:
+            self.notify("nothing is waiting for approval" if target is None
+                        else f"{target.name} is not waiting for approval any more", severity="warning")
+            return
+        try:
+            sent = await send_answer(self.controller, target.call_id, decision, scope=scope, reason=reason)
+        except ApprovalUnsupported as exc:
+            self.notify(f"could not answer: {exc}", severity="warning", markup=False)
+            return
+        except Exception as exc:
+            self.notify(f"answer failed: {exc}", severity="error", markup=False)
+            return
+        if not sent:
+            self.notify(f"{target.name} is not waiting for approval any more", severity="warning", markup=False)
+            return
+        self.notify(answer_notice(decision, target.name, target.summary, scope), timeout=2, markup=False)
 
     # --- moving through the stream ---------------------------------------------------------
 

@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from shepherd.core.states import LIVE_STATUSES, SessionStatus
 from shepherd.core.text import safe, safe_fields
-from shepherd.tui.icons import state_icon
+from shepherd.tui.icons import NEEDS_ICONS, state_icon
 from shepherd.tui.logging_setup import guarded, report_error
 from shepherd.tui.fmt import fmt_span, fmt_tokens
 from shepherd.tui.screens.visibility import on_screen
@@ -31,6 +31,7 @@ from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
+    from shepherd.core.control import RemoteControl
     from shepherd.core.store.protocol import EventStore
     from shepherd.core.store.rows import SessionRow
 
@@ -110,6 +111,60 @@ class SessionTable(DataTable):
             self.post_message(self.NearEnd())
 
 
+# --- the inbox: sessions that wait for a person ---------------------------------------------
+
+# what a session may wait for and still be answered from here (a dead runner's approval
+# is asked again by a resume)
+INBOX_STATUSES = LIVE_STATUSES | {SessionStatus.INTERRUPTED}
+NEEDS_LABELS = {"approval": "approve?", "stuck": "stuck"}
+
+
+def row_needs(row: "SessionRow") -> str | None:
+    """What ``row`` waits for from a person: "approval", "stuck" or None (the store keeps it)."""
+    needs = getattr(row, "needs", None)
+    return needs if needs and row.status in INBOX_STATUSES else None
+
+
+def inbox_rows(rows: list["SessionRow"]) -> list["SessionRow"]:
+    """The sessions waiting for a person, the longest wait first."""
+    waiting = [r for r in rows if row_needs(r)]
+    return sorted(waiting, key=lambda r: (getattr(r, "needs_since", None) or r.updated_at, r.id))
+
+
+def needs_text(row: "SessionRow") -> str:
+    """'Bash make deploy', or the stuck reason; what a dead runner's question needs."""
+    needs = row_needs(row)
+    detail = getattr(row, "needs_detail", "") or ""
+    if needs == "stuck":
+        detail = detail or "a retry budget ran out"
+    elif needs == "approval":
+        detail = detail or "a tool call"
+    if row.status == SessionStatus.INTERRUPTED:
+        detail += " · runner stopped: resume asks again"
+    return detail
+
+
+class NeedsTable(DataTable):
+    """The inbox: one row per session waiting for a person. Its keys answer the
+    highlighted session without opening it (the screen does the sending). The keys that
+    apply are in its title (the key bar keeps to 80 columns)."""
+
+    BINDINGS = [
+        Binding("y", "screen.answer('approved')", "Approve", show=False, tooltip="Approve the call this session waits on"),
+        Binding("n", "screen.answer('denied')", "Deny", show=False, tooltip="Deny it, with an optional reason"),
+        Binding("r", "screen.inbox_retry", "Retry", show=False, tooltip="Retry the waiting subtask"),
+        Binding("s", "screen.inbox_skip", "Skip", show=False, tooltip="Skip the waiting subtask"),
+    ]
+
+
+INBOX_COLUMNS: list[tuple[str, str, int | None]] = [
+    ("needs", " ", 1),
+    ("title", "Needs you", 28),
+    ("what", "Waits for", None),
+    ("waited", "For", 7),
+]
+
+
 # columns: key, label, width (None = takes the remaining width), min terminal width to show it
 COLUMNS: list[tuple[str, str, int | None, int]] = [
     ("status", " ", 1, 0),
@@ -143,6 +198,11 @@ class SessionsScreen(Screen):
             self.session_id = session_id
 
     HELP_TITLE = "the sessions list"
+    HELP_EXTRA = [
+        ("tab/N", "Jump to the next session that needs you (the \"Needs you\" list on top)"),
+        ("y / n", "In that list: approve / deny (with a reason) the call the session waits on"),
+        ("r / s", "In that list: retry / skip the subtask it waits on"),
+    ]
     HELP_NOTE = ("Type to filter: any other printable key goes to the filter (the keys above keep "
                  "their meaning; `/` first to type them too), `esc` clears it.")
     # the table has focus from the start (not the filter, Textual's first focusable): the
@@ -159,6 +219,8 @@ class SessionsScreen(Screen):
         Binding("g", "app.run_prompt", "Prompt"),
         Binding("r", "resume", "Resume"),
         Binding("slash", "focus_filter", "Filter"),
+        Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
+                tooltip="Jump to the next session that needs you"),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -171,7 +233,7 @@ class SessionsScreen(Screen):
         """``covered``: a session view opens over this screen at once (start-up): it is
         built (composed, loaded, its key bar made) by ``build()`` once that view is drawn,
         or when it first shows, not before the view's first frame."""
-        super().__init__()
+        super().__init__(classes="-no-needs")  # the inbox shows once a session needs someone
         self.store = store
         self.clock = clock
         self.db_label = db_label if db_label is not None else str(getattr(store, "path", ""))
@@ -180,6 +242,8 @@ class SessionsScreen(Screen):
         self.filter_text = ""
         self.has_more = False
         self._cells: dict[str, dict[str, str]] = {}  # row id -> column -> plain text shown
+        self.inbox: list[SessionRow] = []  # sessions waiting for a person, longest wait first
+        self._inbox_cells: dict[str, dict[str, str]] = {}
         self._visible_columns: list[tuple[str, str, int]] = []
         self._frame = 0
         self._dirty = False
@@ -204,6 +268,7 @@ class SessionsScreen(Screen):
             yield Label("/ filter")
             yield Input(placeholder="just type: title, id, backend…", id="filter", compact=True,
                         select_on_focus=False)
+        yield NeedsTable(id="needs", cursor_type="row", zebra_stripes=False, show_header=False)
         yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=False)
         yield Static("", id="empty")
         yield KeyFooter()
@@ -293,6 +358,22 @@ class SessionsScreen(Screen):
         self._cells.clear()
         for key, label, w in self._visible_columns:
             table.add_column(label, width=w, key=key)
+        self._build_inbox_columns(width)
+
+    def _inbox_plan(self, width: int) -> list[tuple[str, str, int]]:
+        fixed = sum(w + 2 for _, _, w in INBOX_COLUMNS if w is not None)
+        title_w = 28 if width >= 100 else 20
+        what_w = max(12, width - fixed + 28 - title_w - 4)
+        return [(k, label, what_w if w is None else (title_w if k == "title" else w))
+                for k, label, w in INBOX_COLUMNS]
+
+    def _build_inbox_columns(self, width: int) -> None:
+        needs = self.query_one(NeedsTable)
+        needs.clear(columns=True)
+        self._inbox_cells.clear()
+        for key, label, w in self._inbox_plan(width):
+            needs.add_column(label, width=w, key=key)
+        self._fill_inbox(self.inbox)
 
     # --- data ------------------------------------------------------------------------------------
 
@@ -324,12 +405,15 @@ class SessionsScreen(Screen):
             # one row past the window says whether there is more (a full window alone cannot)
             rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=limit + 1,
                                                              offset=0))
+            # the inbox is every session that needs someone, whatever the filter shows
+            unfiltered = _safe_rows(await self.store.list_sessions(limit=self.PAGE_SIZE, offset=0)) \
+                if self.filter_text else None
         except Exception as error:  # noqa: BLE001 - keep the list usable, say what went wrong
             report_error(self.app, error, "Could not list sessions")
             return
         self.has_more = len(rows) > limit
         rows = rows[:limit]
-        self._apply(rows)
+        self._apply(rows, inbox_from=unfiltered)
         self.loaded = self.loaded or not self._rest_pending  # (else once the rest is in)
 
     async def load_more(self) -> None:
@@ -354,7 +438,8 @@ class SessionsScreen(Screen):
         finally:
             self._loading_more = False
 
-    def _apply(self, rows: list["SessionRow"]) -> None:
+    def _apply(self, rows: list["SessionRow"], inbox_from: list["SessionRow"] | None = None) -> None:
+        self._update_inbox(rows if inbox_from is None else inbox_from)
         if [r.id for r in rows] == [r.id for r in self.rows]:
             self.rows = rows
             for row in rows:
@@ -399,6 +484,8 @@ class SessionsScreen(Screen):
 
     def _cell_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
         icon, style = state_icon(row.status, self._frame), STATUS_STYLES.get(row.status, "dim")
+        if row_needs(row) == "approval":  # what it waits for, not a spinner: a person
+            icon, style = NEEDS_ICONS["approval"], "bold yellow"
         backend = row.backend + (f"/{row.model}" if row.model else "")
         in_process = row.id in self._live_ids()
         title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)
@@ -435,6 +522,195 @@ class SessionsScreen(Screen):
                 shown[key] = sig
                 self.table.update_cell(row.id, key, cells[key])
 
+    # --- the inbox ----------------------------------------------------------------------------------
+
+    def _inbox_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
+        needs = row_needs(row) or ""
+        since = getattr(row, "needs_since", None)
+        style = "bold yellow" if needs == "approval" else STATUS_STYLES[SessionStatus.STUCK]
+        return {
+            "needs": Text(NEEDS_ICONS.get(needs, "?"), style=style),
+            "title": Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True),
+            "what": Text.assemble((NEEDS_LABELS.get(needs, needs) + " ", "bold yellow" if needs == "approval"
+                                   else "bold"), needs_text(row), overflow="ellipsis", no_wrap=True),
+            "waited": Text(fmt_span(max(0.0, now - since)) if since else "–", justify="right"),
+        }
+
+    def _update_inbox(self, rows: list["SessionRow"]) -> None:
+        inbox = inbox_rows(rows)
+        if [r.id for r in inbox] == [r.id for r in self.inbox]:
+            self.inbox = inbox
+            now = self.clock()
+            for row in inbox:
+                self._update_inbox_row(row, now)
+        else:
+            self.inbox = inbox
+            self._fill_inbox(inbox)
+        self.set_class(not inbox, "-no-needs")
+        self._inbox_title()
+
+    def _inbox_title(self) -> None:
+        """'Needs you (3) · tab next · y approve · n deny · r retry · s skip': the keys that
+        apply to the highlighted row once the inbox has focus, else how to get there."""
+        needs = self.query_one(NeedsTable)
+        if not self.inbox:
+            needs.border_title = ""
+            return
+        title = f"Needs you ({len(self.inbox)})"
+        row = self.inbox_row() if needs.has_focus else None
+        if row is None:
+            title += " · tab: go there"
+        else:
+            keys = ["tab next"]
+            if row.status == SessionStatus.INTERRUPTED and row.id not in self._live_ids():
+                keys.append("resume it below (r) to be asked again")
+            else:
+                if row_needs(row) == "approval":
+                    keys += ["y approve", "n deny"]
+                keys += ["r retry", "s skip"]
+            keys.append("enter open")
+            title += " · " + " · ".join(keys)
+        needs.border_title = Text(title)  # titles of sessions never reach it: plain text anyway
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if self.inbox:
+            self._inbox_title()
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        if self.inbox:
+            self._inbox_title()
+
+    def _fill_inbox(self, inbox: list["SessionRow"]) -> None:
+        needs = self.query_one(NeedsTable)
+        if not needs.columns:
+            return
+        keep = self.inbox_highlighted_id()
+        needs.clear()
+        self._inbox_cells.clear()
+        now = self.clock()
+        keys = list(needs.columns)
+        for row in inbox:
+            cells = self._inbox_texts(row, now)
+            needs.add_row(*(cells[k.value] for k in keys), key=row.id)
+            self._inbox_cells[row.id] = {k.value: cells[k.value].plain for k in keys}
+        if keep is not None and keep in self._inbox_cells:
+            needs.move_cursor(row=needs.get_row_index(keep), animate=False)
+
+    def _update_inbox_row(self, row: "SessionRow", now: float) -> None:
+        shown = self._inbox_cells.get(row.id)
+        if shown is None:
+            return
+        cells = self._inbox_texts(row, now)
+        for key in shown:
+            if shown[key] != cells[key].plain:
+                shown[key] = cells[key].plain
+                self.query_one(NeedsTable).update_cell(row.id, key, cells[key])
+
+    def inbox_highlighted_id(self) -> str | None:
+        needs = self.query_one(NeedsTable)
+        if not needs.row_count:
+            return None
+        try:
+            key = needs.coordinate_to_cell_key(needs.cursor_coordinate).row_key
+        except Exception:  # noqa: BLE001 - cursor outside the rows
+            return None
+        return key.value if key is not None else None
+
+    def inbox_row(self) -> "SessionRow | None":
+        sid = self.inbox_highlighted_id()
+        return next((r for r in self.inbox if r.id == sid), None)
+
+    def action_next_needs(self) -> None:
+        """Focus the inbox on the next session that needs a person (round the list)."""
+        if not self.inbox:
+            self.app.notify("No session needs you right now.", timeout=2)
+            return
+        needs = self.query_one(NeedsTable)
+        if self.focused is needs:
+            row = (needs.cursor_row + 1) % needs.row_count
+        else:
+            row = 0
+            needs.focus()
+        needs.move_cursor(row=row, animate=False)
+
+    def _controller(self, row: "SessionRow") -> "RemoteControl | None":
+        """Commands for ``row``'s session go through the commands table: its runner (in
+        this process or another) takes them. None, and a notice, when nobody runs it."""
+        from shepherd.core.control import RemoteControl
+
+        if row.status == SessionStatus.INTERRUPTED and row.id not in self._live_ids():
+            self.app.notify(f"Session {row.id} has no live runner: resume it (r in the list below) "
+                            "and it asks again.", severity="warning", markup=False)
+            return None
+        return RemoteControl(self.store, row.id)
+
+    def action_answer(self, decision: str) -> None:
+        row = self.inbox_row()
+        if row is None:
+            return
+        if row_needs(row) != "approval":
+            self.app.notify(f"Session {row.id} is stuck, not waiting for an approval: r retries, s skips.",
+                            severity="warning", markup=False)
+            return
+        ctl = self._controller(row)
+        if ctl is None:
+            return
+        detail = getattr(row, "needs_detail", "") or "the waiting call"
+        if decision == "approved":
+            self.run_worker(self._send(ctl, row, "approved", "", detail), group="inbox", exit_on_error=False)
+            return
+        from shepherd.tui.widgets.approval import DenyModal
+
+        self.app.push_screen(DenyModal("", detail), lambda reason: self._denied(ctl, row, detail, reason))
+
+    def _denied(self, ctl: Any, row: "SessionRow", detail: str, reason: str | None) -> None:
+        if reason is not None:
+            self.run_worker(self._send(ctl, row, "denied", reason, detail), group="inbox", exit_on_error=False)
+
+    async def _send(self, ctl: Any, row: "SessionRow", decision: str, reason: str, detail: str) -> None:
+        from shepherd.tui.widgets.approval import ApprovalUnsupported, send_answer
+
+        try:
+            # no call id: the session's oldest pending call, the one this row shows
+            sent = await send_answer(ctl, None, decision, reason=reason)
+        except ApprovalUnsupported as exc:
+            self.app.notify(f"Could not answer: {exc}", severity="warning", markup=False)
+            return
+        except Exception as error:  # noqa: BLE001
+            report_error(self.app, error, "Could not answer")
+            return
+        if not sent:
+            self.app.notify(f"Session {row.id} has nothing waiting for approval any more.", severity="warning",
+                            markup=False)
+            self.request_reload()
+            return
+        verb = "approve" if decision == "approved" else "deny"
+        self.app.notify(f"{verb} sent to {row.id}: {detail}", timeout=3, markup=False)
+        self.request_reload()
+
+    def action_inbox_retry(self) -> None:
+        self._inbox_control("retry")
+
+    def action_inbox_skip(self) -> None:
+        self._inbox_control("skip")
+
+    def _inbox_control(self, what: str) -> None:
+        row = self.inbox_row()
+        ctl = self._controller(row) if row is not None else None
+        if row is None or ctl is None:
+            return
+
+        async def send() -> None:
+            try:
+                await (ctl.retry(None, source="tui") if what == "retry" else ctl.skip(None, source="tui"))
+            except Exception as error:  # noqa: BLE001
+                report_error(self.app, error, f"Could not {what}")
+                return
+            self.app.notify(f"{what} sent to {row.id}", timeout=3, markup=False)
+            self.request_reload()
+
+        self.run_worker(send(), group="inbox", exit_on_error=False)
+
     def _set_ticking(self, on: bool) -> None:
         """Spinners and live durations ride the app's one Ticker, only while needed."""
         if on == self._ticking:
@@ -451,6 +727,10 @@ class SessionsScreen(Screen):
         for row in self.rows:
             if row.status in LIVE_STATUSES:
                 self._update_row(row, None if each_second else ("status",))
+        if each_second and self.inbox:
+            now = self.clock()
+            for row in self.inbox:
+                self._update_inbox_row(row, now)
 
     def _update_chrome(self) -> None:
         live = sum(1 for r in self.rows if r.status in LIVE_STATUSES)
@@ -518,6 +798,9 @@ class SessionsScreen(Screen):
     @on(DataTable.RowHighlighted)
     async def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.refresh_bindings()
+        if event.data_table is not self.table:
+            self._inbox_title()  # the inbox: its keys follow the highlighted row
+            return
         if self.has_more and event.cursor_row >= self.table.row_count - 5:
             await self.load_more()
 
@@ -526,6 +809,15 @@ class SessionsScreen(Screen):
         await self.load_more()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next_needs":
+            return bool(self.inbox)  # hidden (tab moves focus as usual) while nobody waits
+        if action in ("answer", "inbox_retry", "inbox_skip"):
+            row = self.inbox_row() if self._built and not self._building else None
+            if row is None:
+                return None
+            if action == "answer" and row_needs(row) != "approval":
+                return None  # shown dimmed: a stuck session has nothing to approve
+            return True
         if action == "resume":
             # the table is there once built (in on_mount, where the key bar is first built)
             built = self._built and not self._building and (self.is_mounted or self._first_built)

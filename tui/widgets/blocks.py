@@ -311,11 +311,17 @@ class ToolCallView(Expandable):
     def animated(self) -> bool:
         return self.block.running
 
+    APPROVAL_PREVIEW_LINES = 8
+
     @classmethod
     def state_classes(cls, block: m.Block) -> dict[str, bool]:
-        return {f"-{status}": block.status == status for status in m.TOOL_ICONS}  # type: ignore[attr-defined]
+        classes = {f"-{status}": block.status == status for status in m.TOOL_ICONS}  # type: ignore[attr-defined]
+        classes["-awaiting"] = block.awaiting  # type: ignore[attr-defined]
+        return classes
 
     def icon(self) -> str:
+        if self.block.awaiting:
+            return m.APPROVAL_ICONS["waiting"]
         if self.block.running:
             return m.spinner(self.frame)
         return m.TOOL_ICONS.get(self.block.status, "?")
@@ -338,6 +344,8 @@ class ToolCallView(Expandable):
             head = head.append(Content.styled(" " + m.clip(b.summary, room), "$foreground"))
         head = head.append(Content.styled(tail, "" if not b.running else "$foreground-muted"))
         parts = [head]
+        if b.approval:
+            parts.extend(approval_lines(b, self.clock(), width, self.APPROVAL_PREVIEW_LINES))
         if b.denial:
             parts.append(Content.styled(m.clip(f"    ⛔ {b.denial}", width), "$warning"))
         if has_output and self.expanded:
@@ -349,11 +357,49 @@ class ToolCallView(Expandable):
         elif self.expanded:
             parts.append(Content.styled(_clean(input_text(b.input)) or "(no input, no output yet)",
                                         "$foreground-muted"))
-        elif has_output and b.status in ("error", "denied"):
-            # the end of a failing output says why (tracebacks, test summaries)
+        elif has_output and b.status in ("error", "denied") and b.approval != "denied":
+            # the end of a failing output says why (tracebacks, test summaries); a person's
+            # denial says it above
             last = b.output.strip().splitlines()[-1]
             parts.append(Content(m.clip("    " + _clean(last), width)))
         return Content("\n").join(parts)
+
+
+def approval_lines(b: m.ToolBlock, now: float, width: int, preview_lines: int = 8) -> list[Content]:
+    """The inline approval under a call: the question with how long it has waited, what
+    the call would do, and the keys; once answered, who answered and why."""
+    icon = m.APPROVAL_ICONS.get(b.approval, "?")
+    room = max(10, width - 4)
+
+    def line(text: str, style: str, indent: str = "    ") -> Content:
+        return Content.styled(indent + m.clip(text, room), style)
+
+    if b.approval == "waiting":
+        waited = b.waited(now)
+        head = f"{icon} waiting for your approval" + (f" · {m.fmt_duration(waited)}" if waited is not None else "")
+        if b.reask_of:
+            head += " · asked again after a resume"
+        lines = [line(head, "bold $warning")]
+        for text in m.approval_preview(b.name, b.input, preview_lines, max(10, width - 8)):
+            lines.append(Content.styled("       " + _clean(text), "$foreground"))
+        keys = ["y approve · n deny", f"a allow {b.name or 'this tool'} for the session"]
+        for text in [" · ".join(keys)] if len(" · ".join(keys)) <= room else keys:  # narrow: two lines
+            lines.append(line(text, "$foreground-muted"))
+        return lines
+    if b.approval == "approved":
+        by = "by rule" if b.approval_source == "rule" else f"({b.approval_source})" if b.approval_source else ""
+        text = f"{icon} approved {by}".rstrip()
+        if b.approval_scope == "session" and b.approval_source != "rule":
+            text += f" · {b.name} approved for this session"
+        if b.approval_reason:
+            text += f": {b.approval_reason}"
+        return [line(text, "$success")]
+    if b.approval == "denied":
+        by = f" ({b.approval_source})" if b.approval_source else ""
+        return [line(f"{icon} denied{by}" + (f": {b.approval_reason}" if b.approval_reason else ""), "$warning")]
+    # unanswered: the call ended (or its runner stopped) first; it did not run on a yes
+    why = b.approval_reason or "not run on a yes"
+    return [line(f"{icon} was waiting for approval, not answered: {why}", "$foreground-muted")]
 
 
 def input_text(data: object) -> str:

@@ -47,7 +47,10 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     ]
     sep = (" │ ", "$foreground-muted")
     parts += [sep, (m.fmt_clock(info.elapsed(now)), "")]
-    if live and status in BUSY_STATUSES:
+    if live and info.approvals_waiting:  # the person is who it waits for: not a running tool, not idle
+        n = info.approvals_waiting
+        parts += [sep, (f"⏳ {n} approval{'s' if n != 1 else ''} waiting for you", "bold $warning")]
+    elif live and status in BUSY_STATUSES:
         n_tools = len(tools) if tools else info.open_calls
         if n_tools:
             starts = [t for t in (tools or []) if t is not None]
