@@ -27,7 +27,12 @@ class GateBackend:
     supervisor's control flow (pause, skip, cancel, heartbeats) without any SDK.
 
     Actions: ("text", str), ("tool", call_id, name), ("result", call_id, status),
-    ("wait", asyncio.Event), ("raise", exc), ("hang",).
+    ("wait", asyncio.Event), ("raise", exc), ("hang",),
+    ("ask", call_id, name, input): a gated call the way a backend asks (core.approvals):
+    tool.started, then (a rule's yes) approval.requested + approval.decided(rule), or
+    approval.requested and ``await ctx.approvals.ask``; approved: it "runs" (``ran``) and
+    finishes ok; denied: tool.finished(denied) with the reason. An ungated call just runs.
+    ("reask",): ask again every call of ``ctx.approvals.reask`` (same id, ``reask_of``).
     """
 
     name = "gate"
@@ -36,6 +41,8 @@ class GateBackend:
         self.attempts = attempts
         self.contexts: list[AttemptContext] = []
         self.closed: list[int] = []
+        self.ran: list[str] = []  # call ids of asked calls that ran (approved)
+        self.answers: dict[str, Any] = {}  # call id -> the Decision the backend got
 
     async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
         self.contexts.append(ctx)
@@ -63,8 +70,46 @@ class GateBackend:
                     raise action[1]
                 elif kind == "hang":
                     await asyncio.Event().wait()
+                elif kind == "ask":
+                    async for ev in self._ask(ctx, action[1], action[2], action[3], reask_of=None):
+                        yield ev
+                elif kind == "reask":
+                    for call in (ctx.approvals.reask if ctx.approvals else ()):
+                        async for ev in self._ask(ctx, call.call_id, call.tool, dict(call.input),
+                                                  reask_of=call.call_id, started=True):
+                            yield ev
         finally:
             self.closed.append(n)
+
+
+async def _gate_ask(self: GateBackend, ctx: AttemptContext, call_id: str, tool: str, tool_input: dict[str, Any], *,
+                    reask_of: str | None, started: bool = False) -> AsyncIterator[Event]:
+    from shepherd.core import prompts
+    from shepherd.core.events import ApprovalDecided, ApprovalRequested
+
+    if not started:
+        yield ToolStarted(call_id=call_id, name=tool, input=tool_input)
+    gate = ctx.approvals
+    if gate is None or not gate.policy.gated(tool):
+        self.ran.append(call_id)
+        yield ToolFinished(call_id=call_id, status="ok", output="ran")
+        return
+    rule = gate.rule_decision(tool, tool_input)
+    yield ApprovalRequested(call_id=call_id, tool=tool, input=tool_input, reask_of=reask_of)
+    if rule is not None:
+        yield ApprovalDecided(call_id=call_id, decision="approved", source="rule", reason=rule.reason)
+        decision = rule
+    else:
+        decision = await gate.ask(call_id)
+    self.answers[call_id] = decision
+    if decision.approved:
+        self.ran.append(call_id)
+        yield ToolFinished(call_id=call_id, status="ok", output="ran")
+    else:
+        yield ToolFinished(call_id=call_id, status="denied", output=prompts.approval_denied(decision.reason))
+
+
+GateBackend._ask = _gate_ask  # type: ignore[attr-defined]
 
 
 async def done_then_retried(store: Any, task: Any, subtask_id: str) -> Any:
