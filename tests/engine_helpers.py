@@ -204,3 +204,55 @@ def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_co
     given, is true). Returns the runner's pid."""
     return kill_headless_when(task_file, db, "SELECT count(*) FROM tool_calls WHERE status='running' AND name=?",
                               (tool,), ready=ready, never="the tool call never started", poll_s=0.05)
+
+
+# ---------------------------------------------------------------------- a runner in a child process
+
+ASK_CHILD = [sys.executable, "-m", "tests.engine_helpers", "ask-child"]
+
+
+def ask_child_main(db: str, workspace: str, calls: str) -> int:
+    """``python -m tests.engine_helpers ask-child DB WS CALLS``: a real headless runner (the
+    Supervisor, a real store) whose GateBackend asks the gated calls ``CALLS`` (JSON
+    ``[[call_id, tool, input], ...]``; one attempt; a resume's attempts ask again what still
+    waits, then the rest). Prints ``session <id>`` once it holds the lease and ``ran <ids>``
+    and ``status <final>`` at the end."""
+    import json
+
+    from shepherd.core.engine import Supervisor, resume_run
+    from shepherd.core.store import Store
+
+    spec = json.loads(calls)
+
+    async def main() -> int:
+        store = await Store.open(Path(db))
+        try:
+            resume = os.environ.get("ASK_CHILD_RESUME")
+            script: list[tuple[Any, ...]] = [("reask",)] if resume else []
+            script += [("ask", c, t, i) for c, t, i in spec]
+            backend = GateBackend([script])
+            if resume:
+                handle = await resume_run(store, resume, interactive=False, backend=backend, clock=FAST)
+                sup = handle.supervisor
+                runner = handle.task
+            else:
+                task = make_task(Path(workspace), [{"id": "t1", "prompt": "do it"}], approve_tools=["Bash"])
+                sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
+                runner = asyncio.ensure_future(sup.run())
+                await asyncio.wait({runner, asyncio.ensure_future(sup.leased.wait())},
+                                   return_when=asyncio.FIRST_COMPLETED)
+            print(f"session {sup.session_id}", flush=True)
+            status = await runner
+            print(f"ran {' '.join(backend.ran)}", flush=True)
+            print(f"status {status}", flush=True)
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["ask-child"]:
+        sys.exit(ask_child_main(*sys.argv[2:5]))
+    sys.exit(2)
