@@ -284,3 +284,71 @@ async def test_a_resumed_session_asks_again_and_keeps_session_approvals(tmp_path
         assert backend2.ran == ["c1", "c2"]
     finally:
         await store.close()
+
+
+async def test_the_derived_needs_approval_over_stuck_and_cleared_when_answered_or_over(tmp_path: Path) -> None:
+    from shepherd.core.events import (ApprovalDecided, ApprovalRequested, AttemptStarted, SessionFinished,
+                                      SessionStarted, SubtaskFinished, SubtaskStarted, ToolFinished, ToolStarted)
+
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sid = "S1"
+
+        async def needs() -> tuple[Any, ...]:
+            row = await store.get_session(sid)
+            assert row is not None
+            return row.needs, row.needs_detail
+
+        await store.append(SessionStarted(session_id=sid, title="t", backend="gate", workspace=".", task={}))
+        assert await needs() == (None, "")
+        await store.append(SubtaskStarted(session_id=sid, subtask_id="a"))
+        await store.append(SubtaskFinished(session_id=sid, subtask_id="a", status="stuck", reason="3 retries spent"))
+        assert await needs() == ("stuck", "3 retries spent")
+        long_cmd = "echo " + "x" * 300
+        await store.append_together(
+            ToolStarted(session_id=sid, subtask_id="b", attempt=1, call_id="k1", name="Bash", input={"command": long_cmd}),
+            ApprovalRequested(session_id=sid, subtask_id="b", attempt=1, call_id="k1", tool="Bash",
+                              input={"command": long_cmd}))
+        kind, detail = await needs()
+        assert kind == "approval" and detail.startswith("Bash echo xxx") and len(detail) == 120
+        await store.append(ApprovalDecided(session_id=sid, subtask_id="b", attempt=1, call_id="k1",
+                                           decision="approved", source="cli"))
+        assert await needs() == ("stuck", "3 retries spent")  # the approval answered: stuck shows again
+        await store.append(ToolFinished(session_id=sid, subtask_id="b", attempt=1, call_id="k1", status="ok"))
+        await store.append(AttemptStarted(session_id=sid, subtask_id="a", attempt=2))  # a person's retry
+        assert await needs() == (None, "")
+        # a call closed without an answer is not pending any more
+        await store.append(ApprovalRequested(session_id=sid, subtask_id="b", attempt=2, call_id="k2", tool="Write",
+                                             input={"file_path": "/w/a.py", "content": "x"}))
+        assert await needs() == ("approval", "Write /w/a.py")
+        await store.append(ToolFinished(session_id=sid, subtask_id="b", attempt=2, call_id="k2", status="interrupted"))
+        assert await needs() == (None, "")
+        (k2,) = [a for a in await store.approvals(sid, pending=False) if a.call_id == "k2"]
+        assert k2.closed and k2.decision is None
+        # stuck in a finished session needs no one
+        await store.append(SubtaskFinished(session_id=sid, subtask_id="a", status="stuck", reason="again"))
+        assert (await needs())[0] == "stuck"
+        await store.append(SessionFinished(session_id=sid, status="failed"))
+        assert await needs() == (None, "")
+    finally:
+        await store.close()
+
+
+async def test_a_run_state_is_dropped_with_the_last_decision_of_its_calls(tmp_path: Path) -> None:
+    from shepherd.core.events import ApprovalDecided, ApprovalRequested, SessionStarted
+
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sid = "S1"
+        await store.append(SessionStarted(session_id=sid, title="t", backend="openai", workspace=".", task={}))
+        await store.save_run_state(sid, "t1", ["c2", "c3"], '{"state": 1}')
+        for cid in ("c2", "c3"):
+            await store.append(ApprovalRequested(session_id=sid, subtask_id="t1", attempt=1, call_id=cid, tool="Bash"))
+        await store.append(ApprovalDecided(session_id=sid, subtask_id="t1", attempt=1, call_id="c2",
+                                           decision="approved", source="tui"))
+        assert await store.load_run_state(sid, "t1") is not None  # c3 still undecided
+        await store.append(ApprovalDecided(session_id=sid, subtask_id="t1", attempt=1, call_id="c3",
+                                           decision="denied", source="tui", reason="no"))
+        assert await store.load_run_state(sid, "t1") is None
+    finally:
+        await store.close()
