@@ -352,3 +352,21 @@ async def test_a_run_state_is_dropped_with_the_last_decision_of_its_calls(tmp_pa
         assert await store.load_run_state(sid, "t1") is None
     finally:
         await store.close()
+
+
+async def test_an_answer_while_paused_is_applied_when_the_call_is_asked_again(tmp_path: Path) -> None:
+    store, sup, backend, run = await start(tmp_path, [[("ask", "c1", "Bash", DEPLOY)], [("reask",)]])
+    try:
+        await pending(store, sup)
+        await sup.pause(immediate=True)
+        await wait_for(lambda: sup._current is not None and sup._current.state is SubtaskState.PAUSED, store=store)
+        await store.enqueue_command(sup.session_id, "deny", text="not now", source="cli", call_id="c1")
+        await wait_for(lambda: "c1" in sup._early, store=store)
+        assert not [e for e in await stored(store, sup.session_id) if e.type == "approval.decided"]
+        await sup.resume()
+        assert await run == "done"
+        assert backend.ran == []
+        decided = [e for e in await stored(store, sup.session_id) if e.type == "approval.decided"]
+        assert [(d.call_id, d.decision, d.reason) for d in decided] == [("c1", "denied", "not now")]
+    finally:
+        await store.close()

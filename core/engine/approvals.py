@@ -86,8 +86,15 @@ class Approvals(SupervisorBase):
             return
         asks = self._approval_state()
         asks[ev.call_id] = Asked(run=run, gate=gate, event=committed)  # type: ignore[arg-type]
+        self._kept.discard(ev.call_id)
         if run.state in (SubtaskState.RUNNING, SubtaskState.WAITING_APPROVAL):
             run.move(Trigger.APPROVAL_ASKED)
+        early = self._early.pop(ev.call_id, None)
+        if early is None and ev.reask_of:
+            early = self._early.pop(ev.reask_of, None)
+        if early is not None:  # answered while its attempt was stopped (paused): applied now
+            await self._decide(ev.call_id, early)
+            return
         if self.approvals_mode == "deny" and not self.interactive:
             await self._decide(ev.call_id, Decision("denied", "headless", prompts.NO_ONE_TO_APPROVE))
             return
@@ -117,6 +124,12 @@ class Approvals(SupervisorBase):
         if call_id is None or call_id == "":
             call_id = next(iter(asks), None)
         asked = asks.pop(call_id, None) if call_id is not None else None
+        if asked is None and call_id in self._kept:
+            # its attempt stopped with it awaiting (pause now): the answer waits for the re-ask
+            self._kept.discard(call_id)
+            self._early[call_id] = decision
+            log.info("kept a %s of call %r for when it is asked again", decision.decision, call_id)
+            return True
         if asked is None:
             log.info("dropped a %s of call %r: it is not waiting for approval (answered already, or unknown)",
                      decision.decision, call_id)
@@ -161,6 +174,7 @@ class Approvals(SupervisorBase):
                     await self._emit(self._sub_event(fin, run).with_(attempt=asked.event.attempt or run.attempt))
             else:
                 ledger.set_aside(cid)
+                self._kept.add(cid)
         if gate is not None:
             gate.close()
 

@@ -120,6 +120,8 @@ class SupervisorBase:
         # headless only: "wait" for a person (CLI, an attached TUI) or "deny" every ask at once
         self.approvals_mode = approvals if approvals in ("wait", "deny") else "wait"
         self._asks: dict[str, Any] = {}  # call id -> core.engine.approvals.Asked (waiting for a person)
+        self._kept: set[str] = set()  # asked calls an ended attempt kept awaiting (asked again later)
+        self._early: dict[str, Any] = {}  # call id -> Decision given while it was kept: applied when re-asked
         self._resuming = resume
         self._planned_status = planned_status  # a resume's: the status it was decided on
         self._done_subtasks = set(done_subtasks or ())
