@@ -41,8 +41,8 @@ APPROVAL_COLUMNS = ("session_id", "call_id", "subtask_id", "attempt", "tool", "i
                     "requested_seq", "requested_at", "decision", "source", "reason", "scope", "decided_seq",
                     "closed")
 # Events after which what a session needs from a person (sessions.needs*) is derived again.
-NEEDS_EVENTS = APPROVAL_EVENTS | SUBTASK_EVENTS | frozenset({
-    "tool.finished", "session.started", "session.finished"})
+# (A tool.finished counts only when it closes a pending approval: close_approval.)
+NEEDS_EVENTS = APPROVAL_EVENTS | SUBTASK_EVENTS | frozenset({"session.started", "session.finished"})
 NEEDS_DETAIL_CHARS = 120
 # Subtask ends that close its calls still awaiting an answer (a stuck or failed one keeps
 # them: a person's retry or a resume asks them again).
@@ -355,6 +355,7 @@ class _Batch:
         if row is not None and row["decided_seq"] is None and not row["closed"]:
             row["closed"] = 1
             self.dirty_approvals.add((sid, call_id))
+            self.needs_sessions.add(sid)
             if row["subtask_id"]:
                 self.state_subtasks.add((sid, row["subtask_id"]))
 
