@@ -190,3 +190,9 @@ def test_the_approval_keys_are_read_and_kept_with_the_session() -> None:
     again = task_from_stored(task.to_dict())
     assert again.approve_tools == ("*",) and again.auto_approve == ({"tool": "run_command", "prefix": "pytest"},)
     assert not task_from_dict({"subtasks": [{"prompt": "x"}]}, check_workspace=False).approval_policy().active
+
+
+def test_approvals_deny_is_taken_by_a_headless_run(tmp_path: Path) -> None:
+    task, _ = write_task(tmp_path, '[[subtasks]]\nprompt = "x"\nsteps = [{ text = "ok" }]\n', backend="scripted")
+    r = run("run", str(task), "--headless", "--approvals", "deny", "--db", str(tmp_path / "s.db"))
+    assert r.returncode == 0, r.stderr

@@ -370,3 +370,20 @@ async def test_an_answer_while_paused_is_applied_when_the_call_is_asked_again(tm
         assert [(d.call_id, d.decision, d.reason) for d in decided] == [("c1", "denied", "not now")]
     finally:
         await store.close()
+
+
+async def test_an_attached_tuis_remote_control_answers_the_oldest_through_the_commands_table(tmp_path: Path) -> None:
+    from shepherd.core.control import RemoteControl
+
+    store, sup, backend, run = await start(tmp_path, [[("ask", "c1", "Bash", DEPLOY)]])
+    try:
+        await pending(store, sup)
+        remote = RemoteControl(store, sup.session_id)  # what `shepherd attach` steers with
+        assert await remote.approve(scope="session") is True
+        assert await run == "done"
+        assert backend.ran == ["c1"]
+        (decided,) = [e for e in await stored(store, sup.session_id) if e.type == "approval.decided"]
+        assert (decided.call_id, decided.source, decided.scope) == ("c1", "tui", "session")
+        assert await remote.deny() is False  # nothing pending: nothing sent
+    finally:
+        await store.close()

@@ -58,7 +58,7 @@ class ToolCallRow:
     attempt: int | None
     name: str
     input: dict[str, Any]
-    status: str  # running | ok | error | denied | interrupted
+    status: str  # awaiting (an approval) | running | ok | error | denied | interrupted
     output: str
     started_at: float
     finished_at: float | None
