@@ -387,3 +387,22 @@ async def test_an_attached_tuis_remote_control_answers_the_oldest_through_the_co
         assert await remote.deny() is False  # nothing pending: nothing sent
     finally:
         await store.close()
+
+
+async def test_a_call_left_awaiting_that_is_not_asked_again_is_closed_when_the_subtask_ends(tmp_path: Path) -> None:
+    store, sup, backend, run = await start(tmp_path, [[("ask", "c1", "Bash", DEPLOY)], [("text", "done anyway")]])
+    try:
+        await pending(store, sup)
+        await sup.pause(immediate=True)
+        await wait_for(lambda: sup._current is not None and sup._current.state is SubtaskState.PAUSED, store=store)
+        await sup.resume()
+        assert await run == "done"
+        assert backend.ran == []
+        (fin,) = [e for e in await stored(store, sup.session_id) if e.type == "tool.finished"]
+        assert (fin.call_id, fin.status, fin.output) == ("c1", "interrupted", NOT_RUN_OUTPUT)
+        assert await store.approvals(sup.session_id) == []
+        assert [c.status for c in await store.tool_calls(sup.session_id)] == ["interrupted"]
+        session = await store.get_session(sup.session_id)
+        assert session is not None and session.needs is None
+    finally:
+        await store.close()

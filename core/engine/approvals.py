@@ -158,6 +158,17 @@ class Approvals(SupervisorBase):
         return await self._decide(call_id, Decision("denied", source if source in ("tui", "cli") else "tui",  # type: ignore[arg-type]
                                                     reason.strip()))
 
+    async def _close_left_awaiting(self, run: SubtaskRun) -> None:
+        """The subtask ends (done, skipped, cancelled): calls an earlier attempt left awaiting
+        that no one re-asked are closed, unrun (``tool.finished`` interrupted)."""
+        if not self.task.approval_policy().active:
+            return
+        for a in await self.store.approvals(self.session_id, subtask_id=run.sub.id):
+            self._kept.discard(a.call_id)
+            self._early.pop(a.call_id, None)
+            await self._emit(ToolFinished(subtask_id=run.sub.id, attempt=a.attempt, call_id=a.call_id,
+                                          status="interrupted", output=NOT_RUN_OUTPUT))
+
     async def _end_asks(self, run: SubtaskRun, gate: ApprovalGate | None, ledger: ApprovalLedger, *,
                         close: bool) -> None:
         """The attempt ended: its calls still waiting are closed (``close``: cancel, skip, a

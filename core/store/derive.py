@@ -48,6 +48,7 @@ NEEDS_DETAIL_CHARS = 120
 # them: a person's retry or a resume asks them again).
 CLOSING_ENDS = frozenset({"done", "skipped", "cancelled"})
 FINISHED_SESSION = FINISHED_STATUSES
+ENDED_SESSION = FINISHED_SESSION - {"interrupted"}  # (an interrupted one is resumed: still asks)
 LIVE_SUBTASK = frozenset({"running", "waiting_retry", "waiting_approval", "paused"})
 # A call not finished: running, or awaiting a person's approval (before it runs).
 OPEN_CALL = frozenset({"running", "awaiting"})
@@ -325,6 +326,9 @@ class _Batch:
         """What the session waits for from a person: "approval" (its oldest pending call),
         else "stuck" (a stuck subtask of a live session), else None."""
         s = self.sessions[sid]
+        if s["status"] in ENDED_SESSION:  # done, failed, cancelled: no one is asked any more
+            s["needs"], s["needs_since"], s["needs_detail"] = None, None, ""
+            return
         pending = conn.execute(
             "SELECT tool, input_json, requested_at FROM approvals WHERE session_id = ? "
             "AND decided_seq IS NULL AND closed = 0 ORDER BY requested_at, requested_seq LIMIT 1", (sid,)).fetchall()
