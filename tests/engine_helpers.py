@@ -33,6 +33,8 @@ class GateBackend:
     approval.requested and ``await ctx.approvals.ask``; approved: it "runs" (``ran``) and
     finishes ok; denied: tool.finished(denied) with the reason. An ungated call just runs.
     ("reask",): ask again every call of ``ctx.approvals.reask`` (same id, ``reask_of``).
+    ("ask_all", [(call_id, name, input), ...]): one turn's gated calls asked together (the
+    openai way: every request first, then all answers awaited).
     """
 
     name = "gate"
@@ -73,6 +75,20 @@ class GateBackend:
                 elif kind == "ask":
                     async for ev in self._ask(ctx, action[1], action[2], action[3], reask_of=None):
                         yield ev
+                elif kind == "ask_all":
+                    from shepherd.core.events import ApprovalRequested
+
+                    for cid, tool, tool_input in action[1]:
+                        yield ToolStarted(call_id=cid, name=tool, input=tool_input)
+                        yield ApprovalRequested(call_id=cid, tool=tool, input=tool_input)
+                    gate = ctx.approvals
+                    assert gate is not None
+                    decisions = await asyncio.gather(*(gate.ask(cid) for cid, _, _ in action[1]))
+                    for (cid, _, _), decision in zip(action[1], decisions):
+                        self.answers[cid] = decision
+                        if decision.approved:
+                            self.ran.append(cid)
+                        yield ToolFinished(call_id=cid, status="ok" if decision.approved else "denied", output="")
                 elif kind == "reask":
                     for call in (ctx.approvals.reask if ctx.approvals else ()):
                         async for ev in self._ask(ctx, call.call_id, call.tool, dict(call.input),

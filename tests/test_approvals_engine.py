@@ -406,3 +406,23 @@ async def test_a_call_left_awaiting_that_is_not_asked_again_is_closed_when_the_s
         assert session is not None and session.needs is None
     finally:
         await store.close()
+
+
+async def test_two_calls_of_one_turn_wait_until_both_are_answered(tmp_path: Path) -> None:
+    store, sup, backend, run = await start(tmp_path, [[("ask_all", [("c2", "Bash", DEPLOY),
+                                                                    ("c3", "Bash", {"command": "make clean"})])]])
+    try:
+        rows = await pending(store, sup, 2)
+        assert [r.call_id for r in rows] == ["c2", "c3"]
+        await sup.approve()  # the oldest: c2
+        current = sup._current
+        assert current is not None and current.state is SubtaskState.WAITING_APPROVAL  # c3 still waits
+        assert sup.waiting_approval() == ["c3"]
+        session = await store.get_session(sup.session_id)
+        assert session is not None and session.needs == "approval" and session.needs_detail == "Bash make clean"
+        await sup.deny("c3", reason="no")
+        assert current.state is not SubtaskState.WAITING_APPROVAL
+        assert await run == "done"
+        assert backend.ran == ["c2"]
+    finally:
+        await store.close()
