@@ -20,6 +20,10 @@ class Controller(Protocol):
     async def skip(self, subtask_id: str | None = None, *, source: str = "tui") -> None: ...
     async def cancel(self, *, source: str = "tui") -> None: ...
     async def note(self, text: str, *, source: str = "tui") -> None: ...
+    # Tool approvals: answer a call waiting for a person (None: the oldest waiting). In
+    # process the result says whether it was waiting; remotely, that it was sent.
+    async def approve(self, call_id: str | None = None, *, scope: str = "call", source: str = "tui") -> bool: ...
+    async def deny(self, call_id: str | None = None, *, reason: str = "", source: str = "tui") -> bool: ...
 
 
 class RemoteControl:
@@ -30,9 +34,10 @@ class RemoteControl:
         self.session_id = session_id
         self.source = source
 
-    async def _send(self, command: str, subtask_id: str | None = None, text: str = "", source: str | None = None) -> None:
+    async def _send(self, command: str, subtask_id: str | None = None, text: str = "", source: str | None = None,
+                    call_id: str | None = None) -> None:
         await self.store.enqueue_command(self.session_id, command, subtask_id=subtask_id, text=text,
-                                         source=source or self.source)
+                                         source=source or self.source, call_id=call_id)
 
     async def pause(self, *, immediate: bool = False, source: str | None = None) -> None:
         await self._send(Command.PAUSE_NOW if immediate else Command.PAUSE, source=source)
@@ -54,3 +59,23 @@ class RemoteControl:
 
     async def note(self, text: str, *, source: str | None = None) -> None:
         await self._send(Command.NOTE, text=text, source=source)
+
+    async def approve(self, call_id: str | None = None, *, scope: str = "call", source: str | None = None) -> bool:
+        """Queued for the runner (commands.call_id; text "session" for scope session)."""
+        call_id = call_id or await self._oldest_pending()
+        if call_id is None:
+            return False
+        await self._send(Command.APPROVE, text="session" if scope == "session" else "", source=source,
+                         call_id=call_id)
+        return True
+
+    async def deny(self, call_id: str | None = None, *, reason: str = "", source: str | None = None) -> bool:
+        call_id = call_id or await self._oldest_pending()
+        if call_id is None:
+            return False
+        await self._send(Command.DENY, text=reason, source=source, call_id=call_id)
+        return True
+
+    async def _oldest_pending(self) -> str | None:
+        pending = await self.store.approvals(self.session_id)
+        return pending[0].call_id if pending else None

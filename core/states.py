@@ -20,7 +20,7 @@ class SessionStatus(StrEnum):
     RUNNING = "running"
     WAITING = "waiting"          # a retry countdown
     PAUSED = "paused"
-    STUCK = "stuck"              # waiting for a person (budget spent, or an approval)
+    STUCK = "stuck"              # waiting for a person (its budget or retries spent)
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -33,6 +33,7 @@ class SubtaskState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     WAITING_RETRY = "waiting_retry"
+    WAITING_APPROVAL = "waiting_approval"  # a tool call waits for a person's yes (inside the attempt)
     PAUSED = "paused"
     DONE = "done"
     FAILED = "failed"
@@ -73,7 +74,7 @@ VIEW_LIVE_STATUSES = LIVE_STATUSES | UNSTARTED_STATUSES
 
 # Subtask states in which nothing will move by itself any more.
 FINAL_STATES = frozenset({T.DONE, T.FAILED, T.STUCK, T.SKIPPED, T.CANCELLED, T.INTERRUPTED})
-ACTIVE_STATES = frozenset({T.RUNNING, T.WAITING_RETRY, T.PAUSED})
+ACTIVE_STATES = frozenset({T.RUNNING, T.WAITING_RETRY, T.WAITING_APPROVAL, T.PAUSED})
 SUBTASK_STATES = tuple(SubtaskState)
 
 COMMANDS = tuple(Command)

@@ -11,7 +11,10 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shepherd.core.approvals import ApprovalPolicy
 
 BACKENDS = ("claude", "openai", "scripted")
 # Every error kind a scripted step may raise (the DESIGN table, minus "cancelled").
@@ -78,6 +81,14 @@ class Task:
     pass_env: tuple[str, ...] = ()  # secret variables tool processes may still get
     sandbox: str | None = None  # None (the shell is not confined) | "bwrap"
     sandbox_network: bool = False  # bwrap: keep the network
+    approve_tools: tuple[str, ...] = ()  # tool names that wait for a person's yes ("*": all)
+    auto_approve: tuple[dict[str, str], ...] = ()  # rules: {"tool": ..., "prefix": ...}
+
+    def approval_policy(self) -> "ApprovalPolicy":
+        """The task's approvals (core.approvals); ``.active`` is False when nothing is gated."""
+        from shepherd.core.approvals import policy_from_task
+
+        return policy_from_task(self.approve_tools, self.auto_approve)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole task as JSON-able data (stored with session.started, so a session
@@ -111,6 +122,7 @@ class Task:
             "stall_s": self.stall_s,
             "max_turns": self.max_turns,
             "pass_env": list(self.pass_env), "sandbox": self.sandbox, "sandbox_network": self.sandbox_network,
+            "approve_tools": list(self.approve_tools), "auto_approve": [dict(r) for r in self.auto_approve],
             **{k: v for k, v in self.options.items()},
             "source": str(self.source) if self.source else None,
         }
@@ -287,6 +299,7 @@ TOP_KEYS = {
     "title", "backend", "model", "workspace", "plan", "plan_prompt", "plan_steps", "subtasks",
     "retry", "claude", "openai", *TOP_NUMBERS,
     "pass_env", "sandbox", "sandbox_network",  # how tool processes run: core.tools.spawn
+    "approve_tools", "auto_approve",  # tool approvals: core.approvals
 }
 
 
@@ -373,6 +386,7 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
     retry = _parse_retry(ck, data.get("retry", {}))
     numbers = {k: ck.num(data.get(k), spec, k) for k, spec in TOP_NUMBERS.items()}
     spawn = _spawn_keys(ck, data)
+    approvals = _approval_keys(ck, data)
     ck.done()
     return Task(
         title=title or (subtasks[0].title if subtasks else "Planned task"),
@@ -387,6 +401,7 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
         source=None,
         options=options,
         **spawn,
+        **approvals,
         **numbers,
     )
 
@@ -504,3 +519,40 @@ def _spawn_keys(ck: _Check, data: dict[str, Any]) -> dict[str, Any]:
         sandbox = None
     network = ck.type(data.get("sandbox_network", False), bool, "sandbox_network", fallback=False)
     return {"pass_env": tuple(good), "sandbox": sandbox, "sandbox_network": network}
+
+
+RULE_KEYS = ("tool", "prefix")
+
+
+def _tool_name(ck: _Check, value: Any, place: str) -> str | None:
+    if not isinstance(value, str) or not value.strip() or _has_control(value) or value != value.strip():
+        ck.fail(place, f"expected a tool name, got {value!r}")
+        return None
+    return value
+
+
+def _approval_keys(ck: _Check, data: dict[str, Any]) -> dict[str, Any]:
+    """``approve_tools`` (tool names, or "*") and ``auto_approve`` (rules ``{tool, prefix}``)."""
+    names = ck.type(data.get("approve_tools", []), list, "approve_tools", fallback=[])
+    tools: list[str] = []
+    for i, n in enumerate(names):
+        name = _tool_name(ck, n, f"approve_tools[{i}]")
+        if name is not None and name not in tools:
+            tools.append(name)
+    raw_rules = ck.type(data.get("auto_approve", []), list, "auto_approve", fallback=[])
+    rules: list[dict[str, str]] = []
+    for i, r in enumerate(raw_rules):
+        p = f"auto_approve[{i}]"
+        if ck.type(r, dict, p) is None:
+            continue
+        ck.keys(r, RULE_KEYS, p)
+        tool = _tool_name(ck, r.get("tool"), f"{p}.tool")
+        prefix = r.get("prefix")
+        if not isinstance(prefix, str) or not prefix.strip() or _has_control(prefix):
+            ck.fail(f"{p}.prefix", f"expected a non-empty text, got {prefix!r}")
+            continue
+        if tool is not None:
+            rules.append({"tool": tool, "prefix": prefix})
+    if rules and not tools:
+        ck.fail("auto_approve", "has rules but approve_tools names no tool to gate")
+    return {"approve_tools": tuple(tools), "auto_approve": tuple(rules)}

@@ -27,7 +27,14 @@ class GateBackend:
     supervisor's control flow (pause, skip, cancel, heartbeats) without any SDK.
 
     Actions: ("text", str), ("tool", call_id, name), ("result", call_id, status),
-    ("wait", asyncio.Event), ("raise", exc), ("hang",).
+    ("wait", asyncio.Event), ("raise", exc), ("hang",),
+    ("ask", call_id, name, input): a gated call the way a backend asks (core.approvals):
+    tool.started, then (a rule's yes) approval.requested + approval.decided(rule), or
+    approval.requested and ``await ctx.approvals.ask``; approved: it "runs" (``ran``) and
+    finishes ok; denied: tool.finished(denied) with the reason. An ungated call just runs.
+    ("reask",): ask again every call of ``ctx.approvals.reask`` (same id, ``reask_of``).
+    ("ask_all", [(call_id, name, input), ...]): one turn's gated calls asked together (the
+    openai way: every request first, then all answers awaited).
     """
 
     name = "gate"
@@ -36,6 +43,8 @@ class GateBackend:
         self.attempts = attempts
         self.contexts: list[AttemptContext] = []
         self.closed: list[int] = []
+        self.ran: list[str] = []  # call ids of asked calls that ran (approved)
+        self.answers: dict[str, Any] = {}  # call id -> the Decision the backend got
 
     async def attempt(self, ctx: AttemptContext) -> AsyncIterator[Event]:
         self.contexts.append(ctx)
@@ -63,8 +72,60 @@ class GateBackend:
                     raise action[1]
                 elif kind == "hang":
                     await asyncio.Event().wait()
+                elif kind == "ask":
+                    async for ev in self._ask(ctx, action[1], action[2], action[3], reask_of=None):
+                        yield ev
+                elif kind == "ask_all":
+                    from shepherd.core.events import ApprovalRequested
+
+                    for cid, tool, tool_input in action[1]:
+                        yield ToolStarted(call_id=cid, name=tool, input=tool_input)
+                        yield ApprovalRequested(call_id=cid, tool=tool, input=tool_input)
+                    gate = ctx.approvals
+                    assert gate is not None
+                    decisions = await asyncio.gather(*(gate.ask(cid) for cid, _, _ in action[1]))
+                    for (cid, _, _), decision in zip(action[1], decisions):
+                        self.answers[cid] = decision
+                        if decision.approved:
+                            self.ran.append(cid)
+                        yield ToolFinished(call_id=cid, status="ok" if decision.approved else "denied", output="")
+                elif kind == "reask":
+                    for call in (ctx.approvals.reask if ctx.approvals else ()):
+                        async for ev in self._ask(ctx, call.call_id, call.tool, dict(call.input),
+                                                  reask_of=call.call_id, started=True):
+                            yield ev
         finally:
             self.closed.append(n)
+
+
+async def _gate_ask(self: GateBackend, ctx: AttemptContext, call_id: str, tool: str, tool_input: dict[str, Any], *,
+                    reask_of: str | None, started: bool = False) -> AsyncIterator[Event]:
+    from shepherd.core import prompts
+    from shepherd.core.events import ApprovalDecided, ApprovalRequested
+
+    if not started:
+        yield ToolStarted(call_id=call_id, name=tool, input=tool_input)
+    gate = ctx.approvals
+    if gate is None or not gate.policy.gated(tool):
+        self.ran.append(call_id)
+        yield ToolFinished(call_id=call_id, status="ok", output="ran")
+        return
+    rule = gate.rule_decision(tool, tool_input)
+    yield ApprovalRequested(call_id=call_id, tool=tool, input=tool_input, reask_of=reask_of)
+    if rule is not None:
+        yield ApprovalDecided(call_id=call_id, decision="approved", source="rule", reason=rule.reason)
+        decision = rule
+    else:
+        decision = await gate.ask(call_id)
+    self.answers[call_id] = decision
+    if decision.approved:
+        self.ran.append(call_id)
+        yield ToolFinished(call_id=call_id, status="ok", output="ran")
+    else:
+        yield ToolFinished(call_id=call_id, status="denied", output=prompts.approval_denied(decision.reason))
+
+
+GateBackend._ask = _gate_ask  # type: ignore[attr-defined]
 
 
 async def done_then_retried(store: Any, task: Any, subtask_id: str) -> Any:
@@ -159,3 +220,55 @@ def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_co
     given, is true). Returns the runner's pid."""
     return kill_headless_when(task_file, db, "SELECT count(*) FROM tool_calls WHERE status='running' AND name=?",
                               (tool,), ready=ready, never="the tool call never started", poll_s=0.05)
+
+
+# ---------------------------------------------------------------------- a runner in a child process
+
+ASK_CHILD = [sys.executable, "-m", "tests.engine_helpers", "ask-child"]
+
+
+def ask_child_main(db: str, workspace: str, calls: str) -> int:
+    """``python -m tests.engine_helpers ask-child DB WS CALLS``: a real headless runner (the
+    Supervisor, a real store) whose GateBackend asks the gated calls ``CALLS`` (JSON
+    ``[[call_id, tool, input], ...]``; one attempt; a resume's attempts ask again what still
+    waits, then the rest). Prints ``session <id>`` once it holds the lease and ``ran <ids>``
+    and ``status <final>`` at the end."""
+    import json
+
+    from shepherd.core.engine import Supervisor, resume_run
+    from shepherd.core.store import Store
+
+    spec = json.loads(calls)
+
+    async def main() -> int:
+        store = await Store.open(Path(db))
+        try:
+            resume = os.environ.get("ASK_CHILD_RESUME")
+            script: list[tuple[Any, ...]] = [("reask",)] if resume else []
+            script += [("ask", c, t, i) for c, t, i in spec]
+            backend = GateBackend([script])
+            if resume:
+                handle = await resume_run(store, resume, interactive=False, backend=backend, clock=FAST)
+                sup = handle.supervisor
+                runner = handle.task
+            else:
+                task = make_task(Path(workspace), [{"id": "t1", "prompt": "do it"}], approve_tools=["Bash"])
+                sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
+                runner = asyncio.ensure_future(sup.run())
+                await asyncio.wait({runner, asyncio.ensure_future(sup.leased.wait())},
+                                   return_when=asyncio.FIRST_COMPLETED)
+            print(f"session {sup.session_id}", flush=True)
+            status = await runner
+            print(f"ran {' '.join(backend.ran)}", flush=True)
+            print(f"status {status}", flush=True)
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["ask-child"]:
+        sys.exit(ask_child_main(*sys.argv[2:5]))
+    sys.exit(2)

@@ -15,7 +15,7 @@ from shepherd.core import prompts
 from shepherd.core.engine.countdown import failure_trigger
 from shepherd.core.engine.next_attempt import Cause, NextAttempt, Reason, next_attempt
 from shepherd.core.engine.states import (
-    AT_ATTEMPT, AT_BETWEEN, AT_COUNTDOWN, AT_PERSON, PERSON_TRIGGERS, PRECEDENCE, SETTLED, TABLE,
+    AT_APPROVAL, AT_ATTEMPT, AT_BETWEEN, AT_COUNTDOWN, AT_PERSON, PERSON_TRIGGERS, PRECEDENCE, SETTLED, TABLE,
     WAITING_FOR_PERSON, AttemptOutcome, IllegalMove, Trigger, advance, first_request,
 )
 from shepherd.core.retry import RetryDecision
@@ -29,7 +29,9 @@ _BETWEEN = {X.START: T.RUNNING, X.PAUSE: T.PAUSED, X.PAUSE_NOW: T.PAUSED, X.RETR
 EXPECTED: dict[SubtaskState, dict[Trigger, SubtaskState]] = {
     T.PENDING: {**_BETWEEN, X.FAILED_STUCK: T.STUCK, X.FAILED_FINAL: T.FAILED},
     T.RUNNING: {**_BETWEEN, X.SUCCEEDED: T.DONE, X.FAILED_RETRY: T.WAITING_RETRY, X.FAILED_STUCK: T.STUCK,
-                X.FAILED_FINAL: T.FAILED},
+                X.FAILED_FINAL: T.FAILED, X.APPROVAL_ASKED: T.WAITING_APPROVAL},
+    T.WAITING_APPROVAL: {X.APPROVAL_ASKED: T.WAITING_APPROVAL, X.APPROVAL_ANSWERED: T.RUNNING,
+                         X.CANCEL: T.CANCELLED, X.SKIP: T.SKIPPED, X.PAUSE_NOW: T.PAUSED, X.RETRY: T.RUNNING},
     T.WAITING_RETRY: {X.COUNTDOWN_DONE: T.RUNNING, X.RETRY_NOW: T.RUNNING, X.RETRY: T.RUNNING,
                       X.PAUSE: T.PAUSED, X.PAUSE_NOW: T.PAUSED, X.SKIP: T.SKIPPED, X.CANCEL: T.CANCELLED},
     T.PAUSED: {X.RESUME: T.RUNNING, X.PAUSE: T.PAUSED, X.PAUSE_NOW: T.PAUSED, X.SKIP: T.SKIPPED,
@@ -43,15 +45,18 @@ EXPECTED: dict[SubtaskState, dict[Trigger, SubtaskState]] = {
 }
 
 # Every pair not above, named: an engine that reaches one of these has a bug.
+_APPROVAL = {X.APPROVAL_ASKED, X.APPROVAL_ANSWERED}  # only a running attempt asks
 ILLEGAL: dict[SubtaskState, set[Trigger]] = {
-    T.PENDING: {X.SUCCEEDED, X.FAILED_RETRY, X.COUNTDOWN_DONE, X.RESUME, X.RETRY_NOW},
-    T.RUNNING: {X.COUNTDOWN_DONE, X.RESUME, X.RETRY_NOW},
+    T.PENDING: {X.SUCCEEDED, X.FAILED_RETRY, X.COUNTDOWN_DONE, X.RESUME, X.RETRY_NOW, *_APPROVAL},
+    T.RUNNING: {X.COUNTDOWN_DONE, X.RESUME, X.RETRY_NOW, X.APPROVAL_ANSWERED},
+    T.WAITING_APPROVAL: {X.START, X.SUCCEEDED, X.FAILED_RETRY, X.FAILED_STUCK, X.FAILED_FINAL, X.BUDGET_SPENT,
+                         X.COUNTDOWN_DONE, X.PAUSE, X.RESUME, X.RETRY_NOW},
     T.WAITING_RETRY: {X.START, X.SUCCEEDED, X.FAILED_RETRY, X.FAILED_STUCK, X.FAILED_FINAL, X.BUDGET_SPENT,
-                      X.RESUME},
+                      X.RESUME, *_APPROVAL},
     T.PAUSED: {X.START, X.SUCCEEDED, X.FAILED_RETRY, X.FAILED_STUCK, X.FAILED_FINAL, X.BUDGET_SPENT,
-               X.COUNTDOWN_DONE, X.RETRY, X.RETRY_NOW},
+               X.COUNTDOWN_DONE, X.RETRY, X.RETRY_NOW, *_APPROVAL},
     T.STUCK: {X.START, X.SUCCEEDED, X.FAILED_RETRY, X.FAILED_STUCK, X.FAILED_FINAL, X.BUDGET_SPENT,
-              X.COUNTDOWN_DONE, X.PAUSE, X.PAUSE_NOW, X.RESUME, X.RETRY_NOW},
+              X.COUNTDOWN_DONE, X.PAUSE, X.PAUSE_NOW, X.RESUME, X.RETRY_NOW, *_APPROVAL},
     **{s: set(Trigger) - {X.RETRY} for s in (T.DONE, T.FAILED, T.SKIPPED, T.CANCELLED)},
     T.INTERRUPTED: set(Trigger),
 }
@@ -102,7 +107,9 @@ def test_the_vocabulary_around_the_table() -> None:
     # approve/deny answers one call, and the engine moves when no call is left waiting)
     assert {str(x) for x in PERSON_TRIGGERS} == {str(c) for c in Command} - {
         Command.NOTE, Command.APPROVE, Command.DENY}
-    assert WAITING_FOR_PERSON <= SETTLED
+    # stuck is settled; a call waiting for approval is inside a live attempt (a retry restarts it)
+    assert WAITING_FOR_PERSON == {T.STUCK, T.WAITING_APPROVAL}
+    assert WAITING_FOR_PERSON - {T.WAITING_APPROVAL} <= SETTLED and T.WAITING_APPROVAL not in SETTLED
     # a settled subtask has no attempt to restart: a retry of it runs it again, or answers it
     for state in SETTLED:
         assert advance(state, X.RETRY) in (T.PENDING, T.RUNNING)
@@ -154,7 +161,7 @@ def test_the_one_precedence(asked: set[Trigger], applies: tuple[Trigger, ...], w
 def test_precedence_is_cancel_then_skip_then_the_rest_at_every_place() -> None:
     assert PRECEDENCE[:2] == (X.CANCEL, X.SKIP)
     assert set(PRECEDENCE) == PERSON_TRIGGERS - {X.RESUME}
-    for applies in (AT_BETWEEN, AT_ATTEMPT, AT_COUNTDOWN, AT_PERSON):
+    for applies in (AT_BETWEEN, AT_ATTEMPT, AT_COUNTDOWN, AT_PERSON, AT_APPROVAL):
         assert first_request(set(Trigger), applies) is X.CANCEL
         assert first_request(set(Trigger) - {X.CANCEL}, applies) is X.SKIP
 

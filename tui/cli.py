@@ -59,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, parents=[common])
 
+    approvals_help = ("headless: wait for a person to answer a tool approval (shepherd approve/deny, an "
+                      "attached TUI; the default) or deny every one at once")
     p = add("demo", "run the offline demo task (scripted backend)")
     p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
+    p.add_argument("--approvals", choices=("wait", "deny"), default=None, help=approvals_help)
 
     p = add("run", "run a task file or a prompt")
     p.add_argument("task_file", nargs="?", help="a task file (TOML)")
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", help="the agent's working directory (prompt runs; default .)")
     p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
     p.add_argument("--json", action="store_true", help="headless: events as JSON lines on stdout")
+    p.add_argument("--approvals", choices=("wait", "deny"), default=None, help=approvals_help)
 
     p = add("attach", "follow a session another process runs")
     p.add_argument("session", nargs="?", help="session id or prefix (default: the latest live one)")
@@ -94,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry", metavar="SUBTASK", help="run this subtask again (a person's retry)")
     p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
     p.add_argument("--json", action="store_true", help="headless: events as JSON lines on stdout")
+    p.add_argument("--approvals", choices=("wait", "deny"), default=None, help=approvals_help)
+
+    p = add("approve", "approve a tool call waiting for a person (default: the oldest)")
+    p.add_argument("session")
+    p.add_argument("call_id", nargs="?", help="the call's id or a unique prefix (default: the oldest waiting)")
+    p.add_argument("--for-session", action="store_true", help="approve this tool for the rest of the session")
+
+    p = add("deny", "deny a tool call waiting for a person (default: the oldest); the agent gets the reason")
+    p.add_argument("session")
+    p.add_argument("call_id", nargs="?", help="the call's id or a unique prefix (default: the oldest waiting)")
+    p.add_argument("--reason", default="", help="why (the agent gets it as the tool's result)")
 
     for name, help_text in (("pause", "pause a running session at its next safe point"),
                             ("skip", "skip the current (or given) subtask"),
@@ -150,6 +165,7 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
                 "started_at": r.started_at, "ended_at": r.ended_at, "subtasks_done": r.subtasks_done,
                 "subtasks_total": r.subtasks_total, "retries": r.retries, "input_tokens": r.input_tokens,
                 "output_tokens": r.output_tokens, "cost_usd": r.cost_usd, "workspace": r.workspace,
+                "needs": r.needs, "needs_since": r.needs_since, "needs_detail": r.needs_detail,
             }))
         return EXIT_OK
     if not rows:
@@ -367,6 +383,50 @@ async def cmd_control(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_answer(args: argparse.Namespace) -> int:
+    """``shepherd approve|deny SESSION [CALL_ID]``: through the commands table, like pause."""
+    from shepherd.core.store.derive import approval_detail
+    from shepherd.core.text import safe
+
+    store = await _open_store(args)
+    try:
+        sid = await store.resolve_session(args.session)
+        pending = await store.approvals(sid)
+        if args.call_id is None:
+            if not pending:
+                raise UsageError(f"session {sid} has nothing waiting for approval")
+            call = pending[0]
+        else:
+            every = await store.approvals(sid, pending=False)
+            exact = [a for a in every if a.call_id == args.call_id]
+            found = exact or [a for a in every if a.call_id.startswith(args.call_id)]
+            if not found:
+                raise UsageError(f"session {sid} has no call {safe(args.call_id)!r} waiting for approval"
+                                 + ("" if pending else " (nothing is waiting)"))
+            if len(found) > 1:
+                raise UsageError(f"{safe(args.call_id)!r} matches several calls of {sid} "
+                                 f"({', '.join(safe(a.call_id) for a in found[:5])}); type more of the id")
+            call = found[0]
+            if not call.pending:
+                how = f"{call.decision} by {call.source}" if call.decision else "closed: it did not run"
+                raise UsageError(f"call {safe(call.call_id)} of {sid} is not waiting for approval ({how})")
+        if await store.lease_owner(sid) is None:
+            raise UsageError(f"session {sid} has no live runner; shepherd resume {sid} asks again")
+        if args.command == "approve":
+            text = "session" if args.for_session else ""
+        else:
+            text = args.reason
+        await store.enqueue_command(sid, args.command, text=text, source="cli", call_id=call.call_id)
+    finally:
+        await store.close()
+    detail = approval_detail(call.tool, json.dumps(call.input))
+    tool, _, rest = detail.partition(" ")
+    scope = " for the rest of the session" if getattr(args, "for_session", False) else ""
+    print(f"{args.command} sent to {sid}: {safe(tool)} {json.dumps(safe(rest), ensure_ascii=False)} "
+          f"(call {safe(call.call_id)}){scope}", file=sys.stderr)
+    return EXIT_OK
+
+
 async def _plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
     """What ``shepherd resume`` does: (session id, whether a runner must be started here).
     With a live runner the commands go through the commands table and this returns
@@ -496,6 +556,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
     console = _log_console_class()(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
     fmt = LogFormatter()
     as_json = getattr(args, "json", False)
+    approvals = getattr(args, "approvals", None) or "wait"
 
     closed = False  # the log's reader went away (`| head`): the run goes on, unlogged
 
@@ -537,9 +598,11 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
     try:
         try:
             if resume is not None:
-                handle = await resume_run(store, sid, interactive=False, backend=backend, retry_subtask=retry)
+                handle = await resume_run(store, sid, interactive=False, backend=backend, retry_subtask=retry,
+                                          approvals=approvals)
             else:
-                handle = await start_run(store, task, interactive=False, backend=backend, session_id=sid)
+                handle = await start_run(store, task, interactive=False, backend=backend, session_id=sid,
+                                         approvals=approvals)
             if handle.supervisor.leased.is_set():
                 announce()
             if interrupted:  # a signal came while the run was being launched
@@ -606,6 +669,8 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command is None:
         return run_tui(args)
+    if getattr(args, "approvals", None) == "deny" and not (args.headless or getattr(args, "json", False)):
+        raise UsageError("--approvals deny is for headless runs (--headless); in the TUI a person answers")
     if args.command in ("demo", "run"):
         task = _task_from_args(args)
         _check_sandbox(task)
@@ -622,7 +687,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.headless or args.json:
             return asyncio.run(run_headless(args, resume=sid, retry=args.retry))
         return run_tui(args, resume=(sid, args.retry))
-    handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export}
+    handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
+                "approve": cmd_answer, "deny": cmd_answer}
     handler = handlers.get(args.command, cmd_control)
     return asyncio.run(handler(args))
 

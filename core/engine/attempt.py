@@ -13,19 +13,22 @@ from typing import Any
 from shepherd.core.backends.base import AttemptContext
 from shepherd.core.clock import real_time
 from shepherd.core.errors import CheckFailed
-from shepherd.core.events import Event, Heartbeat, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, \
+from shepherd.core.events import ApprovalRequested, Event, Heartbeat, MessageCompleted, TextDelta, ThinkingDelta, ToolFinished, ToolStarted, \
     new_id
+from shepherd.core.approvals import ApprovalGate
 from shepherd.core.ledger import ToolLedger
 from shepherd.core.secrets import held_tail
+from shepherd.core.states import SubtaskState
 
 from shepherd.core.tools import READ_ONLY_TOOLS
 from shepherd.core.engine.base import DELTA_WINDOW_S, LAZY_EVENTS, Stalled, SubtaskRun, SupervisorBase, log
+from shepherd.core.engine.approvals import ApprovalLedger, Approvals
 from shepherd.core.engine.controls import Controls
 from shepherd.core.engine.next_attempt import NextAttempt
 from shepherd.core.engine.states import AT_ATTEMPT, SUCCEEDED, AttemptOutcome, Trigger
 
 
-class Attempts(Controls, SupervisorBase):
+class Attempts(Approvals, Controls, SupervisorBase):
     async def _attempt(self, run: SubtaskRun, nxt: NextAttempt, extra: str) -> AttemptOutcome:
         """Run one attempt (``extra``: its prompt's context, notes included)."""
         self._stop_after_turn = asyncio.Event()
@@ -39,13 +42,14 @@ class Attempts(Controls, SupervisorBase):
             strip_images=nxt.strip_images, clock=self.clock, stop_after_turn=self._stop_after_turn,
             state=run.backend_state,
         )
+        gate = ctx.approvals = await self._make_gate(run)
         early = self._take_request(run, AT_ATTEMPT)
         if early is not None:  # a control that came in while it was being set up
             self._stop_after_turn = None
             return AttemptOutcome.stopped(early)
-        ledger = ToolLedger()
+        ledger = ApprovalLedger()
         self._attempt_task = asyncio.create_task(self._consume(run, ctx, ledger))
-        outcome: AttemptOutcome
+        outcome: AttemptOutcome | None = None
         try:
             await asyncio.wait({self._attempt_task})
             try:
@@ -62,6 +66,13 @@ class Attempts(Controls, SupervisorBase):
             raise
         finally:
             self._attempt_task = None
+            # calls still waiting for a person: closed by cancel, skip or a person's retry
+            # (they did not run); kept awaiting otherwise (asked again): never approved
+            why = outcome.why if outcome is not None else None
+            await self._end_asks(run, gate, ledger, close=why in (Trigger.CANCEL, Trigger.SKIP, Trigger.RETRY))
+            if outcome is not None and run.state is SubtaskState.WAITING_APPROVAL \
+                    and why not in (Trigger.CANCEL, Trigger.PAUSE_NOW):
+                run.move(Trigger.APPROVAL_ANSWERED)  # no call of it waits any more
             for fin in ledger.flush(self.clock.monotonic()):
                 await self._emit(self._sub_event(fin, run).with_(attempt=fin.attempt or run.attempt), wait=False)
             self._stop_after_turn = None
@@ -90,8 +101,13 @@ class Attempts(Controls, SupervisorBase):
         watchdog = asyncio.ensure_future(self._watch(run, ledger, progress, stalled, asyncio.current_task()))
         try:
             handle = self._handle
+            gate = ctx.approvals
             async for ev in agen:
                 progress[0] += 1
+                if type(ev) is ApprovalRequested and not self._by_rule(gate, ev):
+                    self._flush_deltas()
+                    await self._asked(run, ev, gate)  # committed before anything else happens
+                    continue
                 handle(run, ev, ledger)
         except asyncio.CancelledError:
             if stalled:
@@ -103,20 +119,28 @@ class Attempts(Controls, SupervisorBase):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(agen.aclose(), timeout=10)  # type: ignore[attr-defined]
 
+    @staticmethod
+    def _by_rule(gate: ApprovalGate | None, ev: ApprovalRequested) -> bool:
+        """A request a rule answers (its approval.decided(rule) follows at once): stored like
+        any stream event, no person waits for it."""
+        return gate is not None and gate.rule_decision(ev.tool, ev.input) is not None
+
     async def _watch(self, run: SubtaskRun, ledger: ToolLedger, progress: list[int], stalled: list[str],
                      consumer: asyncio.Task[Any] | None) -> None:
         """Emit a heartbeat for every heartbeat period without events; flag and end an
         attempt idle longer than stall_s (four times that while a tool call is open)."""
         clock = real_time(self.clock)  # liveness of real processes: not time-scaled
-        quiet, seen = 0, progress[0]
+        quiet, stall_quiet, seen = 0, 0, progress[0]
         while True:
             await clock.sleep(self.task.heartbeat_s)
             if progress[0] != seen:
-                quiet, seen = 0, progress[0]
+                quiet, stall_quiet, seen = 0, 0, progress[0]
                 continue
             quiet += 1
+            # waiting for a person's approval is not a stall (the heartbeats go on)
+            stall_quiet = 0 if self.waiting_approval(run) else stall_quiet + 1
             idle = quiet * self.task.heartbeat_s
-            is_stalled = idle >= self.task.stall_s * (4 if ledger.has_open() else 1)
+            is_stalled = stall_quiet * self.task.heartbeat_s >= self.task.stall_s * (4 if ledger.has_open() else 1)
             await self._emit(self._sub_event(
                 Heartbeat(idle_s=idle, open_calls=len(ledger.open_calls), stalled=is_stalled), run))
             if is_stalled:

@@ -109,6 +109,7 @@ class SupervisorBase:
         done_subtasks: set[str] | None = None,
         started_subtasks: set[str] | None = None,
         planned_status: str | None = None,
+        approvals: str = "wait",
     ) -> None:
         self.store: Any = store
         self.task = task
@@ -116,6 +117,11 @@ class SupervisorBase:
         self.clock = clock or RealClock()
         self.session_id = session_id or new_session_id()
         self.interactive = interactive
+        # headless only: "wait" for a person (CLI, an attached TUI) or "deny" every ask at once
+        self.approvals_mode = approvals if approvals in ("wait", "deny") else "wait"
+        self._asks: dict[str, Any] = {}  # call id -> core.engine.approvals.Asked (waiting for a person)
+        self._kept: set[str] = set()  # asked calls an ended attempt kept awaiting (asked again later)
+        self._early: dict[str, Any] = {}  # call id -> Decision given while it was kept: applied when re-asked
         self._resuming = resume
         self._planned_status = planned_status  # a resume's: the status it was decided on
         self._done_subtasks = set(done_subtasks or ())

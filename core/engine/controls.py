@@ -161,6 +161,10 @@ class Controls(SupervisorBase):
             Command.SKIP: lambda c: self.skip(c.subtask_id, source=c.source),
             Command.CANCEL: lambda c: self.cancel(source=c.source),
             Command.NOTE: lambda c: self.note(c.text, source=c.source),
+            # (Approvals, mixed into the Supervisor) the first answer wins; a late one is logged
+            Command.APPROVE: lambda c: self.approve(  # type: ignore[attr-defined]
+                c.call_id, scope="session" if c.text == "session" else "call", source=c.source),
+            Command.DENY: lambda c: self.deny(c.call_id, reason=c.text, source=c.source),  # type: ignore[attr-defined]
         }
         while True:
             try:

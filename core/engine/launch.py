@@ -28,10 +28,12 @@ class RunHandle:
 
 
 async def start_run(store: "Store", task: Task, *, interactive: bool = True, clock: Clock | None = None,
-                    backend: Backend | None = None, session_id: str | None = None) -> RunHandle:
-    """Start a session in the background; the handle's task returns its final status."""
+                    backend: Backend | None = None, session_id: str | None = None,
+                    approvals: str = "wait") -> RunHandle:
+    """Start a session in the background; the handle's task returns its final status.
+    ``approvals`` (headless): "wait" for a person, or "deny" every tool approval at once."""
     return await _launch(Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
-                                    interactive=interactive))
+                                    interactive=interactive, approvals=approvals))
 
 
 async def _launch(sup: Supervisor) -> RunHandle:
@@ -51,7 +53,8 @@ async def _launch(sup: Supervisor) -> RunHandle:
 
 
 async def resume_run(store: "Store", session_id: str, *, interactive: bool = True, clock: Clock | None = None,
-                     backend: Backend | None = None, retry_subtask: str | None = None) -> RunHandle:
+                     backend: Backend | None = None, retry_subtask: str | None = None,
+                     approvals: str = "wait") -> RunHandle:
     """Continue a session whose runner died (interrupted), or run one subtask of a
     finished session again (``retry_subtask``: a person's retry, counters reset)."""
     from shepherd.core.task import task_from_stored
@@ -77,7 +80,7 @@ async def resume_run(store: "Store", session_id: str, *, interactive: bool = Tru
         done = {s.id for s in rows} - {retry_subtask}  # only that one runs again
     sup = Supervisor(store, task, backend=backend, clock=clock, session_id=session_id,
                      interactive=interactive, resume=True, done_subtasks=done, started_subtasks=started,
-                     planned_status=row.status)
+                     planned_status=row.status, approvals=approvals)
     if task.plan and PLAN_ID in done:  # the subtasks are the accepted plan's, not the task file's
         planned = await store.last_plan(session_id) or []
         sup.subtasks = [Subtask(id=str(p["id"]), title=str(p.get("title") or p["id"]), prompt=str(p.get("prompt", "")))

@@ -36,6 +36,8 @@ class Trigger(StrEnum):
     FAILED_FINAL = "failed_final"      # a permanent failure (auth, invalid request or plan...)
     BUDGET_SPENT = "budget_spent"      # no attempt may start (e.g. resumed with it used up)
     COUNTDOWN_DONE = "countdown_done"  # the retry delay is over
+    APPROVAL_ASKED = "approval_asked"  # a gated tool call waits for a person's yes
+    APPROVAL_ANSWERED = "approval_answered"  # no call of the attempt waits any more
     # a person's controls, as the engine acts on them
     PAUSE = Command.PAUSE.value
     PAUSE_NOW = Command.PAUSE_NOW.value
@@ -50,9 +52,9 @@ X = Trigger
 # A person's note never moves a state (it goes into the next prompt): not a trigger.
 PERSON_TRIGGERS = frozenset({X.PAUSE, X.PAUSE_NOW, X.RESUME, X.RETRY, X.RETRY_NOW, X.SKIP, X.CANCEL})
 
-# Waiting for a person: nothing moves until one answers (retry, skip or cancel). Stuck today;
-# an approval (a tool call waiting for a yes) joins it as a state of its own.
-WAITING_FOR_PERSON = frozenset({T.STUCK})
+# Waiting for a person: nothing moves until one answers. Stuck (retry, skip or cancel), or a
+# tool call waiting for a yes (approve or deny; or cancel, skip, retry, pause now).
+WAITING_FOR_PERSON = frozenset({T.STUCK, T.WAITING_APPROVAL})
 # Its end is recorded (or being recorded): a person's retry runs it again instead of
 # restarting an attempt.
 SETTLED = frozenset({T.DONE, T.FAILED, T.STUCK, T.SKIPPED, T.CANCELLED})
@@ -77,6 +79,16 @@ TABLE: dict[tuple[SubtaskState, Trigger], SubtaskState] = {
     (T.RUNNING, X.FAILED_RETRY): T.WAITING_RETRY,
     (T.RUNNING, X.FAILED_STUCK): T.STUCK,
     (T.RUNNING, X.FAILED_FINAL): T.FAILED,
+
+    (T.RUNNING, X.APPROVAL_ASKED): T.WAITING_APPROVAL,
+
+    # a tool call waits for a person's yes, inside the attempt (no attempt ends, no retry)
+    (T.WAITING_APPROVAL, X.APPROVAL_ASKED): T.WAITING_APPROVAL,  # a second call of the turn
+    (T.WAITING_APPROVAL, X.APPROVAL_ANSWERED): T.RUNNING,
+    (T.WAITING_APPROVAL, X.CANCEL): T.CANCELLED,
+    (T.WAITING_APPROVAL, X.SKIP): T.SKIPPED,
+    (T.WAITING_APPROVAL, X.PAUSE_NOW): T.PAUSED,  # the call stays awaiting: asked again on resume
+    (T.WAITING_APPROVAL, X.RETRY): T.RUNNING,     # a person's restart (the call is closed)
 
     (T.WAITING_RETRY, X.COUNTDOWN_DONE): T.RUNNING,
     (T.WAITING_RETRY, X.RETRY_NOW): T.RUNNING,
@@ -134,6 +146,8 @@ AT_BETWEEN = (X.CANCEL, X.SKIP, X.PAUSE_NOW, X.PAUSE)    # before an attempt (pe
 AT_ATTEMPT = (X.CANCEL, X.SKIP, X.RETRY)                 # a stopped attempt or check (else: pause_now)
 AT_COUNTDOWN = (X.CANCEL, X.SKIP, X.RETRY_NOW, X.RETRY, X.PAUSE_NOW, X.PAUSE)  # waiting_retry
 AT_PERSON = (X.CANCEL, X.SKIP, X.RETRY)                  # stuck, waiting for a person
+AT_APPROVAL = (X.CANCEL, X.SKIP, X.RETRY, X.PAUSE_NOW)   # a call waiting for a yes (a safe pause waits
+#                                               for the answer: the turn is not over)
 
 
 def first_request(asked: Collection[Trigger], applies: Collection[Trigger]) -> Trigger | None:
@@ -180,7 +194,7 @@ class AttemptOutcome:
 SUCCEEDED = AttemptOutcome()
 
 __all__ = [
-    "AT_ATTEMPT", "AT_BETWEEN", "AT_COUNTDOWN", "AT_PERSON", "AttemptOutcome", "ENDING", "IllegalMove",
+    "AT_APPROVAL", "AT_ATTEMPT", "AT_BETWEEN", "AT_COUNTDOWN", "AT_PERSON", "AttemptOutcome", "ENDING", "IllegalMove",
     "PAUSING", "PERSON_TRIGGERS", "PRECEDENCE", "SETTLED", "SUCCEEDED", "TABLE", "Trigger", "WAITING_FOR_PERSON",
     "advance", "first_request",
 ]

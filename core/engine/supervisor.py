@@ -262,6 +262,8 @@ class Supervisor(Attempts, Countdown):
         happens: a done subtask a crash forgot would run (and spend) again on resume.
         Returns its final status."""
         status = run.move(trigger)  # settled from here: a retry runs it again, it cannot restart it
+        if status in (T.DONE, T.SKIPPED, T.CANCELLED):
+            await self._close_left_awaiting(run)  # never approved, never asked again
         finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None

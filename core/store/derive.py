@@ -24,7 +24,7 @@ log = logging.getLogger("shepherd.store")
 SESSION_COLUMNS = ("id", "title", "backend", "model", "workspace", "status", "started_at",
                    "updated_at", "ended_at", "last_seq", "last_event_ts", "subtasks_total",
                    "subtasks_done", "retries", "input_tokens", "output_tokens", "cost_usd",
-                   "task_json")
+                   "task_json", "needs", "needs_since", "needs_detail")
 SUBTASK_COLUMNS = ("session_id", "id", "title", "position", "planned", "phase", "status",
                    "attempts", "retries", "started_at", "finished_at", "reason", "last_error_kind")
 CALL_COLUMNS = ("session_id", "call_id", "subtask_id", "attempt", "name", "input_json", "status",
@@ -36,8 +36,22 @@ SUBTASK_EVENTS = frozenset({
     "subtask.finished", "session.paused", "session.resumed", "session.interrupted",
 })
 TOOL_EVENTS = frozenset({"tool.started", "tool.finished"})
+APPROVAL_EVENTS = frozenset({"approval.requested", "approval.decided"})
+APPROVAL_COLUMNS = ("session_id", "call_id", "subtask_id", "attempt", "tool", "input_json", "reask_of",
+                    "requested_seq", "requested_at", "decision", "source", "reason", "scope", "decided_seq",
+                    "closed")
+# Events after which what a session needs from a person (sessions.needs*) is derived again.
+# (A tool.finished counts only when it closes a pending approval: close_approval.)
+NEEDS_EVENTS = APPROVAL_EVENTS | SUBTASK_EVENTS | frozenset({"session.started", "session.finished"})
+NEEDS_DETAIL_CHARS = 120
+# Subtask ends that close its calls still awaiting an answer (a stuck or failed one keeps
+# them: a person's retry or a resume asks them again).
+CLOSING_ENDS = frozenset({"done", "skipped", "cancelled"})
 FINISHED_SESSION = FINISHED_STATUSES
-LIVE_SUBTASK = frozenset({"running", "waiting_retry", "paused"})
+ENDED_SESSION = FINISHED_SESSION - {"interrupted"}  # (an interrupted one is resumed: still asks)
+LIVE_SUBTASK = frozenset({"running", "waiting_retry", "waiting_approval", "paused"})
+# A call not finished: running, or awaiting a person's approval (before it runs).
+OPEN_CALL = frozenset({"running", "awaiting"})
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
@@ -47,6 +61,7 @@ def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
 _SESSION_UPSERT = _insert_sql("sessions", SESSION_COLUMNS)
 _SUBTASK_UPSERT = _insert_sql("subtasks", SUBTASK_COLUMNS)
 _CALL_UPSERT = _insert_sql("tool_calls", CALL_COLUMNS)
+_APPROVAL_UPSERT = _insert_sql("approvals", APPROVAL_COLUMNS)
 # Rows go in as multi-row INSERTs (insert_rows): sqlite3's executemany releases and re-takes
 # the GIL around every row, and each re-take can wait a whole switch interval (5 ms) while
 # the event loop thread is busy; one statement per chunk keeps a batch to a few hand-overs.
@@ -162,6 +177,10 @@ class _Batch:
         self.dirty_subtasks: set[tuple[str, str]] = set()
         self.deleted_subtasks: set[tuple[str, str]] = set()
         self.dirty_calls: set[tuple[str, str]] = set()
+        self.approvals: dict[tuple[str, str], dict[str, Any]] = {}
+        self.dirty_approvals: set[tuple[str, str]] = set()
+        self.needs_sessions: set[str] = set()  # sessions whose needs* are derived again
+        self.state_subtasks: set[tuple[str, str]] = set()  # (session, subtask): drop its run state if settled
 
     # --- loading -------------------------------------------------------------------
 
@@ -189,9 +208,23 @@ class _Batch:
             for r in rows:
                 self.subtasks.setdefault(r["session_id"], {})[r["id"]] = dict(r)
         keys: dict[str, set[str]] = {}
+        approval_sids: set[str] = set()
         for e in events:
-            if e.type in TOOL_EVENTS:
+            if e.type in TOOL_EVENTS or e.type in APPROVAL_EVENTS:
                 keys.setdefault(e.session_id, set()).add(getattr(e, "call_id", ""))
+            if e.type in APPROVAL_EVENTS or e.type == "tool.finished" or e.type == "subtask.finished":
+                approval_sids.add(e.session_id)
+        for sid in approval_sids:
+            # the session's pending approvals and the ones this batch names (few rows: an index)
+            named = sorted(keys.get(sid, ()))
+            rows = list(conn.execute(
+                "SELECT * FROM approvals WHERE session_id = ? AND decided_seq IS NULL AND closed = 0", (sid,)))
+            for chunk in _chunks(named):
+                rows += conn.execute(
+                    f"SELECT * FROM approvals WHERE session_id = ? AND call_id IN ({_marks(len(chunk))})",
+                    (sid, *chunk)).fetchall()
+            for r in rows:
+                self.approvals[(sid, r["call_id"])] = dict(r)
         for sid, call_ids in keys.items():
             for chunk in _chunks(sorted(call_ids)):
                 rows = conn.execute(
@@ -207,7 +240,7 @@ class _Batch:
         if ev.type not in TOOL_EVENTS:
             return False
         row = self.calls.get((ev.session_id, getattr(ev, "call_id", "")))
-        return row is not None and row["status"] != "running"
+        return row is not None and row["status"] not in OPEN_CALL
 
     # --- applying ------------------------------------------------------------------
 
@@ -219,6 +252,8 @@ class _Batch:
         handler = _HANDLERS.get(ev.type)
         if handler is not None:
             handler(self, s, ev)
+        if ev.type in NEEDS_EVENTS:
+            self.needs_sessions.add(ev.session_id)
 
     def subtask(self, sid: str, subtask_id: str, ts: float) -> dict[str, Any]:
         rows = self.subtasks.setdefault(sid, {})
@@ -248,6 +283,13 @@ class _Batch:
     # --- writing back --------------------------------------------------------------
 
     def write(self, conn: sqlite3.Connection) -> None:
+        if self.dirty_approvals:
+            insert_rows(conn, _APPROVAL_UPSERT, len(APPROVAL_COLUMNS), [
+                tuple(self.approvals[k][c] for c in APPROVAL_COLUMNS) for k in sorted(self.dirty_approvals)])
+        for sid, sub in sorted(self.state_subtasks):
+            _drop_settled_state(conn, sid, sub)
+        for sid in self.needs_sessions:
+            self._derive_needs(conn, sid)
         for sid, rows in self.subtasks.items():
             s = self.sessions[sid]
             planned = [r for r in rows.values() if r["planned"]]
@@ -280,6 +322,84 @@ class _Batch:
                 tuple(self.calls[k][c] for c in CALL_COLUMNS) for k in sorted(self.dirty_calls)])
 
 
+    def _derive_needs(self, conn: sqlite3.Connection, sid: str) -> None:
+        """What the session waits for from a person: "approval" (its oldest pending call),
+        else "stuck" (a stuck subtask of a live session), else None."""
+        s = self.sessions[sid]
+        if s["status"] in ENDED_SESSION:  # done, failed, cancelled: no one is asked any more
+            s["needs"], s["needs_since"], s["needs_detail"] = None, None, ""
+            return
+        pending = conn.execute(
+            "SELECT tool, input_json, requested_at FROM approvals WHERE session_id = ? "
+            "AND decided_seq IS NULL AND closed = 0 ORDER BY requested_at, requested_seq LIMIT 1", (sid,)).fetchall()
+        if pending:
+            s["needs"], s["needs_since"] = "approval", pending[0]["requested_at"]
+            s["needs_detail"] = approval_detail(pending[0]["tool"], pending[0]["input_json"])
+            return
+        stuck = None
+        if s["status"] not in FINISHED_SESSION:
+            if sid in self.subtasks:
+                rows = [r for r in self.subtasks[sid].values() if r["status"] == "stuck"]
+            else:
+                rows = [dict(r) for r in conn.execute(
+                    "SELECT finished_at, reason FROM subtasks WHERE session_id = ? AND status = 'stuck'", (sid,))]
+            if rows:
+                stuck = min(rows, key=lambda r: r["finished_at"] or 0.0)
+        if stuck is not None:
+            s["needs"], s["needs_since"] = "stuck", stuck["finished_at"]
+            s["needs_detail"] = _clip(stuck["reason"] or "stuck")
+        else:
+            s["needs"], s["needs_since"], s["needs_detail"] = None, None, ""
+
+    def approval(self, ev: Any) -> dict[str, Any] | None:
+        return self.approvals.get((ev.session_id, ev.call_id))
+
+    def close_approval(self, sid: str, call_id: str) -> None:
+        row = self.approvals.get((sid, call_id))
+        if row is not None and row["decided_seq"] is None and not row["closed"]:
+            row["closed"] = 1
+            self.dirty_approvals.add((sid, call_id))
+            self.needs_sessions.add(sid)
+            if row["subtask_id"]:
+                self.state_subtasks.add((sid, row["subtask_id"]))
+
+
+def _clip(text: str, n: int = NEEDS_DETAIL_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def approval_detail(tool: str, input_json: str) -> str:
+    """The tool and a preview of its main input (the command, the path, or its JSON)."""
+    from shepherd.core.approvals import main_input
+
+    try:
+        value = json.loads(input_json or "{}")
+    except ValueError:
+        value = {}
+    _, text = main_input(tool, value if isinstance(value, dict) else {})
+    return _clip(f"{tool} {text}")
+
+
+def _drop_settled_state(conn: sqlite3.Connection, sid: str, subtask_id: str) -> None:
+    """Delete a subtask's saved run state once none of its calls waits for an answer."""
+    row = conn.execute("SELECT call_ids_json FROM run_states WHERE session_id = ? AND subtask_id = ?",
+                       (sid, subtask_id)).fetchone()
+    if row is None:
+        return
+    try:
+        ids = [str(c) for c in json.loads(row["call_ids_json"])]
+    except (ValueError, TypeError):
+        ids = []
+    for chunk in _chunks(ids):
+        settled = conn.execute(
+            f"SELECT count(*) FROM approvals WHERE session_id = ? AND call_id IN ({_marks(len(chunk))}) "
+            "AND (decided_seq IS NOT NULL OR closed = 1)", (sid, *chunk)).fetchone()[0]
+        if settled < len(chunk):  # one undecided (or not even asked yet): the state is still needed
+            return
+    conn.execute("DELETE FROM run_states WHERE session_id = ? AND subtask_id = ?", (sid, subtask_id))
+
+
 _UPDATES: dict[tuple[int, ...], str] = {}
 
 
@@ -300,7 +420,7 @@ def _new_session(sid: str, last_seq: int, ts: float) -> dict[str, Any]:
             "status": "running", "started_at": ts, "updated_at": ts, "ended_at": None,
             "last_seq": last_seq, "last_event_ts": None, "subtasks_total": 0,
             "subtasks_done": 0, "retries": 0, "input_tokens": 0, "output_tokens": 0,
-            "cost_usd": 0.0, "task_json": "{}"}
+            "cost_usd": 0.0, "task_json": "{}", "needs": None, "needs_since": None, "needs_detail": ""}
 
 
 def _set_running(s: dict[str, Any]) -> None:
@@ -392,6 +512,11 @@ def _on_subtask_finished(b: _Batch, s: dict[str, Any], ev: Any) -> None:
         row["status"] = ev.status
         row["reason"] = ev.reason
         row["finished_at"] = ev.ts
+        if ev.status in CLOSING_ENDS:  # nothing of it will be asked again
+            for (sid, cid), a in list(b.approvals.items()):
+                if sid == ev.session_id and a["subtask_id"] == ev.subtask_id:
+                    b.close_approval(sid, cid)
+            b.state_subtasks.add((ev.session_id, ev.subtask_id))
     if ev.status == "stuck":
         s["status"] = "stuck"  # waiting for a person
 
@@ -447,6 +572,44 @@ def _on_tool_finished(b: _Batch, s: dict[str, Any], ev: Any) -> None:
     row.update(status=ev.status, output=ev.output, duration_s=ev.duration_s,
                finished_at=ev.ts, finished_seq=ev.seq)
     b.dirty_calls.add(key)
+    b.close_approval(ev.session_id, ev.call_id)  # finished without an answer (withdrawn, cancelled)
+
+
+def _on_approval_requested(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    key = (ev.session_id, ev.call_id)
+    row = b.approvals.get(key)
+    if row is None or row["decided_seq"] is not None or row["closed"]:
+        row = {"session_id": ev.session_id, "call_id": ev.call_id, "decision": None, "source": None,
+               "reason": "", "scope": "call", "decided_seq": None, "closed": 0}
+        b.approvals[key] = row
+    # (asked again with the same id after a resume: the same row, asked anew)
+    row.update(subtask_id=ev.subtask_id, attempt=ev.attempt, tool=ev.tool, input_json=_ENCODER.encode(ev.input),
+               reask_of=ev.reask_of, requested_seq=ev.seq, requested_at=ev.ts)
+    b.dirty_approvals.add(key)
+    call = b.calls.get(key)
+    if call is not None and call["status"] == "running":
+        call["status"] = "awaiting"
+        b.dirty_calls.add(key)
+
+
+def _on_approval_decided(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    key = (ev.session_id, ev.call_id)
+    row = b.approvals.get(key)
+    if row is None:  # decided without a stored request: keep the answer anyway
+        row = {"session_id": ev.session_id, "call_id": ev.call_id, "subtask_id": ev.subtask_id,
+               "attempt": ev.attempt, "tool": "", "input_json": "{}", "reask_of": None,
+               "requested_seq": ev.seq, "requested_at": ev.ts, "closed": 0}
+        b.approvals[key] = row
+    elif row["decided_seq"] is not None:  # the first answer wins (the engine drops later ones)
+        return
+    row.update(decision=ev.decision, source=ev.source, reason=ev.reason, scope=ev.scope, decided_seq=ev.seq)
+    b.dirty_approvals.add(key)
+    if row["subtask_id"]:
+        b.state_subtasks.add((ev.session_id, row["subtask_id"]))
+    call = b.calls.get(key)
+    if call is not None and call["status"] == "awaiting":
+        call["status"] = "running"  # approved: it runs; denied: its tool.finished(denied) follows
+        b.dirty_calls.add(key)
 
 
 _HANDLERS = {
@@ -464,6 +627,8 @@ _HANDLERS = {
     "usage": _on_usage,
     "tool.started": _on_tool_started,
     "tool.finished": _on_tool_finished,
+    "approval.requested": _on_approval_requested,
+    "approval.decided": _on_approval_decided,
 }
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from shepherd.core.events import Event
     from shepherd.core.store.agents_session import AgentsSession
     from shepherd.core.store.claude_store import ClaudeSessionStore
-    from shepherd.core.store.rows import CommandRow, SessionRow, SubtaskRow, ToolCallRow
+    from shepherd.core.store.rows import ApprovalRow, CommandRow, SessionRow, SubtaskRow, ToolCallRow
 
 T = TypeVar("T")
 
@@ -135,6 +135,17 @@ class EventReader(Protocol):
         ...
 
     async def tool_calls(self, session_id: str, status: str | None = None) -> list[ToolCallRow]: ...
+
+    async def approvals(self, session_id: str, *, pending: bool = True,
+                        subtask_id: str | None = None) -> list[ApprovalRow]:
+        """A session's approvals (pending ones only unless ``pending=False``), oldest asked first."""
+        ...
+
+    async def approval(self, session_id: str, call_id: str) -> ApprovalRow | None: ...
+
+    async def session_tools(self, session_id: str) -> set[str]:
+        """Tools a person approved for the rest of the session (scope "session")."""
+        ...
 
     async def subtask_history(self, session_id: str, subtask_id: str,
                               types: Iterable[str] = SUBTASK_HISTORY_TYPES) -> tuple[int, list[Event]]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from shepherd.core.store.derive import decode_event
 from shepherd.core.store.errors import AmbiguousSession, SessionNotFound
 from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
-from shepherd.core.store.rows import SessionRow, SubtaskRow, ToolCallRow, session_row, subtask_row, tool_call_row
+from shepherd.core.store.rows import ApprovalRow, approval_row, SessionRow, SubtaskRow, ToolCallRow, session_row, subtask_row, tool_call_row
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -147,6 +147,30 @@ async def tool_calls(conn: aiosqlite.Connection, session_id: str, status: str | 
         sql += " AND status = ?"
         params.append(status)
     return [tool_call_row(r) for r in await _all(conn, sql + " ORDER BY started_seq", params)]
+
+
+async def approvals(conn: aiosqlite.Connection, session_id: str, *, pending: bool = True,
+                    subtask_id: str | None = None) -> list[ApprovalRow]:
+    sql = "SELECT * FROM approvals WHERE session_id = ?"
+    params: list[Any] = [session_id]
+    if pending:
+        sql += " AND decided_seq IS NULL AND closed = 0"
+    if subtask_id is not None:
+        sql += " AND subtask_id = ?"
+        params.append(subtask_id)
+    return [approval_row(r) for r in await _all(conn, sql + " ORDER BY requested_at, requested_seq", params)]
+
+
+async def approval(conn: aiosqlite.Connection, session_id: str, call_id: str) -> ApprovalRow | None:
+    rows = await _all(conn, "SELECT * FROM approvals WHERE session_id = ? AND call_id = ?", (session_id, call_id))
+    return approval_row(rows[0]) if rows else None
+
+
+async def session_tools(conn: aiosqlite.Connection, session_id: str) -> set[str]:
+    """Tools a person approved for the rest of the session (``a``; scope "session")."""
+    rows = await _all(conn, "SELECT DISTINCT tool FROM approvals WHERE session_id = ? AND decision = 'approved' "
+                            "AND scope = 'session' AND tool != ''", (session_id,))
+    return {str(r["tool"]) for r in rows}
 
 
 # --- events ---------------------------------------------------------------------------

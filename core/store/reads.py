@@ -20,7 +20,7 @@ from shepherd.core.store import queries
 from shepherd.core.store.conn import run_sync
 from shepherd.core.store.derive import decode_event
 from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
-from shepherd.core.store.rows import SessionRow, SubtaskRow, ToolCallRow
+from shepherd.core.store.rows import ApprovalRow, SessionRow, SubtaskRow, ToolCallRow
 from shepherd.core.store.schema import damaged
 
 if TYPE_CHECKING:
@@ -103,6 +103,16 @@ class SQLiteReads:
 
     async def tool_calls(self, session_id: str, status: str | None = None) -> list[ToolCallRow]:
         return await self._read(queries.tool_calls, session_id, status)
+
+    async def approvals(self, session_id: str, *, pending: bool = True,
+                        subtask_id: str | None = None) -> list[ApprovalRow]:
+        return await self._read(lambda c: queries.approvals(c, session_id, pending=pending, subtask_id=subtask_id))
+
+    async def approval(self, session_id: str, call_id: str) -> ApprovalRow | None:
+        return await self._read(queries.approval, session_id, call_id)
+
+    async def session_tools(self, session_id: str) -> set[str]:
+        return await self._read(queries.session_tools, session_id)
 
     async def subtask_history(self, session_id: str, subtask_id: str,
                               types: Iterable[str] = SUBTASK_HISTORY_TYPES) -> tuple[int, list[Event]]:

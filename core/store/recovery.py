@@ -4,7 +4,9 @@ A session is live while its status is not a finished one; its runner is gone whe
 lease is missing, expired, or held by an exited process of this host (``leases.runner_gone``).
 Each such session gets ``tool.finished(interrupted)`` for every call still running and
 then ``session.interrupted``, dated at its last sign of life; the store writes them in the
-same transaction that read them. Tool processes a dead runner of this host left behind
+same transaction that read them. A call still awaiting a person's approval (status
+``awaiting``) is not running: it is left open and never approved, a resume asks it again,
+and the session keeps ``needs = "approval"``. Tool processes a dead runner of this host left behind
 are killed afterwards (``core.tools.spawn.kill_orphans``).
 """
 

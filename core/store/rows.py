@@ -58,7 +58,7 @@ class ToolCallRow:
     attempt: int | None
     name: str
     input: dict[str, Any]
-    status: str  # running | ok | error | denied | interrupted
+    status: str  # awaiting (an approval) | running | ok | error | denied | interrupted
     output: str
     started_at: float
     finished_at: float | None
@@ -77,6 +77,32 @@ class CommandRow:
     source: str
     created_at: float
     call_id: str | None = None  # approve / deny: the call answered (None: the oldest pending)
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    """A gated tool call's approval (table ``approvals``, derived from approval.requested /
+    approval.decided / tool.finished). Pending: not decided and not closed."""
+
+    session_id: str
+    call_id: str
+    subtask_id: str | None
+    attempt: int | None
+    tool: str
+    input: dict[str, Any]
+    reask_of: str | None
+    requested_seq: int
+    requested_at: float
+    decision: str | None  # approved | denied | None (pending, or closed unanswered)
+    source: str | None  # tui | cli | rule | headless
+    reason: str
+    scope: str  # call | session
+    decided_seq: int | None
+    closed: bool  # finished without an answer (withdrawn, cancelled, skipped)
+
+    @property
+    def pending(self) -> bool:
+        return self.decided_seq is None and not self.closed
 
 
 def _json(text: str | None) -> Any:
@@ -122,5 +148,15 @@ def command_row(r: Any) -> CommandRow:
                       created_at=r["created_at"], call_id=r["call_id"])
 
 
-__all__ = ["CommandRow", "SessionRow", "SubtaskRow", "ToolCallRow", "command_row", "session_row",
+def approval_row(r: Any) -> ApprovalRow:
+    value = _json(r["input_json"])
+    return ApprovalRow(
+        session_id=r["session_id"], call_id=r["call_id"], subtask_id=r["subtask_id"], attempt=r["attempt"],
+        tool=r["tool"], input=value if isinstance(value, dict) else {}, reask_of=r["reask_of"],
+        requested_seq=r["requested_seq"], requested_at=r["requested_at"], decision=r["decision"],
+        source=r["source"], reason=r["reason"] or "", scope=r["scope"] or "call", decided_seq=r["decided_seq"],
+        closed=bool(r["closed"]))
+
+
+__all__ = ["ApprovalRow", "approval_row", "CommandRow", "SessionRow", "SubtaskRow", "ToolCallRow", "command_row", "session_row",
            "subtask_row", "tool_call_row"]
