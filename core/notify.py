@@ -193,6 +193,7 @@ class Notifier:
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._failed_once = False
+        self.attach_point: int | None = None  # the last event id (any session) when follow_others began
         self._closed = False
         self.commands_run = 0
 
@@ -319,13 +320,13 @@ class Notifier:
 
     # --- other processes' runs (a TUI) ----------------------------------------------------
 
-    def follow_others(self, poll_s: float = POLL_S) -> None:
+    def follow_others(self, poll_s: float | None = None) -> None:
         """Also tell the terminal of what other processes' runs commit from now on (a
         TUI): never ``notify_command`` for them (their runner does), never for events
         older than now (the attach point). SQLite stores only; others: nothing."""
         if self._poller is None and self.terminal is not None and self.config.terminal_on \
                 and hasattr(self.store, "run_read"):
-            self._poller = asyncio.get_running_loop().create_task(self._poll(poll_s))
+            self._poller = asyncio.get_running_loop().create_task(self._poll(POLL_S if poll_s is None else poll_s))
 
     async def _poll(self, poll_s: float) -> None:
         from shepherd.core.events import event_from_json
@@ -342,7 +343,7 @@ class Notifier:
                 return list(await cur.fetchall())
 
         try:
-            last = await self.store.run_read(top)  # type: ignore[attr-defined]
+            last = self.attach_point = await self.store.run_read(top)  # type: ignore[attr-defined]
             while not self._closed:
                 await asyncio.sleep(poll_s)
                 rows = await self.store.run_read(lambda c: rows_after(c, last))  # type: ignore[attr-defined]

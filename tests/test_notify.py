@@ -328,3 +328,44 @@ def test_headless_run_end_runs_notify_command(tmp_path: Path, _own_config_home: 
 
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT session_id, channel FROM notified").fetchall() == [(sid, "command")]
+
+
+# --- the TUI --------------------------------------------------------------------------------
+
+
+async def test_tui_tells_its_terminal_of_other_runs_only_from_its_start(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TUI beside another process's run: its terminal gets the bell and OSC for waits
+    committed after it started, never for older ones, and it runs no notify_command for a
+    run it does not own."""
+    import shepherd.core.notify as notify
+    from shepherd.tui.app import ShepherdApp
+    from tests.test_tui_app import home_ready, wait_until
+
+    monkeypatch.setattr(notify, "POLL_S", 0.02)
+    db = tmp_path / "s.db"
+    other = await Store.open(db)  # stands in for the runner's process: its commits are not this app's
+    argv, out = _recorder(tmp_path)
+    try:
+        await other.append(SessionStarted(session_id="old", title="Old"))
+        await other.append(ApprovalRequested(session_id="old", call_id="c0", tool="Bash", input={"command": "ls"}))
+        app = ShepherdApp(db)
+        app.user_config = UserConfig(desktop="osc777", notify_command=tuple(argv))
+        written: list[str] = []
+        app._write_terminal = written.append  # type: ignore[method-assign]  # the driver of a headless test app writes nowhere
+        async with app.run_test(size=(100, 24)) as pilot:
+            await home_ready(pilot)
+            await wait_until(pilot, lambda: app.notifier is not None and app.notifier.attach_point is not None,
+                             what="notifier following")
+            await other.append(SessionStarted(session_id="new", title="New; one"))
+            await other.append(ApprovalRequested(session_id="new", call_id="c1", tool="Write",
+                                                 input={"file_path": "a.py", "content": "x"}))
+            await wait_until(pilot, lambda: bool(written), what="a notification")
+            await other.append(SessionFinished(session_id="new", status="done"))
+            await wait_until(pilot, lambda: len(written) == 2, what="the second notification")
+            await app.notifier.drain()
+        assert written == ["\a\x1b]777;notify;Shepherd: New one;waiting for approval: Write a.py\x07",
+                           "\a\x1b]777;notify;Shepherd: New one;session done\x07"]
+        assert _calls(out) == []  # its runner runs the command, not the TUI
+    finally:
+        await other.close()
