@@ -221,6 +221,11 @@ class Notifier:
             if ev.type == "session.started":
                 self._titles[ev.session_id] = str(getattr(ev, "title", "") or "")
         for notice in notices_in(events):
+            cmd = commands
+            held = self._held.get(notice.session_id)
+            if held is not None and held[0].key == notice.key:  # the same one, heard twice (subscribe, poll)
+                self._held[notice.session_id] = (held[0], held[1] or cmd, held[2])
+                continue
             held = self._held.pop(notice.session_id, None)
             if held is not None:
                 stuck, held_commands, timer = held
@@ -228,13 +233,14 @@ class Notifier:
                     timer.cancel()
                 if notice.kind == "finished":
                     notice = merge_end(stuck, notice)
+                    cmd = cmd or held_commands
                 else:  # another wait: the stuck one is told first
                     self._fire(stuck, held_commands)
             if notice.kind == "stuck" and self.hold_s > 0:
                 timer = asyncio.get_running_loop().call_later(self.hold_s, self._release, notice.session_id)
-                self._held[notice.session_id] = (notice, commands, timer)
+                self._held[notice.session_id] = (notice, cmd, timer)
                 continue
-            self._fire(notice, commands)
+            self._fire(notice, cmd)
 
     def _release(self, session_id: str) -> None:
         held = self._held.pop(session_id, None)

@@ -369,3 +369,50 @@ async def test_tui_tells_its_terminal_of_other_runs_only_from_its_start(tmp_path
         assert _calls(out) == []  # its runner runs the command, not the TUI
     finally:
         await other.close()
+
+
+def test_headless_check_that_used_up_its_retries_is_one_notification(tmp_path: Path, _own_config_home: Path) -> None:
+    """A check failing past its retries makes the subtask stuck (subtask.finished stuck);
+    headless, the session ends failed right after: one notify_command call names both."""
+    argv, out = _recorder(tmp_path)
+    path = _own_config_home / "shepherd" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"notify_command = {json.dumps(argv)}\n")
+    body = ('max_check_retries = 0\n[[subtasks]]\nid = "a"\nprompt = "hi"\ncheck = "exit 3"\n'
+            '  [[subtasks.steps]]\n  text = "hi"\n')
+    task, _ = write_task(tmp_path, body, title="checked", backend="scripted")
+    db = tmp_path / "s.db"
+    proc = run("run", str(task), "--headless", "--db", str(db), env_extra={"XDG_CONFIG_HOME": str(_own_config_home)})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    sid = json.loads(run("sessions", "--json", "--db", str(db)).stdout.splitlines()[0])["id"]
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        (stuck_reason,) = c.execute("SELECT json_extract(data, '$.reason') FROM events WHERE type = "
+                                    "'subtask.finished' AND json_extract(data, '$.status') = 'stuck'").fetchone()
+    assert "check failed" in stuck_reason
+    assert _calls(out) == [[sid, "checked", f"session failed: subtask a stuck (stuck: subtask a: {stuck_reason})"]]
+
+
+async def test_a_held_stuck_heard_twice_keeps_one_notice_and_the_runner_flag(tmp_path: Path) -> None:
+    """A TUI that runs the session hears its commits twice (subscribe and its poll): the
+    stuck notice held by the poll (terminal only) still runs the command when the runner's
+    own hearing comes second, and the end merges with it."""
+    argv, out = _recorder(tmp_path)
+    store = await _store(tmp_path)
+    written: list[str] = []
+    notifier = Notifier(store, UserConfig(desktop="off", notify_command=tuple(argv)), terminal=written.append,
+                        run_commands=True, env=NO_TMUX, hold_s=30)
+    try:
+        await store.append(SessionStarted(session_id="s1", title="T"))
+        stuck = await store.append(SubtaskFinished(session_id="s1", subtask_id="a", status="stuck", reason="r"))
+        end = await store.append(SessionFinished(session_id="s1", status="failed", reason="subtask a stuck"))
+        notifier.feed([stuck], commands=False)  # the poll first
+        notifier.feed([stuck], commands=True)  # then the runner's subscription
+        notifier.feed([end], commands=False)
+        await notifier.drain()
+    finally:
+        await notifier.close()
+        await store.close()
+    assert written == ["\a"]
+    assert _calls(out) == [["s1", "T", "session failed: subtask a stuck (stuck: subtask a: r)"]]
