@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -165,6 +166,19 @@ def _claim(session_id: str, seq: int, at: float) -> Callable[[sqlite3.Connection
                           (session_id, seq, COMMAND_CHANNEL, at))
         return cur.rowcount == 1
     return fn
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """The command and whatever it started (it leads a session of its own)."""
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
 
 
 class Notifier:
@@ -307,14 +321,13 @@ class Notifier:
         try:
             code = await asyncio.wait_for(proc.wait(), self.command_timeout_s)
         except asyncio.TimeoutError:
-            proc.kill()
+            _kill_group(proc)
             await proc.wait()
             self._fail_once("notify_command %r took longer than %s s: killed", self.config.notify_command[0],
                             self.command_timeout_s)
             return
         except asyncio.CancelledError:
-            if proc.returncode is None:
-                proc.kill()
+            _kill_group(proc)
             raise
         if code != 0:
             self._fail_once("notify_command %r exited with %s", self.config.notify_command[0], code)

@@ -302,6 +302,8 @@ def test_bad_config_file_exits_2_with_one_line(tmp_path: Path, _own_config_home:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"shepherd: {path}: desktop must be one of auto, osc9, osc777, off, got 'growl'"]
     assert not db.exists()  # refused before anything ran
+    tui = run("demo", "--db", str(db), env_extra={"XDG_CONFIG_HOME": str(_own_config_home)}, timeout=60)
+    assert tui.returncode == 2 and tui.stderr.strip().splitlines() == lines  # the TUI does not start either
     path.write_bytes(b"bell = \xff\n")
     assert "not UTF-8" in run("demo", "--headless", "--db", str(db),
                               env_extra={"XDG_CONFIG_HOME": str(_own_config_home)}).stderr
@@ -416,3 +418,26 @@ async def test_a_held_stuck_heard_twice_keeps_one_notice_and_the_runner_flag(tmp
         await store.close()
     assert written == ["\a"]
     assert _calls(out) == [["s1", "T", "session failed: subtask a stuck (stuck: subtask a: r)"]]
+
+
+async def test_tui_running_a_session_runs_notify_command_and_tells_its_terminal(tmp_path: Path) -> None:
+    """The TUI is the runner of a run it starts: its end reaches the terminal once and the
+    user's command once."""
+    from shepherd.core.task import load_task
+    from shepherd.tui.app import ShepherdApp
+    from tests.test_tui_app import wait_until
+
+    argv, out = _recorder(tmp_path)
+    task_file, _ = write_task(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "hi"\n  [[subtasks.steps]]\n  text = "hi"\n',
+                              title="local", backend="scripted")
+    task = load_task(task_file)
+    app = ShepherdApp(tmp_path / "s.db", start=lambda: task)
+    app.user_config = UserConfig(desktop="osc9", notify_command=tuple(argv))
+    written: list[str] = []
+    app._write_terminal = written.append  # type: ignore[method-assign]
+    async with app.run_test(size=(100, 24)) as pilot:
+        await wait_until(pilot, lambda: bool(_calls(out)), what="the command's call")
+        await app.notifier.drain()
+        sid = next(iter(app.runs))
+        assert written == ["\a\x1b]9;Shepherd: local: session done\x07"]
+    assert _calls(out) == [[sid, "local", "session done"]]
