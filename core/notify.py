@@ -47,6 +47,7 @@ FIELD_MAX = 200
 COMMAND_TIMEOUT_S = 10.0
 HOLD_S = 0.5  # a stuck subtask waits this long for its session's end (headless) to merge with
 POLL_S = 1.0  # how often a TUI looks for other processes' events
+POLL_ROWS = 1000
 COMMAND_CHANNEL = "command"
 _OSC777_TERMS = ("foot", "rxvt")  # TERM prefixes whose terminals take OSC 777, not OSC 9
 _CONTROLS = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -356,19 +357,24 @@ class Notifier:
             async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
                 return int((await cur.fetchone())[0])
 
-        async def rows_after(conn: Any, after: int) -> list[Any]:
-            async with conn.execute(f"SELECT id, session_id, seq, data FROM events WHERE id > ? AND type IN ({marks}) "
-                                    "ORDER BY id LIMIT 1000", (after, *WATCHED_TYPES)) as cur:
+        async def rows_between(conn: Any, after: int, upto: int) -> list[Any]:
+            # a range of the primary key: a poll reads only what was committed since the last one
+            async with conn.execute(f"SELECT id, session_id, seq, data FROM events WHERE id > ? AND id <= ? "
+                                    f"AND type IN ({marks}) ORDER BY id LIMIT {POLL_ROWS}",
+                                    (after, upto, *WATCHED_TYPES)) as cur:
                 return list(await cur.fetchall())
 
         try:
             last = self.attach_point = await self.store.run_read(top)  # type: ignore[attr-defined]
             while not self._closed:
                 await asyncio.sleep(poll_s)
-                rows = await self.store.run_read(lambda c: rows_after(c, last))  # type: ignore[attr-defined]
+                upto = await self.store.run_read(top)  # type: ignore[attr-defined]
+                if upto <= last:
+                    continue
+                rows = await self.store.run_read(lambda c: rows_between(c, last, upto))  # type: ignore[attr-defined]
+                last = rows[-1][0] if len(rows) == POLL_ROWS else upto
                 if not rows:
                     continue
-                last = rows[-1][0]
                 batch = []
                 for _, sid, seq, data in rows:
                     try:

@@ -441,3 +441,42 @@ async def test_tui_running_a_session_runs_notify_command_and_tells_its_terminal(
         sid = next(iter(app.runs))
         assert written == ["\a\x1b]9;Shepherd: local: session done\x07"]
     assert _calls(out) == [[sid, "local", "session done"]]
+
+
+def test_headless_run_on_a_terminal_gets_the_bell_and_osc(tmp_path: Path, _own_config_home: Path) -> None:
+    """stderr a terminal (a pty): the run's end writes the bell and OSC 9 there, once."""
+    import pty
+    import select
+    import subprocess
+
+    from tests.cli_helpers import ROOT, SHEPHERD
+
+    task, _ = write_task(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "hi"\n  [[subtasks.steps]]\n  text = "hi"\n',
+                         title="on a tty", backend="scripted")
+    master, slave = pty.openpty()
+    env = {**os.environ, "SHEPHERD_TIME_SCALE": "0.02", "XDG_CONFIG_HOME": str(_own_config_home),
+           "TERM": "xterm-256color"}
+    env.pop("TMUX", None)
+    proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", "--db", str(tmp_path / "s.db")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, env=env, cwd=ROOT)
+    os.close(slave)
+    seen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=60) == 0, seen[-2000:]
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert seen.count(b"\x07") == 2 and seen.count(b"\x1b]9;Shepherd: on a tty: session done\x07") == 1, seen[-2000:]
+    assert b"\a\x1b]9;" in seen
