@@ -5,11 +5,14 @@
 bell = true                 # the terminal bell when a session starts waiting for you
 desktop = "auto"            # auto | osc9 | osc777 | off: a desktop notification by escape sequence
 notify_command = ["notify-send", "-a", "shepherd"]   # or a string, split like a shell would
+notify_pass_env = ["SLACK_WEBHOOK_URL"]   # secret variables notify_command may see (default none)
 notify = true               # false: no notification of any kind
 ```
 
 ``notify_command`` runs with three more arguments: the session id, its title and the
-reason (e.g. ``waiting for approval: Bash make deploy``), without a shell.
+reason (e.g. ``waiting for approval: Bash make deploy``), without a shell, in the
+environment tools get (``core.secrets.child_env``: no credentials, except the names in
+``notify_pass_env``).
 
 A file that is not valid (TOML errors, unknown keys, wrong types) raises ``ConfigError``:
 one line naming the file and the key; the CLI prints it and exits 2 before anything runs.
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DESKTOP_MODES = ("auto", "osc9", "osc777", "off")
-_KEYS = ("bell", "desktop", "notify_command", "notify")
+_KEYS = ("bell", "desktop", "notify_command", "notify_pass_env", "notify")
 
 
 class ConfigError(Exception):
@@ -38,6 +41,7 @@ class UserConfig:
     desktop: str = "auto"
     notify_command: tuple[str, ...] = ()
     notify: bool = True  # the master switch
+    notify_pass_env: tuple[str, ...] = ()  # secret variables notify_command is given
     path: Path | None = field(default=None, compare=False)  # where it was read from (None: defaults)
 
     @property
@@ -83,6 +87,12 @@ def parse_config(text: str, path: Path) -> UserConfig:
         values["desktop"] = desktop
     if "notify_command" in data:
         values["notify_command"] = _argv(data["notify_command"], where)
+    if "notify_pass_env" in data:
+        names = data["notify_pass_env"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n and "=" not in n and "\x00" not in n
+                                                  for n in names):
+            raise ConfigError(f"{where}: notify_pass_env must be a list of variable names")
+        values["notify_pass_env"] = tuple(names)
     return UserConfig(**values, path=path)
 
 

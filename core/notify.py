@@ -314,7 +314,7 @@ class Notifier:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, env=child_env(base=self.env), start_new_session=True)
+                stderr=asyncio.subprocess.DEVNULL, env=child_env(self.config.notify_pass_env, base=self.env), start_new_session=True)
         except OSError as e:
             self._fail_once("notify_command %r could not start: %s", self.config.notify_command[0], e.strerror or e)
             return

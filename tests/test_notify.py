@@ -222,9 +222,10 @@ async def test_notify_command_without_secrets_and_bounded(tmp_path: Path) -> Non
     script.write_text("import json, os, sys\nopen(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))\n"
                       "import time\nif len(sys.argv) > 2 and sys.argv[2] == 's2': time.sleep(60)\n")
     store = await _store(tmp_path)
-    env = {**os.environ, "OPENAI_API_KEY": "sk-test-notify-123456", "MY_SERVICE_TOKEN": "tok-abcdef123456"}
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-notify-123456", "MY_SERVICE_TOKEN": "tok-abcdef123456",
+           "HOOK_WEBHOOK_URL": "https://hooks.example/abc123456"}
     notifier = Notifier(store, UserConfig(notify_command=(sys.executable, str(script), str(env_dump)),
-                                          bell=False, desktop="off"),
+                                          bell=False, desktop="off", notify_pass_env=("HOOK_WEBHOOK_URL",)),
                         run_commands=True, env=env, command_timeout_s=0.5).start()
     try:
         await store.append(SessionStarted(session_id="s1", title="T"))
@@ -232,7 +233,7 @@ async def test_notify_command_without_secrets_and_bounded(tmp_path: Path) -> Non
         await notifier.drain()
         child = json.loads(env_dump.read_text())
         assert "OPENAI_API_KEY" not in child and "MY_SERVICE_TOKEN" not in child
-        assert "PATH" in child
+        assert "PATH" in child and child["HOOK_WEBHOOK_URL"] == "https://hooks.example/abc123456"  # passed by name
         await store.append(SessionStarted(session_id="s2", title="T"))
         await store.append(SessionFinished(session_id="s2", status="done"))
         await asyncio.wait_for(notifier.drain(), 10)  # killed after 0.5 s, not 60
@@ -267,8 +268,8 @@ def test_config_file_parse(tmp_path: Path, _own_config_home: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text('bell = false\ndesktop = "osc777"\nnotify_command = "notify-send -a \'shep herd\'"\n')
     assert load_config() == UserConfig(bell=False, desktop="osc777", notify_command=("notify-send", "-a", "shep herd"))
-    path.write_text('notify_command = ["curl", "-d", "@-"]\nnotify = false\n')
-    assert load_config() == UserConfig(notify_command=("curl", "-d", "@-"), notify=False)
+    path.write_text('notify_command = ["curl", "-d", "@-"]\nnotify = false\nnotify_pass_env = ["HOOK_URL"]\n')
+    assert load_config() == UserConfig(notify_command=("curl", "-d", "@-"), notify=False, notify_pass_env=("HOOK_URL",))
     assert config_path({"XDG_CONFIG_HOME": "relative", "HOME": "/h"}) == Path("/h/.config/shepherd/config.toml")
 
 
@@ -281,6 +282,8 @@ def test_config_file_parse(tmp_path: Path, _own_config_home: Path) -> None:
     ('notify_command = ["a", 1]', "notify_command must be a list of strings"),
     ("notify_command = \"say 'hi\"", "notify_command: No closing quotation"),
     ('notify_command = ["  "]', "the program name is empty"),
+    ('notify_pass_env = "X"', "notify_pass_env must be a list of variable names"),
+    ('notify_pass_env = ["A=B"]', "notify_pass_env must be a list of variable names"),
 ])
 def test_config_errors_are_one_line(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "config.toml"
