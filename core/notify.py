@@ -158,6 +158,22 @@ def terminal_text(notice: Notice, config: UserConfig, env: Mapping[str, str] | N
     return out + (tmux_wrap(seq) if env.get("TMUX") else seq)
 
 
+def tty_writer(stream: Any) -> Callable[[str], Any] | None:
+    """Writes (and flushes) notifications' sequences to ``stream`` if it is a terminal;
+    None if it is not (a headless runner's log piped or redirected gets no sequences)."""
+    try:
+        if not stream.isatty():
+            return None
+    except (AttributeError, ValueError, OSError):
+        return None
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
+
+
 # --- the notifier ---------------------------------------------------------------------------
 
 
@@ -413,4 +429,5 @@ class Notifier:
         self._closed = True
 
 
-__all__ = ["Notice", "Notifier", "clean", "desktop_mode", "merge_end", "notices_in", "terminal_text", "tmux_wrap"]
+__all__ = ["Notice", "Notifier", "clean", "desktop_mode", "merge_end", "notices_in", "terminal_text", "tmux_wrap",
+           "tty_writer"]

@@ -522,9 +522,10 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
     def announce() -> None:  # once the run holds the session: a runner that lost the race says only why
         while banner:
             console.print(banner.pop(), markup=False, style="bold")
-    from shepherd.core.notify import Notifier  # bell/OSC on stderr only if a terminal; notify_command
 
-    notifier = Notifier(store, config, run_commands=True, terminal=_tty_writer(sys.stderr)).start()
+    from shepherd.core.notify import Notifier, tty_writer  # bell/OSC on stderr if a terminal; notify_command
+
+    notifier = Notifier(store, config, run_commands=True, terminal=tty_writer(sys.stderr)).start()
     unsubscribe = store.subscribe(on_commit)  # before the run writes its first event
     loop = asyncio.get_running_loop()
     interrupted = False
@@ -571,16 +572,6 @@ def _user_config() -> Any:
         return load_config()
     except ConfigError as e:
         raise UsageError(str(e)) from None
-
-
-def _tty_writer(stream: Any) -> Any:
-    """Writes notifications' sequences to ``stream`` if it is a terminal (else None)."""
-    try:
-        if not stream.isatty():
-            return None
-    except (AttributeError, ValueError, OSError):
-        return None
-    return lambda text: (stream.write(text), stream.flush())
 
 
 def configure_logging() -> Path:
