@@ -136,6 +136,8 @@ def desktop_mode(config: UserConfig, env: Mapping[str, str]) -> str:
     mode = config.desktop
     if mode == "auto":
         term = env.get("TERM", "")
+        if term in ("", "dumb") or term.startswith("linux"):  # the Linux console would show the bytes
+            return "off"
         return "osc777" if term.startswith(_OSC777_TERMS) else "osc9"
     return mode
 

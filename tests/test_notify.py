@@ -62,6 +62,8 @@ def test_terminal_bytes_bell_osc9_osc777_and_tmux() -> None:
     osc777 = "\x1b]777;notify;Shepherd: Fix it;waiting for approval: Bash make deploy\x07"
     assert terminal_text(NOTICE, UserConfig(desktop="osc777"), NO_TMUX) == "\a" + osc777
     assert terminal_text(NOTICE, UserConfig(), {"TERM": "foot"}) == "\a" + osc777  # auto: foot takes 777
+    assert terminal_text(NOTICE, UserConfig(), {"TERM": "linux"}) == "\a"  # auto: not on the Linux console
+    assert terminal_text(NOTICE, UserConfig(desktop="osc9"), {"TERM": "linux"}) == "\a" + osc9  # asked for
     # tmux: the OSC passed through (ESC doubled inside DCS tmux; ... ST), the bell as it is
     assert terminal_text(NOTICE, UserConfig(), IN_TMUX) == "\a\x1bPtmux;\x1b\x1b]9;Shepherd: Fix it: waiting for " \
                                                            "approval: Bash make deploy\x07\x1b\\"
