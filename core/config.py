@@ -3,7 +3,7 @@
 
 ```toml
 bell = true                 # the terminal bell when a session starts waiting for you
-desktop = "auto"            # auto | osc9 | osc777 | off: a desktop notification by escape sequence
+desktop = "auto"            # auto | osc9 | osc777 | off (auto: osc777 on foot/rxvt, none on the Linux console, else osc9)
 notify_command = ["notify-send", "-a", "shepherd"]   # or a string, split like a shell would
 notify_pass_env = ["SLACK_WEBHOOK_URL"]   # secret variables notify_command may see (default none)
 notify = true               # false: no notification of any kind

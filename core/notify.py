@@ -10,8 +10,10 @@ when a session starts waiting for a person:
   is not started again in the same batch;
 - ``session.finished`` (done, failed, cancelled).
 
-A stuck subtask of a headless run is followed at once by its session's end: the two are
-one notification (held ``hold_s`` for that), keyed by the session's end.
+Requests and stuck subtasks are held ``hold_s`` before they are told: the engine commits a
+rule's request and its ``approval.decided(rule)`` back to back, not always in one batch (that
+tells nobody), and a stuck subtask of a headless run is followed at once by its session's
+end (the two are one notification, keyed by the session's end).
 
 Key = (session id, seq of that event): one wait is never announced twice. The terminal
 (bell, OSC 9 / OSC 777, wrapped for tmux) is deduplicated per process; ``notify_command``
@@ -45,7 +47,7 @@ log = logging.getLogger("shepherd.notify")
 
 FIELD_MAX = 200
 COMMAND_TIMEOUT_S = 10.0
-HOLD_S = 0.5  # a stuck subtask waits this long for its session's end (headless) to merge with
+HOLD_S = 0.5  # a request waits this long for a rule's yes, a stuck subtask for its session's end
 POLL_S = 1.0  # how often a TUI looks for other processes' events
 POLL_ROWS = 1000
 COMMAND_CHANNEL = "command"
@@ -64,6 +66,8 @@ class Notice:
     kind: str
     reason: str
     title: str = ""
+    call_id: str | None = None  # approval: the call waiting
+    subtask_id: str | None = None  # stuck: the subtask
 
     @property
     def key(self) -> tuple[str, int]:
@@ -97,14 +101,14 @@ def notices_in(events: Iterable["Event"]) -> list[Notice]:
                    and getattr(e, "call_id", None) == call for e in later):
                 continue  # a rule's yes (or the call closed) in the same commit: nobody waits
             out.append(Notice(sid, ev.seq, "approval",
-                              _approval_reason(str(getattr(ev, "tool", "")), getattr(ev, "input", {}))))
+                              _approval_reason(str(getattr(ev, "tool", "")), getattr(ev, "input", {})), call_id=call))
         elif ev.type == "subtask.finished" and getattr(ev, "status", "") == "stuck":
             sub = ev.subtask_id
             if any(e.session_id == sid and e.subtask_id == sub and e.type in ("subtask.started", "attempt.started")
                    for e in later):
                 continue  # retried in the same commit
             why = getattr(ev, "reason", "") or "waiting for a person"
-            out.append(Notice(sid, ev.seq, "stuck", f"stuck: subtask {sub}: {why}"))
+            out.append(Notice(sid, ev.seq, "stuck", f"stuck: subtask {sub}: {why}", subtask_id=sub))
         elif ev.type == "session.finished":
             status = getattr(ev, "status", "") or "finished"
             why = getattr(ev, "reason", "")
@@ -221,7 +225,7 @@ class Notifier:
         self._titles: dict[str, str] = {}
         self._told: set[tuple[str, int]] = set()  # keys written to the terminal by this process
         self._tried: set[tuple[str, int]] = set()  # keys this process claimed (or tried to) for the command
-        self._held: dict[str, tuple[Notice, bool, asyncio.TimerHandle | None]] = {}
+        self._held: dict[tuple[str, int], tuple[Notice, bool, asyncio.TimerHandle | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -246,37 +250,56 @@ class Notifier:
         self.feed(events, commands=self.run_commands)
 
     def feed(self, events: Iterable["Event"], *, commands: bool = False) -> None:
-        """One committed batch (``commands``: this process runs those sessions)."""
+        """One committed batch (``commands``: this process runs those sessions).
+
+        A request or a stuck subtask is held ``hold_s`` first: a rule's yes committed just
+        after its request, or a person's quick retry, tells nobody; a headless run's end
+        right after its stuck subtask becomes one notice."""
         if self._closed:
             return
         events = list(events)
         for ev in events:
             if ev.type == "session.started":
                 self._titles[ev.session_id] = str(getattr(ev, "title", "") or "")
+        self._drop_answered(events)
         for notice in notices_in(events):
             cmd = commands
-            held = self._held.get(notice.session_id)
-            if held is not None and held[0].key == notice.key:  # the same one, heard twice (subscribe, poll)
-                self._held[notice.session_id] = (held[0], held[1] or cmd, held[2])
+            held = self._held.get(notice.key)
+            if held is not None:  # the same one, heard twice (subscribe and the poll)
+                self._held[notice.key] = (held[0], held[1] or cmd, held[2])
                 continue
-            held = self._held.pop(notice.session_id, None)
-            if held is not None:
-                stuck, held_commands, timer = held
-                if timer is not None:
-                    timer.cancel()
-                if notice.kind == "finished":
-                    notice = merge_end(stuck, notice)
-                    cmd = cmd or held_commands
-                else:  # another wait: the stuck one is told first
-                    self._fire(stuck, held_commands)
-            if notice.kind == "stuck" and self.hold_s > 0:
-                timer = asyncio.get_running_loop().call_later(self.hold_s, self._release, notice.session_id)
-                self._held[notice.session_id] = (notice, cmd, timer)
+            if notice.kind == "finished":
+                for key, (stuck, held_cmd, timer) in list(self._held.items()):
+                    if stuck.session_id == notice.session_id and stuck.kind == "stuck":
+                        del self._held[key]
+                        if timer is not None:
+                            timer.cancel()
+                        notice, cmd = merge_end(stuck, notice), cmd or held_cmd
+            if notice.kind in ("approval", "stuck") and self.hold_s > 0 and notice.key not in self._told:
+                timer = asyncio.get_running_loop().call_later(self.hold_s, self._release, notice.key)
+                self._held[notice.key] = (notice, cmd, timer)
                 continue
             self._fire(notice, cmd)
 
-    def _release(self, session_id: str) -> None:
-        held = self._held.pop(session_id, None)
+    def _drop_answered(self, events: list["Event"]) -> None:
+        """Held notices a later event answers: the call decided or closed, the subtask
+        started again."""
+        if not self._held:
+            return
+        for ev in events:
+            for key, (held, _, timer) in list(self._held.items()):
+                if held.session_id != ev.session_id or ev.seq <= held.seq:
+                    continue
+                if (held.kind == "approval" and ev.type in ("approval.decided", "tool.finished")
+                        and getattr(ev, "call_id", None) == held.call_id) or \
+                        (held.kind == "stuck" and ev.type in ("subtask.started", "attempt.started")
+                         and ev.subtask_id == held.subtask_id):
+                    del self._held[key]
+                    if timer is not None:
+                        timer.cancel()
+
+    def _release(self, key: tuple[str, int]) -> None:
+        held = self._held.pop(key, None)
         if held is not None:
             self._fire(held[0], held[1])
 
@@ -409,8 +432,8 @@ class Notifier:
 
     async def drain(self) -> None:
         """Wait for the notifications under way (held ones are told now)."""
-        for sid in list(self._held):
-            held = self._held.pop(sid)
+        for key in list(self._held):
+            held = self._held.pop(key)
             if held[2] is not None:
                 held[2].cancel()
             self._fire(held[0], held[1])

@@ -139,6 +139,11 @@ async def test_one_notification_per_wait_and_none_for_a_rule(tmp_path: Path) -> 
             ApprovalDecided(session_id="s1", call_id="c0", decision="approved", source="rule"))
         await notifier.drain()
         assert written == []
+        # a rule's yes committed just after its request (not in the same batch): held, dropped
+        await store.append(ApprovalRequested(session_id="s1", call_id="c9", tool="Bash", input={"command": "ls"}))
+        await store.append(ApprovalDecided(session_id="s1", call_id="c9", decision="approved", source="rule"))
+        await notifier.drain()
+        assert written == []
         req = await store.append(ApprovalRequested(session_id="s1", call_id="c1", tool="Bash",
                                                    input={"command": "make deploy"}))
         await notifier.drain()
