@@ -53,7 +53,8 @@ POLL_ROWS = 1000
 COMMAND_CHANNEL = "command"
 _OSC777_TERMS = ("foot", "rxvt")  # TERM prefixes whose terminals take OSC 777, not OSC 9
 _CONTROLS = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
-WATCHED_TYPES = ("approval.requested", "approval.decided", "subtask.finished", "subtask.started",
+# what the TUI's poll reads of other processes' runs: the waits and what answers them
+WATCHED_TYPES = ("approval.requested", "approval.decided", "tool.finished", "subtask.finished", "subtask.started",
                  "attempt.started", "session.started", "session.finished")
 
 
