@@ -150,6 +150,11 @@ async def test_one_notification_per_wait_and_none_for_a_rule(tmp_path: Path) -> 
         notifier.feed([req])  # the same event again (e.g. seen by the poll too): told once
         await notifier.drain()
         assert written == ["\a\x1b]9;Shepherd: Deploy: waiting for approval: Bash make deploy\x07"]
+        # asked again after a resume: a new event, a new wait, a new notification
+        await store.append(ApprovalRequested(session_id="s1", call_id="c1", tool="Bash",
+                                             input={"command": "make deploy"}, reask_of="c1"))
+        await notifier.drain()
+        assert len(written) == 2 and written[1] == written[0]
     finally:
         await notifier.close()
         await store.close()
