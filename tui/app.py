@@ -117,6 +117,8 @@ class ShepherdApp(App[int]):
     """
 
     TITLE = "Shepherd"
+    user_config: Any = None  # core.config.UserConfig, set by the CLI (None: read at start-up)
+    notifier: Any = None  # core.notify.Notifier, from start-up on
     STORE_ERROR_EXIT_S = 3.0  # time to read the notification before the app exits
     CSS_PATH = [_TCSS] if _TCSS.exists() else []
     COMMANDS = App.COMMANDS | {ShepherdCommands}
@@ -191,6 +193,7 @@ class ShepherdApp(App[int]):
             self.set_timer(self.STORE_ERROR_EXIT_S, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
             return
         self.sub_title = str(self.db_path)
+        self._start_notifier()
         # A session view that opens at once over the home: the home is neither drawn nor
         # built (composed, loaded) before that view's first frame, only once it is drawn
         covered = not (self.start is None and self.resume is None and self.open_session_id is None
@@ -259,10 +262,36 @@ class ShepherdApp(App[int]):
     async def _close_store(self) -> None:
         if self.store is not None and not self._store_closed:
             self._store_closed = True
+            if self.notifier is not None:
+                await self.notifier.close()
             try:
                 await self.store.close()
             except Exception:  # noqa: BLE001
                 log.exception("closing the store failed")
+
+    # --- notifications ---------------------------------------------------------------------------
+
+    def _start_notifier(self) -> None:
+        """A session starts waiting for a person (core.notify): the bell and a desktop
+        notification on this terminal, for the runs of this process (and their
+        notify_command) and, from now on, for other processes' runs in this database."""
+        from shepherd.core.config import ConfigError, load_config
+        from shepherd.core.notify import Notifier
+
+        config = self.user_config
+        if config is None:
+            try:
+                config = load_config()
+            except ConfigError as error:
+                self.notify(str(error), title="Notifications are off", severity="warning")
+                return
+        self.notifier = Notifier(self.store, config, terminal=self._write_terminal, run_commands=True).start()
+        self.notifier.follow_others()
+
+    def _write_terminal(self, text: str) -> None:
+        """Escape sequences straight to the terminal, as App.bell writes its bell."""
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(text)
 
     def _handle_exception(self, error: Exception) -> None:
         # Unhandled errors still end the app (Textual restores the terminal and prints

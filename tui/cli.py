@@ -541,6 +541,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
 
     configure_logging()  # SDK and engine logs go to the log file, never over the screen
     backend = _checked_backend(task) if task is not None else None  # before any file is made
+    config = _user_config()  # a bad config file: one line, before any file is made
     store = await _open_store(args, create=resume is None)
     try:
         if resume is not None:
@@ -582,6 +583,10 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
     def announce() -> None:  # once the run holds the session: a runner that lost the race says only why
         while banner:
             console.print(banner.pop(), markup=False, style="bold")
+
+    from shepherd.core.notify import Notifier, tty_writer  # bell/OSC on stderr if a terminal; notify_command
+
+    notifier = Notifier(store, config, run_commands=True, terminal=tty_writer(sys.stderr)).start()
     unsubscribe = store.subscribe(on_commit)  # before the run writes its first event
     loop = asyncio.get_running_loop()
     interrupted = False
@@ -615,10 +620,21 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
             loop.remove_signal_handler(sig)
         await store.flush()
         unsubscribe()
+        await notifier.close()  # lets a running notify_command end (bounded by its timeout)
         await store.close()
     if interrupted:
         return EXIT_INTERRUPTED
     return _exit_for(status)
+
+
+def _user_config() -> Any:
+    """The user config file (core.config); a bad one is one line and exit 2."""
+    from shepherd.core.config import ConfigError, load_config
+
+    try:
+        return load_config()
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
 
 
 def configure_logging() -> Path:
@@ -634,6 +650,7 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
     # Start-up makes objects that live as long as the app (modules, classes, styles): no
     # collection runs over them while they are made (each would find nothing to free);
     # frozen below, they stay out of every later collection too.
+    config = _user_config()  # a bad config file: one line, not a flash of the TUI
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -655,6 +672,7 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
         configure_logging()
         app = ShepherdApp(db, open_session=attach, attach=attach is not None,
                           start=(lambda: task) if task is not None else None, resume=resume, checked=True)
+        app.user_config = config  # its notifications (ShepherdApp._start_notifier)
         gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection
     finally:
         if collecting:
