@@ -55,3 +55,6 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     data = tmp_path_factory.mktemp("xdg-data")
     monkeypatch.setenv("XDG_DATA_HOME", str(data))
     monkeypatch.setenv("XDG_STATE_HOME", str(data / "state"))
+    # and its own config dir: a developer's ~/.config/shepherd/config.toml (a notify_command)
+    # must not run during the suite
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(data / "config"))
