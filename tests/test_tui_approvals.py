@@ -176,7 +176,6 @@ from shepherd.tui.widgets.blocks import ToolCallView  # noqa: E402
 from tests.test_tui_session import SID as LIVE_SID, Clock, Harness, Recorder, Writer, loaded, until  # noqa: E402
 
 T0 = 1_800_000_000.0
-STORE_TAKES_CALL_ID = "call_id" in inspect.signature(Store.enqueue_command).parameters
 
 
 @pytest.fixture(autouse=True)
@@ -294,7 +293,6 @@ async def test_a_controller_without_approvals_says_so_in_one_line(store: Store, 
         assert any(s == "warning" and "cannot take approvals yet" in n for n, s in notified)
 
 
-@pytest.mark.skipif(not STORE_TAKES_CALL_ID, reason="the store's enqueue_command(call_id=) has not landed")
 async def test_an_attached_view_writes_the_answer_to_the_commands_table(store: Store, notified: list) -> None:
     w = Writer(store)
     await w.start()
@@ -577,11 +575,8 @@ async def test_a_question_older_than_the_loaded_page_still_shows_and_is_answered
 
 
 def _engine() -> Any:
-    """The engine's approvals (skipped on a tree where they have not landed)."""
-    pytest.importorskip("shepherd.core.engine.approvals")
-    helpers = pytest.importorskip("tests.engine_helpers")
-    if not hasattr(helpers, "GateBackend"):
-        pytest.skip("tests.engine_helpers.GateBackend has not landed")
+    import tests.engine_helpers as helpers
+
     return helpers
 
 
