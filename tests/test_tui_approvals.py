@@ -160,7 +160,6 @@ def test_preview_of_a_write_and_an_edit() -> None:
 
 # --- the session view: the inline block and y / n / a ------------------------------------------
 
-import inspect  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
