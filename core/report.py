@@ -17,8 +17,8 @@ from shepherd.core.errors import kind_label
 from shepherd.core.text import clip, safe_fields  # clip: here too for its callers (tui.cli)
 
 from shepherd.core.events import (
-    AttemptStarted, Control, Error, Event, Heartbeat, HookDecision, MessageCompleted, OpaqueEvent,
-    PlanReady, RetryScheduled, SessionFinished, SessionInterrupted, SessionPaused, SessionResumed,
+    ApprovalDecided, ApprovalRequested, AttemptStarted, Control, Error, Event, Heartbeat, HookDecision,
+    MessageCompleted, OpaqueEvent, PlanReady, RetryScheduled, SessionFinished, SessionInterrupted, SessionPaused, SessionResumed,
     SessionStarted, SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished,
     ToolStarted, Usage,
 )
@@ -175,6 +175,20 @@ class LogFormatter:
             t = Text(f"⊘ hook {ev.decision} {ev.tool}: ", style="yellow")
             t.append(compact(ev.reason, 80))
             return [self._line(ev, t, 2)]
+        if isinstance(ev, ApprovalRequested):
+            self._tool_names.setdefault(ev.call_id, ev.tool)
+            t = Text(f"⧗ approval asked: {ev.tool}", style="yellow")
+            t.append(f" {compact(ev.input, 60)}" + (" (asked again)" if ev.reask_of else "") + f"  call {ev.call_id}",
+                     style="dim")
+            return [self._line(ev, t, 2)]
+        if isinstance(ev, ApprovalDecided):
+            name = self._tool_names.get(ev.call_id, ev.call_id)
+            scope = " for the session" if ev.scope == "session" else ""
+            t = Text(f"{'✓' if ev.decision == 'approved' else '⊘'} {ev.decision}{scope}: {name} (by {ev.source})",
+                     style="green" if ev.decision == "approved" else "yellow")
+            if ev.reason:
+                t.append(f"  {compact(ev.reason, 70)}", style="dim")
+            return [self._line(ev, t, 2)]
         if isinstance(ev, Error):
             out = self._flush_partial(ev)
             t = Text(f"✗ {kind_label(ev.kind)}", style="bold red" if not ev.retryable else "red")
@@ -283,6 +297,12 @@ def export_markdown(session: SessionRow, subtasks: list[SubtaskRow], events: Ite
             yield f"*{kind_label(ev.kind)} — retry {ev.retry_no}/{ev.max_retries} after {wait_text(ev)}*\n\n"
         elif isinstance(ev, HookDecision):
             yield f"- ⊘ hook {ev.decision} `{ev.tool}`: {ev.reason}\n"
+        elif isinstance(ev, ApprovalRequested):
+            again = " (asked again)" if ev.reask_of else ""
+            yield f"  - ⧗ approval asked for `{ev.tool}`{again}: {compact(ev.input, 100)}\n"
+        elif isinstance(ev, ApprovalDecided):
+            scope = " for the session" if ev.scope == "session" else ""
+            yield f"  - {ev.decision}{scope} by {ev.source}{': ' + ev.reason if ev.reason else ''}\n"
         elif isinstance(ev, Control):
             yield f"*☛ {ev.command} from {ev.source}{': ' + ev.text if ev.text else ''}*\n\n"
         elif isinstance(ev, SubtaskFinished):
