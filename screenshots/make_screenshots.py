@@ -3,6 +3,10 @@
 Each view is the real ShepherdApp on a database written from real events (the same
 fixtures as tests/test_snapshots.py), with the clock frozen, the time zone UTC and the
 spinners still, so the SVGs only change when the UI does.
+
+``needs-you-inbox.svg`` and ``approval-block.svg`` are the snapshots of
+tests/test_tui_approvals.py (``test_snapshot_inbox``, ``test_snapshot_inline_approval_bash``),
+copied here: they are made the same way, from the real app on a real database.
 """
 
 from __future__ import annotations
