@@ -116,3 +116,37 @@ def test_headless_deny_answers_at_once_with_no_one_to_approve(tmp_path: Path) ->
     assert not (ws / "ran.txt").exists()
     (decided,) = _events(db, "approval.decided")
     assert (decided["decision"], decided["source"], decided["reason"]) == ("denied", "headless", "no one to approve")
+
+
+async def test_a_tui_attached_to_another_process_approves_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A headless runner (a child process) waits; the real app, attached from this process,
+    shows the waiting call and `y` answers it through the database; the tool runs once."""
+    import asyncio
+
+    from shepherd.tui.app import ShepherdApp
+
+    task, ws = gated_task(tmp_path)
+    db = tmp_path / "s.db"
+    proc = _runner("run", str(task), "--headless", "--db", str(db))
+    try:
+        await asyncio.to_thread(_wait_for, db, PENDING, 1, proc)
+        sid = _rows(db)[0]["id"]
+        app = ShepherdApp(db, open_session=sid, attach=True)
+        async with app.run_test(size=(120, 36)) as pilot:
+            for _ in range(2000):
+                loaded = getattr(app.screen, "loaded", None)
+                model = getattr(app.screen, "model", None)
+                if isinstance(loaded, asyncio.Event) and loaded.is_set() and model and model.pending_approvals():
+                    break
+                await pilot.pause(0.01)
+            else:
+                raise AssertionError("the attached view never showed the waiting call")
+            await pilot.press("y")
+            code = await asyncio.to_thread(proc.wait, 60)
+        assert code == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    finally:
+        reap(proc)
+    assert (ws / "ran.txt").read_text() == "ran\n"
+    (decided,) = _events(db, "approval.decided")
+    assert (decided["decision"], decided["source"]) == ("approved", "tui")
+

@@ -20,9 +20,8 @@ from shepherd.tui.model.blocks import (
 from shepherd.tui.model.views import SessionInfo, SubtaskView
 from shepherd.core.states import ACTIVE_STATES, SUBTASK_STATES, Command, SessionStatus, SubtaskState
 
-# a subtask whose tool call waits for a person's yes (the engine's state; its name here too
-# for a core that does not have it yet)
-WAITING_APPROVAL = getattr(SubtaskState, "WAITING_APPROVAL", "waiting_approval")
+# a subtask whose tool call waits for a person's yes (the engine's state)
+WAITING_APPROVAL = SubtaskState.WAITING_APPROVAL
 
 
 class Fold:

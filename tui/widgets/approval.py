@@ -3,9 +3,8 @@ no (the session view's ``y``/``n``/``a`` and the home screen's inbox both use it
 the small dialog that asks a denial's optional reason.
 
 In this process a run's ``Controller`` (the Supervisor) takes ``approve``/``deny``; for a
-session another process runs, ``RemoteControl`` writes the commands table (through its
-own ``approve``/``deny`` when it has them, else ``store.enqueue_command(..., call_id=)``).
-What the installed engine or store cannot take yet is said in one line, never a traceback.
+session another process runs, ``RemoteControl`` writes the commands table. A controller
+that cannot answer is said in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from shepherd.core.control import RemoteControl
 from shepherd.core.text import clip, safe
 
 
@@ -36,27 +34,14 @@ async def send_answer(controller: Any, call_id: str | None, decision: str, *, sc
     ApprovalUnsupported when it cannot answer at all."""
     if controller is None:
         raise ApprovalUnsupported("no controls for this session here")
-    try:  # the method itself, not its call: an AttributeError inside it is its own error
-        method = controller.approve if decision == "approved" else controller.deny
-    except AttributeError as exc:
-        if not isinstance(controller, RemoteControl):
-            raise ApprovalUnsupported(f"this run cannot take approvals yet ({exc})") from None
+    method = getattr(controller, "approve" if decision == "approved" else "deny", None)
+    if method is None:  # a Controller of another kind (the protocol has both)
+        raise ApprovalUnsupported("this run cannot take approvals")
+    if decision == "approved":
+        sent = await method(call_id, scope=scope, source=source)
     else:
-        if decision == "approved":
-            sent = await method(call_id, scope=scope, source=source)
-        else:
-            sent = await method(call_id, reason=reason, source=source)
-        return sent is not False  # (None: a Controller that returns nothing sent it)
-    # a RemoteControl without approve/deny: the commands table, as `shepherd approve` does
-    command = "approve" if decision == "approved" else "deny"
-    # approve: the text says the scope ("session" approves the tool for the session)
-    text = reason if command == "deny" else ("session" if scope == "session" else "")
-    try:
-        await controller.store.enqueue_command(controller.session_id, command, text=text, call_id=call_id,
-                                               source=source)
-    except (TypeError, ValueError) as exc:
-        raise ApprovalUnsupported(f"this database cannot take approvals yet ({exc})") from None
-    return True
+        sent = await method(call_id, reason=reason, source=source)
+    return sent is not False  # (None: a Controller that returns nothing sent it)
 
 
 def answer_notice(decision: str, tool: str, summary: str, scope: str = "call") -> str:
