@@ -30,7 +30,8 @@ from textual.widgets import OptionList
 from shepherd.tui import model as m
 from shepherd.tui.feed import FeedEvents, History, StaticFeed, make_feed
 from shepherd.tui.history import load_earlier_blocks
-from shepherd.tui.screens.session_controls import NO_CONTROLS, READ_ONLY, ControlsMixin  # noqa: F401 - (the texts: here too)
+from shepherd.tui.screens.session_controls import ControlsMixin
+from shepherd.tui.screens.session_controls import NO_CONTROLS, READ_ONLY  # noqa: F401 - the texts: here too
 from shepherd.tui.screens.session_export import export_session
 from shepherd.tui.screens.visibility import on_screen
 from shepherd.tui.widgets import markdown as md

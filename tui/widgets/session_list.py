@@ -133,7 +133,8 @@ def column_plan(width: int, title_max: int = TITLE_MAX, backend_max: int = BACKE
     return plan
 
 
-def cell_texts(row: "SessionRow", now: float, *, frame: int, in_process: bool, awaits_approval: bool) -> dict[str, Text]:
+def cell_texts(row: "SessionRow", now: float, *, frame: int, in_process: bool,
+               awaits_approval: bool) -> dict[str, Text]:
     """Every column's cell for ``row`` (a spinner at ``frame``; a dot when this process runs it)."""
     icon, style = state_icon(row.status, frame), STATUS_STYLES.get(row.status, "dim")
     if awaits_approval:  # what it waits for, not a spinner: a person
