@@ -9,6 +9,8 @@ subtasks and applying a frame take turns (one lock), so a frame never lands in a
 stream that is being replaced.
 Controls go through ``core.control.Controller``; a session nobody runs is read-only,
 but can be resumed here: the screen posts ``ResumeRequested`` and the app starts the run.
+The controls and approvals are in tui.screens.session_controls, the `e` export in
+tui.screens.session_export.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -25,10 +27,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import OptionList
 
-from shepherd.core.states import FINISHED_STATUSES, SessionStatus
 from shepherd.tui import model as m
 from shepherd.tui.feed import FeedEvents, History, StaticFeed, make_feed
 from shepherd.tui.history import load_earlier_blocks
+from shepherd.tui.screens.session_controls import ControlsMixin
+from shepherd.tui.screens.session_controls import NO_CONTROLS, READ_ONLY  # noqa: F401 - the texts: here too
+from shepherd.tui.screens.session_export import export_session
 from shepherd.tui.screens.visibility import on_screen
 from shepherd.tui.widgets import markdown as md
 from shepherd.tui.widgets.footer import KeyFooter
@@ -43,11 +47,9 @@ if TYPE_CHECKING:
 
 STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
-READ_ONLY = "read-only: this session is not running"
-NO_CONTROLS = "read-only: no controls for this session here"
 
 
-class SessionScreen(Screen[None]):
+class SessionScreen(ControlsMixin, Screen[None]):
     """``follow``: "local" (the run is in this process: store.subscribe), "tail" (another
     process: store.tail) or None (history only). ``clock`` is read for every countdown,
     spinner duration and elapsed time (snapshot tests freeze it)."""
@@ -386,222 +388,6 @@ class SessionScreen(Screen[None]):
                 self.subtask_list.refresh_subtasks(changes.subtasks)
         return True
 
-    # --- controls ------------------------------------------------------------------------
-
-    def _refuse(self) -> None:
-        self.notify(READ_ONLY if not self.live else NO_CONTROLS, severity="warning")
-
-    # what can be done now (footer, palette and keys agree: a False hides the key)
-
-    def _resumable(self) -> bool:
-        """An interrupted session nobody runs: p continues it in this process."""
-        info = self.model.session
-        return not info.is_live and info.status == SessionStatus.INTERRUPTED
-
-    def _rerunnable(self) -> bool:
-        """A past session: r runs the selected subtask again in this process."""
-        info = self.model.session
-        return not info.is_live and info.status in FINISHED_STATUSES and bool(self._selected_subtask())
-
-    def _pausing(self) -> bool:
-        info = self.model.session
-        return info.status == SessionStatus.PAUSED or info.pause_requested
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if not self._ready or self._busy:
-            return action in ("export", "back", "load_earlier", "next_block", "previous_block", "open_output")
-        ctl = self.controllable
-        status = self.model.session.status
-        if action == "pause":
-            return ctl and not self._pausing() and status != SessionStatus.STUCK
-        if action == "resume":
-            return (ctl and self._pausing()) or self._resumable()
-        if action == "pause_now":
-            return ctl and status not in (SessionStatus.PAUSED, SessionStatus.STUCK)
-        if action in ("approve", "deny", "approve_session"):
-            return ctl and self._approval_target() is not None
-        if action == "retry_now":
-            return ctl and self.model.waiting_retry() is not None
-        if action == "retry":
-            return ctl or self._rerunnable()
-        if action in ("skip", "cancel", "note"):
-            return ctl
-        if action == "open_output":
-            return self._tool_target() is not None
-        return True
-
-    def _selected_subtask(self) -> str | None:
-        sid = self.subtask_list.selected_id if self._ready else None
-        sid = sid if sid is not None else self.selected
-        return sid or None  # the session pseudo-subtask means "the current one"
-
-    async def _control(self, what: str, call: Callable[[], Awaitable[Any]], done: str | None = None) -> bool:
-        if not self.controllable:
-            self._refuse()
-            return False
-        try:
-            await call()
-        except Exception as exc:
-            self.notify(f"{what} failed: {exc}", severity="error", markup=False)
-            return False
-        if done:
-            self.notify(done, timeout=2)
-        return True
-
-    async def action_pause(self) -> None:
-        ctl = self.controller
-        await self._control("pause", lambda: ctl.pause(immediate=False, source="tui"),  # type: ignore[union-attr]
-                            "pause requested: at the next safe point")
-
-    async def action_resume(self) -> None:
-        if self._resumable():
-            self._resume_interrupted()
-            return
-        ctl = self.controller
-        await self._control("resume", lambda: ctl.resume(source="tui"), "resume requested")  # type: ignore[union-attr]
-
-    async def action_pause_resume(self) -> None:
-        """p as one key: resume when paused (or interrupted), else pause."""
-        if self._resumable() or self._pausing():
-            await self.action_resume()
-        else:
-            await self.action_pause()
-
-    async def action_pause_now(self) -> None:
-        ctl = self.controller
-        await self._control("pause", lambda: ctl.pause(immediate=True, source="tui"),  # type: ignore[union-attr]
-                            "pausing now")
-
-    def _resume_interrupted(self, retry_subtask: str | None = None) -> None:
-        """Continue (or re-run a subtask of) a session nobody runs. Starting a run imports
-        the backend's SDK (seconds): say so at once, and never wait for it on this key."""
-        self._busy = True
-        self.refresh_bindings()
-        what = f"re-running {self._label(retry_subtask)}…" if retry_subtask else "resuming…"
-        self.status_bar.show_note(what)
-        self.post_message(self.ResumeRequested(self, self.session_id, retry_subtask))
-
-    def resume_refused(self) -> None:
-        """The app started nothing for this screen's request: back to what is true."""
-        if self.is_attached:
-            self._busy = False
-            self._sync_status()
-
-    async def action_retry_now(self) -> None:
-        if self.controllable and self.model.waiting_retry() is None:
-            self.notify("no retry is waiting", severity="warning")
-            return
-        ctl = self.controller
-        await self._control("retry now", lambda: ctl.retry_now(source="tui"), "retrying now")  # type: ignore[union-attr]
-
-    async def action_retry(self) -> None:
-        sid = self._selected_subtask()
-        if self._rerunnable():
-            # a past session: a person's retry runs that subtask again in this process
-            self._resume_interrupted(retry_subtask=sid)
-            return
-        ctl = self.controller
-        await self._control("retry", lambda: ctl.retry(sid, source="tui"),  # type: ignore[union-attr]
-                            f"retry requested: {self._label(sid)}")
-
-    async def action_skip(self) -> None:
-        sid = self._selected_subtask()
-        ctl = self.controller
-        await self._control("skip", lambda: ctl.skip(sid, source="tui"),  # type: ignore[union-attr]
-                            f"skip requested: {self._label(sid)}")
-
-    def action_cancel(self) -> None:
-        if not self.controllable:
-            self._refuse()
-            return
-        from shepherd.tui.screens.modals import ConfirmModal
-
-        self.app.push_screen(ConfirmModal("Cancel this run? Open tool calls are interrupted and the session "
-                                          "ends as cancelled.", title="Cancel the run?", yes="Cancel run",
-                                          no="Keep running", danger=True), self._cancel_confirmed)
-
-    async def _cancel_confirmed(self, yes: bool | None) -> None:
-        if yes:
-            ctl = self.controller
-            await self._control("cancel", lambda: ctl.cancel(source="tui"), "cancel requested")  # type: ignore[union-attr]
-
-    def action_note(self) -> None:
-        if not self.controllable:
-            self._refuse()
-            return
-        from shepherd.tui.screens.modals import NoteModal
-
-        self.app.push_screen(NoteModal(), self._note_entered)
-
-    async def _note_entered(self, text: str | None) -> None:
-        if text:
-            ctl = self.controller
-            await self._control("note", lambda: ctl.note(text, source="tui"), "note queued for the next prompt")  # type: ignore[union-attr]
-
-    # --- approvals ------------------------------------------------------------------------
-
-    def _approval_target(self) -> "m.ToolBlock | None":
-        """The call y/n/a answer: the focused one if it waits, else the oldest waiting in
-        the subtask on screen, else the oldest waiting in the session."""
-        from shepherd.tui.widgets.blocks import ToolCallView
-
-        if not self.model.session.approvals_waiting:
-            return None
-        focused = self.focused if self._ready else None
-        if isinstance(focused, ToolCallView) and focused.block.awaiting:
-            return focused.block
-        pending = self.model.pending_approvals(self.selected) or self.model.pending_approvals()
-        return pending[0] if pending else None
-
-    async def action_approve(self) -> None:
-        await self._answer("approved")
-
-    async def action_approve_session(self) -> None:
-        await self._answer("approved", scope="session")
-
-    def action_deny(self) -> None:
-        if not self.controllable:
-            self._refuse()
-            return
-        target = self._approval_target()
-        if target is None:
-            self.notify("nothing is waiting for approval", severity="warning")
-            return
-        from shepherd.tui.widgets.approval import DenyModal
-
-        call_id = target.call_id
-        self.app.push_screen(DenyModal(target.name, target.summary),
-                             lambda reason: self._deny_entered(call_id, reason))
-
-    async def _deny_entered(self, call_id: str, reason: str | None) -> None:
-        if reason is not None:
-            await self._answer("denied", reason=reason, call_id=call_id)
-
-    async def _answer(self, decision: str, *, scope: str = "call", reason: str = "",
-                      call_id: str | None = None) -> None:
-        from shepherd.tui.widgets.approval import ApprovalUnsupported, answer_notice, send_answer
-
-        if not self.controllable:
-            self._refuse()
-            return
-        target = self.model.tool_block(call_id) if call_id else self._approval_target()
-        if target is None or not target.awaiting:
-            self.notify("nothing is waiting for approval" if target is None
-                        else f"{target.name} is not waiting for approval any more", severity="warning")
-            return
-        try:
-            sent = await send_answer(self.controller, target.call_id, decision, scope=scope, reason=reason)
-        except ApprovalUnsupported as exc:
-            self.notify(f"could not answer: {exc}", severity="warning", markup=False)
-            return
-        except Exception as exc:
-            self.notify(f"answer failed: {exc}", severity="error", markup=False)
-            return
-        if not sent:
-            self.notify(f"{target.name} is not waiting for approval any more", severity="warning", markup=False)
-            return
-        self.notify(answer_notice(decision, target.name, target.summary, scope), timeout=2, markup=False)
-
     # --- moving through the stream ---------------------------------------------------------
 
     def action_next_block(self) -> None:
@@ -669,39 +455,3 @@ class SessionScreen(Screen[None]):
     def _label(self, sid: str | None) -> str:
         st = self.model.subtask(sid) if sid is not None else self.model.subtask(self.model.current_subtask_id)
         return st.label if st is not None else "current subtask"
-
-
-def _file_part(text: str) -> str:
-    """A session id as one safe file-name part: a database from elsewhere may hold any id
-    ("../x", controls), and the export must land in its directory, under a readable name."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip(".") or "session"
-
-
-async def export_session(store: "EventStore", session_id: str, directory: Path | None = None) -> Path:
-    """Write the whole session next to the database: Markdown through core.report when
-    it is there, else the event JSONL. Returns the file written."""
-    events: list[Any] = []
-    after = 0
-    while True:
-        page = await store.events(session_id, after_seq=after, limit=5000)
-        if not page:
-            break
-        events.extend(page)
-        after = page[-1].seq
-    directory = directory or Path(store.path).parent
-    try:
-        from shepherd.core.report import export_markdown
-    except ImportError:
-        export_markdown = None  # type: ignore[assignment]
-    row = await store.get_session(session_id)
-    if export_markdown is not None and row is not None:
-        subtasks = await store.subtasks(session_id)
-        text = "".join(export_markdown(row, list(subtasks), events))
-        path = directory / f"shepherd-{_file_part(session_id)}.md"
-    else:
-        text = "".join(e.to_json() + "\n" for e in events)
-        path = directory / f"shepherd-{_file_part(session_id)}.jsonl"
-    await asyncio.to_thread(path.write_text, text, encoding="utf-8")
-    return path

@@ -3,13 +3,16 @@
 The list is a DataTable fed from ``store.list_sessions`` in pages of 200; it refreshes
 (throttled) when the store commits and on a slow timer for sessions other processes
 write. Cells are only rewritten when their text changes, so a busy store costs little.
+
+The table's columns and cells are in tui.widgets.session_list; the "Needs you" inbox is
+tui.widgets.inbox (which rows, their cells) and tui.screens.sessions_inbox (the screen's
+side: filling it, answering from it).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
@@ -21,165 +24,28 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, Static
 
-from shepherd.core.states import LIVE_STATUSES, SessionStatus
-from shepherd.core.text import safe, safe_fields
-from shepherd.tui.icons import NEEDS_ICONS, state_icon
+from shepherd.core.states import LIVE_STATUSES
+from shepherd.core.text import safe
+from shepherd.tui.fmt import fmt_tokens  # noqa: F401 - the one fmt_tokens (tests check it here)
 from shepherd.tui.logging_setup import guarded, report_error
-from shepherd.tui.fmt import fmt_span, fmt_tokens
+from shepherd.tui.screens.sessions_inbox import InboxMixin
 from shepherd.tui.screens.visibility import on_screen
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.footer import KeyFooter
+from shepherd.tui.widgets.inbox import NeedsTable, row_needs
+from shepherd.tui.widgets.inbox import inbox_rows, needs_text  # noqa: F401 - tests import them from here
+from shepherd.tui.widgets.session_list import (BACKEND_MAX, RESUMABLE_STATUSES, TITLE_MAX, SessionTable, cell_texts,
+                                               column_plan, safe_rows)
+from shepherd.tui.widgets.session_list import fmt_usage  # noqa: F401 - tests read it here
 
 if TYPE_CHECKING:
-    from shepherd.core.control import RemoteControl
     from shepherd.core.store.protocol import EventStore
     from shepherd.core.store.rows import SessionRow
 
 log = logging.getLogger("shepherd.tui.sessions")
 
-# status -> style; the icon comes from the one table (tui.icons), "running" spins.
-STATUS_STYLES: dict[str, str] = {
-    SessionStatus.RUNNING: "bold cyan",
-    SessionStatus.WAITING: "bold yellow",
-    SessionStatus.PAUSED: "bold cyan",
-    SessionStatus.STUCK: "bold black on yellow",
-    SessionStatus.DONE: "bold green",
-    SessionStatus.FAILED: "bold red",
-    SessionStatus.CANCELLED: "dim",
-    SessionStatus.INTERRUPTED: "bold magenta",
-}
-RESUMABLE_STATUSES = frozenset({SessionStatus.INTERRUPTED, SessionStatus.FAILED, SessionStatus.CANCELLED})
 
-
-# --- formatting (pure; also used by tests and the screenshot script) ------------------------
-
-
-def fmt_started(ts: float, now: float) -> str:
-    """Relative within the hour, HH:MM the same day, else month and day."""
-    age = now - ts
-    if -60 < age < 60:
-        return "just now"
-    if 0 < age < 3600:
-        return f"{int(age // 60)}m ago"
-    when, today = datetime.fromtimestamp(ts), datetime.fromtimestamp(now)
-    if when.date() == today.date():
-        return when.strftime("%H:%M")
-    if when.year == today.year:
-        return when.strftime("%b %d")
-    return when.strftime("%Y-%m")
-
-
-def fmt_usage(row: "SessionRow") -> str:
-    tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
-    cost = row.cost_usd or 0.0
-    if not tokens and not cost:
-        return "–"
-    if not cost:
-        return fmt_tokens(tokens, mega_places=1)  # the column is narrow: '2.5M'
-    money = "<$0.01" if cost < 0.01 else f"${cost:.2f}"
-    return f"{fmt_tokens(tokens, mega_places=1)} {money}"
-
-
-def session_duration(row: "SessionRow", now: float) -> float:
-    end = row.ended_at if row.ended_at is not None else (now if row.status in LIVE_STATUSES
-                                                         else (row.last_event_ts or row.updated_at))
-    return max(0.0, end - row.started_at)
-
-
-def _safe_rows(rows: list["SessionRow"]) -> list["SessionRow"]:
-    """Stored rows enter the home screen here: titles, backends, models made terminal-safe."""
-    return [safe_fields(r, keep=("id", "task")) for r in rows]  # the task is not shown here
-
-
-# --- widgets ---------------------------------------------------------------------------------------
-
-
-class SessionTable(DataTable):
-    """A DataTable that asks for the next page when scrolled to its end."""
-
-    BINDINGS = [
-        Binding("home", "scroll_top", "First", show=False),
-        Binding("end", "scroll_bottom", "Last", show=False),
-    ]
-
-    class NearEnd(Message):
-        pass
-
-    def watch_scroll_y(self, old: float, new: float) -> None:
-        super().watch_scroll_y(old, new)
-        if self.max_scroll_y and new >= self.max_scroll_y - 2:
-            self.post_message(self.NearEnd())
-
-
-# --- the inbox: sessions that wait for a person ---------------------------------------------
-
-# what a session may wait for and still be answered from here (a dead runner's approval
-# is asked again by a resume)
-INBOX_STATUSES = LIVE_STATUSES | {SessionStatus.INTERRUPTED}
-NEEDS_LABELS = {"approval": "approve?", "stuck": "stuck"}
-
-
-def row_needs(row: "SessionRow") -> str | None:
-    """What ``row`` waits for from a person: "approval", "stuck" or None (the store keeps it)."""
-    needs = getattr(row, "needs", None)
-    return needs if needs and row.status in INBOX_STATUSES else None
-
-
-def inbox_rows(rows: list["SessionRow"]) -> list["SessionRow"]:
-    """The sessions waiting for a person, the longest wait first."""
-    waiting = [r for r in rows if row_needs(r)]
-    return sorted(waiting, key=lambda r: (getattr(r, "needs_since", None) or r.updated_at, r.id))
-
-
-def needs_text(row: "SessionRow") -> str:
-    """'Bash make deploy', or the stuck reason; what a dead runner's question needs."""
-    needs = row_needs(row)
-    detail = getattr(row, "needs_detail", "") or ""
-    if needs == "stuck":
-        detail = detail or "a retry budget ran out"
-    elif needs == "approval":
-        detail = detail or "a tool call"
-    if row.status == SessionStatus.INTERRUPTED:
-        detail += " · runner stopped: resume asks again"
-    return detail
-
-
-class NeedsTable(DataTable):
-    """The inbox: one row per session waiting for a person. Its keys answer the
-    highlighted session without opening it (the screen does the sending). The keys that
-    apply are in its title (the key bar keeps to 80 columns)."""
-
-    BINDINGS = [
-        Binding("y", "screen.answer('approved')", "Approve", show=False, tooltip="Approve the call this session waits on"),
-        Binding("n", "screen.answer('denied')", "Deny", show=False, tooltip="Deny it, with an optional reason"),
-        Binding("r", "screen.inbox_retry", "Retry", show=False, tooltip="Retry the waiting subtask"),
-        Binding("s", "screen.inbox_skip", "Skip", show=False, tooltip="Skip the waiting subtask"),
-    ]
-
-
-INBOX_COLUMNS: list[tuple[str, str, int | None]] = [
-    ("needs", " ", 1),
-    ("title", "Needs you", 28),
-    ("what", "Waits for", None),
-    ("waited", "For", 7),
-]
-
-
-# columns: key, label, width (None = takes the remaining width), min terminal width to show it
-COLUMNS: list[tuple[str, str, int | None, int]] = [
-    ("status", " ", 1, 0),
-    ("title", "Title", None, 0),
-    ("id", "ID", 13, 124),
-    ("backend", "Backend/model", 14, 96),
-    ("started", "Started", 8, 0),
-    ("duration", "Took", 7, 0),
-    ("subtasks", "Sub", 5, 0),
-    ("retries", "Rtry", 4, 0),
-    ("usage", "Tokens/cost", 13, 0),
-]
-
-
-class SessionsScreen(Screen):
+class SessionsScreen(InboxMixin, Screen):
     """Home: the sessions list with a filter. Enter opens a session, r resumes one: the
     screen asks the app (``OpenRequested``, ``ResumeRequested``), which owns runs and views."""
 
@@ -330,26 +196,11 @@ class SessionsScreen(Screen):
             self._build_columns(self.size.width)
             self._rebuild()
 
-    TITLE_MAX = 40  # beyond this, spare width goes to backend/model first
-    BACKEND_MAX = 26
+    TITLE_MAX = TITLE_MAX  # (tui.widgets.session_list) beyond this, spare width goes to backend/model first
+    BACKEND_MAX = BACKEND_MAX
 
     def _column_plan(self, width: int) -> list[tuple[str, str, int]]:
-        shown = [(k, label, w) for k, label, w, min_w in COLUMNS if width >= min_w]
-        fixed = sum(w + 2 for _, _, w in shown if w is not None)
-        spare = width - fixed - 2 - 2  # cell padding of the title + scrollbar room
-        title_w = max(12, min(spare, self.TITLE_MAX))
-        extra = max(0, spare - title_w)
-        plan = []
-        for key, label, w in shown:
-            if w is None:
-                w = title_w
-            elif key == "backend" and extra:
-                grow = min(extra, self.BACKEND_MAX - w)
-                w, extra = w + grow, extra - grow
-            plan.append((key, label, w))
-        if extra:  # still room: the title takes it
-            plan = [(k, lb, w + extra if k == "title" else w) for k, lb, w in plan]
-        return plan
+        return column_plan(width, self.TITLE_MAX, self.BACKEND_MAX)
 
     def _build_columns(self, width: int) -> None:
         self._visible_columns = self._column_plan(width)
@@ -359,21 +210,6 @@ class SessionsScreen(Screen):
         for key, label, w in self._visible_columns:
             table.add_column(label, width=w, key=key)
         self._build_inbox_columns(width)
-
-    def _inbox_plan(self, width: int) -> list[tuple[str, str, int]]:
-        fixed = sum(w + 2 for _, _, w in INBOX_COLUMNS if w is not None)
-        title_w = 28 if width >= 100 else 20
-        what_w = max(12, width - fixed + 28 - title_w - 4)
-        return [(k, label, what_w if w is None else (title_w if k == "title" else w))
-                for k, label, w in INBOX_COLUMNS]
-
-    def _build_inbox_columns(self, width: int) -> None:
-        needs = self.query_one(NeedsTable)
-        needs.clear(columns=True)
-        self._inbox_cells.clear()
-        for key, label, w in self._inbox_plan(width):
-            needs.add_column(label, width=w, key=key)
-        self._fill_inbox(self.inbox)
 
     # --- data ------------------------------------------------------------------------------------
 
@@ -403,10 +239,10 @@ class SessionsScreen(Screen):
         limit = max(self.PAGE_SIZE, len(self.rows))
         try:
             # one row past the window says whether there is more (a full window alone cannot)
-            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=limit + 1,
+            rows = safe_rows(await self.store.list_sessions(text=self.filter_text or None, limit=limit + 1,
                                                              offset=0))
             # the inbox is every session that needs someone, whatever the filter shows
-            unfiltered = _safe_rows(await self.store.list_sessions(limit=self.PAGE_SIZE, offset=0)) \
+            unfiltered = safe_rows(await self.store.list_sessions(limit=self.PAGE_SIZE, offset=0)) \
                 if self.filter_text else None
         except Exception as error:  # noqa: BLE001 - keep the list usable, say what went wrong
             report_error(self.app, error, "Could not list sessions")
@@ -422,7 +258,7 @@ class SessionsScreen(Screen):
         self._loading_more = True
         self._add_rest()  # rows still waiting from the first build go first
         try:
-            rows = _safe_rows(await self.store.list_sessions(text=self.filter_text or None,
+            rows = safe_rows(await self.store.list_sessions(text=self.filter_text or None,
                                                              limit=self.PAGE_SIZE + 1, offset=len(self.rows)))
             self.has_more = len(rows) > self.PAGE_SIZE
             rows = rows[:self.PAGE_SIZE]
@@ -483,27 +319,8 @@ class SessionsScreen(Screen):
     # --- cells ---------------------------------------------------------------------------------------
 
     def _cell_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
-        icon, style = state_icon(row.status, self._frame), STATUS_STYLES.get(row.status, "dim")
-        if row_needs(row) == "approval":  # what it waits for, not a spinner: a person
-            icon, style = NEEDS_ICONS["approval"], "bold yellow"
-        backend = row.backend + (f"/{row.model}" if row.model else "")
-        in_process = row.id in self._live_ids()
-        title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)
-        if in_process:
-            title.append(" ●", style="cyan")
-        sub = f"{row.subtasks_done}/{row.subtasks_total}" if row.subtasks_total else "–"
-        return {
-            "status": Text(icon, style=style),
-            "title": title,
-            "id": Text(safe(row.id), style="dim"),  # kept exact in the row: it opens the session
-            "backend": Text(backend, overflow="ellipsis", no_wrap=True),
-            "started": Text(fmt_started(row.started_at, now)),
-            "duration": Text(fmt_span(session_duration(row, now)), justify="right"),
-            "subtasks": Text(sub, justify="right"),
-            "retries": Text(str(row.retries) if row.retries else "–", justify="right",
-                            style="yellow" if row.retries else ""),
-            "usage": Text(fmt_usage(row), justify="right"),
-        }
+        return cell_texts(row, now, frame=self._frame, in_process=row.id in self._live_ids(),
+                          awaits_approval=row_needs(row) == "approval")
 
     def _add_row(self, row: "SessionRow") -> None:
         cells = self._cell_texts(row, self.clock())
@@ -521,195 +338,6 @@ class SessionsScreen(Screen):
             if shown.get(key) != sig:
                 shown[key] = sig
                 self.table.update_cell(row.id, key, cells[key])
-
-    # --- the inbox ----------------------------------------------------------------------------------
-
-    def _inbox_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
-        needs = row_needs(row) or ""
-        since = getattr(row, "needs_since", None)
-        style = "bold yellow" if needs == "approval" else STATUS_STYLES[SessionStatus.STUCK]
-        return {
-            "needs": Text(NEEDS_ICONS.get(needs, "?"), style=style),
-            "title": Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True),
-            "what": Text.assemble((NEEDS_LABELS.get(needs, needs) + " ", "bold yellow" if needs == "approval"
-                                   else "bold"), needs_text(row), overflow="ellipsis", no_wrap=True),
-            "waited": Text(fmt_span(max(0.0, now - since)) if since else "–", justify="right"),
-        }
-
-    def _update_inbox(self, rows: list["SessionRow"]) -> None:
-        inbox = inbox_rows(rows)
-        if [r.id for r in inbox] == [r.id for r in self.inbox]:
-            self.inbox = inbox
-            now = self.clock()
-            for row in inbox:
-                self._update_inbox_row(row, now)
-        else:
-            self.inbox = inbox
-            self._fill_inbox(inbox)
-        self.set_class(not inbox, "-no-needs")
-        self._inbox_title()
-
-    def _inbox_title(self) -> None:
-        """'Needs you (3) · tab next · y approve · n deny · r retry · s skip': the keys that
-        apply to the highlighted row once the inbox has focus, else how to get there."""
-        needs = self.query_one(NeedsTable)
-        if not self.inbox:
-            needs.border_title = ""
-            return
-        title = f"Needs you ({len(self.inbox)})"
-        row = self.inbox_row() if needs.has_focus else None
-        if row is None:
-            title += " · tab: go there"
-        else:
-            keys = ["tab next"]
-            if row.status == SessionStatus.INTERRUPTED and row.id not in self._live_ids():
-                keys.append("resume it below (r) to be asked again")
-            else:
-                if row_needs(row) == "approval":
-                    keys += ["y approve", "n deny"]
-                keys += ["r retry", "s skip"]
-            keys.append("enter open")
-            title += " · " + " · ".join(keys)
-        needs.border_title = Text(title)  # titles of sessions never reach it: plain text anyway
-
-    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        if self.inbox:
-            self._inbox_title()
-
-    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
-        if self.inbox:
-            self._inbox_title()
-
-    def _fill_inbox(self, inbox: list["SessionRow"]) -> None:
-        needs = self.query_one(NeedsTable)
-        if not needs.columns:
-            return
-        keep = self.inbox_highlighted_id()
-        needs.clear()
-        self._inbox_cells.clear()
-        now = self.clock()
-        keys = list(needs.columns)
-        for row in inbox:
-            cells = self._inbox_texts(row, now)
-            needs.add_row(*(cells[k.value] for k in keys), key=row.id)
-            self._inbox_cells[row.id] = {k.value: cells[k.value].plain for k in keys}
-        if keep is not None and keep in self._inbox_cells:
-            needs.move_cursor(row=needs.get_row_index(keep), animate=False)
-
-    def _update_inbox_row(self, row: "SessionRow", now: float) -> None:
-        shown = self._inbox_cells.get(row.id)
-        if shown is None:
-            return
-        cells = self._inbox_texts(row, now)
-        for key in shown:
-            if shown[key] != cells[key].plain:
-                shown[key] = cells[key].plain
-                self.query_one(NeedsTable).update_cell(row.id, key, cells[key])
-
-    def inbox_highlighted_id(self) -> str | None:
-        needs = self.query_one(NeedsTable)
-        if not needs.row_count:
-            return None
-        try:
-            key = needs.coordinate_to_cell_key(needs.cursor_coordinate).row_key
-        except Exception:  # noqa: BLE001 - cursor outside the rows
-            return None
-        return key.value if key is not None else None
-
-    def inbox_row(self) -> "SessionRow | None":
-        sid = self.inbox_highlighted_id()
-        return next((r for r in self.inbox if r.id == sid), None)
-
-    def action_next_needs(self) -> None:
-        """Focus the inbox on the next session that needs a person (round the list)."""
-        if not self.inbox:
-            self.app.notify("No session needs you right now.", timeout=2)
-            return
-        needs = self.query_one(NeedsTable)
-        if self.focused is needs:
-            row = (needs.cursor_row + 1) % needs.row_count
-        else:
-            row = 0
-            needs.focus()
-        needs.move_cursor(row=row, animate=False)
-
-    def _controller(self, row: "SessionRow") -> "RemoteControl | None":
-        """Commands for ``row``'s session go through the commands table: its runner (in
-        this process or another) takes them. None, and a notice, when nobody runs it."""
-        from shepherd.core.control import RemoteControl
-
-        if row.status == SessionStatus.INTERRUPTED and row.id not in self._live_ids():
-            self.app.notify(f"Session {row.id} has no live runner: resume it (r in the list below) "
-                            "and it asks again.", severity="warning", markup=False)
-            return None
-        return RemoteControl(self.store, row.id)
-
-    def action_answer(self, decision: str) -> None:
-        row = self.inbox_row()
-        if row is None:
-            return
-        if row_needs(row) != "approval":
-            self.app.notify(f"Session {row.id} is stuck, not waiting for an approval: r retries, s skips.",
-                            severity="warning", markup=False)
-            return
-        ctl = self._controller(row)
-        if ctl is None:
-            return
-        detail = getattr(row, "needs_detail", "") or "the waiting call"
-        if decision == "approved":
-            self.run_worker(self._send(ctl, row, "approved", "", detail), group="inbox", exit_on_error=False)
-            return
-        from shepherd.tui.widgets.approval import DenyModal
-
-        self.app.push_screen(DenyModal("", detail), lambda reason: self._denied(ctl, row, detail, reason))
-
-    def _denied(self, ctl: Any, row: "SessionRow", detail: str, reason: str | None) -> None:
-        if reason is not None:
-            self.run_worker(self._send(ctl, row, "denied", reason, detail), group="inbox", exit_on_error=False)
-
-    async def _send(self, ctl: Any, row: "SessionRow", decision: str, reason: str, detail: str) -> None:
-        from shepherd.tui.widgets.approval import ApprovalUnsupported, send_answer
-
-        try:
-            # no call id: the session's oldest pending call, the one this row shows
-            sent = await send_answer(ctl, None, decision, reason=reason)
-        except ApprovalUnsupported as exc:
-            self.app.notify(f"Could not answer: {exc}", severity="warning", markup=False)
-            return
-        except Exception as error:  # noqa: BLE001
-            report_error(self.app, error, "Could not answer")
-            return
-        if not sent:
-            self.app.notify(f"Session {row.id} has nothing waiting for approval any more.", severity="warning",
-                            markup=False)
-            self.request_reload()
-            return
-        verb = "approve" if decision == "approved" else "deny"
-        self.app.notify(f"{verb} sent to {row.id}: {detail}", timeout=3, markup=False)
-        self.request_reload()
-
-    def action_inbox_retry(self) -> None:
-        self._inbox_control("retry")
-
-    def action_inbox_skip(self) -> None:
-        self._inbox_control("skip")
-
-    def _inbox_control(self, what: str) -> None:
-        row = self.inbox_row()
-        ctl = self._controller(row) if row is not None else None
-        if row is None or ctl is None:
-            return
-
-        async def send() -> None:
-            try:
-                await (ctl.retry(None, source="tui") if what == "retry" else ctl.skip(None, source="tui"))
-            except Exception as error:  # noqa: BLE001
-                report_error(self.app, error, f"Could not {what}")
-                return
-            self.app.notify(f"{what} sent to {row.id}", timeout=3, markup=False)
-            self.request_reload()
-
-        self.run_worker(send(), group="inbox", exit_on_error=False)
 
     def _set_ticking(self, on: bool) -> None:
         """Spinners and live durations ride the app's one Ticker, only while needed."""
