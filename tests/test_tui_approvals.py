@@ -676,3 +676,24 @@ async def test_an_interrupted_session_waiting_for_approval_says_resume_asks_agai
         assert await store.take_commands(sid) == []
     finally:
         await store.close()
+
+
+async def test_a_new_width_keeps_the_place_in_the_inbox(utc: Path) -> None:
+    """The inbox's columns are rebuilt when the width changes (a resize, the list's scrollbar
+    coming or going): the highlighted session stays highlighted, so y/n answer the row the
+    person is looking at."""
+    db = utc / "shepherd.db"
+    await build_inbox_db(db)
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        home: SessionsScreen = app.home  # type: ignore[assignment]
+        await pilot.press("tab", "tab", "tab")
+        assert home.inbox_row().id == WRITE_SID
+        await pilot.resize_terminal(96, 30)
+        for _ in range(200):
+            await pilot.pause()
+            if home.query_one(NeedsTable).size.width <= 96:
+                break
+        await pilot.pause()
+        assert home.inbox_row().id == WRITE_SID

@@ -31,11 +31,12 @@ class InboxMixin:
 
     def _build_inbox_columns(self, width: int) -> None:
         needs = self.query_one(NeedsTable)
+        keep = self.inbox_highlighted_id()  # a new width keeps the person's place in the inbox
         needs.clear(columns=True)
         self._inbox_cells.clear()
         for key, label, w in inbox_plan(width):
             needs.add_column(label, width=w, key=key)
-        self._fill_inbox(self.inbox)
+        self._fill_inbox(self.inbox, keep=keep)
 
     def _update_inbox(self, rows: list["SessionRow"]) -> None:
         inbox = inbox_rows(rows)
@@ -81,11 +82,11 @@ class InboxMixin:
         if self.inbox:
             self._inbox_title()
 
-    def _fill_inbox(self, inbox: list["SessionRow"]) -> None:
+    def _fill_inbox(self, inbox: list["SessionRow"], keep: str | None = None) -> None:
         needs = self.query_one(NeedsTable)
         if not needs.columns:
             return
-        keep = self.inbox_highlighted_id()
+        keep = keep or self.inbox_highlighted_id()
         needs.clear()
         self._inbox_cells.clear()
         now = self.clock()
