@@ -112,7 +112,7 @@ class Rig:
         (a rule's), ``answer`` is called from another task, as the engine answers."""
         events: list[Event] = []
         failures: list[BaseException] = []
-        ctx = self.ctx(gate)
+        ctx = self.last_ctx = self.ctx(gate)
 
         def later(req: ApprovalRequested) -> None:
             if events and isinstance(events[-1], ApprovalDecided) and events[-1].call_id == req.call_id:
@@ -365,6 +365,7 @@ async def test_withdrawn_ask_is_asked_again_from_the_saved_state(kind: str, reop
         assert marker_runs(ws) == 1
         assert kinds(events2, req1.call_id) == ["requested", "finished:ok"]
         assert list(fed) == [req1.call_id] and fed[req1.call_id] == "(no output)"
+        assert any(getattr(e, "text", "") == "Done." for e in events2)  # the script went on from there
         assert await store.load_run_state("s1", "main") is None
     finally:
         await store.close()
@@ -437,6 +438,67 @@ async def test_an_unreadable_saved_state_closes_its_calls_never_runs_them(kind: 
     assert kinds(events2, req.call_id) == ["finished:interrupted"]
     assert fed == {req.call_id: prompts.interrupted_tool_output()}
     assert await store.load_run_state("s1", "main") is None
+
+
+@pytest.mark.parametrize("kind", ["scripted", "openai-chat_completions"])
+async def test_an_ungated_call_the_sdk_stopped_for_survives_a_restore(kind: str, ws: Path, store: Store) -> None:
+    """list_files with its default left out: the SDK stops the run for it too (it would
+    change the arguments); it is not gated, so it is approved without asking, also when the
+    saved state is restored by a new process; only the gated call is asked (again)."""
+    rig = rig_for(kind, ws, store, [{"tools": [{"name": "list_files", "args": {}}, run_cmd(MARK)]},
+                                    {"text": "Done."}], ["run_command"])
+    with rig.running():
+        gate1 = rig.gate()
+        events1, err = await rig.attempt(gate1, lambda r: gate1.close())
+        assert isinstance(err, ApprovalWithdrawn)
+        started = {e.name: e.call_id for e in of(events1, ToolStarted)}
+        assert [r.tool for r in of(events1, ApprovalRequested)] == ["run_command"]
+        saved = await store.load_run_state("s1", "main")
+        assert saved is not None and saved[0] == [started["run_command"]]
+        rig.new_process()
+        events2, err = await rig.attempt(rig.gate(), lambda r: YES)
+        assert err is None, repr(err)
+        fed = rig.last_tool_outputs()
+    assert [(r.tool, r.reask_of) for r in of(events2, ApprovalRequested)] == [
+        ("run_command", started["run_command"])]
+    assert kinds(events2, started["list_files"]) == ["finished:ok"]
+    assert "README.md" in fed[started["list_files"]] and marker_runs(ws) == 1
+
+
+@pytest.mark.parametrize("kind", ["scripted", "openai-responses"])
+async def test_stop_after_turn_while_waiting_runs_the_answered_call_then_stops(kind: str, ws: Path,
+                                                                                store: Store) -> None:
+    """A safe pause while a call waits: the turn is not over; after the answer the call runs
+    (its result committed to the history) and the attempt ends without another model call."""
+    rig = rig_for(kind, ws, store, [{"tools": [run_cmd(MARK)]}, {"text": "Done."}], ["run_command"])
+
+    def answer(req: ApprovalRequested) -> Decision:
+        rig.last_ctx.stop_after_turn.set()
+        return YES
+
+    with rig.running():
+        events, err = await rig.attempt(rig.gate(), answer)
+        assert err is None, repr(err)
+        calls = rig.model_calls()
+    assert marker_runs(ws) == 1 and calls == 1
+    (req,) = of(events, ApprovalRequested)
+    assert kinds(events, req.call_id) == ["started", "requested", "finished:ok"]
+    assert await store.load_run_state("s1", "main") is None
+
+
+async def test_cancelled_while_waiting_keeps_the_state(ws: Path, store: Store) -> None:
+    """The engine cancels the attempt (pause-now, shutdown) while a call waits: nothing ran,
+    the saved state stays for the next attempt."""
+    rig = rig_for("scripted", ws, store, [{"tools": [run_cmd(MARK)]}, {"text": "Done."}], ["run_command"])
+    asked = asyncio.Event()
+    task = asyncio.ensure_future(rig.attempt(rig.gate(), lambda r: asked.set()))
+    await asyncio.wait_for(asked.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert marker_runs(ws) == 0
+    saved = await store.load_run_state("s1", "main")
+    assert saved is not None and len(saved[0]) == 1
 
 
 def test_history_repair_keeps_the_calls_of_a_saved_state_open() -> None:
