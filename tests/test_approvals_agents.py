@@ -115,8 +115,8 @@ class Rig:
         ctx = self.last_ctx = self.ctx(gate)
 
         def later(req: ApprovalRequested) -> None:
-            if events and isinstance(events[-1], ApprovalDecided) and events[-1].call_id == req.call_id:
-                return  # a rule answered it
+            if any(isinstance(e, ApprovalDecided) and e.call_id == req.call_id for e in events):
+                return  # a rule answered it (its decided follows the requested at once)
             try:
                 decision = answer(req) if answer is not None else None
             except BaseException as e:  # noqa: BLE001 - a failed check in the answer ends the attempt
@@ -270,6 +270,23 @@ async def test_a_rule_approves_without_waiting(kind: str, args: str, ws: Path, s
     assert "touch" in dec.reason
     assert kinds(events, req.call_id) == ["started", "requested", "decided:rule", "finished:ok"]
     assert await store.load_run_state("s1", "main") is None
+
+
+async def test_a_tool_approved_for_the_session_is_not_asked_and_a_rule_never_passes_a_second_command(
+        ws: Path, store: Store) -> None:
+    rig = rig_for("scripted", ws, store, [
+        {"tools": [{"name": "write_file", "args": {"path": "s.txt", "content": "s"}},
+                   run_cmd("touch ok.txt; echo ran >> marker.txt")]},
+        {"text": "Done."}], ["run_command", "write_file"], [{"tool": "run_command", "prefix": "touch"}])
+    gate = rig.gate()
+    gate.approve_for_session("write_file")  # a person's "a" earlier in the session
+    asked: list[str] = []
+    events, err = await rig.attempt(gate, lambda r: asked.append(r.tool) or YES)
+    assert err is None, repr(err)
+    assert asked == ["run_command"]  # "touch ...; ..." is not what the rule approved
+    (dec,) = of(events, ApprovalDecided)
+    assert (dec.decision, dec.source) == ("approved", "rule") and "session" in dec.reason
+    assert (ws / "s.txt").read_text() == "s" and marker_runs(ws) == 1
 
 
 @pytest.mark.parametrize("kind", KINDS)
