@@ -11,6 +11,10 @@ Configuration (nothing secret is ever logged or stored):
 
 The client is built with ``max_retries=0`` so the supervisor sees (and classifies, and
 bounds) every failure; the SDK's own runner retries stay off (no retry policy).
+
+Tool approvals (``ctx.approvals``): openai-agents' own human-in-the-loop, shared with the
+scripted backend in agents_common (``needs_approval``, ``result.interruptions``, the run
+state saved before a call is asked, resumed after the answers).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ cursor lives in ``ctx.state``). A step streams its text as word-sized deltas
 (``delay_ms`` apart, through ``ctx.clock``), emits its tool calls as parallel function
 calls, or raises the real SDK exception for ``fail`` (at the start of the call, or after
 ``after_deltas`` deltas). When the steps run out the model gives a short final answer.
+
+Tool approvals (``approve_tools``) take the openai backend's code path (agents_common):
+openai-agents' ``needs_approval``, the run's interruptions and resuming from its state. A
+restored state continues the steps after the step whose calls await (the cursor is found
+from the call ids in the history).
 """
 
 from __future__ import annotations

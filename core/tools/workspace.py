@@ -21,6 +21,7 @@ import errno
 import os
 import signal
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -390,9 +391,12 @@ READ_ONLY_TOOLS = frozenset({"list_files", "read_file"})
 
 
 def workspace_tools(workspace: Path, clock: Clock | None = None,
-                    policy: SpawnPolicy | None = None) -> list["Tool"]:
+                    policy: SpawnPolicy | None = None,
+                    needs_approval: Callable[[str], Any] | None = None) -> list["Tool"]:
     """The four tools bound to ``workspace`` as openai-agents FunctionTools; ``policy``
-    (SpawnPolicy.from_task) says how run_command's processes run."""
+    (SpawnPolicy.from_task) says how run_command's processes run. ``needs_approval(name)``,
+    when given, returns each tool's openai-agents ``needs_approval`` setting (a bool or an
+    async ``(run_context, params, call_id) -> bool``): the SDK's human-in-the-loop."""
     from agents import function_tool  # lazy: the SDK is expensive to import
 
     ws = Path(workspace).resolve()
@@ -441,7 +445,10 @@ def workspace_tools(workspace: Path, clock: Clock | None = None,
         ("write_file", write_file_tool),
         ("run_command", run_command_tool),
     )
+    if needs_approval is None:
+        return [function_tool(fn, name_override=name, failure_error_function=_tool_failure) for name, fn in specs]
     return [
-        function_tool(fn, name_override=name, failure_error_function=_tool_failure)
+        function_tool(fn, name_override=name, failure_error_function=_tool_failure,
+                      needs_approval=needs_approval(name))
         for name, fn in specs
     ]
