@@ -150,6 +150,10 @@ class ApprovalGate:
             return Decision("approved", "rule", rule.describe())
         return None
 
+    def answered(self, call_id: str) -> Decision | None:
+        """The answer held for ``call_id`` (``ask`` would return it at once), if any."""
+        return self._answers.get(call_id)
+
     def pending(self) -> list[str]:
         """Call ids asked and not answered yet, oldest first."""
         return [cid for cid, fut in self._waiters.items() if not fut.done()]

@@ -534,8 +534,7 @@ async def _drop_run_state(ctx: AttemptContext) -> None:
 def _stored_answer(gate: "ApprovalGate", call_id: str) -> "Decision | None":
     """An answer the gate holds already (the engine re-applies decisions committed before a
     crash to the new attempt's gate); ``gate.ask`` would return it at once."""
-    answers = getattr(gate, "_answers", None)
-    return answers.get(call_id) if isinstance(answers, dict) else None
+    return gate.answered(call_id)
 
 
 def _item_call(item: Any) -> tuple[str, str, dict[str, Any]]:

@@ -49,9 +49,13 @@ def _wait_for(db: Path, sql: str, at_least: int, proc: subprocess.Popen) -> None
     while True:
         assert proc.poll() is None, "the runner ended: " + (proc.stderr.read().decode()[-2000:] if proc.stderr else "")
         assert time.monotonic() < deadline, f"never: {sql}"
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            if con.execute(sql).fetchone()[0] >= at_least:
-                return
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                    if con.execute(sql).fetchone()[0] >= at_least:
+                        return
+            except sqlite3.OperationalError:  # (not created or migrated yet)
+                pass
         time.sleep(0.05)  # polling another process's database: there is no event to await
 
 
