@@ -13,7 +13,7 @@ The client is built with ``max_retries=0`` so the supervisor sees (and classifie
 bounds) every failure; the SDK's own runner retries stay off (no retry policy).
 
 Tool approvals (``ctx.approvals``): openai-agents' own human-in-the-loop, shared with the
-scripted backend in agents_common (``needs_approval``, ``result.interruptions``, the run
+scripted backend in agents_attempt (``needs_approval``, ``result.interruptions``, the run
 state saved before a call is asked, resumed after the answers).
 """
 
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from shepherd.core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
+from shepherd.core.backends.agents_attempt import run_agent_attempt, tools_for
+from shepherd.core.backends.agents_common import SessionFactory, agent_instructions
 from shepherd.core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
 from shepherd.core.events import Event
 from shepherd.core.task import Task

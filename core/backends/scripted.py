@@ -7,7 +7,7 @@ cursor lives in ``ctx.state``). A step streams its text as word-sized deltas
 calls, or raises the real SDK exception for ``fail`` (at the start of the call, or after
 ``after_deltas`` deltas). When the steps run out the model gives a short final answer.
 
-Tool approvals (``approve_tools``) take the openai backend's code path (agents_common):
+Tool approvals (``approve_tools``) take the openai backend's code path (agents_attempt):
 openai-agents' ``needs_approval``, the run's interruptions and resuming from its state. A
 restored state continues the steps after the step whose calls await (the cursor is found
 from the call ids in the history).
@@ -46,7 +46,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
-from shepherd.core.backends.agents_common import SessionFactory, agent_instructions, run_agent_attempt, tools_for
+from shepherd.core.backends.agents_attempt import run_agent_attempt, tools_for
+from shepherd.core.backends.agents_common import SessionFactory, agent_instructions
 from shepherd.core.backends.base import AttemptContext
 from shepherd.core.events import Event
 from shepherd.core.task import Step
