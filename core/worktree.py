@@ -1,0 +1,267 @@
+"""The git layer for worktree sessions (issue 12; not wired into the engine yet).
+
+Every git call goes through :func:`git`: ``git -C PATH`` with overrides that keep the user's
+configuration from running programs or signing (hooks, gpg, gc, maintenance), an
+environment stripped of every ``GIT_*`` variable (``GIT_INDEX_FILE``/``GIT_DIR`` inherited
+from a hook or an IDE would aim the call at the user's index), stdin from /dev/null and a
+timeout. A failure is a :class:`GitError` whose message is git's first ``fatal:``/``error:``
+line, made terminal-safe. Research: docs/next/worktrees.md (§1, §2.2, §2.4-2.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from shepherd.core.text import safe
+
+GIT_TIMEOUT = 120.0
+BRANCH_PREFIX = "shepherd/"
+_EXCLUDE_SHEPHERD = ":(exclude).shepherd"
+
+_OVERRIDES = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "commit.gpgsign=false",
+    "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",
+    "-c", "user.name=Shepherd",
+    "-c", "user.email=shepherd@localhost",
+    "-c", "core.quotePath=false",
+)
+
+
+class GitError(Exception):
+    """A git call failed or a precondition was refused; ``str()`` is one safe line."""
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    toplevel: str           # realpath of the user's checkout (or of the worktree it was run in)
+    prefix: str             # workspace relative to toplevel, "" or "pkg/sub/"
+    common_dir: str         # realpath of the shared .git directory
+    head_commit: str
+    head_branch: str | None  # "main"; None on a detached HEAD
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: str               # realpath of the worktree's top level
+    branch: str             # "shepherd/<sid>"
+    base_commit: str
+    base_branch: str | None
+    workspace: str          # path / prefix: where the agent works
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    old_path: str | None    # set for renames and copies
+    status: str             # A M D R C T U X
+    added: int | None       # None for a binary file
+    deleted: int | None
+    binary: bool
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["LC_ALL"] = "C"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
+def _first_line(stderr: str, rc: int | None, args: tuple[str, ...]) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("fatal:", "error:")):
+            return safe(ln)
+    if lines:
+        return safe(lines[0])
+    return safe(f"git {args[0] if args else ''} failed (exit {rc})")
+
+
+async def git(path: str | os.PathLike[str], *args: str, input: bytes | None = None,
+              timeout: float = GIT_TIMEOUT, check: bool = True) -> tuple[int, bytes]:
+    """Run ``git -C path <overrides> args``; return ``(rc, stdout)``. Raises GitError when
+    ``check`` and rc != 0, or on a timeout (the process is killed)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git", "-C", os.fspath(path), *_OVERRIDES, *args,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env())
+    except FileNotFoundError as exc:  # git itself missing, or cwd trouble
+        raise GitError(safe(f"cannot run git: {exc}")) from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise GitError(safe(f"git {args[0] if args else ''} timed out after {timeout:g}s")) from None
+    if check and proc.returncode != 0:
+        raise GitError(_first_line(err.decode("utf-8", "replace"), proc.returncode, args))
+    return proc.returncode or 0, out
+
+
+async def _text(path: str, *args: str) -> str:
+    return (await git(path, *args))[1].decode("utf-8", "surrogateescape").rstrip("\n")
+
+
+async def repo_info(workspace: str | os.PathLike[str]) -> RepoInfo:
+    """Facts about the repository holding ``workspace``; refuses (GitError, one line) a
+    missing directory, a non-repository, a bare repository and a repository with no commit."""
+    ws = os.fspath(workspace)
+    if not os.path.isdir(ws):
+        raise GitError(safe(f"workspace {ws} is not a directory"))
+    rc, out = await git(ws, "rev-parse", "--is-bare-repository", check=False)
+    if rc != 0:
+        raise GitError(safe(f"workspace {ws} is not in a git repository"))
+    if out.strip() == b"true":
+        raise GitError(safe(f"workspace {ws} is a bare git repository (no working tree)"))
+    top, prefix, common = (await _text(ws, "rev-parse", "--show-toplevel", "--show-prefix",
+                                       "--git-common-dir")).split("\n")
+    rc, head = await git(ws, "rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
+    if rc != 0:
+        raise GitError(safe(f"repository {top} has no commit yet"))
+    rc, ref = await git(ws, "symbolic-ref", "-q", "HEAD", check=False)
+    ref_s = ref.decode("utf-8", "surrogateescape").strip() if rc == 0 else ""
+    branch = ref_s.removeprefix("refs/heads/") if ref_s.startswith("refs/heads/") else None
+    common_abs = common if os.path.isabs(common) else os.path.join(ws, common)
+    return RepoInfo(os.path.realpath(top), prefix, os.path.realpath(common_abs),
+                    head.decode().strip(), branch)
+
+
+async def _branch_commit(repo: str, branch: str) -> str | None:
+    rc, out = await git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}",
+                        check=False)
+    return out.decode().strip() if rc == 0 else None
+
+
+async def create(info: RepoInfo, session_id: str, root: str | os.PathLike[str]) -> Worktree:
+    """``git worktree add --lock -b shepherd/<sid> ROOT/<sid> HEAD-commit``: a clean copy of the
+    recorded head commit, born locked. On failure the branch it left behind is deleted."""
+    if not session_id or "/" in session_id or session_id.startswith((".", "-")):
+        raise GitError(safe(f"bad session id for a worktree: {session_id!r}"))
+    branch = BRANCH_PREFIX + session_id
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(os.path.realpath(root), session_id)
+    existed = await _branch_commit(info.toplevel, branch)
+    if existed is not None:
+        raise GitError(safe(f"a branch named '{branch}' already exists"))
+    try:
+        await git(info.toplevel, "worktree", "add", "-q", "--lock", "--reason",
+                  f"shepherd session {session_id}", "-b", branch, path, info.head_commit)
+    except GitError:
+        # §1.1: a failed add (path exists) leaves the new branch behind.
+        if await _branch_commit(info.toplevel, branch) == info.head_commit:
+            await git(info.toplevel, "branch", "-D", branch, check=False)
+        raise
+    path = os.path.realpath(path)
+    return Worktree(path, branch, info.head_commit, info.head_branch,
+                    os.path.join(path, info.prefix) if info.prefix else path)
+
+
+async def _verify(wt: Worktree) -> None:
+    """Refuse to touch anything but the recorded worktree on its session branch (§1.6: a
+    worktree whose .git is gone would resolve to the user's repository)."""
+    if not os.path.isfile(os.path.join(wt.path, ".git")):
+        raise GitError(safe(f"{wt.path} is not a git worktree any more (its .git file is gone)"))
+    top = await _text(wt.path, "rev-parse", "--show-toplevel")
+    if os.path.realpath(top) != os.path.realpath(wt.path):
+        raise GitError(safe(f"{wt.path} resolves to {top}, not to the session's worktree"))
+    rc, ref = await git(wt.path, "symbolic-ref", "-q", "HEAD", check=False)
+    ref_s = ref.decode("utf-8", "surrogateescape").strip() if rc == 0 else "(detached)"
+    if ref_s != "refs/heads/" + wt.branch:
+        raise GitError(safe(f"the worktree {wt.path} is on {ref_s}, not on {wt.branch}"))
+
+
+async def checkpoint(wt: Worktree, message: str) -> str:
+    """Commit everything in the worktree (untracked files too, never ignored ones nor
+    .shepherd/) on the session branch; return the new commit id (always a new one)."""
+    await _verify(wt)
+    await git(wt.path, "add", "-A", "--", ".", _EXCLUDE_SHEPHERD)
+    await git(wt.path, "commit", "-q", "--no-verify", "--allow-empty", "-F", "-",
+              input=message.encode("utf-8", "surrogateescape"))
+    return await _text(wt.path, "rev-parse", "HEAD")
+
+
+async def restore(wt: Worktree, commit: str) -> None:
+    """Bring the worktree's files back to ``commit`` (tracked files reset, untracked ones
+    removed, ignored ones and .shepherd/ kept)."""
+    await _verify(wt)
+    await git(wt.path, "reset", "-q", "--hard", commit)
+    await git(wt.path, "clean", "-q", "-fd", "-e", ".shepherd")
+
+
+def _where(target: Worktree | RepoInfo | str) -> str:
+    if isinstance(target, Worktree):
+        return target.path
+    if isinstance(target, RepoInfo):
+        return target.toplevel
+    return os.fspath(target)
+
+
+_DIFF_OPTS = ("-M", "--no-ext-diff", "--no-textconv", "--no-color")
+
+
+def _parse_diff(out: bytes) -> list[FileChange]:
+    """Parse ``git diff -M --raw --numstat -z``: first every raw record
+    (``:mode mode sha sha STATUS\\0path\\0`` [+ ``new\\0`` for R/C]), then every numstat
+    record (``added\\tdeleted\\tpath\\0`` or, for a rename, ``added\\tdeleted\\t\\0old\\0new\\0``)."""
+    def dec(b: bytes) -> str:
+        return b.decode("utf-8", "surrogateescape")
+
+    fields = out.split(b"\0")
+    if fields and fields[-1] == b"":
+        fields.pop()
+    i = 0
+    raw: list[tuple[str, str | None, str]] = []
+    while i < len(fields) and fields[i].startswith(b":"):
+        status = dec(fields[i].split(b" ")[-1])[:1]
+        if status in ("R", "C"):
+            raw.append((dec(fields[i + 2]), dec(fields[i + 1]), status))
+            i += 3
+        else:
+            raw.append((dec(fields[i + 1]), None, status))
+            i += 2
+    stats: list[tuple[int | None, int | None]] = []
+    while i < len(fields):
+        added, deleted, rest = fields[i].split(b"\t", 2)
+        i += 1
+        if rest == b"":  # rename/copy: old and new follow as their own fields
+            i += 2
+        stats.append((None if added == b"-" else int(added), None if deleted == b"-" else int(deleted)))
+    if len(stats) != len(raw):
+        raise GitError(f"cannot parse git diff output ({len(raw)} raw, {len(stats)} numstat records)")
+    return [FileChange(path, old, status, a, d, a is None)
+            for (path, old, status), (a, d) in zip(raw, stats)]
+
+
+async def diff(target: Worktree | RepoInfo | str, a: str, b: str) -> list[FileChange]:
+    """The files changed between commits (or trees) ``a`` and ``b``, renames detected."""
+    _, out = await git(_where(target), "diff", *_DIFF_OPTS, "--raw", "--numstat", "-z", a, b, "--")
+    return _parse_diff(out)
+
+
+async def patch(target: Worktree | RepoInfo | str, a: str, b: str, path: str,
+                old_path: str | None = None) -> str:
+    """The unified diff of one file between ``a`` and ``b`` (both paths for a rename), as
+    terminal-safe text."""
+    paths = [path] if old_path is None else [old_path, path]
+    _, out = await git(_where(target), "diff", *_DIFF_OPTS, a, b, "--",
+                       *(":(literal)" + p for p in paths))
+    return safe(out.decode("utf-8", "replace"))
+
+
+async def remove(wt: Worktree, repo: str | None = None) -> None:
+    """Remove the worktree (even locked and dirty) and delete its branch. ``repo`` is any
+    path in the repository; by default the worktree's common dir is found from its .git."""
+    where = repo or await _common_toplevel(wt)
+    await git(where, "worktree", "remove", "--force", "--force", wt.path)
+    await git(where, "branch", "-D", wt.branch)
+
+
+async def _common_toplevel(wt: Worktree) -> str:
+    common = await _text(wt.path, "rev-parse", "--git-common-dir")
+    common = common if os.path.isabs(common) else os.path.join(wt.path, common)
+    return str(Path(os.path.realpath(common)).parent)
