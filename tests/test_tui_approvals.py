@@ -172,33 +172,9 @@ from shepherd.tui.screens.session import SessionScreen  # noqa: E402
 from shepherd.tui.widgets.anim import Ticker  # noqa: E402
 from shepherd.tui.widgets.approval import DenyModal  # noqa: E402
 from shepherd.tui.widgets.blocks import ToolCallView  # noqa: E402
-from tests.test_tui_session import SID as LIVE_SID, Clock, Harness, Recorder, Writer, loaded, until  # noqa: E402
-
-T0 = 1_800_000_000.0
-
-
-@pytest.fixture(autouse=True)
-def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Ticker, "animate", False)
-
-
-@pytest.fixture
-def notified(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-
-    def notify(self: Any, message: str, **kw: Any) -> None:
-        seen.append((str(message), kw.get("severity", "information")))
-
-    monkeypatch.setattr(SessionScreen, "notify", notify)
-    return seen
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
-    yield s
-    await s.close()
-
+from tests.test_tui_session import SID as LIVE_SID, T0, Clock, Harness, Recorder, Writer, loaded, until  # noqa: E402
+# the session tests' fixtures: a still ticker, the notices a screen gives, a store on a fake clock
+from tests.test_tui_session import _frozen_animation, notified, store  # noqa: E402,F401
 
 class ApprovalRecorder(Recorder):
     """The in-process Controller with the approval methods the engine adds (False: the
