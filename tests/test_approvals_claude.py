@@ -36,6 +36,7 @@ from shepherd.core.backends.claude import (
 from shepherd.core.backends.claude_hooks import ASK_REASON, HookPolicy
 from shepherd.core.events import ApprovalDecided, ApprovalRequested, HookDecision, ToolFinished, ToolStarted
 from shepherd.core.task import task_from_dict
+from tests.test_backend_claude import Env as BackendEnv
 from tests.fakes.fake_anthropic import (
     PERMISSION_STREAM_CLOSED,
     FakeAnthropic,
@@ -52,37 +53,14 @@ from tests.fakes.fake_anthropic import (
 Answer = Callable[[ApprovalRequested], Decision | None]
 
 
-class Env:
-    def __init__(self, tmp: Path, api: Any) -> None:  # api: a FakeAnthropic (or anything with base_url)
-        self.api = api
-        self.ws = tmp / "ws"
-        self.ws.mkdir(parents=True, exist_ok=True)
-        self.cfg = tmp / "cfg"
-        self.cfg.mkdir(exist_ok=True)
-        (tmp / "ctmp").mkdir(exist_ok=True)
-        (tmp / "home").mkdir(exist_ok=True)
-        self.db = tmp / "shepherd.db"
-        self.backend = ClaudeBackend(env={
-            "HOME": str(tmp / "home"),
-            "ANTHROPIC_BASE_URL": api.base_url,
-            "ANTHROPIC_API_KEY": "sk-ant-test-fake",
-            "CLAUDE_CONFIG_DIR": str(self.cfg),
-            "CLAUDE_CODE_TMPDIR": str(tmp / "ctmp"),
-        })
-        self.state: dict[str, Any] = {}
+class Env(BackendEnv):
+    """The claude backend tests' sandbox, with a gate in the context and a runner loop that
+    answers the approvals it asks."""
 
-    def ctx(self, gate: ApprovalGate | None, prompt: str = "go", *, continue_history: bool = False,
+    def ctx(self, gate: ApprovalGate | None, prompt: str = "go", *, continue_history: bool = False,  # type: ignore[override]
             attempt: int = 1, reason: str = "first", options: dict[str, Any] | None = None) -> AttemptContext:
-        data: dict[str, Any] = {"title": "t", "backend": "claude", "workspace": str(self.ws),
-                                "subtasks": [{"id": "main", "prompt": prompt}]}
-        if options:
-            data["claude"] = options
-        task = task_from_dict(data)
-        return AttemptContext(
-            session_id="s-apr", task=task, subtask=task.subtasks[0], attempt=attempt, reason=reason,
-            prompt=prompt, prompt_extra="", continue_history=continue_history, workspace=self.ws,
-            db_path=self.db, state=self.state, approvals=gate,
-        )
+        return super().ctx(prompt, options=options, continue_history=continue_history, attempt=attempt,
+                           reason=reason, session_id="s-apr", approvals=gate)
 
     async def run(self, ctx: AttemptContext, answer: Answer) -> tuple[list[Any], BaseException | None]:
         """Run one attempt; each ApprovalRequested is answered by ``answer`` (None: not now)."""

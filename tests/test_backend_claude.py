@@ -56,11 +56,11 @@ class Env:
         self.api = api
         tmp.mkdir(parents=True, exist_ok=True)
         self.ws = tmp / "ws"
-        self.ws.mkdir()
+        self.ws.mkdir(exist_ok=True)  # (a second Env on the same tmp: a new runner)
         self.cfg = tmp / "cfg"
-        self.cfg.mkdir()
-        (tmp / "ctmp").mkdir()
-        (tmp / "home").mkdir()
+        self.cfg.mkdir(exist_ok=True)
+        (tmp / "ctmp").mkdir(exist_ok=True)
+        (tmp / "home").mkdir(exist_ok=True)
         self.db = tmp / "shepherd.db"
         self.env = {
             # not the machine's shell profile: with Claude Code's Bash sandbox on (see
@@ -76,16 +76,16 @@ class Env:
 
     def ctx(self, prompt: str = "hello", *, options: dict[str, Any] | None = None, continue_history: bool = False,
             prompt_extra: str = "", repair: bool = False, attempt: int = 1, reason: str = "first",
-            db: bool = True) -> AttemptContext:
+            db: bool = True, session_id: str = "s-test", approvals: Any = None) -> AttemptContext:
         data: dict[str, Any] = {"title": "t", "backend": "claude", "workspace": str(self.ws),
                                 "subtasks": [{"id": "main", "prompt": prompt}]}
         if options:
             data["claude"] = options
         task = task_from_dict(data)
         return AttemptContext(
-            session_id="s-test", task=task, subtask=task.subtasks[0], attempt=attempt, reason=reason,
+            session_id=session_id, task=task, subtask=task.subtasks[0], attempt=attempt, reason=reason,
             prompt=prompt, prompt_extra=prompt_extra, continue_history=continue_history, workspace=self.ws,
-            db_path=self.db if db else None, repair=repair, state=self.state,
+            db_path=self.db if db else None, repair=repair, state=self.state, approvals=approvals,
         )
 
     async def run(self, ctx: AttemptContext) -> tuple[list[Any], BaseException | None]:
