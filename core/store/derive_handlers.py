@@ -59,31 +59,34 @@ def _on_plan_ready(b: _Batch, s: dict[str, Any], ev: Any) -> None:
     b.subtasks.setdefault(sid, {})
 
 
-def _on_subtask_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+def _run_subtask(b: _Batch, s: dict[str, Any], ev: Any) -> dict[str, Any] | None:
+    """The session and the event's subtask are running again: the subtask's row (None
+    for an event of no subtask)."""
     _set_running(s)
     if not ev.subtask_id:
-        return
+        return None
     row = b.subtask(ev.session_id, ev.subtask_id, ev.ts)
     row["status"] = "running"
-    row["phase"] = ev.phase or row["phase"]
-    if ev.title:
-        row["title"] = ev.title
     if row["started_at"] is None:
         row["started_at"] = ev.ts
     row["finished_at"] = None
+    return row
+
+
+def _on_subtask_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    row = _run_subtask(b, s, ev)
+    if row is None:
+        return
+    row["phase"] = ev.phase or row["phase"]
+    if ev.title:
+        row["title"] = ev.title
     row["reason"] = ""
 
 
 def _on_attempt_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
-    _set_running(s)
-    if not ev.subtask_id:
-        return
-    row = b.subtask(ev.session_id, ev.subtask_id, ev.ts)
-    row["status"] = "running"
-    row["attempts"] += 1
-    if row["started_at"] is None:
-        row["started_at"] = ev.ts
-    row["finished_at"] = None
+    row = _run_subtask(b, s, ev)
+    if row is not None:
+        row["attempts"] += 1
 
 
 def _on_retry_scheduled(b: _Batch, s: dict[str, Any], ev: Any) -> None:
