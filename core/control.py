@@ -12,11 +12,16 @@ if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
 
 
+CLEAN = "clean"  # the commands row's text of a clean retry
+
+
 class Controller(Protocol):
     async def pause(self, *, immediate: bool = False, source: str = "tui") -> None: ...
     async def resume(self, *, source: str = "tui") -> None: ...
     async def retry_now(self, *, source: str = "tui") -> None: ...
-    async def retry(self, subtask_id: str | None = None, *, source: str = "tui") -> None: ...
+    # clean: a worktree session's files are restored to the subtask's start checkpoint first
+    # (and the subtasks after it that had run become pending and run again after it)
+    async def retry(self, subtask_id: str | None = None, *, clean: bool = False, source: str = "tui") -> None: ...
     async def skip(self, subtask_id: str | None = None, *, source: str = "tui") -> None: ...
     async def cancel(self, *, source: str = "tui") -> None: ...
     async def note(self, text: str, *, source: str = "tui") -> None: ...
@@ -48,8 +53,9 @@ class RemoteControl:
     async def retry_now(self, *, source: str | None = None) -> None:
         await self._send(Command.RETRY_NOW, source=source)
 
-    async def retry(self, subtask_id: str | None = None, *, source: str | None = None) -> None:
-        await self._send(Command.RETRY, subtask_id, source=source)
+    async def retry(self, subtask_id: str | None = None, *, clean: bool = False, source: str | None = None) -> None:
+        """(commands.text "clean" for a clean retry)"""
+        await self._send(Command.RETRY, subtask_id, text=CLEAN if clean else "", source=source)
 
     async def skip(self, subtask_id: str | None = None, *, source: str | None = None) -> None:
         await self._send(Command.SKIP, subtask_id, source=source)

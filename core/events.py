@@ -201,6 +201,55 @@ class ApprovalDecided(Event):
     scope: str = "call"  # call | session
 
 
+# --- worktrees (isolation = "worktree") -------------------------------------------------
+
+CHECKPOINT_AT = ("subtask_start", "subtask_done", "restore")
+CHECKPOINT_FILES_MAX = 300  # a subtask_done checkpoint lists at most this many files
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Checkpoint(Event):
+    """A worktree session's state recorded as a commit on its branch ``shepherd/<sid>``
+    (``at``: subtask_start | subtask_done), or the worktree reset to one (``restore``: a
+    person's clean retry; ``commit`` is the restored one). A subtask_done checkpoint lists
+    the subtask's changed files (``core.worktree.FileChange`` as dicts, at most
+    CHECKPOINT_FILES_MAX; ``files_more`` counts the rest), so the list outlives the worktree.
+    ``reason`` says anything unusual (a commit made by plumbing because the agent left the
+    branch; a checkpoint found in git that a crash kept out of the record)."""
+
+    type: ClassVar[str] = "checkpoint"
+    commit: str = ""
+    at: str = "subtask_start"  # subtask_start | subtask_done | restore
+    files: list[dict[str, Any]] = field(default_factory=list)
+    files_more: int = 0
+    reason: str = ""
+
+
+WORKTREE_ACTIONS = ("created", "reused", "recreated", "merged", "discarded", "missing")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorktreeChanged(Event):
+    """What happened to a session's worktree. Every one carries the whole identity (the
+    derived ``worktrees`` row is rebuilt from the latest): ``path`` of the worktree,
+    ``branch`` ``shepherd/<sid>``, ``origin`` the user's checkout it came from (where a
+    merge runs), ``repo`` the shared git dir, ``base_commit``/``base_branch`` what it was
+    made from (``base_branch`` None: a detached HEAD). ``commit``: the merge commit
+    (merged). ``workspace``: where the agent works (``path`` + the task's sub-directory)."""
+
+    type: ClassVar[str] = "worktree"
+    action: str = "created"  # created | reused | recreated | merged | discarded | missing
+    path: str = ""
+    branch: str = ""
+    origin: str = ""
+    repo: str = ""
+    workspace: str = ""
+    base_commit: str = ""
+    base_branch: str | None = None
+    commit: str | None = None
+    reason: str = ""
+
+
 # --- accounting and liveness ---------------------------------------------------------
 
 
@@ -250,6 +299,7 @@ class Control(Event):
     command: str = ""  # pause | resume | retry | retry_now | skip | cancel | note
     source: str = "tui"  # tui | cli | pause_file | api
     text: str = ""
+    clean: bool = False  # retry: the worktree's files were restored to the subtask's start
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -307,7 +357,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         SessionStarted, PlanReady, SubtaskStarted, AttemptStarted, TextDelta, ThinkingDelta,
         MessageCompleted, ToolStarted, ToolFinished, HookDecision, ApprovalRequested,
-        ApprovalDecided, Usage, Heartbeat, Error,
+        ApprovalDecided, Checkpoint, WorktreeChanged, Usage, Heartbeat, Error,
         RetryScheduled, Control, SubtaskFinished, SessionPaused, SessionResumed,
         SessionFinished, SessionInterrupted,
     )

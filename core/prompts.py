@@ -231,6 +231,14 @@ def user_retry_context() -> str:
             "the workspace first, then finish the subtask; do not assume earlier work is correct.")
 
 
+def clean_retry_context() -> str:
+    """A person asked to run a subtask again from clean: the worktree's files were put
+    back as they were when the subtask first started (its conversation starts over too)."""
+    return ("[Shepherd] A person asked you to do this subtask again from a clean start: the files "
+            "in the workspace were restored to how they were when this subtask started, so "
+            "none of the earlier attempt's changes are there. Do the subtask from the beginning.")
+
+
 def continue_prompt() -> str:
     """The user turn for a resumed conversation when there is nothing else to say."""
     return "[Shepherd] Continue the task from where you left off."

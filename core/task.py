@@ -83,6 +83,7 @@ class Task:
     sandbox_network: bool = False  # bwrap: keep the network
     approve_tools: tuple[str, ...] = ()  # tool names that wait for a person's yes ("*": all)
     auto_approve: tuple[dict[str, str], ...] = ()  # rules: {"tool": ..., "prefix": ...}
+    isolation: str = "none"  # "none" | "worktree": the session runs in its own git worktree
 
     def approval_policy(self) -> "ApprovalPolicy":
         """The task's approvals (core.approvals); ``.active`` is False when nothing is gated."""
@@ -123,6 +124,7 @@ class Task:
             "max_turns": self.max_turns,
             "pass_env": list(self.pass_env), "sandbox": self.sandbox, "sandbox_network": self.sandbox_network,
             "approve_tools": list(self.approve_tools), "auto_approve": [dict(r) for r in self.auto_approve],
+            "isolation": self.isolation,
             **{k: v for k, v in self.options.items()},
             "source": str(self.source) if self.source else None,
         }
@@ -300,7 +302,9 @@ TOP_KEYS = {
     "retry", "claude", "openai", *TOP_NUMBERS,
     "pass_env", "sandbox", "sandbox_network",  # how tool processes run: core.tools.spawn
     "approve_tools", "auto_approve",  # tool approvals: core.approvals
+    "isolation",  # "worktree": core.worktree
 }
+ISOLATIONS = ("none", "worktree")
 
 
 def _too_deep(data: Any) -> str | None:
@@ -387,6 +391,16 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
     numbers = {k: ck.num(data.get(k), spec, k) for k, spec in TOP_NUMBERS.items()}
     spawn = _spawn_keys(ck, data)
     approvals = _approval_keys(ck, data)
+    isolation = ck.type(data.get("isolation", "none"), str, "isolation", fallback="none")
+    if isolation not in ISOLATIONS:
+        ck.fail("isolation", f'must be "none" or "worktree", got {isolation!r}')
+        isolation = "none"
+    elif isolation == "worktree" and check_workspace and ws.is_dir():
+        from shepherd.core.worktree import isolation_refusal
+
+        refused = isolation_refusal(ws)
+        if refused:
+            ck.fail("isolation", f'"worktree": {refused}')
     ck.done()
     return Task(
         title=title or (subtasks[0].title if subtasks else "Planned task"),
@@ -403,6 +417,7 @@ def task_from_dict(data: dict[str, Any], *, src: str = "<task>", base_dir: Path 
         **spawn,
         **approvals,
         **numbers,
+        isolation=isolation,
     )
 
 
@@ -486,7 +501,7 @@ def _printable(text: str) -> str:
 
 
 def prompt_task(prompt: str, *, backend: str = "scripted", model: str | None = None,
-                workspace: str | Path = ".", title: str | None = None) -> Task:
+                workspace: str | Path = ".", title: str | None = None, isolation: str = "none") -> Task:
     """A bare prompt is a task with one subtask."""
     if not prompt or not prompt.strip():
         raise TaskError("prompt: must not be empty")
@@ -496,6 +511,7 @@ def prompt_task(prompt: str, *, backend: str = "scripted", model: str | None = N
             "title": title or (first_line[:60] + ("…" if len(first_line) > 60 else "")),
             "backend": backend,
             "workspace": str(workspace),
+            "isolation": isolation,
             "subtasks": [{"id": "main", "title": first_line[:60], "prompt": prompt}],
         },
         src="prompt",

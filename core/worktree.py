@@ -1,4 +1,4 @@
-"""The git layer for worktree sessions (issue 12; not wired into the engine yet).
+"""The git layer for worktree sessions (``isolation = "worktree"``).
 
 Every git call goes through :func:`git`: ``git -C PATH`` with overrides that keep the user's
 configuration from running programs or signing (hooks, gpg, gc, maintenance), an
@@ -54,6 +54,12 @@ class Worktree:
     workspace: str          # path / prefix: where the agent works
 
 
+def worktree_from_row(row: object) -> Worktree:
+    """The ``Worktree`` of a stored ``WorktreeRow`` (or ``WorktreeChanged`` event)."""
+    return Worktree(getattr(row, "path"), getattr(row, "branch"), getattr(row, "base_commit"),
+                    getattr(row, "base_branch"), getattr(row, "workspace") or getattr(row, "path"))
+
+
 @dataclass(frozen=True)
 class FileChange:
     path: str
@@ -62,6 +68,53 @@ class FileChange:
     added: int | None       # None for a binary file
     deleted: int | None
     binary: bool
+
+
+def worktrees_root() -> Path:
+    """Where worktrees live: ``$SHEPHERD_WORKTREES``, else
+    ``$XDG_DATA_HOME/shepherd/worktrees`` (``~/.local/share``). Outside every repository on
+    purpose (§1.6: a worktree inside one whose .git went missing resolves to the user's)."""
+    override = os.environ.get("SHEPHERD_WORKTREES")
+    if override:
+        return Path(override).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "shepherd" / "worktrees"
+
+
+def worktree_dir(info: "RepoInfo", session_id: str) -> Path:
+    """``ROOT/<repo-name>-<hash8>/<session-id>``: one folder per repository (hash8 of its
+    git dir's real path), the session id last (git's admin name for the worktree)."""
+    import hashlib
+
+    digest = hashlib.sha256(info.common_dir.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name = os.path.basename(info.toplevel.rstrip("/")) or "repo"
+    return worktrees_root() / f"{name}-{digest}" / session_id
+
+
+def isolation_refusal(workspace: str | os.PathLike[str]) -> str | None:
+    """Why ``workspace`` cannot hold a worktree session (one line), or None. Synchronous:
+    for loading a task file (three quick git calls)."""
+    import subprocess
+
+    ws = os.fspath(workspace)
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", "-C", ws, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                              env=_env(), timeout=30)
+
+    try:
+        bare = run("rev-parse", "--is-bare-repository")
+    except FileNotFoundError:
+        return "git is not installed"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return safe(f"cannot run git: {exc}")
+    if bare.returncode != 0:
+        return safe(f"{ws} is not inside a git repository")
+    if bare.stdout.strip() == b"true":
+        return safe(f"{ws} is a bare git repository (no working tree)")
+    if run("rev-parse", "-q", "--verify", "HEAD^{commit}").returncode != 0:
+        return safe(f"the repository at {ws} has no commit yet")
+    return None
 
 
 def _env() -> dict[str, str]:
@@ -82,14 +135,19 @@ def _first_line(stderr: str, rc: int | None, args: tuple[str, ...]) -> str:
 
 
 async def git(path: str | os.PathLike[str], *args: str, input: bytes | None = None,
-              timeout: float = GIT_TIMEOUT, check: bool = True) -> tuple[int, bytes]:
+              timeout: float = GIT_TIMEOUT, check: bool = True,
+              index_file: str | None = None) -> tuple[int, bytes]:
     """Run ``git -C path <overrides> args``; return ``(rc, stdout)``. Raises GitError when
-    ``check`` and rc != 0, or on a timeout (the process is killed)."""
+    ``check`` and rc != 0, or on a timeout (the process is killed). ``index_file``: the one
+    GIT_* variable we ever set ourselves (a private copy of an index, see snapshot_tree)."""
+    env = _env()
+    if index_file is not None:
+        env["GIT_INDEX_FILE"] = index_file
     try:
         proc = await asyncio.create_subprocess_exec(
             "git", "-C", os.fspath(path), *_OVERRIDES, *args,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env())
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     except FileNotFoundError as exc:  # git itself missing, or cwd trouble
         raise GitError(safe(f"cannot run git: {exc}")) from None
     try:
@@ -191,6 +249,35 @@ async def restore(wt: Worktree, commit: str) -> None:
     await _verify(wt)
     await git(wt.path, "reset", "-q", "--hard", commit)
     await git(wt.path, "clean", "-q", "-fd", "-e", ".shepherd")
+
+
+async def snapshot_tree(wt: Worktree) -> str:
+    """A tree of the worktree's files as they are now (untracked ones too, never ignored
+    ones nor .shepherd/), written through a private copy of its index: neither HEAD nor
+    the worktree's own index moves (a live diff of a running subtask)."""
+    import shutil
+    import tempfile
+
+    await _verify(wt)
+    index = await _text(wt.path, "rev-parse", "--git-path", "index")
+    index = index if os.path.isabs(index) else os.path.join(wt.path, index)
+    with tempfile.TemporaryDirectory(prefix="shepherd-index-") as tmp:
+        copy = os.path.join(tmp, "index")
+        if os.path.exists(index):
+            shutil.copyfile(index, copy)
+        await git(wt.path, "add", "-A", "--", ".", _EXCLUDE_SHEPHERD, index_file=copy)
+        _, out = await git(wt.path, "write-tree", index_file=copy)
+    return out.decode().strip()
+
+
+async def is_ancestor(where: str, commit: str, of: str) -> bool:
+    rc, _ = await git(where, "merge-base", "--is-ancestor", commit, of, check=False)
+    return rc == 0
+
+
+async def commit_exists(where: str, commit: str) -> bool:
+    rc, _ = await git(where, "cat-file", "-e", f"{commit}^{{commit}}", check=False)
+    return rc == 0
 
 
 def _where(target: Worktree | RepoInfo | str) -> str:

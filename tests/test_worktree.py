@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -12,52 +11,12 @@ import pytest
 
 from shepherd.core.worktree import (GitError, Worktree, checkpoint, create, diff, patch, remove,
                                     repo_info, restore)
-
-
-def sh(cwd: Path | str, *args: str, env: dict | None = None) -> str:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    clean |= {"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(cwd), "LC_ALL": "C"}
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
-                          text=True, env=env or clean).stdout
-
-
-def init(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    sh(path, "init", "-q", "-b", "main")
-    sh(path, "config", "user.name", "u")
-    sh(path, "config", "user.email", "u@x")
-    return path
+from tests.worktree_helpers import branches, init, make_repo, sh, user_state
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    r = init(tmp_path / "repo")
-    (r / "a.txt").write_text("a\n")
-    (r / "keep.txt").write_text("one\ntwo\nthree\nfour\n")
-    (r / "gone.txt").write_text("bye\n")
-    (r / "pkg" / "sub").mkdir(parents=True)
-    (r / "pkg" / "sub" / "m.py").write_text("x = 1\n")
-    (r / ".gitignore").write_text("*.log\nnode_modules/\n")
-    sh(r, "add", "-A")
-    sh(r, "commit", "-q", "-m", "base")
-    return r
-
-
-def user_state(r: Path) -> str:
-    """HEAD, branch, index, status and every file's bytes of the user's checkout."""
-    h = hashlib.sha256()
-    for args in (("rev-parse", "HEAD"), ("symbolic-ref", "HEAD"), ("ls-files", "-s"),
-                 ("status", "--porcelain", "--ignored"), ("stash", "list")):
-        h.update(sh(r, *args).encode())
-    for p in sorted(r.rglob("*")):
-        if ".git" in p.relative_to(r).parts or not p.is_file():
-            continue
-        h.update(str(p).encode() + p.read_bytes())
-    return h.hexdigest()
-
-
-def branches(r: Path) -> list[str]:
-    return sh(r, "branch", "--list", "shepherd/*", "--format=%(refname:short)").split()
+    return make_repo(tmp_path / "repo")
 
 
 async def test_lifecycle_leaves_dirty_user_checkout_untouched(repo: Path, tmp_path: Path):

@@ -17,6 +17,7 @@ from typing import Any
 
 from shepherd.core import prompts
 from shepherd.core.events import Control
+from shepherd.core.control import CLEAN
 from shepherd.core.states import Command
 
 from shepherd.core.engine.base import COMMAND_POLL_S, LEASE_TTL_S, PLAN_ID, SubtaskRun, SupervisorBase, log
@@ -49,7 +50,7 @@ class Controls(SupervisorBase):
             self._wake.set()
         await self._control(Command.RETRY_NOW, source)
 
-    async def retry(self, subtask_id: str | None = None, *, source: str = "tui") -> None:
+    async def retry(self, subtask_id: str | None = None, *, clean: bool = False, source: str = "tui") -> None:
         sid = subtask_id or (self._current.sub.id if self._current else None)
         refused = self._route_retry(sid)
         if refused:
@@ -157,7 +158,7 @@ class Controls(SupervisorBase):
             Command.PAUSE_NOW: lambda c: self.pause(immediate=True, source=c.source),
             Command.RESUME: lambda c: self.resume(source=c.source),
             Command.RETRY_NOW: lambda c: self.retry_now(source=c.source),
-            Command.RETRY: lambda c: self.retry(c.subtask_id, source=c.source),
+            Command.RETRY: lambda c: self.retry(c.subtask_id, clean=c.text == CLEAN, source=c.source),
             Command.SKIP: lambda c: self.skip(c.subtask_id, source=c.source),
             Command.CANCEL: lambda c: self.cancel(source=c.source),
             Command.NOTE: lambda c: self.note(c.text, source=c.source),

@@ -54,9 +54,11 @@ async def _launch(sup: Supervisor) -> RunHandle:
 
 async def resume_run(store: "Store", session_id: str, *, interactive: bool = True, clock: Clock | None = None,
                      backend: Backend | None = None, retry_subtask: str | None = None,
-                     approvals: str = "wait") -> RunHandle:
+                     clean: bool = False, approvals: str = "wait") -> RunHandle:
     """Continue a session whose runner died (interrupted), or run one subtask of a
-    finished session again (``retry_subtask``: a person's retry, counters reset)."""
+    finished session again (``retry_subtask``: a person's retry, counters reset;
+    ``clean``: a worktree session's files restored to that subtask's start first, and the
+    subtasks after it that had run run again after it)."""
     from shepherd.core.task import task_from_stored
 
     row = await store.get_session(session_id)

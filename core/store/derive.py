@@ -59,6 +59,9 @@ _SESSION_UPSERT = _insert_sql("sessions", SESSION_COLUMNS)
 _SUBTASK_UPSERT = _insert_sql("subtasks", SUBTASK_COLUMNS)
 _CALL_UPSERT = _insert_sql("tool_calls", CALL_COLUMNS)
 _APPROVAL_UPSERT = _insert_sql("approvals", APPROVAL_COLUMNS)
+WORKTREE_COLUMNS = ("session_id", "path", "branch", "origin", "repo", "workspace", "base_commit", "base_branch",
+                    "state", "commit_id", "updated_seq", "updated_at")
+_WORKTREE_UPSERT = _insert_sql("worktrees", WORKTREE_COLUMNS)
 # Rows go in as multi-row INSERTs (insert_rows): sqlite3's executemany releases and re-takes
 # the GIL around every row, and each re-take can wait a whole switch interval (5 ms) while
 # the event loop thread is busy; one statement per chunk keeps a batch to a few hand-overs.
@@ -178,6 +181,7 @@ class _Batch:
         self.dirty_approvals: set[tuple[str, str]] = set()
         self.needs_sessions: set[str] = set()  # sessions whose needs* are derived again
         self.state_subtasks: set[tuple[str, str]] = set()  # (session, subtask): drop its run state if settled
+        self.worktrees: dict[str, dict[str, Any]] = {}  # sid -> its worktrees row (from its latest worktree event)
 
     # --- loading -------------------------------------------------------------------
 
@@ -280,6 +284,9 @@ class _Batch:
     # --- writing back --------------------------------------------------------------
 
     def write(self, conn: sqlite3.Connection) -> None:
+        if self.worktrees:
+            insert_rows(conn, _WORKTREE_UPSERT, len(WORKTREE_COLUMNS), [
+                tuple(row[c] for c in WORKTREE_COLUMNS) for _, row in sorted(self.worktrees.items())])
         if self.dirty_approvals:
             insert_rows(conn, _APPROVAL_UPSERT, len(APPROVAL_COLUMNS), [
                 tuple(self.approvals[k][c] for c in APPROVAL_COLUMNS) for k in sorted(self.dirty_approvals)])

@@ -210,6 +210,20 @@ def _on_approval_decided(b: _Batch, s: dict[str, Any], ev: Any) -> None:
         b.dirty_calls.add(key)
 
 
+# a worktree event's action -> the state of the session's worktrees row
+WORKTREE_STATES = {"created": "active", "reused": "active", "recreated": "active", "merged": "merged",
+                   "discarded": "discarded", "missing": "gone"}
+
+
+def _on_worktree(b: _Batch, s: dict[str, Any], ev: Any) -> None:
+    """Every worktree event carries the whole identity: the row is the latest one's."""
+    b.worktrees[ev.session_id] = {
+        "session_id": ev.session_id, "path": ev.path, "branch": ev.branch, "origin": ev.origin,
+        "repo": ev.repo, "workspace": ev.workspace or ev.path, "base_commit": ev.base_commit,
+        "base_branch": ev.base_branch, "state": WORKTREE_STATES.get(ev.action, "active"),
+        "commit_id": ev.commit, "updated_seq": ev.seq, "updated_at": ev.ts}
+
+
 HANDLERS = {
     "session.started": _on_session_started,
     "plan.ready": _on_plan_ready,
@@ -227,4 +241,5 @@ HANDLERS = {
     "tool.finished": _on_tool_finished,
     "approval.requested": _on_approval_requested,
     "approval.decided": _on_approval_decided,
+    "worktree": _on_worktree,
 }

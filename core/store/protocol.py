@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from shepherd.core.events import Event
     from shepherd.core.store.agents_session import AgentsSession
     from shepherd.core.store.claude_store import ClaudeSessionStore
-    from shepherd.core.store.rows import ApprovalRow, CommandRow, SessionRow, SubtaskRow, ToolCallRow
+    from shepherd.core.store.rows import ApprovalRow, CommandRow, SessionRow, SubtaskRow, ToolCallRow, WorktreeRow
 
 T = TypeVar("T")
 
@@ -145,6 +145,18 @@ class EventReader(Protocol):
 
     async def session_tools(self, session_id: str) -> set[str]:
         """Tools a person approved for the rest of the session (scope "session")."""
+        ...
+
+    async def worktree(self, session_id: str) -> WorktreeRow | None:
+        """The session's worktree (isolation = "worktree"), or None for any other session."""
+        ...
+
+    async def worktrees(self, state: str | None = None, repo: str | None = None) -> list[WorktreeRow]:
+        """Every session's worktree, optionally only in ``state`` / of the git dir ``repo``."""
+        ...
+
+    async def checkpoints(self, session_id: str) -> list[Event]:
+        """The session's ``checkpoint`` events, ascending by seq."""
         ...
 
     async def subtask_history(self, session_id: str, subtask_id: str,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from shepherd.core.store.derive import decode_event
 from shepherd.core.store.errors import AmbiguousSession, SessionNotFound
 from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
-from shepherd.core.store.rows import ApprovalRow, approval_row, SessionRow, SubtaskRow, ToolCallRow, session_row, subtask_row, tool_call_row
+from shepherd.core.store.rows import ApprovalRow, approval_row, SessionRow, SubtaskRow, ToolCallRow, WorktreeRow, \
+    session_row, subtask_row, tool_call_row, worktree_row
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -164,6 +165,28 @@ async def approvals(conn: aiosqlite.Connection, session_id: str, *, pending: boo
 async def approval(conn: aiosqlite.Connection, session_id: str, call_id: str) -> ApprovalRow | None:
     rows = await _all(conn, "SELECT * FROM approvals WHERE session_id = ? AND call_id = ?", (session_id, call_id))
     return approval_row(rows[0]) if rows else None
+
+
+async def worktree(conn: aiosqlite.Connection, session_id: str) -> WorktreeRow | None:
+    rows = await _all(conn, "SELECT * FROM worktrees WHERE session_id = ?", (session_id,))
+    return worktree_row(rows[0]) if rows else None
+
+
+async def worktrees(conn: aiosqlite.Connection, state: str | None = None, repo: str | None = None) -> list[WorktreeRow]:
+    sql, params = "SELECT * FROM worktrees WHERE 1 = 1", []
+    if state is not None:
+        sql += " AND state = ?"
+        params.append(state)
+    if repo is not None:
+        sql += " AND repo = ?"
+        params.append(repo)
+    return [worktree_row(r) for r in await _all(conn, sql + " ORDER BY updated_at, session_id", params)]
+
+
+def checkpoint_rows(raw: sqlite3.Connection, session_id: str) -> list[tuple[Any, ...]]:
+    """The data of a session's checkpoint events, ascending."""
+    return _tuples(raw, "SELECT data FROM events WHERE session_id = ? AND type = 'checkpoint' ORDER BY seq",
+                   (session_id,))
 
 
 async def session_tools(conn: aiosqlite.Connection, session_id: str) -> set[str]:

@@ -20,7 +20,7 @@ from shepherd.core.store import queries
 from shepherd.core.store.conn import run_sync
 from shepherd.core.store.derive import decode_event
 from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
-from shepherd.core.store.rows import ApprovalRow, SessionRow, SubtaskRow, ToolCallRow
+from shepherd.core.store.rows import ApprovalRow, SessionRow, SubtaskRow, ToolCallRow, WorktreeRow
 from shepherd.core.store.schema import damaged
 
 if TYPE_CHECKING:
@@ -110,6 +110,16 @@ class SQLiteReads:
 
     async def approval(self, session_id: str, call_id: str) -> ApprovalRow | None:
         return await self._read(queries.approval, session_id, call_id)
+
+    async def worktree(self, session_id: str) -> WorktreeRow | None:
+        return await self._read(queries.worktree, session_id)
+
+    async def worktrees(self, state: str | None = None, repo: str | None = None) -> list[WorktreeRow]:
+        return await self._read(queries.worktrees, state, repo)
+
+    async def checkpoints(self, session_id: str) -> list[Event]:
+        rows = await self._read_raw(queries.checkpoint_rows, session_id)
+        return [decode_event(r[0]) for r in rows]
 
     async def session_tools(self, session_id: str) -> set[str]:
         return await self._read(queries.session_tools, session_id)

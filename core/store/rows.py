@@ -105,6 +105,37 @@ class ApprovalRow:
         return self.decided_seq is None and not self.closed
 
 
+@dataclass(frozen=True)
+class WorktreeRow:
+    """A worktree session's worktree (table ``worktrees``, from its latest ``worktree``
+    event; fields as ``core.events.WorktreeChanged``). ``state``: active | merged |
+    discarded | gone."""
+
+    session_id: str
+    path: str
+    branch: str
+    origin: str
+    repo: str
+    workspace: str
+    base_commit: str
+    base_branch: str | None
+    state: str
+    commit: str | None
+    updated_seq: int
+    updated_at: float
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+
+def worktree_row(r: Any) -> WorktreeRow:
+    return WorktreeRow(
+        session_id=r["session_id"], path=r["path"], branch=r["branch"], origin=r["origin"], repo=r["repo"],
+        workspace=r["workspace"], base_commit=r["base_commit"], base_branch=r["base_branch"], state=r["state"],
+        commit=r["commit_id"], updated_seq=r["updated_seq"], updated_at=r["updated_at"])
+
+
 def _json(text: str | None) -> Any:
     """A stored JSON value, or {} for a missing or damaged one."""
     try:

@@ -243,7 +243,34 @@ def _m2_approvals(c: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_approvals]
+def _m3_worktrees(c: sqlite3.Connection) -> None:
+    """Worktree sessions (isolation = "worktree"): the derived worktrees table, one row per
+    session that has one, rebuilt from its latest ``worktree`` event in the events'
+    transaction. ``state``: active (the worktree is there) | merged | discarded | gone."""
+    _run_script(
+        c,
+        """
+        CREATE TABLE worktrees (
+            session_id  TEXT PRIMARY KEY,
+            path        TEXT NOT NULL,
+            branch      TEXT NOT NULL,
+            origin      TEXT NOT NULL,
+            repo        TEXT NOT NULL,
+            workspace   TEXT NOT NULL,
+            base_commit TEXT NOT NULL,
+            base_branch TEXT,
+            state       TEXT NOT NULL,
+            commit_id   TEXT,
+            updated_seq INTEGER NOT NULL,
+            updated_at  REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX worktrees_repo ON worktrees (repo, state);
+        CREATE INDEX events_checkpoints ON events (session_id, seq) WHERE type = 'checkpoint';
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_approvals, _m3_worktrees]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -307,11 +334,21 @@ def _check_header(path: Path) -> bool:
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
-    if header[92:96] == header[24:28] and pages:
+    # Not while a WAL file holds frames: a checkpoint writes page 1 (the new count) before
+    # the pages that grow the file, so a runner killed inside one leaves the file short
+    # until the next open replays the WAL; that is a crash SQLite recovers, not damage.
+    if header[92:96] == header[24:28] and pages and not _wal_has_frames(path):
         expected, size = pages * page_size, path.stat().st_size
         if size < expected:
             raise damaged(path, f"the file is truncated ({size} of {expected} bytes)")
     return app_id == APPLICATION_ID
+
+
+def _wal_has_frames(path: Path) -> bool:
+    try:
+        return os.path.getsize(f"{path}-wal") > 32  # (a bare WAL header is 32 bytes)
+    except OSError:
+        return False
 
 
 def _readonly(path: Path) -> sqlite3.Connection:
