@@ -75,7 +75,8 @@ class Supervisor(Attempts, Countdown):
                 plan = [{"id": s.id, "title": s.title, "prompt": s.prompt} for s in self.subtasks]
                 if self.task.plan:
                     plan = [{"id": PLAN_ID, "title": "Plan the work", "prompt": self.task.plan_prompt}] + plan
-                await self._emit(PlanReady(subtasks=plan))
+                # (confirmed by the first awaited event: nothing acts on the plan before it)
+                self._emit_soon(PlanReady(subtasks=plan))
             final, reason = await self._run_all()
             self._ending = True  # a retry from here on is refused, not taken and lost
         except asyncio.CancelledError:
@@ -267,8 +268,14 @@ class Supervisor(Attempts, Countdown):
         finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None
-        await self._check_soon()
-        await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
+        if status is T.DONE and error is None:
+            # Committed at once but confirmed by the next awaited event (the next subtask's
+            # attempt.started, or session.finished): no agent work runs before either, so a
+            # crash cannot spend on it again, and the run does not idle for the round trip.
+            self._soon.append(self.store.submit(finished))
+        else:
+            await self._check_soon()
+            await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
         if status in (T.DONE, T.SKIPPED):
             self._done_subtasks.add(run.sub.id)
         return status
