@@ -84,11 +84,13 @@ class _Held:
 
 
 def _where(row: "WorktreeRow") -> str:
-    """Somewhere git can reach the repository from: the user's checkout, else the worktree."""
-    for place in (row.origin, row.path, str(Path(row.repo).parent) if row.repo else ""):
-        if place and os.path.isdir(place):
+    """Somewhere git can reach the repository from: the user's checkout, else the folder of
+    its git dir (a worktree's own .git points into that git dir: no help when it is gone)."""
+    for place in (row.origin, str(Path(row.repo).parent) if row.repo else ""):
+        if place and os.path.isdir(place) and os.path.isdir(row.repo or place):
             return place
-    raise OpsError(f"session {row.session_id}: its repository is gone (neither {row.origin} nor {row.path} exists)")
+    raise OpsError(f"session {row.session_id}: its repository {row.origin} is gone or moved; from where it is "
+                   f"now: git worktree repair {row.path}")
 
 
 async def _branch_tip(where: str, branch: str) -> str | None:
@@ -217,8 +219,12 @@ async def discard(store: "EventStore", sid: str) -> bool:
         try:
             where = _where(row)
         except OpsError:
+            if os.path.exists(row.path):  # files of the agent's that git cannot account for: not ours to rm -rf
+                raise OpsError(f"session {sid}: its repository {row.origin} is gone or moved, so git cannot remove "
+                               f"the worktree {row.path}; from the repository's new place: git worktree repair "
+                               f"{row.path}, then shepherd discard {sid} again (or delete the folder by hand)") from None
             where = ""
-        present = bool(where) and (os.path.exists(row.path) or await _branch_tip(where, row.branch) is not None)
+        present = os.path.exists(row.path) or (bool(where) and await _branch_tip(where, row.branch) is not None)
         if row.state == "discarded" and not present:
             return False
         if where:

@@ -205,3 +205,25 @@ async def test_exports_and_show_contain_the_changes(tmp_path: Path):
     assert f"checkpoint {start[:7]} at the start of one" in show
     assert f"checkpoint {done[:7]} at the end of one: 1 file (+1 -0)" in show
     assert f"worktree {made.worktree.path} on shepherd/{sid}, from main@" in show
+
+
+async def test_retry_clean_reaches_a_live_runner_as_a_clean_retry(tmp_path: Path):
+    import sqlite3
+
+    from shepherd.core.events import new_session_id
+
+    db, sid = tmp_path / "s.db", new_session_id()
+    runner = await Store.open(db)  # stands in for the session's live runner: it holds the lease
+    try:
+        await runner.acquire_lease(sid)
+        made = await made_session(runner, make_repo(tmp_path / "repo"), {"one": {"x.txt": "x\n"}, "two": {}},
+                                  root=tmp_path / "wt" / "r", running="two", session_id=sid)
+        await runner.flush()
+        proc = _ok(run("retry", made.session_id, "one", "--clean", "--db", str(db)))
+        assert "retry (clean) sent" in proc.stderr
+        _ok(run("resume", made.session_id, "--retry", "two", "--clean", "--db", str(db)))
+    finally:
+        await runner.close()
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT command, subtask_id, text FROM commands ORDER BY id").fetchall()
+    assert rows == [("retry", "one", "clean"), ("resume", None, ""), ("retry", "two", "clean")]

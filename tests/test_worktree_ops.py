@@ -170,3 +170,16 @@ async def test_prune_keeps_active_and_foreign_work_and_removes_the_rest(store, t
     assert sorted(branches(repo)) == sorted([active.worktree.branch, busy.branch, fresh.branch])
     assert len(report.removed) == 2 and any("foreign-fresh" in k and "old" in k for k in report.kept)
     assert any("foreign-busy" in k and "commit(s) of its own" in k for k in report.kept)
+
+
+async def test_discard_after_the_repository_moved_refuses_then_works_after_repair(store, tmp_path: Path):
+    repo = make_repo(tmp_path / "repo")
+    made = await made_session(store, repo, {"one": {"new.txt": "n\n"}}, root=tmp_path / "wt")
+    moved = tmp_path / "elsewhere"
+    repo.rename(moved)  # the recorded checkout and git dir are gone: git cannot reach the worktree
+    with pytest.raises(OpsError, match="gone or moved.*git worktree repair"):
+        await discard(store, made.session_id)
+    assert Path(made.worktree.path, "new.txt").exists()  # the agent's files were not deleted blindly
+    repo_back = moved.rename(repo)  # moved back (or repaired): the discard goes through
+    assert await discard(store, made.session_id) is True
+    assert not os.path.exists(made.worktree.path) and branches(repo_back) == []

@@ -145,11 +145,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "resume":
         if args.clean and args.retry is None:
             raise UsageError("--clean goes with --retry SUBTASK (it restores the files to that subtask's start)")
-        if args.clean and not (args.headless or args.json):
-            raise UsageError("--clean runs headless for now: add --headless (in the TUI, r on the subtask asks)")
         sid, start_here = asyncio.run(plan_resume(args))
         if not start_here:
             return EXIT_OK
+        if args.clean and not (args.headless or args.json):  # (the app's resume takes no clean yet)
+            raise UsageError("--clean starts its runner headless for now: add --headless "
+                             "(in the TUI, r on the subtask asks)")
         if args.headless or args.json:
             return asyncio.run(run_headless(args, resume=sid, retry=args.retry, clean=args.clean))
         return run_tui(args, resume=(sid, args.retry))

@@ -215,7 +215,9 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
     codes = []
     for sid, status in zip(sids, statuses):
         if isinstance(status, BaseException):  # one of several runs failed to run at all: said, and counted
-            console.print(f"{sid[:8]} could not run: {status}", markup=False, style="red")
+            from shepherd.core.text import safe
+
+            console.print(safe(f"{sid[:8]} could not run: {status}"), markup=False, style="red")
             codes.append(EXIT_FAILED)
         else:
             codes.append(_exit_for(status))
@@ -253,10 +255,10 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
     # Start-up makes objects that live as long as the app (modules, classes, styles): no
     # collection runs over them while they are made (each would find nothing to free);
     # frozen below, they stay out of every later collection too.
-    config = user_config()  # a bad config file: one line, not a flash of the TUI
     collecting = gc.isenabled()
     gc.disable()
     try:
+        config = user_config()  # a bad config file: one line, not a flash of the TUI
         from concurrent.futures import ThreadPoolExecutor
 
         from shepherd.core.store import Store
