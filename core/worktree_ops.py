@@ -176,7 +176,7 @@ async def merge(store: "EventStore", sid: str, *, keep: bool = False) -> MergeRe
         if rc != 0:
             raise OpsError(f"git merge-tree failed (exit {rc}); git merge {branch} by hand")
         row_title = await _title(store, sid)
-        msg = f"shepherd: merge session {sid} — {clip(row_title, 100)}" if row_title else f"shepherd: merge session {sid}"
+        msg = f"shepherd: merge session {sid}" + (f" — {clip(row_title, 100)}" if row_title else "")
         rc, _ = await wt.git(origin, "merge", "--no-ff", "--no-edit", "-q", "-m", msg, f"refs/heads/{branch}",
                              check=False)
         if rc != 0:
@@ -220,9 +220,10 @@ async def discard(store: "EventStore", sid: str) -> bool:
             where = _where(row)
         except OpsError:
             if os.path.exists(row.path):  # files of the agent's that git cannot account for: not ours to rm -rf
-                raise OpsError(f"session {sid}: its repository {row.origin} is gone or moved, so git cannot remove "
-                               f"the worktree {row.path}; from the repository's new place: git worktree repair "
-                               f"{row.path}, then shepherd discard {sid} again (or delete the folder by hand)") from None
+                raise OpsError(
+                    f"session {sid}: its repository {row.origin} is gone or moved, so git cannot remove the "
+                    f"worktree {row.path}; from the repository's new place: git worktree repair {row.path}, "
+                    f"then shepherd discard {sid} again (or delete the folder by hand)") from None
             where = ""
         present = os.path.exists(row.path) or (bool(where) and await _branch_tip(where, row.branch) is not None)
         if row.state == "discarded" and not present:

@@ -142,6 +142,14 @@ async def test_merge_keep_then_discard_twice(tmp_path: Path):
     assert "discarded session" in _ok(run("discard", made.session_id, "--db", str(db))).stderr
     assert not os.path.exists(made.worktree.path) and branches(repo) == []
     assert "already discarded" in _ok(run("discard", made.session_id, "--db", str(db))).stderr
+    sh(repo, "reflog", "expire", "--expire=now", "--all")
+    sh(repo, "gc", "-q", "--prune=now")  # (the merge kept the commits in main: gone only now)
+    sh(repo, "reset", "-q", "--hard", "HEAD~1")
+    sh(repo, "reflog", "expire", "--expire=now", "--all")
+    sh(repo, "gc", "-q", "--prune=now")
+    after = run("diff", made.session_id, "--db", str(db))  # the file list outlives the commits
+    assert after.returncode == 0 and after.stdout.splitlines()[0].startswith(" A new.txt")
+    assert "not available" in after.stderr
 
 
 async def test_worktrees_list_sessions_json_and_prune(tmp_path: Path):
