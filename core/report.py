@@ -204,7 +204,7 @@ class LogFormatter:
                      style="yellow")
             return [self._line(ev, t, 2)]
         if isinstance(ev, Control):
-            t = Text(f"☛ {ev.command}", style="magenta")
+            t = Text(f"☛ {ev.command}" + (" clean: files restored" if ev.clean else ""), style="magenta")
             t.append(f" (from {ev.source})" + (f": {compact(ev.text, 60)}" if ev.text else ""), style="dim")
             return [self._line(ev, t, 1)]
         if isinstance(ev, SubtaskFinished):
@@ -411,7 +411,8 @@ def export_markdown(session: SessionRow, subtasks: list[SubtaskRow], events: Ite
             scope = " for the session" if ev.scope == "session" else ""
             yield f"  - {ev.decision}{scope} by {ev.source}{': ' + ev.reason if ev.reason else ''}\n"
         elif isinstance(ev, Control):
-            yield f"*☛ {ev.command} from {ev.source}{': ' + ev.text if ev.text else ''}*\n\n"
+            clean = " (files restored)" if ev.clean else ""
+            yield f"*☛ {ev.command}{clean} from {ev.source}{': ' + ev.text if ev.text else ''}*\n\n"
         elif isinstance(ev, SubtaskFinished):
             yield f"**{ev.subtask_id} {ev.status}**{': ' + ev.reason if ev.reason else ''}\n\n"
         elif isinstance(ev, (SessionPaused, SessionResumed, SessionInterrupted)):

@@ -189,11 +189,18 @@ def test_several_task_files_run_side_by_side(tmp_path: Path):
     assert proc.returncode == 1, proc.stderr[-3000:]  # the worst of the two: b's check failed
     rows = {r["title"]: r for r in map(json.loads, run("sessions", "--json", "--db", str(db)).stdout.splitlines())}
     assert rows["first"]["status"] == "done" and rows["second"]["status"] == "failed"
+    from shepherd.tui.cli_run import short_ids
+
+    short = short_ids([r["id"] for r in rows.values()])
+    assert len(set(short.values())) == 2  # made in the same second, yet told apart
     for r in rows.values():  # each line says whose it is
-        assert any(ln.startswith(r["id"][:8] + " ") and "session " + r["id"] in ln for ln in proc.stderr.splitlines())
+        mine = [ln for ln in proc.stderr.splitlines() if ln.startswith(short[r["id"]] + " ")]
+        assert any("session " + r["id"] in ln for ln in mine)
+        assert any(("■ session done" if r["title"] == "first" else "■ session failed") in ln for ln in mine)
     both = run("run", str(a), str(a), "--headless", "--db", str(db))
     assert both.returncode == 0, both.stderr[-3000:]
-    assert len(re.findall(r"^(\S{8}) .*■ session done", both.stderr, re.M)) == 2  # the same file twice: two sessions
+    done = re.findall(r"^(\S+) \S+ ■ session done", both.stderr, re.M)
+    assert len(set(done)) == 2  # the same file twice: two sessions, told apart
     assert "side by side headless" in one_line_error(run("run", str(a), str(b), "--db", str(db)))
 
 
@@ -213,6 +220,24 @@ async def test_exports_and_show_contain_the_changes(tmp_path: Path):
     assert f"checkpoint {start[:7]} at the start of one" in show
     assert f"checkpoint {done[:7]} at the end of one: 1 file (+1 -0)" in show
     assert f"worktree {made.worktree.path} on shepherd/{sid}, from main@" in show
+
+
+def test_a_clean_retry_reads_as_one_in_the_log_and_the_export():
+    from shepherd.core.events import Checkpoint, Control
+    from shepherd.core.report import LogFormatter, export_markdown
+
+    ctl = Control(session_id="s1", subtask_id="one", command="retry", source="cli", clean=True, seq=5, ts=1.0)
+    cp = Checkpoint(session_id="s1", subtask_id="one", commit="a" * 40, at="restore", seq=6, ts=1.0)
+    fmt = LogFormatter()
+    lines = [ln.plain for ev in (ctl, cp) for ln in fmt.format(ev)]
+    assert "☛ retry clean: files restored (from cli)" in lines[0]
+    assert "↺ files restored to aaaaaaa (the start of one)" in lines[1]
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(id="s1", title="t", status="done", backend="scripted", model=None, workspace="/w",
+                          started_at=1.0, retries=0, input_tokens=0, output_tokens=0, cost_usd=None)
+    md = "".join(export_markdown(row, [], [ctl, cp]))
+    assert "☛ retry (files restored) from cli" in md and "files restored to aaaaaaa" in md
 
 
 async def test_retry_clean_reaches_a_live_runner_as_a_clean_retry(tmp_path: Path):

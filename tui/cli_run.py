@@ -128,6 +128,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         raise
     sids = [resume] if resume is not None else [new_session_id() for _ in todo]
     several = len(sids) > 1
+    short = short_ids(sids)
     # piped or redirected: one event a line (for grep), never wrapped at 80 columns
     console = _log_console_class()(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
     fmts = {sid: LogFormatter() for sid in sids}
@@ -140,7 +141,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         if several:  # which run said it: the session's short id first
             from rich.text import Text
 
-            line = Text.assemble((f"{sid[:8]} ", "bold cyan"), line)
+            line = Text.assemble((f"{short[sid]} ", "bold cyan"), line)
         console.print(line)
 
     def on_commit(events: list[Any]) -> None:
@@ -217,14 +218,23 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         if isinstance(status, BaseException):  # one of several runs failed to run at all: said, and counted
             from shepherd.core.text import safe
 
-            console.print(safe(f"{sid[:8]} could not run: {status}"), markup=False, style="red")
+            console.print(safe(f"{short[sid]} could not run: {status}"), markup=False, style="red")
             codes.append(EXIT_FAILED)
         else:
             codes.append(_exit_for(status))
     if several:
-        console.print("  ".join(f"{sid[:8]} {st if isinstance(st, str) else 'error'}"
+        console.print("  ".join(f"{short[sid]} {st if isinstance(st, str) else 'error'}"
                                 for sid, st in zip(sids, statuses)), markup=False, style="bold")
     return max(codes, key=_badness) if codes else EXIT_OK
+
+
+def short_ids(sids: list[str], least: int = 8) -> dict[str, str]:
+    """Each id cut to the shortest length (at least ``least``) at which they all differ:
+    ids made in the same second share their first characters."""
+    n = least
+    while n < max(map(len, sids), default=0) and len({s[:n] for s in sids}) < len(set(sids)):
+        n += 1
+    return {s: s[:n] for s in sids}
 
 
 def _badness(code: int) -> int:
