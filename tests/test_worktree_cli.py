@@ -260,3 +260,30 @@ async def test_retry_clean_reaches_a_live_runner_as_a_clean_retry(tmp_path: Path
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT command, subtask_id, text FROM commands ORDER BY id").fetchall()
     assert rows == [("retry", "one", "clean"), ("resume", None, ""), ("retry", "two", "clean")]
+
+
+def test_end_to_end_run_worktree_diff_clean_retry_merge(tmp_path: Path):
+    """With the engine's worktree sessions (skipped until core.engine.worktrees exists):
+    a prompt run --worktree, its diff, a clean retry from the CLI, then merge."""
+    pytest.importorskip("shepherd.core.engine.worktrees")
+    repo = make_repo(tmp_path / "repo")
+    db = tmp_path / "s.db"
+    body = ('[[subtasks]]\nid = "one"\nprompt = "p"\n  [[subtasks.steps]]\n'
+            '  tools = [{ name = "write_file", args = { path = "new.txt", content = "hello\\n" } }]\n'
+            '[[subtasks]]\nid = "two"\nprompt = "p"\n  [[subtasks.steps]]\n'
+            '  tools = [{ name = "write_file", args = { path = "a.txt", content = "changed\\n" } }]\n')
+    task = tmp_path / "t.toml"
+    task.write_text(f'title = "e2e"\nbackend = "scripted"\nworkspace = "{repo}"\n' + body)
+    before = user_state(repo)
+    _ok(run("run", str(task), "--worktree", "--headless", "--db", str(db)))
+    assert user_state(repo) == before  # the run never touched the user's checkout
+    (row,) = [json.loads(ln) for ln in run("worktrees", "--json", "--db", str(db)).stdout.splitlines()]
+    sid, path = row["session"], Path(row["path"])
+    assert "+hello" in _ok(run("diff", sid, "one", "--db", str(db))).stdout
+    (path / "junk.txt").write_text("left by a failed attempt\n")
+    _ok(run("resume", sid, "--retry", "one", "--clean", "--headless", "--db", str(db)))
+    assert not (path / "junk.txt").exists() and (path / "a.txt").read_text() == "changed\n"
+    assert user_state(repo) == before
+    _ok(run("merge", sid, "--db", str(db)))
+    assert (repo / "new.txt").read_text() == "hello\n" and (repo / "a.txt").read_text() == "changed\n"
+    assert branches(repo) == [] and not path.exists()
