@@ -10,11 +10,12 @@ half-way, and one that holds it makes both refuse. Design: docs/next/worktrees.m
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shepherd.core import worktree as wt
 from shepherd.core.events import Checkpoint, WorktreeChanged
@@ -51,6 +52,17 @@ class PruneReport:
     kept: list[str] = field(default_factory=list)      # one line each: what stayed, and why
 
 
+def _git_errors_are_ours(fn: Any) -> Any:
+    """A git failure inside an operation surfaces as OpsError (its one safe line)."""
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except wt.GitError as exc:
+            raise OpsError(f"git failed: {exc}") from None
+    return wrapper
+
+
 def _identity(row: "WorktreeRow") -> dict[str, object]:
     return dict(path=row.path, branch=row.branch, origin=row.origin, repo=row.repo, workspace=row.workspace,
                 base_commit=row.base_commit, base_branch=row.base_branch)
@@ -60,6 +72,9 @@ async def _row(store: "EventStore", sid: str) -> "WorktreeRow":
     row = await store.worktree(sid)
     if row is None:
         raise OpsError(f'session {sid} did not run in a worktree (isolation = "worktree"): nothing to merge or discard')
+    if row.branch != wt.BRANCH_PREFIX + sid:  # a database from elsewhere could name any branch ("main")
+        raise OpsError(f"session {sid}'s record names the branch {row.branch!r}, not {wt.BRANCH_PREFIX}{sid}: "
+                       "not touching it")
     return row
 
 
@@ -130,6 +145,7 @@ async def _final_checkpoint(store: "EventStore", row: "WorktreeRow") -> str | No
     return commit
 
 
+@_git_errors_are_ours
 async def merge(store: "EventStore", sid: str, *, keep: bool = False) -> MergeResult:
     """Merge ``shepherd/<sid>`` into the branch the session started from, in the user's
     checkout; then (unless ``keep``) remove the worktree and the branch. Every refusal is
@@ -210,6 +226,7 @@ async def _remove(row: "WorktreeRow", where: str) -> None:
         await wt.git(where, "branch", "-D", row.branch)
 
 
+@_git_errors_are_ours
 async def discard(store: "EventStore", sid: str) -> bool:
     """Remove the session's worktree and delete its branch (its commits go with it, unless
     merged). True if something was discarded; False if it already was (nothing left)."""
@@ -298,6 +315,7 @@ async def _own_commits(where: str, branch: str) -> int:
     return int(out.strip() or 0)
 
 
+@_git_errors_are_ours
 async def prune(store: "EventStore", *, min_age_s: float = PRUNE_MIN_AGE_S, now: float | None = None) -> PruneReport:
     """Remove worktrees (under worktrees_root(), locked "shepherd session <sid>") that nobody
     will come back to. The rule, since a lock reason does not say which database made it:

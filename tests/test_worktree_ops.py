@@ -183,3 +183,21 @@ async def test_discard_after_the_repository_moved_refuses_then_works_after_repai
     repo_back = moved.rename(repo)  # moved back (or repaired): the discard goes through
     assert await discard(store, made.session_id) is True
     assert not os.path.exists(made.worktree.path) and branches(repo_back) == []
+
+
+async def test_a_record_naming_another_branch_is_never_acted_on(store, tmp_path: Path):
+    from dataclasses import asdict
+
+    from shepherd.core.events import WorktreeChanged
+
+    repo = make_repo(tmp_path / "repo")
+    made = await made_session(store, repo, {"one": {"new.txt": "n\n"}}, root=tmp_path / "wt")
+    row = await store.worktree(made.session_id)
+    ident = {k: v for k, v in asdict(row).items() if k in ("path", "origin", "repo", "workspace", "base_commit",
+                                                           "base_branch")}
+    await store.append(WorktreeChanged(session_id=made.session_id, action="reused", branch="main", **ident))
+    before = user_state(repo)
+    for op in (merge, discard):
+        with pytest.raises(OpsError, match="names the branch 'main'"):
+            await op(store, made.session_id)
+    assert user_state(repo) == before and sh(repo, "branch", "--list", "main").strip()

@@ -131,9 +131,12 @@ async def cmd_worktrees(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         if args.prune:
-            from shepherd.core.worktree_ops import prune
+            from shepherd.core.worktree_ops import OpsError, prune
 
-            report = await prune(store)
+            try:
+                report = await prune(store)
+            except OpsError as exc:
+                raise UsageError(str(exc)) from None
             for line in report.removed:
                 print(line)
             for line in report.kept:
