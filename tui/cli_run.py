@@ -193,9 +193,15 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
                 handles.append(await resume_run(store, resume, interactive=False, backend=backends[0],
                                                 retry_subtask=retry, clean=clean, approvals=approvals))
             else:
-                for t, b, sid in zip(todo, backends, sids):
-                    handles.append(await start_run(store, t, interactive=False, backend=b, session_id=sid,
-                                                   approvals=approvals))
+                try:
+                    for t, b, sid in zip(todo, backends, sids):
+                        handles.append(await start_run(store, t, interactive=False, backend=b, session_id=sid,
+                                                       approvals=approvals))
+                except BaseException:  # one failed to start: the ones already running end with it
+                    for h in handles:
+                        await h.supervisor.cancel(source="cli")
+                    await asyncio.gather(*(h.task for h in handles), return_exceptions=True)
+                    raise
             if any(h.supervisor.leased.is_set() for h in handles):
                 announce()
             if interrupted:  # a signal came while the runs were being launched
