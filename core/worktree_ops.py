@@ -362,7 +362,9 @@ async def prune(store: "EventStore", *, min_age_s: float = PRUNE_MIN_AGE_S, now:
 async def _prune_one(store: "EventStore", where: str, e: _Entry, sid: str, now: float, min_age_s: float) -> str:
     row = await store.worktree(sid)
     known = row is not None or await store.get_session(sid) is not None
-    if known and (row is None or row.state == "active"):
+    if known and row is None:
+        return f"{sid}: a session of this database without a worktree record: kept ({e.path})"
+    if known and row.state == "active":
         return f"{sid}: active in this database: kept ({e.path})"
     if known:
         assert row is not None
