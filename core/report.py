@@ -17,14 +17,16 @@ from shepherd.core.errors import kind_label
 from shepherd.core.text import clip, safe_fields  # clip: here too for its callers (tui.cli)
 
 from shepherd.core.events import (
-    ApprovalDecided, ApprovalRequested, AttemptStarted, Control, Error, Event, Heartbeat, HookDecision,
+    ApprovalDecided, ApprovalRequested, AttemptStarted, Checkpoint, Control, Error, Event, Heartbeat, HookDecision,
     MessageCompleted, OpaqueEvent, PlanReady, RetryScheduled, SessionFinished, SessionInterrupted, SessionPaused, SessionResumed,
     SessionStarted, SubtaskFinished, SubtaskStarted, TextDelta, ThinkingDelta, ToolFinished,
-    ToolStarted, Usage,
+    ToolStarted, Usage, WorktreeChanged,
 )
 
 if TYPE_CHECKING:
+    from shepherd.core.store.protocol import EventStore
     from shepherd.core.store.rows import SessionRow, SubtaskRow
+    from shepherd.core.worktree_diff import Diff
 
 STATUS_STYLE = {
     "done": "green", "ok": "green", "failed": "red", "error": "red", "stuck": "bold yellow",
@@ -202,7 +204,7 @@ class LogFormatter:
                      style="yellow")
             return [self._line(ev, t, 2)]
         if isinstance(ev, Control):
-            t = Text(f"☛ {ev.command}", style="magenta")
+            t = Text(f"☛ {ev.command}" + (" clean: files restored" if ev.clean else ""), style="magenta")
             t.append(f" (from {ev.source})" + (f": {compact(ev.text, 60)}" if ev.text else ""), style="dim")
             return [self._line(ev, t, 1)]
         if isinstance(ev, SubtaskFinished):
@@ -221,6 +223,11 @@ class LogFormatter:
             return [self._line(ev, t)]
         if isinstance(ev, SessionInterrupted):
             return [self._line(ev, Text(f"⊘ session interrupted: {ev.reason}", style="yellow"))]
+        if isinstance(ev, Checkpoint):
+            return [self._line(ev, Text(checkpoint_text(ev), style="dim"), 1)]
+        if isinstance(ev, WorktreeChanged):
+            return [self._line(ev, Text(worktree_text(ev), style="bold" if ev.action in ("merged", "discarded")
+                                        else "dim"))]
         if isinstance(ev, Usage):
             return []
         if isinstance(ev, OpaqueEvent):
@@ -228,11 +235,109 @@ class LogFormatter:
         return []
 
 
-def export_jsonl(events: Iterable[Event]) -> Iterable[str]:
+def _short(commit: str | None) -> str:
+    return (commit or "?")[:7]
+
+
+def _file_count(files: list[dict[str, Any]], more: int = 0) -> str:
+    n = len(files) + more
+    added = sum(int(f.get("added") or 0) for f in files)
+    deleted = sum(int(f.get("deleted") or 0) for f in files)
+    return f"{n} file{'s' if n != 1 else ''} (+{added} -{deleted}{', partly counted' if more else ''})"
+
+
+def checkpoint_text(ev: Checkpoint) -> str:
+    """A checkpoint event as one line (its texts are made safe by the caller)."""
+    if ev.at == "restore":
+        text = f"↺ files restored to {_short(ev.commit)} (the start of {ev.subtask_id or 'the subtask'})"
+    elif ev.at == "subtask_done":
+        text = f"⎇ checkpoint {_short(ev.commit)} at the end{' of ' + ev.subtask_id if ev.subtask_id else ''}: " \
+               + _file_count(ev.files, ev.files_more)
+    else:
+        text = f"⎇ checkpoint {_short(ev.commit)} at the start{' of ' + ev.subtask_id if ev.subtask_id else ''}"
+    return text + (f"  ({compact(ev.reason, 80)})" if ev.reason else "")
+
+
+def worktree_text(ev: WorktreeChanged) -> str:
+    """A worktree event as one line (its texts are made safe by the caller)."""
+    base = f"{ev.base_branch or 'detached HEAD'}@{_short(ev.base_commit)}"
+    text = {
+        "created": f"⎇ worktree {ev.path} on {ev.branch}, from {base}",
+        "reused": f"⎇ worktree {ev.path} reused ({ev.branch})",
+        "recreated": f"⎇ worktree {ev.path} made again from {ev.branch}",
+        "merged": f"⎇ {ev.branch} merged into {ev.base_branch or '?'} (commit {_short(ev.commit)})",
+        "discarded": f"⎇ worktree and branch {ev.branch} discarded",
+        "missing": f"⎇ worktree {ev.path} is missing",
+    }.get(ev.action, f"⎇ worktree {ev.action}: {ev.path}")
+    return text + (f"  ({compact(ev.reason, 80)})" if ev.reason else "")
+
+
+async def load_changes(store: "EventStore", session_id: str) -> list["Diff"]:
+    """What a worktree session changed, one Diff (patches loaded) per subtask that has a
+    checkpoint, in plan order; [] for any other session or when git cannot tell. For the
+    exports (``changes=``)."""
+    from shepherd.core.worktree import GitError
+    from shepherd.core.worktree_diff import NoWorktree, session_diff, with_patches
+
+    if await store.worktree(session_id) is None:
+        return []
+    with_checkpoint = {cp.subtask_id for cp in await store.checkpoints(session_id) if cp.subtask_id}
+    out: list[Diff] = []
+    for sub in await store.subtasks(session_id):
+        if sub.id not in with_checkpoint:
+            continue
+        try:
+            out.append(await with_patches(store, await session_diff(store, session_id, sub.id)))
+        except (NoWorktree, GitError):
+            continue
+    return out
+
+
+def _file_record(f: Any) -> dict[str, Any]:
+    return {"path": f.path, "old_path": f.old_path, "status": f.status, "added": f.added, "deleted": f.deleted,
+            "binary": f.binary, "patch": f.patch}
+
+
+def export_jsonl(events: Iterable[Event], changes: Iterable["Diff"] = ()) -> Iterable[str]:
     """The events exactly, one JSON object a line (``Event.to_json`` escapes what a
-    terminal or a line splitter would act on, so the file is safe to `cat` and to split)."""
+    terminal or a line splitter would act on, so the file is safe to `cat` and to split);
+    then, for a worktree session, one ``{"type": "diff", ...}`` record per subtask."""
+    from shepherd.core.text import json_line_safe
+
     for ev in events:
         yield ev.to_json() + "\n"
+    for d in changes:
+        record = {"type": "diff", "session_id": d.session_id, "subtask_id": d.subtask_id, "base": d.base,
+                  "head": d.head, "truncated": d.truncated, "note": d.note,
+                  "files": [_file_record(f) for f in d.files]}
+        yield json_line_safe(json.dumps(record, sort_keys=True, ensure_ascii=False)) + "\n"
+
+
+MD_DIFF_MAX = 100_000  # characters of patch per subtask in a Markdown export
+
+
+def _markdown_changes(d: "Diff") -> Iterable[str]:
+    from shepherd.core.text import safe
+
+    yield f"## Changes: {safe(d.subtask_id or 'the session')}\n\n"
+    if d.note:
+        yield f"*{_cell(safe(d.note))}*\n\n"
+    if not d.files:
+        yield "No files changed.\n\n"
+        return
+    yield "| file | status | + | - |\n|---|---|---|---|\n"
+    for f in d.files:
+        name = safe(f.path if not f.old_path else f"{f.old_path} → {f.path}")
+        plus, minus = ("bin", "bin") if f.binary else (f.added, f.deleted)
+        yield f"| `{_cell(name).replace('`', chr(0x2035))}` | {f.status} | {plus} | {minus} |\n"
+    if d.truncated:
+        yield "| … | more files not listed | | |\n"
+    yield "\n"
+    text = "".join(safe(f.patch) for f in d.files if f.patch and d.available)
+    if text.strip():
+        if len(text) > MD_DIFF_MAX:
+            text = text[:text.rfind("\n", 0, MD_DIFF_MAX) + 1] + f"… (cut at {MD_DIFF_MAX // 1000}k characters)\n"
+        yield _fenced(text.rstrip("\n"), "diff")
 
 
 def _cell(text: Any) -> str:
@@ -247,8 +352,10 @@ def _fenced(text: str, info: str = "text") -> str:
     return f"{fence}{info}\n{text}\n{fence}\n\n"
 
 
-def export_markdown(session: SessionRow, subtasks: list[SubtaskRow], events: Iterable[Event]) -> Iterable[str]:
-    """A readable transcript: header, subtasks table, then per event a line or block.
+def export_markdown(session: SessionRow, subtasks: list[SubtaskRow], events: Iterable[Event],
+                    changes: Iterable["Diff"] = ()) -> Iterable[str]:
+    """A readable transcript: header, subtasks table, then per event a line or block; then
+    a worktree session's ``changes`` (``load_changes``), a "## Changes" section per subtask.
     Every stored text is passed through ``core.text.safe`` on the way in."""
     session = safe_fields(session)
     subtasks = [safe_fields(s) for s in subtasks]
@@ -304,10 +411,18 @@ def export_markdown(session: SessionRow, subtasks: list[SubtaskRow], events: Ite
             scope = " for the session" if ev.scope == "session" else ""
             yield f"  - {ev.decision}{scope} by {ev.source}{': ' + ev.reason if ev.reason else ''}\n"
         elif isinstance(ev, Control):
-            yield f"*☛ {ev.command} from {ev.source}{': ' + ev.text if ev.text else ''}*\n\n"
+            clean = " (files restored)" if ev.clean else ""
+            yield f"*☛ {ev.command}{clean} from {ev.source}{': ' + ev.text if ev.text else ''}*\n\n"
         elif isinstance(ev, SubtaskFinished):
             yield f"**{ev.subtask_id} {ev.status}**{': ' + ev.reason if ev.reason else ''}\n\n"
         elif isinstance(ev, (SessionPaused, SessionResumed, SessionInterrupted)):
             yield f"*{ev.type}: {ev.reason}*\n\n"
+        elif isinstance(ev, Checkpoint):
+            yield f"- {checkpoint_text(ev)}\n"
+        elif isinstance(ev, WorktreeChanged):
+            yield f"*{worktree_text(ev)}*\n\n"
         elif isinstance(ev, SessionFinished):
             yield f"---\n\n**Session {ev.status}**{': ' + ev.reason if ev.reason else ''}\n"
+    for d in changes:
+        yield "\n"
+        yield from _markdown_changes(d)

@@ -3,8 +3,9 @@
 Textual and the SDKs are imported only by the commands that need them, so listing or
 showing sessions stays fast. Here: the parser and the dispatch; the commands are in
 tui.cli_read (sessions, show, export), tui.cli_control (pause/skip/cancel/retry,
-approve/deny, resume's plan, attach's session) and tui.cli_run (running a task, headless
-or in the TUI); what they share in tui.cli_common.
+approve/deny, resume's plan, attach's session), tui.cli_run (running a task, headless
+or in the TUI; several side by side) and tui.cli_worktree (diff, merge, discard,
+worktrees); what they share in tui.cli_common.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from shepherd.tui.cli_common import DB_HELP, EXIT_BAD_INPUT, EXIT_INTERRUPTED, E
 from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: here too, as before
 from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
 from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
-from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, task_from_args
+from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
+from shepherd.tui import cli_worktree
 from shepherd.tui.cli_run import configure_logging  # noqa: F401 - here too, as before
 
 
@@ -56,11 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--approvals", choices=("wait", "deny"), default=None, help=approvals_help)
 
     p = add("run", "run a task file or a prompt")
-    p.add_argument("task_file", nargs="?", help="a task file (TOML)")
+    p.add_argument("task_file", nargs="*", help="a task file (TOML); several run side by side (headless)")
     p.add_argument("-p", "--prompt", help="a bare prompt: a task with one subtask")
     p.add_argument("--backend", choices=("claude", "openai", "scripted"))
     p.add_argument("--model")
     p.add_argument("--workspace", help="the agent's working directory (prompt runs; default .)")
+    p.add_argument("--worktree", action="store_true",
+                   help='run in a git worktree of its own (isolation = "worktree"; overrides a task file)')
     p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
     p.add_argument("--json", action="store_true", help="headless: events as JSON lines on stdout")
     p.add_argument("--approvals", choices=("wait", "deny"), default=None, help=approvals_help)
@@ -86,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "or with --retry re-run a subtask of a finished one")
     p.add_argument("session")
     p.add_argument("--retry", metavar="SUBTASK", help="run this subtask again (a person's retry)")
+    p.add_argument("--clean", action="store_true",
+                   help="with --retry, a worktree session: restore the files to the start of that subtask first "
+                        "(the subtasks after it run again too)")
     p.add_argument("--headless", action="store_true", help="no TUI: a readable log on stderr")
     p.add_argument("--json", action="store_true", help="headless: events as JSON lines on stdout")
     p.add_argument("--approvals", choices=("wait", "deny"), default=None, help=approvals_help)
@@ -107,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, help_text)
         p.add_argument("session")
         p.add_argument("subtask", nargs="?")
+        if name == "retry":
+            p.add_argument("--clean", action="store_true",
+                           help="a worktree session: restore the files to the start of the subtask first")
+    cli_worktree.add_parsers(add)
     return parser
 
 
@@ -119,23 +130,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "approvals", None) == "deny" and not (args.headless or getattr(args, "json", False)):
         raise UsageError("--approvals deny is for headless runs (--headless); in the TUI a person answers")
     if args.command in ("demo", "run"):
-        task = task_from_args(args)
-        check_task_sandbox(task)
+        tasks = tasks_from_args(args)
+        for task in tasks:
+            check_task_sandbox(task)
         if args.headless or getattr(args, "json", False):
-            return asyncio.run(run_headless(args, task))
-        return run_tui(args, task=task)
+            return asyncio.run(run_headless(args, tasks=tasks))
+        if len(tasks) > 1:
+            raise UsageError(f"{len(tasks)} task files run side by side headless: add --headless "
+                             "(the TUI starts one; its new run starts another)")
+        return run_tui(args, task=tasks[0])
     if args.command == "attach":
         sid = asyncio.run(resolve_live(args))
         return run_tui(args, attach=sid)
     if args.command == "resume":
+        if args.clean and args.retry is None:
+            raise UsageError("--clean goes with --retry SUBTASK (it restores the files to that subtask's start)")
         sid, start_here = asyncio.run(plan_resume(args))
         if not start_here:
             return EXIT_OK
+        if args.clean and not (args.headless or args.json):  # (the app's resume takes no clean yet)
+            raise UsageError("--clean starts its runner headless for now: add --headless "
+                             "(in the TUI, r on the subtask asks)")
         if args.headless or args.json:
-            return asyncio.run(run_headless(args, resume=sid, retry=args.retry))
+            return asyncio.run(run_headless(args, resume=sid, retry=args.retry, clean=args.clean))
         return run_tui(args, resume=(sid, args.retry))
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
-                "approve": cmd_answer, "deny": cmd_answer}
+                "approve": cmd_answer, "deny": cmd_answer, **cli_worktree.HANDLERS}
     handler = handlers.get(args.command, cmd_control)
     return asyncio.run(handler(args))
 

@@ -8,10 +8,16 @@ import argparse
 import json
 import sys
 
+from typing import TYPE_CHECKING
+
+from shepherd.core.control import CLEAN
 from shepherd.core.states import SessionStatus as S
 from shepherd.core.states import SubtaskState as T
 from shepherd.tui.cli_common import DONE_STATUSES, EXIT_OK, UsageError, open_store
 from shepherd.tui.cli_run import check_task_sandbox, checked_backend
+
+if TYPE_CHECKING:
+    from shepherd.core.store.protocol import EventStore
 
 
 async def cmd_control(args: argparse.Namespace) -> int:
@@ -30,10 +36,18 @@ async def cmd_control(args: argparse.Namespace) -> int:
             if args.subtask not in subs:
                 known = ", ".join(repr(s) for s in subs) or "none yet"
                 raise UsageError(f"session {sid} has no subtask {args.subtask!r} (its subtasks: {known})")
-        await store.enqueue_command(sid, args.command, subtask_id=args.subtask, source="cli")
+        clean = bool(getattr(args, "clean", False))
+        if clean:
+            await require_worktree(store, sid)
+        if clean:
+            from shepherd.core.control import RemoteControl
+
+            await RemoteControl(store, sid, source="cli").retry(args.subtask, clean=True)
+        else:
+            await store.enqueue_command(sid, args.command, subtask_id=args.subtask, source="cli")
     finally:
         await store.close()
-    print(f"{args.command} sent to {sid}", file=sys.stderr)
+    print(f"{args.command}{' (clean)' if clean else ''} sent to {sid}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -95,12 +109,16 @@ async def plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
         if args.retry is not None and args.retry not in {s.id for s in subs}:
             known = ", ".join(repr(s.id) for s in subs) or "none"
             raise UsageError(f"session {sid} has no subtask {args.retry!r} (its subtasks: {known})")
+        clean = bool(getattr(args, "clean", False))
+        if clean:
+            await require_worktree(store, sid)
         if await store.lease_owner(sid) is not None:
             await store.enqueue_command(sid, "resume", source="cli")
             sent = "resume"
             if args.retry:
-                await store.enqueue_command(sid, "retry", subtask_id=args.retry, source="cli")
-                sent += f" and retry {args.retry}"
+                await store.enqueue_command(sid, "retry", subtask_id=args.retry, source="cli",
+                                            text=CLEAN if clean else "")
+                sent += f" and {'clean ' if clean else ''}retry {args.retry}"
             print(f"{sent} sent to {sid} (its runner is live)", file=sys.stderr)
             return sid, False
         if row.status in DONE_STATUSES and args.retry is None:
@@ -117,6 +135,16 @@ async def plan_resume(args: argparse.Namespace) -> tuple[str, bool]:
         return sid, True
     finally:
         await store.close()
+
+
+async def require_worktree(store: EventStore, sid: str) -> None:
+    """--clean restores a worktree's files: refused in one line for any other session."""
+    row = await store.worktree(sid)
+    if row is None:
+        raise UsageError(f'--clean: session {sid} did not run in a worktree (isolation = "worktree"): '
+                         "there are no checkpoints to restore; retry without --clean")
+    if not row.active:
+        raise UsageError(f"--clean: session {sid}'s worktree was {row.state}: there is nothing to restore")
 
 
 async def resolve_live(args: argparse.Namespace) -> str:

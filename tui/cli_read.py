@@ -22,10 +22,11 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
     try:
         store = await open_store(args, check=False)
     except NoDatabase:  # nothing stored yet: an empty listing, and nothing created
-        rows = []
+        rows, worktrees = [], {}
     else:
         try:
             rows = await store.list_sessions(status=args.status, text=args.search, limit=args.limit)
+            worktrees = {w.session_id: w for w in await store.worktrees()} if args.json else {}
         finally:
             await store.close()
     if args.json:
@@ -36,6 +37,7 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
                 "subtasks_total": r.subtasks_total, "retries": r.retries, "input_tokens": r.input_tokens,
                 "output_tokens": r.output_tokens, "cost_usd": r.cost_usd, "workspace": r.workspace,
                 "needs": r.needs, "needs_since": r.needs_since, "needs_detail": r.needs_detail,
+                "worktree": _worktree_json(worktrees.get(r.id)),
             }))
         return EXIT_OK
     if not rows:
@@ -51,6 +53,11 @@ async def cmd_sessions(args: argparse.Namespace) -> int:
         return EXIT_OK
     _print_sessions_table(cells)
     return EXIT_OK
+
+
+def _worktree_json(w: Any) -> dict[str, Any] | None:
+    """A worktree session's worktree in `sessions --json`; None for any other session."""
+    return None if w is None else {"path": w.path, "branch": w.branch, "state": w.state}
 
 
 # Columns of `shepherd sessions`, in order; the table drops the last ones on narrow screens.
@@ -209,7 +216,7 @@ def _write_atomically(out: Path, chunks: Any) -> None:
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
-    from shepherd.core.report import export_jsonl, export_markdown
+    from shepherd.core.report import export_jsonl, export_markdown, load_changes
 
     out = _output_path(args)
     store = await open_store(args, check=False)
@@ -217,8 +224,9 @@ async def cmd_export(args: argparse.Namespace) -> int:
         sid = await store.resolve_session(args.session)
         row = await store.get_session(sid)
         events = [ev async for ev in _all_events(store, sid)]
-        chunks = export_jsonl(events) if args.format == "jsonl" else \
-            export_markdown(row, await store.subtasks(sid), events)
+        changes = await load_changes(store, sid)  # a worktree session's diff per subtask; [] otherwise
+        chunks = export_jsonl(events, changes) if args.format == "jsonl" else \
+            export_markdown(row, await store.subtasks(sid), events, changes)
         if out is not None:
             _write_atomically(out, chunks)
             print(f"wrote {out}", file=sys.stderr)
