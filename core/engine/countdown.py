@@ -42,8 +42,15 @@ class Countdown(Controls, SupervisorBase):
         # one transaction: a runner killed in between must not leave an error whose retry
         # (and so its place in the per-kind count) a resume cannot see, or a final error
         # without the end it caused (the resume would run one attempt more)
-        await self._check_soon()
-        await self.store.append_together(error, retry)
+        # counting down from here: a "retry now" pressed the moment the countdown shows (its
+        # retry.scheduled committed, this task not yet resumed) must not be dropped
+        self._counting_down = True
+        try:
+            await self._check_soon()
+            await self.store.append_together(error, retry)
+        except BaseException:
+            self._retry_now = self._counting_down = False
+            raise
         return decision
 
     async def _countdown(self, run: SubtaskRun, decision: RetryDecision) -> Trigger:
