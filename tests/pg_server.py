@@ -119,3 +119,48 @@ def pg_server() -> Iterator[PgServer]:
 @pytest.fixture
 def pg_dsn(pg_server: PgServer) -> str:
     return pg_server.new_database()
+
+
+# --- the store suite run against both implementations ------------------------------------
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's store lives: a SQLite file, or (second run) a fresh PostgreSQL
+    database's URL. Open it with ``core.store.open_store``."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_dsn"))
+    return tmp_path / "shepherd.db"
+
+
+def is_pg(store_or_target: object) -> bool:
+    target = getattr(store_or_target, "dsn", store_or_target)
+    return isinstance(target, str) and target.startswith("postgresql://")
+
+
+def target_of(store: object) -> str | Path:
+    """What opens another store on the same database (another process, in effect)."""
+    return getattr(store, "dsn", None) or store.path  # type: ignore[attr-defined, return-value]
+
+
+def sql(store_or_target: object, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run one statement (SQLite's dialect: ``?``) straight on the store's database, behind
+    its back, as another program would; the rows as tuples."""
+    target = target_of(store_or_target) if not isinstance(store_or_target, (str, Path)) else store_or_target
+    if is_pg(target):
+        import psycopg
+
+        from shepherd.core.store.pg.dialect import translate
+
+        with psycopg.connect(str(target), autocommit=True) as conn:
+            cur = conn.execute(translate(statement), params)  # type: ignore[arg-type]
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+    import sqlite3
+
+    conn3 = sqlite3.connect(str(target), isolation_level=None)
+    try:
+        return [tuple(r) for r in conn3.execute(statement, params).fetchall()]
+    finally:
+        conn3.close()

@@ -40,7 +40,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shepherd.core.events import Event
 from shepherd.core.secrets import Scrubber
-from shepherd.core.store import leases, recovery
+from shepherd.core.store import commands, leases, recovery
 from shepherd.core.store.db import MAX_BATCH, Store, _Job, _Pending, _RowJob, scrub_event
 from shepherd.core.store.derive import decode_event, write_events
 from shepherd.core.store.errors import StoreError
@@ -48,6 +48,7 @@ from shepherd.core.store.pg import reads as pg_reads
 from shepherd.core.store.pg import schema as pg_schema
 from shepherd.core.store.pg.dialect import AsyncConn, SyncAsAsync, SyncConn, drive
 from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
+from shepherd.core.store.rows import CommandRow
 
 if TYPE_CHECKING:
     from shepherd.core.clock import Clock
@@ -72,10 +73,13 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
-def _lock_sessions(c: SyncConn, session_ids: Iterable[str]) -> None:
-    """Serialise this transaction's writes to these sessions with every other writer's."""
+def _lock_sessions(c: SyncConn, session_ids: Iterable[str], what: str = "") -> None:
+    """Serialise this transaction's writes to these sessions (their events, or ``what`` of
+    them: "lease:", "commands:") with every other writer's, until it ends. SQLite's one
+    write lock gives that to the read-then-write code of derive, leases and commands; here
+    it is one advisory lock per session and purpose, taken in sorted order (no deadlock)."""
     for sid in sorted(set(session_ids)):
-        c.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sid,))
+        c.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (what + sid,))
 
 
 def _server_now(c: SyncConn) -> float:
@@ -92,6 +96,25 @@ def _once(fn: Callable[[], float]) -> Callable[[], float]:
         return value[0]
 
     return get
+
+
+class _LeasesInStoreTime(SyncAsAsync):
+    """Recovery's connection: it decides with one ``now`` both whether a lease expired (by
+    the server's clock) and when a session ended (its last event, dated by the runner's
+    store clock). So the lease rows it reads have ``expires_at`` shifted into the store
+    clock's frame: ``expires_at - skew <= store_now`` exactly when ``expires_at <= server_now``."""
+
+    LEASE_ROW = "SELECT * FROM leases WHERE session_id = ?"
+
+    def __init__(self, conn: SyncConn, skew: float) -> None:
+        super().__init__(conn)
+        self.skew = skew
+
+    async def execute_fetchall(self, sql: str, params: Iterable[Any] | None = None) -> list[Any]:
+        if sql == self.LEASE_ROW:
+            sql = "SELECT session_id, owner, expires_at - ? AS expires_at, pid, host FROM leases WHERE session_id = ?"
+            params = (self.skew, *(params or ()))
+        return await super().execute_fetchall(sql, params)
 
 
 class PgStore(Store):
@@ -315,14 +338,24 @@ class PgStore(Store):
     # --- leases: the server's clock ----------------------------------------------------
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
-        await self._run_write_sync(lambda c: leases.take(
-            c, session_id, ttl_s, owner=self.owner, host=self.host, pid=self.pid,  # type: ignore[arg-type]
-            now=_once(lambda: _server_now(c))))
+        await self._run_write_sync(lambda c: self._lease_job(c, leases.take, session_id, ttl_s))
 
     async def refresh_lease(self, session_id: str, ttl_s: float = 60) -> None:
-        await self._run_write_sync(lambda c: leases.refresh(
-            c, session_id, ttl_s, owner=self.owner, host=self.host, pid=self.pid,  # type: ignore[arg-type]
-            now=_once(lambda: _server_now(c))))
+        await self._run_write_sync(lambda c: self._lease_job(c, leases.refresh, session_id, ttl_s))
+
+    def _lease_job(self, c: SyncConn, step: Callable[..., None], session_id: str, ttl_s: float) -> None:
+        _lock_sessions(c, [session_id], "lease:")
+        step(c, session_id, ttl_s, owner=self.owner, host=self.host, pid=self.pid, now=_once(lambda: _server_now(c)))
+
+    async def take_commands(self, session_id: str) -> list[CommandRow]:
+        if not await self._read(commands.any_untaken, session_id):
+            return []
+
+        def job(c: SyncConn) -> list[CommandRow]:
+            _lock_sessions(c, [session_id], "commands:")  # two takers: each command once
+            return drive(commands.take(SyncAsAsync(c), session_id, self.clock.now))  # type: ignore[arg-type]
+
+        return await self._run_write_sync(job)
 
     async def lease_owner(self, session_id: str) -> str | None:
         async def query(c: AsyncConn) -> str | None:
@@ -343,8 +376,8 @@ class PgStore(Store):
             dead_runners.clear()
             c.raw.execute("SELECT pg_advisory_xact_lock(%s)", (RECOVER_LOCK,))
             found, events = drive(recovery.gone_runners(
-                SyncAsAsync(c), now=_server_now(c), owner=self.owner, host=self.host,  # type: ignore[arg-type]
-                dead_runners=dead_runners))
+                _LeasesInStoreTime(c, _server_now(c) - stamp), now=stamp, owner=self.owner,
+                host=self.host, dead_runners=dead_runners))  # type: ignore[arg-type]
             if events:
                 _lock_sessions(c, (e.session_id for e in events))
                 scrubber = Scrubber()
