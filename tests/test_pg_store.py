@@ -1,0 +1,259 @@
+"""What only the PostgreSQL store has to show: writers in several processes (hosts, as
+far as the store can tell) on one session, the schema by version, leases by the server's
+clock, recovery across hosts after a runner is killed. The rest of the contract is the
+shared store suite (tests/test_store.py, run on both)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shepherd.core.clock import FakeClock
+from shepherd.core.events import SessionStarted, TextDelta, ToolStarted
+from shepherd.core.store import LeaseHeld, NotADatabase, SchemaTooNew, StoreError, open_store
+from shepherd.core.store.pg import PgStore
+from tests.pg_server import PgServer, pg_dsn, pg_server, sql  # noqa: F401  (fixtures)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A runner in another process: host id from argv, appends N events to one session as fast
+# as it can once told to go (in bursts, so its batches interleave with the other writer's),
+# then prints the seqs it was given.
+WRITER = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+from shepherd.core.events import TextDelta
+from shepherd.core.store.pg import PgStore
+
+async def main(dsn, host, n):
+    store = await PgStore.open(dsn, host=host, recover=False)
+    print("open", flush=True)
+    sys.stdin.readline()  # both are connected: go
+    seqs = []
+    for start in range(0, n, 25):
+        done = await asyncio.gather(*[store.submit(TextDelta(session_id="shared", text=f"{host}-{i}"))
+                                      for i in range(start, min(n, start + 25))])
+        seqs += [e.seq for e in done]
+    await store.close()
+    print(json.dumps({"host": store.owner, "seqs": seqs, "batches": store.stats.batches}))
+
+asyncio.run(main(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+"""
+
+# A runner that takes a session's lease, opens a tool call, says so, and waits to be killed.
+RUNNER = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from shepherd.core.events import SessionStarted, ToolStarted
+from shepherd.core.store.pg import PgStore
+
+async def main(dsn):
+    store = await PgStore.open(dsn, host="host-a", recover=False)
+    await store.acquire_lease("victim", ttl_s=30)
+    await store.append(SessionStarted(session_id="victim", title="killed mid-call"))
+    await store.append(ToolStarted(session_id="victim", call_id="c1", name="bash", input={"cmd": "sleep 100"}))
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main(sys.argv[2]))
+"""
+
+
+def _child(code: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code, str(ROOT), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+async def test_two_hosts_append_to_one_session_gapless(pg_dsn: str) -> None:
+    first = await PgStore.open(pg_dsn)
+    await first.append(SessionStarted(session_id="shared", title="two writers"))
+    await first.close()
+    n = 1000
+    procs = [_child(WRITER, pg_dsn, host, str(n)) for host in ("host-a", "host-b")]
+    for p in procs:
+        line = await asyncio.to_thread(p.stdout.readline)  # type: ignore[union-attr]
+        assert line.strip() == "open", p.stderr.read() if p.stderr else ""
+    for p in procs:  # both go at once
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    outs = []
+    for p in procs:
+        out, err = await asyncio.to_thread(p.communicate, None, 120)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outs[0]["host"].startswith("host-a:") and outs[1]["host"].startswith("host-b:")
+    mine = [sorted(o["seqs"]) for o in outs]
+    for seqs in mine:
+        assert seqs == sorted(set(seqs)) and len(seqs) == n
+    assert sorted(mine[0] + mine[1]) == list(range(2, 2 * n + 2))  # gapless, unique, after session.started
+    # interleaved for real: neither writer had the session to itself
+    assert not (max(mine[0]) < min(mine[1]) or max(mine[1]) < min(mine[0]))
+    store = await PgStore.open(pg_dsn, recover=False)
+    try:
+        events = await store.events("shared", limit=None)
+        assert [e.seq for e in events] == list(range(1, 2 * n + 2))
+        row = await store.get_session("shared")
+        assert row is not None and row.last_seq == 2 * n + 1
+        # each writer's own events kept their submission order
+        for host in ("host-a", "host-b"):
+            texts = [e.text for e in events if getattr(e, "text", "").startswith(host)]
+            assert texts == [f"{host}-{i}" for i in range(n)]
+    finally:
+        await store.close()
+
+
+async def test_a_killed_runner_is_recovered_by_another_host_once_its_lease_expires(pg_dsn: str) -> None:
+    await (await PgStore.open(pg_dsn)).close()  # the schema, before two processes race for it
+    runner = _child(RUNNER, pg_dsn)
+    try:
+        line = await asyncio.to_thread(runner.stdout.readline)  # type: ignore[union-attr]
+        assert line.strip() == "ready", runner.stderr.read() if runner.stderr else ""
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(10)
+    other = await PgStore.open(pg_dsn, host="host-b")  # recovery at open: the lease still runs
+    try:
+        assert (await other.get_session("victim")).status == "running"  # type: ignore[union-attr]
+        assert await other.lease_owner("victim") is not None  # another host's pid: never checked
+        with pytest.raises(LeaseHeld):
+            await other.acquire_lease("victim")
+        sql(pg_dsn, "UPDATE leases SET expires_at = expires_at - 31")  # 31 s pass on the server
+        assert await other.lease_owner("victim") is None
+        assert await other.recover() == ["victim"]
+        calls = await other.tool_calls("victim")
+        assert [(c.call_id, c.status) for c in calls] == [("c1", "interrupted")]
+        row = await other.get_session("victim")
+        assert row is not None and row.status == "interrupted"
+        assert [e.type for e in await other.events("victim")][-2:] == ["tool.finished", "session.interrupted"]
+        assert await other.recover() == []  # idempotent
+    finally:
+        await other.close()
+
+
+async def test_recovery_on_two_hosts_at_once_closes_a_session_once(pg_dsn: str) -> None:
+    setup = await PgStore.open(pg_dsn, host="host-a")
+    await setup.append(SessionStarted(session_id="orphan"))
+    await setup.append(ToolStarted(session_id="orphan", call_id="c"))
+    await setup.close()
+    a = await PgStore.open(pg_dsn, host="host-b", recover=False)
+    b = await PgStore.open(pg_dsn, host="host-c", recover=False)
+    try:
+        found = await asyncio.gather(a.recover(), b.recover())
+        assert sorted(found, key=len) == [[], ["orphan"]]
+        assert [e.type for e in await a.events("orphan")] == ["session.started", "tool.started", "tool.finished",
+                                                             "session.interrupted"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_leases_go_by_the_servers_clock_not_the_runners(pg_dsn: str) -> None:
+    early, late = FakeClock(start=1_000_000_000.0), FakeClock(start=2_500_000_000.0)
+    a = await PgStore.open(pg_dsn, clock=early, host="host-a")
+    b = await PgStore.open(pg_dsn, clock=late, host="host-b", recover=False)
+    try:
+        await a.acquire_lease("L", ttl_s=60)
+        late.advance(10_000)  # b's clock says the lease ran out long ago: b must not believe it
+        assert await b.lease_owner("L") == a.owner
+        with pytest.raises(LeaseHeld):
+            await b.acquire_lease("L")
+        expires = sql(pg_dsn, "SELECT expires_at - EXTRACT(EPOCH FROM now())::float8 FROM leases")[0][0]
+        assert 50 < float(expires) <= 60  # type: ignore[arg-type]
+        assert await b.recover() == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_newer_schema_is_refused_in_one_line(pg_dsn: str) -> None:
+    await (await PgStore.open(pg_dsn)).close()
+    sql(pg_dsn, "UPDATE shepherd_schema SET version = version + 1")
+    with pytest.raises(SchemaTooNew) as info:
+        await open_store(pg_dsn)
+    assert "newer Shepherd" in str(info.value) and "\n" not in str(info.value)
+
+
+async def test_another_programs_database_is_refused(pg_dsn: str) -> None:
+    sql(pg_dsn, "CREATE TABLE invoices (id int)")
+    with pytest.raises(NotADatabase, match="invoices"):
+        await open_store(pg_dsn)
+    assert sql(pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'events'") == [(0,)]  # left alone
+
+
+async def test_two_processes_opening_a_new_database_migrate_it_once(pg_dsn: str) -> None:
+    stores = await asyncio.gather(*[open_store(pg_dsn) for _ in range(4)])
+    for s in stores:
+        await s.close()
+    assert sql(pg_dsn, "SELECT version FROM shepherd_schema") == [(3,)]
+    assert sql(pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename IN ('events', 'worktrees', 'approvals', "
+                       "'run_states', 'notified', 'agent_items', 'claude_entries')") == [(7,)]
+
+
+async def test_no_server_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as info:
+        await open_store(f"postgresql://nobody@/nowhere?host={tmp_path}", recover=False)
+    text = str(info.value)
+    assert text.startswith("cannot open postgresql://") and "\n" not in text
+
+
+async def test_the_subtask_order_survives_an_upsert(pg_dsn: str) -> None:
+    """SQLite's REPLACE renumbers a row (ORDER BY position, rowid); the PG rowid column too."""
+    from shepherd.core.events import SubtaskStarted
+
+    s = await PgStore.open(pg_dsn)
+    try:
+        for sub in ("p1", "p2", "p3"):  # before a plan: positions from -1e6 in start order
+            await s.append(SubtaskStarted(session_id="o", subtask_id=sub))
+        assert [r.id for r in await s.subtasks("o")] == ["p1", "p2", "p3"]
+    finally:
+        await s.close()
+
+
+def test_the_sql_dialect_rewrites() -> None:
+    from shepherd.core.store.pg.dialect import translate
+
+    assert translate("SELECT * FROM s WHERE id LIKE ? ESCAPE '\\' LIMIT ?") == \
+        "SELECT * FROM s WHERE id ILIKE %s ESCAPE '\\' LIMIT NULLIF(%s::bigint, -1)"
+    up = translate("INSERT OR REPLACE INTO subtasks (session_id, id, title) VALUES (?, ?, ?), (?, ?, ?)")
+    assert up == ("INSERT INTO subtasks (session_id, id, title) VALUES (%s, %s, %s), (%s, %s, %s) "
+                  "ON CONFLICT (session_id, id) DO UPDATE SET title = EXCLUDED.title, rowid = DEFAULT")
+    assert translate("INSERT INTO commands (a) VALUES (?)").endswith("RETURNING id")
+    assert translate("SELECT IFNULL(model, '') FROM x WHERE a NOT LIKE '5%'") == \
+        "SELECT COALESCE(model, '') FROM x WHERE a NOT ILIKE '5%%'"
+
+
+async def test_event_text_is_kept_byte_for_byte(pg_dsn: str) -> None:
+    s = await PgStore.open(pg_dsn)
+    try:
+        weird = "tab\tnul-free \u202e rtl \U0001F600 \\ % ? '"
+        done = await s.append(TextDelta(session_id="w", text=weird))
+        assert done is not None
+        back = (await s.events("w"))[0]
+        assert back.text == weird and back == done  # type: ignore[attr-defined]
+    finally:
+        await s.close()
+
+
+async def test_two_hosts_racing_for_a_lease_one_wins(pg_dsn: str) -> None:
+    a = await PgStore.open(pg_dsn, host="host-a")
+    b = await PgStore.open(pg_dsn, host="host-b", recover=False)
+    try:
+        sids = [f"race{i}" for i in range(20)]
+        results = await asyncio.gather(*[s.acquire_lease(sid) for sid in sids for s in (a, b)],
+                                       return_exceptions=True)
+        for i, sid in enumerate(sids):
+            pair = results[2 * i:2 * i + 2]
+            assert sum(r is None for r in pair) == 1 and sum(isinstance(r, LeaseHeld) for r in pair) == 1, pair
+            winner = a if pair[0] is None else b
+            assert await a.lease_owner(sid) == winner.owner
+    finally:
+        await a.close()
+        await b.close()
