@@ -157,6 +157,11 @@ def _finish(cur: Any, sql: str) -> _Cursor:
     return _Cursor(rows, cur.rowcount, lastrowid)
 
 
+# UPDATEs whose result nobody reads (their order among themselves is kept; any other
+# statement, and the commit, sends them first).
+DEFERRED = ("UPDATE sessions SET ",)
+
+
 class SyncConn:
     """A ``psycopg.Connection`` with the part of sqlite3.Connection's API the store's SQL
     modules use (``execute``, ``executemany``, ``in_transaction``, ``cursor``)."""
@@ -164,13 +169,35 @@ class SyncConn:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
         conn.row_factory = row_factory  # type: ignore[assignment]
+        self._deferred: list[tuple[str, Any]] = []
 
     def execute(self, sql: str, params: Iterable[Any] | None = None) -> _Cursor:
         q = translate(sql)
+        if q.startswith(DEFERRED):  # (derive's session rows, one UPDATE each: sent together)
+            self._deferred.append((q, _params(params)))
+            return _Cursor([], -1, None)
+        self.flush()
         cur = self.raw.execute(q, _params(params))  # type: ignore[arg-type]
         return _finish(cur, q)
 
+    def flush(self) -> None:
+        """Send the deferred UPDATEs: executemany per statement, which psycopg pipelines
+        (one round trip for a batch's sessions, not one per session)."""
+        if not self._deferred:
+            return
+        pending, self._deferred = self._deferred, []
+        groups: dict[str, list[Any]] = {}
+        for q, p in pending:
+            groups.setdefault(q, []).append(p)
+        with self.raw.cursor() as cur:
+            for q, rows in groups.items():
+                if len(rows) == 1:
+                    cur.execute(q, rows[0])  # type: ignore[arg-type]
+                else:
+                    cur.executemany(q, rows)  # type: ignore[arg-type]
+
     def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> None:
+        self.flush()
         with self.raw.cursor() as cur:
             cur.executemany(translate(sql), [_params(p) for p in seq])  # type: ignore[arg-type]
 

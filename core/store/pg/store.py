@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import logging
 import os
 import time
@@ -73,13 +74,28 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
+def lock_key(name: str) -> int:
+    """The advisory lock key of ``name`` (a session id, or "lease:"/"commands:" + one): a
+    signed 64-bit hash every Shepherd process computes alike (part of the protocol)."""
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "big", signed=True)
+
+
+def lock_sql(session_ids: Iterable[str], what: str = "") -> str:
+    """The statement that serialises this transaction's writes to these sessions (their
+    events, or ``what`` of them: "lease:", "commands:") with every other writer's, until it
+    ends. SQLite's one write lock gives that to the read-then-write code of derive, leases
+    and commands; here it is one advisory lock per session and purpose, taken in key order
+    (so two transactions never deadlock). Literal integers, no parameters: it can share a
+    round trip with BEGIN."""
+    keys = sorted({lock_key(what + sid) for sid in session_ids})
+    return "SELECT " + ", ".join(f"pg_advisory_xact_lock({k})" for k in keys) if keys else ""
+
+
 def _lock_sessions(c: SyncConn, session_ids: Iterable[str], what: str = "") -> None:
-    """Serialise this transaction's writes to these sessions (their events, or ``what`` of
-    them: "lease:", "commands:") with every other writer's, until it ends. SQLite's one
-    write lock gives that to the read-then-write code of derive, leases and commands; here
-    it is one advisory lock per session and purpose, taken in sorted order (no deadlock)."""
-    for sid in sorted(set(session_ids)):
-        c.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (what + sid,))
+    statement = lock_sql(session_ids, what)
+    if statement:
+        c.raw.execute(statement)  # type: ignore[arg-type]
 
 
 def _server_now(c: SyncConn) -> float:
@@ -192,16 +208,19 @@ class PgStore(Store):
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._exec, fn)
 
-    def _tx(self, fn: Callable[[SyncConn], T]) -> T:
-        """BEGIN; fn; COMMIT (ROLLBACK if it raises), on the writer's thread."""
+    def _tx(self, fn: Callable[[SyncConn], T], locks: str = "") -> T:
+        """BEGIN (and ``locks``, in the same round trip); fn; COMMIT (ROLLBACK if it
+        raises), on the writer's thread."""
         c = self._wsync
         if c is None:
             raise StoreError(f"the store {self.path} is closed")
-        c.raw.execute("BEGIN")
+        c.raw.execute(f"BEGIN; {locks}" if locks else "BEGIN")  # type: ignore[arg-type]
         try:
             result = fn(c)
+            c.flush()
             c.raw.execute("COMMIT")
         except BaseException:
+            c._deferred.clear()
             if not c.raw.closed and c.in_transaction:
                 try:
                     c.raw.execute("ROLLBACK")
@@ -222,8 +241,9 @@ class PgStore(Store):
         t_start = time.perf_counter()
         now = self.clock.now()
 
+        locks = lock_sql(e.session_id for e in events)
+
         def work(c: SyncConn) -> tuple[list[Event | None], list[tuple[bool, Any]]]:
-            _lock_sessions(c, (e.session_id for e in events))
             results = write_events(c, events, now, heads)  # type: ignore[arg-type]
             outcomes: list[tuple[bool, Any]] = []
             for job in row_jobs:
@@ -237,7 +257,7 @@ class PgStore(Store):
             return results, outcomes
 
         try:
-            results, outcomes = await self._in_thread(lambda: self._tx(work))
+            results, outcomes = await self._in_thread(lambda: self._tx(work, locks))
         except Exception as e:  # the writer must survive a failed batch
             log.exception("store: writing %d events failed", len(batch))
             self.stats.failed_batches += 1

@@ -1,0 +1,146 @@
+"""Appends/s: the PostgreSQL store against the SQLite store and a naive PostgreSQL writer.
+
+    python bench/pg_bench.py [--events N] [--producers P] [--dsn postgresql://...] [--fsync]
+
+Each contender takes N TextDelta events from P concurrent producers, each awaiting its
+append (as a streaming backend does), in one session per producer:
+  * Shepherd's SQLite ``Store`` (a file in a temp dir, synchronous=NORMAL),
+  * Shepherd's ``PgStore`` (batched by its one writer, derived tables in the transaction),
+  * a naive PostgreSQL writer: one connection, one INSERT + session UPDATE and one COMMIT
+    per event, under the same per-session advisory lock (what a store without a batching
+    writer does).
+It prints events/s, the worst submit->commit latency, and the ratios. Without ``--dsn`` it
+starts a throw-away cluster like the tests (tests/pg_server.py; fsync off unless --fsync,
+synchronous_commit on either way). Numbers from a shared 2-core machine: a ratio, not a
+promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shepherd.core.events import SessionStarted, TextDelta  # noqa: E402
+from shepherd.core.store import Store  # noqa: E402
+from shepherd.core.store.pg import PgStore  # noqa: E402
+
+TEXT = "x" * 40
+
+
+async def _producers(store: Any, n: int, p: int) -> float:
+    for k in range(p):
+        await store.append(SessionStarted(session_id=f"b{k}", title="bench"))
+    per = n // p
+    lat: list[float] = []
+
+    async def one(k: int) -> None:
+        for _ in range(per):
+            t = time.perf_counter()
+            await store.append(TextDelta(session_id=f"b{k}", text=TEXT))
+            lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(k) for k in range(p)))
+    dt = time.perf_counter() - t0
+    lat.sort()
+    return per * p / dt, lat[int(len(lat) * 0.95)], lat[-1]
+
+
+async def bench_sqlite(n: int, p: int) -> tuple[float, float, float]:
+    with tempfile.TemporaryDirectory() as d:
+        s = await Store.open(Path(d) / "b.db")
+        try:
+            return await _producers(s, n, p)
+        finally:
+            await s.close()
+
+
+async def bench_pg(dsn: str, n: int, p: int) -> tuple[float, float, float]:
+    s = await PgStore.open(dsn)
+    try:
+        return await _producers(s, n, p)
+    finally:
+        await s.close()
+
+
+async def bench_naive(dsn: str, n: int, p: int) -> tuple[float, float, float]:
+    """One commit per event, on an async connection per producer (no batching)."""
+    import psycopg
+
+    async def one(k: int, lat: list[float]) -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            sid = f"naive{k}"
+            await conn.execute("INSERT INTO sessions (id, started_at, updated_at) VALUES (%s, 0, 0) "
+                               "ON CONFLICT DO NOTHING", (sid,))
+            for _ in range(n // p):
+                t = time.perf_counter()
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sid,))
+                    cur = await conn.execute("UPDATE sessions SET last_seq = last_seq + 1, updated_at = %s "
+                                             "WHERE id = %s RETURNING last_seq", (time.time(), sid))
+                    seq = (await cur.fetchone())[0]  # type: ignore[index]
+                    ev = TextDelta(session_id=sid, seq=seq, ts=time.time(), text=TEXT)
+                    await conn.execute("INSERT INTO events (session_id, seq, type, ts, data) VALUES (%s, %s, %s, %s, %s)",
+                                       (sid, seq, ev.type, ev.ts, ev.to_json()))
+                lat.append(time.perf_counter() - t)
+
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(k, lat) for k in range(p)))
+    dt = time.perf_counter() - t0
+    lat.sort()
+    return (n // p) * p / dt, lat[int(len(lat) * 0.95)], lat[-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--producers", type=int, default=8)
+    ap.add_argument("--dsn", default="")
+    ap.add_argument("--fsync", action="store_true", help="the throw-away cluster with fsync on")
+    args = ap.parse_args()
+    server = None
+    dsn = args.dsn
+    if not dsn:
+        from tests.pg_server import PgServer, find_bindir
+
+        bindir = find_bindir()
+        if bindir is None:
+            sys.exit("no PostgreSQL server binaries found; pass --dsn")
+        server = PgServer(bindir)
+        server.start()
+        if args.fsync:
+            import psycopg
+
+            with psycopg.connect(server.dsn(), autocommit=True) as c:
+                c.execute("ALTER SYSTEM SET fsync = on")
+                c.execute("SELECT pg_reload_conf()")
+        dsn = server.new_database()
+    try:
+        n, p = args.events, args.producers
+        results: dict[str, tuple[float, float, float]] = {}
+        results["sqlite Store"] = asyncio.run(bench_sqlite(n, p))
+        results["PgStore"] = asyncio.run(bench_pg(dsn, n, p))
+        results["naive PG (commit/event)"] = asyncio.run(bench_naive(dsn, n, p))
+        print(f"{n} appends, {p} producers awaiting each append")
+        for name, (rate, p95, worst) in results.items():
+            print(f"  {name:<26} {rate:>9,.0f} events/s   p95 {p95 * 1000:6.1f} ms   worst {worst * 1000:6.1f} ms")
+        pg, lite, naive = (results[k][0] for k in ("PgStore", "sqlite Store", "naive PG (commit/event)"))
+        print(f"  PgStore / SQLite Store: {pg / lite:.2f}   PgStore / naive PG: {pg / naive:.2f}")
+        _ = statistics  # (kept for medians when runs are repeated)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
