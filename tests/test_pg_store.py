@@ -225,7 +225,8 @@ def test_the_sql_dialect_rewrites() -> None:
     up = translate("INSERT OR REPLACE INTO subtasks (session_id, id, title) VALUES (?, ?, ?), (?, ?, ?)")
     assert up == ("INSERT INTO subtasks (session_id, id, title) VALUES (%s, %s, %s), (%s, %s, %s) "
                   "ON CONFLICT (session_id, id) DO UPDATE SET title = EXCLUDED.title, rowid = DEFAULT")
-    assert translate("INSERT INTO commands (a) VALUES (?)").endswith("RETURNING id")
+    assert translate("INSERT INTO commands (a) VALUES (?)").endswith("RETURNING id AS id")
+    assert translate("INSERT INTO agent_items (a) VALUES (?)").endswith("RETURNING position AS id")
     assert translate("SELECT IFNULL(model, '') FROM x WHERE a NOT LIKE '5%'") == \
         "SELECT COALESCE(model, '') FROM x WHERE a NOT ILIKE '5%%'"
 

@@ -50,8 +50,8 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
 }
 # Tables with a rowid SQLite gives a new row on REPLACE (their order depends on it).
 RENUMBERED = frozenset({"subtasks"})
-# Tables whose INSERT tells the caller the new row's id (cursor.lastrowid).
-ID_TABLES = frozenset({"commands", "claude_entries", "agent_items"})
+# Tables whose INSERT tells the caller the new row's id (cursor.lastrowid): their id column.
+ID_TABLES = {"commands": "id", "claude_entries": "id", "agent_items": "position"}
 
 # queries.EVENT_READ's SQLite JSON check: PostgreSQL keeps what we wrote byte for byte and
 # has no torn pages to read, so every row it returns is one our writer made (sound).
@@ -77,7 +77,7 @@ def translate(sql: str) -> str:
     else:
         m = _INSERT.match(sql)
         if m and m.group(1) in ID_TABLES and "RETURNING" not in sql.upper():
-            sql = sql.rstrip().rstrip(";") + " RETURNING id"
+            sql = sql.rstrip().rstrip(";") + f" RETURNING {ID_TABLES[m.group(1)]} AS id"
     sql = sql.replace("%", "%%")
     sql = re.sub(r"\bLIMIT \?", "LIMIT NULLIF(?::bigint, -1)", sql)
     sql = re.sub(r"\bIFNULL\(", "COALESCE(", sql)
@@ -152,7 +152,7 @@ def _params(params: Iterable[Any] | None) -> Sequence[Any] | None:
 def _finish(cur: Any, sql: str) -> _Cursor:
     rows = cur.fetchall() if cur.description is not None else []
     lastrowid = None
-    if rows and "RETURNING id" in sql and sql.lstrip().startswith("INSERT"):
+    if rows and " AS id" in sql and sql.lstrip().startswith("INSERT"):
         lastrowid = int(rows[-1][0])
     return _Cursor(rows, cur.rowcount, lastrowid)
 
@@ -222,7 +222,7 @@ class AsyncConn:
         q = translate(sql)
         cur = await self.raw.execute(q, _params(params))  # type: ignore[arg-type]
         rows = await cur.fetchall() if cur.description is not None else []
-        lastrowid = int(rows[-1][0]) if rows and "RETURNING id" in q else None
+        lastrowid = int(rows[-1][0]) if rows and " AS id" in q and q.lstrip().startswith("INSERT") else None
         return _Cursor(rows, cur.rowcount, lastrowid)
 
     async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> None:
