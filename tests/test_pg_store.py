@@ -258,3 +258,37 @@ async def test_two_hosts_racing_for_a_lease_one_wins(pg_dsn: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_tail_is_woken_by_notify_and_catches_up_by_seq(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No polling: with the fallback read an hour away, each commit of another store (another
+    process, in effect) still reaches the follower at once; and a session's events committed
+    before the follower listened are read by seq all the same."""
+    from shepherd.core.store.pg import notify
+
+    monkeypatch.setattr(notify, "FALLBACK_S", 3600.0)
+    writer = await PgStore.open(pg_dsn, host="runner-host")
+    reader = await PgStore.open(pg_dsn, host="laptop", recover=False)
+    try:
+        await writer.append(SessionStarted(session_id="t"))  # before anyone listens
+        got: list[int] = []
+        seen = asyncio.Event()
+
+        async def follow() -> None:
+            async for batch in reader.tail("t"):
+                got.extend(e.seq for e in batch)
+                seen.set()
+
+        task = asyncio.create_task(follow())
+        for i in range(20):
+            await asyncio.wait_for(seen.wait(), 10)
+            seen.clear()
+            await writer.append(TextDelta(session_id="t", text=str(i)))
+            await writer.append(TextDelta(session_id="other", text="not followed"))
+        await asyncio.wait_for(seen.wait(), 10)
+        assert got == list(range(1, 22))
+        assert reader.listener.heard >= 20
+        task.cancel()
+    finally:
+        await reader.close()
+        await writer.close()

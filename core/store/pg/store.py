@@ -31,7 +31,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -45,6 +45,7 @@ from shepherd.core.store import commands, leases, recovery
 from shepherd.core.store.db import MAX_BATCH, Store, _Job, _Pending, _RowJob, scrub_event
 from shepherd.core.store.derive import decode_event, write_events
 from shepherd.core.store.errors import StoreError
+from shepherd.core.store.pg import notify
 from shepherd.core.store.pg import reads as pg_reads
 from shepherd.core.store.pg import schema as pg_schema
 from shepherd.core.store.pg.dialect import AsyncConn, SyncAsAsync, SyncConn, drive
@@ -98,6 +99,13 @@ def _lock_sessions(c: SyncConn, session_ids: Iterable[str], what: str = "") -> N
         c.raw.execute(statement)  # type: ignore[arg-type]
 
 
+def _notify_followers(c: SyncConn, results: list[Event | None]) -> None:
+    """NOTIFY, delivered when (and if) this transaction commits (pg/notify.py)."""
+    sent = notify.payloads(results)
+    if sent:
+        c.raw.execute(notify.NOTIFY_SQL, (sent,))
+
+
 def _server_now(c: SyncConn) -> float:
     return float(c.raw.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()[0])  # type: ignore[index]
 
@@ -146,6 +154,7 @@ class PgStore(Store):
         self.pool_size = max(1, int(pool_size))
         self._wsync: SyncConn | None = None
         self._pool: AsyncConnectionPool | None = None
+        self.listener = notify.Listener(dsn)  # started by the first tail()
         self._exec = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepherd-pg-writer")
 
     # --- lifecycle -----------------------------------------------------------------
@@ -192,6 +201,7 @@ class PgStore(Store):
         if self._writer is not None:
             await asyncio.shield(self._writer)
         self._closed = True
+        await self.listener.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -245,6 +255,7 @@ class PgStore(Store):
 
         def work(c: SyncConn) -> tuple[list[Event | None], list[tuple[bool, Any]]]:
             results = write_events(c, events, now, heads)  # type: ignore[arg-type]
+            _notify_followers(c, results)
             outcomes: list[tuple[bool, Any]] = []
             for job in row_jobs:
                 c.raw.execute("SAVEPOINT shepherd_rows")
@@ -355,6 +366,34 @@ class PgStore(Store):
         top, rows = await self._read_pg(pg_reads.subtask_history_rows, session_id, subtask_id, list(types))
         return int(top or 0), [decode_event(r[0]) for r in rows]
 
+    async def tail(self, session_id: str, after_seq: int = 0, poll_s: float = 0.1,
+                   page: int = 1000) -> AsyncIterator[list[Event]]:
+        """Follow a session another process (another host) writes: read by seq whenever a
+        NOTIFY says it has new events, and every ``notify.FALLBACK_S`` regardless (a
+        notification lost while reconnecting). ``poll_s`` is SQLite's: nothing polls here."""
+        await self.listener.ensure()
+        wake = self.listener.watch(session_id)
+        last = int(after_seq)
+        try:
+            while not self._closed:  # (closing wakes every follower: it ends here)
+                wake.clear()  # (before the read: a commit during it wakes the next wait)
+                batch = await self.events(session_id, after_seq=last, limit=page)
+                if batch:
+                    last = batch[-1].seq
+                    yield batch
+                    continue
+                try:
+                    await asyncio.wait_for(wake.wait(), notify.FALLBACK_S)
+                except TimeoutError:
+                    pass
+                if not self.listener.alive and not self._closed:
+                    try:
+                        await self.listener.ensure()
+                    except psycopg.Error as e:  # the server is away: keep reading by the fallback
+                        log.info("store: cannot LISTEN again yet: %s", e)
+        finally:
+            self.listener.unwatch(session_id, wake)
+
     # --- leases: the server's clock ----------------------------------------------------
 
     async def acquire_lease(self, session_id: str, ttl_s: float = 60) -> None:
@@ -402,6 +441,7 @@ class PgStore(Store):
                 _lock_sessions(c, (e.session_id for e in events))
                 scrubber = Scrubber()
                 results = write_events(c, [scrub_event(e, scrubber) for e in events], stamp)  # type: ignore[arg-type]
+                _notify_followers(c, results)
                 self._job_events.extend(e for e in results if e is not None)
             return found
 
