@@ -9,7 +9,8 @@ append (as a streaming backend does), in one session per producer:
   * a naive PostgreSQL writer: one connection, one INSERT + session UPDATE and one COMMIT
     per event, under the same per-session advisory lock (what a store without a batching
     writer does).
-It prints events/s, the worst submit->commit latency, and the ratios. Without ``--dsn`` it
+It prints events/s, p95 and worst append latency, and the ratios; then the tail latency:
+a runner in another process appends, a follower here tails the session (LISTEN/NOTIFY). Without ``--dsn`` it
 starts a throw-away cluster like the tests (tests/pg_server.py; fsync off unless --fsync,
 synchronous_commit on either way). Numbers from a shared 2-core machine: a ratio, not a
 promise.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -101,6 +101,45 @@ async def bench_naive(dsn: str, n: int, p: int) -> tuple[float, float, float]:
     return (n // p) * p / dt, lat[int(len(lat) * 0.95)], lat[-1]
 
 
+TAIL_WRITER = """
+import asyncio, sys, time
+sys.path.insert(0, sys.argv[1])
+from shepherd.core.events import TextDelta
+from shepherd.core.store.pg import PgStore
+
+async def main(dsn, n):
+    store = await PgStore.open(dsn, host="runner-host", recover=False)
+    for i in range(n):
+        await store.append(TextDelta(session_id="tailed", text=str(time.time())))
+        await asyncio.sleep(0.01)
+    await store.close()
+
+asyncio.run(main(sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def bench_tail(dsn: str, n: int) -> tuple[float, float, float]:
+    """A runner in another process appends an event every 10 ms, each carrying its submit
+    time; a follower here tails the session (LISTEN/NOTIFY): submit -> seen, p50/p95/max."""
+    from shepherd.core.events import SessionStarted as _S
+
+    reader = await PgStore.open(dsn, host="laptop", recover=False)
+    await reader.append(_S(session_id="tailed"))
+    lat: list[float] = []
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", TAIL_WRITER, str(ROOT), dsn, str(n))
+    try:
+        async for batch in reader.tail("tailed", after_seq=1):
+            now = time.time()
+            lat += [now - float(e.text) for e in batch if getattr(e, "text", "")]
+            if len(lat) >= n:
+                break
+    finally:
+        await proc.wait()
+        await reader.close()
+    lat.sort()
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.95)], lat[-1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
@@ -136,7 +175,9 @@ def main() -> None:
             print(f"  {name:<26} {rate:>9,.0f} events/s   p95 {p95 * 1000:6.1f} ms   worst {worst * 1000:6.1f} ms")
         pg, lite, naive = (results[k][0] for k in ("PgStore", "sqlite Store", "naive PG (commit/event)"))
         print(f"  PgStore / SQLite Store: {pg / lite:.2f}   PgStore / naive PG: {pg / naive:.2f}")
-        _ = statistics  # (kept for medians when runs are repeated)
+        p50, p95, worst = asyncio.run(bench_tail(dsn, 300))
+        print(f"tail (LISTEN/NOTIFY), runner in another process, 300 events 10 ms apart: submit -> seen "
+              f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, worst {worst * 1000:.1f} ms")
     finally:
         if server is not None:
             server.stop()
