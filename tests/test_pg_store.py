@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,6 +228,8 @@ def test_the_sql_dialect_rewrites() -> None:
                   "ON CONFLICT (session_id, id) DO UPDATE SET title = EXCLUDED.title, rowid = DEFAULT")
     assert translate("INSERT INTO commands (a) VALUES (?)").endswith("RETURNING id AS id")
     assert translate("INSERT INTO agent_items (a) VALUES (?)").endswith("RETURNING position AS id")
+    assert translate("INSERT OR IGNORE INTO notified (session_id, seq) VALUES (?, ?)") == \
+        "INSERT INTO notified (session_id, seq) VALUES (%s, %s) ON CONFLICT DO NOTHING"
     assert translate("SELECT IFNULL(model, '') FROM x WHERE a NOT LIKE '5%'") == \
         "SELECT COALESCE(model, '') FROM x WHERE a NOT ILIKE '5%%'"
 
@@ -292,3 +295,57 @@ async def test_tail_is_woken_by_notify_and_catches_up_by_seq(pg_dsn: str, monkey
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_raw_sql_of_other_modules_runs_through_the_seam(pg_dsn: str) -> None:
+    """core/notify.py's SQL (aiosqlite's cursor API, INSERT OR IGNORE) on a PgStore."""
+    from shepherd.core.notify import _claim
+
+    s = await PgStore.open(pg_dsn)
+    try:
+        await s.append(SessionStarted(session_id="n"))
+        assert await s.run_rows(_claim("n", 1, 1.0)) is True
+        assert await s.run_rows(_claim("n", 1, 2.0)) is False  # claimed once, whoever asks again
+
+        async def top(conn: Any) -> int:
+            async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
+                return int((await cur.fetchone())[0])
+
+        assert await s.run_read(top) >= 1
+        cur = await s.run_write(lambda c: c.execute("INSERT INTO commands (session_id, command, created_at) "
+                                                    "VALUES ('n', 'pause', 0)"))
+        assert cur.lastrowid == 1
+    finally:
+        await s.close()
+
+
+async def test_open_store_picks_postgresql_for_a_url_and_shepherd_db(pg_dsn: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from shepherd.core.store import NoDatabase
+
+    with pytest.raises(NoDatabase):  # a read-only command on an empty database makes no tables
+        await open_store(pg_dsn, create=False)
+    assert sql(pg_dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+    monkeypatch.setenv("SHEPHERD_DB", pg_dsn)
+    s = await open_store()
+    try:
+        assert isinstance(s, PgStore) and s.dsn == pg_dsn
+    finally:
+        await s.close()
+    s = await open_store(pg_dsn, create=False)  # now there is one
+    await s.close()
+
+
+async def test_the_writer_reconnects_after_its_connection_is_killed(pg_dsn: str) -> None:
+    s = await PgStore.open(pg_dsn)
+    try:
+        await s.append(TextDelta(session_id="k", text="before"))
+        pid = s._wsync.raw.info.backend_pid  # type: ignore[union-attr]
+        sql(pg_dsn, "SELECT pg_terminate_backend(?)", (pid,))
+        with pytest.raises(StoreError):  # the batch in flight fails, in one line
+            await s.append(TextDelta(session_id="k", text="lost"))
+        done = await s.append(TextDelta(session_id="k", text="after"))
+        assert done is not None and done.seq == 2
+        assert [e.text for e in await s.events("k")] == ["before", "after"]  # type: ignore[attr-defined]
+    finally:
+        await s.close()

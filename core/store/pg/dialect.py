@@ -7,6 +7,7 @@ statement once (cached) into PostgreSQL's dialect:
 
   ``?``                       -> ``%s`` (and a literal ``%`` -> ``%%``)
   ``INSERT OR REPLACE INTO t`` -> ``INSERT ... ON CONFLICT (t's key) DO UPDATE SET ...``
+  ``INSERT OR IGNORE INTO t``  -> ``INSERT ... ON CONFLICT DO NOTHING``
   ``LIKE``                    -> ``ILIKE`` (SQLite's LIKE ignores ASCII case)
   ``IFNULL(``                 -> ``COALESCE(``
   ``LIMIT ?``                 -> ``LIMIT NULLIF(?, -1)`` (SQLite's "no limit" is -1)
@@ -57,6 +58,7 @@ ID_TABLES = {"commands": "id", "claude_entries": "id", "agent_items": "position"
 # has no torn pages to read, so every row it returns is one our writer made (sound).
 _SQLITE_SOUND = re.compile(r"CASE WHEN json_valid\(data\) THEN json_extract\(.*?\) = json_array\(.*?\) ELSE 0 END",
                            re.S)
+_IGNORE = re.compile(r"^\s*INSERT OR IGNORE INTO (.*)$", re.S)
 _REPLACE = re.compile(r"^\s*INSERT OR REPLACE INTO (\w+) \(([^)]*)\) VALUES (.*)$", re.S)
 _INSERT = re.compile(r"^\s*INSERT INTO (\w+)\b", re.S)
 
@@ -65,6 +67,9 @@ _INSERT = re.compile(r"^\s*INSERT INTO (\w+)\b", re.S)
 def translate(sql: str) -> str:
     """``sql`` (SQLite's dialect, as the store writes it) in PostgreSQL's."""
     sql = _SQLITE_SOUND.sub("TRUE", sql)
+    ignore = _IGNORE.match(sql)
+    if ignore:
+        sql = f"INSERT INTO {ignore.group(1).rstrip().rstrip(';')} ON CONFLICT DO NOTHING"
     m = _REPLACE.match(sql)
     if m:
         table, cols, rest = m.group(1), [c.strip() for c in m.group(2).split(",")], m.group(3)
@@ -136,8 +141,32 @@ class _Cursor:
     def __iter__(self) -> Any:
         return iter(self.rows)
 
-    async def __aenter__(self) -> _Cursor:
-        return self
+
+class _AsyncCursor(_Cursor):
+    """aiosqlite's cursor: the same, its fetches awaited."""
+
+    __slots__ = ()
+
+    async def fetchall(self) -> list[Any]:  # type: ignore[override]
+        return self.rows
+
+    async def fetchone(self) -> Any:  # type: ignore[override]
+        return self.rows[0] if self.rows else None
+
+
+class _Executing:
+    """What aiosqlite's ``execute`` returns: awaited, or ``async with`` ... ``as cursor``."""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: Coroutine[Any, Any, _AsyncCursor]) -> None:
+        self.coro = coro
+
+    def __await__(self) -> Any:
+        return self.coro.__await__()
+
+    async def __aenter__(self) -> _AsyncCursor:
+        return await self.coro
 
     async def __aexit__(self, *exc: object) -> None:
         return None
@@ -218,12 +247,15 @@ class AsyncConn:
         cur = await self.raw.execute(translate(sql), _params(params))  # type: ignore[arg-type]
         return await cur.fetchall() if cur.description is not None else []
 
-    async def execute(self, sql: str, params: Iterable[Any] | None = None) -> _Cursor:
+    def execute(self, sql: str, params: Iterable[Any] | None = None) -> _Executing:
+        return _Executing(self._execute(sql, params))
+
+    async def _execute(self, sql: str, params: Iterable[Any] | None) -> _AsyncCursor:
         q = translate(sql)
         cur = await self.raw.execute(q, _params(params))  # type: ignore[arg-type]
         rows = await cur.fetchall() if cur.description is not None else []
         lastrowid = int(rows[-1][0]) if rows and " AS id" in q and q.lstrip().startswith("INSERT") else None
-        return _Cursor(rows, cur.rowcount, lastrowid)
+        return _AsyncCursor(rows, cur.rowcount, lastrowid)
 
     async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> None:
         async with self.raw.cursor() as cur:
@@ -239,18 +271,25 @@ class SyncAsAsync:
     async def execute_fetchall(self, sql: str, params: Iterable[Any] | None = None) -> list[Any]:
         return self.sync.execute(sql, params).fetchall()
 
-    async def execute(self, sql: str, params: Iterable[Any] | None = None) -> _Cursor:
-        return self.sync.execute(sql, params)
+    def execute(self, sql: str, params: Iterable[Any] | None = None) -> _Executing:
+        return _Executing(self._execute(sql, params))
+
+    async def _execute(self, sql: str, params: Iterable[Any] | None) -> _AsyncCursor:
+        c = self.sync.execute(sql, params)
+        return _AsyncCursor(c.rows, c.rowcount, c.lastrowid)
 
     async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> None:
         self.sync.executemany(sql, seq)
 
 
-def drive(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (it awaits only SyncAsAsync) to its result."""
+def drive(awaitable: Any) -> T:
+    """Run a coroutine (any awaitable) that never suspends, because it awaits only
+    SyncAsAsync, to its result."""
+    it = awaitable.__await__()
     try:
-        coro.send(None)
+        it.send(None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    coro.close()
+    if hasattr(it, "close"):
+        it.close()
     raise RuntimeError("a writer job awaited something that suspends; it must use only its connection")

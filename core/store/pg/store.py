@@ -224,6 +224,12 @@ class PgStore(Store):
         c = self._wsync
         if c is None:
             raise StoreError(f"the store {self.path} is closed")
+        if c.raw.closed or c.raw.broken:  # the server restarted, or the network dropped us
+            log.info("store: reconnecting the writer to %s", self.path)
+            c.raw.close()
+            self._connect_writer(create=True)
+            c = self._wsync
+            assert c is not None
         c.raw.execute(f"BEGIN; {locks}" if locks else "BEGIN")  # type: ignore[arg-type]
         try:
             result = fn(c)
