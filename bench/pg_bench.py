@@ -1,6 +1,6 @@
 """Appends/s: the PostgreSQL store against the SQLite store and a naive PostgreSQL writer.
 
-    python bench/pg_bench.py [--events N] [--producers P] [--dsn postgresql://...] [--fsync]
+    python bench/pg_bench.py [--events N] [--producers P] [--dsn postgresql://...] [--fsync] [--fleet]
 
 Each contender takes N TextDelta events from P concurrent producers, each awaiting its
 append (as a streaming backend does), in one session per producer:
@@ -140,12 +140,102 @@ async def bench_tail(dsn: str, n: int) -> tuple[float, float, float]:
     return lat[len(lat) // 2], lat[int(len(lat) * 0.95)], lat[-1]
 
 
+FLEET_RUNNER = """
+import asyncio, sys, time
+sys.path.insert(0, sys.argv[1])
+from shepherd.core.events import SessionStarted, TextDelta
+from shepherd.core.store.pg import PgStore
+
+async def main(dsn, k, n):
+    sid = f"fleet{k}"
+    store = await PgStore.open(dsn, host=f"runner-{k}", recover=False)
+    await store.acquire_lease(sid)
+    await store.append(SessionStarted(session_id=sid, title="fleet"))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    for i in range(n):  # a streaming turn: a burst of lazy deltas, then an urgent event awaited
+        for _ in range(4):
+            store.submit(TextDelta(session_id=sid, text=str(time.time())), lazy=True)
+        await store.append(TextDelta(session_id=sid, text=str(time.time())))
+        await asyncio.sleep(0.005)
+    await store.release_lease(sid)
+    await store.close()
+    print(5 * n / (time.perf_counter() - t0), flush=True)
+
+asyncio.run(main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+"""
+
+FLEET_FOLLOWER = """
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from shepherd.core.store.pg import PgStore
+
+async def main(dsn, runners, total):
+    store = await PgStore.open(dsn, host="watcher", recover=False)
+    lat = []
+
+    async def follow(sid):
+        async for batch in store.tail(sid, after_seq=1):
+            now = time.time()
+            lat.extend(now - float(e.text) for e in batch)
+            if sum(1 for _ in lat) >= total:
+                return
+
+    tasks = [asyncio.create_task(follow(f"fleet{k}")) for k in range(runners)]
+    print("ready", flush=True)
+    done, pending = await asyncio.wait(tasks, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+    await store.close()
+    lat.sort()
+    print(json.dumps([lat[len(lat) // 2], lat[int(len(lat) * 0.95)], lat[-1], len(lat)]), flush=True)
+
+asyncio.run(main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+"""
+
+
+def bench_fleet(dsn: str, runners: int = 8, followers: int = 2, turns: int = 200) -> None:
+    """``runners`` runner processes (their own host ids and leases), each streaming turns into
+    its session; ``followers`` watcher processes tailing every session. Appends/s over the
+    fleet and the followers' submit -> seen latency."""
+    import json
+    import subprocess
+
+    def spawn(code: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", code, str(ROOT), dsn, *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+
+    run = [spawn(FLEET_RUNNER, str(k), str(turns)) for k in range(runners)]
+    for p in run:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    watch = [spawn(FLEET_FOLLOWER, str(runners), str(runners * turns * 5)) for _ in range(followers)]
+    for p in watch:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    t0 = time.perf_counter()
+    for p in run:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    rates = [float(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in run]
+    wall = time.perf_counter() - t0
+    lats = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in watch]
+    total = runners * turns * 5
+    print(f"fleet: {runners} runner processes x {turns} turns of 5 events (4 lazy + 1 awaited, 5 ms apart), "
+          f"{followers} followers tailing all: {total / wall:,.0f} events/s over the fleet "
+          f"(per runner {min(rates):,.0f}-{max(rates):,.0f}/s)")
+    for i, (p50, p95, worst, n) in enumerate(lats):
+        print(f"  follower {i}: {n} events seen, submit -> seen p50 {p50 * 1000:.1f} ms, "
+              f"p95 {p95 * 1000:.1f} ms, worst {worst * 1000:.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--producers", type=int, default=8)
     ap.add_argument("--dsn", default="")
     ap.add_argument("--fsync", action="store_true", help="the throw-away cluster with fsync on")
+    ap.add_argument("--fleet", action="store_true", help="also 8 runner processes and 2 followers")
     args = ap.parse_args()
     server = None
     dsn = args.dsn
@@ -175,6 +265,8 @@ def main() -> None:
             print(f"  {name:<26} {rate:>9,.0f} events/s   p95 {p95 * 1000:6.1f} ms   worst {worst * 1000:6.1f} ms")
         pg, lite, naive = (results[k][0] for k in ("PgStore", "sqlite Store", "naive PG (commit/event)"))
         print(f"  PgStore / SQLite Store: {pg / lite:.2f}   PgStore / naive PG: {pg / naive:.2f}")
+        if args.fleet:
+            bench_fleet(dsn)
         p50, p95, worst = asyncio.run(bench_tail(dsn, 300))
         print(f"tail (LISTEN/NOTIFY), runner in another process, 300 events 10 ms apart: submit -> seen "
               f"p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, worst {worst * 1000:.1f} ms")
