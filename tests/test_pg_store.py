@@ -349,3 +349,50 @@ async def test_the_writer_reconnects_after_its_connection_is_killed(pg_dsn: str)
         assert [e.text for e in await s.events("k")] == ["before", "after"]  # type: ignore[attr-defined]
     finally:
         await s.close()
+
+
+# tests/store_child.py's runner, on PostgreSQL: the same script with PgStore for Store
+PG_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); import tests.store_child as child; "
+            "from shepherd.core.store.pg import PgStore; child.Store = PgStore; child.main(sys.argv[2:])")
+
+
+async def test_sigkill_never_loses_an_acknowledged_event_on_postgresql(pg_dsn: str) -> None:
+    """tests/test_store_procs.py's crash test, fewer rounds: a runner SIGKILLed at a random
+    point loses no acknowledged event, leaves no gap, and the next open recovers it (a
+    runner of this host whose process is gone) exactly once."""
+    import random
+
+    await (await PgStore.open(pg_dsn)).close()
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    for round_no in range(8):
+        sid = f"crash{round_no}"
+        lease = round_no % 2 == 0
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PG_CHILD, str(ROOT), "kill", pg_dsn, sid, *(["--lease"] if lease else []),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        acked: list[int] = []
+        kill_after = rng.randint(1, 300)
+        while len(acked) < kill_after:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+            if not line:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"child ended early: {err.decode(errors='replace')}")
+            acked.append(int(line))
+        proc.kill()
+        await proc.wait()
+        acked += [int(x) for x in (await proc.stdout.read()).decode().split("\n")[:-1] if x.strip()]
+        stored = [int(r[0]) for r in sql(pg_dsn, "SELECT seq FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
+        assert not sorted(set(acked) - set(stored)), f"round {round_no}: acknowledged seqs lost"
+        assert stored == list(range(1, len(stored) + 1))
+        store = await PgStore.open(pg_dsn)  # recovery: this host's runner pid is gone
+        try:
+            row = await store.get_session(sid)
+            assert row is not None and row.status == "interrupted"
+            assert await store.tool_calls(sid, status="running") == []
+            last = (await store.events(sid, limit=None))[-1]
+            assert last.type == "session.interrupted"
+            assert ("process" if lease else "no lease") in last.reason  # type: ignore[attr-defined]
+            assert await store.recover() == []
+        finally:
+            await store.close()
