@@ -10,8 +10,9 @@ What differs is below the writer:
   hop to that thread (the derivation is plain synchronous code, core.store.derive, run over
   ``dialect.SyncConn``: the very code SQLite runs, not a copy).
 - Gapless seq with writers in other processes and on other hosts: before it reads a
-  session's last seq the batch takes ``pg_advisory_xact_lock`` per session (sorted, so two
-  batches never deadlock); the lock ends with the transaction.
+  session's last seq the batch takes ``pg_advisory_xact_lock`` per session (in key order,
+  so two batches never deadlock; ``lock_key``), in BEGIN's round trip; the lock ends with
+  the transaction. Leases and commands take one per session too ("lease:", "commands:").
 - Reads: a ``psycopg_pool.AsyncConnectionPool`` (autocommit), queries.py's SQL through
   ``dialect.AsyncConn``, the hot event reads in ``pg/reads.py``.
 - Leases are dated by the server's clock (``clock_timestamp()``), never a client's; the
@@ -43,7 +44,7 @@ from shepherd.core.events import Event
 from shepherd.core.secrets import Scrubber
 from shepherd.core.store import commands, leases, recovery
 from shepherd.core.store.db import MAX_BATCH, Store, _Job, _Pending, _RowJob, scrub_event
-from shepherd.core.store.derive import decode_event, write_events
+from shepherd.core.store.derive import FINISHED_SESSION, decode_event, write_events
 from shepherd.core.store.errors import StoreError
 from shepherd.core.store.pg import notify
 from shepherd.core.store.pg import reads as pg_reads
@@ -440,11 +441,18 @@ class PgStore(Store):
         def job(c: SyncConn) -> list[str]:
             dead_runners.clear()
             c.raw.execute("SELECT pg_advisory_xact_lock(%s)", (RECOVER_LOCK,))
+            # and every live session's lease and events, all before any row lock, in key
+            # order like every other writer: no refresh lands between the look at a lease
+            # and its removal, and no runner's batch (events, then its lease's release)
+            # waits on us while we wait on it
+            live = [r[0] for r in c.raw.execute(
+                "SELECT id FROM sessions WHERE status <> ALL(%s)", (sorted(FINISHED_SESSION),)).fetchall()]
+            _lock_sessions(c, [*live, *(f"lease:{sid}" for sid in live)])
             found, events = drive(recovery.gone_runners(
                 _LeasesInStoreTime(c, _server_now(c) - stamp), now=stamp, owner=self.owner,
                 host=self.host, dead_runners=dead_runners))  # type: ignore[arg-type]
             if events:
-                _lock_sessions(c, (e.session_id for e in events))
+                _lock_sessions(c, (e.session_id for e in events))  # (held already, unless it just went live)
                 scrubber = Scrubber()
                 results = write_events(c, [scrub_event(e, scrubber) for e in events], stamp)  # type: ignore[arg-type]
                 _notify_followers(c, results)
