@@ -1,6 +1,6 @@
 """A throw-away PostgreSQL cluster for the tests: ``initdb`` + ``pg_ctl`` in a temp dir,
 listening only on a Unix socket there (no TCP port), fsync off (the data dies with the
-run anyway). One cluster per test session; every test gets a database of its own.
+run anyway). One cluster per test process (stopped at exit); every test gets a database of its own.
 
 Use the fixtures ``pg_server`` (the cluster: ``.dsn(dbname)``, ``.new_database()``) and
 ``pg_dsn`` (a fresh, empty database for one test). As root (CI) the server runs as the
@@ -10,6 +10,7 @@ the tests skip with a loud reason, except in CI (``CI=true``), where they fail.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import pwd
@@ -95,25 +96,44 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"!!! PostgreSQL tests SKIPPED: {reason} !!!")
 
 
+# One cluster per test process: every module imports the fixtures (there is no conftest
+# plugin for them), and pytest would otherwise start one per importing module.
+_SHARED: dict[str, object] = {}
+
+
+def _shared_server() -> PgServer:
+    if "why" in _SHARED:
+        _unavailable(str(_SHARED["why"]))
+    if "server" in _SHARED:
+        return _SHARED["server"]  # type: ignore[return-value]
+    bindir = find_bindir()
+    why = ""
+    if bindir is None:
+        why = "no initdb/pg_ctl found (install Debian's postgresql package, or set SHEPHERD_PG_BINDIR)"
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            why = "psycopg is not installed (pip install -e '.[test]')"
+    if not why:
+        server = PgServer(bindir)  # type: ignore[arg-type]
+        try:
+            server.start()
+        except Exception as e:  # noqa: BLE001 - one loud line, skip or fail
+            shutil.rmtree(server.root, ignore_errors=True)
+            why = f"the throw-away cluster did not start: {e}"
+        else:
+            _SHARED["server"] = server
+            atexit.register(server.stop)
+            return server
+    _SHARED["why"] = why
+    _unavailable(why)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        _unavailable("no initdb/pg_ctl found (install Debian's postgresql package, or set SHEPHERD_PG_BINDIR)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable("psycopg is not installed (pip install -e '.[test]')")
-    server = PgServer(bindir)  # type: ignore[arg-type]
-    try:
-        server.start()
-    except Exception as e:  # noqa: BLE001 - one loud line, skip or fail
-        shutil.rmtree(server.root, ignore_errors=True)
-        _unavailable(f"the throw-away cluster did not start: {e}")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield _shared_server()
 
 
 @pytest.fixture
