@@ -20,7 +20,7 @@ from shepherd.core.clock import FakeClock
 from shepherd.core.events import SessionStarted, TextDelta, ToolStarted
 from shepherd.core.store import LeaseHeld, NotADatabase, SchemaTooNew, StoreError, open_store
 from shepherd.core.store.pg import PgStore
-from tests.pg_server import PgServer, pg_dsn, pg_server, sql  # noqa: F401  (fixtures)
+from tests.pg_server import pg_dsn, pg_server, sql  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -396,3 +396,19 @@ async def test_sigkill_never_loses_an_acknowledged_event_on_postgresql(pg_dsn: s
             assert await store.recover() == []
         finally:
             await store.close()
+
+
+async def test_a_servers_message_quoting_our_data_is_one_safe_line(pg_dsn: str) -> None:
+    s = await PgStore.open(pg_dsn)
+    try:
+        async def clash(conn: Any) -> None:  # a unique key the server names in its message
+            for _ in range(2):
+                await conn.execute("INSERT INTO leases (session_id, owner, expires_at, pid, host) "
+                                   "VALUES ('evil\x1b[31m\nid', 'o', 0, 1, 'h')")
+
+        with pytest.raises(StoreError) as info:
+            await s.run_write(clash)
+        text = str(info.value)
+        assert "\x1b" not in text and "\n" not in text and "evil" in text
+    finally:
+        await s.close()

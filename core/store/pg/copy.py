@@ -16,6 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core.store.errors import StoreError
+from shepherd.core.text import safe
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
@@ -51,7 +52,7 @@ async def copy_sessions(src: EventStore, dst: EventStore, session_ids: list[str]
     ids = session_ids if session_ids is not None else await _all_session_ids(src)
     for sid in ids:
         if await dst.last_seq(sid) > 0 or await dst.get_session(sid) is not None:
-            raise StoreError(f"session {sid} is in the destination already; nothing of it was copied")
+            raise StoreError(f"session {safe(sid)} is in the destination already; nothing of it was copied")
     for sid in ids:
         last = 0
         while True:
@@ -61,7 +62,7 @@ async def copy_sessions(src: EventStore, dst: EventStore, session_ids: list[str]
             done = await asyncio.gather(*[dst.submit(ev) for ev in page])
             for ev, new in zip(page, done):
                 if new is None or new.seq != ev.seq:
-                    raise StoreError(f"session {sid}: event {ev.seq} would become "
+                    raise StoreError(f"session {safe(sid)}: event {ev.seq} would become "
                                      f"{'nothing' if new is None else new.seq} in the destination")
             last = page[-1].seq
         for key in await _history_keys(src, sid):

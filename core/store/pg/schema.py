@@ -18,6 +18,7 @@ import psycopg
 
 from shepherd.core.store import schema as sqlite_schema
 from shepherd.core.store.errors import NotADatabase, SchemaTooNew, StoreError
+from shepherd.core.text import safe
 
 SCHEMA_VERSION = sqlite_schema.SCHEMA_VERSION
 MIGRATE_LOCK = 0x53485044  # "SHPD": the advisory lock key of migrations
@@ -105,7 +106,12 @@ def prepare(conn: psycopg.Connection[Any], where: str, *, create: bool = True) -
     return SCHEMA_VERSION
 
 
+def one_line(e: object, limit: int = 300) -> str:
+    """A server's message as one printable line: it may quote our data (a session id, a
+    value), which is never let through as a control sequence."""
+    return safe(" ".join(str(e).split()))[:limit]
+
+
 def connect_error(where: str, e: Exception) -> StoreError:
     """A connection problem in one line (never the DSN's password: ``where`` has none)."""
-    text = " ".join(str(e).split())
-    return StoreError(f"cannot open {where}: {text[:300]}")
+    return StoreError(f"cannot open {where}: {one_line(e)}")

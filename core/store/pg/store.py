@@ -279,7 +279,7 @@ class PgStore(Store):
         except Exception as e:  # the writer must survive a failed batch
             log.exception("store: writing %d events failed", len(batch))
             self.stats.failed_batches += 1
-            error = e if isinstance(e, StoreError) else StoreError(f"could not write to {self.path}: {e}")
+            error = e if isinstance(e, StoreError) else StoreError(f"could not write to {self.path}: {pg_schema.one_line(e)}")
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
@@ -328,7 +328,7 @@ class PgStore(Store):
                 raise
             if not job.future.done():
                 job.future.set_exception(e if not isinstance(e, psycopg.Error) else
-                                         StoreError(f"could not write to {self.path}: {e}"))
+                                         StoreError(f"could not write to {self.path}: {pg_schema.one_line(e)}"))
             return
         if not job.future.done():
             job.future.set_result(result)
@@ -346,7 +346,7 @@ class PgStore(Store):
             async with pool.connection() as conn:
                 return await query(AsyncConn(conn), *args)
         except psycopg.Error as e:
-            raise StoreError(f"reading {self.path} failed: {' '.join(str(e).split())[:300]}") from None
+            raise StoreError(f"reading {self.path} failed: {pg_schema.one_line(e)}") from None
 
     async def _read_pg(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``query(pooled AsyncConnection, *args)`` (pg/reads.py)."""
