@@ -412,3 +412,14 @@ async def test_a_servers_message_quoting_our_data_is_one_safe_line(pg_dsn: str) 
         assert "\x1b" not in text and "\n" not in text and "evil" in text
     finally:
         await s.close()
+
+
+async def test_a_percent_sign_in_sql_without_parameters_stays_one(pg_dsn: str) -> None:
+    s = await PgStore.open(pg_dsn)
+    try:
+        await s.append(SessionStarted(session_id="50%", title="half"))
+        rows = await s.run_read(lambda c: c.execute_fetchall("SELECT id FROM sessions WHERE id = '50%'"))
+        assert [r[0] for r in rows] == ["50%"]
+        assert await s.resolve_session("50") == "50%"
+    finally:
+        await s.close()

@@ -172,9 +172,10 @@ class _Executing:
         return None
 
 
-def _params(params: Iterable[Any] | None) -> Sequence[Any] | None:
+def _params(params: Iterable[Any] | None) -> Sequence[Any]:
+    """Always a sequence: psycopg reads ``%%`` as ``%`` only when parameters are given."""
     if params is None:
-        return None
+        return ()
     return params if isinstance(params, (list, tuple)) else list(params)
 
 
