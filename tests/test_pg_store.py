@@ -423,3 +423,40 @@ async def test_a_percent_sign_in_sql_without_parameters_stays_one(pg_dsn: str) -
         assert await s.resolve_session("50") == "50%"
     finally:
         await s.close()
+
+
+async def test_approvals_run_states_and_worktrees_derive_on_postgresql(pg_dsn: str) -> None:
+    """The derived tables the shared suite touches least, through the same derivation."""
+    from shepherd.core.events import ApprovalDecided, ApprovalRequested, Checkpoint, SubtaskStarted, WorktreeChanged
+
+    s = await PgStore.open(pg_dsn)
+    try:
+        sid = "ap"
+        await s.append(SessionStarted(session_id=sid))
+        await s.append(SubtaskStarted(session_id=sid, subtask_id="a"))
+        await s.append(ToolStarted(session_id=sid, subtask_id="a", call_id="c1", name="run_command",
+                                   input={"command": "rm -rf build"}))
+        await s.save_run_state(sid, "a", ["c1"], '{"state": 1}')
+        await s.append(ApprovalRequested(session_id=sid, subtask_id="a", call_id="c1", tool="run_command",
+                                         input={"command": "rm -rf build"}))
+        row = await s.get_session(sid)
+        assert row is not None and row.needs == "approval" and "rm -rf build" in row.needs_detail
+        assert [a.call_id for a in await s.approvals(sid)] == ["c1"]
+        assert (await s.tool_calls(sid))[0].status == "awaiting"
+        assert await s.load_run_state(sid, "a") == (["c1"], '{"state": 1}')
+        await s.append(ApprovalDecided(session_id=sid, subtask_id="a", call_id="c1", decision="approved",
+                                       scope="session"))
+        assert await s.approvals(sid) == [] and await s.session_tools(sid) == {"run_command"}
+        assert await s.load_run_state(sid, "a") is None  # settled: dropped in the events' transaction
+        row = await s.get_session(sid)
+        assert row is not None and row.needs is None
+        for action in ("created", "merged"):
+            await s.append(WorktreeChanged(session_id=sid, action=action, path="/wt/ap", branch="shepherd/ap",
+                                           origin="/repo", repo="/repo/.git", base_commit="abc"))
+        await s.append(Checkpoint(session_id=sid, subtask_id="a", commit="def", at="subtask_done"))
+        wt = await s.worktree(sid)
+        assert wt is not None and wt.state == "merged" and wt.workspace == "/wt/ap"
+        assert [w.session_id for w in await s.worktrees(state="merged", repo="/repo/.git")] == [sid]
+        assert [c.commit for c in await s.checkpoints(sid)] == ["def"]  # type: ignore[attr-defined]
+    finally:
+        await s.close()
