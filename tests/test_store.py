@@ -51,7 +51,8 @@ from shepherd.core.store import (
     open_agents_session,
     open_claude_session_store,
 )
-from shepherd.core.store import derive, schema
+from shepherd.core.store import derive, open_store, schema
+from tests.pg_server import is_pg, pg_dsn, pg_server, sql, store_target, target_of  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -60,8 +61,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> Any:
-    s = await Store.open(tmp_path / "shepherd.db", clock=clock)
+async def store(store_target: Any, clock: FakeClock) -> Any:
+    """A store on SQLite, then the same test on PostgreSQL (tests/pg_server.py)."""
+    s = await open_store(store_target, clock=clock)
     yield s
     await s.close()
 
@@ -234,10 +236,8 @@ async def test_every_event_type_round_trips(store: Store, tmp_path: Path) -> Non
         assert read == saved == orig.with_(seq=saved.seq, ts=saved.ts)
     assert isinstance(back[-1], OpaqueEvent) and back[-1].type == "from.the.future"
     assert [e.seq for e in back] == list(range(1, len(originals) + 1))
-    conn = _raw(store.path)
-    rows = conn.execute("SELECT type, seq, session_id, ts, subtask_id, attempt, data FROM events "
-                        "WHERE session_id = 'rt' ORDER BY seq").fetchall()
-    conn.close()
+    rows = sql(store, "SELECT type, seq, session_id, ts, subtask_id, attempt, data FROM events "
+                      "WHERE session_id = 'rt' ORDER BY seq")
     for row, ev in zip(rows, back):
         assert row[:6] == (ev.type, ev.seq, "rt", ev.ts, ev.subtask_id, ev.attempt)
         assert json.loads(row[6]) == json.loads(ev.to_json())
@@ -277,7 +277,7 @@ async def test_duplicate_tool_results_are_dropped(store: Store, tmp_path: Path, 
     assert again is None and restart is None
     assert batch[0] is not None and batch[0].seq == 4 and batch[1] is None
     # and from another Store (another process) on the same file
-    other = await Store.open(store.path, clock=clock, recover=False)
+    other = await open_store(target_of(store), clock=clock, recover=False)
     try:
         assert await other.append(ToolFinished(session_id=sid, call_id="c1", output="late")) is None
     finally:
@@ -473,9 +473,9 @@ async def test_subscribers_hear_committed_events_in_order(store: Store) -> None:
     assert sum(len(b) for b in heard) == 21
 
 
-async def test_close_commits_what_was_submitted(tmp_path: Path) -> None:
-    path = tmp_path / "close.db"
-    s = await Store.open(path)
+async def test_close_commits_what_was_submitted(store_target: Any) -> None:
+    path = store_target
+    s = await open_store(path)
     for i in range(250):
         s.submit(TextDelta(session_id="c", text=str(i)))
     await s.flush()
@@ -484,7 +484,7 @@ async def test_close_commits_what_was_submitted(tmp_path: Path) -> None:
     await s.close()
     with pytest.raises(StoreError, match="closed"):
         s.submit(TextDelta(session_id="c"))
-    s = await Store.open(path, recover=False)
+    s = await open_store(path, recover=False)
     try:
         assert await s.last_seq("c") == 500
     finally:
@@ -502,7 +502,8 @@ async def test_a_failed_batch_fails_its_callers_and_the_writer_goes_on(store: St
             raise sqlite3.OperationalError("disk I/O error")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("shepherd.core.store.db.write_events", flaky)
+    monkeypatch.setattr("shepherd.core.store.pg.store.write_events" if is_pg(store) else
+                        "shepherd.core.store.db.write_events", flaky)
     with pytest.raises(StoreError, match="disk I/O error"):
         await store.append(TextDelta(session_id="f", text="lost"))
     done = await store.append(TextDelta(session_id="f", text="kept"))
@@ -521,14 +522,18 @@ async def test_a_failed_batch_fails_its_callers_and_the_writer_goes_on(store: St
 # --- the writer's latency bound ------------------------------------------------------------
 
 
-async def test_writer_commits_within_its_50ms_bound(tmp_path: Path) -> None:
+async def test_writer_commits_within_its_50ms_bound(store_target: Any) -> None:
     """Measured with the real clock under a streaming load (16 producers, each awaiting
     its append): every event is committed within max_wait_s of its submit. (Typical worst
     case here ~12 ms, ~25 ms with both cores busy elsewhere.) Bursts beyond the writer's
     capacity are covered structurally by the next two tests."""
-    s = await Store.open(tmp_path / "lat.db")
+    s = await open_store(store_target)
     try:
         assert s.max_wait_s == 0.05 and s.max_batch == 500
+        if is_pg(store_target):  # a fresh PostgreSQL database's first commits load its catalog caches
+            for p in range(4):
+                await s.append(TextDelta(session_id=f"p{p}", text="warm-up"))
+            s.stats = type(s.stats)()
 
         async def producer(p: int) -> None:
             for i in range(100):
@@ -542,7 +547,7 @@ async def test_writer_commits_within_its_50ms_bound(tmp_path: Path) -> None:
         await s.close()
 
 
-async def test_writer_never_lingers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_writer_never_lingers(store_target: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever queues up while a commit is in flight goes into the very next commit, which
     starts as soon as the first ends: the writer has no timer and no minimum batch."""
     import threading
@@ -556,8 +561,9 @@ async def test_writer_never_lingers(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             release.wait(10)  # (runs on the writer's SQLite thread; the loop goes on)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("shepherd.core.store.db.write_events", slow_first)
-    s = await Store.open(tmp_path / "linger.db", recover=False, clock=FakeClock())
+    monkeypatch.setattr("shepherd.core.store.pg.store.write_events" if is_pg(store_target) else
+                        "shepherd.core.store.db.write_events", slow_first)
+    s = await open_store(store_target, recover=False, clock=FakeClock())
     try:
         first = s.submit(TextDelta(session_id="l", text="first"))
         assert await asyncio.to_thread(entered.wait, 10)
@@ -570,8 +576,8 @@ async def test_writer_never_lingers(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         await s.close()
 
 
-async def test_a_burst_is_split_into_capped_batches(tmp_path: Path) -> None:
-    s = await Store.open(tmp_path / "burst.db", max_batch=100)
+async def test_a_burst_is_split_into_capped_batches(store_target: Any) -> None:
+    s = await open_store(store_target, max_batch=100)
     try:
         await asyncio.gather(*[s.submit(TextDelta(session_id="b", text="x")) for _ in range(1000)])
         assert s.stats.max_batch == 100 and s.stats.batches >= 10
@@ -589,14 +595,22 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _put_lease(path: Path, sid: str, owner: str, expires_at: float, pid: int, host: str) -> None:
-    conn = _raw(path)
-    conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)", (sid, owner, expires_at, pid, host))
-    conn.close()
+def _put_lease(store: Any, sid: str, owner: str, expires_at: float, pid: int, host: str) -> None:
+    sql(store, "INSERT OR REPLACE INTO leases (session_id, owner, expires_at, pid, host) VALUES (?, ?, ?, ?, ?)",
+        (sid, owner, expires_at, pid, host))
+
+
+def _pass_time(store: Any, clock: FakeClock, seconds: float) -> None:
+    """``seconds`` go by for the leases: on SQLite the store's clock moves; PostgreSQL dates
+    leases by the server's clock, so there the leases move back instead (the same thing
+    seen from them)."""
+    clock.advance(seconds)
+    if is_pg(store):
+        sql(store, "UPDATE leases SET expires_at = expires_at - ?", (seconds,))
 
 
 async def test_leases(store: Store, clock: FakeClock) -> None:
-    other = await Store.open(store.path, clock=clock, recover=False)
+    other = await open_store(target_of(store), clock=clock, recover=False)
     try:
         assert other.owner != store.owner
         assert other.owner.startswith(f"{socket.gethostname()}:{os.getpid()}:")
@@ -607,13 +621,13 @@ async def test_leases(store: Store, clock: FakeClock) -> None:
             await other.acquire_lease("L")
         assert info.value.owner == store.owner and store.owner in str(info.value)
 
-        clock.advance(50)
+        _pass_time(store, clock, 50)
         await store.refresh_lease("L", ttl_s=60)
-        clock.advance(50)  # 100 s after acquiring, but refreshed at 50: still held
+        _pass_time(store, clock, 50)  # 100 s after acquiring, but refreshed at 50: still held
         with pytest.raises(LeaseHeld):
             await other.acquire_lease("L")
 
-        clock.advance(11)  # expired now: taken over
+        _pass_time(store, clock, 11)  # expired now: taken over
         assert await other.lease_owner("L") is None
         await other.acquire_lease("L")
         assert await store.lease_owner("L") == other.owner
@@ -632,14 +646,14 @@ async def test_leases(store: Store, clock: FakeClock) -> None:
 async def test_lease_of_a_dead_process_on_this_host_is_taken_over(store: Store, clock: FakeClock) -> None:
     host = socket.gethostname()
     dead = _dead_pid()
-    _put_lease(store.path, "D", f"{host}:{dead}:dead", clock.now() + 3600, dead, host)
+    _put_lease(store, "D", f"{host}:{dead}:dead", clock.now() + 3600, dead, host)
     assert await store.lease_owner("D") is None
     await store.acquire_lease("D")
     assert await store.lease_owner("D") == store.owner
 
     # a live process here, or any process on another host (can't check), holds it
-    _put_lease(store.path, "A", f"{host}:{os.getpid()}:alive", clock.now() + 3600, os.getpid(), host)
-    _put_lease(store.path, "R", "far-away:1:x", clock.now() + 3600, 1, "far-away")
+    _put_lease(store, "A", f"{host}:{os.getpid()}:alive", clock.now() + 3600, os.getpid(), host)
+    _put_lease(store, "R", "far-away:1:x", clock.now() + 3600, 1, "far-away")
     for sid in ("A", "R"):
         with pytest.raises(LeaseHeld):
             await store.acquire_lease(sid)
@@ -656,7 +670,7 @@ async def test_commands_are_taken_once_oldest_first(store: Store, clock: FakeClo
     assert ids == sorted(ids)
     with pytest.raises(ValueError, match="unknown command"):
         await store.enqueue_command("c1", "explode")
-    other = await Store.open(store.path, clock=clock, recover=False)
+    other = await open_store(target_of(store), clock=clock, recover=False)
     try:
         first, second = await asyncio.gather(store.take_commands("c1"), other.take_commands("c1"))
         taken = first + second
@@ -672,11 +686,11 @@ async def test_commands_are_taken_once_oldest_first(store: Store, clock: FakeClo
 # --- tail ---------------------------------------------------------------------------------------
 
 
-async def test_tail_follows_another_store(tmp_path: Path) -> None:
-    path = tmp_path / "tail.db"
-    writer = await Store.open(path)
+async def test_tail_follows_another_store(store_target: Any) -> None:
+    path = store_target
+    writer = await open_store(path)
     reader_clock = AutoClock()
-    reader = await Store.open(path, clock=reader_clock, recover=False)
+    reader = await open_store(path, clock=reader_clock, recover=False)
     try:
         await writer.append(SessionStarted(session_id="t", title="tailed"))
         got: list[Event] = []
@@ -693,7 +707,10 @@ async def test_tail_follows_another_store(tmp_path: Path) -> None:
         await asyncio.wait_for(task, timeout=20)
         assert [e.seq for e in got] == list(range(1, 121))
         assert got[0].type == "session.started" and got[-1].text == "118"
-        assert reader_clock.sleeps and set(reader_clock.sleeps) == {0.25}  # it polled through the clock
+        if is_pg(path):  # no polling: woken by NOTIFY (core/store/pg/notify.py)
+            assert reader_clock.sleeps == [] and reader.listener.heard > 0  # type: ignore[attr-defined]
+        else:
+            assert reader_clock.sleeps and set(reader_clock.sleeps) == {0.25}  # it polled through the clock
 
         later: list[Event] = []
         async for batch in reader.tail("t", after_seq=118):
@@ -708,9 +725,9 @@ async def test_tail_follows_another_store(tmp_path: Path) -> None:
 # --- recovery -----------------------------------------------------------------------------------
 
 
-async def test_recovery_interrupts_sessions_whose_runner_is_gone(tmp_path: Path, clock: FakeClock) -> None:
-    path = tmp_path / "rec.db"
-    runner = await Store.open(path, clock=clock)
+async def test_recovery_interrupts_sessions_whose_runner_is_gone(store_target: Any, clock: FakeClock) -> None:
+    path = store_target
+    runner = await open_store(path, clock=clock)
     for sid in ("gone", "expired", "live", "done", "paused", "stuck"):
         await runner.append(SessionStarted(session_id=sid, title=sid))
         await runner.append(PlanReady(session_id=sid, subtasks=[{"id": "a"}, {"id": "b"}]))
@@ -727,9 +744,9 @@ async def test_recovery_interrupts_sessions_whose_runner_is_gone(tmp_path: Path,
     await runner.acquire_lease("live", ttl_s=3600)
     await runner.close()  # leaves "live" leased by an owner whose pid (ours) is alive
     last_sign_of_life = clock.now()
-    clock.advance(60)
+    _pass_time(path, clock, 60)
 
-    store = await Store.open(path, clock=clock)  # recovery runs here
+    store = await open_store(path, clock=clock)  # recovery runs here
     try:
         for sid, why in (("gone", "no lease"), ("expired", "lease expired"), ("paused", "no lease"),
                          ("stuck", "no lease")):
@@ -757,7 +774,7 @@ async def test_recovery_interrupts_sessions_whose_runner_is_gone(tmp_path: Path,
         assert await store.recover() == []
     finally:
         await store.close()
-    again = await Store.open(path, clock=clock)  # idempotent: nothing more appended
+    again = await open_store(path, clock=clock)  # idempotent: nothing more appended
     try:
         assert {sid: await again.last_seq(sid) for sid in seqs} == seqs
     finally:
@@ -786,10 +803,8 @@ async def test_json_of_task_and_input_keeps_unicode(store: Store) -> None:
     row = await store.get_session("u")
     assert row is not None and row.task == {"title": "日本語 ✓"}
     assert (await store.tool_calls("u"))[0].input == {"p": "é"}
-    conn = _raw(store.path)
-    assert "✓" in conn.execute("SELECT task_json FROM sessions").fetchone()[0]
-    assert json.loads(conn.execute("SELECT input_json FROM tool_calls").fetchone()[0]) == {"p": "é"}
-    conn.close()
+    assert "✓" in str(sql(store, "SELECT task_json FROM sessions")[0][0])
+    assert json.loads(str(sql(store, "SELECT input_json FROM tool_calls")[0][0])) == {"p": "é"}
 
 
 def test_fast_decoding_matches_the_event_vocabulary() -> None:

@@ -1,5 +1,6 @@
-"""The store seam: the SQLite Store satisfies the EventStore protocol member by member,
-and resolving the database path or reading an empty data directory creates nothing."""
+"""The store seam: the SQLite Store and the PostgreSQL PgStore satisfy the EventStore
+protocol member by member, and resolving the database path or reading an empty data
+directory creates nothing."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from shepherd.core.store import protocol
+from shepherd.core.store import open_store, protocol
 from shepherd.core.store.db import Store
+from shepherd.core.store.pg import PgStore
 from shepherd.core.store.protocol import EventStore
+from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = (protocol.EventWriter, protocol.EventReader, protocol.Leases, protocol.Commands,
@@ -79,12 +82,13 @@ def test_the_protocol_has_every_group_and_what_callers_use() -> None:
         assert name in declared, name
 
 
-def test_every_protocol_method_exists_on_the_sqlite_store_with_a_compatible_signature() -> None:
+@pytest.mark.parametrize("impl", [Store, PgStore], ids=["sqlite", "postgres"])
+def test_every_protocol_method_exists_on_each_store_with_a_compatible_signature(impl: type) -> None:
     problems = {}
     for name, declared in members(EventStore).items():
         if declared is None:
             continue
-        actual = getattr(Store, name, None)
+        actual = getattr(impl, name, None)
         if actual is None:
             problems[name] = ["missing"]
         elif found := _compatible(declared, actual):
@@ -102,8 +106,8 @@ def test_the_signature_check_catches_a_mismatch() -> None:
     assert _compatible(declared, more) == []
 
 
-async def test_an_open_sqlite_store_is_an_event_store(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.db")
+async def test_an_open_store_is_an_event_store(store_target: Any) -> None:
+    store = await open_store(store_target)
     try:
         assert isinstance(store, EventStore)
         for group in GROUPS:
