@@ -1,0 +1,116 @@
+"""Worktree sessions in the engine (isolation = "worktree"): real git repositories, a real
+store, the scripted backend whose steps write files through its real tools. The session
+runs in its own worktree on shepherd/<sid>; the user's checkout is never written; every
+subtask's start and done are checkpoint commits; a clean retry puts the files back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shepherd.core import worktree as wt
+from shepherd.core.engine import Supervisor, resume_run
+from shepherd.core.store import Store
+from tests.engine_helpers import FAST, make_task, stored
+from tests.worktree_helpers import branches, make_repo, sh, user_state
+
+
+@pytest.fixture(autouse=True)
+def _worktrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "wt"
+    monkeypatch.setenv("SHEPHERD_WORKTREES", str(root))
+    return root
+
+
+def write(path: str, content: str) -> dict[str, Any]:
+    return {"tools": [{"name": "write_file", "args": {"path": path, "content": content}}]}
+
+
+def shell(command: str) -> dict[str, Any]:
+    return {"tools": [{"name": "run_command", "args": {"command": command}}]}
+
+
+def sub(id_: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "title": f"Do {id_}", "prompt": f"do {id_}", "steps": list(steps), **extra}
+
+
+def dirty(repo: Path) -> None:
+    """A user mid-work: a modified file, an untracked one and a staged one."""
+    (repo / "a.txt").write_text("the user's edit\n")
+    (repo / "mine.txt").write_text("untracked\n")
+    (repo / "staged.txt").write_text("staged\n")
+    sh(repo, "add", "staged.txt")
+
+
+async def test_a_session_runs_in_its_own_worktree_and_checkpoints_each_subtask(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    dirty(repo)
+    before = user_state(repo)
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    task = make_task(repo / "pkg", [sub("one", write("made.txt", "one\n")),
+                                    sub("two", write("two.txt", "two\n"), check="test -f made.txt")],
+                     isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False)
+        assert await sup.run() == "done"
+        sid = sup.session_id
+        assert user_state(repo) == before  # not one byte of the user's checkout changed
+        assert branches(repo) == [f"shepherd/{sid}"]
+        evs = await stored(store, sid)
+        types = [e.type for e in evs]
+        assert types[:3] == ["session.started", "worktree", "plan.ready"]
+        started, created = evs[0], evs[1]
+        root = Path(created.path)
+        assert root.parent.parent == tmp_path / "wt" and root.name == sid
+        assert started.workspace == created.workspace == str(root / "pkg")
+        assert started.task["workspace"] == str(repo / "pkg")  # the task keeps the user's workspace
+        assert (created.action, created.branch, created.origin, created.base_commit, created.base_branch) == \
+            ("created", f"shepherd/{sid}", str(repo), head, "main")
+        assert (root / "pkg" / "made.txt").read_text() == "one\n" and (root / "pkg" / "two.txt").exists()
+        assert not (repo / "pkg" / "made.txt").exists() and (root / "a.txt").read_text() == "a\n"
+        cps = [e for e in evs if e.type == "checkpoint"]
+        assert [(c.subtask_id, c.at) for c in cps] == [("one", "subtask_start"), ("one", "subtask_done"),
+                                                         ("two", "subtask_start"), ("two", "subtask_done")]
+        for c in cps:
+            assert sh(repo, "cat-file", "-t", c.commit).strip() == "commit"
+            log = sh(repo, "log", "-1", "--format=%an <%ae>%n%B", c.commit)
+            assert log.startswith("Shepherd <shepherd@localhost>\n"
+                                  f"shepherd: {c.at} {c.subtask_id} — Do {c.subtask_id}\n")
+            assert f"Shepherd-Session: {sid}\nShepherd-Subtask: {c.subtask_id}\nShepherd-At: {c.at}" in log
+        assert [f["path"] for f in cps[1].files] == ["pkg/made.txt"] and cps[3].files[0]["path"] == "pkg/two.txt"
+        # each checkpoint committed before what follows it
+        done_one = types.index("checkpoint", types.index("checkpoint") + 1)
+        assert evs[done_one + 1].type == "subtask.finished"
+        assert sh(repo, "rev-parse", f"shepherd/{sid}").strip() == cps[-1].commit
+        row = await store.worktree(sid)
+        assert row is not None and row.state == "active" and row.path == str(root)
+    finally:
+        await store.close()
+
+
+async def test_two_sessions_on_one_repository_at_once_see_only_their_own_files(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    before = user_state(repo)
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sups = [Supervisor(store, make_task(repo, [
+            sub("a", write(f"only_{n}.txt", n), shell(f"ls > seen_{n}.txt"))], isolation="worktree"),
+            clock=FAST, interactive=False) for n in ("x", "y")]
+        assert await asyncio.gather(*(s.run() for s in sups)) == ["done", "done"]
+        assert user_state(repo) == before
+        paths = []
+        for s, n, other in zip(sups, "xy", "yx"):
+            w = Path((await store.worktree(s.session_id)).path)
+            paths.append(w)
+            seen = (w / f"seen_{n}.txt").read_text().split()
+            assert f"only_{n}.txt" in seen and f"only_{other}.txt" not in seen
+            done = [e for e in await stored(store, s.session_id, "checkpoint") if e.at == "subtask_done"][0]
+            assert sorted(f["path"] for f in done.files) == [f"only_{n}.txt", f"seen_{n}.txt"]
+        assert paths[0] != paths[1] and paths[0].parent == paths[1].parent
+        assert sorted(branches(repo)) == sorted(f"shepherd/{s.session_id}" for s in sups)
+    finally:
+        await store.close()
