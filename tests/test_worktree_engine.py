@@ -114,3 +114,81 @@ async def test_two_sessions_on_one_repository_at_once_see_only_their_own_files(t
         assert sorted(branches(repo)) == sorted(f"shepherd/{s.session_id}" for s in sups)
     finally:
         await store.close()
+
+
+async def test_resume_retry_clean_restores_the_files_and_runs_the_later_subtasks_again(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    dirty(repo)
+    before = user_state(repo)
+    task = make_task(repo, [
+        sub("one", write("one.txt", "1\n")),
+        sub("two", shell("test -f junk.txt && echo again > second.txt; echo junk > junk.txt; "
+                         "mkdir -p node_modules .shepherd; echo dep > node_modules/dep.js; "
+                         "echo k > .shepherd/keep.txt; echo changed > keep.txt")),
+        sub("three", shell("cat junk.txt > three.txt")),
+    ], isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False)
+        assert await sup.run() == "done"
+        sid = sup.session_id
+        w = Path((await store.worktree(sid)).path)
+        assert (w / "junk.txt").exists() and (w / "three.txt").read_text() == "junk\n"
+        (w / "leftover.txt").write_text("not checkpointed\n")  # left after the session ended
+        starts = {c.subtask_id: c.commit for c in reversed(await stored(store, sid, "checkpoint"))
+                  if c.at == "subtask_start"}
+        handle = await resume_run(store, sid, interactive=False, clock=FAST, retry_subtask="two", clean=True)
+        assert await handle.task == "done"
+        assert user_state(repo) == before
+        assert not (w / "second.txt").exists()  # two ran again on the files as they were at its start
+        assert not (w / "leftover.txt").exists()
+        assert (w / "node_modules" / "dep.js").exists() and (w / ".shepherd" / "keep.txt").exists()
+        assert (w / "three.txt").read_text() == "junk\n" and (w / "one.txt").read_text() == "1\n"
+        evs = await stored(store, sid)
+        retry_at = next(i for i, e in enumerate(evs) if e.type == "control")
+        ctl = evs[retry_at]
+        assert (ctl.command, ctl.subtask_id, ctl.clean) == ("retry", "two", True)
+        after = evs[retry_at:]
+        restore = next(e for e in after if e.type == "checkpoint")
+        assert (restore.at, restore.subtask_id, restore.commit) == ("restore", "two", starts["two"])
+        assert [e.subtask_id for e in after if e.type == "subtask.started"] == ["two", "three"]
+        again = [e for e in after if e.type == "attempt.started"]
+        assert [(a.subtask_id, a.reason) for a in again] == [("two", "user_retry"), ("three", "user_retry")]
+        assert all("restored" in a.prompt_extra for a in again)
+        cps = [(c.subtask_id, c.at) for c in after if c.type == "checkpoint"]
+        assert cps == [("two", "restore"), ("two", "subtask_start"), ("two", "subtask_done"),
+                       ("three", "subtask_start"), ("three", "subtask_done")]
+        # the branch went back: the first generation's done checkpoints of two and three are off it
+        tip = sh(repo, "rev-parse", f"shepherd/{sid}").strip()
+        old_done = [c.commit for c in evs[:retry_at] if c.type == "checkpoint" and c.subtask_id == "three"]
+        assert not await wt.is_ancestor(str(repo), old_done[-1], tip)
+        assert await wt.is_ancestor(str(repo), starts["two"], tip)
+        rows = {s.id: s for s in await store.subtasks(sid)}
+        assert [rows[s].status for s in ("one", "two", "three")] == ["done"] * 3
+    finally:
+        await store.close()
+
+
+async def test_clean_retry_refusals(tmp_path: Path) -> None:
+    from shepherd.core.engine.worktrees import WorktreeRefused
+
+    ws = tmp_path / "plain"
+    ws.mkdir()
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        plain = Supervisor(store, make_task(ws, [sub("a")]), clock=FAST, interactive=False)
+        assert await plain.run() == "done"
+        with pytest.raises(WorktreeRefused, match="did not run in a worktree"):
+            await resume_run(store, plain.session_id, interactive=False, clock=FAST, retry_subtask="a", clean=True)
+        repo = make_repo(tmp_path / "repo")
+        failing = Supervisor(store, make_task(repo, [sub("a", {"fail": "auth"}), sub("b")], isolation="worktree"),
+                             clock=FAST, interactive=False)
+        assert await failing.run() == "failed"
+        with pytest.raises(WorktreeRefused, match="subtask b never started in its worktree"):
+            await resume_run(store, failing.session_id, interactive=False, clock=FAST, retry_subtask="b", clean=True)
+        # in process: the control event says why
+        await plain.retry("a", clean=True, source="cli")
+        ctl = (await stored(store, plain.session_id, "control"))[-1]
+        assert ctl.clean is False and ctl.text.startswith('refused: this session has no worktree')
+    finally:
+        await store.close()
