@@ -193,7 +193,8 @@ class Worktrees(SupervisorBase):
             files, more = file_changes_for_event(await wt.diff(where, start, commit)) if start else ([], 0)
         except wt.GitError as e:
             log.warning("done checkpoint of %s failed: %s", run.sub.id, e)
-            return self._sub_event(Error(kind="unknown", message=f"checkpoint failed: {e}"), run)
+            return self._sub_event(Error(session_id=self.session_id, kind="unknown",
+                                         message=f"checkpoint failed: {e}"), run)
         await self._emit(self._sub_event(Checkpoint(commit=commit, at=DONE, files=files, files_more=more), run))
         return None
 
