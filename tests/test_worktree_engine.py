@@ -192,3 +192,69 @@ async def test_clean_retry_refusals(tmp_path: Path) -> None:
         assert ctl.clean is False and ctl.text.startswith('refused: this session has no worktree')
     finally:
         await store.close()
+
+
+async def test_an_agent_that_leaves_the_branch_gets_a_failed_checkpoint_in_one_line(tmp_path: Path) -> None:
+    """Decided: no commit by plumbing on a branch the agent switched away from; the done
+    checkpoint is refused (an error event, the subtask stays done) and the next subtask's
+    start checkpoint too (no restore point: stuck, and headless the session fails)."""
+    repo = make_repo(tmp_path / "repo")
+    before = user_state(repo)
+    task = make_task(repo, [sub("a", shell("git checkout -q -b agent-branch && echo x > x.txt")), sub("b")],
+                     isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False)
+        assert await sup.run() == "failed"
+        sid = sup.session_id
+        assert user_state(repo) == before
+        errors = await stored(store, sid, "error")
+        line = f"is on refs/heads/agent-branch, not on shepherd/{sid}"
+        assert [e.subtask_id for e in errors] == ["a"] and line in errors[0].message
+        rows = {s.id: s.status for s in await store.subtasks(sid)}
+        assert rows == {"a": "done", "b": "stuck"}
+        finished = (await stored(store, sid, "subtask.finished"))[-1]
+        assert finished.subtask_id == "b" and line in finished.reason and "\n" not in finished.reason
+        assert [(c.subtask_id, c.at) for c in await stored(store, sid, "checkpoint")] == [("a", "subtask_start")]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", ["not a repo", "bare", "no commit", "path exists"])
+async def test_a_worktree_that_cannot_be_made_fails_the_session_in_one_line(tmp_path: Path, kind: str) -> None:
+    import dataclasses
+
+    from shepherd.core.events import new_session_id
+
+    where = tmp_path / "ws"
+    where.mkdir()
+    sid = new_session_id()
+    expect = {"not a repo": "is not in a git repository", "bare": "is a bare git repository",
+              "no commit": "has no commit yet", "path exists": "already exists"}[kind]
+    if kind == "bare":
+        sh(where, "init", "-q", "--bare")
+    elif kind == "no commit":
+        sh(where, "init", "-q")
+    elif kind == "path exists":
+        make_repo(where)
+        info = await wt.repo_info(where)
+        blocker = wt.worktree_dir(info, sid)
+        blocker.mkdir(parents=True)
+        (blocker / "x").write_text("in the way")
+    # (a task file is refused at load; the engine refuses the same on its own)
+    task = dataclasses.replace(make_task(where, [sub("a", write("f.txt", "f"))]), isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False, session_id=sid)
+        assert await sup.run() == "failed"
+        types = [e.type for e in await stored(store, sid)]
+        assert types == ["session.started", "session.finished"]
+        end = (await stored(store, sid, "session.finished"))[0]
+        assert end.reason.startswith("cannot make the session's worktree: ") and expect in end.reason
+        assert "\n" not in end.reason
+        assert await store.worktree(sid) is None
+        if kind == "path exists":
+            assert branches(where) == []  # the branch git made before it failed is gone
+        assert not (where / "f.txt").exists()
+    finally:
+        await store.close()
