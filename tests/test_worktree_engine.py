@@ -258,3 +258,38 @@ async def test_a_worktree_that_cannot_be_made_fails_the_session_in_one_line(tmp_
         assert not (where / "f.txt").exists()
     finally:
         await store.close()
+
+
+async def test_a_clean_retry_from_another_process_restores_a_stuck_subtask(tmp_path: Path) -> None:
+    from shepherd.core.control import RemoteControl
+    from tests.engine_helpers import wait_for
+
+    repo = make_repo(tmp_path / "repo")
+    task = make_task(repo, [sub("a", write("a.txt", "A\n")),
+                            sub("b", shell("echo junk > junk.txt; echo b >> keep.txt"), {"fail": "transient"})],
+                     isolation="worktree", max_attempts=1)
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=True)
+        running = asyncio.create_task(sup.run())
+        sid = sup.session_id
+
+        async def stuck() -> bool:
+            return any(s.id == "b" and s.status == "stuck" for s in await store.subtasks(sid))
+
+        await wait_for(stuck, store=store, timeout=60)
+        w = Path((await store.worktree(sid)).path)
+        assert (w / "junk.txt").exists()
+        await RemoteControl(store, sid, source="cli").retry("b", clean=True)  # commands.text "clean"
+        assert await asyncio.wait_for(running, 60) == "done"
+        assert not (w / "junk.txt").exists() and (w / "keep.txt").read_text() == "one\ntwo\nthree\nfour\n"
+        assert (w / "a.txt").read_text() == "A\n"
+        ctl = [e for e in await stored(store, sid, "control") if e.command == "retry"]
+        assert [(c.source, c.clean, c.text) for c in ctl] == [("cli", True, "")]
+        cps = [(c.subtask_id, c.at) for c in await stored(store, sid, "checkpoint")]
+        assert cps == [("a", "subtask_start"), ("a", "subtask_done"), ("b", "subtask_start"),
+                       ("b", "restore"), ("b", "subtask_start"), ("b", "subtask_done")]
+        last = (await stored(store, sid, "attempt.started"))[-1]
+        assert last.reason == "user_retry" and "restored" in last.prompt_extra
+    finally:
+        await store.close()
