@@ -293,3 +293,29 @@ async def test_a_clean_retry_from_another_process_restores_a_stuck_subtask(tmp_p
         assert last.reason == "user_retry" and "restored" in last.prompt_extra
     finally:
         await store.close()
+
+
+@pytest.mark.skipif(__import__("shepherd.core.tools.spawn", fromlist=["x"]).sandbox_problem(
+    __import__("shepherd.core.tools.spawn", fromlist=["x"]).SpawnPolicy(sandbox="bwrap")) is not None,
+    reason="bubblewrap cannot run here")
+async def test_in_the_bwrap_sandbox_the_agents_git_reads_the_worktree_and_cannot_commit(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    before = user_state(repo)
+    probe = ("echo new > new.txt; git status --porcelain > st.out 2>&1; echo $? > st.rc; "
+             "git log -1 --format=%s > log.out 2>&1; "
+             "git add -A > add.out 2>&1; git commit -qm agent > commit.out 2>&1; echo $? > commit.rc")
+    task = make_task(repo / "pkg", [sub("a", shell(probe))], isolation="worktree", sandbox="bwrap")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False)
+        assert await sup.run() == "done"
+        assert user_state(repo) == before
+        ws = Path((await store.worktree(sup.session_id)).workspace)
+        out = {p.name: p.read_text() for p in ws.iterdir() if p.suffix in (".out", ".rc")}
+        assert out["st.rc"] == "0\n", out
+        assert "?? pkg/new.txt" in out["st.out"] and " D " not in out["st.out"]  # it sees the whole worktree
+        assert out["log.out"] == "shepherd: subtask_start a — Do a\n"
+        assert out["commit.rc"] != "0\n" and "Read-only file system" in out["add.out"] + out["commit.out"]
+        assert len(branches(repo)) == 1 and sh(repo, "log", "-1", "--format=%s", "main").strip() == "base"
+    finally:
+        await store.close()

@@ -179,8 +179,40 @@ def bwrap_argv(workspace: Path, *, network: bool = False, home: Path | None = No
         argv += ["--tmpfs", str(home)]  # ~/.ssh, ~/.aws, ~/.config ... are not there
         for top in _home_exposed(home, os.environ.get("PATH", "") if path_env is None else path_env):
             argv += ["--ro-bind", str(top), str(top)]
+    argv += _worktree_binds(Path(ws))
     argv += ["--bind", ws, ws, "--chdir", ws]
     return argv
+
+
+def _worktree_binds(ws: Path) -> list[str]:
+    """A git worktree's workspace (a Shepherd worktree session's): its git data lives in the
+    repository's shared git dir, which the tmpfs on /tmp or $HOME may hide. Bind that dir
+    read-only and the worktree's own admin dir (``<common>/worktrees/<name>``: its index,
+    HEAD) writable, so the agent's ``git status``/``diff``/``log`` work while a commit fails
+    cleanly (objects and refs are read-only: no moving the user's branches)."""
+    for top in (ws, *ws.parents):
+        dot = top / ".git"
+        if dot.is_dir():
+            return []  # an ordinary checkout: its .git is inside what is already bound
+        if dot.is_file():
+            break
+    else:
+        return []
+    try:
+        text = dot.read_text(errors="replace").strip()
+    except OSError:
+        return []
+    if not text.startswith("gitdir:"):
+        return []
+    gitdir = Path(text.removeprefix("gitdir:").strip())
+    gitdir = (gitdir if gitdir.is_absolute() else top / gitdir).resolve()
+    if gitdir.parent.name != "worktrees" or not gitdir.is_dir():
+        return []
+    common = gitdir.parent.parent
+    binds = ["--ro-bind", str(common), str(common), "--bind", str(gitdir), str(gitdir)]
+    if top != ws:  # the workspace is a sub-directory: git sees the whole worktree, read-only
+        binds += ["--ro-bind", str(top), str(top)]
+    return binds
 
 
 _probe_cache: dict[tuple[str, bool], str | None] = {}
