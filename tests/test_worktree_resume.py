@@ -115,3 +115,36 @@ async def test_a_deleted_branch_is_refused_in_one_line(tmp_path: Path) -> None:
             await resume_run(store, sid, interactive=False, clock=FAST)
     finally:
         await store.close()
+
+
+async def test_a_restore_its_runner_did_not_finish_is_redone_on_resume(tmp_path: Path) -> None:
+    """The runner died between the restore checkpoint's event and the reset: the resume
+    resets again and runs that subtask as the clean retry it was."""
+    from shepherd.core.engine import Supervisor
+    from shepherd.core.events import Checkpoint
+    from tests.engine_helpers import make_task
+
+    repo = make_repo(tmp_path / "repo")
+    task = make_task(repo, [
+        {"id": "one", "prompt": "p", "steps": [{"tools": [{"name": "write_file", "args": {"path": "one.txt", "content": "1"}}]}]},
+        {"id": "two", "prompt": "p", "steps": [
+            {"tools": [{"name": "run_command", "args": {"command": "test -f junk.txt && echo again > second.txt; "
+                                                                   "echo junk > junk.txt"}}]},
+            {"fail": "auth"}]},
+    ], isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False)
+        assert await sup.run() == "failed"
+        sid = sup.session_id
+        w = Path((await store.worktree(sid)).path)
+        assert (w / "junk.txt").exists()
+        start = [c.commit for c in await stored(store, sid, "checkpoint") if c.subtask_id == "two"][0]
+        await store.append(Checkpoint(session_id=sid, subtask_id="two", commit=start, at="restore"))
+        handle = await resume_run(store, sid, interactive=False, clock=FAST)
+        assert await handle.task == "failed"  # (two fails again, after it ran on the restored files)
+        assert not (w / "second.txt").exists() and (w / "one.txt").exists()
+        attempts = [(a.subtask_id, a.reason) for a in await stored(store, sid, "attempt.started")]
+        assert attempts == [("one", "first"), ("two", "first"), ("two", "user_retry")]
+    finally:
+        await store.close()
