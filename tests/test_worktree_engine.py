@@ -319,3 +319,37 @@ async def test_in_the_bwrap_sandbox_the_agents_git_reads_the_worktree_and_cannot
         assert len(branches(repo)) == 1 and sh(repo, "log", "-1", "--format=%s", "main").strip() == "base"
     finally:
         await store.close()
+
+
+async def test_a_clean_retry_of_the_running_subtask_restarts_it_on_restored_files(tmp_path: Path) -> None:
+    from tests.engine_helpers import wait_for
+
+    repo = make_repo(tmp_path / "repo")
+    task = make_task(repo, [sub("a", write("a.txt", "A\n")),
+                            sub("b", shell("echo junk > junk.txt; echo b >> keep.txt; sleep 30"))],
+                     isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=True)
+        running = asyncio.create_task(sup.run())
+        sid = sup.session_id
+
+        async def sleeping() -> bool:
+            row = await store.worktree(sid)
+            return row is not None and (Path(row.path) / "junk.txt").exists() and \
+                any(c.status == "running" for c in await store.tool_calls(sid))
+
+        await wait_for(sleeping, store=store, timeout=60)
+        await sup.retry("b", clean=True, source="tui")
+        assert await asyncio.wait_for(running, 60) == "done"
+        w = Path((await store.worktree(sid)).path)
+        assert not (w / "junk.txt").exists() and (w / "keep.txt").read_text() == "one\ntwo\nthree\nfour\n"
+        ctl = [e for e in await stored(store, sid, "control") if e.command == "retry"]
+        assert [(c.subtask_id, c.clean, c.text) for c in ctl] == [("b", True, "")]
+        cps = [(c.subtask_id, c.at) for c in await stored(store, sid, "checkpoint")]
+        assert cps[2:] == [("b", "subtask_start"), ("b", "restore"), ("b", "subtask_start"), ("b", "subtask_done")]
+        attempts = [(a.subtask_id, a.reason) for a in await stored(store, sid, "attempt.started")]
+        assert attempts == [("a", "first"), ("b", "first"), ("b", "user_retry")]
+        assert "restored" in (await stored(store, sid, "attempt.started"))[-1].prompt_extra
+    finally:
+        await store.close()
