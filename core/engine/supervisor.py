@@ -18,13 +18,12 @@ import contextlib
 
 from shepherd.core import prompts
 from shepherd.core.errors import PlanInvalid
-from shepherd.core.events import AttemptStarted, Control, Error, PlanReady, SessionFinished, SessionPaused, SessionResumed, SessionStarted, \
+from shepherd.core.events import AttemptStarted, PlanReady, SessionFinished, SessionPaused, SessionResumed, SessionStarted, \
     SubtaskFinished, SubtaskStarted
 from shepherd.core.retry import RetryState
-from shepherd.core.states import Command, SessionStatus, SubtaskState
+from shepherd.core.states import SessionStatus, SubtaskState
 from shepherd.core.task import Subtask
 from shepherd.core.tools.spawn import protect_runner
-from shepherd.core.worktree import GitError
 
 from shepherd.core.engine.attempt import Attempts
 from shepherd.core.engine.base import LEASE_TTL_S, PLAN_ID, SubtaskRun, held_for_person
@@ -114,14 +113,9 @@ class Supervisor(Attempts, Countdown):
         await released
 
     async def _run_all(self) -> tuple[str, str]:
-        if self._clean_on_start is not None:  # resume_run(retry_subtask=X, clean=True)
-            sid, self._clean_on_start = self._clean_on_start, None
-            await self._emit(Control(command=Command.RETRY, source="cli", subtask_id=sid, clean=True))
-            try:
-                await self._restore_clean(sid)
-            except GitError as e:
-                return S.FAILED, f"clean retry of {sid} failed: {e}"
-            self._rerun.clear()  # (the queue below is built from what is not done)
+        failed = await self._clean_first()  # resume_run(retry_subtask=X, clean=True)
+        if failed:
+            return S.FAILED, failed
         if self.task.plan and PLAN_ID not in self._done_subtasks:
             status = await self._run_subtask(
                 Subtask(id=PLAN_ID, title="Plan the work",
@@ -146,10 +140,7 @@ class Supervisor(Attempts, Countdown):
                 if sub is None or sub in queue:
                     continue
                 if sid in self._clean_asked:
-                    try:
-                        await self._restore_clean(sid)  # queued again (with the later ones) just above
-                    except GitError as e:
-                        await self._emit(Error(subtask_id=sid, kind="unknown", message=f"clean retry failed: {e}"))
+                    await self._restore_asked(sid)  # queued again (with the later ones) just above
                     continue
                 reason = Reason.USER_RETRY
             else:

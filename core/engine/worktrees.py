@@ -16,7 +16,8 @@ from pathlib import Path
 
 from shepherd.core import prompts
 from shepherd.core import worktree as wt
-from shepherd.core.events import Checkpoint, Error, Event, WorktreeChanged
+from shepherd.core.events import Checkpoint, Control, Error, Event, WorktreeChanged
+from shepherd.core.states import Command
 from shepherd.core.store.errors import StoreError
 
 from shepherd.core.engine.base import SubtaskRun, SupervisorBase, log
@@ -224,6 +225,27 @@ class Worktrees(SupervisorBase):
         await self._emit(Checkpoint(subtask_id=sid, commit=target, at=RESTORE, reason="a person's clean retry"))
         await wt.restore(self._wt, target)
         return self._requeue_clean(sid)
+
+    async def _clean_first(self) -> str:
+        """resume_run(retry_subtask=X, clean=True): X's files restored before anything runs
+        (and X and the later subtasks that had run taken out of the done ones). "" or why not."""
+        if self._clean_on_start is None:
+            return ""
+        sid, self._clean_on_start = self._clean_on_start, None
+        await self._emit(Control(command=Command.RETRY, source="cli", subtask_id=sid, clean=True))
+        try:
+            await self._restore_clean(sid)
+        except wt.GitError as e:
+            return f"clean retry of {sid} failed: {e}"
+        self._rerun.clear()  # (the run's queue is built from what is not done)
+        return ""
+
+    async def _restore_asked(self, sid: str) -> None:
+        """A clean retry of a finished subtask, taken between two subtasks."""
+        try:
+            await self._restore_clean(sid)
+        except wt.GitError as e:
+            await self._emit(Error(subtask_id=sid, kind="unknown", message=f"clean retry failed: {e}"))
 
     def _requeue_clean(self, sid: str) -> list[str]:
         ids = [s.id for s in self.subtasks]
