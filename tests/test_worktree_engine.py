@@ -353,3 +353,41 @@ async def test_a_clean_retry_of_the_running_subtask_restarts_it_on_restored_file
         assert "restored" in (await stored(store, sid, "attempt.started"))[-1].prompt_extra
     finally:
         await store.close()
+
+
+async def test_a_clean_retry_of_a_finished_subtask_in_a_live_session_reruns_it_and_the_later_ones(
+        tmp_path: Path) -> None:
+    from tests.engine_helpers import wait_for
+
+    repo = make_repo(tmp_path / "repo")
+    task = make_task(repo, [sub("a", shell("echo a >> log.txt")), sub("b", shell("echo b >> log.txt")),
+                            sub("c", shell("echo c >> log.txt"), {"fail": "transient"})],
+                     isolation="worktree", max_attempts=1)
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=True)
+        running = asyncio.create_task(sup.run())
+        sid = sup.session_id
+
+        def stuck(n: int) -> Any:
+            async def check() -> bool:
+                return len([e for e in await stored(store, sid, "subtask.finished") if e.status == "stuck"]) >= n
+            return check
+
+        await wait_for(stuck(1), store=store, timeout=60)
+        w = Path((await store.worktree(sid)).path)
+        assert (w / "log.txt").read_text() == "a\nb\nc\n"
+        await sup.retry("a", clean=True)  # queued: c waits for a person first
+        await sup.skip("c")
+        await wait_for(stuck(2), store=store, timeout=60)
+        assert (w / "log.txt").read_text() == "a\nb\nc\n"  # restored to a's start, then a, b, c again
+        await sup.cancel()
+        assert await asyncio.wait_for(running, 60) == "cancelled"
+        started = [e.subtask_id for e in await stored(store, sid, "subtask.started")]
+        assert started == ["a", "b", "c", "a", "b", "c"]
+        attempts = [(a.subtask_id, a.reason) for a in await stored(store, sid, "attempt.started")]
+        assert attempts[3:] == [("a", "user_retry"), ("b", "user_retry"), ("c", "user_retry")]
+        restore = [c for c in await stored(store, sid, "checkpoint") if c.at == "restore"]
+        assert len(restore) == 1 and restore[0].subtask_id == "a"
+    finally:
+        await store.close()
