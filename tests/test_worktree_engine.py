@@ -391,3 +391,29 @@ async def test_a_clean_retry_of_a_finished_subtask_in_a_live_session_reruns_it_a
         assert len(restore) == 1 and restore[0].subtask_id == "a"
     finally:
         await store.close()
+
+
+async def test_git_location_variables_the_runner_inherited_reach_neither_shepherd_nor_the_agent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner started from a git hook or an IDE terminal may carry GIT_DIR/GIT_INDEX_FILE
+    naming the user's repository: the agent's `git add` must still stage in its worktree."""
+    repo = make_repo(tmp_path / "repo")
+    (repo / "staged.txt").write_text("staged\n")
+    sh(repo, "add", "staged.txt")
+    before = user_state(repo)
+    for k, v in {"GIT_DIR": repo / ".git", "GIT_INDEX_FILE": repo / ".git" / "index", "GIT_WORK_TREE": repo}.items():
+        monkeypatch.setenv(k, str(v))
+    task = make_task(repo, [sub("a", shell("echo leak > leak.txt; git add -A; git status --porcelain > st.out"))],
+                     isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=False)
+        assert await sup.run() == "done"
+        for k in ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE"):
+            monkeypatch.delenv(k)
+        assert user_state(repo) == before
+        w = Path((await store.worktree(sup.session_id)).path)
+        assert (w / "st.out").read_text() == "A  leak.txt\n?? st.out\n"
+        assert not (repo / "leak.txt").exists()
+    finally:
+        await store.close()
