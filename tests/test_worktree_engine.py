@@ -417,3 +417,30 @@ async def test_git_location_variables_the_runner_inherited_reach_neither_shepher
         assert not (repo / "leak.txt").exists()
     finally:
         await store.close()
+
+
+async def test_the_pause_file_watched_is_the_worktrees(tmp_path: Path) -> None:
+    from tests.engine_helpers import wait_for
+
+    repo = make_repo(tmp_path / "repo")
+    (repo / ".shepherd").mkdir()
+    (repo / ".shepherd" / "PAUSE").write_text("")  # the user's own checkout's: not this session's
+    task = make_task(repo, [sub("a", shell("mkdir -p .shepherd && echo > .shepherd/PAUSE")), sub("b")],
+                     isolation="worktree")
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=FAST, interactive=True)
+        running = asyncio.create_task(sup.run())
+
+        async def paused() -> bool:
+            return bool(await stored(store, sup.session_id, "session.paused"))
+
+        await wait_for(paused, store=store, timeout=60)
+        w = Path((await store.worktree(sup.session_id)).path)
+        assert [e.reason for e in await stored(store, sup.session_id, "session.paused")] == ["paused by pause_file"]
+        (w / ".shepherd" / "PAUSE").unlink()
+        assert await asyncio.wait_for(running, 60) == "done"
+        assert (repo / ".shepherd" / "PAUSE").exists()
+        assert [e.subtask_id for e in await stored(store, sup.session_id, "subtask.finished")] == ["a", "b"]
+    finally:
+        await store.close()

@@ -64,12 +64,11 @@ class Supervisor(Attempts, Countdown):
         final: str = S.FAILED
         reason = ""
         try:
-            # a worktree session's worktree first: the controls poll watches its PAUSE file
+            self._background = [asyncio.create_task(self._keep_lease(), name=f"lease-{self.session_id}")]
+            # a worktree session's worktree before the controls poll, which watches its PAUSE file
+            # (the lease is kept meanwhile: a checkout of a huge repository may take a while)
             refused = await (self._reopen_worktree() if self._resuming else self._open_worktree())
-            self._background = [
-                asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"),
-                asyncio.create_task(self._keep_lease(), name=f"lease-{self.session_id}"),
-            ]
+            self._background.append(asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"))
             if not self._resuming:
                 self._emit_soon(SessionStarted(
                     title=self.task.title, backend=self.task.backend, model=self.task.model,
