@@ -425,7 +425,9 @@ async def test_the_pause_file_watched_is_the_worktrees(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     (repo / ".shepherd").mkdir()
     (repo / ".shepherd" / "PAUSE").write_text("")  # the user's own checkout's: not this session's
-    task = make_task(repo, [sub("a", shell("mkdir -p .shepherd && echo > .shepherd/PAUSE")), sub("b")],
+    # b holds on while the file is there: the poll sees it whatever the machine's load
+    task = make_task(repo, [sub("a", shell("mkdir -p .shepherd && echo > .shepherd/PAUSE")),
+                            sub("b", shell("while [ -f .shepherd/PAUSE ]; do sleep 0.05; done"))],
                      isolation="worktree")
     store = await Store.open(tmp_path / "s.db")
     try:
@@ -433,11 +435,12 @@ async def test_the_pause_file_watched_is_the_worktrees(tmp_path: Path) -> None:
         running = asyncio.create_task(sup.run())
 
         async def paused() -> bool:
-            return bool(await stored(store, sup.session_id, "session.paused"))
+            return any(c.command == "pause" for c in await stored(store, sup.session_id, "control"))
 
         await wait_for(paused, store=store, timeout=60)
         w = Path((await store.worktree(sup.session_id)).path)
-        assert [e.reason for e in await stored(store, sup.session_id, "session.paused")] == ["paused by pause_file"]
+        pauses = [(c.command, c.source) for c in await stored(store, sup.session_id, "control")]
+        assert pauses == [("pause", "pause_file")]
         (w / ".shepherd" / "PAUSE").unlink()
         assert await asyncio.wait_for(running, 60) == "done"
         assert (repo / ".shepherd" / "PAUSE").exists()
