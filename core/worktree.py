@@ -352,3 +352,96 @@ async def _common_toplevel(wt: Worktree) -> str:
     common = await _text(wt.path, "rev-parse", "--git-common-dir")
     common = common if os.path.isabs(common) else os.path.join(wt.path, common)
     return str(Path(os.path.realpath(common)).parent)
+
+
+# ---------------------------------------------------------------------- recovery (resume)
+
+TRAILERS = ("Shepherd-Session", "Shepherd-Subtask", "Shepherd-At")
+
+
+def checkpoint_message(session_id: str, subtask_id: str, at: str, title: str = "") -> str:
+    """``shepherd: <at> <subtask> — <title>`` plus the trailers recovery reads back (§2.7:
+    a commit whose checkpoint event a crash lost is found by them)."""
+    head = f"shepherd: {at} {subtask_id}" + (f" — {' '.join(title.split())}" if title.strip() else "")
+    return (f"{head[:200]}\n\nShepherd-Session: {session_id}\nShepherd-Subtask: {subtask_id}\n"
+            f"Shepherd-At: {at}\n")
+
+
+async def branch_commit(where: str, branch: str) -> str | None:
+    """The commit ``refs/heads/<branch>`` points at, or None when the branch is gone."""
+    return await _branch_commit(where, branch)
+
+
+def git_dir_of(wt: Worktree) -> str | None:
+    """The worktree's own git dir (``<common>/worktrees/<name>``), read from its ``.git``
+    file without running git (it may be the thing that is broken)."""
+    try:
+        text = Path(wt.path, ".git").read_text(errors="surrogateescape").strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    gd = text.removeprefix("gitdir:").strip()
+    return os.path.realpath(gd if os.path.isabs(gd) else os.path.join(wt.path, gd))
+
+
+def clear_stale_locks(wt: Worktree, common_dir: str) -> list[str]:
+    """Delete the lock files a killed git left in THIS worktree (its index.lock and HEAD.lock)
+    and on its branch ref (``refs/heads/shepherd/<sid>.lock``); never any other. Only for
+    the runner that holds the session's lease after its previous runner died (§1.8: a lock
+    is only a file; nobody else writes this worktree). Returns the paths removed."""
+    gd = git_dir_of(wt)
+    common = os.path.realpath(common_dir)
+    candidates = [os.path.join(common, "refs", "heads", *wt.branch.split("/")) + ".lock"]
+    if gd is not None and os.path.dirname(gd) == os.path.join(common, "worktrees"):
+        candidates += [os.path.join(gd, "index.lock"), os.path.join(gd, "HEAD.lock")]
+    removed = []
+    for p in candidates:
+        try:
+            os.unlink(p)
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+async def reopen(wt: Worktree, where: str, session_id: str) -> tuple[Worktree, str]:
+    """A resumed session's worktree: ``(wt, "reused")`` when it is there on its branch;
+    ``(wt, "recreated")`` when its directory is gone but its branch is not (a new checkout of
+    the branch tip: uncommitted work is lost). Refuses (GitError, one line) when the
+    branch is gone, or the directory is there but is not that worktree. ``where``: any
+    path of the repository (the user's checkout, or its git dir)."""
+    tip = await _branch_commit(where, wt.branch)
+    if tip is None:
+        raise GitError(safe(f"its branch {wt.branch} was deleted; the session cannot go on"))
+    if os.path.isfile(os.path.join(wt.path, ".git")):
+        await _verify(wt)
+        return wt, "reused"
+    if os.path.exists(wt.path) and os.listdir(wt.path):
+        raise GitError(safe(f"{wt.path} is there but is not the session's worktree any more"))
+    # the directory went away: our entry is locked, so unlock it before prune can drop it
+    await git(where, "worktree", "unlock", wt.path, check=False)
+    await git(where, "worktree", "prune")
+    await git(where, "worktree", "add", "-q", "--lock", "--reason", f"shepherd session {session_id}",
+              wt.path, wt.branch)
+    return wt, "recreated"
+
+
+@dataclass(frozen=True)
+class SessionCommit:
+    commit: str
+    subtask_id: str
+    at: str
+
+
+async def session_commits(where: str, base: str, branch: str, session_id: str) -> list[SessionCommit]:
+    """The checkpoint commits on ``branch`` since ``base`` whose trailers name ``session_id``,
+    oldest first."""
+    fmt = "%H%x1f" + "%x1f".join(f"%(trailers:key={k},valueonly,separator=%x2c)" for k in TRAILERS) + "%x1e"
+    _, out = await git(where, "log", "--reverse", f"--format={fmt}", f"{base}..refs/heads/{branch}", "--")
+    found = []
+    for rec in out.decode("utf-8", "surrogateescape").split("\x1e"):
+        parts = [p.strip() for p in rec.strip().split("\x1f")]
+        if len(parts) == 4 and parts[1] == session_id and parts[2] and parts[3]:
+            found.append(SessionCommit(parts[0], parts[2], parts[3]))
+    return found

@@ -10,6 +10,7 @@ Modules (docs/DEVELOPING.md, "Engine states", has the map):
 - ``countdown``: a failure's retry decision and its countdown
 - ``launch``: ``start_run`` / ``resume_run`` / ``RunHandle``
 - ``base``: shared state, ``SubtaskRun``, event plumbing, ``make_backend``
+- ``worktrees``: worktree sessions (the worktree made or found again, checkpoints, clean retry)
 """
 
 from shepherd.core.engine.base import Stalled, make_backend

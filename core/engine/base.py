@@ -71,6 +71,7 @@ class SubtaskRun:
     held: tuple[str, str] | None = None  # (status, reason) it was left in waiting for a person
     restart: bool = False  # a person's retry while it runs: restart the attempt now (a request)
     final_error: Event | None = None  # the error it ends on, stored with its subtask.finished
+    clean: bool = False  # its next attempt is a clean retry's: a fresh conversation (worktree restored)
 
     def move(self, trigger: Trigger) -> SubtaskState:
         self.state = advance(self.state, trigger)
@@ -156,6 +157,15 @@ class SupervisorBase:
         self._delta_parts: list[str] = []
         self._delta_timer: asyncio.TimerHandle | None = None
         self._delta_run: SubtaskRun | None = None
+        # worktree sessions (core.engine.worktrees)
+        self._task_record = task  # what session.started stores: the user's own workspace
+        self._wt: Any = None  # core.worktree.Worktree once made or found again
+        self._wt_origin = ""
+        self._wt_repo = ""
+        self._clean_asked: set[str] = set()  # clean retries asked, not yet restored
+        self._clean_on_start: str | None = None  # resume_run(..., clean=True): restore this one first
+        self._fresh: set[str] = set()  # subtasks whose next run starts a fresh conversation (restored)
+        self._rerun: list[str] = []  # subtasks a clean restore made pending again, to queue
 
     def when_leased(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this runner holds the session's lease (at once if it does)."""

@@ -22,11 +22,13 @@ from shepherd.core.states import Command
 
 from shepherd.core.engine.base import COMMAND_POLL_S, LEASE_TTL_S, PLAN_ID, SubtaskRun, SupervisorBase, log
 from shepherd.core.engine.states import Trigger, first_request
+from shepherd.core.engine.worktrees import Worktrees
 
 
-class Controls(SupervisorBase):
-    async def _control(self, command: str, source: str, text: str = "", subtask_id: str | None = None) -> None:
-        await self._emit(Control(command=command, source=source, text=text, subtask_id=subtask_id))
+class Controls(Worktrees, SupervisorBase):
+    async def _control(self, command: str, source: str, text: str = "", subtask_id: str | None = None,
+                       clean: bool = False) -> None:
+        await self._emit(Control(command=command, source=source, text=text, subtask_id=subtask_id, clean=clean))
 
     async def pause(self, *, immediate: bool = False, source: str = "tui") -> None:
         self._pause = "now" if immediate else "safe"
@@ -52,11 +54,15 @@ class Controls(SupervisorBase):
 
     async def retry(self, subtask_id: str | None = None, *, clean: bool = False, source: str = "tui") -> None:
         sid = subtask_id or (self._current.sub.id if self._current else None)
-        refused = self._route_retry(sid)
+        refused = await self._clean_refusal(sid) if clean else ""
+        refused = refused or self._route_retry(sid)
+        if clean and not refused and sid is not None:  # restored where the retry is taken, between attempts
+            self._clean_asked.add(sid)
         if refused:
             log.info("retry of %s refused: %s", sid, refused)
         self._wake.set()
-        await self._control(Command.RETRY, source, f"refused: {refused}" if refused else "", subtask_id=sid)
+        await self._control(Command.RETRY, source, f"refused: {refused}" if refused else "", subtask_id=sid,
+                            clean=clean and not refused)
 
     def _route_retry(self, sid: str | None) -> str:
         """Where a person's retry goes; returns why it is refused ("" when taken).
@@ -152,7 +158,7 @@ class Controls(SupervisorBase):
 
     async def _poll_controls(self) -> None:
         """Cross-process commands and the PAUSE file, polled in real time."""
-        pause_file = Path(self.task.workspace) / ".shepherd" / "PAUSE"
+        pause_file = Path(self.task.workspace) / ".shepherd" / "PAUSE"  # (the worktree's: made before)
         handlers: dict[str, Callable[..., Any]] = {
             Command.PAUSE: lambda c: self.pause(source=c.source),
             Command.PAUSE_NOW: lambda c: self.pause(immediate=True, source=c.source),

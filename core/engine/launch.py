@@ -15,6 +15,7 @@ from shepherd.core.task import Subtask, Task
 from shepherd.core.engine.base import PLAN_ID
 from shepherd.core.engine.next_attempt import Reason
 from shepherd.core.engine.supervisor import Supervisor
+from shepherd.core.engine.worktrees import WorktreeRefused, check_resume
 
 if TYPE_CHECKING:
     from shepherd.core.store.db import Store
@@ -71,6 +72,9 @@ async def resume_run(store: "Store", session_id: str, *, interactive: bool = Tru
 
         raise SessionEnded(f"session {session_id} is done: nothing to resume (a subtask can be run again with a retry)")
     task = task_from_stored(row.task)
+    if retry_subtask is None and clean:
+        raise WorktreeRefused("a clean retry names the subtask to run again (--retry SUBTASK --clean)")
+    await check_resume(store, session_id, retry_subtask=retry_subtask, clean=clean)
     rows = await store.subtasks(session_id)
     done = {s.id for s in rows if s.status in (SubtaskState.DONE, SubtaskState.SKIPPED)}
     started = {s.id for s in rows if s.attempts > 0}
@@ -89,6 +93,8 @@ async def resume_run(store: "Store", session_id: str, *, interactive: bool = Tru
                         for p in planned if p.get("id") != PLAN_ID]
     if retry_subtask is not None:
         sup._retry_reason = Reason.USER_RETRY
+        if clean:  # restored (and the later subtasks that had run queued again) once it holds the lease
+            sup._clean_on_start = retry_subtask
     return await _launch(sup)
 
 

@@ -30,6 +30,7 @@ from shepherd.core.engine.base import LEASE_TTL_S, PLAN_ID, SubtaskRun, held_for
 from shepherd.core.engine.countdown import Countdown, failure_trigger
 from shepherd.core.engine.next_attempt import Cause, NextAttempt, Reason, next_attempt
 from shepherd.core.engine.states import AT_BETWEEN, AT_PERSON, ENDING, PAUSING, AttemptOutcome, Trigger
+from shepherd.core.engine.worktrees import clean_attempt
 
 S, T = SessionStatus, SubtaskState
 BY_PERSON = "by a person"
@@ -60,24 +61,33 @@ class Supervisor(Attempts, Countdown):
         protect_runner()  # agents and their tools run below us: /proc/<runner> is not theirs to read
         self.status = S.RUNNING
         self._lease_taken()
-        self._background = [
-            asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"),
-            asyncio.create_task(self._keep_lease(), name=f"lease-{self.session_id}"),
-        ]
         final: str = S.FAILED
         reason = ""
         try:
+            self._background = [asyncio.create_task(self._keep_lease(), name=f"lease-{self.session_id}")]
+            # a worktree session's worktree before the controls poll, which watches its PAUSE file
+            # (the lease is kept meanwhile: a checkout of a huge repository may take a while)
+            refused = await (self._reopen_worktree() if self._resuming else self._open_worktree())
+            self._background.append(asyncio.create_task(self._poll_controls(), name=f"controls-{self.session_id}"))
             if not self._resuming:
                 self._emit_soon(SessionStarted(
                     title=self.task.title, backend=self.task.backend, model=self.task.model,
-                    workspace=str(self.task.workspace), task=self.task.to_dict(),
+                    workspace=str(self.task.workspace), task=self._task_record.to_dict(),
                 ))
+                if refused:
+                    reason = refused
+                    return S.FAILED
+                if self._wt is not None:
+                    self._emit_soon(self._worktree_event("created"))
                 plan = [{"id": s.id, "title": s.title, "prompt": s.prompt} for s in self.subtasks]
                 if self.task.plan:
                     plan = [{"id": PLAN_ID, "title": "Plan the work", "prompt": self.task.plan_prompt}] + plan
                 # (confirmed by the first awaited event: nothing acts on the plan before it)
                 self._emit_soon(PlanReady(subtasks=plan))
-            final, reason = await self._run_all()
+            if refused:
+                reason = refused
+            else:
+                final, reason = await self._run_all()
             self._ending = True  # a retry from here on is refused, not taken and lost
         except asyncio.CancelledError:
             final, reason = S.CANCELLED, "shut down"
@@ -103,6 +113,9 @@ class Supervisor(Attempts, Countdown):
         await released
 
     async def _run_all(self) -> tuple[str, str]:
+        failed = await self._clean_first()  # resume_run(retry_subtask=X, clean=True)
+        if failed:
+            return S.FAILED, failed
         if self.task.plan and PLAN_ID not in self._done_subtasks:
             status = await self._run_subtask(
                 Subtask(id=PLAN_ID, title="Plan the work",
@@ -113,18 +126,26 @@ class Supervisor(Attempts, Countdown):
             if status != T.DONE:
                 return self._final_for(status)
         queue = [s for s in self.subtasks if s.id not in self._done_subtasks]
-        while queue or self._retry_requests:
+        while queue or self._retry_requests or self._rerun:
             if self._cancel:
                 return S.CANCELLED, "cancelled by a person"
+            if self._rerun:  # a clean restore: these run again, in plan order
+                again = {q.id for q in queue} | set(self._rerun)
+                self._rerun.clear()
+                queue = [s for s in self.subtasks if s.id in again]
+                continue
             if self._retry_requests:
                 sid = self._retry_requests.pop(0)
                 sub = next((s for s in self.subtasks if s.id == sid), None)
                 if sub is None or sub in queue:
                     continue
+                if sid in self._clean_asked:
+                    await self._restore_asked(sid)  # queued again (with the later ones) just above
+                    continue
                 reason = Reason.USER_RETRY
             else:
                 sub = queue.pop(0)
-                reason = self._retry_reason
+                reason = Reason.USER_RETRY if sub.id in self._fresh else self._retry_reason
             status = await self._run_subtask(sub, phase="coding", first_reason=reason)
             if status == T.CANCELLED:
                 return S.CANCELLED, "cancelled by a person"
@@ -145,11 +166,20 @@ class Supervisor(Attempts, Countdown):
         run = await self._new_run(sub, phase, first_reason)
         self._current = run
         self._skip.discard(sub.id)
+        run.clean = sub.id in self._fresh  # re-run after a clean restore: a fresh conversation
+        self._fresh.discard(sub.id)
         nxt = next_attempt(Cause.START, first_reason=first_reason,
                            resuming=self._resuming and sub.id not in self._done_subtasks,
                            started=self._was_started(sub.id), retry_context=run.retry.context_for(phase))
         try:
             self._emit_soon(SubtaskStarted(subtask_id=sub.id, title=sub.title, phase=phase))
+            if nxt.reason != Reason.RESUME and self._wt is not None:  # a new run: its restore point
+                failed = await self._checkpoint_start(run)
+                if failed:
+                    answer = await self._settle(run, Trigger.FAILED_STUCK, failed)
+                    if answer is not None:
+                        return answer
+                    nxt = next_attempt(Cause.PERSON_RETRY, nxt, attempts=run.attempt)
             if run.held is not None and nxt.reason == Reason.RESUME:
                 # it was waiting for a person when its runner stopped: it still is
                 held, why = run.held
@@ -167,6 +197,14 @@ class Supervisor(Attempts, Countdown):
                     self._paused = False
                 if self._take_restart(run):
                     nxt = next_attempt(Cause.PERSON_RETRY, nxt, attempts=run.attempt)
+                    if run.sub.id in self._clean_asked:
+                        failed = await self._clean_restart(run)
+                        if failed:
+                            answer = await self._settle(run, Trigger.FAILED_STUCK, failed)
+                            if answer is not None:
+                                return answer
+                if run.clean:
+                    nxt, run.clean = clean_attempt(), False
                 spent = run.retry.budget_spent()
                 if spent:  # e.g. resumed with its budget used up: no attempt beyond it
                     answer = await self._settle(run, Trigger.BUDGET_SPENT, spent)
@@ -265,6 +303,8 @@ class Supervisor(Attempts, Countdown):
         status = run.move(trigger)  # settled from here: a retry runs it again, it cannot restart it
         if status in (T.DONE, T.SKIPPED, T.CANCELLED):
             await self._close_left_awaiting(run)  # never approved, never asked again
+        if status == T.DONE and run.final_error is None:
+            run.final_error = await self._checkpoint_done(run)  # committed before subtask.finished
         finished = SubtaskFinished(session_id=self.session_id, subtask_id=run.sub.id, attempt=run.attempt or None,
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None
@@ -294,6 +334,10 @@ class Supervisor(Attempts, Countdown):
         run.restart = False
         run.retry.reset()
         await self._emit(SubtaskStarted(subtask_id=run.sub.id, title=run.sub.title, phase=run.phase))
+        if run.sub.id in self._clean_asked:
+            failed = await self._clean_restart(run)
+            if failed:
+                return await self._settle(run, Trigger.FAILED_STUCK, failed)
         return None
 
     async def _between_attempts(self, run: SubtaskRun) -> str | None:

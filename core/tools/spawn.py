@@ -46,6 +46,10 @@ WRAPPER = 'trap "kill -KILL 0" TERM HUP\n/bin/sh -c "$1" &\nwait $!\n'
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 CALL_MARKER = "SHEPHERD_TOOL_CALL"  # one tool call's processes, wherever they went
+# git's variables that say which repository, index or work tree a git command uses
+GIT_LOCATION_VARS = frozenset({
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX"})
 
 
 class SandboxUnavailable(RuntimeError):
@@ -59,6 +63,7 @@ class SpawnPolicy:
     pass_env: tuple[str, ...] = ()
     sandbox: str | None = None
     network: bool = False
+    worktree: bool = False  # isolation = "worktree": git's location variables are dropped
 
     @classmethod
     def from_task(cls, task: Any) -> SpawnPolicy:
@@ -66,7 +71,8 @@ class SpawnPolicy:
             return cls()
         return cls(pass_env=tuple(getattr(task, "pass_env", ()) or ()),
                    sandbox=getattr(task, "sandbox", None) or None,
-                   network=bool(getattr(task, "sandbox_network", False)))
+                   network=bool(getattr(task, "sandbox_network", False)),
+                   worktree=getattr(task, "isolation", "none") == "worktree")
 
     @property
     def confined(self) -> bool:
@@ -121,7 +127,10 @@ def spawn_kwargs(policy: SpawnPolicy | None = None, call: str | None = None) -> 
     extra = {"TMPDIR": "/tmp"} if policy.confined else {}
     if call is not None:
         extra[CALL_MARKER] = call
-    kwargs: dict[str, Any] = {"env": child_env(policy.pass_env, extra=extra or None), "start_new_session": True}
+    env = child_env(policy.pass_env, extra=extra or None)
+    if policy.worktree:  # a GIT_DIR/GIT_INDEX_FILE a runner inherited would aim the agent's git at the user's repo
+        env = {k: v for k, v in env.items() if k not in GIT_LOCATION_VARS}
+    kwargs: dict[str, Any] = {"env": env, "start_new_session": True}
     prctl = _prctl()
     if prctl is not None:
         kwargs["preexec_fn"] = functools.partial(_child_setup, prctl, os.getpid())
@@ -179,8 +188,40 @@ def bwrap_argv(workspace: Path, *, network: bool = False, home: Path | None = No
         argv += ["--tmpfs", str(home)]  # ~/.ssh, ~/.aws, ~/.config ... are not there
         for top in _home_exposed(home, os.environ.get("PATH", "") if path_env is None else path_env):
             argv += ["--ro-bind", str(top), str(top)]
+    argv += _worktree_binds(Path(ws))
     argv += ["--bind", ws, ws, "--chdir", ws]
     return argv
+
+
+def _worktree_binds(ws: Path) -> list[str]:
+    """A git worktree's workspace (a Shepherd worktree session's): its git data lives in the
+    repository's shared git dir, which the tmpfs on /tmp or $HOME may hide. Bind that dir
+    read-only and the worktree's own admin dir (``<common>/worktrees/<name>``: its index,
+    HEAD) writable, so the agent's ``git status``/``diff``/``log`` work while a commit fails
+    cleanly (objects and refs are read-only: no moving the user's branches)."""
+    for top in (ws, *ws.parents):
+        dot = top / ".git"
+        if dot.is_dir():
+            return []  # an ordinary checkout: its .git is inside what is already bound
+        if dot.is_file():
+            break
+    else:
+        return []
+    try:
+        text = dot.read_text(errors="replace").strip()
+    except OSError:
+        return []
+    if not text.startswith("gitdir:"):
+        return []
+    gitdir = Path(text.removeprefix("gitdir:").strip())
+    gitdir = (gitdir if gitdir.is_absolute() else top / gitdir).resolve()
+    if gitdir.parent.name != "worktrees" or not gitdir.is_dir():
+        return []
+    common = gitdir.parent.parent
+    binds = ["--ro-bind", str(common), str(common), "--bind", str(gitdir), str(gitdir)]
+    if top != ws:  # the workspace is a sub-directory: git sees the whole worktree, read-only
+        binds += ["--ro-bind", str(top), str(top)]
+    return binds
 
 
 _probe_cache: dict[tuple[str, bool], str | None] = {}
