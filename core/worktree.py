@@ -216,7 +216,7 @@ async def create(info: RepoInfo, session_id: str, root: str | os.PathLike[str]) 
         raise
     path = os.path.realpath(path)
     return Worktree(path, branch, info.head_commit, info.head_branch,
-                    os.path.join(path, info.prefix) if info.prefix else path)
+                    os.path.join(path, info.prefix.rstrip("/")) if info.prefix else path)
 
 
 async def _verify(wt: Worktree) -> None:

@@ -35,7 +35,7 @@ async def test_lifecycle_leaves_dirty_user_checkout_untouched(repo: Path, tmp_pa
     wt = await create(info, "s1", tmp_path / "wts")
     assert wt.branch == "shepherd/s1" and wt.base_branch == "main"
     assert wt.base_commit == sh(repo, "rev-parse", "HEAD").strip()
-    assert wt.workspace == os.path.join(wt.path, "pkg/sub/")
+    assert wt.workspace == os.path.join(wt.path, "pkg", "sub")  # no trailing slash: compared as a path
     w = Path(wt.path)
     # a clean copy of HEAD: none of the user's dirty/staged/untracked files
     assert (w / "a.txt").read_text() == "a\n"
