@@ -341,3 +341,126 @@ async def test_a_session_without_a_worktree_keeps_todays_retry(store, tmp_path: 
         await pilot.pause()
         assert not isinstance(app.screen, RetryModal)
         assert app.resumed == [(sid, "a", False)]
+
+
+# --- the app: the home's mark, a clean resume, new run --------------------------------------------
+
+async def app_db(tmp_path: Path) -> tuple[Path, str, str]:
+    """A database with a finished worktree session and a plain one: (path, worktree id, plain id)."""
+    from shepherd.core import events as ev
+
+    db = tmp_path / "app.db"
+    s = await Store.open(db, clock=FakeClock(T0))
+    try:
+        made = await made_session(s, make_repo(tmp_path / "repo"), TWO, root=tmp_path / "wt",
+                                  session_id="s6b49d200b001")
+        plain = "s6b49d200b002"
+        await s.append(ev.SessionStarted(session_id=plain, title="no worktree", backend="scripted"))
+        await s.append(ev.PlanReady(session_id=plain, subtasks=[{"id": "a", "title": "a", "prompt": "p"}]))
+        await s.append(ev.SessionFinished(session_id=plain, status="done"))
+    finally:
+        await s.close()
+    return db, made.session_id, plain
+
+
+async def until(pilot: Any, cond: Any, what: str = "") -> None:
+    for _ in range(500):
+        if cond():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_the_home_marks_finished_sessions_that_hold_a_worktree(tmp_path: Path):
+    from shepherd.tui.app import ShepherdApp
+    from shepherd.tui.widgets.session_list import WORKTREE_MARK
+
+    db, wsid, plain = await app_db(tmp_path)
+    app = ShepherdApp(db, clock=lambda: T0 + 900)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await until(pilot, lambda: app.home is not None and app.home.loaded, "home")
+        cells = app.home._cells  # type: ignore[union-attr]
+        assert WORKTREE_MARK.strip() in cells[wsid]["title"]
+        assert WORKTREE_MARK.strip() not in cells[plain]["title"]
+
+
+async def test_a_clean_retry_of_a_past_session_reaches_resume_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shepherd.core.engine as engine
+    from shepherd.core.store.db import StoreError
+    from shepherd.tui.app import ShepherdApp
+
+    db, wsid, _ = await app_db(tmp_path)
+    asked: list[dict[str, Any]] = []
+
+    async def resume_run(store: Any, session_id: str, **kw: Any) -> Any:
+        asked.append({"session_id": session_id, **kw})
+        raise StoreError("held elsewhere")  # nothing starts: the view goes back to what is true
+
+    monkeypatch.setattr(engine, "resume_run", resume_run)
+    app = ShepherdApp(db, open_session=wsid, clock=lambda: T0 + 900)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded.is_set(), "view")
+        screen = app.screen
+        assert isinstance(screen, SessionScreen)
+        screen.subtask_list.select("one")
+        await pilot.pause()
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RetryModal), "the retry modal")
+        await pilot.press("c")
+        await until(pilot, lambda: bool(asked), "resume_run")
+        assert asked[0]["session_id"] == wsid and asked[0]["retry_subtask"] == "one" and asked[0]["clean"] is True
+
+
+async def test_new_run_checks_its_input_and_starts_a_worktree_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from shepherd.tui.app import ShepherdApp
+
+    db, _, _ = await app_db(tmp_path)
+    repo = tmp_path / "repo"
+    started: list[Task] = []
+
+    async def start_task(self: Any, task: Task) -> None:
+        started.append(task)
+
+    monkeypatch.setattr(ShepherdApp, "start_task", start_task)
+    app = ShepherdApp(db, clock=lambda: T0 + 900)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.home is not None and app.home.loaded, "home")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, NewRunModal), "the modal")
+        modal = app.screen
+        assert isinstance(modal, NewRunModal)
+        await pilot.press("escape")  # cancel: nothing starts
+        await until(pilot, lambda: not isinstance(app.screen, NewRunModal), "closed")
+        assert started == []
+
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, NewRunModal), "the modal")
+        modal = app.screen
+        assert isinstance(modal, NewRunModal)
+
+        async def submit(what: str, workspace: str, worktree: bool) -> str:
+            modal.show_error("")
+            modal.query_one("#what").value = what  # type: ignore[attr-defined]
+            modal.query_one("#workspace").value = workspace  # type: ignore[attr-defined]
+            modal.query_one("#worktree").value = worktree  # type: ignore[attr-defined]
+            await pilot.pause()
+            modal.query_one("#run").press()  # type: ignore[attr-defined]
+            await until(pilot, lambda: not modal.is_attached or modal.error_text not in ("", "checking…"),
+                        "checked")
+            return modal.error_text if modal.is_attached else ""
+
+        assert "no such file" in (await submit(str(tmp_path / "missing.toml"), str(repo), False)).lower() \
+            or "missing.toml" in modal.error_text
+        assert len(modal.error_text.splitlines()) == 1
+        plain_dir = tmp_path / "not-a-repo"
+        plain_dir.mkdir()
+        err = await submit("fix the bug", str(plain_dir), True)
+        assert "not inside a git repository" in err and len(err.splitlines()) == 1
+        assert await submit("", str(repo), True) == "enter a task file path or a prompt"
+        assert started == []
+        assert await submit("fix the [bold]bug[/bold]", str(repo), True) == ""
+        await until(pilot, lambda: bool(started), "start_task")
+        task = started[0]
+        assert task.isolation == "worktree" and task.backend == "scripted"
+        assert Path(task.workspace) == repo.resolve()
+        assert sh(repo, "status", "--porcelain") == ""  # checking touched nothing of the user's
