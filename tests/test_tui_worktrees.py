@@ -464,3 +464,114 @@ async def test_new_run_checks_its_input_and_starts_a_worktree_run(tmp_path: Path
         assert task.isolation == "worktree" and task.backend == "scripted"
         assert Path(task.workspace) == repo.resolve()
         assert sh(repo, "status", "--porcelain") == ""  # checking touched nothing of the user's
+
+
+# --- snapshots (new ones; tests/__snapshots__/test_tui_worktrees/) --------------------------------
+
+SNAP_SID = "s6b49d200c001"
+DATES_PY = '''"""Parse the dates people type."""
+
+from datetime import date
+
+
+def parse_date(text: str) -> date:
+    day, month, year = (int(p) for p in text.strip().split("/"))
+    return date(year, month, day)
+'''
+SNAP_CHANGES: dict[str, dict[str, str | None]] = {
+    "explore": {"NOTES.md": "# Notes\n\nDates are parsed in src/dates.py.\n"},
+    "fix": {"src/dates.py": DATES_PY, "keep.txt": "one\n2\nthree\nfour\nfive\n", "gone.txt": None,
+            "logo.bin": "\x00\x01\x02binary\x00"},
+    "notes": {"NOTES.md": "# Notes\n\nDates are parsed in src/dates.py (DD/MM/YYYY).\n"},
+}
+
+
+class FixedCommits:
+    """A store whose checkpoint events name fixed commit ids (git's differ with the clock):
+    for screenshots of the session view, which shows them. The diff needs the real ones."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.n = 0
+
+    async def append(self, event: Any) -> Any:
+        from shepherd.core import events as ev
+
+        if isinstance(event, ev.Checkpoint):
+            self.n += 1
+            event = event.with_(commit=f"{self.n:07d}" + "0" * 33)
+        return await self.store.append(event)
+
+
+def snap_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_session: bool = True,
+             fixed_commits: bool = False) -> Any:
+    import time as _time
+
+    from shepherd.tui.app import ShepherdApp
+
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    monkeypatch.chdir(tmp_path)
+
+    async def build() -> None:
+        s = await Store.open(Path("shepherd.db"), clock=FakeClock(T0))
+        try:
+            await made_session(FixedCommits(s) if fixed_commits else s, make_repo(tmp_path / "repo"), SNAP_CHANGES,
+                               root=tmp_path / "wt", session_id=SNAP_SID)
+        finally:
+            await s.close()
+
+    asyncio.run(build())
+    return ShepherdApp(Path("shepherd.db"), open_session=SNAP_SID if open_session else None,
+                       clock=lambda: T0 + 900)
+
+
+async def _view(pilot: Any) -> SessionScreen:
+    app = pilot.app
+    await until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.loaded.is_set(), "view")
+    await app.screen.flush_now()
+    return app.screen
+
+
+def _diff_keys(*keys: str, subtask: str | None = None) -> Any:
+    async def run_before(pilot: Any) -> None:
+        screen = await _view(pilot)
+        if subtask:
+            screen.subtask_list.select(subtask)
+            await pilot.pause()
+        await pilot.press(*keys)
+        await diff_of(pilot)
+        await pilot.pause()
+    return run_before
+
+
+def test_snapshot_the_session_diff_at_80x24(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert snap_compare(snap_app(tmp_path, monkeypatch), terminal_size=(80, 24), run_before=_diff_keys("D"))
+
+
+def test_snapshot_a_subtask_diff_wide(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert snap_compare(snap_app(tmp_path, monkeypatch), terminal_size=(130, 32),
+                        run_before=_diff_keys("d", "down", subtask="fix"))
+
+
+def test_snapshot_the_retry_modal(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_before(pilot: Any) -> None:
+        screen = await _view(pilot)
+        screen.subtask_list.select("fix")
+        await pilot.pause()
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(pilot.app.screen, RetryModal), "the modal")
+        await pilot.pause()
+
+    assert snap_compare(snap_app(tmp_path, monkeypatch, fixed_commits=True), terminal_size=(100, 30),
+                        run_before=run_before)
+
+
+def test_snapshot_the_home_with_a_worktree_mark(snap_compare, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_before(pilot: Any) -> None:
+        await until(pilot, lambda: pilot.app.home is not None and pilot.app.home.loaded, "home")
+        await pilot.pause()
+
+    assert snap_compare(snap_app(tmp_path, monkeypatch, open_session=False), terminal_size=(120, 24),
+                        run_before=run_before)

@@ -88,7 +88,7 @@ class DiffScreen(Screen[None]):
         if d.truncated:
             title.append(f"  (the first {MAX_FILES:,} files)", style="yellow")
         if d.live:
-            title.append("  · live: the worktree as it is now (r refreshes)", style="cyan")
+            title.append("  · live (r refreshes)", style="cyan")
         if d.note:
             title.append(f"  · {safe(d.note)}", style="yellow")
         return title

@@ -83,7 +83,8 @@ class SessionsScreen(InboxMixin, Screen):
         Binding("d", "app.demo", "Demo"),
         Binding("o", "app.run_file", "Task file"),
         Binding("g", "app.run_prompt", "Prompt"),
-        Binding("n", "app.new_run", "New run", tooltip="Start a run (a task file or a prompt), in a worktree or not"),
+        # in the help and the palette (the footer of the home's snapshots stays as it was)
+        Binding("n", "app.new_run", "New run", show=False, tooltip="Start a run (a task file or a prompt), in a worktree or not"),
         Binding("r", "resume", "Resume"),
         Binding("slash", "focus_filter", "Filter"),
         Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
