@@ -575,3 +575,42 @@ def test_snapshot_the_home_with_a_worktree_mark(snap_compare, tmp_path: Path,
 
     assert snap_compare(snap_app(tmp_path, monkeypatch, open_session=False), terminal_size=(120, 24),
                         run_before=run_before)
+
+
+WAITING_TOML = '''title = "Second run"
+backend = "scripted"
+workspace = "{ws}"
+
+[[subtasks]]
+id = "main"
+title = "Wait"
+prompt = "p"
+steps = [{{ text = "Working on it." }}, {{ fail = "rate_limit", retry_after = 600 }}]
+'''
+
+
+async def test_new_run_starts_beside_a_run_already_live(tmp_path: Path):
+    """n while a run of this process is live: the second starts (its own runner) and its view opens."""
+    from shepherd.core.task import task_from_dict
+    from shepherd.tui.app import ShepherdApp
+
+    first_task = task_from_dict({"title": "First run", "backend": "scripted", "workspace": str(tmp_path),
+                                 "subtasks": [{"id": "main", "title": "Wait", "prompt": "p",
+                                               "steps": [{"fail": "rate_limit", "retry_after": 600}]}]})
+    toml = tmp_path / "second.toml"
+    toml.write_text(WAITING_TOML.format(ws=tmp_path))
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.home is not None and app.home.loaded, "home")
+        first = await app.start_task(first_task)
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.home, "home again")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, NewRunModal), "the modal")
+        app.screen.query_one("#what").value = str(toml)  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, lambda: len(app.live_run_ids()) == 2, "the second run")
+        second = (app.live_run_ids() - {first.session_id}).pop()
+        await until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.session_id == second,
+                    "its view")
+        await app._stop_runs(wait_s=10)
