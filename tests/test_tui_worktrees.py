@@ -614,3 +614,23 @@ async def test_new_run_starts_beside_a_run_already_live(tmp_path: Path):
         await until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.session_id == second,
                     "its view")
         await app._stop_runs(wait_s=10)
+
+
+async def test_the_keys_are_in_the_help_and_hostile_subtask_names_stay_text(store, tmp_path: Path):
+    from shepherd.tui.screens.help import _key_rows
+    from shepherd.tui.screens.sessions import SessionsScreen
+
+    made = await made_session(store, make_repo(tmp_path / "repo"), TWO, root=tmp_path / "wt")
+    screen = SessionScreen(store, made.session_id)
+    app = Harness(screen)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await opened(pilot, screen)
+        local, _ = _key_rows(screen)
+        assert ("d", "Diff") in local and any(desc == "Session diff" for _, desc in local)
+        assert any("worktree session's diff" in desc for _, desc in local)
+        # the home's n: described (so in its help and the palette) though not in its footer
+        assert [b.description for b in SessionsScreen.BINDINGS if b.action == "app.new_run"] == ["New run"]
+        app.push_screen(RetryModal("[bold]x[/]\x1b[31mred"))
+        await pilot.pause()
+        title = app.screen.query_one(".dialog-title").render()
+        assert "[bold]x[/]" in str(title) and "\x1b" not in str(title)
