@@ -363,8 +363,8 @@ async def app_db(tmp_path: Path) -> tuple[Path, str, str]:
     return db, made.session_id, plain
 
 
-async def until(pilot: Any, cond: Any, what: str = "") -> None:
-    for _ in range(500):
+async def until(pilot: Any, cond: Any, what: str = "", tries: int = 500) -> None:
+    for _ in range(tries):
         if cond():
             return
         await pilot.pause(0.02)
@@ -457,6 +457,10 @@ async def test_new_run_checks_its_input_and_starts_a_worktree_run(tmp_path: Path
         err = await submit("fix the bug", str(plain_dir), True)
         assert "not inside a git repository" in err and len(err.splitlines()) == 1
         assert await submit("", str(repo), True) == "enter a task file path or a prompt"
+        bad = tmp_path / "bad.toml"
+        bad.write_text('title = "x"\nbackend = "nope"\n[[subtasks]]\nid = "a"\nprompt = "p"\n')
+        err = await submit(str(bad), str(repo), False)
+        assert "backend" in err and len(err.splitlines()) == 1
         assert started == []
         assert await submit("fix the [bold]bug[/bold]", str(repo), True) == ""
         await until(pilot, lambda: bool(started), "start_task")
@@ -607,9 +611,14 @@ async def test_new_run_starts_beside_a_run_already_live(tmp_path: Path):
         await until(pilot, lambda: app.screen is app.home, "home again")
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, NewRunModal), "the modal")
-        app.screen.query_one("#what").value = str(toml)  # type: ignore[attr-defined]
-        await pilot.press("enter")
-        await until(pilot, lambda: len(app.live_run_ids()) == 2, "the second run")
+        modal = app.screen
+        modal.query_one("#what").value = str(toml)  # type: ignore[attr-defined]
+        await pilot.pause()
+        modal.query_one("#run").press()  # type: ignore[attr-defined]
+        try:
+            await until(pilot, lambda: len(app.live_run_ids()) == 2, "the second run", tries=1500)
+        except AssertionError:
+            raise AssertionError(f"{[n.message for n in app._notifications]} {app.screen} {app.runs}")
         second = (app.live_run_ids() - {first.session_id}).pop()
         await until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.session_id == second,
                     "its view")

@@ -34,6 +34,7 @@ class DiffScreen(Screen[None]):
     """Esc or q closes it; up/down pick a file; tab moves to the patch (arrows and PgUp/PgDn
     scroll it); r reloads."""
 
+    HELP_TITLE = "the diff view"
     BINDINGS = [
         Binding("escape,q", "close", "Close"),
         Binding("r", "reload", "Refresh", tooltip="Load the diff again (a running subtask's changes so far)"),
