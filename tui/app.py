@@ -354,9 +354,11 @@ class ShepherdApp(App[int]):
             return
         self.set_timer(FIRST_FRAMES_WAIT_S, callback)
 
-    async def resume_session(self, session_id: str, *, retry_subtask: str | None = None) -> Any:
+    async def resume_session(self, session_id: str, *, retry_subtask: str | None = None,
+                             clean: bool = False) -> Any:
         """Continue an interrupted session in this process, or run one subtask of a
-        finished session again (``core.engine.resume_run``)."""
+        finished session again (``core.engine.resume_run``; ``clean``: a worktree
+        session's files restored to that subtask's start first)."""
         import shepherd.core.engine as engine
 
         if session_id in self.live_run_ids():
@@ -372,7 +374,8 @@ class ShepherdApp(App[int]):
         if row is not None:
             await preload_backend(row.backend)
         try:
-            handle = await resume_run(self.store, session_id, interactive=True, retry_subtask=retry_subtask)
+            handle = await resume_run(self.store, session_id, interactive=True, retry_subtask=retry_subtask,
+                                      **({"clean": True} if clean else {}))
             if handle.task.done() and isinstance(handle.task.exception(), StoreError):
                 raise handle.task.exception()  # type: ignore[misc] - lost the lease to another runner
         except StoreError as error:  # LeaseHeld, SessionNotFound: say it in one line
@@ -401,7 +404,8 @@ class ShepherdApp(App[int]):
 
     async def _resume_requested(self, message: "SessionScreen.ResumeRequested") -> None:
         try:
-            handle = await self.resume_session(message.session_id, retry_subtask=message.retry_subtask)
+            handle = await self.resume_session(message.session_id, retry_subtask=message.retry_subtask,
+                                               clean=getattr(message, "clean", False))
         except Exception as exc:
             self.notify(f"resume failed: {exc}", severity="error", markup=False)
             handle = None
@@ -508,6 +512,14 @@ class ShepherdApp(App[int]):
             from shepherd.tui.screens.modals import RunModal
 
             self.push_screen(RunModal("prompt"), self._run_modal_done)
+
+    def action_new_run(self) -> None:
+        """n on the home: a task file or a prompt, in a worktree or not; it starts beside
+        any run this process already has (each its own runner)."""
+        if self.store is not None and not self._top_is_modal():
+            from shepherd.tui.screens.modals import NewRunModal
+
+            self.push_screen(NewRunModal(), self._run_modal_done)
 
     @guarded("Could not start the run")
     async def _run_modal_done(self, task: "Task | None") -> None:

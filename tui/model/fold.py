@@ -487,6 +487,26 @@ class Fold:
         self._interrupt_everything(SubtaskState.INTERRUPTED, ts=e.ts)
         self._note(e, "session", "session interrupted" + (f": {e.reason}" if e.reason else ""))
 
+    # a worktree session's checkpoints and worktree (issue 12): one dim line each
+
+    def _on_checkpoint(self, e: ev.Checkpoint) -> None:
+        commit = safe(str(e.commit or ""))[:7] or "?"
+        if e.at == "subtask_done":
+            n = len(e.files or []) + int(e.files_more or 0)
+            text = f"checkpoint {commit}: done, {n} file{'s' if n != 1 else ''} changed (d: the diff)"
+        elif e.at == "restore":
+            text = f"files restored to checkpoint {commit}" + (f": {safe(e.reason)}" if e.reason else "")
+        else:
+            text = f"checkpoint {commit}: start of this subtask"
+        self._note(e, "worktree", text)
+
+    def _on_worktree(self, e: ev.WorktreeChanged) -> None:
+        where = {"created": f"on branch {e.branch} at {e.path}", "reused": f"at {e.path}",
+                 "recreated": f"at {e.path}", "merged": f"into {e.base_branch or 'its branch'}",
+                 "discarded": f"(branch {e.branch} deleted)", "missing": f"at {e.path}"}.get(e.action or "", "")
+        text = f"worktree {e.action or 'changed'} {where}".rstrip() + (f": {e.reason}" if e.reason else "")
+        self._note(e, "worktree", safe(text))
+
     def _on_opaque(self, e: ev.Event) -> None:
         data = e.to_dict()
         for k in ("type", *ev.COMMON_FIELDS):

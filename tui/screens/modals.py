@@ -1,4 +1,6 @@
-"""Small modal dialogs: confirm, a note for the agent, and starting a run.
+"""Small modal dialogs: confirm, a note for the agent, starting a run (``RunModal``, and
+``NewRunModal``: a task file or a prompt, in a worktree or not), and how to retry a
+worktree session's subtask (``RetryModal``).
 
 Each one dismisses with its result (``bool``, ``str | None``, ``Task | None``), so
 callers use ``push_screen(Modal(...), callback)`` or ``await push_screen_wait(...)``.
@@ -8,6 +10,7 @@ Their look is in the app's stylesheet (tui/shepherd.tcss).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from textual import on
@@ -16,7 +19,7 @@ from textual.binding import Binding
 from textual.content import Content
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from shepherd.core.task import BACKENDS, Task, TaskError, load_task, prompt_task
 from shepherd.core.text import safe
@@ -204,6 +207,151 @@ class RunModal(ModalScreen[Task | None]):
             task = await asyncio.to_thread(load_task, path)
         except TaskError as e:
             self.show_error(str(e))
+            return
+        finally:
+            self._loading = False
+        self.dismiss(task)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class RetryModal(ModalScreen[str | None]):
+    """How to retry a finished subtask of a worktree session: keep its files (``"keep"``,
+    k) or restore them to the start of the subtask (``"clean"``, c); Esc cancels (None)."""
+
+    BINDINGS = [
+        Binding("k", "choose('keep')", "Keep the files", show=False),
+        Binding("c", "choose('clean')", "Restore them", show=False),
+        Binding("escape", "choose('')", "Cancel"),
+    ]
+
+    def __init__(self, subtask: str) -> None:
+        super().__init__()
+        self.subtask = subtask
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            # the subtask's id and title come from the task: text, never markup
+            yield Label(Content(f"Retry {safe(self.subtask)}"), classes="dialog-title")
+            yield Static("Keep the files as the last attempt left them, or restore them to the start "
+                         "of this subtask (the subtasks after it run again).", id="question")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Keep the files (k)", id="keep")
+                yield Button("Restore them (c)", id="clean", variant="warning")
+
+    def on_mount(self) -> None:
+        self.query_one("#keep", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id)
+
+    def action_choose(self, how: str) -> None:
+        self.dismiss(how or None)
+
+
+def looks_like_task_file(raw: str) -> bool:
+    """A task file rather than a prompt: one line naming a .toml file or an existing file."""
+    if "\n" in raw or len(raw) > 4096:
+        return False
+    path = Path(raw).expanduser()
+    return raw.endswith(".toml") or path.is_file()
+
+
+def build_run_task(raw: str, worktree: bool, backend: str, workspace: str) -> Task:
+    """The Task a "new run" describes (reads the file, asks git: synchronous, for a
+    thread); raises TaskError with one line."""
+    if not raw:
+        raise TaskError("enter a task file path or a prompt")
+    if looks_like_task_file(raw):
+        task = load_task(Path(raw).expanduser())
+        if worktree and task.isolation != "worktree":
+            from shepherd.core.worktree import isolation_refusal
+
+            refused = isolation_refusal(task.workspace)
+            if refused:
+                raise TaskError(f'isolation "worktree": {refused}')
+            task = dataclasses.replace(task, isolation="worktree")
+        return task
+    ws = Path(workspace or ".").expanduser()
+    if not ws.is_dir():
+        raise TaskError(f"workspace: {ws} is not a directory")
+    return prompt_task(raw, backend=backend, workspace=ws.resolve(), isolation="worktree" if worktree else "none")
+
+
+class NewRunModal(ModalScreen[Task | None]):
+    """"New run": a task file path or a prompt, the backend for a prompt (scripted by
+    default), its workspace, and whether the run gets its own git worktree. Checked before
+    closing (off the event loop: reading the file and asking git may take a moment); bad
+    input is one line in the dialog. Dismisses with the Task or None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, *, backend: str = "scripted", workspace: Path | str | None = None,
+                 worktree: bool = False) -> None:
+        super().__init__()
+        self.backend = backend if backend in BACKENDS else "scripted"
+        self.workspace = str(workspace or Path.cwd())
+        self.worktree = worktree
+        self._loading = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("New run", classes="dialog-title")
+            yield Label("Task file (.toml) or a prompt", classes="field-label")
+            yield Input(placeholder="path/to/task.toml, or what the agent should do", id="what")
+            with Horizontal(id="row"):
+                with Vertical(classes="-left"):
+                    yield Label("Backend (for a prompt)", classes="field-label")
+                    yield Select([(b, b) for b in BACKENDS], value=self.backend, allow_blank=False, id="backend")
+                with Vertical():
+                    yield Label("Isolation", classes="field-label")
+                    yield Checkbox("own git worktree", value=self.worktree, id="worktree")
+            yield Label("Workspace (for a prompt)", classes="field-label")
+            yield Input(value=self.workspace, id="workspace")
+            yield Static("", id="run-error", classes="dialog-error -empty")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Run", id="run", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#what", Input).focus()
+
+    @property
+    def error_text(self) -> str:
+        return str(self.query_one("#run-error", Static).content)
+
+    def show_error(self, message: str) -> None:
+        error = self.query_one("#run-error", Static)
+        error.update(Content(safe(message.splitlines()[0])) if message else "")
+        error.set_class(not message, "-empty")
+
+    def values(self) -> dict[str, object]:
+        """What the dialog holds (read on the event loop; ``build_run_task`` runs in a thread)."""
+        return dict(raw=self.query_one("#what", Input).value.strip(),
+                    worktree=self.query_one("#worktree", Checkbox).value,
+                    backend=str(self.query_one("#backend", Select).value),
+                    workspace=self.query_one("#workspace", Input).value.strip())
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#run")
+    def _run(self) -> None:
+        if self._loading:  # a second Enter while it is checked: one run, not two
+            return
+        self._loading = True
+        self.show_error("checking…")
+        self.run_worker(self._check(), name="check-run", exit_on_error=False)
+
+    async def _check(self) -> None:
+        try:
+            task = await asyncio.to_thread(build_run_task, **self.values())  # type: ignore[arg-type]
+        except TaskError as e:
+            self.show_error(str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - an unreadable file, git gone: one line, the dialog stays
+            self.show_error(f"cannot start: {e}")
             return
         finally:
             self._loading = False

@@ -78,6 +78,10 @@ class SessionScreen(ControlsMixin, Screen[None]):
         Binding("k", "previous_block", "Previous block", show=False,
                 tooltip="Focus the previous tool call or thought"),
         Binding("o", "open_output", "Output", tooltip="The focused tool call (else the last one) in full"),
+        # a worktree session's changes (in the help and the palette: the footer fits 80 columns)
+        Binding("d", "diff", "Diff", show=False, tooltip="What the selected subtask changed (worktree sessions)"),
+        Binding("D,shift+d", "diff_session", "Session diff", show=False,
+                tooltip="What the whole session changed (worktree sessions)"),
         Binding("e", "export", "Export", show=False,  # in the help and the palette: the footer fits 80 columns
                 tooltip="Write the session to a file next to the database"),
         Binding("u", "load_earlier", "Load earlier", show=False),
@@ -86,6 +90,8 @@ class SessionScreen(ControlsMixin, Screen[None]):
 
     HELP_TITLE = "a session"
     HELP_EXTRA = [("enter", "Expand or collapse the focused block (▸ folded, ▾ open); a click does too"),
+                  ("d / D", "A worktree session's diff: of the selected subtask / of the whole session "
+                            "(files left, the patch right; r refreshes)"),
                   ("y / n / a", "A tool call waits for your approval: approve it, deny it (with an optional "
                                 "reason), or approve it and its tool for the rest of the session")]
     HELP_NOTE = "The footer shows the keys that apply right now; `j`/`k` reach the tool calls."
@@ -96,11 +102,13 @@ class SessionScreen(ControlsMixin, Screen[None]):
         run one subtask of a finished session again. The app starts the run and opens its
         view; when nothing started it calls the screen's ``resume_refused``."""
 
-        def __init__(self, screen: "SessionScreen", session_id: str, retry_subtask: str | None = None) -> None:
+        def __init__(self, screen: "SessionScreen", session_id: str, retry_subtask: str | None = None,
+                     *, clean: bool = False) -> None:
             super().__init__()
             self.screen = screen
             self.session_id = session_id
             self.retry_subtask = retry_subtask
+            self.clean = clean  # a worktree session's files restored to the subtask's start first
 
         @property
         def control(self) -> "SessionScreen":

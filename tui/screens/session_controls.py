@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from shepherd.core.states import FINISHED_STATUSES, SessionStatus
+from shepherd.core.states import FINAL_STATES, FINISHED_STATUSES, SessionStatus
 from shepherd.tui import model as m
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 READ_ONLY = "read-only: this session is not running"
 NO_CONTROLS = "read-only: no controls for this session here"
+NO_DIFF = 'no diff: this session did not run in its own worktree (isolation = "worktree")'
 
 
 class ControlsMixin:
@@ -50,7 +51,8 @@ class ControlsMixin:
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if not self._ready or self._busy:
-            return action in ("export", "back", "load_earlier", "next_block", "previous_block", "open_output")
+            return action in ("export", "back", "load_earlier", "next_block", "previous_block", "open_output",
+                              "diff", "diff_session")
         ctl = self.controllable
         status = self.model.session.status
         if action == "pause":
@@ -113,14 +115,16 @@ class ControlsMixin:
         await self._control("pause", lambda: ctl.pause(immediate=True, source="tui"),  # type: ignore[union-attr]
                             "pausing now")
 
-    def _resume_interrupted(self, retry_subtask: str | None = None) -> None:
+    def _resume_interrupted(self, retry_subtask: str | None = None, clean: bool = False) -> None:
         """Continue (or re-run a subtask of) a session nobody runs. Starting a run imports
         the backend's SDK (seconds): say so at once, and never wait for it on this key."""
         self._busy = True
         self.refresh_bindings()
         what = f"re-running {self._label(retry_subtask)}…" if retry_subtask else "resuming…"
+        if clean:
+            what = f"restoring the files and re-running {self._label(retry_subtask)}…"
         self.status_bar.show_note(what)
-        self.post_message(self.ResumeRequested(self, self.session_id, retry_subtask))
+        self.post_message(self.ResumeRequested(self, self.session_id, retry_subtask, clean=clean))
 
     def resume_refused(self) -> None:
         """The app started nothing for this screen's request: back to what is true."""
@@ -137,11 +141,35 @@ class ControlsMixin:
 
     async def action_retry(self) -> None:
         sid = self._selected_subtask()
+        if await self._asks_how_to_retry(sid):
+            # a worktree session's finished subtask: keep its files, or restore them first
+            from shepherd.tui.screens.modals import RetryModal
+
+            self.app.push_screen(RetryModal(self._label(sid)), lambda how: self._retry_chosen(sid, how))
+            return
+        await self._retry(sid, clean=False)
+
+    async def _asks_how_to_retry(self, sid: str | None) -> bool:
+        """r on a subtask that has ended, in a session that runs in a worktree."""
+        st = self.model.subtask(sid) if sid is not None else None
+        if st is None or st.state not in FINAL_STATES or not (self._rerunnable() or self.controllable):
+            return False
+        return await self.worktree_row() is not None
+
+    async def _retry_chosen(self, sid: str | None, how: str | None) -> None:
+        if how in ("keep", "clean"):
+            await self._retry(sid, clean=how == "clean")
+
+    async def _retry(self, sid: str | None, *, clean: bool) -> None:
         if self._rerunnable():
             # a past session: a person's retry runs that subtask again in this process
-            self._resume_interrupted(retry_subtask=sid)
+            self._resume_interrupted(retry_subtask=sid, clean=clean)
             return
         ctl = self.controller
+        if clean:
+            await self._control("retry", lambda: ctl.retry(sid, clean=True, source="tui"),  # type: ignore[union-attr]
+                                f"retry requested: {self._label(sid)}, files restored to its start")
+            return
         await self._control("retry", lambda: ctl.retry(sid, source="tui"),  # type: ignore[union-attr]
                             f"retry requested: {self._label(sid)}")
 
@@ -178,6 +206,31 @@ class ControlsMixin:
         if text:
             ctl = self.controller
             await self._control("note", lambda: ctl.note(text, source="tui"), "note queued for the next prompt")  # type: ignore[union-attr]
+
+    # --- a worktree session's diff (d / D) --------------------------------------------------
+
+    async def worktree_row(self) -> Any:
+        """The session's worktree (core.store: the latest worktree event), None without one.
+        Read when asked: a run started a moment ago writes its worktree event after its view opens."""
+        try:
+            return await self.store.worktree(self.session_id)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a store without worktrees (or closing): no diff, no modal
+            return None
+
+    async def action_diff(self) -> None:
+        await self._open_diff(self._selected_subtask())
+
+    async def action_diff_session(self) -> None:
+        await self._open_diff(None)
+
+    async def _open_diff(self, subtask_id: str | None) -> None:
+        if await self.worktree_row() is None:
+            self.notify(NO_DIFF, severity="warning")
+            return
+        from shepherd.tui.screens.diff import DiffScreen
+
+        label = self._label(subtask_id) if subtask_id else None
+        await self.app.push_screen(DiffScreen(self.store, self.session_id, subtask_id, label))  # type: ignore[attr-defined]
 
     # --- approvals ------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Label, Static
 
-from shepherd.core.states import LIVE_STATUSES
+from shepherd.core.states import FINISHED_STATUSES, LIVE_STATUSES
 from shepherd.core.text import safe
 from shepherd.tui.fmt import fmt_tokens  # noqa: F401 - the one fmt_tokens (tests check it here)
 from shepherd.tui.logging_setup import guarded, report_error
@@ -83,6 +83,8 @@ class SessionsScreen(InboxMixin, Screen):
         Binding("d", "app.demo", "Demo"),
         Binding("o", "app.run_file", "Task file"),
         Binding("g", "app.run_prompt", "Prompt"),
+        # in the help and the palette (the footer of the home's snapshots stays as it was)
+        Binding("n", "app.new_run", "New run", show=False, tooltip="Start a run (a task file or a prompt), in a worktree or not"),
         Binding("r", "resume", "Resume"),
         Binding("slash", "focus_filter", "Filter"),
         Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
@@ -108,6 +110,7 @@ class SessionsScreen(InboxMixin, Screen):
         self.filter_text = ""
         self.has_more = False
         self._cells: dict[str, dict[str, str]] = {}  # row id -> column -> plain text shown
+        self._worktree_ids: set[str] = set()  # sessions whose worktree is still there
         self.inbox: list[SessionRow] = []  # sessions waiting for a person, longest wait first
         self._inbox_cells: dict[str, dict[str, str]] = {}
         self._visible_columns: list[tuple[str, str, int]] = []
@@ -244,6 +247,8 @@ class SessionsScreen(InboxMixin, Screen):
             # the inbox is every session that needs someone, whatever the filter shows
             unfiltered = safe_rows(await self.store.list_sessions(limit=self.PAGE_SIZE, offset=0)) \
                 if self.filter_text else None
+            # once per refresh, not per row: which sessions still hold a worktree
+            self._worktree_ids = {w.session_id for w in await self.store.worktrees(state="active")}
         except Exception as error:  # noqa: BLE001 - keep the list usable, say what went wrong
             report_error(self.app, error, "Could not list sessions")
             return
@@ -320,7 +325,8 @@ class SessionsScreen(InboxMixin, Screen):
 
     def _cell_texts(self, row: "SessionRow", now: float) -> dict[str, Text]:
         return cell_texts(row, now, frame=self._frame, in_process=row.id in self._live_ids(),
-                          awaits_approval=row_needs(row) == "approval")
+                          awaits_approval=row_needs(row) == "approval",
+                          worktree=row.id in self._worktree_ids and row.status in FINISHED_STATUSES)
 
     def _add_row(self, row: "SessionRow") -> None:
         cells = self._cell_texts(row, self.clock())

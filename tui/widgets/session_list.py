@@ -133,9 +133,13 @@ def column_plan(width: int, title_max: int = TITLE_MAX, backend_max: int = BACKE
     return plan
 
 
+WORKTREE_MARK = " ⎇ worktree"  # a finished session whose worktree is still there (merge or discard it)
+
+
 def cell_texts(row: "SessionRow", now: float, *, frame: int, in_process: bool,
-               awaits_approval: bool) -> dict[str, Text]:
-    """Every column's cell for ``row`` (a spinner at ``frame``; a dot when this process runs it)."""
+               awaits_approval: bool, worktree: bool = False) -> dict[str, Text]:
+    """Every column's cell for ``row`` (a spinner at ``frame``; a dot when this process runs
+    it; ``worktree``: it still holds a worktree)."""
     icon, style = state_icon(row.status, frame), STATUS_STYLES.get(row.status, "dim")
     if awaits_approval:  # what it waits for, not a spinner: a person
         icon, style = NEEDS_ICONS["approval"], "bold yellow"
@@ -143,6 +147,8 @@ def cell_texts(row: "SessionRow", now: float, *, frame: int, in_process: bool,
     title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)
     if in_process:
         title.append(" ●", style="cyan")
+    if worktree:
+        title.append(WORKTREE_MARK, style="magenta")
     sub = f"{row.subtasks_done}/{row.subtasks_total}" if row.subtasks_total else "–"
     return {
         "status": Text(icon, style=style),
