@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core import worktree as wt
+from shepherd.core.states import LIVE_STATUSES
 from shepherd.core.text import safe
 
 if TYPE_CHECKING:
@@ -148,7 +149,11 @@ async def session_diff(store: "EventStore", session_id: str, subtask_id: str | N
         elif base is not None and head is not None:
             live = False
     if base is not None and live and (head is None or head == tip):
+        # the worktree as it is now: what a merge would take (it checkpoints it first); "live"
+        # only while a runner may still change it
         head = await wt.snapshot_tree(wt.worktree_from_row(row))
+        session = await store.get_session(session_id)
+        live = session is not None and session.status in LIVE_STATUSES
     else:
         live = False
     if base is None or head is None:

@@ -87,3 +87,12 @@ async def test_the_worktrees_row_follows_the_latest_event(store, tmp_path: Path)
     assert [c.at for c in cps] == ["subtask_start", "subtask_done"]
     assert cps[1].files == [{"path": "x.txt", "old_path": None, "status": "A", "added": 1, "deleted": 0,
                              "binary": False}]
+
+
+async def test_a_finished_sessions_diff_includes_later_changes_but_is_not_live(store, tmp_path: Path):
+    repo = make_repo(tmp_path / "repo")
+    made = await made_session(store, repo, {"one": {"x.txt": "x\n"}}, root=tmp_path / "wt")
+    (Path(made.worktree.path) / "after.txt").write_text("made after the end\n")
+    d = await session_diff(store, made.session_id)
+    assert sorted(f.path for f in d.files) == ["after.txt", "x.txt"]  # what a merge would take
+    assert not d.live  # nothing runs it: the screen must not call it live
