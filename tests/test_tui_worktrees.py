@@ -411,6 +411,27 @@ async def test_a_clean_retry_of_a_past_session_reaches_resume_run(tmp_path: Path
         assert asked[0]["session_id"] == wsid and asked[0]["retry_subtask"] == "one" and asked[0]["clean"] is True
 
 
+async def test_shepherd_resume_retry_clean_in_the_tui_resumes_with_clean(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """`shepherd resume S --retry X --clean` without --headless: the app's start-up resume."""
+    import shepherd.core.engine as engine
+    from shepherd.core.store.db import StoreError
+    from shepherd.tui.app import ShepherdApp
+
+    db, wsid, _ = await app_db(tmp_path)
+    asked: list[dict[str, Any]] = []
+
+    async def resume_run(store: Any, session_id: str, **kw: Any) -> Any:
+        asked.append({"session_id": session_id, **kw})
+        raise StoreError("held elsewhere")
+
+    monkeypatch.setattr(engine, "resume_run", resume_run)
+    app = ShepherdApp(db, resume=(wsid, "one", True), clock=lambda: T0 + 900)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: bool(asked), "resume_run")
+        assert asked[0]["retry_subtask"] == "one" and asked[0]["clean"] is True
+
+
 async def test_new_run_checks_its_input_and_starts_a_worktree_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from shepherd.tui.app import ShepherdApp
 

@@ -108,7 +108,7 @@ class ShepherdApp(App[int]):
     ``attach``: open it as a run another process owns (tail + RemoteControl); without
     ``open_session`` it attaches to the newest live session.
     ``start``: a factory for a Task to run in this process on start (``shepherd demo``/``run``).
-    ``resume``: (session id, subtask or None) to resume in this process on start
+    ``resume``: (session id, subtask or None[, clean]) to resume in this process on start
     (``shepherd resume``: an interrupted session, or a finished one's subtask run again).
     ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
@@ -131,7 +131,7 @@ class ShepherdApp(App[int]):
 
     def __init__(self, db_path: Path | str, *, open_session: str | None = None, attach: bool = False,
                  start: Callable[[], "Task"] | None = None, clock: Callable[[], float] = time.time,
-                 log_path: Path | str | None = None, resume: tuple[str, str | None] | None = None,
+                 log_path: Path | str | None = None, resume: tuple[str, str | None] | tuple[str, str | None, bool] | None = None,
                  checked: bool = False) -> None:
         if log_path is not None:
             configure_logging(log_path)
@@ -208,7 +208,8 @@ class ShepherdApp(App[int]):
         if self.start is not None:
             await self._start_from_factory()
         elif self.resume is not None:
-            await self.resume_session(self.resume[0], retry_subtask=self.resume[1])
+            await self.resume_session(self.resume[0], retry_subtask=self.resume[1],
+                                      clean=len(self.resume) > 2 and bool(self.resume[2]))  # type: ignore[misc]
         else:
             await self._open_initial()
         if self.screen is home:  # no view opened over it (refused, not found): build and draw it now

@@ -148,12 +148,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         sid, start_here = asyncio.run(plan_resume(args))
         if not start_here:
             return EXIT_OK
-        if args.clean and not (args.headless or args.json):  # (the app's resume takes no clean yet)
-            raise UsageError("--clean starts its runner headless for now: add --headless "
-                             "(in the TUI, r on the subtask asks)")
         if args.headless or args.json:
             return asyncio.run(run_headless(args, resume=sid, retry=args.retry, clean=args.clean))
-        return run_tui(args, resume=(sid, args.retry))
+        return run_tui(args, resume=(sid, args.retry, args.clean))
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
                 "approve": cmd_answer, "deny": cmd_answer, **cli_worktree.HANDLERS}
     handler = handlers.get(args.command, cmd_control)

@@ -265,7 +265,7 @@ def configure_logging() -> Path:
 
 
 def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None,
-            resume: tuple[str, str | None] | None = None) -> int:
+            resume: tuple[str, str | None, bool] | None = None) -> int:
     import gc
 
     # Start-up makes objects that live as long as the app (modules, classes, styles): no
