@@ -22,6 +22,8 @@ and stores every event in SQLite. Past sessions open exactly as they looked live
 * Every wait for a retry shows a countdown; skip it with the session's *retry now* key.
 * A tool call a task gates (`approve_tools`) waits under the call for your `y`/`n`/`a`; the
   home's *Needs you* list gathers every session waiting for you (`tab` jumps there).
+* `⎇` before a title: the session still holds its git worktree (`isolation = "worktree"`);
+  `d`/`D` in its view show the diff, `shepherd merge` or `shepherd discard` ends it.
 * A run you start here stops when you quit Shepherd (you are asked first).
 * `shepherd attach` follows a run another process owns; its controls still work.
 * Logs go to a file, never to the screen: {log}.

@@ -133,7 +133,7 @@ def column_plan(width: int, title_max: int = TITLE_MAX, backend_max: int = BACKE
     return plan
 
 
-WORKTREE_MARK = " ⎇ worktree"  # a finished session whose worktree is still there (merge or discard it)
+WORKTREE_MARK = "⎇ "  # before the title (it survives an ellipsis): a finished session whose worktree is still there
 
 
 def cell_texts(row: "SessionRow", now: float, *, frame: int, in_process: bool,
@@ -144,11 +144,12 @@ def cell_texts(row: "SessionRow", now: float, *, frame: int, in_process: bool,
     if awaits_approval:  # what it waits for, not a spinner: a person
         icon, style = NEEDS_ICONS["approval"], "bold yellow"
     backend = row.backend + (f"/{row.model}" if row.model else "")
-    title = Text(row.title or "(untitled)", overflow="ellipsis", no_wrap=True)
-    if in_process:
-        title.append(" ●", style="cyan")
+    title = Text(overflow="ellipsis", no_wrap=True)
     if worktree:
         title.append(WORKTREE_MARK, style="magenta")
+    title.append(row.title or "(untitled)")
+    if in_process:
+        title.append(" ●", style="cyan")
     sub = f"{row.subtasks_done}/{row.subtasks_total}" if row.subtasks_total else "–"
     return {
         "status": Text(icon, style=style),
