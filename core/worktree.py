@@ -359,10 +359,16 @@ async def _common_toplevel(wt: Worktree) -> str:
 TRAILERS = ("Shepherd-Session", "Shepherd-Subtask", "Shepherd-At")
 
 
+def commit_text(text: str) -> str:
+    """Untrusted text (a title) for a commit message: one line, terminal-safe. A person
+    reads commit messages through `git log`, whose pager passes escape sequences on."""
+    return safe(" ".join(text.split()))
+
+
 def checkpoint_message(session_id: str, subtask_id: str, at: str, title: str = "") -> str:
     """``shepherd: <at> <subtask> — <title>`` plus the trailers recovery reads back (§2.7:
     a commit whose checkpoint event a crash lost is found by them)."""
-    head = f"shepherd: {at} {subtask_id}" + (f" — {' '.join(title.split())}" if title.strip() else "")
+    head = f"shepherd: {at} {commit_text(subtask_id)}" + (f" — {commit_text(title)}" if title.strip() else "")
     return (f"{head[:200]}\n\nShepherd-Session: {session_id}\nShepherd-Subtask: {subtask_id}\n"
             f"Shepherd-At: {at}\n")
 

@@ -192,7 +192,7 @@ async def merge(store: "EventStore", sid: str, *, keep: bool = False) -> MergeRe
         if rc != 0:
             raise OpsError(f"git merge-tree failed (exit {rc}); git merge {branch} by hand")
         row_title = await _title(store, sid)
-        msg = f"shepherd: merge session {sid}" + (f" — {clip(row_title, 100)}" if row_title else "")
+        msg = f"shepherd: merge session {sid}" + (f" — {clip(wt.commit_text(row_title), 100)}" if row_title else "")
         rc, _ = await wt.git(origin, "merge", "--no-ff", "--no-edit", "-q", "-m", msg, f"refs/heads/{branch}",
                              check=False)
         if rc != 0:

@@ -201,3 +201,15 @@ async def test_a_record_naming_another_branch_is_never_acted_on(store, tmp_path:
         with pytest.raises(OpsError, match="names the branch 'main'"):
             await op(store, made.session_id)
     assert user_state(repo) == before and sh(repo, "branch", "--list", "main").strip()
+
+
+async def test_a_hostile_title_reaches_no_commit_message_raw(store, tmp_path: Path):
+    """`git log` pages through `less -R`: a title's escape sequence must not ride along."""
+    repo = make_repo(tmp_path / "repo")
+    hostile = "Fix \x1b[31mred\x1b[0m \x1b]52;c;aGk=\x07 now\u202e"
+    made = await made_session(store, repo, {"one": {"x.txt": "x\n"}}, root=tmp_path / "wt", title=hostile)
+    await merge(store, made.session_id)
+    log = sh(repo, "log", "--format=%B", "-1")
+    assert "Fix" in log and "\x1b" not in log and "\x07" not in log and "\u202e" not in log
+    msg = wt.checkpoint_message(made.session_id, "one", "subtask_start", hostile)
+    assert "\x1b" not in msg and "\x07" not in msg and "\u202e" not in msg

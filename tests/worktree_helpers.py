@@ -75,7 +75,7 @@ class MadeSession:
 
 async def made_session(store: Any, repo: Path, subtasks: dict[str, dict[str, str | None]], *,
                        root: Path, status: str = "done", running: str | None = None,
-                       session_id: str | None = None) -> MadeSession:
+                       session_id: str | None = None, title: str = "made by hand") -> MadeSession:
     """A finished (or, with ``running``, live) worktree session written as the engine
     writes one: a worktree of ``repo``, then per subtask a start checkpoint, its file
     changes (``{path: text, or None to delete}``) and a done checkpoint with its files.
@@ -85,7 +85,7 @@ async def made_session(store: Any, repo: Path, subtasks: dict[str, dict[str, str
     tree = await wt.create(info, sid, root)
     base = dict(path=tree.path, branch=tree.branch, origin=info.toplevel, repo=info.common_dir,
                 workspace=tree.workspace, base_commit=tree.base_commit, base_branch=tree.base_branch)
-    await store.append(SessionStarted(session_id=sid, title="made by hand", backend="scripted",
+    await store.append(SessionStarted(session_id=sid, title=title, backend="scripted",
                                       workspace=tree.workspace, task={"isolation": "worktree"}))
     await store.append(WorktreeChanged(session_id=sid, action="created", **base))
     await store.append(PlanReady(session_id=sid, subtasks=[{"id": s, "title": s, "prompt": "p"} for s in subtasks]))
