@@ -96,3 +96,12 @@ async def test_a_finished_sessions_diff_includes_later_changes_but_is_not_live(s
     d = await session_diff(store, made.session_id)
     assert sorted(f.path for f in d.files) == ["after.txt", "x.txt"]  # what a merge would take
     assert not d.live  # nothing runs it: the screen must not call it live
+
+
+async def test_the_tuis_export_carries_the_changes(store, tmp_path: Path):
+    from shepherd.tui.screens.session_export import export_session
+
+    repo = make_repo(tmp_path / "repo")
+    made = await made_session(store, repo, {"one": {"x.txt": "the x line\n"}}, root=tmp_path / "wt")
+    text = (await export_session(store, made.session_id, tmp_path)).read_text()
+    assert "## Changes" in text and "+the x line" in text

@@ -32,13 +32,14 @@ async def export_session(store: "EventStore", session_id: str, directory: Path |
         after = page[-1].seq
     directory = directory or Path(store.path).parent
     try:
-        from shepherd.core.report import export_markdown
+        from shepherd.core.report import export_markdown, load_changes
     except ImportError:
         export_markdown = None  # type: ignore[assignment]
     row = await store.get_session(session_id)
     if export_markdown is not None and row is not None:
         subtasks = await store.subtasks(session_id)
-        text = "".join(export_markdown(row, list(subtasks), events))
+        changes = await load_changes(store, session_id)  # a worktree session's diffs (else none)
+        text = "".join(export_markdown(row, list(subtasks), events, changes=changes))
         path = directory / f"shepherd-{_file_part(session_id)}.md"
     else:
         text = "".join(e.to_json() + "\n" for e in events)
