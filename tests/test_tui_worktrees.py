@@ -664,3 +664,23 @@ async def test_the_keys_are_in_the_help_and_hostile_subtask_names_stay_text(stor
         await pilot.pause()
         title = app.screen.query_one(".dialog-title").render()
         assert "[bold]x[/]" in str(title) and "\x1b" not in str(title)
+
+
+async def test_shepherd_run_of_two_task_files_starts_both_in_the_tui(tmp_path: Path):
+    """`shepherd run a.toml b.toml` without --headless: both start here, side by side."""
+    from shepherd.core.task import task_from_dict
+    from shepherd.tui.app import ShepherdApp
+
+    def waiting(title: str) -> Task:
+        return task_from_dict({"title": title, "backend": "scripted", "workspace": str(tmp_path),
+                               "subtasks": [{"id": "main", "title": "Wait", "prompt": "p",
+                                             "steps": [{"fail": "rate_limit", "retry_after": 600}]}]})
+
+    app = ShepherdApp(tmp_path / "s.db", start=lambda: [waiting("One"), waiting("Two")])
+    async with app.run_test(size=(120, 30)) as pilot:
+        try:
+            await until(pilot, lambda: len(app.live_run_ids()) == 2, "both runs", tries=1500)
+            assert isinstance(app.screen, SessionScreen)  # the last one's view on top
+        finally:
+            for handle in list(app.runs.values()):
+                await handle.supervisor.cancel()

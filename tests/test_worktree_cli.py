@@ -201,7 +201,6 @@ def test_several_task_files_run_side_by_side(tmp_path: Path):
     assert both.returncode == 0, both.stderr[-3000:]
     done = re.findall(r"^(\S+) \S+ ■ session done", both.stderr, re.M)
     assert len(set(done)) == 2  # the same file twice: two sessions, told apart
-    assert "side by side headless" in one_line_error(run("run", str(a), str(b), "--db", str(db)))
 
 
 async def test_exports_and_show_contain_the_changes(tmp_path: Path):

@@ -223,11 +223,14 @@ class ShepherdApp(App[int]):
         from shepherd.core.task import TaskError
 
         try:
-            task = self.start()  # type: ignore[misc]
+            made = self.start()  # type: ignore[misc]
         except TaskError as error:
             self.notify(str(error), title="Cannot start", severity="error", markup=False)
             return
-        await self.start_task(task)
+        # `shepherd run a.toml b.toml`: each its own runner here, side by side; the views
+        # stack in order (Esc goes back through them to the home)
+        for task in (made if isinstance(made, (list, tuple)) else [made]):
+            await self.start_task(task)
 
     @guarded("Could not open the session")
     async def _open_initial(self) -> None:

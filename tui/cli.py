@@ -135,10 +135,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             check_task_sandbox(task)
         if args.headless or getattr(args, "json", False):
             return asyncio.run(run_headless(args, tasks=tasks))
-        if len(tasks) > 1:
-            raise UsageError(f"{len(tasks)} task files run side by side headless: add --headless "
-                             "(the TUI starts one; its new run starts another)")
-        return run_tui(args, task=tasks[0])
+        return run_tui(args, task=tasks if len(tasks) > 1 else tasks[0])
     if args.command == "attach":
         sid = asyncio.run(resolve_live(args))
         return run_tui(args, attach=sid)
