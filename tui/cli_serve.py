@@ -59,7 +59,7 @@ async def _serve(server, token: str) -> int:  # noqa: ANN001 - a TokenServer
         await runner.cleanup()
         reason = e.strerror or str(e)
         raise UsageError(f"cannot listen on {server.host}:{server.port}: {reason}") from None
-    port = site._server.sockets[0].getsockname()[1]  # the real one when --port 0
+    port = runner.addresses[0][1]  # the real one when --port 0
     server.bound(port)
     # The one time the token is shown: stdout, not a log
     print(f"{server.public_url}/?token={token}", flush=True)
