@@ -24,8 +24,12 @@ from typing import Any
 
 import pytest
 
-aiohttp = pytest.importorskip("aiohttp")
-pytest.importorskip("textual_serve")
+if os.environ.get("CI") == "true":  # in CI a missing textual-serve fails (the test extra has it)
+    import aiohttp
+    import textual_serve  # noqa: F401
+else:
+    aiohttp = pytest.importorskip("aiohttp", reason="NO TEXTUAL-SERVE: pip install -e '.[test]'")
+    pytest.importorskip("textual_serve", reason="NO TEXTUAL-SERVE: pip install -e '.[test]'")
 
 from shepherd.core.events import SessionFinished, SessionStarted  # noqa: E402
 from shepherd.core.store import Store  # noqa: E402
