@@ -63,7 +63,7 @@ class TokenServer(Server):
         self.port, self.public_url = port, url_base(self.host, port)
 
     def initialize_logging(self) -> None:
-        pass  # aiohttp's access log would print each URL, the token's query too
+        pass  # no root logging set-up of its own (the access log, which prints URLs, is off: cli_serve)
 
     async def on_startup(self, app: web.Application) -> None:
         pass  # the command prints the one URL itself (textual-serve's banner has no token)
