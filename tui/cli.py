@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--clean", action="store_true",
                            help="a worktree session: restore the files to the start of the subtask first")
     cli_worktree.add_parsers(add)
+    from shepherd.tui.cli_serve import add_parser as add_serve_parser
+    add_serve_parser(add)
     return parser
 
 
@@ -148,6 +150,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.headless or args.json:
             return asyncio.run(run_headless(args, resume=sid, retry=args.retry, clean=args.clean))
         return run_tui(args, resume=(sid, args.retry, args.clean))
+    if args.command == "serve":
+        from shepherd.tui.cli_serve import cmd_serve
+        return cmd_serve(args)
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
                 "approve": cmd_answer, "deny": cmd_answer, **cli_worktree.HANDLERS}
     handler = handlers.get(args.command, cmd_control)
