@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from shepherd.core.events import (AttemptStarted, Error, Event, RetryScheduled, 
                                   SubtaskFinished, SubtaskStarted, ToolFinished, ToolStarted, Usage)
 from shepherd.core.text import safe
 
+_log = logging.getLogger(__name__)
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTEL_TYPES = (SessionStarted.type, SessionFinished.type, SubtaskStarted.type, AttemptStarted.type, Usage.type,
               Error.type, RetryScheduled.type, ToolStarted.type, ToolFinished.type, SubtaskFinished.type)
@@ -279,4 +281,12 @@ class LiveExporter:
             if ev.session_id == self.builder.session_id and ev.type in OTEL_TYPES:
                 self.builder.feed(ev)
         if self.builder.finished and self.sent is None:
-            self.sent = asyncio.ensure_future(asyncio.to_thread(send, self.builder.session_id, self.builder.spans()))
+            self.sent = asyncio.ensure_future(asyncio.to_thread(self._send, self.builder.spans()))
+
+    def _send(self, spans: list[SpanData]) -> int:
+        """A live run never fails for its telemetry: a refused export is logged, -1."""
+        try:
+            return send(self.builder.session_id, spans)
+        except Exception as e:  # noqa: BLE001 - the collector down, the network, the SDK
+            _log.warning("otel export of %s failed: %s", self.builder.session_id, safe(str(e))[:200])
+            return -1
