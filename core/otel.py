@@ -156,7 +156,8 @@ class SpanBuilder:
         elif isinstance(ev, RetryScheduled):
             span = self._attempt_of(ev)
             span.events.append(("retry", ts, {"error.type": safe(ev.kind) or "_OTHER", "shepherd.retry.no": ev.retry_no,
-                                              "shepherd.retry.max": ev.max_retries, "shepherd.retry.delay_s": ev.delay_s,
+                                              "shepherd.retry.max": ev.max_retries,
+                                              "shepherd.retry.delay_s": ev.delay_s,
                                               "shepherd.retry.action": safe(ev.action)}))
         elif isinstance(ev, ToolStarted):
             parent = self._attempt_of(ev)

@@ -23,6 +23,7 @@ from shepherd.core import otel  # noqa: E402
 from shepherd.core.events import (AttemptStarted, Error, RetryScheduled, SessionFinished, SessionStarted,  # noqa: E402
                                   SubtaskFinished, SubtaskStarted, ToolFinished, ToolStarted, Usage)
 from shepherd.core.store import open_store  # noqa: E402
+from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: E402,F401  (fixtures)
 
 T0 = 1_790_000_000.0
 SECRET = "sk-live-do-not-send"
@@ -79,7 +80,7 @@ def _no_ambient_otel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_TOKEN", SECRET)  # an env value that must never be sent
 
 
-async def _session(db: Path, sid: str = "sess-otel") -> None:
+async def _session(db: Path | str, sid: str = "sess-otel") -> None:
     store = await open_store(db)
     try:
         for ev in _events(sid):
@@ -93,7 +94,8 @@ def _events(sid: str) -> list[Any]:
         SessionStarted(session_id=sid, title="fix the bug", backend="claude", model="opus", ts=T0),
         SubtaskStarted(session_id=sid, subtask_id="s1", ts=T0),
         AttemptStarted(session_id=sid, subtask_id="s1", attempt=1, ts=T0 + 1),
-        ToolStarted(session_id=sid, subtask_id="s1", attempt=1, call_id="c1", name="bash", input={"cmd": "cat marker-of-the-tool-input"},
+        ToolStarted(session_id=sid, subtask_id="s1", attempt=1, call_id="c1", name="bash",
+                    input={"cmd": "cat marker-of-the-tool-input"},
                     ts=T0 + 2),
         ToolFinished(session_id=sid, subtask_id="s1", attempt=1, call_id="c1", status="error", output="boom",
                      ts=T0 + 4),
@@ -127,8 +129,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           timeout=60, env=full)
 
 
-async def test_export_session_sends_genai_spans(tmp_path: Path, receiver: Receiver) -> None:
-    db = tmp_path / "s.db"
+async def test_export_session_sends_genai_spans(store_target: Any, receiver: Receiver) -> None:
+    db = store_target  # SQLite, then PostgreSQL
     await _session(db)
     store = await open_store(db)
     try:
