@@ -20,7 +20,7 @@ from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: 
 from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
 from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
 from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
-from shepherd.tui import cli_worktree
+from shepherd.tui import cli_stats, cli_worktree
 from shepherd.tui.cli_run import configure_logging  # noqa: F401 - here too, as before
 
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", "export a session")
     p.add_argument("session")
-    p.add_argument("--format", choices=("jsonl", "md"), required=True)
+    p.add_argument("--format", choices=("jsonl", "md", "otlp"), required=True)
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
 
     p = add("resume", "resume a paused session; or run an interrupted one again (no runner left), "
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_worktree.add_parsers(add)
     from shepherd.tui.cli_serve import add_parser as add_serve_parser
     add_serve_parser(add)
+    cli_stats.add_parsers(add)
     return parser
 
 
@@ -153,8 +154,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from shepherd.tui.cli_serve import cmd_serve
         return cmd_serve(args)
+    if args.command == "export" and args.format == "otlp":
+        return asyncio.run(cli_stats.cmd_export_otlp(args))
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
-                "approve": cmd_answer, "deny": cmd_answer, **cli_worktree.HANDLERS}
+                "approve": cmd_answer, "deny": cmd_answer, **cli_worktree.HANDLERS, **cli_stats.HANDLERS}
     handler = handlers.get(args.command, cmd_control)
     return asyncio.run(handler(args))
 

@@ -1,0 +1,293 @@
+"""A session's events as OpenTelemetry spans (GenAI semantic conventions), sent OTLP/HTTP.
+
+Names per the GenAI conventions (semantic-conventions v1.41 gen-ai-agent-spans.md): span
+``invoke_agent {gen_ai.agent.name}`` and ``execute_tool {gen_ai.tool.name}``, with
+``gen_ai.operation.name``, ``gen_ai.provider.name`` (and the older ``gen_ai.system``),
+``error.type`` (``_OTHER`` when the kind is unknown). Our own details are ``shepherd.*``.
+
+One trace per session: a root span for the session, an ``invoke_agent`` span per attempt
+(its child), an ``execute_tool`` span per tool call (the attempt's child); a retry is a span
+event ``retry`` on the failed attempt with ``error.type``. Trace and span ids are derived
+from the session id and the seq of the event that opens the span, so exporting a session
+twice sends the same trace (a collector deduplicates or shows it once).
+
+Nothing here runs unless asked: the SDK (the ``otel`` extra) is imported lazily, and
+nothing is sent when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is unset. Only what the events carry
+is sent (already scrubbed by the engine), never tool inputs or outputs, never environment
+values; titles and names go through ``safe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from shepherd.core.events import (AttemptStarted, Error, Event, RetryScheduled, SessionFinished, SessionStarted,
+                                  SubtaskFinished, SubtaskStarted, ToolFinished, ToolStarted, Usage)
+from shepherd.core.text import safe
+
+_log = logging.getLogger(__name__)
+ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_TYPES = (SessionStarted.type, SessionFinished.type, SubtaskStarted.type, AttemptStarted.type, Usage.type,
+              Error.type, RetryScheduled.type, ToolStarted.type, ToolFinished.type, SubtaskFinished.type)
+# gen_ai.provider.name's well-known values for our backends (others pass as they are).
+_PROVIDERS = {"claude": "anthropic", "anthropic": "anthropic", "openai": "openai", "codex": "openai"}
+
+
+class OtelUnavailable(Exception):
+    """One line: the extra is missing, the endpoint is unset, or the collector refused."""
+
+
+def endpoint() -> str:
+    value = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(ENDPOINT_ENV) or ""
+    if not value.strip():
+        raise OtelUnavailable(f"{ENDPOINT_ENV} is not set: point it at an OTLP/HTTP collector "
+                              "(e.g. http://localhost:4318)")
+    return value.strip()
+
+
+def require_sdk() -> None:
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError:
+        raise OtelUnavailable("OpenTelemetry export needs the otel extra: pip install 'shepherd-agents[otel]'") \
+            from None
+
+
+def _id(bits: int, *parts: object) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[: bits // 8], "big") or 1  # zero is the invalid id
+
+
+def trace_id(session_id: str) -> int:
+    return _id(128, "shepherd-trace", session_id)
+
+
+def span_id(session_id: str, seq: int | str) -> int:
+    return _id(64, "shepherd-span", session_id, seq)
+
+
+def _ns(ts: float) -> int:
+    return int(ts * 1e9)
+
+
+@dataclass
+class SpanData:
+    """A span before the SDK sees it (plain data: tests and the live stream read it)."""
+    name: str
+    span_id: int
+    parent_id: int | None
+    start: float
+    end: float | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
+    error: str | None = None  # error.type; the span's status is ERROR when set
+
+
+class SpanBuilder:
+    """Fold a session's events (seq order) into spans; ``feed`` as they come (live) or all
+    at once (a past session)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.root = SpanData("shepherd.session", span_id(session_id, "root"), None, 0.0,
+                             attributes={"gen_ai.conversation.id": session_id})
+        self.attempts: dict[tuple[str | None, int | None], SpanData] = {}
+        self.tools: dict[str, SpanData] = {}
+        self.backend, self.model = "", None
+        self.last_ts = 0.0
+        self.finished = False
+        self._current: dict[str | None, SpanData] = {}  # subtask -> its open attempt
+
+    def _attempt_of(self, ev: Event) -> SpanData:
+        span = self.attempts.get((ev.subtask_id, ev.attempt)) if ev.attempt is not None else None
+        return span or self._current.get(ev.subtask_id) or self.root
+
+    def _close_attempt(self, span: SpanData | None, ts: float) -> None:
+        if span is not None and span.end is None:
+            span.end = ts
+
+    def feed(self, ev: Event) -> None:
+        ts = ev.ts or self.last_ts
+        self.last_ts = max(self.last_ts, ts)
+        if isinstance(ev, SessionStarted):
+            self.root.start = ts
+            self.backend, self.model = safe(ev.backend), ev.model and safe(ev.model)
+            self.root.name = f"shepherd.session {safe(ev.title)[:80]}".strip()
+            self.root.attributes.update({"shepherd.backend": self.backend, "shepherd.session.title": safe(ev.title)})
+            if self.model:
+                self.root.attributes["gen_ai.request.model"] = self.model
+        elif isinstance(ev, AttemptStarted):
+            self._close_attempt(self._current.get(ev.subtask_id), ts)
+            agent = self.backend or "agent"
+            attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
+                "gen_ai.provider.name": _PROVIDERS.get(agent, agent), "gen_ai.system": _PROVIDERS.get(agent, agent),
+                "gen_ai.conversation.id": self.session_id, "gen_ai.usage.input_tokens": 0,
+                "gen_ai.usage.output_tokens": 0, "shepherd.attempt.reason": safe(ev.reason)}
+            if self.model:
+                attrs["gen_ai.request.model"] = self.model
+            if ev.subtask_id is not None:
+                attrs["shepherd.subtask.id"] = safe(ev.subtask_id)
+            if ev.attempt is not None:
+                attrs["shepherd.attempt"] = ev.attempt
+            span = SpanData(f"invoke_agent {agent}", span_id(self.session_id, ev.seq), self.root.span_id, ts,
+                            attributes=attrs)
+            self.attempts[(ev.subtask_id, ev.attempt)] = span
+            self._current[ev.subtask_id] = span
+        elif isinstance(ev, Usage):
+            span = self._attempt_of(ev)
+            a = span.attributes
+            a["gen_ai.usage.input_tokens"] = a.get("gen_ai.usage.input_tokens", 0) + int(ev.input_tokens or 0)
+            a["gen_ai.usage.output_tokens"] = a.get("gen_ai.usage.output_tokens", 0) + int(ev.output_tokens or 0)
+            if ev.cost_usd is not None:
+                a["shepherd.cost_usd"] = a.get("shepherd.cost_usd", 0.0) + float(ev.cost_usd)
+        elif isinstance(ev, Error):
+            span = self._attempt_of(ev)
+            span.error = safe(ev.kind) or "_OTHER"
+            span.attributes["error.type"] = span.error
+            span.events.append(("exception", ts, {"exception.type": safe(ev.exception_type or ev.kind),
+                                                  "exception.message": safe(ev.message)[:500]}))
+        elif isinstance(ev, RetryScheduled):
+            span = self._attempt_of(ev)
+            span.events.append(("retry", ts, {"error.type": safe(ev.kind) or "_OTHER", "shepherd.retry.no": ev.retry_no,
+                                              "shepherd.retry.max": ev.max_retries,
+                                              "shepherd.retry.delay_s": ev.delay_s,
+                                              "shepherd.retry.action": safe(ev.action)}))
+        elif isinstance(ev, ToolStarted):
+            parent = self._attempt_of(ev)
+            name = safe(ev.name) or "tool"
+            self.tools[ev.call_id] = SpanData(
+                f"execute_tool {name}", span_id(self.session_id, ev.seq), parent.span_id, ts,
+                attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
+                            "gen_ai.tool.call.id": safe(ev.call_id), "gen_ai.conversation.id": self.session_id})
+        elif isinstance(ev, ToolFinished):
+            span = self.tools.get(ev.call_id)
+            if span is not None:
+                span.end = ts if ev.duration_s is None else max(span.start, min(ts, span.start + ev.duration_s))
+                span.attributes["shepherd.tool.status"] = safe(ev.status)
+                if ev.status != "ok":
+                    span.error = safe(ev.status)
+                    span.attributes["error.type"] = span.error
+        elif isinstance(ev, SubtaskFinished):
+            self._close_attempt(self._current.pop(ev.subtask_id, None), ts)
+        elif isinstance(ev, SessionFinished):
+            self.root.end = ts
+            self.root.attributes["shepherd.session.status"] = safe(ev.status)
+            if ev.status != "done":
+                self.root.error = safe(ev.status)
+                self.root.attributes["error.type"] = self.root.error
+            self.finished = True
+
+    def spans(self) -> list[SpanData]:
+        """Every span, open ones ended at the last event seen (a past session that stopped)."""
+        out = [self.root, *self.attempts.values(), *self.tools.values()]
+        for s in out:
+            if s.end is None:
+                s.end = self.last_ts
+            if s is not self.root and s.start < self.root.start:
+                self.root.start = s.start
+        return out
+
+
+def _to_sdk(session_id: str, spans: list[SpanData]) -> list[Any]:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event as SdkEvent, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+    tid = trace_id(session_id)
+    resource = Resource.create({"service.name": "shepherd"})
+    scope = InstrumentationScope("shepherd")
+
+    def ctx(sid: int) -> Any:
+        return SpanContext(tid, sid, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+    out = []
+    for s in spans:
+        # INTERNAL throughout: the agent loop runs in this process or a local subprocess (the
+        # conventions' "invoke agent internal span"), tools run locally.
+        kind = SpanKind.INTERNAL
+        status = Status(StatusCode.ERROR, s.error) if s.error else Status(StatusCode.UNSET)
+        out.append(ReadableSpan(
+            name=s.name, context=ctx(s.span_id), parent=ctx(s.parent_id) if s.parent_id else None,
+            resource=resource, attributes=dict(s.attributes),
+            events=[SdkEvent(n, dict(a), timestamp=_ns(t)) for n, t, a in s.events],
+            kind=kind, status=status, start_time=_ns(s.start), end_time=_ns(s.end or s.start),
+            instrumentation_scope=scope))
+    return out
+
+
+def send(session_id: str, spans: list[SpanData]) -> int:
+    """Export synchronously (OTLP/HTTP protobuf to the standard env's endpoint); the count."""
+    endpoint()
+    require_sdk()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* (endpoint, headers, timeout)
+    try:
+        result = exporter.export(_to_sdk(session_id, spans))
+    finally:
+        exporter.shutdown()
+    if result is not SpanExportResult.SUCCESS:
+        raise OtelUnavailable(f"the collector at {safe(endpoint())} did not accept the spans")
+    return len(spans)
+
+
+async def session_spans(store: Any, session_id: str) -> list[SpanData]:
+    builder = SpanBuilder(session_id)
+    after = 0
+    while True:
+        page = await store.events(session_id, after_seq=after, limit=5000, types=OTEL_TYPES)
+        for ev in page:
+            builder.feed(ev)
+        if len(page) < 5000:
+            return builder.spans()
+        after = page[-1].seq
+
+
+async def export_session(store: Any, session_id: str) -> int:
+    """A past session's trace to the collector; the number of spans sent."""
+    endpoint()
+    require_sdk()
+    spans = await session_spans(store, session_id)
+    return await asyncio.to_thread(send, session_id, spans)
+
+
+class LiveExporter:
+    """For a runner: subscribe to the store, fold every committed event, send the session's
+    trace when it finishes. ``attach`` returns the unsubscribe; it does nothing (returns a
+    no-op) when the endpoint is unset or the extra is missing."""
+
+    def __init__(self, session_id: str) -> None:
+        self.builder = SpanBuilder(session_id)
+        self.sent: asyncio.Future[int] | None = None
+
+    def attach(self, store: Any) -> Callable[[], None]:
+        try:
+            endpoint()
+            require_sdk()
+        except OtelUnavailable:
+            return lambda: None
+        return store.subscribe(self.on_events)
+
+    def on_events(self, events: list[Event]) -> None:
+        for ev in events:
+            if ev.session_id == self.builder.session_id and ev.type in OTEL_TYPES:
+                self.builder.feed(ev)
+        if self.builder.finished and self.sent is None:
+            self.sent = asyncio.ensure_future(asyncio.to_thread(self._send, self.builder.spans()))
+
+    def _send(self, spans: list[SpanData]) -> int:
+        """A live run never fails for its telemetry: a refused export is logged, -1."""
+        try:
+            return send(self.builder.session_id, spans)
+        except Exception as e:  # noqa: BLE001 - the collector down, the network, the SDK
+            _log.warning("otel export of %s failed: %s", self.builder.session_id, safe(str(e))[:200])
+            return -1
