@@ -111,9 +111,8 @@ def fts5_query(query: str) -> str:
 
 
 def backfill(conn: Any, chunk: int = 5000) -> int:
-    """Index every stored event (migration 4, an existing database): returns rows indexed."""
-    from shepherd.core.store.derive import insert_rows
-
+    """Index every stored event (migration 4, an existing database): returns rows indexed.
+    ``conn``: a sqlite3 connection, or PostgreSQL's dialect.SyncConn."""
     last, n = 0, 0
     while True:
         rows = conn.execute("SELECT id, session_id, seq, type, data FROM events WHERE id > ? ORDER BY id LIMIT ?",
@@ -123,7 +122,7 @@ def backfill(conn: Any, chunk: int = 5000) -> int:
         last = rows[-1][0]
         docs = doc_rows([(r[1], r[2], r[3], r[4]) for r in rows])
         if docs:
-            insert_rows(conn, INSERT_DOCS, 3, docs)
+            conn.executemany(INSERT_DOCS + "(?, ?, ?)", docs)
             n += len(docs)
 
 
