@@ -210,3 +210,11 @@ async def test_after_sigkill_every_committed_event_is_found_and_nothing_else(tmp
                        "AND e.seq = d.seq WHERE d.session_id = ? AND e.type IN ('message.completed', "
                        "'tool.finished')", (sid,))[0][0]
         assert (orphans, docs) == (0, len(committed))
+
+
+def test_a_terminal_gets_bold_marks_around_safe_text() -> None:
+    from shepherd.tui.cli_search import BOLD_MARKS, render_snippet
+
+    out = render_snippet(f"a\x1b[2J {MARK_START}hit\x1b]0;t\x07{MARK_END}\nb", BOLD_MARKS)
+    assert out.count("\x1b[1m") == 1 and out.count("\x1b[22m") == 1
+    assert "\x1b[2J" not in out and "\x07" not in out and "\n" not in out
