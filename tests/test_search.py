@@ -82,6 +82,10 @@ async def test_session_filter_limit_and_newest_first(store_target) -> None:
         assert [h.session_id for h in hits] == ["s2", "s1"]
         assert [h.session_id for h in await store.search("wombat", session_id="s1")] == ["s1"]
         assert len(await store.search("wombat", limit=1)) == 1
+        assert await store.search("s1") == []  # the text is searched, not the session id
+        await _fill(store, 's"1 x')
+        assert [h.session_id for h in await store.search("wombat", session_id='s"1 x')] == ['s"1 x']
+        assert await store.search("wombat", session_id="1 x") == []
         assert [h.type for h in await store.search("echidna OR platypus")] == []
 
 

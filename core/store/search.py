@@ -135,12 +135,14 @@ SQLITE_SEARCH = (
 
 def sqlite_search_rows(conn: Any, query: str, session_id: str | None, limit: int) -> list[SearchHit]:
     """The SQLite query, on a plain sqlite3 connection (newest first)."""
-    q = fts5_query(query)
-    if not q:
+    words = fts5_query(query)
+    if not words:
         return []
-    params: list[Any] = [q]
-    where = ""
-    if session_id is not None:
-        where, params = " AND d.session_id = ?", params + [session_id]
+    q = f"body : ({words})"
+    where, params = "", []
+    if session_id is not None:  # the column filter finds the session's rows, the equality makes it exact
+        q = 'session_id : "' + session_id.replace('"', '""') + '" AND ' + q
+        where, params = " AND d.session_id = ?", [session_id]
+    params.insert(0, q)
     rows = conn.execute(SQLITE_SEARCH.format(where=where), [*params, int(limit)]).fetchall()
     return [SearchHit(r[0], int(r[1]), r[2], r[3], r[4] or "", float(r[5])) for r in rows]
