@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from shepherd.core.store import schema as sqlite_schema
 from shepherd.core.clock import FakeClock
 from shepherd.core.events import SessionStarted, TextDelta, ToolStarted
 from shepherd.core.store import LeaseHeld, NotADatabase, SchemaTooNew, StoreError, open_store
@@ -193,7 +194,7 @@ async def test_two_processes_opening_a_new_database_migrate_it_once(pg_dsn: str)
     stores = await asyncio.gather(*[open_store(pg_dsn) for _ in range(4)])
     for s in stores:
         await s.close()
-    assert sql(pg_dsn, "SELECT version FROM shepherd_schema") == [(3,)]
+    assert sql(pg_dsn, "SELECT version FROM shepherd_schema") == [(sqlite_schema.SCHEMA_VERSION,)]
     assert sql(pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename IN ('events', 'worktrees', 'approvals', "
                        "'run_states', 'notified', 'agent_items', 'claude_entries')") == [(7,)]
 

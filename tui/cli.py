@@ -20,7 +20,7 @@ from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: 
 from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
 from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
 from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
-from shepherd.tui import cli_stats, cli_worktree
+from shepherd.tui import cli_search, cli_stats, cli_worktree
 from shepherd.tui.cli_run import configure_logging  # noqa: F401 - here too, as before
 
 
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from shepherd.tui.cli_serve import add_parser as add_serve_parser
     add_serve_parser(add)
     cli_stats.add_parsers(add)
+    cli_search.add_parser(add, _limit)
     return parser
 
 
@@ -157,7 +158,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export" and args.format == "otlp":
         return asyncio.run(cli_stats.cmd_export_otlp(args))
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
-                "approve": cmd_answer, "deny": cmd_answer, **cli_worktree.HANDLERS, **cli_stats.HANDLERS}
+                "approve": cmd_answer, "deny": cmd_answer, "search": cli_search.cmd_search,
+                **cli_worktree.HANDLERS, **cli_stats.HANDLERS}
     handler = handlers.get(args.command, cmd_control)
     return asyncio.run(handler(args))
 

@@ -19,6 +19,7 @@ import sqlite3
 from shepherd.core.states import FINISHED_STATUSES
 from shepherd.core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names, loads
 from shepherd.core.store.derive_handlers import HANDLERS
+from shepherd.core.store.search import INSERT_DOCS, doc_rows
 
 log = logging.getLogger("shepherd.store")
 
@@ -463,5 +464,8 @@ def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
         out.append(ev)
     if rows:
         _insert_events(conn, rows)
+        docs = doc_rows([(r[0], r[1], r[2], r[6]) for r in rows])
+        if docs:  # the search index, in the same transaction as its events
+            insert_rows(conn, INSERT_DOCS, 3, docs)
         batch.write(conn)
     return out

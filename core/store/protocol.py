@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from shepherd.core.store.agents_session import AgentsSession
     from shepherd.core.store.claude_store import ClaudeSessionStore
     from shepherd.core.store.rows import ApprovalRow, CommandRow, SessionRow, SubtaskRow, ToolCallRow, WorktreeRow
+    from shepherd.core.store.search import SearchHit
 
 T = TypeVar("T")
 
@@ -142,6 +143,12 @@ class EventReader(Protocol):
         ...
 
     async def approval(self, session_id: str, call_id: str) -> ApprovalRow | None: ...
+
+    async def search(self, query: str, *, session_id: str | None = None, limit: int = 50) -> list[SearchHit]:
+        """Full-text search (core.store.search): every term of ``query`` as a word (never
+        syntax), over message text, tool inputs/outputs, errors, notes and reasons; newest
+        first; the snippet marks each match with MARK_START / MARK_END."""
+        ...
 
     async def session_tools(self, session_id: str) -> set[str]:
         """Tools a person approved for the rest of the session (scope "session")."""

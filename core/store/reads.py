@@ -22,6 +22,7 @@ from shepherd.core.store.derive import decode_event
 from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
 from shepherd.core.store.rows import ApprovalRow, SessionRow, SubtaskRow, ToolCallRow, WorktreeRow
 from shepherd.core.store.schema import damaged
+from shepherd.core.store.search import SearchHit, sqlite_search_rows
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -120,6 +121,9 @@ class SQLiteReads:
     async def checkpoints(self, session_id: str) -> list[Event]:
         rows = await self._read_raw(queries.checkpoint_rows, session_id)
         return [decode_event(r[0]) for r in rows]
+
+    async def search(self, query: str, *, session_id: str | None = None, limit: int = 50) -> list[SearchHit]:
+        return await self._read_raw(sqlite_search_rows, query, session_id, limit)
 
     async def session_tools(self, session_id: str) -> set[str]:
         return await self._read(queries.session_tools, session_id)

@@ -270,7 +270,20 @@ def _m3_worktrees(c: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_approvals, _m3_worktrees]
+def _m4_search(c: sqlite3.Connection) -> None:
+    """Full-text search (core.store.search): an FTS5 table of each event's searchable text,
+    keyed by (session_id, seq), written in the events' transaction; the events already
+    stored are indexed here. PostgreSQL has its own form of this step (pg/schema.py)."""
+    from shepherd.core.store.search import backfill
+
+    # session_id is indexed too: a search inside one session then reads that session's
+    # postings, not every match of a common word in the whole database (bench/search_bench.py)
+    c.execute("CREATE VIRTUAL TABLE search_docs USING fts5(session_id, seq UNINDEXED, body, "
+              "tokenize = 'unicode61 remove_diacritics 2')")
+    backfill(c)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_approvals, _m3_worktrees, _m4_search]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import psycopg
 
+from shepherd.core.store.search import SNIPPET_TOKENS, SearchHit, terms
+
 # (seq, type, data, sound): see queries.EVENT_READ. PostgreSQL hands back what our writer
 # stored, byte for byte (no torn page can reach a reader), so every row is sound.
 EVENT_READ = "seq, type, data, TRUE"
@@ -63,3 +65,27 @@ async def server_now(conn: Any) -> float:
     """The server's clock (epoch seconds): leases are dated by it, never by a client's."""
     rows = await conn.execute_fetchall("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now")
     return float(rows[0][0])
+
+
+# ts_headline's marks are the search module's sentinels; the words are plainto_tsquery's
+# (never a syntax error), every term required. Newest first (the index's id order).
+_HEADLINE = (f"StartSel=\x02, StopSel=\x03, MaxWords={SNIPPET_TOKENS}, MinWords={SNIPPET_TOKENS // 2}, "
+             "ShortWord=1, MaxFragments=1, FragmentDelimiter=…")
+_SEARCH = ("SELECT d.session_id, d.seq, e.subtask_id, e.type, ts_headline('simple', d.body, q, %s), e.ts "
+           "FROM search_docs d CROSS JOIN plainto_tsquery('simple', %s) q "
+           "JOIN events e ON e.session_id = d.session_id AND e.seq = d.seq "
+           "WHERE d.tsv @@ q{where} ORDER BY d.id DESC LIMIT %s")
+
+
+async def search_rows(conn: psycopg.AsyncConnection[Any], query: str, session_id: str | None,
+                      limit: int) -> list[SearchHit]:
+    words = " ".join(terms(query))
+    if not words:
+        return []
+    params: list[Any] = [_HEADLINE, words]
+    where = ""
+    if session_id is not None:
+        where = " AND d.session_id = %s"
+        params.append(session_id)
+    rows = await _tuples(conn, _SEARCH.format(where=where), [*params, int(limit)])
+    return [SearchHit(r[0], int(r[1]), r[2], r[3], r[4] or "", float(r[5])) for r in rows]

@@ -44,6 +44,7 @@ from shepherd.core.events import Event
 from shepherd.core.secrets import Scrubber
 from shepherd.core.store import commands, leases, recovery
 from shepherd.core.store.db import MAX_BATCH, Store, _Job, _Pending, _RowJob, scrub_event
+from shepherd.core.store.search import SearchHit
 from shepherd.core.store.derive import FINISHED_SESSION, decode_event, write_events
 from shepherd.core.store.errors import StoreError
 from shepherd.core.store.pg import notify
@@ -364,6 +365,9 @@ class PgStore(Store):
 
     async def events_before(self, session_id: str, before_seq: int, limit: int = 500) -> list[Event]:
         return self._events(session_id, await self._read_pg(pg_reads.event_rows_before, session_id, before_seq, limit))
+
+    async def search(self, query: str, *, session_id: str | None = None, limit: int = 50) -> list[SearchHit]:
+        return await self._read_pg(pg_reads.search_rows, query, session_id, limit)
 
     async def checkpoints(self, session_id: str) -> list[Event]:
         return [decode_event(r[0]) for r in await self._read_pg(pg_reads.checkpoint_rows, session_id)]
