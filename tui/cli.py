@@ -20,7 +20,7 @@ from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: 
 from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
 from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
 from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
-from shepherd.tui import cli_worktree
+from shepherd.tui import cli_copy, cli_worktree
 from shepherd.tui.cli_run import configure_logging  # noqa: F401 - here too, as before
 
 
@@ -41,11 +41,11 @@ def _limit(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shepherd", description="Supervise AI coding agents: watch, steer, retry, look back.")
-    parser.add_argument("--db", metavar="PATH", default=None, help=DB_HELP)
+    parser.add_argument("--db", metavar="PATH|URL", default=None, help=DB_HELP)
     # Every subcommand takes --db too (before or after it). SUPPRESS: a subcommand that is
     # not given --db leaves the top-level value alone instead of overwriting it with None.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=DB_HELP)
+    common.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS, help=DB_HELP)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--clean", action="store_true",
                            help="a worktree session: restore the files to the start of the subtask first")
     cli_worktree.add_parsers(add)
+    cli_copy.add_parser(add)
     return parser
 
 
@@ -155,7 +156,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return asyncio.run(run_headless(args, resume=sid, retry=args.retry, clean=args.clean))
         return run_tui(args, resume=(sid, args.retry))
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
-                "approve": cmd_answer, "deny": cmd_answer, **cli_worktree.HANDLERS}
+                "approve": cmd_answer, "deny": cmd_answer, "copy": cli_copy.cmd_copy,
+                **cli_worktree.HANDLERS}
     handler = handlers.get(args.command, cmd_control)
     return asyncio.run(handler(args))
 
