@@ -86,7 +86,7 @@ def test_copy_sqlite_to_postgres_and_back_keeps_ids_and_seqs(tmp_path: Path, pg_
     assert run("export", sid, "--format", "jsonl", "--db", b).stdout == \
         run("export", sid, "--format", "jsonl", "--db", a).stdout
     assert [r["status"] for r in _sessions(pg_dsn)] == ["done"]
-    assert sql(pg_dsn, "SELECT max(seq), count(*) FROM events WHERE session_id = %s", (sid,))[0] == \
+    assert sql(pg_dsn, "SELECT max(seq), count(*) FROM events WHERE session_id = ?", (sid,))[0] == \
         (len(_seqs(a, sid)),) * 2
 
     async def diverge() -> None:  # the copy in b gets an event a does not have
