@@ -99,3 +99,55 @@ def test_copy_sqlite_to_postgres_and_back_keeps_ids_and_seqs(tmp_path: Path, pg_
     asyncio.run(diverge())
     line = one_line_error(run("copy", "--from", pg_dsn, "--to", b))
     assert "different events" in line and sid in line
+
+
+def test_a_runner_sigkilled_on_one_host_is_recovered_by_another_once_its_lease_expired(
+        tmp_path: Path, pg_dsn: str) -> None:  # noqa: F811
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.cli_helpers import ROOT, write_task
+
+    task, _ = write_task(tmp_path, '''[[subtasks]]
+id = "slow"
+prompt = "run something slow"
+  [[subtasks.steps]]
+  text = "starting"
+  tools = [{ name = "run_command", args = { command = "sleep 5" } }]
+''', title="long tool", backend="scripted")
+    proc = subprocess.Popen([sys.executable, "-m", "shepherd.tui.cli", "run", str(task), "--headless", "--db", pg_dsn],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "SHEPHERD_TIME_SCALE": "1", "SHEPHERD_HOST_ID": "host-a"})
+    import psycopg
+
+    def running() -> int:
+        try:
+            return int(sql(pg_dsn, "SELECT count(*) FROM tool_calls WHERE status='running'")[0][0])  # type: ignore[arg-type]
+        except psycopg.errors.UndefinedTable:  # the runner has not made the schema yet
+            return 0
+
+    try:
+        deadline = time.monotonic() + 60
+        while not running():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:] \
+                if proc.stderr else "no tool call"
+            time.sleep(0.05)  # another process's database: nothing to await
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+    other = {"SHEPHERD_HOST_ID": "host-b"}
+    live = run("sessions", "--json", "--db", pg_dsn, env_extra=other)
+    assert [json.loads(x)["status"] for x in live.stdout.splitlines()] == ["running"], live.stderr  # no pid check
+    sql(pg_dsn, "UPDATE leases SET expires_at = expires_at - 3600")  # the lease ran out (server time)
+    listing = run("sessions", "--json", "--db", pg_dsn, env_extra=other)
+    assert [json.loads(x)["status"] for x in listing.stdout.splitlines()] == ["interrupted"], listing.stderr
+    assert sql(pg_dsn, "SELECT count(*) FROM tool_calls WHERE status='running'")[0][0] == 0
+    assert "interrupted" in {r[0] for r in sql(pg_dsn, "SELECT status FROM tool_calls")}
+    again = run("sessions", "--json", "--db", pg_dsn, env_extra=other)
+    assert again.stdout == listing.stdout  # recovery is idempotent
