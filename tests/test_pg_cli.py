@@ -14,7 +14,7 @@ import pytest
 from shepherd.core.events import TextDelta
 from shepherd.core.store import open_store
 from tests.cli_helpers import run
-from tests.pg_server import is_pg, pg_dsn, pg_server, sql, store_target  # noqa: F401  (fixtures)
+from tests.pg_server import pg_dsn, pg_server, sql  # noqa: F401  (fixtures)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -36,16 +36,13 @@ def _seqs(db: str, sid: str) -> list[int]:
     return [json.loads(line)["seq"] for line in jl.stdout.splitlines()]
 
 
-def test_demo_then_the_readers_on_either_store(store_target: str | Path) -> None:
-    db = str(store_target)
+def test_demo_then_the_readers_on_postgres_by_url_and_by_env(pg_dsn: str) -> None:  # noqa: F811
+    db = pg_dsn  # (tests/test_cli.py runs the demo on both stores; here: the data is really in the server)
     proc = run("demo", "--headless", "--db", db)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _sessions(db)
     assert rows[0]["status"] == "done" and rows[0]["subtasks_done"] == 3
-    if is_pg(db):  # in the server, not in a file named "postgresql:/..."
-        assert sql(db, "SELECT id FROM sessions") == [(rows[0]["id"],)]
-    else:
-        assert Path(db).is_file()
+    assert sql(db, "SELECT id FROM sessions") == [(rows[0]["id"],)]  # not a file named "postgresql:/..."
     seqs = _seqs(db, rows[0]["id"][:7])
     assert seqs == list(range(1, len(seqs) + 1))
     show = run("show", rows[0]["id"], "--db", db)
