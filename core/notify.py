@@ -231,7 +231,7 @@ class Notifier:
         self._unsubscribe: Callable[[], None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._failed_once = False
-        self.attach_point: int | None = None  # the last event id (any session) when follow_others began
+        self.attach_point: int | None = None  # set once follow_others has read where every session was
         self._closed = False
         self.commands_run = 0
 
@@ -385,47 +385,34 @@ class Notifier:
     def follow_others(self, poll_s: float | None = None) -> None:
         """Also tell the terminal of what other processes' runs commit from now on (a
         TUI): never ``notify_command`` for them (their runner does), never for events
-        older than now (the attach point). SQLite stores only; others: nothing."""
+        older than now (the attach point); on either store (followed by seq per session)."""
         if self._poller is None and self.terminal is not None and self.config.terminal_on \
                 and hasattr(self.store, "run_read"):
             self._poller = asyncio.get_running_loop().create_task(self._poll(POLL_S if poll_s is None else poll_s))
 
     async def _poll(self, poll_s: float) -> None:
-        from shepherd.core.events import event_from_json
-
-        marks = ", ".join("?" for _ in WATCHED_TYPES)
-
-        async def top(conn: Any) -> int:
-            async with conn.execute("SELECT COALESCE(MAX(id), 0) FROM events") as cur:
-                return int((await cur.fetchone())[0])
-
-        async def rows_between(conn: Any, after: int, upto: int) -> list[Any]:
-            # a range of the primary key: a poll reads only what was committed since the last one
-            async with conn.execute(f"SELECT id, session_id, seq, data FROM events WHERE id > ? AND id <= ? "
-                                    f"AND type IN ({marks}) ORDER BY id LIMIT {POLL_ROWS}",
-                                    (after, upto, *WATCHED_TYPES)) as cur:
-                return list(await cur.fetchall())
+        # Followed per session by seq (sessions.last_seq is derived in the events' own
+        # transaction), not by events.id: on PostgreSQL concurrent writers commit ids out
+        # of order, and an id range read once would skip the row committed late.
+        async def tops(conn: Any) -> dict[str, int]:
+            async with conn.execute("SELECT id, last_seq FROM sessions") as cur:
+                return {str(r[0]): int(r[1]) for r in await cur.fetchall()}
 
         try:
-            last = self.attach_point = await self.store.run_read(top)  # type: ignore[attr-defined]
+            seen = await self.store.run_read(tops)  # type: ignore[attr-defined]
+            self.attach_point = sum(seen.values())
             while not self._closed:
                 await asyncio.sleep(poll_s)
-                upto = await self.store.run_read(top)  # type: ignore[attr-defined]
-                if upto <= last:
-                    continue
-                rows = await self.store.run_read(lambda c: rows_between(c, last, upto))  # type: ignore[attr-defined]
-                last = rows[-1][0] if len(rows) == POLL_ROWS else upto
-                if not rows:
-                    continue
-                batch = []
-                for _, sid, seq, data in rows:
-                    try:
-                        ev = event_from_json(data)
-                    except Exception:  # noqa: BLE001 - a damaged row tells nobody anything
-                        continue
-                    if ev.session_id == sid and ev.seq == seq:
-                        batch.append(ev)
-                self.feed(batch, commands=False)
+                now = await self.store.run_read(tops)  # type: ignore[attr-defined]
+                for sid, top in now.items():
+                    last = seen.get(sid, 0)
+                    while top > last and not self._closed:
+                        page = await self.store.events(sid, after_seq=last, limit=POLL_ROWS, types=WATCHED_TYPES)
+                        page = [ev for ev in page if ev.seq <= top]
+                        last = page[-1].seq if len(page) == POLL_ROWS else top
+                        seen[sid] = last
+                        if page:
+                            self.feed(page, commands=False)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the store closed under it: following just stops

@@ -13,6 +13,7 @@ import pytest
 
 from tests.cli_helpers import ROOT, SHEPHERD, reap, run, write_task
 from tests.engine_helpers import kill_headless_run_mid_tool
+from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures: [sqlite]/[postgres])
 
 
 
@@ -24,8 +25,8 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_demo_headless_runs_to_done(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+def test_demo_headless_runs_to_done(store_target: str | Path) -> None:
+    db = store_target
     proc = run("demo", "--headless", "--db", str(db))
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stderr

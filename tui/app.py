@@ -136,7 +136,7 @@ class ShepherdApp(App[int]):
         if log_path is not None:
             configure_logging(log_path)
         super().__init__()
-        self.db_path = Path(db_path)
+        self.db_path = db_path if isinstance(db_path, str) and "://" in db_path else Path(db_path)
         self.open_session_id = open_session
         self.attach = attach
         self.start = start
@@ -180,26 +180,34 @@ class ShepherdApp(App[int]):
         # the terminal only with a later full refresh.
         self.call_later(self._start_up)
 
+    def _db_label(self) -> str:
+        """The database as shown: a file as ``~/...``; a URL without its password."""
+        if isinstance(self.db_path, Path):
+            return _short_path(self.db_path)
+        import re
+
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1@", self.db_path)  # no psycopg needed to hide it
+
     async def _start_up(self) -> None:
         from shepherd.core.store.db import StoreError
 
         try:
-            from shepherd.core.store.db import Store
+            from shepherd.core.store import open_store
 
-            self.store = await Store.open(self.db_path, check=not self.checked, recover=not self.checked)
+            self.store = await open_store(self.db_path, check=not self.checked, recover=not self.checked)
         except (StoreError, OSError) as error:
-            log.error("cannot open the database %s", self.db_path, exc_info=error)
+            log.error("cannot open the database %s", self._db_label(), exc_info=error)
             self.notify(str(error), title="Cannot open the database", severity="error", markup=False)
             self.set_timer(self.STORE_ERROR_EXIT_S, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
             return
-        self.sub_title = str(self.db_path)
+        self.sub_title = self._db_label()
         self._start_notifier()
         # A session view that opens at once over the home: the home is neither drawn nor
         # built (composed, loaded) before that view's first frame, only once it is drawn
         covered = not (self.start is None and self.resume is None and self.open_session_id is None
                        and not self.attach)
         self.home = home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
-                                          db_label=_short_path(self.db_path), covered=covered)
+                                          db_label=self._db_label(), covered=covered)
         if not covered:
             await self.push_screen(home)
             return

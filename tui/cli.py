@@ -20,7 +20,7 @@ from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: 
 from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
 from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
 from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
-from shepherd.tui import cli_search, cli_stats, cli_worktree
+from shepherd.tui import cli_copy, cli_search, cli_stats, cli_worktree
 from shepherd.tui.cli_run import configure_logging  # noqa: F401 - here too, as before
 
 
@@ -41,11 +41,11 @@ def _limit(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shepherd", description="Supervise AI coding agents: watch, steer, retry, look back.")
-    parser.add_argument("--db", metavar="PATH", default=None, help=DB_HELP)
+    parser.add_argument("--db", metavar="PATH|URL", default=None, help=DB_HELP)
     # Every subcommand takes --db too (before or after it). SUPPRESS: a subcommand that is
     # not given --db leaves the top-level value alone instead of overwriting it with None.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=DB_HELP)
+    common.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS, help=DB_HELP)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(add)
     cli_stats.add_parsers(add)
     cli_search.add_parser(add, _limit)
+    cli_copy.add_parser(add)
     return parser
 
 
@@ -159,7 +160,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(cli_stats.cmd_export_otlp(args))
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
                 "approve": cmd_answer, "deny": cmd_answer, "search": cli_search.cmd_search,
-                **cli_worktree.HANDLERS, **cli_stats.HANDLERS}
+                "copy": cli_copy.cmd_copy, **cli_worktree.HANDLERS, **cli_stats.HANDLERS}
     handler = handlers.get(args.command, cmd_control)
     return asyncio.run(handler(args))
 

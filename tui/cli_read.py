@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shepherd.tui.cli_common import EXIT_OK, UsageError, db_path, err, open_store
+from shepherd.tui.cli_common import EXIT_OK, UsageError, db_target, err, open_store
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
@@ -184,8 +184,8 @@ def _output_path(args: argparse.Namespace) -> Path | None:
         raise UsageError(f"cannot write {out}: it is a directory (give a file name)")
     if not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: the directory {out.parent} does not exist")
-    db = db_path(args)
-    for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+    db = db_target(args)
+    for name in ((db, Path(f"{db}-wal"), Path(f"{db}-shm")) if isinstance(db, Path) else ()):  # a URL has no file
         if out.resolve() == name.resolve():
             raise UsageError(f"cannot write {out}: it is the database")
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shepherd.core.states import SessionStatus as S
-from shepherd.tui.cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, db_path, open_store
+from shepherd.tui.cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, db_target, open_store
 
 
 def task_from_args(args: argparse.Namespace) -> Any:
@@ -277,12 +277,12 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
         config = user_config()  # a bad config file: one line, not a flash of the TUI
         from concurrent.futures import ThreadPoolExecutor
 
-        from shepherd.core.store import Store
+        from shepherd.core.store import open_store as open_any
 
-        db = db_path(args)
+        db = db_target(args)
 
         async def precheck() -> None:  # a bad database is one line here, not a flash of the TUI
-            await (await Store.open(db)).close()  # checked and recovered: the app's own open skips both
+            await (await open_any(db)).close()  # checked and recovered: the app's own open skips both
 
         with ThreadPoolExecutor(1, thread_name_prefix="shepherd-precheck") as pool:
             checked = pool.submit(asyncio.run, precheck())  # SQLite's work, while the TUI's modules import

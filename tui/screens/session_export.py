@@ -30,7 +30,10 @@ async def export_session(store: "EventStore", session_id: str, directory: Path |
             break
         events.extend(page)
         after = page[-1].seq
-    directory = directory or Path(store.path).parent
+    if directory is None:
+        from shepherd.core.store import default_db_path  # a URL store has no folder: the data directory
+
+        directory = Path(store.path).parent if "://" not in str(store.path) else default_db_path().parent
     try:
         from shepherd.core.report import export_markdown, load_changes
     except ImportError:
