@@ -469,18 +469,28 @@ class Store(SQLiteReads):
             now = self.clock.now()
             results, outcomes = await run_sync(self._wconn, lambda raw: transaction_sync(raw, work))
         except Exception as e:  # the writer must survive a failed batch
-            log.exception("store: writing %d events failed", len(batch))
-            self.stats.failed_batches += 1
-            error = e if isinstance(e, StoreError) else StoreError(f"could not write to {self.path}: {e}")
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(error)
-            for job in row_jobs:
-                if not job.future.done():
-                    job.future.set_exception(e)
+            self._batch_failed(batch, row_jobs, e, str(e))
             return
         t_end = time.perf_counter()
         self._committed(1 + len(batch) // 16)
+        self._batch_committed(batch, row_jobs, results, outcomes, t_start, t_end)
+
+    def _batch_failed(self, batch: list[_Pending], row_jobs: list[_RowJob], e: Exception, why: str) -> None:
+        """Every waiter of a batch that did not commit hears why (both stores' writers)."""
+        log.exception("store: writing %d events failed", len(batch))
+        self.stats.failed_batches += 1
+        error = e if isinstance(e, StoreError) else StoreError(f"could not write to {self.path}: {why}")
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(error)
+        for job in row_jobs:
+            if not job.future.done():
+                job.future.set_exception(e)
+
+    def _batch_committed(self, batch: list[_Pending], row_jobs: list[_RowJob], results: list[Event | None],
+                         outcomes: list[tuple[bool, Any]], t_start: float, t_end: float) -> None:
+        """A committed batch: its waiters get their results, the stats and subscribers hear
+        of it (both stores' writers)."""
         for job, (ok, value) in zip(row_jobs, outcomes):
             if not job.future.done():
                 if ok:

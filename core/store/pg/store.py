@@ -278,42 +278,9 @@ class PgStore(Store):
         try:
             results, outcomes = await self._in_thread(lambda: self._tx(work, locks))
         except Exception as e:  # the writer must survive a failed batch
-            log.exception("store: writing %d events failed", len(batch))
-            self.stats.failed_batches += 1
-            error = e if isinstance(e, StoreError) else StoreError(f"could not write to {self.path}: {pg_schema.one_line(e)}")
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(error)
-            for job in row_jobs:
-                if not job.future.done():
-                    job.future.set_exception(e)
+            self._batch_failed(batch, row_jobs, e, pg_schema.one_line(e))
             return
-        t_end = time.perf_counter()
-        for job, (ok, value) in zip(row_jobs, outcomes):
-            if not job.future.done():
-                if ok:
-                    job.future.set_result(value)
-                else:
-                    job.future.set_exception(value)
-        self.stats.jobs += len(row_jobs)
-        if not batch:
-            return
-        st = self.stats
-        st.batches += 1
-        st.events += len(batch)
-        st.max_batch = max(st.max_batch, len(batch))
-        st.max_commit_s = max(st.max_commit_s, t_end - t_start)
-        st.max_latency_s = max(st.max_latency_s, t_end - min(p.t0 for p in batch))
-        st.over_budget += sum(1 for p in batch if t_end - p.t0 > self.max_wait_s)
-        committed: list[Event] = []
-        for p, result in zip(batch, results):
-            if result is None:
-                st.dropped += 1
-            else:
-                committed.append(result)
-            if not p.future.done():
-                p.future.set_result(result)
-        self._notify(committed)
+        self._batch_committed(batch, row_jobs, results, outcomes, t_start, time.perf_counter())
 
     async def _run_job(self, job: _Job) -> None:
         """A writer job: plain code over the SyncConn (``sync``), or a coroutine written for
