@@ -466,9 +466,11 @@ async def test_new_run_checks_its_input_and_starts_a_worktree_run(tmp_path: Path
             modal.query_one("#worktree").value = worktree  # type: ignore[attr-defined]
             await pilot.pause()
             modal.query_one("#run").press()  # type: ignore[attr-defined]
-            await until(pilot, lambda: not modal.is_attached or modal.error_text not in ("", "checking…"),
+            # The modal leaves the screen stack before its children are removed: test the stack,
+            # not ``is_attached`` (which stays true while the dismissal unmounts the children).
+            await until(pilot, lambda: app.screen is not modal or modal.error_text not in ("", "checking…"),
                         "checked")
-            return modal.error_text if modal.is_attached else ""
+            return modal.error_text if app.screen is modal else ""
 
         assert "no such file" in (await submit(str(tmp_path / "missing.toml"), str(repo), False)).lower() \
             or "missing.toml" in modal.error_text

@@ -156,7 +156,8 @@ class RunModal(ModalScreen[Task | None]):
 
     @property
     def error_text(self) -> str:
-        return str(self.query_one("#run-error", Static).content)
+        found = self.query("#run-error")  # empty while a dismissal unmounts the dialog
+        return str(found.first(Static).content) if found else ""
 
     def show_error(self, message: str) -> None:
         error = self.query_one("#run-error", Static)
@@ -321,7 +322,8 @@ class NewRunModal(ModalScreen[Task | None]):
 
     @property
     def error_text(self) -> str:
-        return str(self.query_one("#run-error", Static).content)
+        found = self.query("#run-error")  # empty while a dismissal unmounts the dialog
+        return str(found.first(Static).content) if found else ""
 
     def show_error(self, message: str) -> None:
         error = self.query_one("#run-error", Static)
