@@ -21,6 +21,7 @@ from shepherd.core.events import (ApprovalDecided, ApprovalRequested, AttemptSta
 from shepherd.core.notify import Notice, Notifier, clean, notices_in, terminal_text, tmux_wrap
 from shepherd.core.store import Store
 from tests.cli_helpers import run, write_task
+from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures)
 
 RECORDER = """\
 import json, sys
@@ -495,3 +496,20 @@ def test_headless_run_on_a_terminal_gets_the_bell_and_osc(tmp_path: Path, _own_c
             proc.kill()
     assert seen.count(b"\x07") == 2 and seen.count(b"\x1b]9;Shepherd: on a tty: session done\x07") == 1, seen[-2000:]
     assert b"\a\x1b]9;" in seen
+
+
+async def test_the_command_claim_is_once_per_event_on_both_stores(store_target: str | Path) -> None:
+    """Several runners hear of one event: exactly one claims the notify command (the
+    ``notified`` row), on SQLite and on PostgreSQL alike (the claim's SQL goes through the
+    dialect)."""
+    from shepherd.core.notify import _claim
+    from shepherd.core.store import open_store
+
+    stores = [await open_store(store_target) for _ in range(2)]
+    try:
+        won = [await st.run_rows(_claim("s1", 7, 1.0)) for st in stores]
+        won.append(await stores[0].run_rows(_claim("s1", 8, 2.0)))
+    finally:
+        for st in stores:
+            await st.close()
+    assert won == [True, False, True]

@@ -461,3 +461,11 @@ async def test_approvals_run_states_and_worktrees_derive_on_postgresql(pg_dsn: s
         assert [c.commit for c in await s.checkpoints(sid)] == ["def"]  # type: ignore[attr-defined]
     finally:
         await s.close()
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u:hunter2@h:notaport/db", "postgresql://u:hunter2@[::1/db",
+                                 "postgresql://u:hun@ter2@h/db"])
+def test_redact_never_shows_the_password_and_never_raises(dsn: str) -> None:
+    from shepherd.core.store.pg import redact
+    shown = redact(dsn)
+    assert "hunter2" not in shown and "ter2" not in shown and shown.endswith("/db")

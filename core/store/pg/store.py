@@ -68,8 +68,14 @@ def is_pg_url(target: object) -> bool:
 
 
 def redact(dsn: str) -> str:
-    """The DSN without a password, for messages."""
-    parts = urlsplit(dsn)
+    """The DSN without a password, for messages (a URL urllib cannot parse loses everything
+    between ``://`` and the last ``@``, where a password would be)."""
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - raises on a bad port/IPv6 part, as netloc parsing does
+    except ValueError:
+        scheme, sep, rest = dsn.partition("://")
+        return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}" if "@" in rest else dsn
     if parts.password is None:
         return dsn
     netloc = parts.netloc.rsplit("@", 1)
