@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from shepherd.core.engine import resume_run
-from shepherd.core.store import Store, open_agents_session
+from shepherd.core.store import Store, open_agents_session, open_store
 from tests.cli_helpers import write_task
 from tests.engine_helpers import FAST, done_then_retried, kill_headless_run_mid_tool, make_task, stored
+from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures)
 
 def _kill_mid_tool(tmp_path: Path) -> tuple[Path, Path]:
     task, ws = write_task(tmp_path, '''[[subtasks]]
@@ -49,14 +50,15 @@ async def test_resume_after_sigkill_continues_the_session(tmp_path: Path) -> Non
         await store.close()
 
 
-async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path) -> None:
+async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path, store_target: str | Path) -> None:
+    """On SQLite and on PostgreSQL: the engine does not know which store it writes."""
     ws = tmp_path / "ws"
     ws.mkdir()
     task = make_task(ws, [
         {"id": "a", "prompt": "first thing", "steps": [{"text": "did a"}, {"text": "did a again"}]},
         {"id": "b", "prompt": "second thing", "steps": [{"text": "did b"}]},
     ])
-    store = await Store.open(tmp_path / "s.db")
+    store = await open_store(store_target)
     try:
         sup = await done_then_retried(store, task, "a")
         attempts = await stored(store, sup.session_id, "attempt.started")
@@ -66,6 +68,11 @@ async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path) ->
         assert subs == {"a": ("done", 2), "b": ("done", 1)}
         finished = await stored(store, sup.session_id, "session.finished")
         assert [f.status for f in finished] == ["done", "done"]
+        seqs = [e.seq for e in await stored(store, sup.session_id)]
+        assert seqs == list(range(1, len(seqs) + 1))
+        history = await store.agents_session(f"{sup.session_id}:a").get_items()
+        assert any("first thing" in str(i.get("content")) for i in history)
+        assert await store.lease_owner(sup.session_id) is None  # given up at the end
     finally:
         await store.close()
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from shepherd.core.store import Store, open_agents_session, open_claude_session_store
+from shepherd.core.store import Store, open_agents_session, open_claude_session_store, open_store
+from tests.pg_server import BACKENDS, pg_dsn, pg_server, store_target  # noqa: F401  (fixtures)
 
 OPTIONAL = ("list_sessions", "list_session_summaries", "delete", "list_subkeys")
 
@@ -46,14 +47,20 @@ async def test_claude_store_passes_the_sdk_conformance_suite(tmp_path: Path) -> 
     assert len(made) >= 14
 
 
-async def test_claude_store_through_a_shepherd_store_passes_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_claude_store_through_a_shepherd_store_passes_too(tmp_path: Path, backend: str,
+                                                               request: pytest.FixtureRequest) -> None:
+    """The SDK's suite against the store the engine writes, on SQLite and on PostgreSQL
+    (a fresh database for every store the suite asks for)."""
     from claude_agent_sdk.testing import run_session_store_conformance
 
-    opened: list[Store] = []
+    opened: list[Any] = []
     counter = itertools.count()
+    server = request.getfixturevalue("pg_server") if backend == "postgres" else None
 
     async def make_store() -> Any:
-        store = await Store.open(tmp_path / f"shared{next(counter)}.db")
+        target = server.new_database() if server else tmp_path / f"shared{next(counter)}.db"
+        store = await open_store(target)
         opened.append(store)
         return store.claude_session_store()
 
@@ -187,6 +194,41 @@ async def test_agents_session_matches_the_sdks_sqlite_session(tmp_path: Path) ->
         theirs.close()
         await ours.close()
         await other_ours.close()
+
+
+async def test_agents_session_in_a_shepherd_store_matches_the_sdks_sqlite_session(
+        store_target: str | Path, tmp_path: Path) -> None:
+    """The Session the engine hands the Runner (kept in the Shepherd store, SQLite or
+    PostgreSQL) call for call against the SDK's own SQLiteSession, and after a reopen."""
+    from agents import SQLiteSession
+
+    theirs = SQLiteSession("conv", db_path=tmp_path / "theirs.db")
+    other_theirs = SQLiteSession("other", db_path=tmp_path / "theirs.db")
+    store = await open_store(store_target)
+    ours, other_ours = store.agents_session("conv"), store.agents_session("other")
+    try:
+        await other_theirs.add_items(_items(2, start=90))
+        await other_ours.add_items(_items(2, start=90))
+        expected = await _script(theirs)
+        assert await _script(ours) == expected
+        assert expected[1] is None and len(expected[2]) == 7 and expected[5] == []
+    finally:
+        theirs.close()
+        other_theirs.close()
+        await store.close()
+    store = await open_store(store_target)  # reopened: the same history, the other session untouched
+    theirs = SQLiteSession("conv", db_path=tmp_path / "theirs.db")
+    try:
+        ours, other_ours = store.agents_session("conv"), store.agents_session("other")
+        assert await ours.get_items() == await theirs.get_items() != []
+        await theirs.clear_session()
+        await ours.clear_session()
+        assert await ours.get_items() == await theirs.get_items() == []
+        assert await ours.pop_item() is await theirs.pop_item() is None
+        assert await other_ours.get_items() == _items(2, start=90)
+    finally:
+        theirs.close()
+        await store.close()
 
 
 async def test_agents_session_settings_limit_behaves_like_theirs(tmp_path: Path) -> None:
