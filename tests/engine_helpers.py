@@ -236,12 +236,12 @@ def ask_child_main(db: str, workspace: str, calls: str) -> int:
     import json
 
     from shepherd.core.engine import Supervisor, resume_run
-    from shepherd.core.store import Store
+    from shepherd.core.store import is_store_url, open_store
 
     spec = json.loads(calls)
 
     async def main() -> int:
-        store = await Store.open(Path(db))
+        store = await open_store(db if is_store_url(db) else Path(db))
         try:
             resume = os.environ.get("ASK_CHILD_RESUME")
             script: list[tuple[Any, ...]] = [("reask",)] if resume else []

@@ -19,17 +19,19 @@ import pytest
 
 from tests.cli_helpers import ROOT, reap, run, write_task
 from tests.engine_helpers import ASK_CHILD
+from tests.pg_server import pg_dsn, pg_server, sql, store_target  # noqa: F401  (fixtures)
 
 DEPLOY = {"command": "make deploy"}
 
 
-def start_child(tmp_path: Path, calls: list[list[Any]], *, resume: str | None = None) -> subprocess.Popen[str]:
+def start_child(tmp_path: Path, calls: list[list[Any]], *, resume: str | None = None,
+                db: str | Path | None = None) -> subprocess.Popen[str]:
     ws = tmp_path / "ws"
     ws.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if resume:
         env["ASK_CHILD_RESUME"] = resume
-    return subprocess.Popen([*ASK_CHILD, str(tmp_path / "s.db"), str(ws), json.dumps(calls)],
+    return subprocess.Popen([*ASK_CHILD, str(db or tmp_path / "s.db"), str(ws), json.dumps(calls)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
 
 
@@ -45,16 +47,17 @@ def finish(proc: subprocess.Popen[str]) -> dict[str, str]:
     return {k: v for k, _, v in (line.partition(" ") for line in out.splitlines())}
 
 
-def wait_pending(db: Path, n: int = 1, timeout: float = 60, first: str | None = None) -> list[str]:
+def wait_pending(db: str | Path, n: int = 1, timeout: float = 60, first: str | None = None) -> list[str]:
     """Poll another process's database (there is no event to await across processes) until
     ``n`` calls wait for approval (the oldest being ``first``, if given); their ids, oldest first."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                ids = [r[0] for r in con.execute(
-                    "SELECT call_id FROM approvals WHERE decided_seq IS NULL AND closed = 0 ORDER BY requested_at")]
-        except sqlite3.OperationalError:
+            if isinstance(db, Path) and not db.exists():  # (sqlite3.connect would make an empty file)
+                raise FileNotFoundError(db)
+            ids = [str(r[0]) for r in sql(db, "SELECT call_id FROM approvals WHERE decided_seq IS NULL "
+                                              "AND closed = 0 ORDER BY requested_at")]
+        except Exception:  # noqa: BLE001 - not made yet (a new file or database)
             ids = []
         if len(ids) >= n and (first is None or ids[0] == first):
             return ids
@@ -72,15 +75,18 @@ def wait_count(db: Path, sql: str, n: int, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def sessions_json(db: Path) -> dict[str, dict[str, Any]]:
+def sessions_json(db: str | Path) -> dict[str, dict[str, Any]]:
     r = run("sessions", "--json", "--db", str(db))
     assert r.returncode == 0, r.stderr
     return {d["id"]: d for d in map(json.loads, r.stdout.splitlines())}
 
 
-def test_approve_and_deny_from_the_command_line(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    proc = start_child(tmp_path, [["call_alpha", "Bash", DEPLOY], ["call_beta", "Bash", {"command": "rm -rf build"}]])
+def test_approve_and_deny_from_the_command_line(tmp_path: Path, store_target: str | Path) -> None:
+    """On both stores: the runner and the CLI are different processes; the answers go
+    through the store's commands table."""
+    db = store_target
+    proc = start_child(tmp_path, [["call_alpha", "Bash", DEPLOY], ["call_beta", "Bash", {"command": "rm -rf build"}]],
+                       db=db)
     try:
         sid = session_of(proc)
         wait_pending(db)
@@ -97,10 +103,9 @@ def test_approve_and_deny_from_the_command_line(tmp_path: Path) -> None:
         result = finish(proc)
         assert result["status"] == "done" and result["ran"] == "call_alpha"
         assert sessions_json(db)[sid]["needs"] is None
-        with sqlite3.connect(db) as con:
-            decided = con.execute("SELECT call_id, decision, source, reason FROM approvals ORDER BY requested_seq").fetchall()
-            assert decided == [("call_alpha", "approved", "cli", ""), ("call_beta", "denied", "cli", "not the build dir")]
-            outs = con.execute("SELECT status, output FROM tool_calls WHERE call_id = 'call_beta'").fetchall()
+        decided = sql(db, "SELECT call_id, decision, source, reason FROM approvals ORDER BY requested_seq")
+        assert decided == [("call_alpha", "approved", "cli", ""), ("call_beta", "denied", "cli", "not the build dir")]
+        outs = sql(db, "SELECT status, output FROM tool_calls WHERE call_id = 'call_beta'")
         assert outs[0][0] == "denied" and "not the build dir" in outs[0][1]
         # nothing left to answer: one line, exit 2
         for args, line in [
