@@ -13,7 +13,7 @@ import pytest
 
 from tests.cli_helpers import ROOT, SHEPHERD, reap, run, write_task
 from tests.engine_helpers import kill_headless_run_mid_tool
-from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures: [sqlite]/[postgres])
+from tests.pg_server import BACKENDS, pg_dsn, pg_server, sql, store_target  # noqa: F401  (fixtures: [sqlite]/[postgres])
 
 
 
@@ -122,10 +122,20 @@ def finished_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def finished_target(request: pytest.FixtureRequest, finished_db: Path) -> str | Path:
+    """The finished demo session on either store (a PostgreSQL database of its own)."""
+    if request.param == "sqlite":
+        return finished_db
+    target = request.getfixturevalue("pg_server").new_database()
+    assert run("demo", "--headless", "--db", target).returncode == 0
+    return target
+
+
 @pytest.mark.parametrize("cmd", ["pause", "skip", "cancel", "retry"])
-def test_control_commands_reject_finished_sessions(finished_db: Path, cmd: str) -> None:
-    sid = json.loads(run("sessions", "--json", "--db", str(finished_db)).stdout.splitlines()[0])["id"]
-    assert "not running" in one_line_error(run(cmd, sid, "--db", str(finished_db)))
+def test_control_commands_reject_finished_sessions(finished_target: str | Path, cmd: str) -> None:
+    sid = json.loads(run("sessions", "--json", "--db", str(finished_target)).stdout.splitlines()[0])["id"]
+    assert "not running" in one_line_error(run(cmd, sid, "--db", str(finished_target)))
 
 
 def test_resume_of_a_done_session_without_retry_is_refused(finished_db: Path) -> None:
@@ -227,24 +237,23 @@ def test_db_before_the_subcommand_gets_the_data(tmp_path: Path) -> None:
 
 # --- shepherd resume -----------------------------------------------------------------------------
 
-def _sessions(db: Path) -> list[dict]:
+def _sessions(db: str | Path) -> list[dict]:
     return [json.loads(line) for line in run("sessions", "--json", "--db", str(db)).stdout.splitlines()]
 
 
-def _ran(tmp_path: Path, body: str, *, code: int) -> tuple[Path, dict]:
+def _ran(tmp_path: Path, body: str, *, code: int, db: str | Path | None = None) -> tuple[str | Path, dict]:
     """``shepherd run`` a task of ``body`` headless, expecting exit ``code``: the database
-    and its one session's row."""
-    db = tmp_path / "s.db"
+    (``db``: a store target, else a new SQLite file) and its one session's row."""
+    db = db or tmp_path / "s.db"
     task = _task_file(tmp_path, body)
     assert run("run", str(task), "--headless", "--db", str(db)).returncode == code
     (row,) = _sessions(db)
     return db, row
 
 
-def _attempts(db: Path, sid: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(db) as con:
-        return [(json.loads(d)["subtask_id"], json.loads(d)["reason"]) for (d,) in con.execute(
-            "SELECT data FROM events WHERE session_id = ? AND type = 'attempt.started' ORDER BY seq", (sid,))]
+def _attempts(db: str | Path, sid: str) -> list[tuple[str, str]]:
+    rows = sql(db, "SELECT data FROM events WHERE session_id = ? AND type = 'attempt.started' ORDER BY seq", (sid,))
+    return [(json.loads(str(d))["subtask_id"], json.loads(str(d))["reason"]) for (d,) in rows]
 
 
 def test_resume_headless_runs_an_interrupted_session_to_done(tmp_path: Path) -> None:
@@ -274,9 +283,11 @@ prompt = "say so"
     assert _attempts(db, row["id"]) == [("one", "first"), ("one", "resume"), ("two", "first")]
 
 
-def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: Path) -> None:
+def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: Path,
+                                                                     store_target: str | Path) -> None:
     db, row = _ran(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n  [[subtasks.steps]]\n  text = "did a"\n'
-                   '[[subtasks]]\nid = "b"\nprompt = "two"\n  [[subtasks.steps]]\n  text = "did b"\n', code=0)
+                   '[[subtasks]]\nid = "b"\nprompt = "two"\n  [[subtasks.steps]]\n  text = "did b"\n', code=0,
+                   db=store_target)
     proc = run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _attempts(db, row["id"]) == [("a", "first"), ("b", "first"), ("a", "user_retry")]
@@ -284,14 +295,14 @@ def test_resume_retry_headless_reruns_a_subtask_of_a_finished_session(tmp_path: 
                                                    "--db", str(db)))
 
 
-def test_resume_exit_code_follows_the_run(tmp_path: Path) -> None:
+def test_resume_exit_code_follows_the_run(tmp_path: Path, store_target: str | Path) -> None:
     db, row = _ran(tmp_path, 'max_check_retries = 0\n[[subtasks]]\nid = "a"\nprompt = "one"\ncheck = "false"\n'
-                   '  [[subtasks.steps]]\n  text = "did a"\n', code=1)
+                   '  [[subtasks.steps]]\n  text = "did a"\n', code=1, db=store_target)
     assert row["status"] == "failed"
     assert run("resume", row["id"], "--retry", "a", "--headless", "--db", str(db)).returncode == 1
 
 
-def _wait_for_lease(db: Path, proc: subprocess.Popen, *, status: str | None = None) -> str:
+def _wait_for_lease(db: str | Path, proc: subprocess.Popen, *, status: str | None = None) -> str:
     """The live runner's session id, once it holds its lease (and, with ``status``, once
     its session row reads that status)."""
     import time
@@ -302,19 +313,19 @@ def _wait_for_lease(db: Path, proc: subprocess.Popen, *, status: str | None = No
     while True:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         assert time.monotonic() < deadline, f"the runner never took its lease ({status or 'any status'})"
-        if db.exists():
+        if not isinstance(db, Path) or db.exists():  # (sqlite3.connect would make an empty file)
             try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                    row = con.execute(query, (status,) if status else ()).fetchone()
-            except sqlite3.OperationalError:
-                row = None
-            if row:
-                return str(row[0])
+                rows = sql(db, query, (status,) if status else ())
+            except Exception:  # noqa: BLE001 - not made yet, or busy: look again
+                rows = []
+            if rows:
+                return str(rows[0][0])
         time.sleep(0.05)  # another process's database: there is no event to await
 
 
-def test_resume_against_a_live_runner_sends_the_commands(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+def test_resume_against_a_live_runner_sends_the_commands(tmp_path: Path, store_target: str | Path) -> None:
+    """On both stores: the CLI and the runner are two processes; the commands table carries it."""
+    db = store_target
     task = _task_file(tmp_path, '[[subtasks]]\nid = "a"\nprompt = "one"\n'
                       '  [[subtasks.steps]]\n  fail = "rate_limit"\n  retry_after = 600\n')
     proc = subprocess.Popen([*SHEPHERD, "run", str(task), "--headless", "--db", str(db)], cwd=ROOT,
@@ -324,16 +335,12 @@ def test_resume_against_a_live_runner_sends_the_commands(tmp_path: Path) -> None
         sid = _wait_for_lease(db, proc, status="waiting")  # in the 600 s countdown, not before it
         out = run("resume", sid, "--retry", "a", "--db", str(db))
         assert out.returncode == 0 and "resume and retry a sent" in out.stderr, out.stderr
-        with sqlite3.connect(db) as con:
-            cmds = con.execute("SELECT command, subtask_id, source FROM commands ORDER BY id").fetchall()
+        cmds = sql(db, "SELECT command, subtask_id, source FROM commands ORDER BY id")
         assert cmds == [("resume", None, "cli"), ("retry", "a", "cli")]
         # the runner acts on them: the retry cuts the 600 s wait short with a person's
         # retry, whose attempt finds the steps used up and ends the run done
         assert proc.wait(timeout=60) == 0
-        with sqlite3.connect(db) as con:
-            reasons = [r for (r,) in con.execute(
-                "SELECT json_extract(data, '$.reason') FROM events WHERE session_id = ? "
-                "AND type = 'attempt.started' ORDER BY seq", (sid,))]
+        reasons = [reason for _sub, reason in _attempts(db, sid)]
         assert reasons == ["first", "user_retry"], reasons
     finally:
         reap(proc)
