@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from shepherd.core.engine import Supervisor
-from shepherd.core.store import LeaseHeld, Store
+from shepherd.core.store import LeaseHeld, Store, open_store
 from tests.cli_helpers import ROOT, SHEPHERD, write_task
 from tests.engine_helpers import FAST, make_task, stored, wait_for
+from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures: [sqlite]/[postgres])
 
 
 def _env() -> dict[str, str]:
@@ -260,7 +261,7 @@ def test_a_cli_control_for_an_unknown_subtask_is_refused(tmp_path: Path) -> None
 # --- an error and its retry are one step of the record ---------------------------------------------
 
 
-async def _commits_of_transient_failures(tmp_path: Path, *, fails: int, max_retries: int) -> list[list[str]]:
+async def _commits_of_transient_failures(tmp_path: Path, target: str | Path, *, fails: int, max_retries: int) -> list[list[str]]:
     """Run one subtask that fails transiently ``fails`` times to "failed"; the event types
     of each commit, in order. One event a batch: even where a batch is full, a pair that
     belongs together is not split."""
@@ -268,7 +269,7 @@ async def _commits_of_transient_failures(tmp_path: Path, *, fails: int, max_retr
     ws.mkdir()
     task = make_task(ws, [{"id": "a", "prompt": "p", "steps": [{"fail": "transient"}] * fails}],
                      retry={"transient": {"max_retries": max_retries, "initial_delay": 0.1, "max_delay": 0.1}})
-    store = await Store.open(tmp_path / "s.db")
+    store = await open_store(target)
     store.max_batch = 1
     commits: list[list[str]] = []
     unsubscribe = store.subscribe(lambda evs: commits.append([e.type for e in evs]))
@@ -280,11 +281,12 @@ async def _commits_of_transient_failures(tmp_path: Path, *, fails: int, max_retr
     return commits
 
 
-async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_path: Path) -> None:
+async def test_an_error_and_the_retry_decided_on_it_are_committed_together(tmp_path: Path,
+                                                                          store_target: str | Path) -> None:
     """A runner killed between the two left an error with no retry.scheduled: the resume
     then ran the lost retry as a 'resume' the per-kind count never saw (one attempt more
     than max_retries allows; test_engine_trust's per-kind test was flaky for it)."""
-    commits = await _commits_of_transient_failures(tmp_path, fails=3, max_retries=2)
+    commits = await _commits_of_transient_failures(tmp_path, store_target, fails=3, max_retries=2)
     with_error = [c for c in commits if "error" in c]
     assert len(with_error) == 3
     assert with_error[:2] == [["error", "retry.scheduled"]] * 2, commits  # the third is final: no retry
@@ -323,8 +325,8 @@ async def test_a_setsid_child_of_a_tool_call_ends_with_the_call(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("order", [("skip", "retry"), ("retry", "skip")])
-async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: Path,
-                                                                      order: tuple[str, str]) -> None:
+async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: Path, order: tuple[str, str],
+                                                                      store_target: str | Path) -> None:
     """Both sent while the subtask runs, back to back: skip then retry runs it again (the
     retry of a skipped subtask), retry then skip skips it; neither is silently lost."""
     from tests.engine_helpers import GateBackend
@@ -332,7 +334,7 @@ async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: 
     ws = tmp_path / "ws"
     ws.mkdir()
     backend = GateBackend([[("tool", "c1", "run_command"), ("hang",)]])
-    store = await Store.open(tmp_path / "s.db")
+    store = await open_store(store_target)
     sup = Supervisor(store, make_task(ws, [{"id": "a", "prompt": "p"}]), backend=backend, clock=FAST,
                      interactive=False)
     run = asyncio.create_task(sup.run())
@@ -364,7 +366,8 @@ async def test_skip_and_retry_of_a_running_subtask_the_later_one_wins(tmp_path: 
 # --- a planned session resumes its plan ------------------------------------------------------------
 
 
-async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtasks(tmp_path: Path) -> None:
+async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtasks(tmp_path: Path,
+                                                                                  store_target: str | Path) -> None:
     """The stored task of a `plan = true` session has no subtasks; its plan is in the
     record. A runner stopped after planning was resumed as 'session done' with none of
     the planned subtasks run."""
@@ -375,7 +378,7 @@ async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtask
     ws.mkdir()
     task = make_task(ws, [], plan=True, plan_prompt="split it")
     backend = GateBackend([[("text", "```json\n" + json.dumps(plan) + "\n```")], [("hang",)]])
-    store = await Store.open(tmp_path / "s.db")
+    store = await open_store(store_target)
     sup = Supervisor(store, task, backend=backend, clock=FAST, interactive=False)
     first = asyncio.create_task(sup.run())
     try:
@@ -397,10 +400,11 @@ async def test_a_planned_session_resumed_after_its_plan_runs_the_planned_subtask
         await store.close()
 
 
-async def test_the_error_a_subtask_ends_on_is_committed_with_its_end(tmp_path: Path) -> None:
+async def test_the_error_a_subtask_ends_on_is_committed_with_its_end(tmp_path: Path,
+                                                                    store_target: str | Path) -> None:
     """Killed between them, the record ended on an error with no subtask.finished: the
     resume ran one attempt more after retries were exhausted (or after an auth failure)."""
-    commits = await _commits_of_transient_failures(tmp_path, fails=2, max_retries=1)
+    commits = await _commits_of_transient_failures(tmp_path, store_target, fails=2, max_retries=1)
     assert [c for c in commits if "error" in c] == [["error", "retry.scheduled"], ["error", "subtask.finished"]]
 
 
