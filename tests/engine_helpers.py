@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from shepherd.core.backends.base import AttemptContext
 from shepherd.core.clock import RealClock
 from shepherd.core.events import Event, MessageCompleted, TextDelta, ToolFinished, ToolStarted
 from shepherd.core.task import task_from_dict
+from tests.pg_server import sql as store_sql
 
 FAST = RealClock(scale=0.0005)  # nominal seconds become half-milliseconds
 
@@ -180,7 +180,7 @@ async def wait_for(predicate: Callable[[], Any], *, store: Any = None, timeout: 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def kill_headless_when(task_file: Path, db: Path, sql: str, params: tuple[Any, ...] = (), *,
+def kill_headless_when(task_file: Path, db: str | Path, sql: str, params: tuple[Any, ...] = (), *,
                        ready: Callable[[], bool] | None = None, never: str = "the condition to kill never came",
                        poll_s: float = 0.01) -> int:
     """Run ``shepherd run TASK --headless`` as a real process and SIGKILL it as soon as
@@ -195,11 +195,10 @@ def kill_headless_when(task_file: Path, db: Path, sql: str, params: tuple[Any, .
             if proc.poll() is not None:
                 raise AssertionError("the run ended before it was killed: " + proc.stderr.read().decode()[-2000:])
             assert time.monotonic() < deadline, never
-            if db.exists():
+            if not isinstance(db, Path) or db.exists():  # (sqlite3.connect would make an empty file)
                 try:
-                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                        hit = con.execute(sql, params).fetchone()[0]
-                except sqlite3.OperationalError:
+                    hit = store_sql(db, sql, params)[0][0]
+                except Exception:  # noqa: BLE001 - not made yet, or busy: look again
                     hit = 0
                 if hit and (ready is None or ready()):
                     break
@@ -214,7 +213,7 @@ def kill_headless_when(task_file: Path, db: Path, sql: str, params: tuple[Any, .
             proc.stderr.close()
 
 
-def kill_headless_run_mid_tool(task_file: Path, db: Path, *, tool: str = "run_command",
+def kill_headless_run_mid_tool(task_file: Path, db: str | Path, *, tool: str = "run_command",
                                ready: Callable[[], bool] | None = None) -> int:
     """SIGKILL a real headless run once a ``tool`` call is running (and ``ready()``, if
     given, is true). Returns the runner's pid."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def test_no_credentials_fail_at_once_naming_the_variable(tmp_path: Path) -> None
     assert "ANTHROPIC_API_KEY" in line
 
 
-def test_sigkill_mid_tool_then_reopen_recovers(tmp_path: Path) -> None:
+def test_sigkill_mid_tool_then_reopen_recovers(tmp_path: Path, store_target: str | Path) -> None:
     task, _ = write_task(tmp_path, '''[[subtasks]]
 id = "slow"
 prompt = "run something slow"
@@ -101,16 +100,14 @@ prompt = "run something slow"
   text = "starting"
   tools = [{ name = "run_command", args = { command = "sleep 3" } }, { name = "list_files", args = { path = "." } }]
 ''', title="long tool", backend="scripted")
-    db = tmp_path / "s.db"
+    db = store_target
     kill_headless_run_mid_tool(task, db)
 
     listing = run("sessions", "--json", "--db", str(db))  # opening the db runs recovery
     rows = [json.loads(line) for line in listing.stdout.splitlines()]
     assert rows[0]["status"] == "interrupted"
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT count(*) FROM tool_calls WHERE status='running'").fetchone()[0] == 0
-        statuses = {r[0] for r in con.execute("SELECT status FROM tool_calls")}
-        assert "interrupted" in statuses
+    assert sql(db, "SELECT count(*) FROM tool_calls WHERE status='running'")[0][0] == 0
+    assert "interrupted" in {r[0] for r in sql(db, "SELECT status FROM tool_calls")}
     again = run("sessions", "--json", "--db", str(db))
     assert again.stdout == listing.stdout  # recovery is idempotent
 
@@ -256,7 +253,7 @@ def _attempts(db: str | Path, sid: str) -> list[tuple[str, str]]:
     return [(json.loads(str(d))["subtask_id"], json.loads(str(d))["reason"]) for (d,) in rows]
 
 
-def test_resume_headless_runs_an_interrupted_session_to_done(tmp_path: Path) -> None:
+def test_resume_headless_runs_an_interrupted_session_to_done(tmp_path: Path, store_target: str | Path) -> None:
     task, ws = write_task(tmp_path, '''[[subtasks]]
 id = "one"
 prompt = "make a marker file"
@@ -270,7 +267,7 @@ prompt = "say so"
   [[subtasks.steps]]
   text = "All done."
 ''', title="resumable")
-    db = tmp_path / "s.db"
+    db = store_target
     kill_headless_run_mid_tool(task, db)
     (row,) = _sessions(db)
     assert row["status"] == "interrupted"

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from shepherd.core.engine import resume_run
-from shepherd.core.store import Store, open_agents_session, open_store
+from shepherd.core.store import Store, open_store
 from tests.cli_helpers import write_task
 from tests.engine_helpers import FAST, done_then_retried, kill_headless_run_mid_tool, make_task, stored
 from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures)
 
-def _kill_mid_tool(tmp_path: Path) -> tuple[Path, Path]:
+def _kill_mid_tool(tmp_path: Path, db: str | Path | None = None) -> tuple[str | Path, Path]:
     task, ws = write_task(tmp_path, '''[[subtasks]]
 id = "one"
 prompt = "make a marker file"
@@ -21,14 +21,15 @@ prompt = "make a marker file"
   [[subtasks.steps]]
   text = "Marker written."
 ''', title="resumable", backend="scripted")
-    db = tmp_path / "s.db"
+    db = db or tmp_path / "s.db"
     kill_headless_run_mid_tool(task, db)
     return db, ws
 
 
-async def test_resume_after_sigkill_continues_the_session(tmp_path: Path) -> None:
-    db, ws = _kill_mid_tool(tmp_path)
-    store = await Store.open(db)  # recovery marks it interrupted
+async def test_resume_after_sigkill_continues_the_session(tmp_path: Path, store_target: str | Path) -> None:
+    """On both stores: a real runner SIGKILLed mid-tool; a new process resumes it."""
+    db, ws = _kill_mid_tool(tmp_path, store_target)
+    store = await open_store(db)  # recovery marks it interrupted (the runner's pid is gone)
     try:
         sid = (await store.list_sessions())[0].id
         assert (await store.get_session(sid)).status == "interrupted"
@@ -42,7 +43,7 @@ async def test_resume_after_sigkill_continues_the_session(tmp_path: Path) -> Non
         calls = await store.tool_calls(sid)
         assert [c.status for c in calls] == ["interrupted", "ok"]
         assert len({c.call_id for c in calls}) == 2
-        items = await open_agents_session(db, f"{sid}:one").get_items()
+        items = await store.agents_session(f"{sid}:one").get_items()
         assert sum(1 for i in items if i.get("role") == "user" and "marker" in str(i.get("content"))) == 1
         seqs = [e.seq for e in await stored(store, sid)]
         assert seqs == list(range(1, len(seqs) + 1))
