@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shepherd.core.engine import resume_run
-from shepherd.core.store import Store, open_store
+from shepherd.core.store import open_store
 from tests.cli_helpers import write_task
 from tests.engine_helpers import FAST, done_then_retried, kill_headless_run_mid_tool, make_task, stored
 from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures)
@@ -78,7 +78,8 @@ async def test_retry_a_finished_subtask_of_a_finished_session(tmp_path: Path, st
         await store.close()
 
 
-async def test_a_resume_that_finds_the_session_ended_meanwhile_writes_nothing(tmp_path: Path) -> None:
+async def test_a_resume_that_finds_the_session_ended_meanwhile_writes_nothing(tmp_path: Path,
+                                                                             store_target: str | Path) -> None:
     """A resume that comes after another one ran the session to its end (planned while it
     was interrupted, or simply late) must not run it again or write a second
     session.finished into the finished record."""
@@ -86,14 +87,14 @@ async def test_a_resume_that_finds_the_session_ended_meanwhile_writes_nothing(tm
 
     from shepherd.core.store import SessionEnded
 
-    db, _ws = _kill_mid_tool(tmp_path)
-    store = await Store.open(db)
+    db, _ws = _kill_mid_tool(tmp_path, store_target)
+    store = await open_store(db)
     try:
         sid = (await store.list_sessions())[0].id
         first = await resume_run(store, sid, interactive=False, clock=FAST)
         assert await first.task == "done"
         before = await stored(store, sid)
-        other = await Store.open(db)  # the second `shepherd resume`, its plan made before the first ended
+        other = await open_store(db)  # the second `shepherd resume`, its plan made before the first ended
         try:
             with pytest.raises(SessionEnded):
                 late = await resume_run(other, sid, interactive=False, clock=FAST)
