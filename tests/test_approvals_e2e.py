@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.cli_helpers import ROOT, SHEPHERD, reap, run, write_task
 from tests.engine_helpers import kill_headless_when
+from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures: [sqlite]/[postgres])
+from tests.pg_server import sql as store_sql
 
 PENDING = "SELECT count(*) FROM approvals WHERE decided_seq IS NULL AND closed = 0"
 
@@ -32,29 +32,27 @@ prompt = "deploy it"
 ''', title="gated deploy", backend="scripted")
 
 
-def _rows(db: Path) -> list[dict]:
+def _rows(db: str | Path) -> list[dict]:
     out = run("sessions", "--json", "--db", str(db))
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def _events(db: Path, type_: str) -> list[dict]:
-    with sqlite3.connect(db) as con:
-        return [json.loads(r[0]) for r in con.execute(
-            "SELECT data FROM events WHERE type = ? ORDER BY seq", (type_,))]
+def _events(db: str | Path, type_: str) -> list[dict]:
+    return [json.loads(str(r[0])) for r in store_sql(db, "SELECT data FROM events WHERE type = ? ORDER BY seq",
+                                                       (type_,))]
 
 
-def _wait_for(db: Path, sql: str, at_least: int, proc: subprocess.Popen) -> None:
+def _wait_for(db: str | Path, sql: str, at_least: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while True:
         assert proc.poll() is None, "the runner ended: " + (proc.stderr.read().decode()[-2000:] if proc.stderr else "")
         assert time.monotonic() < deadline, f"never: {sql}"
-        if db.exists():
+        if not isinstance(db, Path) or db.exists():  # (sqlite3.connect would make an empty file)
             try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-                    if con.execute(sql).fetchone()[0] >= at_least:
-                        return
-            except sqlite3.OperationalError:  # (not created or migrated yet)
+                if store_sql(db, sql)[0][0] >= at_least:
+                    return
+            except Exception:  # noqa: BLE001 - not created or migrated yet
                 pass
         time.sleep(0.05)  # polling another process's database: there is no event to await
 
@@ -64,9 +62,11 @@ def _runner(*args: str) -> subprocess.Popen:
                             env={**os.environ, "SHEPHERD_TIME_SCALE": "0.02"})
 
 
-def test_sigkill_while_waiting_then_resume_asks_the_same_call_and_runs_it_once_after_yes(tmp_path: Path) -> None:
+def test_sigkill_while_waiting_then_resume_asks_the_same_call_and_runs_it_once_after_yes(
+        tmp_path: Path, store_target: str | Path) -> None:
+    """On both stores: the runner, the resume and the answer are three processes."""
     task, ws = gated_task(tmp_path)
-    db = tmp_path / "s.db"
+    db = store_target
     kill_headless_when(task, db, PENDING, never="the call was never asked", poll_s=0.05)
 
     (row,) = _rows(db)  # opening the database runs recovery
