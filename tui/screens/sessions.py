@@ -63,6 +63,13 @@ class SessionsScreen(InboxMixin, Screen):
             super().__init__()
             self.session_id = session_id
 
+    class ReplayRequested(Message):
+        """Open ``session_id`` in replay mode (tui.screens.replay), from its start."""
+
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+
     HELP_TITLE = "the sessions list"
     HELP_EXTRA = [
         ("tab/N", "Jump to the next session that needs you (the \"Needs you\" list on top)"),
@@ -86,6 +93,7 @@ class SessionsScreen(InboxMixin, Screen):
         # in the help and the palette (the footer of the home's snapshots stays as it was)
         Binding("n", "app.new_run", "New run", show=False, tooltip="Start a run (a task file or a prompt), in a worktree or not"),
         Binding("r", "resume", "Resume"),
+        Binding("R,shift+r", "replay", "Replay", show=False, tooltip="Replay the highlighted session as it happened"),
         Binding("slash", "focus_filter", "Filter"),
         Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
                 tooltip="Jump to the next session that needs you"),
@@ -487,6 +495,11 @@ class SessionsScreen(InboxMixin, Screen):
         if field.value:
             field.value = ""  # Input.Changed reloads
         self.table.focus()
+
+    def action_replay(self) -> None:
+        row = self.highlighted_row()
+        if row is not None:
+            self.post_message(self.ReplayRequested(row.id))
 
     @guarded("Could not resume the session")
     def action_resume(self) -> None:
