@@ -155,6 +155,11 @@ def test_playing_at_1x_follows_the_real_gaps_and_cuts_a_long_one() -> None:
     assert d.index == 1 and d.now == pytest.approx(T0 + 6.9)  # 60 s idle: only 5 s of it are waited
     d.advance(0.1)
     assert (d.index, d.now) == (2, T0 + 62) and (d.gap_skipped, d.gap_skipped_at) == (55, 2)
+    assert d.gap_note == 55  # said for a while (3 s), then no more
+    d.advance(0.9)  # (the session's last event is 1 s later)
+    assert d.index == 2 and d.gap_note == 55
+    d.forget_gap()
+    assert d.gap_note == 0
     d.advance(10)
     assert d.at_end and not d.playing  # the end stops it
 

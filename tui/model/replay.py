@@ -115,6 +115,20 @@ class ReplayDriver:
             return None
         return bisect.bisect_right([e.seq for e in self.events], seq) - 1
 
+    GAP_NOTE_S = 3.0  # how long (real seconds at the speed) "gap skipped" stays said
+
+    @property
+    def gap_note(self) -> float:
+        """The seconds of a gap just cut short (while playing), for the screen to say; else 0."""
+        at = self.gap_skipped_at
+        if not self.gap_skipped or at < 0 or self.index < at or at >= len(self.events):
+            return 0.0
+        since = (self.now - (self.events[at].ts or 0.0)) / (self.speed or 1.0)
+        return self.gap_skipped if since <= self.GAP_NOTE_S else 0.0
+
+    def forget_gap(self) -> None:
+        self.gap_skipped, self.gap_skipped_at = 0.0, -1
+
     @property
     def start_ts(self) -> float | None:
         return self.events[0].ts if self.events else None

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 FRAME_S = 1 / 30
 PAGE = 5000  # events read from the store per page
-REDRAW_ALL = 200  # a move that folds more events than this redraws the stream once
 
 
 class ReplayToolCall(ToolCallView):
@@ -203,13 +202,14 @@ class ReplayScreen(Screen[None]):
         if moved is None:
             self.notify(f"no {what}", timeout=2)
             return
+        self.driver.forget_gap()  # a person moved: no gap was skipped on the way here
         async with self._lock:
             await self._show_move(moved)
         self.refresh_bindings()
 
     async def _show_move(self, moved: Moved) -> None:
         try:
-            if moved.rebuilt or moved.applied > REDRAW_ALL:
+            if moved.rebuilt:  # a new model: everything again
                 self.model.take_changes()
                 await self._render_all()
             elif moved.changes:

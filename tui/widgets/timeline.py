@@ -65,8 +65,8 @@ def head_line(driver: "ReplayDriver") -> Content:
     if start is not None and end is not None:
         parts += ["  ", (f"{fmt_clock(max(0.0, now - start))} / {fmt_clock(max(0.0, end - start))}",
                          "$foreground-muted")]
-    if driver.gap_skipped and driver.gap_skipped_at == driver.index:
-        parts += [sep, (f"gap skipped: {fmt_duration(round(driver.gap_skipped))}", "italic $warning")]
+    if driver.gap_note:
+        parts += [sep, (f"gap skipped: {fmt_duration(round(driver.gap_note))}", "italic $warning")]
     return Content.assemble(*parts)
 
 
