@@ -18,6 +18,7 @@ import pytest
 
 from shepherd.core import events as ev
 from shepherd.core.store import open_store
+from shepherd.tui import model as m
 from shepherd.tui.app import ShepherdApp
 from shepherd.tui.screens.replay import ReplayScreen
 from shepherd.tui.screens.session import SessionScreen
@@ -379,3 +380,39 @@ def test_snapshot_the_end_of_a_replay_at_80x24(snap_compare) -> None:
         await pilot.wait_for_scheduled_animations()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_help_lists_every_replay_key_and_a_long_subtask_loads_earlier_blocks_up_to_the_cursor() -> None:
+    from shepherd.tui.screens.help import HelpScreen
+
+    sid = "s6b49d200c1ab"
+    async with await open_store(Path("shepherd.db")) as store:
+        w = fx.Writer(store, sid, T0)
+        await w.start("A long subtask", subtasks=[{"id": "a", "title": "A", "prompt": "p"}])
+        await w.subtask_start(1, "a", "A")
+        await w.add(1.5, ev.ToolStarted(call_id="c0", name="run_command", input={"command": "make"}))
+        for i in range(700):  # more blocks than the model keeps (500 + 100)
+            await w.add(2 + i * 0.01, ev.Control(command="note", source="cli", text=f"note {i}"))
+        await w.add(19, ev.ToolFinished(call_id="c0", status="ok", output="built", duration_s=17.5))
+        await w.finish_subtask(20)
+        await w.finish(21)
+    app = ShepherdApp(Path("shepherd.db"), replay=(sid, 1.0, 650), clock=Clock())
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await replay_screen(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+        for words in ("Play", "Pause", "1×", "10×", "Max", "Step back", "Previous attempt", "Previous tool call",
+                      "Back 10%", "A click on the timeline"):
+            assert words in app.screen.text, words
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "back")
+        st = screen.model.subtask("a")
+        assert st.has_earlier and len(st.blocks) <= 600  # pruned: the store has the rest
+        cursor = screen.driver.seq
+        blocks = await screen._fetch_earlier(st)
+        assert blocks and all(b.seq <= cursor for b in st.blocks)
+        notes = [b.text.split(": ", 1)[1] for b in st.blocks if isinstance(b, m.NoteBlock) and b.category == "note"]
+        c0 = next(b for b in st.blocks if isinstance(b, m.ToolBlock))
+        assert c0.running and not c0.output  # its end is after the moment shown
+        last = cursor - 6  # (5 events before the first note)
+        assert notes == [f"note {i}" for i in range(last + 1 - len(notes), last + 1)] and len(notes) > 600
