@@ -6,7 +6,9 @@ spinners still, so the SVGs only change when the UI does.
 
 ``needs-you-inbox.svg`` and ``approval-block.svg`` are the snapshots of
 tests/test_tui_approvals.py (``test_snapshot_inbox``, ``test_snapshot_inline_approval_bash``),
-copied here: they are made the same way, from the real app on a real database.
+copied here: they are made the same way, from the real app on a real database. So are
+``diff-view.svg`` (tests/test_tui_worktrees.py, ``test_snapshot_a_subtask_diff_wide``) and
+``replay.svg`` (tests/test_tui_replay.py, ``test_snapshot_mid_replay_a_countdown``).
 """
 
 from __future__ import annotations

@@ -111,6 +111,7 @@ class ShepherdApp(App[int]):
     ``resume``: (session id, subtask or None[, clean]) to resume in this process on start
     (``shepherd resume``: an interrupted session, or a finished one's subtask run again).
     ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
+    ``replay``: (session id, speed, seq or None) to open in replay mode on start (``shepherd replay``).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
     ``checked``: the caller has just opened the database, with its quick_check and its
     recovery (the CLI's precheck): the app's own open skips both.
@@ -132,7 +133,7 @@ class ShepherdApp(App[int]):
     def __init__(self, db_path: Path | str, *, open_session: str | None = None, attach: bool = False,
                  start: Callable[[], "Task"] | None = None, clock: Callable[[], float] = time.time,
                  log_path: Path | str | None = None, resume: tuple[str, str | None] | tuple[str, str | None, bool] | None = None,
-                 checked: bool = False) -> None:
+                 checked: bool = False, replay: tuple[str, float | None, int | None] | None = None) -> None:
         if log_path is not None:
             configure_logging(log_path)
         super().__init__()
@@ -141,6 +142,7 @@ class ShepherdApp(App[int]):
         self.attach = attach
         self.start = start
         self.resume = resume
+        self.replay = replay
         self.checked = checked
         self.clock = clock
         self.store: EventStore | None = None
@@ -205,7 +207,7 @@ class ShepherdApp(App[int]):
         # A session view that opens at once over the home: the home is neither drawn nor
         # built (composed, loaded) before that view's first frame, only once it is drawn
         covered = not (self.start is None and self.resume is None and self.open_session_id is None
-                       and not self.attach)
+                       and not self.attach and self.replay is None)
         self.home = home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
                                           db_label=self._db_label(), covered=covered)
         if not covered:
@@ -218,6 +220,8 @@ class ShepherdApp(App[int]):
         elif self.resume is not None:
             await self.resume_session(self.resume[0], retry_subtask=self.resume[1],
                                       clean=len(self.resume) > 2 and bool(self.resume[2]))  # type: ignore[misc]
+        elif self.replay is not None:
+            await self.open_replay(self.replay[0], speed=self.replay[1], at_seq=self.replay[2])
         else:
             await self._open_initial()
         if self.screen is home:  # no view opened over it (refused, not found): build and draw it now
@@ -409,6 +413,14 @@ class ShepherdApp(App[int]):
     async def on_sessions_screen_resume_requested(self, message: SessionsScreen.ResumeRequested) -> None:
         await self.resume_session(message.session_id)
 
+    @guarded("Could not open the replay")
+    async def on_sessions_screen_replay_requested(self, message: SessionsScreen.ReplayRequested) -> None:
+        await self.open_replay(message.session_id)
+
+    @guarded("Could not open the replay")
+    async def on_session_screen_replay_requested(self, message: "SessionScreen.ReplayRequested") -> None:
+        await self.open_replay(message.session_id)
+
     def on_session_screen_resume_requested(self, message: "SessionScreen.ResumeRequested") -> None:
         # A worker of the app's: the resumed run's view replaces the asking screen (which
         # would cancel a worker of its own), and the SDK's import never holds up the keys.
@@ -499,6 +511,13 @@ class ShepherdApp(App[int]):
             await self.pop_screen()
         await self.push_screen(SessionScreen(self.store, session_id, controller=controller, follow=follow,
                                              clock=self.clock))
+
+    async def open_replay(self, session_id: str, *, speed: float | None = 1.0, at_seq: int | None = None) -> None:
+        """The replay of a session (tui.screens.replay) over the screen shown: its own
+        virtual clock for what it shows, this app's clock for how fast it plays."""
+        from shepherd.tui.screens.replay import ReplayScreen
+
+        await self.push_screen(ReplayScreen(self.store, session_id, speed=speed, at_seq=at_seq, clock=self.clock))
 
     def _top_is_modal(self) -> bool:
         return isinstance(self.screen, ModalScreen)

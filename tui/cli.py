@@ -20,7 +20,7 @@ from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: 
 from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
 from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
 from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
-from shepherd.tui import cli_copy, cli_search, cli_stats, cli_worktree
+from shepherd.tui import cli_copy, cli_replay, cli_search, cli_stats, cli_worktree
 from shepherd.tui.cli_run import configure_logging  # noqa: F401 - here too, as before
 
 
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_stats.add_parsers(add)
     cli_search.add_parser(add, _limit)
     cli_copy.add_parser(add)
+    cli_replay.add_parser(add)
     return parser
 
 
@@ -160,7 +161,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(cli_stats.cmd_export_otlp(args))
     handlers = {"sessions": cmd_sessions, "show": cmd_show, "export": cmd_export,
                 "approve": cmd_answer, "deny": cmd_answer, "search": cli_search.cmd_search,
-                "copy": cli_copy.cmd_copy, **cli_worktree.HANDLERS, **cli_stats.HANDLERS}
+                "copy": cli_copy.cmd_copy, **cli_worktree.HANDLERS, **cli_stats.HANDLERS,
+                **cli_replay.HANDLERS}
     handler = handlers.get(args.command, cmd_control)
     return asyncio.run(handler(args))
 

@@ -12,7 +12,8 @@ accumulated for events after that (``base_seq``), while states are simply replay
 
 The package: ``blocks`` (the block dataclasses), ``views`` (SubtaskView, SessionInfo,
 Changes), ``projection`` (SessionModel), ``fold`` (its per-event handlers), ``paging``
-(pruning and load-earlier). Formatters are in tui.fmt, glyphs in tui.icons, the states and
+(pruning and load-earlier), ``replay`` (a stored session replayed: the cursor, the virtual
+clock, the same fold up to the cursor; imported by the replay screen only). Formatters are in tui.fmt, glyphs in tui.icons, the states and
 their sets in core.states (all three light: the home screen uses them without this package). Callers
 use ``from tui import model as m`` and the names below.
 """

@@ -26,6 +26,8 @@ and stores every event in SQLite. Past sessions open exactly as they looked live
   `d`/`D` in its view show the diff, `shepherd merge` or `shepherd discard` ends it.
 * A run you start here stops when you quit Shepherd (you are asked first).
 * `shepherd attach` follows a run another process owns; its controls still work.
+* `R` (the sessions list, a session view) replays a session as it happened: the screen as it
+  was at each moment, read-only (`shepherd replay SESSION` too).
 * Logs go to a file, never to the screen: {log}.
 """
 

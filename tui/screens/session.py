@@ -85,6 +85,7 @@ class SessionScreen(ControlsMixin, Screen[None]):
         Binding("e", "export", "Export", show=False,  # in the help and the palette: the footer fits 80 columns
                 tooltip="Write the session to a file next to the database"),
         Binding("u", "load_earlier", "Load earlier", show=False),
+        Binding("R,shift+r", "replay", "Replay", show=False, tooltip="Replay this session from its start"),
         Binding("escape,q", "back", "Back"),
     ]
 
@@ -113,6 +114,13 @@ class SessionScreen(ControlsMixin, Screen[None]):
         @property
         def control(self) -> "SessionScreen":
             return self.screen
+
+    class ReplayRequested(Message):
+        """Open this session in replay mode from its start (the app pushes the replay)."""
+
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
 
     def __init__(self, store: "EventStore", session_id: str, *, controller: "Controller | None" = None,
                  follow: str | None = None, clock: Callable[[], float] = time.time,
@@ -453,6 +461,9 @@ class SessionScreen(ControlsMixin, Screen[None]):
             return
         self.last_export = path
         self.notify(f"exported to {path}", markup=False)
+
+    def action_replay(self) -> None:
+        self.post_message(self.ReplayRequested(self.session_id))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:

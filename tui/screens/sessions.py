@@ -63,6 +63,13 @@ class SessionsScreen(InboxMixin, Screen):
             super().__init__()
             self.session_id = session_id
 
+    class ReplayRequested(Message):
+        """Open ``session_id`` in replay mode (tui.screens.replay), from its start."""
+
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+
     HELP_TITLE = "the sessions list"
     HELP_EXTRA = [
         ("tab/N", "Jump to the next session that needs you (the \"Needs you\" list on top)"),
@@ -93,6 +100,8 @@ class SessionsScreen(InboxMixin, Screen):
         Binding("q", "app.quit", "Quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("down", "focus_table", show=False),
+        # last: the help's rows above it keep their places (the browser test reads one near the top)
+        Binding("R,shift+r", "replay", "Replay", show=False, tooltip="Replay the highlighted session as it happened"),
     ]
 
     def __init__(self, store: EventStore, *, clock: Callable[[], float] = time.time,
@@ -487,6 +496,11 @@ class SessionsScreen(InboxMixin, Screen):
         if field.value:
             field.value = ""  # Input.Changed reloads
         self.table.focus()
+
+    def action_replay(self) -> None:
+        row = self.highlighted_row()
+        if row is not None:
+            self.post_message(self.ReplayRequested(row.id))
 
     @guarded("Could not resume the session")
     def action_resume(self) -> None:

@@ -307,6 +307,7 @@ class ToolCallView(Expandable):
 
     block: m.ToolBlock
     MAX_OUTPUT_LINES = 200
+    ANSWER_KEYS = True  # a waiting call says which keys answer it (not in a replay)
 
     def animated(self) -> bool:
         return self.block.running
@@ -345,7 +346,8 @@ class ToolCallView(Expandable):
         head = head.append(Content.styled(tail, "" if not b.running else "$foreground-muted"))
         parts = [head]
         if b.approval:
-            parts.extend(approval_lines(b, self.clock(), width, self.APPROVAL_PREVIEW_LINES))
+            parts.extend(approval_lines(b, self.clock(), width, self.APPROVAL_PREVIEW_LINES,
+                                        keys=self.ANSWER_KEYS))
         if b.denial:
             parts.append(Content.styled(m.clip(f"    ⛔ {b.denial}", width), "$warning"))
         if has_output and self.expanded:
@@ -365,7 +367,8 @@ class ToolCallView(Expandable):
         return Content("\n").join(parts)
 
 
-def approval_lines(b: m.ToolBlock, now: float, width: int, preview_lines: int = 8) -> list[Content]:
+def approval_lines(b: m.ToolBlock, now: float, width: int, preview_lines: int = 8,
+                   keys: bool = True) -> list[Content]:
     """The inline approval under a call: the question with how long it has waited, what
     the call would do, and the keys; once answered, who answered and why."""
     icon = m.APPROVAL_ICONS.get(b.approval, "?")
@@ -382,8 +385,10 @@ def approval_lines(b: m.ToolBlock, now: float, width: int, preview_lines: int = 
         lines = [line(head, "bold $warning")]
         for text in m.approval_preview(b.name, b.input, preview_lines, max(10, width - 8)):
             lines.append(Content.styled("       " + _clean(text), "$foreground"))
-        keys = ["y approve · n deny", f"a allow {b.name or 'this tool'} for the session"]
-        for text in [" · ".join(keys)] if len(" · ".join(keys)) <= room else keys:  # narrow: two lines
+        if not keys:
+            return lines
+        answers = ["y approve · n deny", f"a allow {b.name or 'this tool'} for the session"]
+        for text in [" · ".join(answers)] if len(" · ".join(answers)) <= room else answers:  # narrow: two lines
             lines.append(line(text, "$foreground-muted"))
         return lines
     if b.approval == "approved":
@@ -449,6 +454,7 @@ class RetryBanner(BlockWidget):
     """'tool concurrency — retry 2/5 in 3 s' with a live countdown bar."""
 
     block: m.RetryBlock
+    RETRY_NOW_HINT = "  n: retry now"  # (a replay has no keys that act: its banner says none)
 
     def animated(self) -> bool:
         return self.block.active
@@ -462,7 +468,7 @@ class RetryBanner(BlockWidget):
         now = self.clock()
         if b.active:
             head = Content.assemble(("⟳ ", "bold"), (b.text(now), "bold"))
-            hint = "  starting…" if b.seconds_left(now) <= 0 else "  n: retry now"
+            hint = "  starting…" if b.seconds_left(now) <= 0 else self.RETRY_NOW_HINT
             if head.cell_length + len(hint) <= width:
                 head = head.append(Content.styled(hint, "$foreground-muted"))
             bar_w = max(4, width)

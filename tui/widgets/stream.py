@@ -76,6 +76,10 @@ class StreamView(VerticalScroll):
     def compose(self):
         yield self._bar
 
+    def make_widget(self, block: m.Block) -> Widget:
+        """The widget that shows ``block`` (a replay's stream shows some without their keys)."""
+        return widget_for(block, self.clock)
+
     def on_mount(self) -> None:
         self._bar.display = False
 
@@ -244,7 +248,7 @@ class StreamView(VerticalScroll):
         count = count or self.SHOW_BLOCKS
         start = max(0, hidden - count)
         blocks = self.subtask.blocks[start:hidden]
-        widgets = [widget_for(b, self.clock) for b in blocks]
+        widgets = [self.make_widget(b) for b in blocks]
         self.mount_count += len(widgets)
         top = next(iter(self.widgets.values()), None)
         # keep the dict in display order: earlier blocks first
@@ -274,7 +278,7 @@ class StreamView(VerticalScroll):
         self._update_bar()
 
     async def _mount_blocks(self, blocks: list[m.Block]) -> None:
-        widgets = [widget_for(b, self.clock) for b in blocks]
+        widgets = [self.make_widget(b) for b in blocks]
         for b, w in zip(blocks, widgets):
             self.widgets[b.bid] = w
         self.mount_count += len(widgets)
