@@ -11,6 +11,7 @@ from textual.widgets.option_list import Option
 
 from shepherd.core.states import SubtaskState
 from shepherd.tui import model as m
+from shepherd.tui.fmt_cost import subtask_cost
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.blocks import Clock
 
@@ -40,7 +41,8 @@ def subtask_id_of(opt_id: str | None) -> str | None:
 
 
 def subtask_line(st: m.SubtaskView, frame: int, now: float) -> Content:
-    """'⠙ Find the failing test' / '◷ 3s Fix it' / '✓ ↻2 Done one'."""
+    """'⠙ Find the failing test' / '◷ 3s Fix it' / '✓ ↻2 $0.42 −0.10 Done one' (its cost, and
+    the part wasted on failed attempts)."""
     state = st.state
     if state == SubtaskState.RUNNING:
         icon = m.spinner(frame)
@@ -52,6 +54,11 @@ def subtask_line(st: m.SubtaskView, frame: int, now: float) -> Content:
         parts.append((f"{m.fmt_seconds_left(st.retry.seconds_left(now)).replace(' ', '')} ", "bold $warning"))
     elif st.retries:
         parts.append((f"↻{st.retries} ", "$foreground-muted"))
+    cost, wasted = subtask_cost(st.cost, st.waste)
+    if cost:
+        parts.append((cost + " ", "$foreground-muted"))
+    if wasted:  # spent on its attempts that failed or were retried
+        parts.append((wasted + " ", "$warning"))
     if st.phase == "planning":
         parts.append(("plan: ", "$foreground-muted italic"))
     parts.append((st.label, "" if state != SubtaskState.PENDING else "$foreground-muted"))
