@@ -40,7 +40,9 @@ def test_the_home_cost_column_shows_the_waste_and_never_an_unknown_cost() -> Non
     row.cost_usd, row.waste_cost_usd = 0.004, 0.001
     assert sessions.fmt_usage(row) == "<$0.01 −<0.01"
     row.cost_usd, row.waste_cost_usd, row.waste_input_tokens = 999.99, 999.99, 1
-    assert len(sessions.fmt_usage(row)) <= 15  # the column's width
+    assert len(sessions.fmt_usage(row)) <= 16  # the column's width
+    row.cost_known, row.input_tokens, row.waste_input_tokens = False, 123_400, 100_000
+    assert sessions.fmt_usage(row) == "123.4k −100.0k"  # too wide with its "tok"
 
 
 def test_clip_is_public_and_one() -> None:

@@ -49,9 +49,13 @@ def of(t: Any) -> tuple[int, float, bool]:
     return t.input_tokens + t.output_tokens, t.cost_usd, t.cost_known
 
 
+HOME_WIDTH = 16  # the home's cost column: '$999.99 −999.99', '15.4k tok −12.3k'
+
+
 def home_cost(row: Any) -> tuple[str, str]:
     """The home's cost column for a sessions row: (its cost or tokens, the waste after a
-    '−', '' when none). ('–', '') when no usage was reported."""
+    '−', '' when none). ('–', '') when no usage was reported. Tokens too many for the
+    column lose their 'tok' (no '$' says what they are)."""
     tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
     known = bool(getattr(row, "cost_known", False))
     main = usage_text(tokens, row.cost_usd or 0.0, known)
@@ -62,6 +66,8 @@ def home_cost(row: Any) -> tuple[str, str]:
     waste = waste_text(w_tokens, w_cost, known, short=True)
     if waste and not known and waste.endswith(" tok"):
         waste = waste[:-4]  # beside '12.3k tok': the unit is said once
+        if len(main) + 2 + len(waste) > HOME_WIDTH:
+            main = main[:-4]
     return main, ("−" + waste if waste else "")
 
 

@@ -18,7 +18,7 @@ from textual.widgets import DataTable
 from shepherd.core.states import LIVE_STATUSES, SessionStatus
 from shepherd.core.text import safe, safe_fields
 from shepherd.tui.fmt import fmt_span, fmt_tokens  # noqa: F401 - fmt_tokens: public here for tests
-from shepherd.tui.fmt_cost import home_cost
+from shepherd.tui.fmt_cost import HOME_WIDTH, home_cost
 from shepherd.tui.icons import NEEDS_ICONS, state_icon
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ COLUMNS: list[tuple[str, str, int | None, int]] = [
     ("duration", "Took", 7, 0),
     ("subtasks", "Sub", 5, 0),
     ("retries", "Rtry", 4, 0),
-    ("usage", "Cost −waste", 15, 0),
+    ("usage", "Cost −waste", HOME_WIDTH, 0),
 ]
 TITLE_MAX = 40  # beyond this, spare width goes to backend/model first
 BACKEND_MAX = 26
