@@ -114,7 +114,7 @@ COLUMNS: list[tuple[str, str, int | None, int]] = [
     ("retries", "Rtry", 4, 0),
     ("usage", "Cost −waste", HOME_WIDTH, 0),
 ]
-TITLE_MAX = 40  # beyond this, spare width goes to backend/model first
+TITLE_MAX = 37  # beyond this, spare width goes to backend/model first (37: the cost column took 3)
 BACKEND_MAX = 26
 
 
