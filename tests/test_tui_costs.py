@@ -94,7 +94,8 @@ async def test_the_session_view_shows_cost_and_waste(tmp_path: Path) -> None:
         status = screen.query_one(StatusBar).text
         assert "$0.42" in status and "$0.30 wasted" in status
         line = screen.query_one(SubtaskList).get_option_at_index(0).prompt
-        assert "$0.42 −0.30 Fix the flaky test" in str(getattr(line, "plain", line))
+        plain = str(getattr(line, "plain", line))
+        assert plain.startswith("✓ Fix the flaky test ") and plain.endswith(" $0.42 −0.30")  # at the right edge
         seps = {w.block.number: w.render_block(100).plain for w in screen.query(AttemptSeparator)}
         assert "1.1k tok · $0.30 wasted" in seps[1]
         assert "2.2k tok · $0.12" in seps[2] and "wasted" not in seps[2]
@@ -135,6 +136,6 @@ async def test_live_usage_updates_the_figures(tmp_path: Path) -> None:
             await wait_until(pilot, lambda: "$0.20 wasted" in bar.text, what="the waste")
             assert "$0.30" in bar.text
             line = screen.query_one(SubtaskList).get_option_at_index(0).prompt
-            assert "$0.30 −0.20 Step" in str(getattr(line, "plain", line))
+            assert str(getattr(line, "plain", line)).endswith(" Step                  $0.30 −0.20")
     finally:
         await store.close()
