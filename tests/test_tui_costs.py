@@ -139,3 +139,27 @@ async def test_live_usage_updates_the_figures(tmp_path: Path) -> None:
             assert str(getattr(line, "plain", line)).endswith(" Step                  $0.30 −0.20")
     finally:
         await store.close()
+
+
+def test_the_model_shows_no_figures_it_cannot_know() -> None:
+    """Folded from the first event the model knows each attempt's figures; from a later
+    page with no stored ledger it shows none (not a partial sum)."""
+    from shepherd.tui import model as m
+
+    evs = [ev.SessionStarted(session_id="x", title="t"),
+           ev.AttemptStarted(session_id="x", subtask_id="a", attempt=1),
+           ev.Usage(session_id="x", subtask_id="a", attempt=1, input_tokens=100, cost_usd=0.5),
+           ev.AttemptStarted(session_id="x", subtask_id="a", attempt=2, reason="retry"),
+           ev.Usage(session_id="x", subtask_id="a", attempt=2, input_tokens=50, cost_usd=0.25)]
+    evs = [e.with_(seq=n, ts=float(n)) for n, e in enumerate(evs, 1)]
+    whole = m.SessionModel.from_history(None, (), evs, session_id="x")
+    st = whole.subtask("a")
+    assert st is not None and st.cost is not None and st.waste is not None
+    assert (st.cost.cost_usd, st.waste.cost_usd) == (0.75, 0.5)
+    assert whole.session.waste.input_tokens == 100
+    blocks = [b for b in st.blocks if isinstance(b, m.AttemptBlock)]
+    assert [(b.cost.usage.input_tokens, b.cost.wasted) for b in blocks] == [(100, True), (50, False)]
+    tail = m.SessionModel.from_history(None, (), evs[3:], session_id="x")
+    st = tail.subtask("a")
+    assert tail.costs is None and st is not None and st.cost is None
+    assert all(b.cost is None for b in st.blocks if isinstance(b, m.AttemptBlock))

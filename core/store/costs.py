@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shepherd.core.events import event_from_dict, loads
 from shepherd.core.cost_ledger import COST_TYPES, ROW_COLUMNS, CostLedger, attempt_row, session_columns
 from shepherd.core.stats import costs_from_events
 
@@ -51,8 +52,6 @@ def ledger_figures(ledger: CostLedger, session_id: str) -> dict[str, Any]:
 def backfill(conn: Any) -> int:
     """Fill attempt_costs and the sessions' figures from the stored events (migration 5,
     an existing database); the sessions filled. ``conn``: sqlite3, or PostgreSQL's SyncConn."""
-    from shepherd.core.store.derive import decode_event
-
     marks = ", ".join("?" * len(_TYPES))
     sids = [r[0] for r in conn.execute(
         f"SELECT DISTINCT session_id FROM events WHERE type IN ({marks}) ORDER BY session_id", _TYPES).fetchall()]
@@ -62,7 +61,7 @@ def backfill(conn: Any) -> int:
         events = []
         for r in rows:
             try:
-                events.append(decode_event(r[0]))
+                events.append(event_from_dict(loads(r[0])))
             except Exception:  # noqa: BLE001 - a damaged row counts for nothing, as in session_costs
                 continue
         costs = costs_from_events(sid, events)

@@ -187,7 +187,7 @@ class SessionModel(Fold, Paging):
             try:
                 self._fold_cost(e)
             except Exception:  # (odd numbers in a usage event: its costs are not known here)
-                self.costs = None
+                self._drop_costs()
             if e.seq:
                 self.last_seq = e.seq
                 if self.first_seq is None or e.seq < self.first_seq:
@@ -212,11 +212,22 @@ class SessionModel(Fold, Paging):
             if e.seq <= led.seq:
                 return  # in the ledger already
             if e.seq > led.seq + 1:  # events went by unseen: what they cost is not known here
-                self.costs = None
+                self._drop_costs()
                 return
         key = led.apply(e)
         if key is not None:
             self._costs_changed(key[0])
+
+    def _drop_costs(self) -> None:
+        """No ledger any more: the per-subtask and per-attempt figures are not shown (the
+        session's, from its row, stay as they were)."""
+        self.costs = None
+        for st in self.subtasks.values():
+            if st.cost is not None:
+                st.cost = st.waste = None
+                self._touch_subtask(st)
+        for b in self._attempt_blocks.values():
+            self._link_attempt(b)
 
     def _costs_changed(self, subtask_id: str | None) -> None:
         led = self.costs
@@ -239,7 +250,7 @@ class SessionModel(Fold, Paging):
         """Give an attempt's block its figures (and redraw it if they changed)."""
         self._attempt_blocks[(b.subtask_id, b.number)] = b
         cost = self.costs.attempt(b.subtask_id, b.number) if self.costs is not None else None
-        if cost is not None:
+        if cost is not None or b.cost is not None:  # (one folded elsewhere, e.g. a page's scratch model, goes)
             b.cost = cost
             self._bump(b)
 
