@@ -191,3 +191,23 @@ async def test_migration_fills_costs_of_an_old_database(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+async def test_migration_5_fills_costs_on_both_stores(store_target: Any) -> None:
+    """A schema-4 database (migration 5's table and columns taken away, the events kept)
+    is filled on open, on SQLite and on PostgreSQL (its own migration path)."""
+    from tests.pg_server import is_pg, sql
+
+    rng = random.Random(5)
+    async with await open_store(store_target) as store:
+        for i in range(4):
+            await _write(store, rng, random_session(rng, f"m{i}"))
+        want = {f"m{i}": await session_costs(store, f"m{i}") for i in range(4)}
+    sql(store_target, "DROP TABLE attempt_costs")
+    for column in ("cost_known", "waste_input_tokens", "waste_output_tokens", "waste_cost_usd"):
+        sql(store_target, f"ALTER TABLE sessions DROP COLUMN {column}")
+    sql(store_target, "UPDATE sessions SET input_tokens = 0, output_tokens = 0, cost_usd = 0")
+    sql(store_target, "UPDATE shepherd_schema SET version = 4" if is_pg(store_target) else "PRAGMA user_version = 4")
+    async with await open_store(store_target) as store:
+        for sid, costs in want.items():
+            _check(await store.get_session(sid), await store.cost_ledger(sid), costs)
