@@ -24,11 +24,10 @@ def money(usd: float) -> str:
     return f"${usd:.2f}"
 
 
-def usage_text(tokens: int, cost_usd: float, cost_known: bool, *, exact: bool = False) -> str:
-    """'$0.42' where a cost was reported, else '12.3k tok', else '' (nothing reported).
-    ``exact``: the status bar's and the feed's cents ('$0.0042')."""
+def usage_text(tokens: int, cost_usd: float, cost_known: bool) -> str:
+    """'$0.42' where a cost was reported, else '12.3k tok', else '' (nothing reported)."""
     if cost_known:
-        return fmt_cost(cost_usd) if exact and cost_usd else money(cost_usd)
+        return money(cost_usd)
     return f"{fmt_tokens(tokens, mega_places=1)} tok" if tokens else ""
 
 
