@@ -67,6 +67,7 @@ class AttemptCost:
     errored: bool = False
     superseded: bool = False
     done: bool = False
+    started: bool = False  # an attempt.started named it (the highest one started supersedes the rest)
     days: dict[str, Tally] = field(default_factory=dict)  # UTC day -> this attempt's usage that day
 
     @property
@@ -129,7 +130,7 @@ def costs_from_events(session_id: str, events: Iterable[Any]) -> SessionCosts:
             out.backend, out.model = ev.backend, ev.model
         elif isinstance(ev, AttemptStarted) and ev.subtask_id is not None:
             no = ev.attempt if ev.attempt is not None else latest.get(ev.subtask_id, 0) + 1
-            get(ev.subtask_id, no)
+            get(ev.subtask_id, no).started = True
             latest[ev.subtask_id] = max(latest.get(ev.subtask_id, 0), no)
         elif isinstance(ev, Usage):
             a = get(ev.subtask_id, ev.attempt if ev.attempt is not None else latest.get(ev.subtask_id or "", None))

@@ -190,7 +190,8 @@ async def test_the_home_under_a_view_opened_at_start_is_built_after_that_view_is
         await pilot.press("escape")
         await wait_until(pilot, lambda: "SessionsScreen" in app.first_frames, what="back home")
         home = app.first_frames["SessionsScreen"]
-        assert "Demo: fix the date parser in tinydates" in home and "2 sessions" in home, home
+        # (at 120 columns the title column gives the cost column room: the title is cut)
+        assert "Demo: fix the date parser in tinyda" in home and "2 sessions" in home, home
         for key in ("d Demo", "q Quit"):
             assert key in home, f"{key!r} not in the home's first frame:\n{home}"
 

@@ -24,9 +24,25 @@ def test_one_fmt_tokens_with_each_screen_s_millions() -> None:
     # the session's status bar: two decimals for millions; the home's narrow column: one
     assert m.fmt_tokens(2_500_000) == "2.50M" and m.fmt_tokens(12_345) == "12.3k"
     row = SimpleNamespace(input_tokens=2_000_000, output_tokens=500_000, cost_usd=0.0)
-    assert sessions.fmt_usage(row) == "2.5M"
-    row.cost_usd = 3.5
-    assert sessions.fmt_usage(row) == "2.5M $3.50"
+    assert sessions.fmt_usage(row) == "2.5M tok"  # no cost reported: tokens, never "$0.00"
+    row.cost_usd, row.cost_known = 3.5, True
+    assert sessions.fmt_usage(row) == "$3.50"
+
+
+def test_the_home_cost_column_shows_the_waste_and_never_an_unknown_cost() -> None:
+    row = SimpleNamespace(input_tokens=0, output_tokens=0, cost_usd=0.0, cost_known=False, waste_input_tokens=0,
+                          waste_output_tokens=0, waste_cost_usd=0.0)
+    assert sessions.fmt_usage(row) == "–"  # no usage reported
+    row.input_tokens, row.waste_input_tokens = 12_300, 3_100
+    assert sessions.fmt_usage(row) == "12.3k tok −3.1k"
+    row.cost_known, row.cost_usd, row.waste_cost_usd = True, 0.42, 0.1
+    assert sessions.fmt_usage(row) == "$0.42 −0.10"
+    row.cost_usd, row.waste_cost_usd = 0.004, 0.001
+    assert sessions.fmt_usage(row) == "<$0.01 −<0.01"
+    row.cost_usd, row.waste_cost_usd, row.waste_input_tokens = 999.99, 999.99, 1
+    assert len(sessions.fmt_usage(row)) <= 16  # the column's width
+    row.cost_known, row.input_tokens, row.waste_input_tokens = False, 123_400, 100_000
+    assert sessions.fmt_usage(row) == "123.4k −100.0k"  # too wide with its "tok"
 
 
 def test_clip_is_public_and_one() -> None:

@@ -29,6 +29,7 @@ from textual.message_pump import MessagePump
 from shepherd.core.events import Event
 
 if TYPE_CHECKING:
+    from shepherd.core.cost_ledger import CostLedger
     from shepherd.core.store.protocol import EventStore
     from shepherd.core.store.rows import SessionRow, SubtaskRow
 
@@ -49,6 +50,7 @@ class History:
     subtasks: "list[SubtaskRow]" = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     has_earlier: bool = False
+    costs: "CostLedger | None" = None  # tokens, cost and waste per attempt (read after the events)
 
     @property
     def last_seq(self) -> int:
@@ -86,7 +88,13 @@ class StaticFeed:
         else:
             self.first_seq = last + 1 if last else None
             self.last_seq = last
-        return History(row, list(subtasks), list(events), has_earlier=self.has_earlier)
+        costs = None
+        if row is not None:  # (read after the page: it holds the page's events already, or more)
+            try:
+                costs = await self.store.cost_ledger(self.session_id)
+            except Exception:  # the view works without: the costs fold from the events it sees
+                costs = None
+        return History(row, list(subtasks), list(events), has_earlier=self.has_earlier, costs=costs)
 
     @property
     def has_earlier(self) -> bool:

@@ -18,6 +18,8 @@ import sqlite3
 
 from shepherd.core.states import FINISHED_STATUSES
 from shepherd.core.events import LAZY_TYPES, Event, build_event, event_from_dict, field_names, loads
+from shepherd.core.cost_ledger import COST_TYPES, CostLedger, attempt_row
+from shepherd.core.store.costs import load_ledgers, ledger_figures, write_ledger_rows
 from shepherd.core.store.derive_handlers import HANDLERS
 from shepherd.core.store.search import INSERT_DOCS, doc_rows
 
@@ -26,7 +28,8 @@ log = logging.getLogger("shepherd.store")
 SESSION_COLUMNS = ("id", "title", "backend", "model", "workspace", "status", "started_at",
                    "updated_at", "ended_at", "last_seq", "last_event_ts", "subtasks_total",
                    "subtasks_done", "retries", "input_tokens", "output_tokens", "cost_usd",
-                   "task_json", "needs", "needs_since", "needs_detail")
+                   "task_json", "needs", "needs_since", "needs_detail", "cost_known", "waste_input_tokens",
+                   "waste_output_tokens", "waste_cost_usd")
 SUBTASK_COLUMNS = ("session_id", "id", "title", "position", "planned", "phase", "status",
                    "attempts", "retries", "started_at", "finished_at", "reason", "last_error_kind")
 CALL_COLUMNS = ("session_id", "call_id", "subtask_id", "attempt", "name", "input_json", "status",
@@ -183,6 +186,8 @@ class _Batch:
         self.needs_sessions: set[str] = set()  # sessions whose needs* are derived again
         self.state_subtasks: set[tuple[str, str]] = set()  # (session, subtask): drop its run state if settled
         self.worktrees: dict[str, dict[str, Any]] = {}  # sid -> its worktrees row (from its latest worktree event)
+        self.ledgers: dict[str, CostLedger] = {}  # sessions with cost events in this batch (core.store.costs)
+        self.dirty_attempts: dict[str, set[Any]] = {}  # sid -> keys of the ledger's attempts changed
 
     # --- loading -------------------------------------------------------------------
 
@@ -209,6 +214,7 @@ class _Batch:
                 "ORDER BY position, rowid", chunk).fetchall()
             for r in rows:
                 self.subtasks.setdefault(r["session_id"], {})[r["id"]] = dict(r)
+        self.ledgers = load_ledgers(conn, list(dict.fromkeys(e.session_id for e in events if e.type in COST_TYPES)))
         keys: dict[str, set[str]] = {}
         approval_sids: set[str] = set()
         for e in events:
@@ -256,6 +262,10 @@ class _Batch:
             handler(self, s, ev)
         if ev.type in NEEDS_EVENTS:
             self.needs_sessions.add(ev.session_id)
+        if ev.type in COST_TYPES:
+            key = self.ledgers[ev.session_id].apply(ev)
+            if key is not None:  # (superseded attempts need no write: loading a ledger works that out)
+                self.dirty_attempts.setdefault(ev.session_id, set()).add(key)
 
     def subtask(self, sid: str, subtask_id: str, ts: float) -> dict[str, Any]:
         rows = self.subtasks.setdefault(sid, {})
@@ -300,6 +310,12 @@ class _Batch:
             planned = [r for r in rows.values() if r["planned"]]
             s["subtasks_total"] = len(planned)
             s["subtasks_done"] = sum(1 for r in planned if r["status"] == "done")
+        ledger_rows = []
+        for sid, dirty in sorted(self.dirty_attempts.items()):
+            led = self.ledgers[sid]
+            ledger_rows += [attempt_row(sid, led.attempts[k]) for k in sorted(dirty, key=_key_order)]
+            self.sessions[sid].update(ledger_figures(led, sid))
+        write_ledger_rows(conn, ledger_rows, insert_rows)
         new_rows = []
         for sid, s in self.sessions.items():
             stored = self.stored_sessions.get(sid)
@@ -416,6 +432,10 @@ def _session_update(columns: tuple[int, ...]) -> str:
     return sql
 
 
+def _key_order(key: tuple[str | None, int | None]) -> tuple[str, int]:
+    return (key[0] or "", -1 if key[1] is None else key[1])
+
+
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -425,7 +445,8 @@ def _new_session(sid: str, last_seq: int, ts: float) -> dict[str, Any]:
             "status": "running", "started_at": ts, "updated_at": ts, "ended_at": None,
             "last_seq": last_seq, "last_event_ts": None, "subtasks_total": 0,
             "subtasks_done": 0, "retries": 0, "input_tokens": 0, "output_tokens": 0,
-            "cost_usd": 0.0, "task_json": "{}", "needs": None, "needs_since": None, "needs_detail": ""}
+            "cost_usd": 0.0, "task_json": "{}", "needs": None, "needs_since": None, "needs_detail": "",
+            "cost_known": 0, "waste_input_tokens": 0, "waste_output_tokens": 0, "waste_cost_usd": 0.0}
 
 
 def _log_duplicate(ev: Event) -> None:

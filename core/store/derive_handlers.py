@@ -140,12 +140,6 @@ def _on_session_interrupted(b: _Batch, s: dict[str, Any], ev: Any) -> None:
     b.set_subtasks_where(ev.session_id, LIVE_SUBTASK, "interrupted")
 
 
-def _on_usage(b: _Batch, s: dict[str, Any], ev: Any) -> None:
-    s["input_tokens"] += int(ev.input_tokens or 0)
-    s["output_tokens"] += int(ev.output_tokens or 0)
-    s["cost_usd"] += float(ev.cost_usd or 0.0)
-
-
 def _on_tool_started(b: _Batch, s: dict[str, Any], ev: Any) -> None:
     key = (ev.session_id, ev.call_id)
     row = b.calls.get(key)
@@ -236,7 +230,7 @@ HANDLERS = {
     "session.resumed": _on_session_resumed,
     "session.finished": _on_session_finished,
     "session.interrupted": _on_session_interrupted,
-    "usage": _on_usage,
+    # (usage: the session's tokens and cost come from its cost ledger, core.store.costs)
     "tool.started": _on_tool_started,
     "tool.finished": _on_tool_finished,
     "approval.requested": _on_approval_requested,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
+    from shepherd.core.cost_ledger import CostLedger
     from shepherd.core.clock import Clock
     from shepherd.core.events import Event
     from shepherd.core.store.agents_session import AgentsSession
@@ -133,6 +134,11 @@ class EventReader(Protocol):
 
     async def subtasks(self, session_id: str) -> list[SubtaskRow]:
         """In plan order."""
+        ...
+
+    async def cost_ledger(self, session_id: str) -> CostLedger | None:
+        """Tokens, cost and retry waste per attempt (core.cost_ledger), at the seq it names;
+        None for no such session."""
         ...
 
     async def tool_calls(self, session_id: str, status: str | None = None) -> list[ToolCallRow]: ...

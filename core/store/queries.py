@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from shepherd.core.store.costs import LEDGER_READ, ledger_from_read
 from shepherd.core.store.derive import decode_event
 from shepherd.core.store.errors import AmbiguousSession, SessionNotFound
 from shepherd.core.store.protocol import SUBTASK_HISTORY_TYPES
@@ -22,6 +23,8 @@ from shepherd.core.store.rows import ApprovalRow, approval_row, SessionRow, Subt
 
 if TYPE_CHECKING:
     import aiosqlite
+
+    from shepherd.core.cost_ledger import CostLedger
 
 # What an event read selects. ``sound``: SQLite found the JSON valid, an object, and of
 # the row's type, session and seq, so the row can be decoded lazily (core.events.lazy_event)
@@ -134,6 +137,11 @@ async def last_seq(conn: aiosqlite.Connection, session_id: str) -> int:
         return int(rows[0]["last_seq"])
     rows = await _all(conn, "SELECT MAX(seq) AS m FROM events WHERE session_id = ?", (session_id,))
     return int(rows[0]["m"] or 0)
+
+
+async def cost_ledger(conn: aiosqlite.Connection, session_id: str) -> CostLedger | None:
+    """The session's cost ledger (core.store.costs) and the seq it is at, in one statement."""
+    return ledger_from_read(await _all(conn, LEDGER_READ, (session_id,)))
 
 
 async def subtasks(conn: aiosqlite.Connection, session_id: str) -> list[SubtaskRow]:

@@ -27,6 +27,8 @@ from shepherd.core.store.search import SearchHit, sqlite_search_rows
 if TYPE_CHECKING:
     import aiosqlite
 
+    from shepherd.core.cost_ledger import CostLedger
+
     from shepherd.core.clock import Clock
 
 log = logging.getLogger("shepherd.store")
@@ -101,6 +103,9 @@ class SQLiteReads:
 
     async def subtasks(self, session_id: str) -> list[SubtaskRow]:
         return await self._read(queries.subtasks, session_id)
+
+    async def cost_ledger(self, session_id: str) -> CostLedger | None:
+        return await self._read(queries.cost_ledger, session_id)
 
     async def tool_calls(self, session_id: str, status: str | None = None) -> list[ToolCallRow]:
         return await self._read(queries.tool_calls, session_id, status)

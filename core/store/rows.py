@@ -32,6 +32,12 @@ class SessionRow:
     needs: str | None = None  # approval | stuck | None: what the session waits for from a person
     needs_since: float | None = None
     needs_detail: str = ""  # the tool and an input preview, or the stuck reason
+    # (core.store.costs) whether any usage reported a cost, and the part of the totals that
+    # went on attempts that failed or were retried ("retry waste", core.stats' rules)
+    cost_known: bool = False
+    waste_input_tokens: int = 0
+    waste_output_tokens: int = 0
+    waste_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,9 @@ def session_row(r: Any) -> SessionRow:
         retries=r["retries"], input_tokens=r["input_tokens"], output_tokens=r["output_tokens"],
         cost_usd=r["cost_usd"], task=task if isinstance(task, dict) else {},
         last_event_ts=r["last_event_ts"], needs=r["needs"], needs_since=r["needs_since"],
-        needs_detail=r["needs_detail"] or "")
+        needs_detail=r["needs_detail"] or "", cost_known=bool(r["cost_known"]),
+        waste_input_tokens=r["waste_input_tokens"], waste_output_tokens=r["waste_output_tokens"],
+        waste_cost_usd=r["waste_cost_usd"])
 
 
 def subtask_row(r: Any) -> SubtaskRow:

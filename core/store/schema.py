@@ -283,8 +283,47 @@ def _m4_search(c: sqlite3.Connection) -> None:
     backfill(c)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_approvals, _m3_worktrees, _m4_search]
+def _m5_costs(c: sqlite3.Connection) -> None:
+    """Tokens, cost and retry waste (core.store.costs): the session's figures beside its
+    totals, and per attempt its tally and how it ended (core.cost_ledger's rows; subtask ''
+    is usage of no subtask, attempt -1 one that named none). Filled from the events already
+    stored by BACKFILLS[5], on both stores."""
+    _run_script(
+        c,
+        """
+        ALTER TABLE sessions ADD COLUMN cost_known INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE sessions ADD COLUMN waste_input_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE sessions ADD COLUMN waste_output_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE sessions ADD COLUMN waste_cost_usd REAL NOT NULL DEFAULT 0;
+        CREATE TABLE attempt_costs (
+            session_id    TEXT NOT NULL,
+            subtask_id    TEXT NOT NULL,
+            attempt       INTEGER NOT NULL,
+            input_tokens  INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd      REAL NOT NULL DEFAULT 0,
+            cost_known    INTEGER NOT NULL DEFAULT 0,
+            started       INTEGER NOT NULL DEFAULT 0,
+            errored       INTEGER NOT NULL DEFAULT 0,
+            done          INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (session_id, subtask_id, attempt)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+def _backfill_costs(c: object) -> None:
+    from shepherd.core.store.costs import backfill
+
+    backfill(c)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_approvals, _m3_worktrees, _m4_search,
+                                                         _m5_costs]
 SCHEMA_VERSION = len(MIGRATIONS)
+# Data steps run after a migration's statements, on both stores (the connection: sqlite3's,
+# or PostgreSQL's dialect.SyncConn), where the statements alone cannot fill a new table.
+BACKFILLS: dict[int, Callable[[object], None]] = {5: _backfill_costs}
 
 
 # --- opening ------------------------------------------------------------------------
@@ -507,6 +546,8 @@ def _migrate(path: Path) -> None:
             _validate(path, version, app_id, tables)
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[number - 1](conn)
+                if number in BACKFILLS:
+                    BACKFILLS[number](conn)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

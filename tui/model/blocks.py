@@ -38,6 +38,7 @@ class AttemptBlock(Block):
     number: int = 1
     reason: str = "first"
     prompt_extra: str = ""
+    cost: Any = None  # its core.stats.AttemptCost (the model's cost ledger's; None: not known here)
 
 
 @dataclass(eq=False)

@@ -116,9 +116,10 @@ class Fold:
         if st.started_at is None:
             st.started_at = e.ts or None
         self.current_subtask_id = st.id
-        self._add(st, AttemptBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=number,
-                                   number=number, reason=e.reason or "first",
-                                   prompt_extra=e.prompt_extra or ""))
+        block = AttemptBlock(bid=0, subtask_id=st.id, seq=e.seq, ts=e.ts, attempt=number, number=number,
+                             reason=e.reason or "first", prompt_extra=e.prompt_extra or "")
+        self._add(st, block)
+        self._link_attempt(block)
         self._touch_subtask(st)
 
     # streaming content
@@ -325,6 +326,7 @@ class Fold:
         s.input_tokens += int(e.input_tokens or 0)
         s.output_tokens += int(e.output_tokens or 0)
         s.cost_usd += float(e.cost_usd or 0.0)
+        s.cost_known = s.cost_known or e.cost_usd is not None
         self._touch_session()
 
     def _on_heartbeat(self, e: ev.Heartbeat) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shepherd.core.report import compact_input
-from shepherd.tui.model.blocks import Block, TextBlock, ThinkingBlock, ToolBlock, block_key, is_open
+from shepherd.tui.model.blocks import AttemptBlock, Block, TextBlock, ThinkingBlock, ToolBlock, block_key, is_open
 from shepherd.tui.model.views import SubtaskView
 
 if TYPE_CHECKING:
@@ -132,6 +132,9 @@ class Paging:
                 elif isinstance(b, TextBlock) and b.message_id:
                     self._texts.setdefault((subtask_id, b.message_id), b)
         st.blocks[:0] = out
+        for b in out:
+            if isinstance(b, AttemptBlock):
+                self._link_attempt(b)  # its figures: this model's ledger's (the page's fold has none)
         if out:
             seqs = [b.seq for b in out if b.seq]
             if seqs and (self.first_seq is None or min(seqs) < self.first_seq):

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from shepherd.core import events as ev
+from shepherd.core.cost_ledger import CostLedger
+from shepherd.core.stats import Tally
 from shepherd.core.states import ACTIVE_STATES, SubtaskState
 from shepherd.core.text import safe, safe_fields
-from shepherd.tui.model.blocks import Block, NoteBlock, TextBlock, ThinkingBlock, ToolBlock
+from shepherd.tui.model.blocks import AttemptBlock, Block, NoteBlock, TextBlock, ThinkingBlock, ToolBlock
 from shepherd.tui.model.fold import Fold
 from shepherd.tui.model.paging import Paging
 from shepherd.tui.model.views import SESSION_PSEUDO_ID, Changes, SessionInfo, SubtaskView
@@ -48,16 +50,25 @@ class SessionModel(Fold, Paging):
         self._thoughts: dict[tuple[str, str], ThinkingBlock] = {}
         self._changes = Changes()
         self.replaced: list[Block] = []  # blocks the last prepend() moved to the front
+        # Tokens, cost and waste per attempt (core.cost_ledger): the store's ledger, or one
+        # folded here from the first event on; None once events went by that it did not see.
+        self.costs: CostLedger | None = CostLedger()
+        self._attempt_blocks: dict[tuple[str, int], AttemptBlock] = {}
 
     # --- construction ---
 
     @classmethod
     def from_history(cls, session_row: Any | None, subtask_rows: Iterable[Any] = (),
-                     events: Iterable[ev.Event] = (), session_id: str = "") -> "SessionModel":
+                     events: Iterable[ev.Event] = (), session_id: str = "",
+                     costs: CostLedger | None = None) -> "SessionModel":
+        """``costs``: the store's cost ledger (``EventStore.cost_ledger``); without it the
+        costs are folded from ``events`` if they start at the session's first event."""
         m = cls(session_id or (getattr(session_row, "id", "") if session_row else ""))
         if session_row is not None:
             m.load_session_row(session_row)
         m.load_subtask_rows(subtask_rows)
+        if costs is not None:
+            m.load_costs(costs)
         events = list(events)
         m.apply(events)
         if events and events[0].seq > 1:  # a last page: older blocks are in the store
@@ -81,6 +92,10 @@ class SessionModel(Fold, Paging):
         s.input_tokens = int(row.input_tokens or 0)
         s.output_tokens = int(row.output_tokens or 0)
         s.cost_usd = float(row.cost_usd or 0.0)
+        s.cost_known = bool(getattr(row, "cost_known", False))
+        waste_usd = float(getattr(row, "waste_cost_usd", 0.0) or 0.0)
+        s.waste = Tally(int(getattr(row, "waste_input_tokens", 0) or 0), int(getattr(row, "waste_output_tokens", 0) or 0),
+                        waste_usd, bool(s.cost_known and waste_usd))
         s.retries = int(getattr(row, "retries", 0) or 0)
         last_ts = getattr(row, "last_event_ts", None) or row.updated_at
         s.last_event_ts = last_ts
@@ -169,12 +184,75 @@ class SessionModel(Fold, Paging):
                 self._apply_one(safe_fields(e, keep=_PLAN_KEEP if isinstance(e, ev.PlanReady) else ID_FIELDS))
             except Exception as exc:  # never let a strange event take the screen down
                 self._note(e, "opaque", safe(f"{e.type}: could not display ({type(exc).__name__}: {exc})"))
+            try:
+                self._fold_cost(e)
+            except Exception:  # (odd numbers in a usage event: its costs are not known here)
+                self._drop_costs()
             if e.seq:
                 self.last_seq = e.seq
                 if self.first_seq is None or e.seq < self.first_seq:
                     self.first_seq = e.seq
             self.events_applied += 1
         return self.take_changes()
+
+    # --- costs ---
+
+    def load_costs(self, ledger: CostLedger) -> None:
+        """The store's ledger (at ``ledger.seq``): events up to there are in it already."""
+        self.costs = ledger
+        for sub in {a.subtask_id for a in ledger.attempts.values()}:
+            self._costs_changed(sub)
+        self._costs_changed(None)
+
+    def _fold_cost(self, e: ev.Event) -> None:
+        led = self.costs
+        if led is None:
+            return
+        if e.seq:
+            if e.seq <= led.seq:
+                return  # in the ledger already
+            if e.seq > led.seq + 1:  # events went by unseen: what they cost is not known here
+                self._drop_costs()
+                return
+        key = led.apply(e)
+        if key is not None:
+            self._costs_changed(key[0])
+
+    def _drop_costs(self) -> None:
+        """No ledger any more: the per-subtask and per-attempt figures are not shown (the
+        session's, from its row, stay as they were)."""
+        self.costs = None
+        for st in self.subtasks.values():
+            if st.cost is not None:
+                st.cost = st.waste = None
+                self._touch_subtask(st)
+        for b in self._attempt_blocks.values():
+            self._link_attempt(b)
+
+    def _costs_changed(self, subtask_id: str | None) -> None:
+        led = self.costs
+        if led is None:
+            return
+        s = self.session
+        s.waste = led.session_costs(s.id).waste
+        self._touch_session()
+        if subtask_id is None:
+            return
+        st = self.subtasks.get(subtask_id)
+        if st is not None:
+            st.cost, st.waste = led.subtask(subtask_id)
+            self._touch_subtask(st)
+        for (sub, _), b in self._attempt_blocks.items():
+            if sub == subtask_id:
+                self._link_attempt(b)
+
+    def _link_attempt(self, b: AttemptBlock) -> None:
+        """Give an attempt's block its figures (and redraw it if they changed)."""
+        self._attempt_blocks[(b.subtask_id, b.number)] = b
+        cost = self.costs.attempt(b.subtask_id, b.number) if self.costs is not None else None
+        if cost is not None or b.cost is not None:  # (one folded elsewhere, e.g. a page's scratch model, goes)
+            b.cost = cost
+            self._bump(b)
 
     def settle(self) -> Changes:
         """For a session nobody runs any more: nothing may look like it still runs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shepherd.core.stats import Tally
 from shepherd.core.text import safe
 from shepherd.tui.model.blocks import Block, RetryBlock, ToolBlock
 from shepherd.core.states import VIEW_LIVE_STATUSES, SessionStatus, SubtaskState
@@ -26,6 +27,8 @@ class SubtaskView:
     reason: str = ""
     last_error_kind: str | None = None
     planned: bool = False
+    cost: Tally | None = None  # tokens and cost of its attempts (None: not known here)
+    waste: Tally | None = None  # the part spent on attempts that failed or were retried
     retry: RetryBlock | None = None  # the wait in progress, if any
     blocks: list[Block] = field(default_factory=list)
     version: int = 0
@@ -56,6 +59,8 @@ class SessionInfo:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cost_known: bool = False  # some usage reported a cost (else cost_usd says nothing)
+    waste: Tally = field(default_factory=Tally)  # retry waste (core.stats' rules)
     retries: int = 0
     last_event_ts: float | None = None
     last_activity_ts: float | None = None  # last event that was not a heartbeat (or hb - idle)

@@ -190,7 +190,8 @@ class SessionScreen(ControlsMixin, Screen[None]):
             # A followed session may not have committed its first event yet (a run just
             # started here or elsewhere): its feed delivers it, the status says "starting…".
             self.notify(f"no session {self.session_id} in the database", severity="warning")
-        self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id)
+        self.model = m.SessionModel.from_history(h.session, h.subtasks, h.events, session_id=self.session_id,
+                                                 costs=h.costs)
         if getattr(h.session, "needs", None) == "approval" and self.live and not self.model.pending_approvals():
             await self._load_awaiting()
         self.selected = self.model.default_subtask_id()

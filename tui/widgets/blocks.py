@@ -15,6 +15,7 @@ from textual.widget import Widget
 from textual.geometry import Size
 
 from shepherd.tui import model as m
+from shepherd.tui.fmt_cost import attempt_cost
 from shepherd.tui.widgets import markdown as md
 from shepherd.tui.widgets.markdown import RENDERED
 from shepherd.tui.widgets.anim import Ticker
@@ -149,6 +150,10 @@ class AttemptSeparator(BlockWidget):
         reason = ATTEMPT_REASONS.get(b.reason, b.reason)
         label = f" attempt {b.number} · {reason} "
         head = Content.assemble("──", (label, "bold"))
+        cost, wasted = attempt_cost(b.cost)
+        if cost:  # what this attempt used (and whether that was wasted: it failed or was retried)
+            head = head.append(Content.assemble("─ ", (cost + " ", "$foreground-muted"),
+                                                ("wasted " if wasted else "", "$warning")))
         head = head.append("─" * max(0, width - head.cell_length))
         if not b.prompt_extra.strip():
             return head

@@ -17,7 +17,8 @@ from textual.widgets import DataTable
 
 from shepherd.core.states import LIVE_STATUSES, SessionStatus
 from shepherd.core.text import safe, safe_fields
-from shepherd.tui.fmt import fmt_span, fmt_tokens
+from shepherd.tui.fmt import fmt_span, fmt_tokens  # noqa: F401 - fmt_tokens: public here for tests
+from shepherd.tui.fmt_cost import HOME_WIDTH, home_cost
 from shepherd.tui.icons import NEEDS_ICONS, state_icon
 
 if TYPE_CHECKING:
@@ -56,14 +57,18 @@ def fmt_started(ts: float, now: float) -> str:
 
 
 def fmt_usage(row: "SessionRow") -> str:
-    tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
-    cost = row.cost_usd or 0.0
-    if not tokens and not cost:
-        return "–"
-    if not cost:
-        return fmt_tokens(tokens, mega_places=1)  # the column is narrow: '2.5M'
-    money = "<$0.01" if cost < 0.01 else f"${cost:.2f}"
-    return f"{fmt_tokens(tokens, mega_places=1)} {money}"
+    """The cost column's text: '$0.42 −0.10' (the part wasted on failed attempts after the
+    '−'), '12.3k tok −3.1k' when no cost was reported, '–' when no usage was."""
+    main, waste = home_cost(row)
+    return f"{main} {waste}" if waste else main
+
+
+def usage_cell(row: "SessionRow") -> Text:
+    main, waste = home_cost(row)
+    out = Text(main, justify="right", no_wrap=True, overflow="ellipsis")
+    if waste:
+        out.append(" " + waste, style="dim")
+    return out
 
 
 def session_duration(row: "SessionRow", now: float) -> float:
@@ -107,9 +112,9 @@ COLUMNS: list[tuple[str, str, int | None, int]] = [
     ("duration", "Took", 7, 0),
     ("subtasks", "Sub", 5, 0),
     ("retries", "Rtry", 4, 0),
-    ("usage", "Tokens/cost", 13, 0),
+    ("usage", "Cost −waste", HOME_WIDTH, 0),
 ]
-TITLE_MAX = 40  # beyond this, spare width goes to backend/model first
+TITLE_MAX = 37  # beyond this, spare width goes to backend/model first (37: the cost column took 3)
 BACKEND_MAX = 26
 
 
@@ -161,5 +166,5 @@ def cell_texts(row: "SessionRow", now: float, *, frame: int, in_process: bool,
         "subtasks": Text(sub, justify="right"),
         "retries": Text(str(row.retries) if row.retries else "–", justify="right",
                         style="yellow" if row.retries else ""),
-        "usage": Text(fmt_usage(row), justify="right"),
+        "usage": usage_cell(row),
     }

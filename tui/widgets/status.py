@@ -1,5 +1,5 @@
 """Session header (title, backend/model, id) and the status bar (state, elapsed, idle
-time, tokens, cost, retries)."""
+time, tokens, cost, retry waste, retries)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from textual.widget import Widget
 from shepherd.core.states import SessionStatus
 from shepherd.core.text import safe
 from shepherd.tui import model as m
+from shepherd.tui.fmt_cost import status_cost
 from shepherd.tui.icons import state_icon
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.blocks import Clock
@@ -64,7 +65,11 @@ def status_line(info: m.SessionInfo, now: float, *, live: bool, read_only: bool 
     if info.stalled and live:
         parts += [sep, ("⚠ stalled", "bold $warning")]
     parts += [sep, (f"{m.fmt_tokens(info.input_tokens)}↑ {m.fmt_tokens(info.output_tokens)}↓ tok", "")]
-    parts += [sep, (m.fmt_cost(info.cost_usd), "")]
+    cost, wasted = status_cost(info.cost_usd, info.cost_known, info.waste)
+    if cost:  # (no cost reported: the tokens say it all, never a "$0")
+        parts += [sep, (cost, "")]
+    if wasted:  # spent on attempts that failed or were retried
+        parts += [sep, (wasted, "$warning")]
     if info.retries:
         parts += [sep, (f"↻ {info.retries}", "$warning")]
     if (read_only or not live) and not note:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 
+from rich.cells import cell_len
 from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from shepherd.core.states import SubtaskState
 from shepherd.tui import model as m
+from shepherd.tui.fmt_cost import subtask_cost
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.blocks import Clock
 
@@ -39,8 +41,10 @@ def subtask_id_of(opt_id: str | None) -> str | None:
     return opt_id[3:]
 
 
-def subtask_line(st: m.SubtaskView, frame: int, now: float) -> Content:
-    """'⠙ Find the failing test' / '◷ 3s Fix it' / '✓ ↻2 Done one'."""
+def subtask_line(st: m.SubtaskView, frame: int, now: float, width: int | None = None) -> Content:
+    """'⠙ Find the failing test' / '◷ 3s Fix it' / '✓ ↻2 Done one      $0.42 −0.10' (its cost,
+    and the part wasted on failed attempts, at the right edge of ``width``: the title is cut
+    to make room; too narrow for both, the title wins)."""
     state = st.state
     if state == SubtaskState.RUNNING:
         icon = m.spinner(frame)
@@ -54,8 +58,19 @@ def subtask_line(st: m.SubtaskView, frame: int, now: float) -> Content:
         parts.append((f"↻{st.retries} ", "$foreground-muted"))
     if st.phase == "planning":
         parts.append(("plan: ", "$foreground-muted italic"))
-    parts.append((st.label, "" if state != SubtaskState.PENDING else "$foreground-muted"))
-    return Content.assemble(*parts)
+    title_style = "" if state != SubtaskState.PENDING else "$foreground-muted"
+    cost, wasted = subtask_cost(st.cost, st.waste)
+    tail = f" {cost}" + (f" {wasted}" if wasted else "") if cost else ""
+    head = Content.assemble(*parts)
+    room = (width or 0) - head.cell_length - len(tail)
+    if not tail or room < 6:
+        return head.append(Content.styled(st.label, title_style))
+    title = m.clip(st.label, room)
+    while cell_len(title) > room:  # (wide characters)
+        title = title[:-2] + "…"
+    return Content.assemble(head, (title, title_style), " " * (room - cell_len(title)),
+                            (f" {cost}", "$foreground-muted"),
+                            (f" {wasted}" if wasted else "", "$warning"))  # spent on failed attempts
 
 
 class SubtaskList(OptionList):
@@ -76,8 +91,9 @@ class SubtaskList(OptionList):
         now = self.clock()
         options = []
         self._plain.clear()
+        width = self._line_width()
         for st in self._subtasks:
-            line = subtask_line(st, self.frame, now)
+            line = subtask_line(st, self.frame, now, width)
             self._plain[st.id] = line.plain
             options.append(Option(line, id=option_id(st.id)))
         self.set_options(options)
@@ -99,12 +115,20 @@ class SubtaskList(OptionList):
         opt = self.highlighted_option
         return subtask_id_of(opt.id) if opt is not None else None
 
+    def _line_width(self) -> int | None:
+        width = self.scrollable_content_region.width if self.is_attached else 0
+        return width if width > 0 else None
+
+    def on_resize(self) -> None:
+        self.refresh_subtasks()  # the costs stay at the right edge
+
     def refresh_subtasks(self, ids: set[str] | None = None) -> None:
         now = self.clock()
+        width = self._line_width()
         for st in self._subtasks:
             if ids is not None and st.id not in ids:
                 continue
-            line = subtask_line(st, self.frame, now)
+            line = subtask_line(st, self.frame, now, width)
             if self._plain.get(st.id) != line.plain:
                 self._plain[st.id] = line.plain
                 try:

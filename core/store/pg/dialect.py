@@ -43,6 +43,7 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
     "tool_calls": ("session_id", "call_id"),
     "approvals": ("session_id", "call_id"),
     "worktrees": ("session_id",),
+    "attempt_costs": ("session_id", "subtask_id", "attempt"),
     "leases": ("session_id",),
     "run_states": ("session_id", "subtask_id"),
     "notified": ("session_id", "seq", "channel"),

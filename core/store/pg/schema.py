@@ -127,6 +127,12 @@ def prepare(conn: psycopg.Connection[Any], where: str, *, create: bool = True) -
                 sync = SyncConn(conn)
                 backfill(sync)
                 sync.flush()
+            if number in sqlite_schema.BACKFILLS:  # the same data step as SQLite's, through the dialect
+                from shepherd.core.store.pg.dialect import SyncConn
+
+                sync = SyncConn(conn)
+                sqlite_schema.BACKFILLS[number](sync)
+                sync.flush()
         conn.execute("UPDATE shepherd_schema SET version = %s", (SCHEMA_VERSION,))
     return SCHEMA_VERSION
 
