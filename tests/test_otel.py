@@ -373,3 +373,31 @@ def test_span_strings_pass_the_secret_scrubber(receiver: Receiver) -> None:
     assert otel.send(sid, b.spans()) == 3
     raw = b"".join(r.SerializeToString() for r in receiver.requests)
     assert SECRET.encode() not in raw and b"[redacted]" in raw  # ...the request does not
+
+
+def test_resumed_run_continues_the_trace_without_resending(tmp_path: Path, receiver: Receiver) -> None:
+    """A resumed session's exporter folds the earlier run's events first: the spans that
+    closed then (they went out then) are not sent again; the rest go out as they close."""
+    import asyncio
+
+    evs = _events("sess-otel")
+
+    async def main() -> tuple[int, set[str]]:
+        store = await open_store(tmp_path / "r.db")
+        try:
+            for ev in evs[:9]:  # the earlier run: attempt 1 and its tool call closed, attempt 2 begun
+                await store.append(ev)
+            live, note = await otel.start_live(store, "sess-otel", resumed=True)
+            assert live is not None and note is None
+            for ev in evs[9:]:
+                await store.append(ev)
+            await asyncio.sleep(0)
+            return await live.close(), {s.name for s in receiver.spans()}
+        finally:
+            await store.close()
+
+    count, names = asyncio.run(main())
+    assert count == 3 and len(receiver.spans()) == 3
+    assert names == {"shepherd.session fix the bug", "invoke_agent claude", "execute_tool edit"}
+    second = next(s for s in receiver.spans() if s.name == "invoke_agent claude")
+    assert second.span_id == otel.span_id("sess-otel", 9).to_bytes(8, "big")  # attempt 2: the same ids as an export
