@@ -115,6 +115,7 @@ class SpanBuilder:
         self.last_ts = 0.0
         self.finished = False
         self._current: dict[str | None, SpanData] = {}  # subtask -> its open attempt
+        self.created: list[SpanData] = []  # spans made since a live reader last took them
 
     def _attempt_of(self, ev: Event) -> SpanData:
         span = self.attempts.get((ev.subtask_id, ev.attempt)) if ev.attempt is not None else None
@@ -152,6 +153,7 @@ class SpanBuilder:
                             attributes=attrs)
             self.attempts[(ev.subtask_id, ev.attempt)] = span
             self._current[ev.subtask_id] = span
+            self.created.append(span)
         elif isinstance(ev, Usage):
             span = self._attempt_of(ev)
             a = span.attributes
@@ -175,10 +177,11 @@ class SpanBuilder:
         elif isinstance(ev, ToolStarted):
             parent = self._attempt_of(ev)
             name = _text(ev.name) or "tool"
-            self.tools[ev.call_id] = SpanData(
+            tool = self.tools[ev.call_id] = SpanData(
                 f"execute_tool {name}", span_id(self.session_id, ev.seq), parent.span_id, ts,
                 attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
                             "gen_ai.tool.call.id": _text(ev.call_id), "gen_ai.conversation.id": self.session_id})
+            self.created.append(tool)
         elif isinstance(ev, ToolFinished):
             span = self.tools.get(ev.call_id)
             if span is not None:
@@ -298,6 +301,7 @@ class LiveExporter:
         self.count = 0  # spans sent so far
         self.failed = 0  # spans the collector did not take
         self._out: set[int] = set()  # span ids handed to the sender
+        self._open: dict[int, SpanData] = {}  # spans not sent yet (the root aside): few, the running ones
         self._after_seq = 0  # events up to this seq were read from the store (a resumed run)
         self._queue: asyncio.Queue[list[Any] | None] | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -330,24 +334,27 @@ class LiveExporter:
                 break
         self._after_seq = after
         self.builder.finished = False  # a retried subtask of a finished session: it finishes again
-        self._out.update(s.span_id for s in self._spans() if s.end is not None and s is not self.builder.root)
-
-    def _spans(self) -> list[SpanData]:
-        b = self.builder
-        return [b.root, *b.attempts.values(), *b.tools.values()]
+        self._out.update(s.span_id for s in self.builder.created if s.end is not None)
+        self._take_created()
 
     def on_events(self, events: list[Event]) -> None:
         sid = self.builder.session_id
         for ev in events:
             if ev.session_id == sid and ev.type in OTEL_TYPES and ev.seq > self._after_seq:
                 self.builder.feed(ev)
+        self._take_created()
         if self.builder.finished:
             self._flush_all()
             return
-        closed = [s for s in self._spans() if s.end is not None and s.span_id not in self._out
-                  and s is not self.builder.root]
+        closed = [s for s in self._open.values() if s.end is not None]
         if closed:
             self._enqueue(closed)
+
+    def _take_created(self) -> None:
+        for s in self.builder.created:
+            if s.span_id not in self._out:
+                self._open[s.span_id] = s
+        self.builder.created.clear()
 
     def _flush_all(self) -> None:
         rest = [s for s in self.builder.spans() if s.span_id not in self._out]  # open ones end now
@@ -358,6 +365,8 @@ class LiveExporter:
 
     def _enqueue(self, spans: list[SpanData]) -> None:
         self._out.update(s.span_id for s in spans)
+        for s in spans:
+            self._open.pop(s.span_id, None)
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._sender = asyncio.ensure_future(self._send_loop())
@@ -434,7 +443,7 @@ async def start_live(store: Any, session_id: str, *, resumed: bool = False) -> t
     if not requested():
         return None, None
     try:
-        require_sdk()
+        await asyncio.to_thread(require_sdk)  # the SDK's import, off the event loop (the TUI draws on)
     except OtelUnavailable as e:
         return None, f"OpenTelemetry export is off: {e}"
     live = LiveExporter(session_id)

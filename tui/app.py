@@ -474,6 +474,8 @@ class ShepherdApp(App[int]):
         for t in tasks:  # retrieve results so nothing logs "exception never retrieved"
             if t.done() and not t.cancelled():
                 t.exception()
+        # their last OpenTelemetry spans out before the store closes (bounded; none unless asked for)
+        await asyncio.gather(*(h.telemetry_done(wait_s) for h in live if getattr(h, "telemetry", None)))
 
     # --- screens ---------------------------------------------------------------------------------
 
