@@ -271,12 +271,13 @@ def test_headless_run_sends_spans_live_with_secrets_scrubbed(tmp_path: Path, rec
               {"text": f"The file says hi and {SECRET}."}]
     db = tmp_path / "s.db"
     with FakeOpenAI(script=script) as api:
-        proc = _shepherd(["run", "-p", f"Read hello.txt {SECRET}", "--backend", "openai", "--headless",
-                          "--workspace", str(ws), "--db", str(db)],
-                         {"OPENAI_API_KEY": "sk-test-fake", "OPENAI_BASE_URL": api.base_url,
-                          "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "MY_TOKEN": SECRET}, tmp_path)
+        proc = _import_probe(["run", "-p", f"Read hello.txt {SECRET}", "--backend", "openai", "--headless",
+                              "--workspace", str(ws), "--db", str(db)],
+                             {"OPENAI_API_KEY": "sk-test-fake", "OPENAI_BASE_URL": api.base_url,
+                              "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "MY_TOKEN": SECRET}, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "OpenTelemetry" not in proc.stderr
+    assert "OpenTelemetry" not in proc.stderr and "OTEL-IMPORTED True" in proc.stderr
+    assert set(receiver.paths) == {"/v1/traces"}
     listing = _shepherd(["sessions", "--json", "--db", str(db)], {}, tmp_path)
     import json
 
@@ -300,33 +301,52 @@ def test_headless_run_sends_spans_live_with_secrets_scrubbed(tmp_path: Path, rec
     assert SECRET.encode() not in raw and b"sk-test-fake" not in raw
 
 
-def _import_probe(db: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """A headless scripted run in a process that says, at exit, whether the OpenTelemetry
-    SDK or its exporter was imported (the API's ``opentelemetry.context`` comes with the
-    agents SDK's mcp dependency whatever we do: not ours to count)."""
-    code = ("import atexit, sys\n"
+def _import_probe(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``shepherd ARGS`` (as ``_shepherd``) in a process that says, at exit, whether the
+    OpenTelemetry SDK or its exporter was imported (the API's ``opentelemetry.context``
+    comes with the agents SDK's mcp dependency whatever we do: not ours to count)."""
+    code = ("import atexit, runpy, sys\n"
             "atexit.register(lambda: print('OTEL-IMPORTED', any(m.startswith(('opentelemetry.sdk', "
             "'opentelemetry.exporter')) for m in sys.modules), file=sys.stderr))\n"
-            f"sys.argv = ['shepherd', 'run', '-p', 'hi', '--backend', 'scripted', '--headless', '--db', {str(db)!r}]\n"
-            "import runpy\n"
+            f"sys.argv = ['shepherd', *{args!r}]\n"
             "runpy.run_module('shepherd.tui.cli', run_name='__main__')\n")
     import os
 
     full = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     full.update({"SHEPHERD_TIME_SCALE": "0.01", **env})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=full,
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=full,
                           cwd=cwd)
 
 
-def test_no_endpoint_no_opentelemetry_import(tmp_path: Path, receiver: Receiver) -> None:
-    off = _import_probe(tmp_path / "a.db", {}, tmp_path)
+def test_no_endpoint_no_opentelemetry_import(tmp_path: Path) -> None:
+    """(The headless run above, with the endpoint set, says True: this check can fail.)"""
+    off = _import_probe(["run", "-p", "hi", "--backend", "scripted", "--headless", "--db", str(tmp_path / "a.db")],
+                        {}, tmp_path)
     assert off.returncode == 0, off.stderr[-2000:]
     assert "OTEL-IMPORTED False" in off.stderr
-    # the traces-only variable, a full URL used as it is (the base variable gets /v1/traces)
-    on = _import_probe(tmp_path / "b.db", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url + "/custom"}, tmp_path)
-    assert on.returncode == 0, on.stderr[-2000:]
-    assert "OTEL-IMPORTED True" in on.stderr
-    assert receiver.spans() and set(receiver.paths) == {"/custom"}
+
+
+def test_traces_endpoint_variable_is_used_as_is(tmp_path: Path, receiver: Receiver,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The traces-only variable is a full URL, used as it is (the base one gets /v1/traces)."""
+    import asyncio
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/custom")
+
+    async def main() -> int:
+        store = await open_store(tmp_path / "t.db")
+        try:
+            live, _ = await otel.start_live(store, "sess-otel")
+            assert live is not None
+            for ev in _events("sess-otel"):
+                await store.append(ev)
+            return await live.close()
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == 5
+    assert set(receiver.paths) == {"/custom"}
 
 
 def test_endpoint_without_the_extra_warns_once_and_runs(tmp_path: Path) -> None:
