@@ -416,3 +416,32 @@ def test_resumed_run_continues_the_trace_without_resending(tmp_path: Path, recei
     assert names == {"shepherd.session fix the bug", "invoke_agent claude", "execute_tool edit"}
     second = next(s for s in receiver.spans() if s.name == "invoke_agent claude")
     assert second.span_id == otel.span_id("sess-otel", 9).to_bytes(8, "big")  # attempt 2: the same ids as an export
+
+
+async def test_a_tui_run_sends_its_spans_live(tmp_path: Path, receiver: Receiver,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started in the TUI goes through the same launch: its spans go out as it runs,
+    the last ones when it ends (the app goes on)."""
+    from shepherd.core.task import task_from_dict
+    from shepherd.tui.app import ShepherdApp
+    from tests.test_tui_app import wait_until
+
+    monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
+    task = task_from_dict({
+        "title": "look around", "backend": "scripted",
+        "subtasks": [{"id": "main", "title": "Look", "prompt": "p",
+                      "steps": [{"text": "Looking.", "tools": [{"name": "list_files", "args": {"path": "."}}]},
+                                {"text": "Done."}]}],
+    }, base_dir=tmp_path)
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.home is not None and app.home.loaded, what="home")
+        handle = await app.start_task(task)
+        assert handle.telemetry is not None and handle.telemetry_note is None
+        await wait_until(pilot, lambda: handle.task.done(), timeout=60, what="the run's end")
+        await wait_until(pilot, lambda: any(s.name.startswith("shepherd.session") for s in receiver.spans()),
+                         timeout=15, what="the session's root span")
+        names = sorted(s.name for s in receiver.spans())
+        assert names == ["execute_tool list_files", "invoke_agent scripted", "shepherd.session look around"]
+        assert {_attrs(s)["gen_ai.conversation.id"] for s in receiver.spans() if s.parent_span_id} == \
+            {handle.session_id}
