@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,13 +50,15 @@ async def start_run(store: "Store", task: Task, *, interactive: bool = True, clo
 
 
 async def _launch(sup: Supervisor, *, resumed: bool = False) -> RunHandle:
-    # Live OpenTelemetry spans when asked for: subscribed before the run writes anything.
-    # core.otel is stdlib-only; the SDK is imported only when an endpoint is set.
-    from shepherd.core import otel
+    # Live OpenTelemetry spans when asked for (core.otel.requested: an endpoint variable),
+    # subscribed before the run writes anything; otherwise nothing of it is even imported.
+    live, note = None, None
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from shepherd.core import otel
 
-    live, note = await otel.start_live(sup.store, sup.session_id, resumed=resumed)
-    if note:
-        log.warning("%s", note)
+        live, note = await otel.start_live(sup.store, sup.session_id, resumed=resumed)
+        if note:
+            log.warning("%s", note)
     handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"),
                        telemetry=live, telemetry_note=note)
     if live is not None:  # the TUI's runs end while the app goes on: their last spans go out then
