@@ -231,6 +231,28 @@ async def stats(store: Any, since: float | None = None) -> list[StatsRow]:
     return sorted(rows.values(), key=lambda r: (r.day, r.backend, r.model or ""))
 
 
+@dataclass
+class DayTotal:
+    """One day's sums over every backend and model (the charts' bars)."""
+    day: str
+    tokens: int = 0
+    waste_tokens: int = 0
+    cost_usd: float = 0.0
+    waste_cost_usd: float = 0.0
+
+
+def by_day(rows: Iterable[StatsRow]) -> list[DayTotal]:
+    """``stats()`` rows summed per day, oldest first (the CLI's bars and the TUI's chart)."""
+    days: dict[str, DayTotal] = {}
+    for r in rows:
+        d = days.setdefault(r.day, DayTotal(r.day))
+        d.tokens += r.input_tokens + r.output_tokens
+        d.waste_tokens += r.waste_input_tokens + r.waste_output_tokens
+        d.cost_usd += r.cost_usd
+        d.waste_cost_usd += r.waste_cost_usd
+    return [days[k] for k in sorted(days)]
+
+
 def parse_since(text: str, now: float | None = None) -> float:
     """``7d``, ``24h``, ``90m`` or a date ``2026-11-01`` (UTC midnight) -> a timestamp.
     ValueError with a one-line message otherwise."""

@@ -246,3 +246,202 @@ def test_live_exporter_sends_when_the_session_finishes(tmp_path: Path, receiver:
 
     assert asyncio.run(main()) == 5
     assert {s.name for s in receiver.spans()} >= {"invoke_agent claude", "execute_tool bash"}
+
+
+# --- live, from the runner --------------------------------------------------------------------
+
+def _shepherd(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``shepherd ARGS`` with no ambient OTEL_* variable, nominal time sped up."""
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full.update({"SHEPHERD_TIME_SCALE": "0.01", **env})
+    return subprocess.run([sys.executable, "-m", "shepherd.tui.cli", *args], capture_output=True, text=True,
+                          timeout=180, env=full, cwd=cwd)
+
+
+def test_headless_run_sends_spans_live_with_secrets_scrubbed(tmp_path: Path, receiver: Receiver) -> None:
+    from tests.fakes.fake_openai import FakeOpenAI
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "hello.txt").write_text(f"hi there {SECRET}\n")
+    script = [{"error": {"status": 500, "message": f"upstream overloaded for {SECRET}"}},
+              {"tools": [{"name": "read_file", "args": {"path": "hello.txt"}}]},
+              {"text": f"The file says hi and {SECRET}."}]
+    db = tmp_path / "s.db"
+    with FakeOpenAI(script=script) as api:
+        proc = _import_probe(["run", "-p", f"Read hello.txt {SECRET}", "--backend", "openai", "--headless",
+                              "--workspace", str(ws), "--db", str(db)],
+                             {"OPENAI_API_KEY": "sk-test-fake", "OPENAI_BASE_URL": api.base_url,
+                              "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "MY_TOKEN": SECRET}, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OpenTelemetry" not in proc.stderr and "OTEL-IMPORTED True" in proc.stderr
+    assert set(receiver.paths) == {"/v1/traces"}
+    listing = _shepherd(["sessions", "--json", "--db", str(db)], {}, tmp_path)
+    import json
+
+    sid = json.loads(listing.stdout.splitlines()[0])["id"]
+    spans = receiver.spans()
+    names = [s.name for s in spans]
+    attempts = [s for s in spans if s.name == "invoke_agent openai"]
+    tools = [s for s in spans if s.name == "execute_tool read_file"]
+    assert len(attempts) >= 1 and len(tools) == 1, names
+    assert sum(1 for n in names if n.startswith("shepherd.session")) == 1
+    for s in attempts + tools:
+        assert _attrs(s)["gen_ai.conversation.id"] == sid
+    assert tools[0].parent_span_id in {a.span_id for a in attempts}
+    assert any(e.name == "retry" or e.name == "exception" for a in attempts for e in a.events)  # the 500
+    assert sum(_attrs(a)["gen_ai.usage.input_tokens"] for a in attempts) > 0
+    # live: the spans went out in more than one request, the tool's before the session's root
+    assert len(receiver.requests) >= 2
+    first = [s.name for rs in receiver.requests[0].resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert not any(n.startswith("shepherd.session") for n in first)
+    raw = b"".join(r.SerializeToString() for r in receiver.requests)
+    assert SECRET.encode() not in raw and b"sk-test-fake" not in raw
+
+
+def _import_probe(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``shepherd ARGS`` (as ``_shepherd``) in a process that says, at exit, whether the
+    OpenTelemetry SDK or its exporter was imported (the API's ``opentelemetry.context``
+    comes with the agents SDK's mcp dependency whatever we do: not ours to count)."""
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('OTEL-IMPORTED', any(m.startswith(('opentelemetry.sdk', "
+            "'opentelemetry.exporter')) for m in sys.modules), file=sys.stderr))\n"
+            f"sys.argv = ['shepherd', *{args!r}]\n"
+            "runpy.run_module('shepherd.tui.cli', run_name='__main__')\n")
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full.update({"SHEPHERD_TIME_SCALE": "0.01", **env})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=full,
+                          cwd=cwd)
+
+
+def test_no_endpoint_no_opentelemetry_import(tmp_path: Path) -> None:
+    """(The headless run above, with the endpoint set, says True: this check can fail.)"""
+    off = _import_probe(["run", "-p", "hi", "--backend", "scripted", "--headless", "--db", str(tmp_path / "a.db")],
+                        {}, tmp_path)
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert "OTEL-IMPORTED False" in off.stderr
+
+
+def test_traces_endpoint_variable_is_used_as_is(tmp_path: Path, receiver: Receiver,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The traces-only variable is a full URL, used as it is (the base one gets /v1/traces)."""
+    import asyncio
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/custom")
+
+    async def main() -> int:
+        store = await open_store(tmp_path / "t.db")
+        try:
+            live, _ = await otel.start_live(store, "sess-otel")
+            assert live is not None
+            for ev in _events("sess-otel"):
+                await store.append(ev)
+            return await live.close()
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == 5
+    assert set(receiver.paths) == {"/custom"}
+
+
+def test_endpoint_without_the_extra_warns_once_and_runs(tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.startswith(('opentelemetry.sdk', 'opentelemetry.exporter')):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, _Hide())\n")
+    import os
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+           "PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
+    proc = _shepherd(["run", "-p", "hi", "--backend", "scripted", "--headless", "--db", str(tmp_path / "s.db")],
+                     env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = [ln for ln in proc.stderr.splitlines() if "OpenTelemetry" in ln]
+    assert len(notes) == 1 and "otel extra" in notes[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "session done" in proc.stderr
+
+
+def test_span_strings_pass_the_secret_scrubber(receiver: Receiver) -> None:
+    """Events fed straight in (not through the store, which scrubs too): the title, the
+    error message and a tool's name still go out without the secret."""
+    sid = "sess-scrub"
+    b = otel.SpanBuilder(sid)
+    for ev in [SessionStarted(session_id=sid, title=f"fix {SECRET}", backend="openai", ts=T0, seq=1),
+               AttemptStarted(session_id=sid, subtask_id="s1", attempt=1, ts=T0 + 1, seq=2),
+               ToolStarted(session_id=sid, subtask_id="s1", attempt=1, call_id="c1", name=f"t{SECRET}", ts=T0 + 2,
+                           seq=3),
+               Error(session_id=sid, subtask_id="s1", attempt=1, kind="api", message=f"bad key {SECRET}",
+                     ts=T0 + 3, seq=4),
+               SessionFinished(session_id=sid, status="failed", ts=T0 + 4, seq=5)]:
+        b.feed(ev)
+    assert any(SECRET in s.name for s in b.spans())  # the builder's data still has it...
+    assert otel.send(sid, b.spans()) == 3
+    raw = b"".join(r.SerializeToString() for r in receiver.requests)
+    assert SECRET.encode() not in raw and b"[redacted]" in raw  # ...the request does not
+
+
+def test_resumed_run_continues_the_trace_without_resending(tmp_path: Path, receiver: Receiver) -> None:
+    """A resumed session's exporter folds the earlier run's events first: the spans that
+    closed then (they went out then) are not sent again; the rest go out as they close."""
+    import asyncio
+
+    evs = _events("sess-otel")
+
+    async def main() -> tuple[int, set[str]]:
+        store = await open_store(tmp_path / "r.db")
+        try:
+            for ev in evs[:9]:  # the earlier run: attempt 1 and its tool call closed, attempt 2 begun
+                await store.append(ev)
+            live, note = await otel.start_live(store, "sess-otel", resumed=True)
+            assert live is not None and note is None
+            for ev in evs[9:]:
+                await store.append(ev)
+            await asyncio.sleep(0)
+            return await live.close(), {s.name for s in receiver.spans()}
+        finally:
+            await store.close()
+
+    count, names = asyncio.run(main())
+    assert count == 3 and len(receiver.spans()) == 3
+    assert names == {"shepherd.session fix the bug", "invoke_agent claude", "execute_tool edit"}
+    second = next(s for s in receiver.spans() if s.name == "invoke_agent claude")
+    assert second.span_id == otel.span_id("sess-otel", 9).to_bytes(8, "big")  # attempt 2: the same ids as an export
+
+
+async def test_a_tui_run_sends_its_spans_live(tmp_path: Path, receiver: Receiver,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started in the TUI goes through the same launch: its spans go out as it runs,
+    the last ones when it ends (the app goes on)."""
+    from shepherd.core.task import task_from_dict
+    from shepherd.tui.app import ShepherdApp
+    from tests.test_tui_app import wait_until
+
+    monkeypatch.setenv("SHEPHERD_TIME_SCALE", "0.01")
+    task = task_from_dict({
+        "title": "look around", "backend": "scripted",
+        "subtasks": [{"id": "main", "title": "Look", "prompt": "p",
+                      "steps": [{"text": "Looking.", "tools": [{"name": "list_files", "args": {"path": "."}}]},
+                                {"text": "Done."}]}],
+    }, base_dir=tmp_path)
+    app = ShepherdApp(tmp_path / "s.db")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.home is not None and app.home.loaded, what="home")
+        handle = await app.start_task(task)
+        assert handle.telemetry is not None and handle.telemetry_note is None
+        await wait_until(pilot, lambda: handle.task.done(), timeout=60, what="the run's end")
+        await wait_until(pilot, lambda: any(s.name.startswith("shepherd.session") for s in receiver.spans()),
+                         timeout=15, what="the session's root span")
+        names = sorted(s.name for s in receiver.spans())
+        assert names == ["execute_tool list_files", "invoke_agent scripted", "shepherd.session look around"]
+        assert {_attrs(s)["gen_ai.conversation.id"] for s in receiver.spans() if s.parent_span_id} == \
+            {handle.session_id}

@@ -147,6 +147,7 @@ class ShepherdApp(App[int]):
         self.clock = clock
         self.store: EventStore | None = None
         self.runs: dict[str, Any] = {}  # session id -> core.engine.RunHandle started here
+        self._telemetry_noted = False  # the "otel extra missing" line was shown
         self.home: SessionsScreen | None = None
         self._quitting = False
         self._signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
@@ -351,11 +352,19 @@ class ShepherdApp(App[int]):
             unsubscribe()
         try:
             self._track(handle)
+            self._say_telemetry_note(handle)
             log.info("started run %s (%s, backend %s)", handle.session_id, task.title, task.backend)
             await self.open_session(handle.session_id)
         finally:
             self._after_two_frames(drawn.set)
         return handle
+
+    def _say_telemetry_note(self, handle: Any) -> None:
+        """OTEL_EXPORTER_OTLP_ENDPOINT set but the otel extra missing: said once, the run goes on."""
+        note = getattr(handle, "telemetry_note", None)
+        if note and not self._telemetry_noted:
+            self._telemetry_noted = True
+            self.notify(note, title="OpenTelemetry", severity="warning", markup=False)
 
     def _after_two_frames(self, callback: Callable[[], Any]) -> None:
         """``callback`` (idempotent) once the screen has been drawn, and drawn again (its
@@ -398,6 +407,7 @@ class ShepherdApp(App[int]):
             self.notify(str(error), title="Cannot resume", severity="error", markup=False)
             return None
         self._track(handle)
+        self._say_telemetry_note(handle)
         log.info("resumed run %s", session_id)
         await self.open_session(session_id)
         return handle
@@ -476,6 +486,8 @@ class ShepherdApp(App[int]):
         for t in tasks:  # retrieve results so nothing logs "exception never retrieved"
             if t.done() and not t.cancelled():
                 t.exception()
+        # their last OpenTelemetry spans out before the store closes (bounded; none unless asked for)
+        await asyncio.gather(*(h.telemetry_done(wait_s) for h in live if getattr(h, "telemetry", None)))
 
     # --- screens ---------------------------------------------------------------------------------
 

@@ -204,6 +204,8 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
                     raise
             if any(h.supervisor.leased.is_set() for h in handles):
                 announce()
+            for note in dict.fromkeys(h.telemetry_note for h in handles if h.telemetry_note):
+                console.print(note, markup=False, style="yellow")  # asked for, not possible: the run goes on
             if interrupted:  # a signal came while the runs were being launched
                 for h in handles:
                     await h.supervisor.cancel(source="cli")
@@ -214,6 +216,7 @@ async def run_headless(args: argparse.Namespace, task: Any = None, *, resume: st
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await store.flush()
+        await asyncio.gather(*(h.telemetry_done() for h in handles))  # the last spans out (bounded)
         unsubscribe()
         await notifier.close()  # lets a running notify_command end (bounded by its timeout)
         await store.close()

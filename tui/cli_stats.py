@@ -55,18 +55,16 @@ def render_text(rows: list[Any], *, chart: bool) -> list[str]:
     lines.append(f"total: {_fmt_tokens(int(total[1]))} tokens, ${total[2]:.4f}; "
                  f"retry waste {_fmt_tokens(int(total[3]))} tokens, ${total[4]:.4f}{pct}")
     if chart:
-        per_day: dict[str, list[int]] = {}
-        for r in rows:
-            d = per_day.setdefault(r.day, [0, 0])
-            d[0] += r.input_tokens + r.output_tokens
-            d[1] += r.waste_input_tokens + r.waste_output_tokens
-        top = max(v[0] for v in per_day.values())
+        from shepherd.core.stats import by_day
+
+        days = by_day(rows)
+        top = max(d.tokens for d in days)
         lines.append("")
         lines.append("tokens per day (░ the retry waste)")
-        for day, (tokens, waste) in per_day.items():
-            used = _bar(tokens - waste, top)
-            wasted = "░" * round(waste / top * _BAR_WIDTH) if top else ""
-            lines.append(f"{day}  {used}{wasted}  {_fmt_tokens(tokens)}")
+        for d in days:
+            used = _bar(d.tokens - d.waste_tokens, top)
+            wasted = "░" * round(d.waste_tokens / top * _BAR_WIDTH) if top else ""
+            lines.append(f"{d.day}  {used}{wasted}  {_fmt_tokens(d.tokens)}")
     return lines
 
 

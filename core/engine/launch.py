@@ -4,8 +4,10 @@ TUI and the CLI use. Each returns once the run holds its lease (or failed to tak
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shepherd.core.backends.base import Backend
 from shepherd.core.clock import Clock
@@ -20,12 +22,22 @@ from shepherd.core.engine.worktrees import WorktreeRefused, check_resume
 if TYPE_CHECKING:
     from shepherd.core.store.db import Store
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunHandle:
     session_id: str
     supervisor: Supervisor
     task: asyncio.Task[str]
+    telemetry: Any = None  # core.otel.LiveExporter, when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    telemetry_note: str | None = None  # one line: why it is off although asked for (no otel extra)
+
+    async def telemetry_done(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) until the run's spans are out: a runner calls it before it exits.
+        A run that never held the lease (another runner has the session) sends nothing."""
+        if self.telemetry is not None:
+            await self.telemetry.close(timeout, flush=self.supervisor.leased.is_set())
 
 
 async def start_run(store: "Store", task: Task, *, interactive: bool = True, clock: Clock | None = None,
@@ -37,8 +49,20 @@ async def start_run(store: "Store", task: Task, *, interactive: bool = True, clo
                                     interactive=interactive, approvals=approvals))
 
 
-async def _launch(sup: Supervisor) -> RunHandle:
-    handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"))
+async def _launch(sup: Supervisor, *, resumed: bool = False) -> RunHandle:
+    # Live OpenTelemetry spans when asked for (core.otel.requested: an endpoint variable),
+    # subscribed before the run writes anything; otherwise nothing of it is even imported.
+    live, note = None, None
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from shepherd.core import otel
+
+        live, note = await otel.start_live(sup.store, sup.session_id, resumed=resumed)
+        if note:
+            log.warning("%s", note)
+    handle = RunHandle(sup.session_id, sup, asyncio.create_task(sup.run(), name=f"run-{sup.session_id}"),
+                       telemetry=live, telemetry_note=note)
+    if live is not None:  # the TUI's runs end while the app goes on: their last spans go out then
+        handle.task.add_done_callback(lambda _: asyncio.ensure_future(handle.telemetry_done()))
     # return once the run holds its lease (or failed to take it: handle.task is then done
     # and raises LeaseHeld), so a caller never announces a run that is not happening
     ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -95,7 +119,7 @@ async def resume_run(store: "Store", session_id: str, *, interactive: bool = Tru
         sup._retry_reason = Reason.USER_RETRY
         if clean:  # restored (and the later subtasks that had run queued again) once it holds the lease
             sup._clean_on_start = retry_subtask
-    return await _launch(sup)
+    return await _launch(sup, resumed=True)
 
 
 __all__ = ["RunHandle", "resume_run", "start_run"]

@@ -96,6 +96,7 @@ class SessionsScreen(InboxMixin, Screen):
         Binding("slash", "focus_filter", "Filter"),
         Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
                 tooltip="Jump to the next session that needs you"),
+        Binding("t", "stats", "Stats", show=False, tooltip="Tokens, cost and retry waste per day: a chart"),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -501,6 +502,11 @@ class SessionsScreen(InboxMixin, Screen):
         row = self.highlighted_row()
         if row is not None:
             self.post_message(self.ReplayRequested(row.id))
+
+    def action_stats(self) -> None:
+        from shepherd.tui.screens.stats import StatsScreen  # imported when first asked for
+
+        self.app.push_screen(StatsScreen(self.store, clock=self.clock))
 
     @guarded("Could not resume the session")
     def action_resume(self) -> None:
