@@ -96,13 +96,13 @@ class SessionsScreen(InboxMixin, Screen):
         Binding("slash", "focus_filter", "Filter"),
         Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
                 tooltip="Jump to the next session that needs you"),
-        Binding("t", "stats", "Stats", show=False, tooltip="Tokens, cost and retry waste per day: a chart"),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("down", "focus_table", show=False),
         # last: the help's rows above it keep their places (the browser test reads one near the top)
         Binding("R,shift+r", "replay", "Replay", show=False, tooltip="Replay the highlighted session as it happened"),
+        Binding("t", "stats", "Stats", show=False, tooltip="Tokens, cost and retry waste per day: a chart"),
     ]
 
     def __init__(self, store: EventStore, *, clock: Callable[[], float] = time.time,
