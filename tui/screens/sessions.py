@@ -50,11 +50,12 @@ class SessionsScreen(InboxMixin, Screen):
     screen asks the app (``OpenRequested``, ``ResumeRequested``), which owns runs and views."""
 
     class OpenRequested(Message):
-        """Open the session view of ``session_id``."""
+        """Open the session view of ``session_id`` (``at_seq``: at that event, a search hit)."""
 
-        def __init__(self, session_id: str) -> None:
+        def __init__(self, session_id: str, at_seq: int | None = None) -> None:
             super().__init__()
             self.session_id = session_id
+            self.at_seq = at_seq
 
     class ResumeRequested(Message):
         """Continue the (interrupted, failed or cancelled) session ``session_id`` in this process."""
@@ -87,6 +88,8 @@ class SessionsScreen(InboxMixin, Screen):
         Binding("n", "app.new_run", "New run", show=False, tooltip="Start a run (a task file or a prompt), in a worktree or not"),
         Binding("r", "resume", "Resume"),
         Binding("slash", "focus_filter", "Filter"),
+        Binding("s", "search", "Search", show=False,  # in the help and the palette: the footer fits 80 columns
+                tooltip="Search every session's text, tool calls, errors and notes; Enter opens the hit"),
         Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
                 tooltip="Jump to the next session that needs you"),
         Binding("question_mark", "app.help", "Help"),
@@ -475,6 +478,15 @@ class SessionsScreen(InboxMixin, Screen):
         field.focus()
         field.value += char
         field.cursor_position = len(field.value)
+
+    def action_search(self) -> None:
+        from shepherd.tui.screens.search import SearchScreen
+
+        def done(hit: Any) -> None:
+            if hit is not None:
+                self.post_message(self.OpenRequested(hit.session_id, at_seq=hit.seq))
+
+        self.app.push_screen(SearchScreen(self.store, clock=self.clock), callback=done)
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()
