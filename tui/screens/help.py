@@ -26,6 +26,8 @@ and stores every event in SQLite. Past sessions open exactly as they looked live
   `d`/`D` in its view show the diff, `shepherd merge` or `shepherd discard` ends it.
 * A run you start here stops when you quit Shepherd (you are asked first).
 * `shepherd attach` follows a run another process owns; its controls still work.
+* `s` on the sessions list searches every session, `/` in a session view only that one;
+  `Enter` on a hit opens the session at that event (`shepherd attach SESSION --at SEQ` too).
 * Logs go to a file, never to the screen: {log}.
 """
 
