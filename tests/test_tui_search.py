@@ -138,6 +138,10 @@ async def test_home_search_finds_hits_and_enter_opens_the_session_at_the_hit(sto
         await home_ready(pilot)
         await pilot.press("s")
         await until(pilot, lambda: isinstance(app.screen, SearchScreen), "the search screen")
+        await pilot.press("escape")  # esc closes it (the query field has the focus)
+        await until(pilot, lambda: app.screen is app.home, "back home")
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, SearchScreen), "the search screen")
         assert "all sessions" in str(app.screen.query_one("#search-title").render())
         screen = await search_for(pilot, "wrote")
         hits = screen.results.hits
@@ -199,6 +203,9 @@ async def test_a_hit_far_before_the_last_page_opens_with_its_block_on_screen(
                 n = len(view.stream.widgets)
                 view.stream.scroll_end(animate=False, immediate=True)  # scrolling down mounts what follows
                 await until(pilot, lambda: len(view.stream.widgets) > n, "later blocks mounted")
+                await pilot.press("end")  # End: the tail, following again
+                await until(pilot, lambda: not view.stream.windowed and view.stream.following, "the tail")
+                assert list(view.stream.widgets.values())[-1].block is view.model.subtasks["work"].blocks[-1]
             elif word == "caracal":
                 assert not view.stream.windowed  # near the end: the window reaches the tail
             await pilot.press("escape")

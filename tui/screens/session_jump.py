@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from shepherd.tui import model as m
 
 HIT_CLASS = "-search-hit"
-MAX_PAGES = 1_000_000  # a bound on the pages folded in to reach an event (each is PAGE_SIZE events)
+MAX_PAGES = 1_000_000  # a bound on the pages folded in to reach an event
+FAR_PAGES = 20  # a far event is reached in pages of up to this many PAGE_SIZEs (fewer reads, same fold)
 
 
 class JumpMixin:
@@ -91,8 +92,10 @@ class JumpMixin:
             first = next((b.seq for b in st.blocks if b.seq), None)
             if not st.has_earlier or (first is not None and first <= seq):
                 break
+            before = first if first is not None else (self.model.first_seq or seq + 1)
+            page = max(self.PAGE_SIZE, min(before - seq + 1, FAR_PAGES * self.PAGE_SIZE))
             try:
-                await load_earlier_blocks(self.store, self.model, st.id, page=self.PAGE_SIZE)
+                await load_earlier_blocks(self.store, self.model, st.id, page=page)
             except Exception as exc:  # noqa: BLE001 - what is loaded is shown
                 self.notify(f"could not load earlier events: {exc}", severity="error", markup=False)
                 break

@@ -9,7 +9,7 @@ block is the subtask's ``pinned`` one: the model prunes nothing from there on.
 ``show_at`` opens the stream at one block (a search hit) instead of the tail: a window
 around it; when more blocks follow than the window holds, a bar at the bottom says so and
 they are mounted as the reader scrolls down (``windowed``: new blocks wait in the model
-until the window reaches the end, then following works as usual)."""
+until the window reaches the end, then following works as usual); End shows the tail."""
 
 from __future__ import annotations
 
@@ -234,7 +234,8 @@ class StreamView(VerticalScroll):
         if self._later is not None:
             after = self.hidden_after
             what = f"{after} later block{'s' if after != 1 else ''}"
-            self._later.update(Content.styled(f"↓ {what} — scroll down or click to show", "$foreground-muted italic"))
+            self._later.update(Content.styled(f"↓ {what} — scroll down or click to show, End for the latest",
+                                              "$foreground-muted italic"))
 
     async def show(self, subtask: m.SubtaskView | None, *, more_events: bool = False) -> None:
         """Replace everything with the tail of ``subtask`` (SHOW_BLOCKS of it; more follow
@@ -331,6 +332,13 @@ class StreamView(VerticalScroll):
             self._keep_revealed()
             self.call_after_refresh(self._maybe_fill)
         return len(widgets)
+
+    async def action_scroll_end(self) -> None:
+        """End: in a window opened at a block, to the subtask's tail (following again)."""
+        if self.windowed and self.subtask is not None:
+            await self.show(self.subtask, more_events=self.subtask.has_earlier)
+            return
+        super().action_scroll_end()
 
     def on_later_bar_pressed(self, message: LaterBar.Pressed) -> None:
         message.stop()
