@@ -421,3 +421,18 @@ def test_snapshot_in_session_search(snap_compare) -> None:
         await search_for(pilot, "dates")
 
     assert snap_compare(_snap_app("done"), terminal_size=(120, 30), run_before=run_before)
+
+
+def test_block_at_finds_an_event_by_its_call_its_message_or_its_place() -> None:
+    from shepherd.tui import model as m
+    from shepherd.tui.model.locate import block_at
+
+    blocks = [m.AttemptBlock(bid=1, subtask_id="a", seq=3, ts=0),
+              m.ToolBlock(bid=2, subtask_id="a", seq=4, ts=0, call_id="c1"),
+              m.TextBlock(bid=3, subtask_id="a", seq=5, ts=0, message_id="m1"),
+              m.NoteBlock(bid=4, subtask_id="a", seq=9, ts=0)]
+    assert block_at(blocks, 8, call_id="c1") is blocks[1]  # the call's finish, after the text began
+    assert block_at(blocks, 7, message_id="m1") is blocks[2]
+    assert block_at(blocks, 9) is blocks[3]  # its own block
+    assert block_at(blocks, 8) is blocks[2]  # an event with no block of its own: the one before it
+    assert block_at(blocks, 1) is blocks[0] and block_at([], 5) is None

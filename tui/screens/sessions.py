@@ -88,14 +88,15 @@ class SessionsScreen(InboxMixin, Screen):
         Binding("n", "app.new_run", "New run", show=False, tooltip="Start a run (a task file or a prompt), in a worktree or not"),
         Binding("r", "resume", "Resume"),
         Binding("slash", "focus_filter", "Filter"),
-        Binding("s", "search", "Search", show=False,  # in the help and the palette: the footer fits 80 columns
-                tooltip="Search every session's text, tool calls, errors and notes; Enter opens the hit"),
         Binding("tab,N", "next_needs", "Needs you", show=False,  # the inbox's title says it
                 tooltip="Jump to the next session that needs you"),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("down", "focus_table", show=False),
+        # last: the help's rows above keep their places (in the help and the palette; the footer fits 80 columns)
+        Binding("s", "search", "Search", show=False,
+                tooltip="Search every session's text, tool calls, errors and notes; Enter opens the hit"),
     ]
 
     def __init__(self, store: EventStore, *, clock: Callable[[], float] = time.time,

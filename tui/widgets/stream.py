@@ -277,9 +277,9 @@ class StreamView(VerticalScroll):
     async def show_at(self, subtask: m.SubtaskView, block: m.Block, *, more_events: bool = False) -> Widget | None:
         """Replace everything with a window of ``subtask`` around ``block`` (JUMP_BEFORE
         above it, SHOW_BLOCKS from it; to the end when little more follows), ``block`` at
-        the top of the view. Nothing follows the tail or fills in by itself: the reader
-        moves from here (scrolling, u); a view the window does not fill gets what follows it,
-        else what precedes it. Returns the block's widget."""
+        the top of the view. Nothing follows the tail: the reader moves from here (scrolling,
+        u, End); a view the window does not fill gets what follows it (else what precedes
+        it), the block staying at the top. Returns the block's widget."""
         await self._clear(subtask, more_events)
         self.anchor(False)
         self._follow_pending = False
