@@ -38,6 +38,10 @@ VIEWS: dict[str, tuple[str | None, tuple[int, int], str]] = {
     "stuck-subtask.svg": ("stuck", (120, 32), "shepherd — a stuck subtask"),
     "interrupted-session.svg": ("interrupted", (120, 32), "shepherd — a reopened interrupted session"),
 }
+# file name -> (the query typed in the home's search, terminal size, window title)
+SEARCHES: dict[str, tuple[str, tuple[int, int], str]] = {
+    "search.svg": ("project", (120, 24), "shepherd — search every session (s)"),
+}
 
 
 async def shoot(db: Path, shape: str | None, size: tuple[int, int], title: str) -> str:
@@ -62,6 +66,30 @@ async def shoot(db: Path, shape: str | None, size: tuple[int, int], title: str) 
         return app.export_screenshot(title=title)
 
 
+async def shoot_search(db: Path, query: str, size: tuple[int, int], title: str) -> str:
+    """The home's search (``s``) with ``query`` typed and its hits listed."""
+    from shepherd.tui.screens.search import SearchScreen
+
+    app = ShepherdApp(db, clock=lambda: fx.NOW)
+    async with app.run_test(size=size) as pilot:
+        deadline = time.monotonic() + 20
+
+        async def wait(cond: object, what: str) -> None:
+            while not cond():  # type: ignore[operator]
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{title}: {what}")
+                await pilot.pause(0.02)
+
+        await wait(lambda: app.home is not None and app.home.loaded, "the home did not load")
+        await pilot.press("s")
+        await wait(lambda: isinstance(app.screen, SearchScreen), "no search screen")
+        await pilot.press(*query, "enter")
+        await wait(lambda: app.screen.shown_query == query, "no results")
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        return app.export_screenshot(title=title)
+
+
 def main() -> int:
     os.environ["TZ"] = "UTC"
     time.tzset()
@@ -72,6 +100,10 @@ def main() -> int:
         fx.build_db(db, ALL_SHAPES)
         for name, (shape, size, title) in VIEWS.items():
             svg = asyncio.run(shoot(db, shape, size, title))
+            (OUT / name).write_text(svg, encoding="utf-8")
+            print(f"wrote {OUT / name}")
+        for name, (query, size, title) in SEARCHES.items():
+            svg = asyncio.run(shoot_search(db, query, size, title))
             (OUT / name).write_text(svg, encoding="utf-8")
             print(f"wrote {OUT / name}")
     return 0

@@ -110,6 +110,7 @@ class ShepherdApp(App[int]):
     ``start``: a factory for a Task to run in this process on start (``shepherd demo``/``run``).
     ``resume``: (session id, subtask or None[, clean]) to resume in this process on start
     (``shepherd resume``: an interrupted session, or a finished one's subtask run again).
+    ``at_seq``: open ``open_session`` at that event (``shepherd attach SESSION --at SEQ``).
     ``clock``: wall clock for everything the UI shows (frozen in snapshot tests).
     ``replay``: (session id, speed, seq or None) to open in replay mode on start (``shepherd replay``).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
@@ -133,12 +134,14 @@ class ShepherdApp(App[int]):
     def __init__(self, db_path: Path | str, *, open_session: str | None = None, attach: bool = False,
                  start: Callable[[], "Task"] | None = None, clock: Callable[[], float] = time.time,
                  log_path: Path | str | None = None, resume: tuple[str, str | None] | tuple[str, str | None, bool] | None = None,
-                 checked: bool = False, replay: tuple[str, float | None, int | None] | None = None) -> None:
+                 checked: bool = False, replay: tuple[str, float | None, int | None] | None = None,
+                 at_seq: int | None = None) -> None:
         if log_path is not None:
             configure_logging(log_path)
         super().__init__()
         self.db_path = db_path if isinstance(db_path, str) and "://" in db_path else Path(db_path)
         self.open_session_id = open_session
+        self.at_seq = at_seq  # open_session at that event (`shepherd attach --at`)
         self.attach = attach
         self.start = start
         self.resume = resume
@@ -261,7 +264,8 @@ class ShepherdApp(App[int]):
         except StoreError as error:
             self.notify(str(error), severity="error", markup=False)
             return
-        await self.open_session(sid, follow="tail" if self.attach else "auto")
+        await self.open_session(sid, follow="tail" if self.attach and self.at_seq is None else "auto",
+                                at_seq=self.at_seq)
 
     def _on_terminate_signal(self) -> None:
         if not self._quitting:
@@ -417,7 +421,7 @@ class ShepherdApp(App[int]):
 
     @guarded("Could not open the session")
     async def on_sessions_screen_open_requested(self, message: SessionsScreen.OpenRequested) -> None:
-        await self.open_session(message.session_id)
+        await self.open_session(message.session_id, at_seq=message.at_seq)
 
     @guarded("Could not resume the session")
     async def on_sessions_screen_resume_requested(self, message: SessionsScreen.ResumeRequested) -> None:
@@ -491,9 +495,9 @@ class ShepherdApp(App[int]):
 
     # --- screens ---------------------------------------------------------------------------------
 
-    async def open_session(self, session_id: str, *, follow: str | None = "auto") -> None:
-        """Open the session view. ``follow="auto"``: local for runs started here, tail
-        for runs another process owns (or that look live), None for past sessions."""
+    async def open_session(self, session_id: str, *, follow: str | None = "auto", at_seq: int | None = None) -> None:
+        """Open the session view (``at_seq``: at that event). ``follow="auto"``: local for runs
+        started here, tail for runs another process owns (or that look live), None for past sessions."""
         from shepherd.core.control import RemoteControl
 
         try:
@@ -522,7 +526,7 @@ class ShepherdApp(App[int]):
         while isinstance(self.screen, SessionScreen) and len(self.screen_stack) > 2:
             await self.pop_screen()
         await self.push_screen(SessionScreen(self.store, session_id, controller=controller, follow=follow,
-                                             clock=self.clock))
+                                             clock=self.clock, at_seq=at_seq))
 
     async def open_replay(self, session_id: str, *, speed: float | None = 1.0, at_seq: int | None = None) -> None:
         """The replay of a session (tui.screens.replay) over the screen shown: its own

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("attach", "follow a session another process runs")
     p.add_argument("session", nargs="?", help="session id or prefix (default: the latest live one)")
+    cli_search.add_attach_at(p)
 
     p = add("sessions", "list sessions")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
@@ -144,7 +145,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_tui(args, task=tasks if len(tasks) > 1 else tasks[0])
     if args.command == "attach":
         sid = asyncio.run(resolve_live(args))
-        return run_tui(args, attach=sid)
+        return run_tui(args, attach=sid, at_seq=asyncio.run(cli_search.attach_at(args, sid)))
     if args.command == "resume":
         if args.clean and args.retry is None:
             raise UsageError("--clean goes with --retry SUBTASK (it restores the files to that subtask's start)")

@@ -268,7 +268,7 @@ def configure_logging() -> Path:
 
 
 def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = None,
-            resume: tuple[str, str | None, bool] | None = None) -> int:
+            resume: tuple[str, str | None, bool] | None = None, at_seq: int | None = None) -> int:
     import gc
 
     # Start-up makes objects that live as long as the app (modules, classes, styles): no
@@ -295,7 +295,8 @@ def run_tui(args: argparse.Namespace, *, task: Any = None, attach: str | None = 
                 checked.result()  # its StoreError first: the one line a bad database gets
         configure_logging()
         app = ShepherdApp(db, open_session=attach, attach=attach is not None,
-                          start=(lambda: task) if task is not None else None, resume=resume, checked=True)
+                          start=(lambda: task) if task is not None else None, resume=resume, checked=True,
+                          at_seq=at_seq)
         app.user_config = config  # its notifications (ShepherdApp._start_notifier)
         gc.freeze()  # what start-up built lives as long as the app: keep it out of every collection
     finally:

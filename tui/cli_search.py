@@ -11,28 +11,10 @@ import sys
 from typing import Any
 
 from shepherd.tui.cli_common import EXIT_OK, UsageError, open_store
+from shepherd.tui.snippet import render_snippet  # noqa: F401 - shared with the TUI's search screen
 
 PLAIN_MARKS = ("«", "»")
 BOLD_MARKS = ("\x1b[1m", "\x1b[22m")
-
-
-def render_snippet(snippet: str, marks: tuple[str, str]) -> str:
-    """The store's snippet (matches between search.MARK_START/MARK_END) on one line, each
-    piece made terminal-safe before ``marks`` (ours, trusted) go around the matches."""
-    from shepherd.core.store.search import MARK_END, MARK_START
-    from shepherd.core.text import safe
-
-    out: list[str] = []
-    for i, part in enumerate(snippet.split(MARK_START)):
-        match, _, rest = part.partition(MARK_END) if i else ("", "", part)
-        if i:
-            out.append(marks[0] + _flat(safe(match)) + marks[1])
-        out.append(_flat(safe(rest)))
-    return "".join(out)
-
-
-def _flat(text: str) -> str:
-    return " ".join(text.split()) if ("\n" in text or "\t" in text) else text
 
 
 def hit_line(hit: Any, marks: tuple[str, str]) -> str:
@@ -75,3 +57,33 @@ def add_parser(add: Any, limit_type: Any) -> None:
     p.add_argument("--session", metavar="S", default=None, help="only this session (id or unique prefix)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.add_argument("--limit", type=limit_type, default=50, metavar="N", help="at most N hits (default 50)")
+
+
+def _seq(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an event number (1 or more)")
+    return n
+
+
+def add_attach_at(p: Any) -> None:
+    """`shepherd attach SESSION --at SEQ`: the session view opens at that event."""
+    p.add_argument("--at", type=_seq, default=None, metavar="SEQ",
+                   help="open at this event (its number, as `shepherd search` prints it after #)")
+
+
+async def attach_at(args: argparse.Namespace, sid: str) -> int | None:
+    """``--at`` checked against the session (one line, exit 2, for an event it does not have)."""
+    if getattr(args, "at", None) is None:
+        return None
+    store = await open_store(args, check=False)
+    try:
+        last = await store.last_seq(sid)
+    finally:
+        await store.close()
+    if args.at > last:
+        raise UsageError(f"attach --at {args.at}: session {sid} has {last} event{'s' if last != 1 else ''}")
+    return int(args.at)

@@ -28,6 +28,8 @@ and stores every event in SQLite. Past sessions open exactly as they looked live
 * `shepherd attach` follows a run another process owns; its controls still work.
 * `R` (the sessions list, a session view) replays a session as it happened: the screen as it
   was at each moment, read-only (`shepherd replay SESSION` too).
+* `s` on the sessions list searches every session, `/` in a session view only that one;
+  `Enter` on a hit opens the session at that event (`shepherd attach SESSION --at SEQ` too).
 * Logs go to a file, never to the screen: {log}.
 """
 

@@ -10,7 +10,8 @@ stream that is being replaced.
 Controls go through ``core.control.Controller``; a session nobody runs is read-only,
 but can be resumed here: the screen posts ``ResumeRequested`` and the app starts the run.
 The controls and approvals are in tui.screens.session_controls, the `e` export in
-tui.screens.session_export.
+tui.screens.session_export, opening at one event (``at_seq``, a search hit, `/`) in
+tui.screens.session_jump.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from shepherd.tui.history import load_earlier_blocks
 from shepherd.tui.screens.session_controls import ControlsMixin
 from shepherd.tui.screens.session_controls import NO_CONTROLS, READ_ONLY  # noqa: F401 - the texts: here too
 from shepherd.tui.screens.session_export import export_session
+from shepherd.tui.screens.session_jump import JumpMixin
 from shepherd.tui.screens.visibility import on_screen
 from shepherd.tui.widgets import markdown as md
 from shepherd.tui.widgets.footer import KeyFooter
@@ -49,10 +51,11 @@ STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 
 
-class SessionScreen(ControlsMixin, Screen[None]):
+class SessionScreen(JumpMixin, ControlsMixin, Screen[None]):
     """``follow``: "local" (the run is in this process: store.subscribe), "tail" (another
     process: store.tail) or None (history only). ``clock`` is read for every countdown,
-    spinner duration and elapsed time (snapshot tests freeze it)."""
+    spinner duration and elapsed time (snapshot tests freeze it). ``at_seq``: open at that
+    event (its subtask selected, its block on screen and marked) instead of the tail."""
 
     # The footer shows what each key does now and hides what cannot be done (check_action);
     # p is "Pause" or "Resume", whichever applies.
@@ -86,6 +89,8 @@ class SessionScreen(ControlsMixin, Screen[None]):
                 tooltip="Write the session to a file next to the database"),
         Binding("u", "load_earlier", "Load earlier", show=False),
         Binding("R,shift+r", "replay", "Replay", show=False, tooltip="Replay this session from its start"),
+        Binding("slash", "search", "Search", show=False,
+                tooltip="Search this session's text, tool calls, errors and notes; Enter jumps there"),
         Binding("escape,q", "back", "Back"),
     ]
 
@@ -123,7 +128,7 @@ class SessionScreen(ControlsMixin, Screen[None]):
             self.session_id = session_id
 
     def __init__(self, store: "EventStore", session_id: str, *, controller: "Controller | None" = None,
-                 follow: str | None = None, clock: Callable[[], float] = time.time,
+                 follow: str | None = None, clock: Callable[[], float] = time.time, at_seq: int | None = None,
                  name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         if follow not in ("local", "tail", None):
@@ -133,6 +138,7 @@ class SessionScreen(ControlsMixin, Screen[None]):
         self.controller = controller
         self.follow = follow
         self.clock = clock
+        self.at_seq = at_seq
         self.model = m.SessionModel(session_id)
         self.feed: StaticFeed = make_feed(store, session_id, follow, page_size=self.PAGE_SIZE)
         self.history: History | None = None
@@ -195,11 +201,19 @@ class SessionScreen(ControlsMixin, Screen[None]):
         if getattr(h.session, "needs", None) == "approval" and self.live and not self.model.pending_approvals():
             await self._load_awaiting()
         self.selected = self.model.default_subtask_id()
-        await self._render_all()
+        # at_seq: the event's subtask is selected from the start, and its tail is never
+        # mounted for nothing (the window at the event is shown instead)
+        target = await self._jump_target(self.at_seq) if self.at_seq is not None else None
+        if target is not None:
+            self.selected = target[1].id
+        await self._render_all(show=target is None)
+        if target is not None and not await self._jump_show(self.at_seq, *target):
+            await self._show(self.selected)
         self._ready = True
         # focused now (not on the next message) and the key bar built from that state:
         # the first frame has the keys that apply, not a bar that fills in a frame later
-        self.set_focus(self.subtask_list)
+        if self.focused is None:  # (a block opened at takes the focus)
+            self.set_focus(self.subtask_list)
         await self.query_one(KeyFooter).build()
         self.feed.start(self)
         self.loaded.set()
@@ -257,12 +271,13 @@ class SessionScreen(ControlsMixin, Screen[None]):
         """Apply whatever is buffered at once (tests; shutting down)."""
         await self._flush()
 
-    async def _render_all(self) -> None:
+    async def _render_all(self, show: bool = True) -> None:
         info = self.model.session
         self.query_one(SessionHeader).sync(info)
         self._sync_status()
         self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
-        await self._show(self.selected)
+        if show:
+            await self._show(self.selected)
 
     def _sync_status(self) -> None:
         self.status_bar.sync(self.model.session, live=self.live, read_only=not self.controllable,

@@ -52,7 +52,7 @@ class ControlsMixin:
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if not self._ready or self._busy:
             return action in ("export", "back", "load_earlier", "next_block", "previous_block", "open_output",
-                              "diff", "diff_session")
+                              "diff", "diff_session", "search")
         ctl = self.controllable
         status = self.model.session.status
         if action == "pause":

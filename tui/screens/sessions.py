@@ -50,11 +50,12 @@ class SessionsScreen(InboxMixin, Screen):
     screen asks the app (``OpenRequested``, ``ResumeRequested``), which owns runs and views."""
 
     class OpenRequested(Message):
-        """Open the session view of ``session_id``."""
+        """Open the session view of ``session_id`` (``at_seq``: at that event, a search hit)."""
 
-        def __init__(self, session_id: str) -> None:
+        def __init__(self, session_id: str, at_seq: int | None = None) -> None:
             super().__init__()
             self.session_id = session_id
+            self.at_seq = at_seq
 
     class ResumeRequested(Message):
         """Continue the (interrupted, failed or cancelled) session ``session_id`` in this process."""
@@ -103,6 +104,8 @@ class SessionsScreen(InboxMixin, Screen):
         # last: the help's rows above it keep their places (the browser test reads one near the top)
         Binding("R,shift+r", "replay", "Replay", show=False, tooltip="Replay the highlighted session as it happened"),
         Binding("t", "stats", "Stats", show=False, tooltip="Tokens, cost and retry waste per day: a chart"),
+        Binding("s", "search", "Search", show=False,
+                tooltip="Search every session's text, tool calls, errors and notes; Enter opens the hit"),
     ]
 
     def __init__(self, store: EventStore, *, clock: Callable[[], float] = time.time,
@@ -485,6 +488,15 @@ class SessionsScreen(InboxMixin, Screen):
         field.focus()
         field.value += char
         field.cursor_position = len(field.value)
+
+    def action_search(self) -> None:
+        from shepherd.tui.screens.search import SearchScreen
+
+        def done(hit: Any) -> None:
+            if hit is not None:
+                self.post_message(self.OpenRequested(hit.session_id, at_seq=hit.seq))
+
+        self.app.push_screen(SearchScreen(self.store, clock=self.clock), callback=done)
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()

@@ -4,7 +4,12 @@ Only the selected subtask's blocks are mounted, at most ``MAX_BLOCKS`` of them (
 oldest are pruned as new ones arrive); earlier ones come back on demand: scrolling to
 the top (``NeedEarlier``), ``u`` or a click on the bar. New blocks from one frame are
 mounted in one ``mount_all``; changed blocks re-render in place. The first mounted
-block is the subtask's ``pinned`` one: the model prunes nothing from there on."""
+block is the subtask's ``pinned`` one: the model prunes nothing from there on.
+
+``show_at`` opens the stream at one block (a search hit) instead of the tail: a window
+around it; when more blocks follow than the window holds, a bar at the bottom says so and
+they are mounted as the reader scrolls down (``windowed``: new blocks wait in the model
+until the window reaches the end, then following works as usual); End shows the tail."""
 
 from __future__ import annotations
 
@@ -36,6 +41,21 @@ class EarlierBar(Static):
         self.post_message(self.Pressed())
 
 
+class LaterBar(Static):
+    """The line at the bottom of a window opened at a block: more below; a click shows them."""
+
+    class Pressed(Message):
+        pass
+
+    DEFAULT_CSS = """
+    LaterBar { height: auto; width: 1fr; }
+    """
+
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        self.post_message(self.Pressed())
+
+
 class StreamView(VerticalScroll):
     class NeedEarlier(Message):
         """The reader scrolled to the top and there is more above; or (``fill``) what is
@@ -48,6 +68,7 @@ class StreamView(VerticalScroll):
     MAX_BLOCKS = 200  # mounted at most (older ones are pruned as new ones arrive)
     SHOW_BLOCKS = 20  # mounted when a subtask is shown (more follow while the view is not full), per "load earlier"
     PRUNE_SLACK = 50  # prune in steps, not on every new block
+    JUMP_BEFORE = 10  # blocks mounted above the one ``show_at`` opens at
     # A removed block widget is a reference cycle (Textual's styles, caches, message pump)
     # that only a full collection frees, and the app raises the collector's thresholds
     # (tui.app): in a long stream pruned widgets piled up by the thousand (~100 KB each).
@@ -72,6 +93,9 @@ class StreamView(VerticalScroll):
         self._follow_pending = True
         self._fill_asked = False  # a NeedEarlier(fill) is out: not again until it is answered
         self._pruned = 0  # widgets pruned since the last full collection
+        self.windowed = False  # opened at a block (show_at) and blocks after the window are not mounted
+        self._later: LaterBar | None = None
+        self._reveal: Widget | None = None  # the block show_at opened at: kept at the top while the view fills
 
     def compose(self):
         yield self._bar
@@ -135,6 +159,11 @@ class StreamView(VerticalScroll):
 
     def _maybe_fill(self) -> None:
         """After a layout: a short tail that leaves the view part empty asks for more."""
+        if self.windowed and self.max_scroll_y <= 0 and self.widgets:
+            if not self._fill_asked:  # a short window: what follows it, first (once a layout)
+                self._fill_asked = True
+                self.call_later(self.show_later, None, True)
+            return
         if (self.max_scroll_y <= 0 and not self._fill_asked and self.subtask is not None
                 and len(self.widgets) < self.MAX_BLOCKS and self.hidden_blocks):
             # a short tail: mount what the model holds above until the view is full (the
@@ -145,7 +174,12 @@ class StreamView(VerticalScroll):
     def filled(self) -> None:
         """The screen answered a NeedEarlier(fill): ask again if still not full."""
         self._fill_asked = False
+        self._keep_revealed()
         self.call_after_refresh(self._maybe_fill)
+
+    def _keep_revealed(self) -> None:
+        if self._reveal is not None:
+            self.call_after_refresh(self.scroll_to_widget, self._reveal, animate=False, top=True, immediate=True)
 
     @property
     def following(self) -> bool:
@@ -158,6 +192,8 @@ class StreamView(VerticalScroll):
         super().watch_scroll_y(old, new)
         if new <= 0 < old and not self.following and (self.hidden_blocks or self.more_events):
             self.post_message(self.NeedEarlier())
+        elif self.windowed and new > old and new >= self.max_scroll_y:
+            self.call_later(self.show_later)
 
     @property
     def hidden_blocks(self) -> int:
@@ -170,6 +206,17 @@ class StreamView(VerticalScroll):
         try:
             return self.subtask.blocks.index(first.block)  # type: ignore[attr-defined]
         except ValueError:
+            return 0
+
+    @property
+    def hidden_after(self) -> int:
+        """Blocks the model holds below the last mounted one (only while ``windowed``)."""
+        if self.subtask is None or not self.windowed:
+            return 0
+        last = next(reversed(self.widgets.values()), None)
+        try:
+            return len(self.subtask.blocks) - 1 - self.subtask.blocks.index(last.block)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
             return 0
 
     def _pin(self) -> None:
@@ -188,17 +235,16 @@ class StreamView(VerticalScroll):
             self._bar.display = True
         else:
             self._bar.display = False
+        if self._later is not None:
+            after = self.hidden_after
+            what = f"{after} later block{'s' if after != 1 else ''}"
+            self._later.update(Content.styled(f"↓ {what} — scroll down or click to show, End for the latest",
+                                              "$foreground-muted italic"))
 
     async def show(self, subtask: m.SubtaskView | None, *, more_events: bool = False) -> None:
         """Replace everything with the tail of ``subtask`` (SHOW_BLOCKS of it; more follow
         while the view is not full, the rest when the reader scrolls up)."""
-        self.more_events = more_events
-        old = [w for w in self.children if w is not self._bar]
-        self.widgets.clear()
-        await self._remove(old)
-        if self.subtask is not None and self.subtask is not subtask:
-            self.subtask.pinned = None  # not on screen any more: the model may prune it
-        self.subtask = subtask
+        await self._clear(subtask, more_events)
         self._fill_asked = False
         self.anchor(False)
         self._follow_pending = True
@@ -221,10 +267,94 @@ class StreamView(VerticalScroll):
             self._maybe_anchor()
         self.call_after_refresh(self._maybe_fill)
 
+    async def _clear(self, subtask: m.SubtaskView | None, more_events: bool) -> None:
+        """Unmount every block (and the later bar): ``subtask`` is shown next."""
+        self.more_events = more_events
+        old = [w for w in self.children if w is not self._bar]
+        self.widgets.clear()
+        self.windowed, self._later, self._reveal = False, None, None
+        await self._remove(old)
+        if self.subtask is not None and self.subtask is not subtask:
+            self.subtask.pinned = None  # not on screen any more: the model may prune it
+        self.subtask = subtask
+
+    async def show_at(self, subtask: m.SubtaskView, block: m.Block, *, more_events: bool = False) -> Widget | None:
+        """Replace everything with a window of ``subtask`` around ``block`` (JUMP_BEFORE
+        above it, SHOW_BLOCKS from it; to the end when little more follows), ``block`` at
+        the top of the view. Nothing follows the tail: the reader moves from here (scrolling,
+        u, End); a view the window does not fill gets what follows it (else what precedes
+        it), the block staying at the top. Returns the block's widget."""
+        await self._clear(subtask, more_events)
+        self.anchor(False)
+        self._follow_pending = False
+        self._fill_asked = False
+        blocks = subtask.blocks
+        try:
+            i = blocks.index(block)
+        except ValueError:
+            i = len(blocks) - 1
+        start, end = max(0, i - self.JUMP_BEFORE), i + self.SHOW_BLOCKS
+        if len(blocks) - end <= self.SHOW_BLOCKS:
+            end = len(blocks)
+        self.windowed = end < len(blocks)
+        await self._mount_blocks(blocks[start:end])
+        if self.windowed:
+            self._later = LaterBar("", classes="later")
+            await self.mount(self._later)
+        self._update_bar()
+        self._reveal = widget = self.widgets.get(block.bid)
+        self._keep_revealed()
+        self.call_after_refresh(self._maybe_fill)
+        return widget
+
+    async def show_later(self, count: int | None = None, fill: bool = False) -> int:
+        """Mount up to ``count`` model blocks below the window; once it reaches the end
+        the bar goes and the stream follows again when the reader is at its end.
+        ``fill``: the view was not full (the block opened at stays at the top)."""
+        if not self.windowed or self.subtask is None or not self.widgets:
+            return 0
+        blocks = self.subtask.blocks
+        j = len(blocks) - self.hidden_after
+        end = j + (count or self.SHOW_BLOCKS)
+        if end >= len(blocks):
+            end = len(blocks)
+        more = blocks[j:end]
+        widgets = [widget_for(b, self.clock) for b in more]
+        for b, w in zip(more, widgets):
+            self.widgets[b.bid] = w
+        self.mount_count += len(widgets)
+        await self.mount_all(widgets, before=self._later)
+        if end >= len(blocks):
+            later, self._later, self.windowed = self._later, None, False
+            if later is not None:
+                await self._remove([later])
+            self._anchored, self._anchor_released = True, True  # armed: the end takes hold again
+            self.resume_following_at_end()
+        self._update_bar()
+        if fill:
+            self._fill_asked = False
+            self._keep_revealed()
+            self.call_after_refresh(self._maybe_fill)
+        return len(widgets)
+
+    async def action_scroll_end(self) -> None:
+        """End: in a window opened at a block, to the subtask's tail (following again)."""
+        if self.windowed and self.subtask is not None:
+            await self.show(self.subtask, more_events=self.subtask.has_earlier)
+            return
+        super().action_scroll_end()
+
+    def on_later_bar_pressed(self, message: LaterBar.Pressed) -> None:
+        message.stop()
+        self.call_later(self.show_later)
+
     async def add_blocks(self, blocks: list[m.Block]) -> None:
         """Blocks appended to the shown subtask since the last frame."""
         fresh = [b for b in blocks if b.bid not in self.widgets]
         if not fresh:
+            return
+        if self.windowed:  # below the window: they wait in the model (the later bar counts them)
+            self._update_bar()
             return
         await self._mount_blocks(fresh)
         # prune only while following the tail: someone reading older blocks keeps them
