@@ -192,12 +192,18 @@ class ShepherdApp(App[int]):
     async def _start_up(self) -> None:
         from shepherd.core.store.db import StoreError
 
+        # A session view that opens at once over the home: the home is neither drawn nor
+        # built (composed, loaded) before that view's first frame, only once it is drawn
+        covered = not (self.start is None and self.resume is None and self.open_session_id is None
+                       and not self.attach)
         try:
             from shepherd.core.store import open_store
 
-            # no frame while it opens: the empty default screen would be drawn (and the
-            # open's thread trips wait behind that drawing) only to be covered at once
-            with self.batch_update():
+            # The home: no frame while it opens (the empty default screen would be drawn,
+            # and the open's thread trips wait behind that drawing, only to be covered at
+            # once). Not for a view over the home: the default screen's refresh held back
+            # by the batch would, once the home is pushed, draw the home before the view.
+            with self.batch_update() if not covered else contextlib.nullcontext():
                 self.store = await open_store(self.db_path, check=not self.checked, recover=not self.checked)
         except (StoreError, OSError) as error:
             log.error("cannot open the database %s", self._db_label(), exc_info=error)
@@ -205,10 +211,6 @@ class ShepherdApp(App[int]):
             self.set_timer(self.STORE_ERROR_EXIT_S, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
             return
         self.sub_title = self._db_label()
-        # A session view that opens at once over the home: the home is neither drawn nor
-        # built (composed, loaded) before that view's first frame, only once it is drawn
-        covered = not (self.start is None and self.resume is None and self.open_session_id is None
-                       and not self.attach)
         self.home = home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
                                           db_label=self._db_label(), covered=covered)
         if not covered:
