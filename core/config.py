@@ -21,8 +21,6 @@ one line naming the file and the key; the CLI prints it and exits 2 before anyth
 from __future__ import annotations
 
 import os
-import shlex
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -64,6 +62,8 @@ def _shown(path: Path) -> str:
 
 def parse_config(text: str, path: Path) -> UserConfig:
     """The settings in ``text`` (the contents of ``path``); ``ConfigError`` if unusable."""
+    import tomllib  # (here: most people have no file, and start-up need not compile its patterns)
+
     where = _shown(path)
     try:
         data = tomllib.loads(text)
@@ -103,6 +103,8 @@ def _type(value: Any) -> str:
 
 def _argv(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
+        import shlex
+
         try:
             argv = shlex.split(value)
         except ValueError as e:  # an unclosed quote

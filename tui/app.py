@@ -155,6 +155,7 @@ class ShepherdApp(App[int]):
         self._quitting = False
         self._signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
         self._store_closed = False
+        self._notifier_asked = False  # _start_notifier has run (once is enough)
         self.theme = "textual-dark"
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -197,26 +198,34 @@ class ShepherdApp(App[int]):
     async def _start_up(self) -> None:
         from shepherd.core.store.db import StoreError
 
+        # A session view that opens at once over the home: the home is neither drawn nor
+        # built (composed, loaded) before that view's first frame, only once it is drawn
+        covered = not (self.start is None and self.resume is None and self.open_session_id is None
+                       and not self.attach and self.replay is None)
         try:
             from shepherd.core.store import open_store
 
-            self.store = await open_store(self.db_path, check=not self.checked, recover=not self.checked)
+            # The home: no frame while it opens (the empty default screen would be drawn,
+            # and the open's thread trips wait behind that drawing, only to be covered at
+            # once). Not for a view over the home: the default screen's refresh held back
+            # by the batch would, once the home is pushed, draw the home before the view.
+            with self.batch_update() if not covered else contextlib.nullcontext():
+                self.store = await open_store(self.db_path, check=not self.checked, recover=not self.checked)
         except (StoreError, OSError) as error:
             log.error("cannot open the database %s", self._db_label(), exc_info=error)
             self.notify(str(error), title="Cannot open the database", severity="error", markup=False)
             self.set_timer(self.STORE_ERROR_EXIT_S, partial(self.exit, 2, return_code=2, message=f"shepherd: {error}"))
             return
         self.sub_title = self._db_label()
-        self._start_notifier()
-        # A session view that opens at once over the home: the home is neither drawn nor
-        # built (composed, loaded) before that view's first frame, only once it is drawn
-        covered = not (self.start is None and self.resume is None and self.open_session_id is None
-                       and not self.attach and self.replay is None)
         self.home = home = SessionsScreen(self.store, clock=self.clock, live_ids=self.live_run_ids,
                                           db_label=self._db_label(), covered=covered)
         if not covered:
             await self.push_screen(home)
+            # nothing on the home's first frame needs it (its import and its first read of
+            # every session): after that frame; a run started before then starts it itself
+            self.call_after_refresh(self._start_notifier)
             return
+        self._start_notifier()  # before the run below writes its first event
         with self.batch_update():
             await self.push_screen(home)
         if self.start is not None:
@@ -296,6 +305,9 @@ class ShepherdApp(App[int]):
         """A session starts waiting for a person (core.notify): the bell and a desktop
         notification on this terminal, for the runs of this process (and their
         notify_command) and, from now on, for other processes' runs in this database."""
+        if self._notifier_asked or self.store is None or self._store_closed:
+            return
+        self._notifier_asked = True
         from shepherd.core.config import ConfigError, load_config
         from shepherd.core.notify import Notifier
 
@@ -332,6 +344,8 @@ class ShepherdApp(App[int]):
         """Start ``task`` in this process and open its live view. Returns the RunHandle."""
         from shepherd.core.backends.deferred import DeferredBackend
         from shepherd.core.engine import start_run
+
+        self._start_notifier()  # (started after the home's first frame: maybe not yet)
 
         from shepherd.core.events import new_session_id
 
@@ -399,6 +413,7 @@ class ShepherdApp(App[int]):
             return None
         from shepherd.core.store.db import StoreError
 
+        self._start_notifier()  # (started after the home's first frame: maybe not yet)
         row = await self.store.get_session(session_id)
         if row is not None:
             await preload_backend(row.backend)

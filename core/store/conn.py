@@ -41,10 +41,12 @@ async def connect(path: Path, *, synchronous: str = "NORMAL", autocheckpoint: bo
         thread.daemon = True
     conn = await pending
     conn.row_factory = sqlite3.Row
-    for pragma in (f"busy_timeout={BUSY_TIMEOUT_MS}", f"synchronous={synchronous.upper()}",
-                   "temp_store=MEMORY", "journal_size_limit=67108864", "cache_size=-16000",
-                   *(() if autocheckpoint else ("wal_autocheckpoint=0",))):
-        await conn.execute(f"PRAGMA {pragma}")
+    pragmas = (f"busy_timeout={BUSY_TIMEOUT_MS}", f"synchronous={synchronous.upper()}",
+               "temp_store=MEMORY", "journal_size_limit=67108864", "cache_size=-16000",
+               *(() if autocheckpoint else ("wal_autocheckpoint=0",)))
+    # one trip to the connection's thread, not one per pragma: at start-up each trip waits
+    # for the event loop, which is busy drawing the first frame
+    await conn.executescript("".join(f"PRAGMA {pragma};" for pragma in pragmas))
     return conn
 
 

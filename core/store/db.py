@@ -222,8 +222,15 @@ class Store(SQLiteReads):
         prepared = await asyncio.to_thread(prepare_database, target, create=create, check=check)
         store = cls(prepared, clock, synchronous=synchronous, max_batch=max_batch)
         try:
-            store._wconn = await connect(prepared, synchronous=store.synchronous, autocheckpoint=False)
-            store._rconn = await connect(prepared, synchronous=store.synchronous)
+            # both at once (each its own thread): start-up waits for one round of trips, not two
+            wconn, rconn = await asyncio.gather(
+                connect(prepared, synchronous=store.synchronous, autocheckpoint=False),
+                connect(prepared, synchronous=store.synchronous), return_exceptions=True)
+            store._wconn = None if isinstance(wconn, BaseException) else wconn
+            store._rconn = None if isinstance(rconn, BaseException) else rconn
+            for failed in (wconn, rconn):
+                if isinstance(failed, BaseException):
+                    raise failed
             store._rconn.text_factory = _lenient_text  # one bad byte must not hide a whole page
             store._writer = asyncio.get_running_loop().create_task(
                 store._run_writer(), name="shepherd-store-writer")

@@ -20,6 +20,7 @@ from shepherd.core.text import safe, safe_fields
 from shepherd.tui.fmt import fmt_span, fmt_tokens  # noqa: F401 - fmt_tokens: public here for tests
 from shepherd.tui.fmt_cost import HOME_WIDTH, home_cost
 from shepherd.tui.icons import NEEDS_ICONS, state_icon
+from shepherd.tui.widgets.fast_cells import FastCells
 
 if TYPE_CHECKING:
     from shepherd.core.store.rows import SessionRow
@@ -85,8 +86,9 @@ def safe_rows(rows: list["SessionRow"]) -> list["SessionRow"]:
 # --- the table -----------------------------------------------------------------------------------
 
 
-class SessionTable(DataTable):
-    """A DataTable that asks for the next page when scrolled to its end."""
+class SessionTable(FastCells, DataTable):
+    """A DataTable that asks for the next page when scrolled to its end (its cells drawn
+    as tui.widgets.fast_cells does: the home's first frame is mostly them)."""
 
     BINDINGS = [
         Binding("home", "scroll_top", "First", show=False),
