@@ -187,10 +187,12 @@ class ReplayScreen(Screen[None]):
 
     async def frame(self) -> None:
         """One frame: the real time since the last one moves the replay (while playing)."""
+        if self._lock.locked():  # a move is being drawn: its time is the next frame's
+            return
         now = self.clock()
         dt = 0.0 if self._last_real is None else max(0.0, now - self._last_real)
         self._last_real = now
-        if not self.driver.playing or self._lock.locked():
+        if not self.driver.playing:
             return
         async with self._lock:
             self.frames += 1
