@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,33 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     # and its own config dir: a developer's ~/.config/shepherd/config.toml (a notify_command)
     # must not run during the suite
     monkeypatch.setenv("XDG_CONFIG_HOME", str(data / "config"))
+
+
+# --- parallel runs (pytest-xdist) -----------------------------------------------------------
+
+SUITE_WORKERS = 2  # measured on 2 cores: most of the suite waits on subprocesses, not the CPU
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers ``-n auto`` (pyproject's addopts) means: two for the suite, a folder
+    or a ``-k`` over them; none (in-process, as before xdist) for a run of one file or of
+    tests in it, where starting workers would cost more than it saves, and for
+    ``--snapshot-update`` (syrupy prunes and writes snapshots only when serial).
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides; ``-n N`` on the command line wins over all."""
+    forced = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip()
+    if forced.isdigit():
+        return int(forced)
+    if config.getoption("--snapshot-update", default=False):
+        return 0
+    files = {arg.split("::")[0] for arg in config.args}
+    if len(files) == 1 and (config.invocation_params.dir / next(iter(files))).is_file():
+        return 0
+    return SUITE_WORKERS
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Each process (a worker, or the one serial run) stops its PostgreSQL cluster as its
+    session ends, not only at interpreter exit: nothing is left running after a run."""
+    from tests.pg_server import stop_shared_server
+
+    stop_shared_server()

@@ -72,6 +72,8 @@ class PgServer:
                   "-w", "-t", "60", "start")
 
     def stop(self) -> None:
+        if not self.data.exists():  # stopped already (the session's end, then atexit)
+            return
         try:
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
@@ -96,9 +98,17 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"!!! PostgreSQL tests SKIPPED: {reason} !!!")
 
 
-# One cluster per test process: every module imports the fixtures (there is no conftest
-# plugin for them), and pytest would otherwise start one per importing module.
+# One cluster per test process (under pytest-xdist: one per worker, each in its own temp dir
+# on its own Unix socket): every module imports the fixtures (there is no conftest plugin for
+# them), and pytest would otherwise start one per importing module.
 _SHARED: dict[str, object] = {}
+
+
+def stop_shared_server() -> None:
+    """Stop this process's cluster, if it started one (tests/conftest.py, at session end)."""
+    server = _SHARED.pop("server", None)
+    if server is not None:
+        server.stop()  # type: ignore[attr-defined]
 
 
 def _shared_server() -> PgServer:

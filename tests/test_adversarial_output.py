@@ -449,7 +449,8 @@ def test_tui_in_tmux_leaves_the_pane_title_and_screen_alone(headless: dict[str, 
     command = "env -u COLUMNS -u LINES " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) \
         + f" {shlex.quote(_shepherd_script())}"  # the pane's size, not the test runner's
     try:
-        tmux.run("new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "40", command + "; sleep 60",
+        tmux.run("new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "40",
+                 command + "; echo SHEPHERD-EXIT:$?; sleep 60",
                  ";", "set-option", "-w", "-t", tmux.session, "window-size", "manual",
                  ";", "resize-window", "-t", tmux.session, "-x", "160", "-y", "40")
         tmux.run("set-option", "-p", "-t", tmux.session, "allow-set-title", "on", check=False)
@@ -460,6 +461,9 @@ def test_tui_in_tmux_leaves_the_pane_title_and_screen_alone(headless: dict[str, 
         tmux.wait_for("the session", lambda s: "said ␛]0;pwned␇" in s)
         assert tmux.fmt("#{pane_title}") == "before"
         tmux.keys("C-q")
+        # quit, and gone before the server is killed: a TUI still shutting down when its
+        # terminal vanished was left running, orphaned, after the suite
+        assert "SHEPHERD-EXIT:0" in tmux.wait_for("shepherd to exit", lambda s: "SHEPHERD-EXIT:" in s)
     finally:
         tmux.run("kill-server", check=False)
 

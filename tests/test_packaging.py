@@ -39,9 +39,10 @@ def test_the_wheel_installs_shepherd_core_and_tui_only(tmp_path: Path) -> None:
     ep = configparser.ConfigParser()
     ep.read(tmp_path / "site" / next(t for t in tops if t.endswith(".dist-info")) / "entry_points.txt")
     assert ep["console_scripts"]["shepherd"] == "shepherd.tui.cli:main"
-    # Only the wheel on the path (-S: no site-packages, so no editable checkout either).
+    # Only the wheel on the path (-S: no site-packages, so no editable checkout either; -E: no
+    # PYTHONPATH, which points at a checkout when the suite runs from one without an install).
     code = ("import importlib.util, sys; sys.path[:0] = [sys.argv[1]]\n"
             "import shepherd.core.states, shepherd.core.events\n"
             "assert shepherd.core.states.__file__.startswith(sys.argv[1]), shepherd.core.states.__file__\n"
             "assert importlib.util.find_spec('core') is None and importlib.util.find_spec('tui') is None\n")
-    subprocess.run([sys.executable, "-S", "-c", code, str(tmp_path / "site")], check=True, cwd=tmp_path)
+    subprocess.run([sys.executable, "-S", "-E", "-c", code, str(tmp_path / "site")], check=True, cwd=tmp_path)
