@@ -15,6 +15,10 @@ os.environ.setdefault("SHEPHERD_TIME_SCALE", "1")
 for _var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY",
              "OPENAI_BASE_URL", "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "SHEPHERD_DB"):
     os.environ.pop(_var, None)
+# A developer's own OpenTelemetry settings must not turn every run in the suite into a live
+# exporter (tracing off in tests); the OTel tests set their loopback endpoint themselves.
+for _var in [v for v in os.environ if v.startswith("OTEL_")]:
+    os.environ.pop(_var, None)
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -35,6 +35,9 @@ def logging_kept() -> Iterator[None]:
     """configure_logging changes process-wide state: put it back when the block ends."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, logging.lastResort)
+    # an earlier test in this process may have left warnings captured (configure_logging's
+    # captureWarnings(True) is then a no-op and pytest's recorder keeps them): start clean
+    logging.captureWarnings(False)
     try:
         yield
     finally:
