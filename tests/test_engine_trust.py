@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shepherd.core.clock import FakeClock, RealClock
+from shepherd.core.clock import AutoClock, FakeClock, RealClock
 from shepherd.core.control import RemoteControl
 from shepherd.core.engine import Supervisor, resume_run
 from shepherd.core.events import SessionStarted, ToolFinished, ToolStarted
@@ -280,6 +280,33 @@ async def test_missing_credentials_end_an_interactive_session_failed_as_auth(
 
 
 # --- 16: the countdown follows the real wait -----------------------------------------------------
+
+
+class TickingClock(AutoClock):
+    """Every read of the time is a moment after the last (as on a loaded machine)."""
+
+    def now(self) -> float:
+        self._now += 0.005
+        return self._now
+
+
+async def test_an_error_and_its_retry_carry_the_instant_the_wait_counts_from(tmp_path: Path) -> None:
+    # the log's "retry 1/5 in N s" is resume_at minus the event's ts: stamped by the store a
+    # read later, a loaded machine made it say less than the wait (a flaky CLI test showed it)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    task = make_task(ws, [{"id": "t1", "prompt": "p", "steps": [{"fail": "transient"}, {"text": "ok"}]}],
+                     retry={"transient": {"initial_delay": 2, "max_delay": 2}})
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sup = Supervisor(store, task, clock=TickingClock(), interactive=False)
+        assert await sup.run() == "done"
+        (r,) = await stored(store, sup.session_id, "retry.scheduled")
+        (e,) = await stored(store, sup.session_id, "error")
+        assert r.resume_at - r.ts == pytest.approx(r.delay_s, abs=1e-9)  # (time scale 1 in tests)
+        assert e.ts == r.ts and e.seq < r.seq
+    finally:
+        await store.close()
 
 
 async def test_resume_at_is_when_the_scaled_wait_really_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,11 +34,16 @@ class Countdown(Controls, SupervisorBase):
         if not decision.retry:  # the subtask ends on it: written with its subtask.finished
             run.final_error = error
             return decision
+        # the error and its retry are stamped with the instant resume_at counts from (the
+        # store's own stamp comes a moment later, more under load; "retry in N s" in the log
+        # is resume_at minus ts)
+        now = self.clock.now()
+        error = error.with_(ts=now)
         retry = self._sub_event(RetryScheduled(
             kind=decision.kind, retry_no=decision.retry_no, max_retries=decision.max_retries,
             # delay_s stays nominal; resume_at is when the countdown really ends (time scale)
-            delay_s=decision.delay_s, resume_at=self.clock.now() + real_seconds(self.clock, decision.delay_s),
-            action=decision.action), run).with_(session_id=self.session_id)
+            delay_s=decision.delay_s, resume_at=now + real_seconds(self.clock, decision.delay_s),
+            action=decision.action, ts=now), run).with_(session_id=self.session_id)
         # one transaction: a runner killed in between must not leave an error whose retry
         # (and so its place in the per-kind count) a resume cannot see, or a final error
         # without the end it caused (the resume would run one attempt more)
