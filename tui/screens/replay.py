@@ -23,6 +23,7 @@ from textual.widgets import OptionList
 
 from shepherd.tui import model as m
 from shepherd.tui.history import load_earlier_blocks
+from shepherd.tui.screens.session_panes import SessionPanes
 from shepherd.tui.model.replay import SPEEDS, Moved, ReplayDriver
 from shepherd.tui.widgets.blocks import BlockWidget, RetryBanner, ToolCallView, widget_for
 from shepherd.tui.widgets.footer import KeyFooter
@@ -74,7 +75,7 @@ class UpTo:
         return await self.store.current_subtask_at(sid, seq)
 
 
-class ReplayScreen(Screen[None]):
+class ReplayScreen(SessionPanes, Screen[None]):
     """``speed``: 1.0, 10.0 or None (max); ``at_seq``: open at that event, paused
     (else from the start, playing). ``clock``: real time, read once a frame."""
 
@@ -138,14 +139,6 @@ class ReplayScreen(Screen[None]):
             yield ReplayStream(self.driver.clock, id="stream")
         yield StatusBar(self.model.session, self.driver.clock, id="status")
         yield KeyFooter(compact=True)
-
-    @property
-    def stream(self) -> StreamView:
-        return self.query_one(StreamView)
-
-    @property
-    def subtask_list(self) -> SubtaskList:
-        return self.query_one(SubtaskList)
 
     @property
     def timeline(self) -> Timeline:
@@ -251,30 +244,7 @@ class ReplayScreen(Screen[None]):
         await self._show(self.selected)
 
     async def _render_changes(self, changes: m.Changes) -> None:
-        if changes.structure:
-            self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
-        if self.auto_follow:
-            target = self.model.default_subtask_id()
-            if target is not None and target != self.selected:
-                await self._show_subtask(target)
-                return
-        sel = self.selected
-        if sel is None:
-            return
-        added = [b for b in changes.added if b.subtask_id == sel]
-        if len(added) > self.stream.SHOW_BLOCKS and self.stream.following:
-            await self._show(sel)
-            return
-        if added:
-            await self.stream.add_blocks(added)
-        updated = [b for b in changes.updated.values() if b.subtask_id == sel]
-        if updated:
-            self.stream.update_blocks(updated)
-
-    async def _show_subtask(self, subtask_id: str | None) -> None:
-        self.selected = subtask_id
-        self.subtask_list.select(subtask_id)
-        await self._show(subtask_id)
+        await self._follow_changes(changes)
 
     async def _show(self, subtask_id: str | None) -> None:
         st = self.model.subtask(subtask_id)

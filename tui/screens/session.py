@@ -31,6 +31,7 @@ from textual.widgets import OptionList
 from shepherd.tui import model as m
 from shepherd.tui.feed import FeedEvents, History, StaticFeed, make_feed
 from shepherd.tui.history import load_earlier_blocks
+from shepherd.tui.screens.session_panes import SessionPanes
 from shepherd.tui.screens.session_controls import ControlsMixin
 from shepherd.tui.screens.session_controls import NO_CONTROLS, READ_ONLY  # noqa: F401 - the texts: here too
 from shepherd.tui.screens.session_export import export_session
@@ -51,7 +52,7 @@ STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 
 
-class SessionScreen(JumpMixin, ControlsMixin, Screen[None]):
+class SessionScreen(JumpMixin, ControlsMixin, SessionPanes, Screen[None]):
     """``follow``: "local" (the run is in this process: store.subscribe), "tail" (another
     process: store.tail) or None (history only). ``clock`` is read for every countdown,
     spinner duration and elapsed time (snapshot tests freeze it). ``at_seq``: open at that
@@ -162,14 +163,6 @@ class SessionScreen(JumpMixin, ControlsMixin, Screen[None]):
             yield StreamView(self.clock, id="stream")
         yield StatusBar(self.model.session, self.clock, follow=self.follow, id="status")
         yield KeyFooter(compact=True)  # every key that applies fits 80 columns
-
-    @property
-    def subtask_list(self) -> SubtaskList:
-        return self.query_one(SubtaskList)
-
-    @property
-    def stream(self) -> StreamView:
-        return self.query_one(StreamView)
 
     @property
     def status_bar(self) -> StatusBar:
@@ -306,32 +299,7 @@ class SessionScreen(JumpMixin, ControlsMixin, Screen[None]):
         if changes.session or changes.subtasks:
             self.query_one(SessionHeader).sync(self.model.session)
             self._sync_status()
-        if changes.structure:
-            self.subtask_list.set_subtasks(self.model.ordered_subtasks(), self.selected)
-        elif changes.subtasks:
-            self.subtask_list.refresh_subtasks(changes.subtasks)
-        if self.auto_follow:
-            target = self.model.default_subtask_id()
-            if target is not None and target != self.selected:
-                await self._show_subtask(target)
-                return  # show() mounted the whole (current) tail already
-        sel = self.selected
-        if sel is None:
-            target = self.model.default_subtask_id()
-            if target is not None:
-                await self._show_subtask(target)
-            return
-        added = [b for b in changes.added if b.subtask_id == sel]
-        if len(added) > self.stream.SHOW_BLOCKS and self.stream.following:
-            # many blocks at once (the screen was hidden): the tail, not all then pruned
-            st = self.model.subtask(sel)
-            await self.stream.show(st, more_events=bool(st and st.has_earlier))
-            return
-        if added:
-            await self.stream.add_blocks(added)
-        updated = [b for b in changes.updated.values() if b.subtask_id == sel]
-        if updated:
-            self.stream.update_blocks(updated)
+        await self._follow_changes(changes)
 
     async def _select(self, subtask_id: str | None) -> None:
         """Show another subtask (a person's choice): never while a frame is applied."""
@@ -342,12 +310,6 @@ class SessionScreen(JumpMixin, ControlsMixin, Screen[None]):
             await self._show_subtask(subtask_id)
             if self._deferred:  # the rest of the frame (status, list) follows at once
                 self.call_later(self._flush)
-
-    async def _show_subtask(self, subtask_id: str | None) -> None:
-        self.selected = subtask_id
-        self.refresh_bindings()
-        self.subtask_list.select(subtask_id)
-        await self._show(subtask_id)
 
     async def _show(self, subtask_id: str | None) -> None:
         """The tail of a subtask; one with nothing loaded (all of it older than the page

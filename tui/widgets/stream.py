@@ -26,34 +26,37 @@ from shepherd.tui import model as m
 from shepherd.tui.widgets.blocks import Clock, Expandable, widget_for
 
 
-class EarlierBar(Static):
-    """The line at the top that says more is hidden; a click asks for it."""
+class _PressBar(Static):
+    """A one-line bar a click asks something of (its ``Pressed``)."""
 
     class Pressed(Message):
+        pass
+
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        self.post_message(self.Pressed())
+
+
+class EarlierBar(_PressBar):
+    """The line at the top that says more is hidden; a click asks for it."""
+
+    class Pressed(_PressBar.Pressed):
         pass
 
     DEFAULT_CSS = """
     EarlierBar { height: auto; width: 1fr; }
     """
 
-    def on_click(self, event: Click) -> None:
-        event.stop()
-        self.post_message(self.Pressed())
 
-
-class LaterBar(Static):
+class LaterBar(_PressBar):
     """The line at the bottom of a window opened at a block: more below; a click shows them."""
 
-    class Pressed(Message):
+    class Pressed(_PressBar.Pressed):
         pass
 
     DEFAULT_CSS = """
     LaterBar { height: auto; width: 1fr; }
     """
-
-    def on_click(self, event: Click) -> None:
-        event.stop()
-        self.post_message(self.Pressed())
 
 
 class StreamView(VerticalScroll):
