@@ -76,5 +76,22 @@ async def open_store(args: argparse.Namespace, *, create: bool = False, check: b
     return await open_any(db_target(args), create=create, check=check)
 
 
+def event_seq(text: str) -> int:
+    """argparse type of ``--at SEQ`` (replay, attach): an event's number, as `search` prints it."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an event number (a whole number, 1 or more)")
+    return n
+
+
+def check_at(command: str, at: int | None, sid: str, last: int) -> None:
+    """``--at`` against the session's last event: one line (exit 2) for one it does not have."""
+    if at is not None and at > last:
+        raise UsageError(f"{command} --at {at}: session {sid} has events 1 to {last}")
+
+
 def err(message: str) -> None:
     print(f"shepherd: {message}", file=sys.stderr)

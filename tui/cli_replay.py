@@ -7,19 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shepherd.tui.cli_common import EXIT_OK, UsageError, db_target, open_store
+from shepherd.tui.cli_common import EXIT_OK, UsageError, check_at, db_target, event_seq, open_store
 
 SPEED_CHOICES = ("1", "10", "max")
-
-
-def _seq(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an event's seq (a whole number), got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"an event's seq is 1 or more, got {value}")
-    return value
 
 
 def add_parser(add: Any) -> None:
@@ -27,7 +17,7 @@ def add_parser(add: Any) -> None:
     p.add_argument("session", help="session id or unique prefix")
     p.add_argument("--speed", choices=SPEED_CHOICES, default="1",
                    help="1 (real pace, long gaps cut to 5 s), 10 or max (default 1)")
-    p.add_argument("--at", type=_seq, default=None, metavar="SEQ", help="open paused at this event")
+    p.add_argument("--at", type=event_seq, default=None, metavar="SEQ", help="open paused at this event")
 
 
 async def replay_plan(args: argparse.Namespace) -> tuple[str, float | None, int | None]:
@@ -42,8 +32,7 @@ async def replay_plan(args: argparse.Namespace) -> tuple[str, float | None, int 
         await store.close()
     if not last:
         raise UsageError(f"session {sid} has no events to replay")
-    if args.at is not None and args.at > last:
-        raise UsageError(f"--at {args.at}: session {sid} has events 1 to {last}")
+    check_at("replay", args.at, sid, last)
     return sid, SPEEDS[args.speed], args.at
 
 

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from shepherd.tui.cli_common import EXIT_OK, UsageError, open_store
+from shepherd.tui.cli_common import EXIT_OK, UsageError, check_at, event_seq, open_store
 from shepherd.tui.snippet import render_snippet  # noqa: F401 - shared with the TUI's search screen
 
 PLAIN_MARKS = ("«", "»")
@@ -59,19 +59,9 @@ def add_parser(add: Any, limit_type: Any) -> None:
     p.add_argument("--limit", type=limit_type, default=50, metavar="N", help="at most N hits (default 50)")
 
 
-def _seq(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an event number (1 or more)")
-    return n
-
-
 def add_attach_at(p: Any) -> None:
     """`shepherd attach SESSION --at SEQ`: the session view opens at that event."""
-    p.add_argument("--at", type=_seq, default=None, metavar="SEQ",
+    p.add_argument("--at", type=event_seq, default=None, metavar="SEQ",
                    help="open at this event (its number, as `shepherd search` prints it after #)")
 
 
@@ -84,6 +74,5 @@ async def attach_at(args: argparse.Namespace, sid: str) -> int | None:
         last = await store.last_seq(sid)
     finally:
         await store.close()
-    if args.at > last:
-        raise UsageError(f"attach --at {args.at}: session {sid} has {last} event{'s' if last != 1 else ''}")
+    check_at("attach", args.at, sid, last)
     return int(args.at)
