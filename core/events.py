@@ -12,18 +12,18 @@ import dataclasses
 import json
 import operator
 import os
-import reprlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from shepherd.core.frozen import Frozen, frozen
 from shepherd.core.text import json_line_safe
 
 COMMON_FIELDS = ("session_id", "seq", "ts", "subtask_id", "attempt")
 
 
-class _Stored:
+class _Stored(Frozen):
     """One slot beside the fields: the JSON of a stored event whose fields are not decoded
     yet (see ``lazy_event``); unset on events built any other way."""
 
@@ -31,11 +31,10 @@ class _Stored:
 
 
 _RAW = _Stored._raw  # type: ignore[attr-defined]  # the slot's descriptor
-# Every event class is a frozen, keyword-only, slotted dataclass. Its ==, hash and repr are
-# Event's own (below, the same as the ones dataclass writes) instead of three functions
-# compiled for each of the ~27 classes: importing the module (every command's start-up)
-# costs a third less.
-_event = dataclass(frozen=True, kw_only=True, slots=True, eq=False, repr=False)
+# Every event class is a frozen, keyword-only, slotted record (core.frozen: what
+# dataclass(frozen=True) gives, its ==, hash and repr written once instead of per class:
+# importing this module is on every command's start-up).
+_event = frozen(kw_only=True, slots=True)
 
 
 @_event
@@ -48,20 +47,6 @@ class Event(_Stored):
     ts: float = 0.0
     subtask_id: str | None = None
     attempt: int | None = None
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            values = _values(self.__class__)
-            return values(self) == values(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(_values(self.__class__)(self))
-
-    @reprlib.recursive_repr()
-    def __repr__(self) -> str:
-        cls = self.__class__
-        return f"{cls.__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in field_names(cls))})"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -404,27 +389,12 @@ def event_from_json(text: str) -> Event:
 
 # --- lazily decoded stored events ------------------------------------------------------
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 _FIELD_SETS: dict[type, frozenset[str]] = {}
 
 
 def field_names(cls: type) -> tuple[str, ...]:
-    """The dataclass field names of an event class, cached (fields() walks the class)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
-
-
-_VALUES: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
-
-
-def _values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    """A function giving an event's field values as a tuple (what ==, hash compare)."""
-    get = _VALUES.get(cls)
-    if get is None:
-        get = _VALUES[cls] = operator.attrgetter(*field_names(cls))  # (>= 5 fields: a tuple)
-    return get
+    """The field names of an event class, in order (core.frozen keeps them on the class)."""
+    return cls.__frozen_names__  # type: ignore[attr-defined,no-any-return]
 
 
 def _field_set(cls: type) -> frozenset[str]:

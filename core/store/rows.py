@@ -5,12 +5,12 @@ maps column names to values: ``sqlite3.Row`` here, a dict row elsewhere)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from shepherd.core.frozen import Frozen, frozen
 from typing import Any
 
 
-@dataclass(frozen=True)
-class SessionRow:
+@frozen()
+class SessionRow(Frozen):
     id: str
     title: str
     backend: str
@@ -40,8 +40,8 @@ class SessionRow:
     waste_cost_usd: float = 0.0
 
 
-@dataclass(frozen=True)
-class SubtaskRow:
+@frozen()
+class SubtaskRow(Frozen):
     session_id: str
     id: str
     title: str
@@ -56,8 +56,8 @@ class SubtaskRow:
     last_error_kind: str | None
 
 
-@dataclass(frozen=True)
-class ToolCallRow:
+@frozen()
+class ToolCallRow(Frozen):
     session_id: str
     call_id: str
     subtask_id: str | None
@@ -73,8 +73,8 @@ class ToolCallRow:
     finished_seq: int | None
 
 
-@dataclass(frozen=True)
-class CommandRow:
+@frozen()
+class CommandRow(Frozen):
     id: int
     session_id: str
     command: str
@@ -85,8 +85,8 @@ class CommandRow:
     call_id: str | None = None  # approve / deny: the call answered (None: the oldest pending)
 
 
-@dataclass(frozen=True)
-class ApprovalRow:
+@frozen()
+class ApprovalRow(Frozen):
     """A gated tool call's approval (table ``approvals``, derived from approval.requested /
     approval.decided / tool.finished). Pending: not decided and not closed."""
 
@@ -111,8 +111,8 @@ class ApprovalRow:
         return self.decided_seq is None and not self.closed
 
 
-@dataclass(frozen=True)
-class WorktreeRow:
+@frozen()
+class WorktreeRow(Frozen):
     """A worktree session's worktree (table ``worktrees``, from its latest ``worktree``
     event; fields as ``core.events.WorktreeChanged``). ``state``: active | merged |
     discarded | gone."""

@@ -1,0 +1,147 @@
+"""core.frozen held to what @dataclass(frozen=True) does, class by class, side by side."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+
+from shepherd.core import events
+from shepherd.core.frozen import Frozen, finish, frozen
+from shepherd.core.store import rows
+
+
+@frozen(kw_only=True, slots=True)
+class Base(Frozen):
+    kind: ClassVar[str] = "base"
+    a: str = ""
+    n: int = 0
+
+
+@frozen(kw_only=True, slots=True)
+class Child(Base):
+    kind: ClassVar[str] = "child"
+    items: list[int] = field(default_factory=list)
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DBase:
+    kind: ClassVar[str] = "base"
+    a: str = ""
+    n: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DChild(DBase):
+    kind: ClassVar[str] = "child"
+    items: list[int] = field(default_factory=list)
+    note: str | None = None
+
+
+@frozen()
+class Row(Frozen):
+    id: str
+    count: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    label: str = "x"
+
+    def doubled(self) -> int:
+        return self.count * 2
+
+
+@dataclass(frozen=True)
+class DRow:
+    id: str
+    count: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    label: str = "x"
+
+
+PAIRS = [(Child, DChild, {"a": "s", "n": 3, "items": [1, 2]}), (Row, DRow, {"id": "r", "count": 2})]
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PAIRS)
+def test_behaves_as_a_frozen_dataclass(ours: type, theirs: type, kwargs: dict[str, Any]) -> None:
+    mine, ref = ours(**kwargs), theirs(**kwargs)
+    assert [(f.name, f.type, f.kw_only) for f in dataclasses.fields(mine)] == \
+           [(f.name, f.type, f.kw_only) for f in dataclasses.fields(ref)]
+    assert dataclasses.is_dataclass(mine) and dataclasses.asdict(mine) == dataclasses.asdict(ref)
+    assert repr(mine).replace(ours.__qualname__, "X") == repr(ref).replace(theirs.__qualname__, "X")
+    assert str(inspect.signature(ours)) == str(inspect.signature(theirs))
+    assert ours.__match_args__ == theirs.__match_args__
+    assert mine == ours(**kwargs) and mine != ours(**{**kwargs, "n" if "n" in kwargs else "count": 99})
+    assert mine != ref  # another class: not equal, as between two dataclasses
+    name = next(iter(kwargs))
+    for act in (lambda: setattr(mine, name, "y"), lambda: delattr(mine, name), lambda: setattr(mine, "zz", 1)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            act()
+    changed = dataclasses.replace(mine, **{name: "other"})
+    assert getattr(changed, name) == "other" and getattr(mine, name) == kwargs[name]
+    for clone in (pickle.loads(pickle.dumps(mine)), copy.copy(mine), copy.deepcopy(mine)):
+        assert clone == mine and type(clone) is ours
+
+
+def test_factories_kw_only_slots_and_hash() -> None:
+    one, two = Child(), Child()
+    assert one.items == [] and one.items is not two.items  # a fresh list each time
+    assert Child.kind == "child" and "kind" not in [f.name for f in dataclasses.fields(Child)]
+    assert not hasattr(one, "__dict__") and Child.__slots__ == ("items", "note")
+    with pytest.raises(TypeError):
+        Child("positional")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Child(nope=1)  # type: ignore[call-arg]
+    assert hash(Base(a="x", n=1)) == hash(Base(a="x", n=1)) != hash(Base(a="x", n=2))
+    assert len({Base(a="x"), Base(a="x"), Base(a="y")}) == 2
+    with pytest.raises(TypeError):
+        hash(Child())  # a list field: unhashable, as in a dataclass
+    row = Row("r", 4)
+    assert row.doubled() == 8 and row.label == "x" and Row.label == "x" and row.__dict__
+    with pytest.raises(TypeError):
+        Row("r")  # type: ignore[call-arg]  # a required field missing
+
+
+def test_refuses_what_dataclass_refuses() -> None:
+    with pytest.raises(TypeError, match="non-default argument"):
+        @frozen()
+        class Bad(Frozen):
+            a: int = 0
+            b: int
+    with pytest.raises(TypeError, match="must subclass Frozen"):
+        @frozen()
+        class NotFrozen:
+            a: int = 0
+
+
+def test_compiled_on_first_use_and_by_finish() -> None:
+    @frozen(kw_only=True, slots=True)
+    class Late(Base):
+        z: int = 5
+
+    assert Late.__init__.__qualname__ != "Late.__init__"  # still the first-use stub
+    assert Late(z=6).z == 6 and Late.__init__.__qualname__.endswith("Late.__init__")
+
+    @frozen()
+    class Later(Frozen):
+        q: int = 1
+
+    finish()
+    assert Later.__init__.__qualname__.endswith("Later.__init__") and Later().q == 1
+
+
+def test_the_real_vocabulary_and_rows() -> None:
+    for cls in (*events.EVENT_TYPES.values(), events.OpaqueEvent):
+        ev = cls(session_id="s", seq=1)
+        assert events.event_from_json(ev.to_json()) == ev
+        assert dataclasses.replace(ev, seq=2).seq == 2 and pickle.loads(pickle.dumps(ev)) == ev
+        assert repr(ev).startswith(f"{cls.__qualname__}(session_id='s', seq=1")
+    stored = events.lazy_event(events.TextDelta, "s", 7, events.TextDelta(session_id="s", seq=7, text="hi").to_json())
+    assert pickle.loads(pickle.dumps(stored)) == stored and stored.text == "hi"
+    for name in ("SessionRow", "SubtaskRow", "ToolCallRow", "CommandRow", "ApprovalRow", "WorktreeRow"):
+        cls = getattr(rows, name)
+        assert dataclasses.is_dataclass(cls) and not dataclasses.fields(cls)[0].kw_only
