@@ -32,6 +32,14 @@ CELLS = [
     Text.assemble(("12", "bold"), " / ", ("34", "red on blue")),
     "a plain string [b]markup[/b]",  # (DataTable makes a Text of it)
     Text(""),
+    # every justify and overflow, a base style under spans, tabs, an odd end (Rich's own path
+    # for some: the same lines either way)
+    Text.assemble(("left", "italic"), " side", style="on red", justify="left"),
+    Text("centred and styled", style="underline", justify="center", overflow="crop"),
+    Text("right, folded at the edge", justify="right", overflow="fold"),
+    Text("full justify spreads the words", justify="full"),
+    Text("tab\there", style="bold"),
+    Text("no end", end=""),
 ]
 
 
@@ -40,7 +48,7 @@ async def test_fast_cells_draw_what_textual_draws(monkeypatch: pytest.MonkeyPatc
     async with app.run_test(size=(120, 20)) as pilot:
         table = app.query_one(SessionTable)
         assert isinstance(table, FastCells)
-        for i, width in enumerate((1, 2, 3, 7, 9, 14, 20, 30, 40)):
+        for i, width in enumerate((1, 2, 3, 7, 9, 14, 20, 30, 40, 5, 11, 16, 25, 4, 8)):
             table.add_column(f"c{i}", width=width, key=f"c{i}")
         for r in range(4):
             table.add_row(*CELLS, key=f"r{r}", height=2 if r == 3 else 1)

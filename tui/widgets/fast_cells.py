@@ -15,11 +15,36 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+from rich.containers import Lines
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
 _NULL = Style.null()
+_JOIN = Text("\n")
+_JUSTIFY = ("default", "left", "center", "right")  # ("full" spreads words: Rich's own path)
+_OVERFLOW = ("fold", "crop", "ellipsis")
+
+
+def _one_line(console: Console, cell: Text, width: int) -> list[Segment] | None:
+    """``console.render_lines(cell, <width, no_wrap>, style=null, pad=True)[0]`` for a Text
+    on one line, by the same Rich calls without the layers between them (render_lines ->
+    render -> __rich_console__ -> wrap -> split_and_crop_lines): Text.wrap's no_wrap branch,
+    Text.__rich_console__'s join, render, and the crop/pad to the width. None: Rich's path
+    (a newline or tab, an unusual justify, overflow or end)."""
+    plain = cell.plain
+    justify = cell.justify or "default"
+    overflow = cell.overflow or "fold"
+    if ("\n" in plain or "\t" in plain or justify not in _JUSTIFY or overflow not in _OVERFLOW
+            or cell.end not in ("\n", "")):
+        return None
+    lines = Lines([cell.copy()])
+    lines.justify(console, width, justify=justify, overflow=overflow)
+    line = lines[0]
+    line.truncate(width, overflow=overflow)
+    segments = list(_JOIN.join(lines).render(console))
+    return Segment.adjust_line_length(segments, width, style=_NULL, pad=True)
 
 
 class FastCells:
@@ -53,8 +78,10 @@ class FastCells:
         pre = console.get_style(base_style + Style.from_meta({"row": row_index, "column": column_index})
                                 + component_style)
         post = console.get_style(post_style)
-        options = table.app.console_options.update_dimensions(width - 2 * pad, 1).update(no_wrap=True)
-        line = console.render_lines(cell, options, style=_NULL, pad=True)[0]
+        line = _one_line(console, cell, width - 2 * pad)
+        if line is None:
+            options = table.app.console_options.update_dimensions(width - 2 * pad, 1).update(no_wrap=True)
+            line = console.render_lines(cell, options, style=_NULL, pad=True)[0]
         if pad:
             space = Segment(" " * pad, _NULL)
             line = [space, *line, space]
