@@ -305,3 +305,31 @@ def test_the_tui_start_up_runs_no_garbage_collection_and_collects_again_once_run
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "True", "True"], out.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["--db", "x.db"], ["--db=x.db"], ["--db", "demo"], ["--db", "-x"], ["--db="],
+                                  ["--db", ""], ["--d", "x.db"], ["--db", "x", "sessions"], ["sessions"]])
+def test_the_homes_arguments_read_as_the_parser_reads_them(argv: list[str]) -> None:
+    """`shepherd [--db X]` skips building the parser: the same namespace, or the parser's way."""
+    from shepherd.tui import cli
+    from shepherd.tui.cli_common import UsageError
+
+    quick = cli._home_args(argv)
+    try:
+        parsed = vars(cli.build_parser().parse_args(argv))
+    except UsageError:
+        parsed = None
+    if quick is not None:
+        assert vars(quick) == parsed
+    else:  # the parser's way: what it makes of these is not the plain home
+        assert argv not in ([], ["--db", "x.db"], ["--db=x.db"], ["--db", "demo"])
+
+
+def test_the_home_command_imports_no_command_module(tmp_path: Path) -> None:
+    """`shepherd --db X` (the home) gets as far as the TUI without the other commands' modules."""
+    child = ("import sys; import shepherd.tui.cli_run as r; r.run_tui = lambda args: print(sorted(m for m in sys.modules "
+             "if m.startswith('shepherd.tui.cli'))) or 0; from shepherd.tui.cli import main; sys.exit(main())")
+    out = subprocess.run([sys.executable, "-c", child, "--db", str(tmp_path / "x.db")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['shepherd.tui.cli', 'shepherd.tui.cli_common', 'shepherd.tui.cli_run']"

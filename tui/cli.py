@@ -17,11 +17,22 @@ from typing import NoReturn
 
 from shepherd.tui.cli_common import DB_HELP, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, err
 from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: here too, as before
-from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
-from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
-from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
-from shepherd.tui import cli_copy, cli_replay, cli_search, cli_stats, cli_worktree
-from shepherd.tui.cli_run import configure_logging  # noqa: F401 - here too, as before
+
+# The commands' modules are imported by the command that runs (below), not here: `shepherd`
+# alone (the home) starts without them and without building the parser. Their names that
+# this module gave before are still here, imported on first use.
+_MOVED = {"run_headless": "cli_run", "run_tui": "cli_run", "configure_logging": "cli_run",
+          "tasks_from_args": "cli_run", "check_task_sandbox": "cli_run", "cmd_answer": "cli_control",
+          "cmd_control": "cli_control", "plan_resume": "cli_control", "resolve_live": "cli_control",
+          "cmd_export": "cli_read", "cmd_sessions": "cli_read", "cmd_show": "cli_read"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f"shepherd.tui.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +51,8 @@ def _limit(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shepherd.tui import cli_copy, cli_replay, cli_search, cli_stats, cli_worktree
+
     parser = _Parser(prog="shepherd", description="Supervise AI coding agents: watch, steer, retry, look back.")
     parser.add_argument("--db", metavar="PATH|URL", default=None, help=DB_HELP)
     # Every subcommand takes --db too (before or after it). SUPPRESS: a subcommand that is
@@ -131,9 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- main
 
 
+def _home_args(argv: list[str]) -> argparse.Namespace | None:
+    """``shepherd`` or ``shepherd --db X``, the home, without building the parser (what
+    argparse would make of it); None for anything else (the parser reads it)."""
+    if not argv:
+        return argparse.Namespace(db=None, command=None)
+    if len(argv) == 1 and argv[0].startswith("--db=") and len(argv[0]) > 5:
+        return argparse.Namespace(db=argv[0][5:], command=None)
+    if len(argv) == 2 and argv[0] == "--db" and argv[1] and not argv[1].startswith("-"):
+        return argparse.Namespace(db=argv[1], command=None)
+    return None
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    from shepherd.tui.cli_run import check_task_sandbox, run_headless, run_tui, tasks_from_args
+
     if args.command is None:
         return run_tui(args)
+    from shepherd.tui import cli_copy, cli_replay, cli_search, cli_stats, cli_worktree
+    from shepherd.tui.cli_control import cmd_answer, cmd_control, plan_resume, resolve_live
+    from shepherd.tui.cli_read import cmd_export, cmd_sessions, cmd_show
+
     if getattr(args, "approvals", None) == "deny" and not (args.headless or getattr(args, "json", False)):
         raise UsageError("--approvals deny is for headless runs (--headless); in the TUI a person answers")
     if args.command in ("demo", "run"):
@@ -169,9 +200,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(argv)
+        args = _home_args(argv) or build_parser().parse_args(argv)
         _check_text_args(args)
         try:
             return _dispatch(args)
