@@ -35,7 +35,7 @@ def test_the_wheel_installs_shepherd_core_and_tui_only(tmp_path: Path) -> None:
         z.extractall(tmp_path / "site")
     tops = {n.split("/")[0] for n in names}
     assert tops == {"shepherd", next(t for t in tops if t.endswith(".dist-info"))}
-    assert "shepherd/tui/shepherd.tcss" in names and "shepherd/core/demo/demo.toml" in names
+    assert "shepherd/tui/css/session.tcss" in names and "shepherd/tui/css/home.tcss" in names and "shepherd/core/demo/demo.toml" in names
     ep = configparser.ConfigParser()
     ep.read(tmp_path / "site" / next(t for t in tops if t.endswith(".dist-info")) / "entry_points.txt")
     assert ep["console_scripts"]["shepherd"] == "shepherd.tui.cli:main"

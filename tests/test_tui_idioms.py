@@ -39,7 +39,7 @@ def test_block_colours_are_the_stylesheet_s() -> None:
     from shepherd.tui.widgets import blocks
 
     assert not hasattr(blocks, "TOOL_STYLES") and not hasattr(blocks, "END_STYLES")
-    css = (TUI / "shepherd.tcss").read_text(encoding="utf-8")
+    css = "".join(p.read_text(encoding="utf-8") for p in (TUI / "css").glob("*.tcss"))
     for rule in ("ToolCallView.-ok", "SubtaskEndView.-done", "HookView.-deny", "RetryBanner.-active",
                  "NoteView.-category-note", "SessionsScreen #title-bar", "RunModal #row"):
         assert rule in css, rule

@@ -19,7 +19,7 @@ from shepherd.core.clock import FakeClock
 from shepherd.core.store import open_store
 from shepherd.tui.app import ShepherdApp
 from shepherd.tui.screens.search import SearchScreen
-from shepherd.tui.screens.session import STYLESHEET, SessionScreen
+from shepherd.tui.screens.session import SessionScreen
 from shepherd.tui.screens.session_jump import HIT_CLASS
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.search_results import MATCH_STYLE
@@ -321,7 +321,6 @@ class GatedStore:
 
 
 class SearchApp(App[None]):
-    CSS_PATH = [STYLESHEET]
 
     def __init__(self, screen: SearchScreen) -> None:
         super().__init__()

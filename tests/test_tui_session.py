@@ -18,7 +18,7 @@ from shepherd.core.clock import FakeClock
 from shepherd.core.store.db import Store
 from shepherd.tui import model as m
 from shepherd.tui.screens.modals import ConfirmModal, NoteModal
-from shepherd.tui.screens.session import STYLESHEET, SessionScreen
+from shepherd.tui.screens.session import SessionScreen
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.blocks import AttemptSeparator, RetryBanner, TextView, ToolCallView
 from shepherd.tui.widgets.stream import StreamView
@@ -89,7 +89,6 @@ class Recorder:
 
 
 class Harness(App[None]):
-    CSS_PATH = [STYLESHEET]
 
     def __init__(self, screen: SessionScreen) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ from shepherd.core.task import Task
 from shepherd.tui.screens import diff as diff_screen
 from shepherd.tui.screens.diff import DiffScreen
 from shepherd.tui.screens.modals import NewRunModal, RetryModal
-from shepherd.tui.screens.session import STYLESHEET, SessionScreen
+from shepherd.tui.screens.session import SessionScreen
 from shepherd.tui.screens.session_controls import NO_DIFF
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.diff import patch_text
@@ -65,7 +65,6 @@ class Recorder:
 
 
 class Harness(App[None]):
-    CSS_PATH = [STYLESHEET]
 
     def __init__(self, screen: SessionScreen) -> None:
         super().__init__()

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shepherd.tui")
 
-_TCSS = Path(__file__).with_name("shepherd.tcss")
 OPENING_WAIT_S = 0.25  # the longest a new run's view waits for its opening events to be stored
 FIRST_FRAMES_WAIT_S = 0.5  # the longest a new run's SDK import waits for its view to be drawn
 CANCEL_WAIT_S = 5.0  # how long quitting waits for a run to stop at a safe point before stopping it hard
@@ -122,7 +121,7 @@ class ShepherdApp(App[int]):
     user_config: Any = None  # core.config.UserConfig, set by the CLI (None: read at start-up)
     notifier: Any = None  # core.notify.Notifier, from start-up on
     STORE_ERROR_EXIT_S = 3.0  # time to read the notification before the app exits
-    CSS_PATH = [_TCSS] if _TCSS.exists() else []
+    # no CSS_PATH: each screen and widget brings its section of tui/css/ (tui/stylesheet.py)
     COMMANDS = App.COMMANDS | {ShepherdCommands}
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True, show=False),

@@ -25,14 +25,17 @@ from textual.widgets.option_list import Option
 from shepherd.core.text import safe
 from shepherd.core.worktree_diff import MAX_FILES, Diff, NoWorktree, load_patch, session_diff
 from shepherd.tui.widgets.diff import file_label, patch_text
+from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
 
 
-class DiffScreen(Screen[None]):
+class DiffScreen(CSSSection, Screen[None]):
     """Esc or q closes it; up/down pick a file; tab moves to the patch (arrows and PgUp/PgDn
     scroll it); r reloads."""
+
+    CSS_SECTION = "diff"  # tui/css/diff.tcss
 
     HELP_TITLE = "the diff view"
     BINDINGS = [

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Markdown
 
 from shepherd.tui.icons import LEGEND, STATE_ICONS
+from shepherd.tui.stylesheet import CSSSection
 
 STATUS_LEGEND = [(STATE_ICONS[state], meaning) for state, meaning in LEGEND]
 
@@ -103,8 +104,10 @@ def help_markdown(screen: Screen) -> str:
     )
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(CSSSection, ModalScreen[None]):
     """Shows help for ``for_screen``; Esc, q or ? closes it."""
+
+    CSS_SECTION = "help"  # tui/css/help.tcss
 
     BINDINGS = [
         Binding("escape", "close", "Close"),

@@ -4,7 +4,7 @@ worktree session's subtask (``RetryModal``).
 
 Each one dismisses with its result (``bool``, ``str | None``, ``Task | None``), so
 callers use ``push_screen(Modal(...), callback)`` or ``await push_screen_wait(...)``.
-Their look is in the app's stylesheet (tui/shepherd.tcss).
+Their look is in tui/css/dialogs.tcss (tui/stylesheet.py).
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from shepherd.core.task import BACKENDS, Task, TaskError, load_task, prompt_task
 from shepherd.core.text import safe
+from shepherd.tui.stylesheet import CSSSection
 
 
-class ConfirmModal(ModalScreen[bool]):
+class ConfirmModal(CSSSection, ModalScreen[bool]):
     """Ask a yes/no question. y / Enter on the focused button confirms, n / Esc declines."""
+
+    CSS_SECTION = "dialogs"  # tui/css/dialogs.tcss
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", show=False),
@@ -66,8 +69,10 @@ class ConfirmModal(ModalScreen[bool]):
         self.dismiss(value)
 
 
-class NoteModal(ModalScreen[str | None]):
+class NoteModal(CSSSection, ModalScreen[str | None]):
     """Type a note for the agent; it goes into the next prompt. Dismisses with the text or None."""
+
+    CSS_SECTION = "dialogs"  # tui/css/dialogs.tcss
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -106,12 +111,14 @@ class NoteModal(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class RunModal(ModalScreen[Task | None]):
+class RunModal(CSSSection, ModalScreen[Task | None]):
     """Start a run from a task file (``mode="file"``) or a bare prompt (``mode="prompt"``).
 
     Validates with ``core.task`` before closing: a bad file shows its one-line
     ``TaskError`` inline and the dialog stays open. Dismisses with the Task or None.
     """
+
+    CSS_SECTION = "dialogs"  # tui/css/dialogs.tcss
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -218,9 +225,11 @@ class RunModal(ModalScreen[Task | None]):
         self.dismiss(None)
 
 
-class RetryModal(ModalScreen[str | None]):
+class RetryModal(CSSSection, ModalScreen[str | None]):
     """How to retry a finished subtask of a worktree session: keep its files (``"keep"``,
     k) or restore them to the start of the subtask (``"clean"``, c); Esc cancels (None)."""
+
+    CSS_SECTION = "dialogs"  # tui/css/dialogs.tcss
 
     BINDINGS = [
         Binding("k", "choose('keep')", "Keep the files", show=False),
@@ -282,11 +291,13 @@ def build_run_task(raw: str, worktree: bool, backend: str, workspace: str) -> Ta
     return prompt_task(raw, backend=backend, workspace=ws.resolve(), isolation="worktree" if worktree else "none")
 
 
-class NewRunModal(ModalScreen[Task | None]):
+class NewRunModal(CSSSection, ModalScreen[Task | None]):
     """"New run": a task file path or a prompt, the backend for a prompt (scripted by
     default), its workspace, and whether the run gets its own git worktree. Checked before
     closing (off the event loop: reading the file and asking git may take a moment); bad
     input is one line in the dialog. Dismisses with the Task or None."""
+
+    CSS_SECTION = "dialogs"  # tui/css/dialogs.tcss
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 

@@ -31,6 +31,7 @@ from shepherd.tui.widgets.status import SessionHeader, StatusBar
 from shepherd.tui.widgets.stream import EarlierBar, StreamView
 from shepherd.tui.widgets.subtasks import SubtaskList, subtask_id_of
 from shepherd.tui.widgets.timeline import Timeline
+from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
@@ -75,9 +76,11 @@ class UpTo:
         return await self.store.current_subtask_at(sid, seq)
 
 
-class ReplayScreen(SessionPanes, Screen[None]):
+class ReplayScreen(CSSSection, SessionPanes, Screen[None]):
     """``speed``: 1.0, 10.0 or None (max); ``at_seq``: open at that event, paused
     (else from the start, playing). ``clock``: real time, read once a frame."""
+
+    CSS_SECTION = "replay"  # tui/css/replay.tcss
 
     BINDINGS = [
         Binding("space", "play", "Play", tooltip="Play from the moment shown"),

@@ -23,6 +23,7 @@ from textual.widgets import Footer, Input, OptionList, Static
 from shepherd.core.store.search import terms
 from shepherd.core.text import clip, safe
 from shepherd.tui.widgets.search_results import SearchResults
+from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
@@ -33,8 +34,10 @@ LIMIT = 50
 Schedule = Callable[[float, Callable[[], Any]], Any]  # (delay, callback) -> something with .stop()
 
 
-class SearchScreen(Screen["SearchHit | None"]):
+class SearchScreen(CSSSection, Screen["SearchHit | None"]):
     """``session_id``: search only that session (its title in the screen's title)."""
+
+    CSS_SECTION = "search"  # tui/css/search.tcss
 
     HELP_TITLE = "search"
     HELP_NOTE = ("Every word must occur in the event (text, thinking, a tool's input or output, an error, "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from textual.app import ComposeResult
@@ -42,21 +41,23 @@ from shepherd.tui.widgets.footer import KeyFooter
 from shepherd.tui.widgets.status import SessionHeader, StatusBar
 from shepherd.tui.widgets.stream import EarlierBar, StreamView
 from shepherd.tui.widgets.subtasks import SubtaskList, subtask_id_of
+from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
     from shepherd.core.control import Controller
     from shepherd.core.events import Event
     from shepherd.core.store.protocol import EventStore
 
-STYLESHEET = Path(__file__).resolve().parents[1] / "shepherd.tcss"
 FRAME_S = 1 / 30
 
 
-class SessionScreen(JumpMixin, ControlsMixin, SessionPanes, Screen[None]):
+class SessionScreen(CSSSection, JumpMixin, ControlsMixin, SessionPanes, Screen[None]):
     """``follow``: "local" (the run is in this process: store.subscribe), "tail" (another
     process: store.tail) or None (history only). ``clock`` is read for every countdown,
     spinner duration and elapsed time (snapshot tests freeze it). ``at_seq``: open at that
     event (its subtask selected, its block on screen and marked) instead of the tail."""
+
+    CSS_SECTION = "session"  # tui/css/session.tcss
 
     # The footer shows what each key does now and hides what cannot be done (check_action);
     # p is "Pause" or "Resume", whichever applies.

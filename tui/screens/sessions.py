@@ -37,6 +37,7 @@ from shepherd.tui.widgets.inbox import inbox_rows, needs_text  # noqa: F401 - te
 from shepherd.tui.widgets.session_list import (BACKEND_MAX, RESUMABLE_STATUSES, TITLE_MAX, SessionTable, cell_texts,
                                                column_plan, safe_rows)
 from shepherd.tui.widgets.session_list import fmt_usage  # noqa: F401 - tests read it here
+from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
@@ -45,9 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("shepherd.tui.sessions")
 
 
-class SessionsScreen(InboxMixin, Screen):
+class SessionsScreen(CSSSection, InboxMixin, Screen):
     """Home: the sessions list with a filter. Enter opens a session, r resumes one: the
     screen asks the app (``OpenRequested``, ``ResumeRequested``), which owns runs and views."""
+
+    CSS_SECTION = "home"  # tui/css/home.tcss
 
     class OpenRequested(Message):
         """Open the session view of ``session_id`` (``at_seq``: at that event, a search hit)."""

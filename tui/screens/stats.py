@@ -26,6 +26,7 @@ from shepherd.core.stats import StatsRow, by_day, stats
 from shepherd.core.text import safe
 from shepherd.tui.fmt import fmt_cost, fmt_tokens
 from shepherd.tui.widgets.chart import WASTE_STYLE, DayChart, span_days
+from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
@@ -96,8 +97,10 @@ def breakdown(rows: list[StatsRow], metric: str) -> Table | Text:
     return table
 
 
-class StatsScreen(Screen[None]):
+class StatsScreen(CSSSection, Screen[None]):
     """Esc or q goes back; 7/w, 3/m and a pick the period."""
+
+    CSS_SECTION = "stats"  # tui/css/stats.tcss
 
     HELP_TITLE = "the stats chart"
     BINDINGS = [

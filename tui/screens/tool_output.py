@@ -20,6 +20,7 @@ from textual.widgets import Footer, Static
 from shepherd.core.text import safe
 from shepherd.tui import model as m
 from shepherd.tui.widgets.blocks import _clean, input_text
+from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
     from shepherd.core.store.protocol import EventStore
@@ -45,8 +46,10 @@ async def load_call(store: "EventStore | None", session_id: str, block: m.ToolBl
     return block.input, block.output
 
 
-class ToolOutputScreen(ModalScreen[None]):
+class ToolOutputScreen(CSSSection, ModalScreen[None]):
     """Esc, q or o closes it; arrows, PgUp/PgDn, Home/End scroll."""
+
+    CSS_SECTION = "tool_output"  # tui/css/tool_output.tcss
 
     BINDINGS = [
         Binding("escape", "close", "Close"),

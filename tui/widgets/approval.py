@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from shepherd.core.text import clip, safe
+from shepherd.tui.stylesheet import CSSSection
 
 
 class ApprovalUnsupported(Exception):
@@ -52,9 +53,11 @@ def answer_notice(decision: str, tool: str, summary: str, scope: str = "call") -
     return f"deny sent: {what}"
 
 
-class DenyModal(ModalScreen[str | None]):
+class DenyModal(CSSSection, ModalScreen[str | None]):
     """Deny a call, with an optional reason for the agent. Enter denies (an empty reason
     is fine), Esc keeps the call waiting. Dismisses with the reason ("" for none) or None."""
+
+    CSS_SECTION = "dialogs"  # tui/css/dialogs.tcss
 
     BINDINGS = [Binding("escape", "cancel", "Keep waiting")]
 

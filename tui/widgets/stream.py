@@ -24,6 +24,7 @@ from textual.widgets import Static
 
 from shepherd.tui import model as m
 from shepherd.tui.widgets.blocks import Clock, Expandable, widget_for
+from shepherd.tui.stylesheet import CSSSection
 
 
 class _PressBar(Static):
@@ -59,7 +60,9 @@ class LaterBar(_PressBar):
     """
 
 
-class StreamView(VerticalScroll):
+class StreamView(CSSSection, VerticalScroll):
+    CSS_SECTION = "stream"  # tui/css/stream.tcss
+
     class NeedEarlier(Message):
         """The reader scrolled to the top and there is more above; or (``fill``) what is
         mounted does not fill the view yet."""
