@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
+from shepherd.core.records import record
 
 ALL_TOOLS = "*"
 DecisionValue = Literal["approved", "denied"]
@@ -43,7 +44,7 @@ class ApprovalWithdrawn(Exception):
     it stays awaiting, to be asked again after a resume)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Decision:
     decision: DecisionValue
     source: Source
@@ -55,7 +56,7 @@ class Decision:
         return self.decision == "approved"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Rule:
     """``{ tool = "run_command", prefix = "pytest" }`` in a task file's ``auto_approve``."""
 
@@ -66,7 +67,7 @@ class Rule:
         return f"auto_approve rule: {self.tool} {self.prefix!r}"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class AwaitingCall:
     """A call still waiting for an answer from an earlier attempt or runner (re-asked)."""
 
@@ -107,7 +108,7 @@ def _prefix_matches(kind: str, text: str, prefix: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ApprovalPolicy:
     """What a task file says: ``approve_tools`` (``"*"`` = every tool) and ``auto_approve``."""
 
@@ -129,7 +130,7 @@ class ApprovalPolicy:
         return None
 
 
-@dataclass
+@record
 class ApprovalGate:
     """One subtask run's approvals: the policy, the tools a person approved for the
     session, the calls to ask again, and one future per asked call."""

@@ -21,9 +21,10 @@ one line naming the file and the key; the CLI prints it and exits 2 before anyth
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Mapping
+from shepherd.core.records import record
 
 DESKTOP_MODES = ("auto", "osc9", "osc777", "off")
 _KEYS = ("bell", "desktop", "notify_command", "notify_pass_env", "notify")
@@ -33,7 +34,7 @@ class ConfigError(Exception):
     """The user config file cannot be used: one line (the CLI exits 2 with it)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class UserConfig:
     bell: bool = True
     desktop: str = "auto"

@@ -42,8 +42,9 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
+from shepherd.core.records import record
 
 KINDS = (
     "tool_concurrency", "rate_limit", "auth", "context_overflow", "content_policy",
@@ -82,7 +83,7 @@ def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind, (kind or "error").replace("_", " "))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ErrorInfo:
     kind: str
     message: str
@@ -299,7 +300,7 @@ _TRANSPORT_CLASS_NAMES = frozenset({
 
 # --- evidence ------------------------------------------------------------------------------
 
-@dataclass
+@record
 class _Facts:
     exception_type: str
     message: str = ""

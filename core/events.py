@@ -17,13 +17,13 @@ from dataclasses import field
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from shepherd.core.frozen import Frozen, frozen
+from shepherd.core.records import record
 from shepherd.core.text import json_line_safe
 
 COMMON_FIELDS = ("session_id", "seq", "ts", "subtask_id", "attempt")
 
 
-class _Stored(Frozen):
+class _Stored:
     """One slot beside the fields: the JSON of a stored event whose fields are not decoded
     yet (see ``lazy_event``); unset on events built any other way."""
 
@@ -31,10 +31,10 @@ class _Stored(Frozen):
 
 
 _RAW = _Stored._raw  # type: ignore[attr-defined]  # the slot's descriptor
-# Every event class is a frozen, keyword-only, slotted record (core.frozen: what
+# Every event class is a frozen, keyword-only, slotted record (core.records: what
 # dataclass(frozen=True) gives, its ==, hash and repr written once instead of per class:
 # importing this module is on every command's start-up).
-_event = frozen(kw_only=True, slots=True)
+_event = record(frozen=True, kw_only=True, slots=True)
 
 
 @_event
@@ -393,8 +393,8 @@ _FIELD_SETS: dict[type, frozenset[str]] = {}
 
 
 def field_names(cls: type) -> tuple[str, ...]:
-    """The field names of an event class, in order (core.frozen keeps them on the class)."""
-    return cls.__frozen_names__  # type: ignore[attr-defined,no-any-return]
+    """The field names of an event class, in order (core.records keeps them on the class)."""
+    return cls.__record_names__  # type: ignore[attr-defined,no-any-return]
 
 
 def _field_set(cls: type) -> frozenset[str]:

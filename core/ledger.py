@@ -7,12 +7,12 @@ When an attempt ends in any way, ``flush`` closes every open call as interrupted
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from shepherd.core.events import ToolFinished, ToolStarted
+from shepherd.core.records import record
 
 
-@dataclass
+@record
 class OpenCall:
     call_id: str
     name: str

@@ -33,10 +33,11 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core.config import UserConfig
+from shepherd.core.records import record
 from shepherd.core.text import clip, safe
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ WATCHED_TYPES = ("approval.requested", "approval.decided", "tool.finished", "sub
                  "attempt.started", "session.started", "session.finished")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Notice:
     """One wait a person is told of. ``kind``: approval | stuck | finished."""
 

@@ -29,11 +29,12 @@ import asyncio
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable
 
 from shepherd.core.events import (AttemptStarted, Error, Event, RetryScheduled, SessionFinished, SessionStarted,
                                   SubtaskFinished, SubtaskStarted, ToolFinished, ToolStarted, Usage)
+from shepherd.core.records import record
 from shepherd.core.secrets import Scrubber
 from shepherd.core.text import safe  # for messages that reach the terminal (not for spans)
 
@@ -88,7 +89,7 @@ def _ns(ts: float) -> int:
     return int(ts * 1e9)
 
 
-@dataclass
+@record
 class SpanData:
     """A span before the SDK sees it (plain data: tests and the live stream read it)."""
     name: str

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from shepherd.core import prompts
 from shepherd.core.errors import ErrorInfo, kind_label
+from shepherd.core.records import record
 from shepherd.core.task import RETRY_KEYS
 
 # A server's Retry-After is honoured up to this (1 h): beyond it waiting in-process is
@@ -33,7 +34,7 @@ class _Random(Protocol):
     def random(self) -> float: ...
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RetryPolicy:
     max_retries: int
     initial_delay: float
@@ -111,7 +112,7 @@ def policies_for(overrides: Mapping[str, Mapping[str, float]] | None) -> dict[st
     return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RetryDecision:
     retry: bool
     kind: str

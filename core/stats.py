@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from datetime import datetime, timezone
 from typing import Any
 
 from shepherd.core.events import AttemptStarted, Error, SessionStarted, SubtaskFinished, Usage
+from shepherd.core.records import record
 
 STATS_TYPES = (Usage.type, AttemptStarted.type, Error.type, SubtaskFinished.type, SessionStarted.type)
 _PAGE = 5000
 
 
-@dataclass
+@record
 class Tally:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -59,7 +60,7 @@ class Tally:
         return self.input_tokens + self.output_tokens
 
 
-@dataclass
+@record
 class AttemptCost:
     subtask_id: str | None
     attempt: int | None
@@ -75,7 +76,7 @@ class AttemptCost:
         return self.subtask_id is not None and (self.superseded or (self.errored and not self.done))
 
 
-@dataclass
+@record
 class SessionCosts:
     session_id: str
     backend: str = ""
@@ -164,7 +165,7 @@ async def session_costs(store: Any, session_id: str) -> SessionCosts:
     return costs_from_events(session_id, await _stats_events(store, session_id))
 
 
-@dataclass
+@record
 class StatsRow:
     day: str
     backend: str
@@ -231,7 +232,7 @@ async def stats(store: Any, since: float | None = None) -> list[StatsRow]:
     return sorted(rows.values(), key=lambda r: (r.day, r.backend, r.model or ""))
 
 
-@dataclass
+@record
 class DayTotal:
     """One day's sums over every backend and model (the charts' bars)."""
     day: str

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from shepherd.core.records import record
 
 if TYPE_CHECKING:
     from shepherd.core.approvals import ApprovalPolicy
@@ -30,13 +31,13 @@ class TaskError(ValueError):
     """A task file or prompt that cannot run. ``str()`` is one line for the user."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ToolCallSpec:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step:
     """One scripted model call (scripted backend only)."""
 
@@ -50,7 +51,7 @@ class Step:
     message: str | None = None  # error text override for ``fail``
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Subtask:
     id: str
     title: str
@@ -60,7 +61,7 @@ class Subtask:
     steps: tuple[Step, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Task:
     title: str
     backend: str
@@ -152,7 +153,7 @@ MAX_DEPTH = 32  # tables/arrays inside each other; a task file needs a handful
 MAX_TASK_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Num:
     """A numeric setting: type, bounds (``above``: strictly greater than ``low``), default."""
 

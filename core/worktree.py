@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from shepherd.core.records import record
 from shepherd.core.text import safe
 
 GIT_TIMEOUT = 120.0
@@ -36,7 +36,7 @@ class GitError(Exception):
     """A git call failed or a precondition was refused; ``str()`` is one safe line."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RepoInfo:
     toplevel: str           # realpath of the user's checkout (or of the worktree it was run in)
     prefix: str             # workspace relative to toplevel, "" or "pkg/sub/"
@@ -45,7 +45,7 @@ class RepoInfo:
     head_branch: str | None  # "main"; None on a detached HEAD
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Worktree:
     path: str               # realpath of the worktree's top level
     branch: str             # "shepherd/<sid>"
@@ -60,7 +60,7 @@ def worktree_from_row(row: object) -> Worktree:
                     getattr(row, "base_branch"), getattr(row, "workspace") or getattr(row, "path"))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileChange:
     path: str
     old_path: str | None    # set for renames and copies
@@ -433,7 +433,7 @@ async def reopen(wt: Worktree, where: str, session_id: str) -> tuple[Worktree, s
     return wt, "recreated"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SessionCommit:
     commit: str
     subtask_id: str

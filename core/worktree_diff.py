@@ -18,10 +18,11 @@ worktree's own path when the checkout is gone. Every text is terminal-safe.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core import worktree as wt
+from shepherd.core.records import record
 from shepherd.core.states import LIVE_STATUSES
 from shepherd.core.text import safe
 
@@ -38,7 +39,7 @@ class NoWorktree(Exception):
     """The session did not run in a worktree (or is unknown); ``str()`` is one line."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileDiff:
     path: str
     old_path: str | None
@@ -49,7 +50,7 @@ class FileDiff:
     patch: str | None = None  # loaded on request (``with_patches`` / ``load_patch``)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Diff:
     session_id: str
     subtask_id: str | None  # None: the whole session

@@ -13,12 +13,13 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core import worktree as wt
 from shepherd.core.events import Checkpoint, WorktreeChanged
+from shepherd.core.records import record
 from shepherd.core.text import clip, safe
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class OpsError(Exception):
         super().__init__(safe(" ".join(message.split())))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MergeResult:
     commit: str            # the merge commit on base_branch
     into: str              # base_branch
@@ -46,7 +47,7 @@ class MergeResult:
     final_checkpoint: str | None  # the commit of the final checkpoint taken first, if any
 
 
-@dataclass
+@record
 class PruneReport:
     removed: list[str] = field(default_factory=list)   # one line each: what went
     kept: list[str] = field(default_factory=list)      # one line each: what stayed, and why
@@ -255,7 +256,7 @@ async def discard(store: "EventStore", sid: str) -> bool:
 
 # --------------------------------------------------------------------------- prune
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Entry:
     path: str
     branch: str | None   # "shepherd/<sid>"

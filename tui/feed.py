@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Callable
 
 from textual.message import Message
 from textual.message_pump import MessagePump
 
 from shepherd.core.events import Event
+from shepherd.core.records import record
 
 if TYPE_CHECKING:
     from shepherd.core.cost_ledger import CostLedger
@@ -44,7 +45,7 @@ class FeedEvents(Message, bubble=False):  # for the screen that follows the feed
         self.count = count
 
 
-@dataclass
+@record
 class History:
     session: "SessionRow | None"
     subtasks: "list[SubtaskRow]" = field(default_factory=list)

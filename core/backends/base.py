@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shepherd.core.clock import Clock, RealClock
 from shepherd.core.errors import MissingCredentials
 from shepherd.core.events import Event
+from shepherd.core.records import record
 
 if TYPE_CHECKING:
     from shepherd.core.approvals import ApprovalGate
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from shepherd.core.task import Subtask, Task
 
 
-@dataclass
+@record
 class AttemptContext:
     session_id: str
     task: "Task"

@@ -55,7 +55,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ from shepherd.core.backends.claude_config import (
     DEFAULT_ALLOWED_TOOLS, NO_CREDENTIALS, ClaudeConfig, cli_env, credential_source,
     subprocess_scrub_available,
 )
+from shepherd.core.records import record
 from shepherd.core.backends.claude_transcript import (
     RepairPoint, _describe_call, _get, _position, _text_of, find_repair_point, repair_point_before, session_uuid,
 )
@@ -145,7 +146,7 @@ class ClaudeBackend:
 _END = object()
 
 
-@dataclass
+@record
 class _MessageState:
     texts: list[str] = field(default_factory=list)  # completed text blocks
     streamed: str = ""  # text deltas since the last completed text block

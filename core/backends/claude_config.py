@@ -10,12 +10,12 @@ import json
 import logging
 import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from shepherd.core.backends.base import BackendUnavailable
+from shepherd.core.records import record
 
 log = logging.getLogger("shepherd.claude")
 
@@ -29,7 +29,7 @@ SETTING_SOURCES = ("user", "project", "local")
 # --- configuration -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ClaudeConfig:
     """``[claude]`` task options (with the task's model and max_turns as fallbacks)."""
 

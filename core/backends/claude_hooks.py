@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from shepherd.core.records import record
 
 SUBAGENT_TOOLS = frozenset({"Task", "Agent"})
 FILE_TOOLS = frozenset({"Read", "Write", "Edit", "MultiEdit", "Glob", "Grep", "NotebookEdit"})
@@ -51,7 +51,7 @@ class _Gated(Protocol):  # core.approvals.ApprovalPolicy
     def gated(self, tool: str) -> bool: ...
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     call_id: str
     tool: str

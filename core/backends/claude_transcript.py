@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+from shepherd.core.records import record
 
 _NS = uuid.UUID("5b0f3c2e-8a51-4d7e-9a43-6c1d2f0e7a19")  # namespace of our Claude session ids
 
@@ -33,7 +33,7 @@ def _blocks(message: Any) -> list[dict[str, Any]]:
     return [b for b in content or [] if isinstance(b, dict)]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RepairPoint:
     resume_at: str  # uuid of the last message kept
     dropped_calls: tuple[tuple[str, str, dict[str, Any]], ...]  # (id, name, input) never answered properly

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,6 +29,7 @@ from shepherd.core.backends.agents_attempt import run_agent_attempt, tools_for
 from shepherd.core.backends.agents_common import SessionFactory, agent_instructions
 from shepherd.core.backends.base import AttemptContext, BackendUnavailable, NoCredentials
 from shepherd.core.events import Event
+from shepherd.core.records import record
 from shepherd.core.task import Task
 
 DEFAULT_MODEL = "gpt-4.1"
@@ -38,7 +38,7 @@ NO_KEY_MESSAGE = ("OpenAI backend needs OPENAI_API_KEY (or OPENAI_BASE_URL and O
                   "for a compatible server)")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OpenAISettings:
     api_key: str
     base_url: str | None

@@ -21,7 +21,6 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from agents import Agent
@@ -50,6 +49,7 @@ from shepherd.core.backends.agents_attempt import run_agent_attempt, tools_for
 from shepherd.core.backends.agents_common import SessionFactory, agent_instructions
 from shepherd.core.backends.base import AttemptContext
 from shepherd.core.events import Event
+from shepherd.core.records import record
 from shepherd.core.task import Step
 
 CURSOR_KEY = "scripted_cursor"
@@ -155,7 +155,7 @@ def _mark_drain(error: Exception) -> Exception:
 # --- the scripted model ---------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class ScriptedCall:
     """One model call, recorded for tests and debugging."""
 

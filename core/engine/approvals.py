@@ -15,13 +15,13 @@ crash), and the next attempt asks it again (``gate.reask``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from shepherd.core import prompts
 from shepherd.core.approvals import ApprovalGate, AwaitingCall, Decision
 from shepherd.core.events import ApprovalDecided, ApprovalRequested, ToolFinished
 from shepherd.core.ledger import ToolLedger
+from shepherd.core.records import record
 from shepherd.core.states import SubtaskState
 
 from shepherd.core.engine.base import SubtaskRun, SupervisorBase, log
@@ -39,7 +39,7 @@ class ApprovalLedger(ToolLedger):
         self._open.pop(call_id, None)
 
 
-@dataclass
+@record
 class Asked:
     """A call asked in this runner and not answered yet."""
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core.backends.base import Backend
 from shepherd.core.clock import Clock, RealClock
 from shepherd.core.events import AttemptStarted, Event, MessageCompleted, SubtaskFinished, SubtaskStarted, TextDelta, \
     ThinkingDelta, ToolFinished, Usage, new_session_id
+from shepherd.core.records import record
 from shepherd.core.retry import RetryState, policies_for
 from shepherd.core.states import SessionStatus, SubtaskState
 from shepherd.core.task import PLAN_ID, Subtask, Task
@@ -56,7 +57,7 @@ def make_backend(name: str) -> Backend:
     raise ValueError(f"unknown backend {name!r}")
 
 
-@dataclass
+@record
 class SubtaskRun:
     """One run of a subtask: its state (moved only through the table) and what its
     attempts carry from one to the next."""

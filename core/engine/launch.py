@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core.backends.base import Backend
 from shepherd.core.clock import Clock
+from shepherd.core.records import record
 from shepherd.core.states import SessionStatus, SubtaskState
 from shepherd.core.task import Subtask, Task
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@record
 class RunHandle:
     session_id: str
     supervisor: Supervisor

@@ -9,10 +9,11 @@ state's decision and a person's requests. Pure: the caller passes what it needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import StrEnum
 
 from shepherd.core import prompts
+from shepherd.core.records import record
 from shepherd.core.retry import RetryDecision
 
 
@@ -36,7 +37,7 @@ class Cause(StrEnum):
     RETRY = "retry"              # the retry policy scheduled it (``decision``)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class NextAttempt:
     reason: str = Reason.FIRST
     prompt_extra: str = ""

@@ -17,9 +17,9 @@ The module is pure: it imports only the vocabulary.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from enum import StrEnum
 
+from shepherd.core.records import record
 from shepherd.core.states import Command, SubtaskState
 
 T = SubtaskState
@@ -161,7 +161,7 @@ def first_request(asked: Collection[Trigger], applies: Collection[Trigger]) -> T
 # ---------------------------------------------------------------------- an attempt's end
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class AttemptOutcome:
     """How an attempt (or its check) ended: succeeded, failed with an error, or
     interrupted by a person's request (``why``: the trigger it acted on)."""

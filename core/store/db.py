@@ -25,12 +25,12 @@ import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shepherd.core.clock import RealClock
 from shepherd.core.events import Event
+from shepherd.core.records import record
 from shepherd.core.store.conn import Checkpointer, connect, in_transaction, run_sync, transaction_sync
 from shepherd.core.secrets import Scrubber
 from shepherd.core.store import commands, leases, recovery, run_states
@@ -80,7 +80,7 @@ DEFAULT_SYNCHRONOUS = "NORMAL"
 CHECKPOINT_EVERY = 100
 
 
-@dataclass
+@record
 class WriterStats:
     """What the writer did; lets tests and the bench check the latency bound."""
 

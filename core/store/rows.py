@@ -5,12 +5,12 @@ maps column names to values: ``sqlite3.Row`` here, a dict row elsewhere)."""
 from __future__ import annotations
 
 import json
-from shepherd.core.frozen import Frozen, frozen
+from shepherd.core.records import record
 from typing import Any
 
 
-@frozen()
-class SessionRow(Frozen):
+@record(frozen=True)
+class SessionRow:
     id: str
     title: str
     backend: str
@@ -40,8 +40,8 @@ class SessionRow(Frozen):
     waste_cost_usd: float = 0.0
 
 
-@frozen()
-class SubtaskRow(Frozen):
+@record(frozen=True)
+class SubtaskRow:
     session_id: str
     id: str
     title: str
@@ -56,8 +56,8 @@ class SubtaskRow(Frozen):
     last_error_kind: str | None
 
 
-@frozen()
-class ToolCallRow(Frozen):
+@record(frozen=True)
+class ToolCallRow:
     session_id: str
     call_id: str
     subtask_id: str | None
@@ -73,8 +73,8 @@ class ToolCallRow(Frozen):
     finished_seq: int | None
 
 
-@frozen()
-class CommandRow(Frozen):
+@record(frozen=True)
+class CommandRow:
     id: int
     session_id: str
     command: str
@@ -85,8 +85,8 @@ class CommandRow(Frozen):
     call_id: str | None = None  # approve / deny: the call answered (None: the oldest pending)
 
 
-@frozen()
-class ApprovalRow(Frozen):
+@record(frozen=True)
+class ApprovalRow:
     """A gated tool call's approval (table ``approvals``, derived from approval.requested /
     approval.decided / tool.finished). Pending: not decided and not closed."""
 
@@ -111,8 +111,8 @@ class ApprovalRow(Frozen):
         return self.decided_seq is None and not self.closed
 
 
-@frozen()
-class WorktreeRow(Frozen):
+@record(frozen=True)
+class WorktreeRow:
     """A worktree session's worktree (table ``worktrees``, from its latest ``worktree``
     event; fields as ``core.events.WorktreeChanged``). ``state``: active | merged |
     discarded | gone."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
+from shepherd.core.records import record
 
 # The snippet's marks around a match: control characters no indexed text contains
 # (``body`` strips them), so a reader can split on them without ambiguity.
@@ -30,7 +30,7 @@ MAX_BODY = 20_000  # per event: a huge tool output is indexed by its head
 INSERT_DOCS = "INSERT INTO search_docs (session_id, seq, body) VALUES "
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SearchHit:
     session_id: str
     seq: int

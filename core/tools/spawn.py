@@ -34,10 +34,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shepherd.core.records import record
 from shepherd.core.secrets import RUNNER_MARKER, child_env, runner_marker_value
 
 # $1 is the command. It runs in the background so that ``wait`` (and so the trap) can be
@@ -56,7 +56,7 @@ class SandboxUnavailable(RuntimeError):
     """``sandbox = "bwrap"`` was asked for and cannot be had here."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SpawnPolicy:
     """What a task says about its tool processes (core.task: pass_env, sandbox, sandbox_network)."""
 

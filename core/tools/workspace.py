@@ -22,11 +22,11 @@ import os
 import signal
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core.clock import Clock, real_time
+from shepherd.core.records import record
 from shepherd.core.secrets import scrub_values
 from shepherd.core.text import truncate_middle as _truncate_middle
 from shepherd.core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, spawn_kwargs
@@ -219,7 +219,7 @@ def write_file(workspace: Path, path: str, content: str) -> str:
     return f"wrote {len(data)} bytes to {_rel(workspace, real)}"
 
 
-@dataclass
+@record
 class CommandResult:
     exit_code: int | None  # None when killed on timeout
     output: str  # stdout+stderr, truncated

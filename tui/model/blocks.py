@@ -6,16 +6,17 @@ Pure data (no Textual): widgets render a block from its fields and re-render it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar
 
 from shepherd.core.errors import kind_label
+from shepherd.core.records import record
 from shepherd.core.states import SubtaskState
 from shepherd.tui.fmt import fmt_duration, fmt_seconds_left
 
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class Block:
     """One visual unit of a subtask's stream. ``bid`` is unique within a model."""
 
@@ -32,7 +33,7 @@ class Block:
         return f"b{self.bid}"
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class AttemptBlock(Block):
     kind: ClassVar[str] = "attempt"
     number: int = 1
@@ -41,7 +42,7 @@ class AttemptBlock(Block):
     cost: Any = None  # its core.stats.AttemptCost (the model's cost ledger's; None: not known here)
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class TextBlock(Block):
     kind: ClassVar[str] = "text"
     message_id: str = ""
@@ -51,7 +52,7 @@ class TextBlock(Block):
     full: bool = False  # the completion carried the whole text (not only what streamed)
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ThinkingBlock(Block):
     kind: ClassVar[str] = "thinking"
     message_id: str = ""
@@ -60,7 +61,7 @@ class ThinkingBlock(Block):
     full: bool = False
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ToolBlock(Block):
     kind: ClassVar[str] = "tool"
     call_id: str = ""
@@ -107,7 +108,7 @@ class ToolBlock(Block):
         return max(0.0, end - self.started_ts)
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class HookBlock(Block):
     kind: ClassVar[str] = "hook"
     call_id: str = ""
@@ -116,7 +117,7 @@ class HookBlock(Block):
     reason: str = ""
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class RetryBlock(Block):
     kind: ClassVar[str] = "retry"
     err_kind: str = "unknown"
@@ -158,7 +159,7 @@ class RetryBlock(Block):
         return head + tail
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ErrorBlock(Block):
     kind: ClassVar[str] = "error"
     err_kind: str = "unknown"
@@ -168,7 +169,7 @@ class ErrorBlock(Block):
     retryable: bool = False
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class NoteBlock(Block):
     """Control and lifecycle lines (pause, resume, notes, unknown events)."""
 
@@ -178,7 +179,7 @@ class NoteBlock(Block):
     source: str = ""
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class SubtaskEndBlock(Block):
     kind: ClassVar[str] = "end"
     status: str = SubtaskState.DONE

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Iterable
 
 from shepherd.core import events as ev
+from shepherd.core.records import record
 from shepherd.tui.model.projection import SessionModel
 from shepherd.tui.model.views import Changes
 
@@ -31,7 +31,7 @@ def speed_label(speed: float | None) -> str:
     return "max" if speed is None else f"{speed:g}×"
 
 
-@dataclass
+@record
 class Moved:
     """What a move did: ``changes`` of the model (incremental), or ``rebuilt`` (the model
     is a new object: show everything again). ``applied``: events folded forward."""

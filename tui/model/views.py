@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from shepherd.core.records import record
 from shepherd.core.stats import Tally
 from shepherd.core.text import safe
 from shepherd.tui.model.blocks import Block, RetryBlock, ToolBlock
@@ -13,7 +14,7 @@ from shepherd.core.states import VIEW_LIVE_STATUSES, SessionStatus, SubtaskState
 SESSION_PSEUDO_ID = ""  # blocks of session-level events seen before any subtask
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class SubtaskView:
     id: str
     title: str = ""
@@ -46,7 +47,7 @@ class SubtaskView:
         return [b for b in (*self.detached, *self.blocks) if isinstance(b, ToolBlock) and b.running]
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class SessionInfo:
     id: str = ""
     title: str = ""
@@ -93,7 +94,7 @@ class SessionInfo:
         return max(0.0, now - self.last_activity_ts)
 
 
-@dataclass
+@record
 class Changes:
     """What one ``apply`` touched, so the screen updates just that."""
 

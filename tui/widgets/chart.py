@@ -11,12 +11,12 @@ waste's background).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import date, timedelta
 
 from rich.text import Text
 from textual.widget import Widget
 
+from shepherd.core.records import record
 from shepherd.core.stats import DayTotal
 from shepherd.tui.fmt import fmt_tokens
 
@@ -28,7 +28,7 @@ MAX_BAR_WIDTH = 6
 DATE_WIDTH = 5  # "11-03"
 
 
-@dataclass
+@record
 class Bar:
     """One bar: the first day it covers and its two stacked values."""
     day: str

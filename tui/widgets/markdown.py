@@ -12,11 +12,12 @@ without it, and ``preload()`` imports it in a thread once that view is on the sc
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from textual.content import Content
+from shepherd.core.records import record
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -44,7 +45,7 @@ def preload() -> None:
     asyncio.get_running_loop().run_in_executor(None, _parser)
 
 
-@dataclass
+@record
 class Unit:
     """One block: its content and the prefixes of its first and following lines."""
 
@@ -56,20 +57,20 @@ class Unit:
     rule: bool = False
 
 
-@dataclass
+@record
 class _Container:
     first: Content
     rest: Content
     used: bool = False
 
 
-@dataclass
+@record
 class _List:
     ordered: bool
     n: int
 
 
-@dataclass
+@record
 class _Builder:
     units: list[Unit] = field(default_factory=list)
     stack: list[_Container] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""core.frozen held to what @dataclass(frozen=True) does, class by class, side by side."""
+"""core.records held to what @dataclass does, class by class, side by side."""
 
 from __future__ import annotations
 
@@ -6,24 +6,26 @@ import copy
 import dataclasses
 import inspect
 import pickle
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from shepherd.core import events
-from shepherd.core.frozen import Frozen, finish, frozen
+from shepherd.core.records import finish, record
 from shepherd.core.store import rows
 
 
-@frozen(kw_only=True, slots=True)
-class Base(Frozen):
+@record(frozen=True, kw_only=True, slots=True)
+class Base:
     kind: ClassVar[str] = "base"
     a: str = ""
     n: int = 0
 
 
-@frozen(kw_only=True, slots=True)
+@record(frozen=True, kw_only=True, slots=True)
 class Child(Base):
     kind: ClassVar[str] = "child"
     items: list[int] = field(default_factory=list)
@@ -44,8 +46,8 @@ class DChild(DBase):
     note: str | None = None
 
 
-@frozen()
-class Row(Frozen):
+@record(frozen=True)
+class Row:
     id: str
     count: int
     extra: dict[str, Any] = field(default_factory=dict)
@@ -108,26 +110,34 @@ def test_factories_kw_only_slots_and_hash() -> None:
 
 def test_refuses_what_dataclass_refuses() -> None:
     with pytest.raises(TypeError, match="non-default argument"):
-        @frozen()
-        class Bad(Frozen):
+        @record(frozen=True)
+        class Bad:
             a: int = 0
             b: int
-    with pytest.raises(TypeError, match="must subclass Frozen"):
-        @frozen()
-        class NotFrozen:
+    with pytest.raises(TypeError, match="cannot overwrite attribute __setattr__"):
+        @record(frozen=True)
+        class Guarded:
             a: int = 0
+
+            def __setattr__(self, name: str, value: Any) -> None: ...
+    with pytest.raises(TypeError, match="KW_ONLY"):
+        @record
+        class Marked:
+            a: int = 0
+            _: dataclasses.KW_ONLY
+            b: int = 1
 
 
 def test_compiled_on_first_use_and_by_finish() -> None:
-    @frozen(kw_only=True, slots=True)
+    @record(frozen=True, kw_only=True, slots=True)
     class Late(Base):
         z: int = 5
 
     assert Late.__init__.__qualname__ != "Late.__init__"  # still the first-use stub
     assert Late(z=6).z == 6 and Late.__init__.__qualname__.endswith("Late.__init__")
 
-    @frozen()
-    class Later(Frozen):
+    @record(frozen=True)
+    class Later:
         q: int = 1
 
     finish()
@@ -145,3 +155,92 @@ def test_the_real_vocabulary_and_rows() -> None:
     for name in ("SessionRow", "SubtaskRow", "ToolCallRow", "CommandRow", "ApprovalRow", "WorktreeRow"):
         cls = getattr(rows, name)
         assert dataclasses.is_dataclass(cls) and not dataclasses.fields(cls)[0].kw_only
+
+
+@record
+class Tally:
+    tokens: int = 0
+    seen: list[str] = field(default_factory=list)
+    note: str = field(default="", compare=False, repr=False)
+    total: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.total = self.tokens * 2
+
+
+@dataclass
+class DTally:
+    tokens: int = 0
+    seen: list[str] = field(default_factory=list)
+    note: str = field(default="", compare=False, repr=False)
+    total: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.total = self.tokens * 2
+
+
+@record(eq=False, slots=True)
+class Block:
+    bid: int
+    text: str = ""
+
+
+@dataclass(eq=False, slots=True)
+class DBlock:
+    bid: int
+    text: str = ""
+
+
+def test_mutable_records_behave_as_dataclasses() -> None:
+    mine, ref = Tally(3, ["a"], note="x"), DTally(3, ["a"], note="x")
+    assert repr(mine).replace("Tally", "X") == repr(ref).replace("DTally", "X")
+    assert str(inspect.signature(Tally)) == str(inspect.signature(DTally))
+    assert mine.total == ref.total == 6 and Tally.__match_args__ == DTally.__match_args__
+    assert mine == Tally(3, ["a"], note="other")  # compare=False
+    assert mine != Tally(4, ["a"])
+    assert Tally.__hash__ is None and DTally.__hash__ is None  # mutable and compared: unhashable
+    mine.tokens = 5
+    assert mine.tokens == 5 and dataclasses.asdict(mine) == {"tokens": 5, "seen": ["a"], "note": "x", "total": 6}
+    assert dataclasses.replace(mine, tokens=1).total == 2
+    assert Tally().seen is not Tally().seen
+    for clone in (pickle.loads(pickle.dumps(mine)), copy.copy(mine), copy.deepcopy(mine)):
+        assert clone == mine
+    one, same = Block(1, "t"), Block(1, "t")
+    assert one != same and hash(one) != hash(same) and one == one  # eq=False: identity, as DBlock
+    assert (DBlock(1) != DBlock(1)) and repr(one).replace("Block", "X") == repr(DBlock(1, "t")).replace("DBlock", "X")
+    assert not hasattr(one, "__dict__") and Block.__slots__ == DBlock.__slots__
+    one.text = "u"
+    assert one.text == "u" and pickle.loads(pickle.dumps(one)).text == "u"
+    with pytest.raises(TypeError):
+        Block()  # type: ignore[call-arg]
+
+
+def test_a_dataclass_may_subclass_a_record() -> None:
+    @dataclass(frozen=True)
+    class More(Row):
+        more: int = 0
+
+    assert More("r", 1, more=2).more == 2 and More("r", 1).label == "x"
+
+
+def test_a_plain_subclass_calling_super_init_first_runs_once() -> None:
+    @record
+    class Parent:
+        a: int = 0
+
+    calls: list[int] = []
+
+    class Child(Parent):
+        def __init__(self, a: int) -> None:
+            calls.append(a)
+            super().__init__(a)
+
+    assert Child(3).a == 3 and calls == [3]
+
+
+def test_core_and_tui_make_records_not_dataclasses() -> None:
+    """Every command imports most of them: one @dataclass costs ~0.5 ms at start-up."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [str(p.relative_to(root)) for folder in ("core", "tui") for p in (root / folder).rglob("*.py")
+                 if p.name != "records.py" and re.search(r"^\s*@(dataclasses\.)?dataclass\b", p.read_text(), re.M)]
+    assert offenders == [], f"use shepherd.core.records.record: {offenders}"
