@@ -4,10 +4,11 @@
 ``__repr__``, ``__setattr__``/``__delattr__`` when frozen, ``__getstate__``/``__setstate__``
 when frozen and slotted) and, for a class without a docstring, computes its signature.
 Every command imports ~100 of our classes (the event vocabulary, the store's rows, the
-task, the engine's and the views' records): that was a third of the store's import time
-and ~35 ms of the demo's start. Here ``__eq__``, ``__hash__``, ``__repr__``, the frozen
-guards and ``__setstate__`` are written once, below, and shared; each class's ``__init__``
-is compiled on the first construction of any of them, every pending class in one ``exec``.
+task, the engine's and the views' records) and constructs few of them before its first
+screen: that was a third of the store's import time and ~35 ms of the demo's start. Here
+``__eq__``, ``__hash__``, ``__repr__``, the frozen guards and ``__setstate__`` are written
+once, below, and shared; a class's ``__init__`` is compiled at its first construction
+(``finish()`` compiles every pending one at once).
 
 The classes stay dataclasses to every reader: ``dataclasses.fields``, ``replace``,
 ``asdict`` and ``is_dataclass`` work, since ``__dataclass_fields__`` holds real ``Field``s.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import reprlib
+import threading
 import typing
 from dataclasses import MISSING, Field, FrozenInstanceError
 from types import SimpleNamespace
@@ -31,6 +33,7 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T", bound=type)
 
 _PENDING: list[tuple[type, bool, bool]] = []  # (class, kw_only, frozen) whose __init__ is not compiled yet
+_LOCK = threading.RLock()
 _FIELD = dataclasses._FIELD  # type: ignore[attr-defined]  # what fields() keeps
 _FACTORY = dataclasses._HAS_DEFAULT_FACTORY  # type: ignore[attr-defined]  # (its repr: <factory>)
 
@@ -176,20 +179,32 @@ def _make(cls: T, *, frozen: bool, eq: bool, kw_only: bool, slots: bool) -> T:
 
 def _first_init(cls: type) -> Callable[..., None]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        """The first construction of any pending record: compile their __init__s, then
-        call this class's (not type(self)'s: a subclass's own __init__ may be the caller)."""
-        finish()
+        """The class's first construction: compile its real __init__, then call it (this
+        class's, not type(self)'s: a subclass's own __init__ may be the caller)."""
+        _compile([entry for entry in _PENDING if entry[0] is cls])
         cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
 
     return __init__
 
 
 def finish() -> None:
-    """Compile the ``__init__`` of every record made so far, in one ``exec``."""
-    if not _PENDING:
-        return
-    pending = _PENDING[:]
-    del _PENDING[:]
+    """Compile the ``__init__`` of every record made so far, in one ``exec`` (else each is
+    compiled at its class's first construction: compiling is most of what a record costs,
+    ~25 µs a line, and most classes are not constructed on a given command's way to its
+    first screen)."""
+    _compile(_PENDING[:])
+
+
+def _compile(wanted: list[tuple[type, bool, bool]]) -> None:
+    with _LOCK:  # (the store's reader thread makes rows while the loop makes events)
+        pending = [entry for entry in wanted if entry in _PENDING]
+        for entry in pending:
+            _PENDING.remove(entry)
+        if pending:
+            _compile_inits(pending)
+
+
+def _compile_inits(pending: list[tuple[type, bool, bool]]) -> None:
     env: dict[str, Any] = {"_osa": object.__setattr__, "_FACTORY": _FACTORY}
     lines: list[str] = []
     for k, (cls, kw_only, frozen) in enumerate(pending):

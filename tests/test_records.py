@@ -244,3 +244,31 @@ def test_core_and_tui_make_records_not_dataclasses() -> None:
     offenders = [str(p.relative_to(root)) for folder in ("core", "tui") for p in (root / folder).rglob("*.py")
                  if p.name != "records.py" and re.search(r"^\s*@(dataclasses\.)?dataclass\b", p.read_text(), re.M)]
     assert offenders == [], f"use shepherd.core.records.record: {offenders}"
+
+
+def test_first_constructions_from_two_threads_at_once() -> None:
+    import threading
+
+    made = []
+    for n in range(20):
+        @record(frozen=True)
+        class Fresh:
+            a: int = n
+
+        made.append(Fresh)
+    barrier, errors = threading.Barrier(4), []
+
+    def build() -> None:
+        barrier.wait()
+        try:
+            for cls in made:
+                assert cls(a=7).a == 7
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and all(cls().a == i for i, cls in enumerate(made))
