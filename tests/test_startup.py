@@ -333,3 +333,24 @@ def test_the_home_command_imports_no_command_module(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['shepherd.tui.cli', 'shepherd.tui.cli_common', 'shepherd.tui.cli_run']"
+
+
+async def test_the_tuis_open_after_the_clis_precheck_prepares_the_file_once(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shepherd`: the precheck prepares and checks the file; the app's own open (checked)
+    only connects, and reads what the precheck recovered."""
+    import shepherd.core.store.db as db
+    from shepherd.core.events import SessionStarted
+    from shepherd.core.store import Store
+
+    real, calls = db.prepare_database, []
+    monkeypatch.setattr(db, "prepare_database", lambda *a, **k: calls.append(k) or real(*a, **k))
+    path = tmp_path / "s.db"
+    first = await Store.open(path)  # the precheck's open
+    await first.append(SessionStarted(session_id="s1", title="one", backend="scripted"))
+    await first.close()
+    app = ShepherdApp(str(path), checked=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await home_ready(pilot)
+        assert app.home is not None and app.home.row_ids() == ["s1"]
+    assert len(calls) == 1

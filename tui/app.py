@@ -114,7 +114,7 @@ class ShepherdApp(App[int]):
     ``replay``: (session id, speed, seq or None) to open in replay mode on start (``shepherd replay``).
     ``log_path``: when given, logging is configured to that file (else the caller did it).
     ``checked``: the caller has just opened the database, with its quick_check and its
-    recovery (the CLI's precheck): the app's own open skips both.
+    recovery (the CLI's precheck): the app's own open skips them and the preparing.
     """
 
     TITLE = "Shepherd"
@@ -209,7 +209,8 @@ class ShepherdApp(App[int]):
             # once). Not for a view over the home: the default screen's refresh held back
             # by the batch would, once the home is pushed, draw the home before the view.
             with self.batch_update() if not covered else contextlib.nullcontext():
-                self.store = await open_store(self.db_path, check=not self.checked, recover=not self.checked)
+                self.store = await open_store(self.db_path, check=not self.checked, recover=not self.checked,
+                                              prepared=self.checked)
         except (StoreError, OSError) as error:
             log.error("cannot open the database %s", self._db_label(), exc_info=error)
             self.notify(str(error), title="Cannot open the database", severity="error", markup=False)

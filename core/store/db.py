@@ -209,23 +209,28 @@ class Store(SQLiteReads):
     @classmethod
     async def open(cls, path: str | Path | None = None, *, clock: Clock | None = None,
                    recover: bool = True, synchronous: str = DEFAULT_SYNCHRONOUS,
-                   max_batch: int = MAX_BATCH, create: bool = True, check: bool = True) -> Store:
+                   max_batch: int = MAX_BATCH, create: bool = True, check: bool = True,
+                   prepared: bool = False) -> Store:
         """Create (0600) or check the file, migrate it, start the writer and recover
         sessions whose runner is gone. Raises StoreError subclasses for bad files.
 
         ``create=False`` (read-only commands): a missing or empty file raises NoDatabase,
         no directory or file is made. ``check`` (default; runners): PRAGMA quick_check
         first, so nothing writes into a damaged file; readers skip it and meet damage
-        where they read (DatabaseDamaged, or a damaged event shown as such)."""
+        where they read (DatabaseDamaged, or a damaged event shown as such).
+        ``prepared``: this process prepared (and checked) this very file a moment ago, as
+        the CLI does before the TUI opens it: not again (in a thread that competes with
+        the TUI's first frame, that took ~15 ms)."""
         target = Path(path).expanduser() if path is not None else \
             await asyncio.to_thread(default_db_path)
-        prepared = await asyncio.to_thread(prepare_database, target, create=create, check=check)
-        store = cls(prepared, clock, synchronous=synchronous, max_batch=max_batch)
+        if not prepared:
+            target = await asyncio.to_thread(prepare_database, target, create=create, check=check)
+        store = cls(target, clock, synchronous=synchronous, max_batch=max_batch)
         try:
             # both at once (each its own thread): start-up waits for one round of trips, not two
             wconn, rconn = await asyncio.gather(
-                connect(prepared, synchronous=store.synchronous, autocheckpoint=False),
-                connect(prepared, synchronous=store.synchronous), return_exceptions=True)
+                connect(target, synchronous=store.synchronous, autocheckpoint=False),
+                connect(target, synchronous=store.synchronous), return_exceptions=True)
             store._wconn = None if isinstance(wconn, BaseException) else wconn
             store._rconn = None if isinstance(rconn, BaseException) else rconn
             for failed in (wconn, rconn):
