@@ -40,6 +40,7 @@ CELLS = [
     Text("full justify spreads the words", justify="full"),
     Text("tab\there", style="bold"),
     Text("no end", end=""),
+    Text("hostile \x1b[31m red \x07 bell \u202e rtl \x9b csi", style="bold"),  # (safe() upstream; the same either way)
 ]
 
 
@@ -48,7 +49,7 @@ async def test_fast_cells_draw_what_textual_draws(monkeypatch: pytest.MonkeyPatc
     async with app.run_test(size=(120, 20)) as pilot:
         table = app.query_one(SessionTable)
         assert isinstance(table, FastCells)
-        for i, width in enumerate((1, 2, 3, 7, 9, 14, 20, 30, 40, 5, 11, 16, 25, 4, 8)):
+        for i, width in enumerate((1, 2, 3, 7, 9, 14, 20, 30, 40, 5, 11, 16, 25, 4, 8, 33)):
             table.add_column(f"c{i}", width=width, key=f"c{i}")
         for r in range(4):
             table.add_row(*CELLS, key=f"r{r}", height=2 if r == 3 else 1)
