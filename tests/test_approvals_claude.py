@@ -355,11 +355,33 @@ def children() -> list[int]:
     return out
 
 
+async def rewindable(box: Env, ctx: object, call_id: str) -> None:
+    # Until the stored conversation (the database's mirror, or the CLI's file beside it)
+    # holds the message a resume rewinds to, as the resume will read it: the SDK mirrors
+    # the transcript in batches, and the scenario is a runner killed after that (bounded:
+    # a real CLI and the SDK's batching, no clock of ours to drive).
+    from shepherd.core.backends.claude import _Attempt
+    from shepherd.core.backends.claude_transcript import repair_point_before, session_uuid
+    from shepherd.core.store import open_claude_session_store
+
+    reader, store = _Attempt(box.backend, ctx), open_claude_session_store(box.db)  # (starts nothing)
+    try:
+        for _ in range(400):
+            msgs = await reader._transcript(store, session_uuid("s-apr", "main", 0), (call_id,))
+            if repair_point_before(msgs, [call_id]) is not None:
+                return
+            await asyncio.sleep(0.025)
+    finally:
+        await store.close()
+
+
 async def main() -> None:
     box = Env(Path(sys.argv[1]), SimpleNamespace(base_url=sys.argv[2]))
     gate = ApprovalGate(ApprovalPolicy(approve_tools=("Bash",)))  # nobody ever answers
-    async for ev in box.backend.attempt(box.ctx(gate, "run the thing")):
+    ctx = box.ctx(gate, "run the thing")
+    async for ev in box.backend.attempt(ctx):
         if isinstance(ev, ApprovalRequested):
+            await rewindable(box, ctx, ev.call_id)
             print(json.dumps({"call_id": ev.call_id, "input": ev.input, "cli": children()}), flush=True)
 
 
