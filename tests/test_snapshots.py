@@ -10,7 +10,6 @@ what changed before committing.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 
 from tests import tui_fixtures as fx
 from shepherd.tui.app import ShepherdApp
-from shepherd.tui.widgets.anim import Ticker
 
 ALL_SHAPES = ["done", "failed", "cancelled", "live", "retry", "stuck", "interrupted"]
 
@@ -26,13 +24,7 @@ ALL_SHAPES = ["done", "failed", "cancelled", "live", "retry", "stuck", "interrup
 @pytest.fixture(autouse=True)
 def frozen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """UTC, no animation, and a relative db path (it is shown on screen)."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    monkeypatch.setattr(Ticker, "animate", False)
-    monkeypatch.chdir(tmp_path)
-    yield
-    monkeypatch.undo()
-    time.tzset()
+    yield from fx.frozen_screen(monkeypatch, tmp_path)
 
 
 def make_app(shapes: list[str], open_shape: str | None = None) -> ShepherdApp:

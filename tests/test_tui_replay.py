@@ -10,7 +10,6 @@ line and exit 2.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from shepherd.tui import model as m
 from shepherd.tui.app import ShepherdApp
 from shepherd.tui.screens.replay import ReplayScreen
 from shepherd.tui.screens.session import SessionScreen
-from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.blocks import RetryBanner, ToolCallView
 from shepherd.tui.widgets.timeline import Timeline
 from tests import tui_fixtures as fx
@@ -59,25 +57,12 @@ async def shape_replay(store: Any, sid: str, t0: float) -> None:
     await w.finish(36.5, "done")
 
 
-class Clock:
-    """The app's (real) clock, moved by the test."""
-
-    def __init__(self, now: float = fx.NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+Clock = fx.Clock
 
 
 @pytest.fixture(autouse=True)
 def frozen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    monkeypatch.setattr(Ticker, "animate", False)
-    monkeypatch.chdir(tmp_path)
-    yield
-    monkeypatch.undo()
-    time.tzset()
+    yield from fx.frozen_screen(monkeypatch, tmp_path)
 
 
 async def write(target: Any, shapes: list[str]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from shepherd.tui.screens.session import SessionScreen
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.blocks import AttemptSeparator, RetryBanner, TextView, ToolCallView
 from shepherd.tui.widgets.stream import StreamView
+from tests.tui_fixtures import Clock
 
 T0 = 1_800_000_000.0
 SID = "s00000001"
@@ -130,14 +131,6 @@ class Writer:
         """``n`` person's notes, n0 to n{n-1}: enough blocks to scroll or page."""
         for i in range(n):
             await self.add(ev.Control, command="note", text=f"n{i}")
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def live_screen(store: Store, clock: Any) -> tuple[SessionScreen, Harness]:

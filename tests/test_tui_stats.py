@@ -4,7 +4,6 @@ it opens, its period keys change what it loads, esc goes back; and its snapshots
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from shepherd.core.store import open_store
 from shepherd.tui.app import ShepherdApp
 from shepherd.tui.screens.sessions import SessionsScreen
 from shepherd.tui.screens.stats import StatsScreen
-from shepherd.tui.widgets.anim import Ticker
 from tests import tui_fixtures as fx
 from tests.pg_server import pg_dsn, pg_server, store_target  # noqa: F401  (fixtures)
 from tests.test_tui_app import shows, wait_until
@@ -136,13 +134,7 @@ async def test_cost_is_plotted_when_every_backend_reported_one(tmp_path: Path) -
 
 @pytest.fixture
 def frozen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    monkeypatch.setattr(Ticker, "animate", False)
-    monkeypatch.chdir(tmp_path)
-    yield
-    monkeypatch.undo()
-    time.tzset()
+    yield from fx.frozen_screen(monkeypatch, tmp_path)
 
 
 def _snap_app() -> ShepherdApp:

@@ -13,8 +13,9 @@ closes, so the app later opens an ordinary file.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from shepherd.core import events as ev
 from shepherd.core.clock import FakeClock
@@ -298,3 +299,30 @@ async def many_sessions(store: Any, n: int, *, t0: float = T0) -> list[str]:
         ids.append(sid)
     await store.flush()
     return ids
+
+
+# --- what a snapshot or screen test freezes ---------------------------------------------------
+
+
+def frozen_screen(monkeypatch: Any, tmp_path: Path) -> Iterator[None]:
+    """UTC, no animation, and the temp dir as the working one (a relative db path is shown
+    on screen): the body of each screen test module's ``frozen`` fixture."""
+    from shepherd.tui.widgets.anim import Ticker
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    monkeypatch.setattr(Ticker, "animate", False)
+    monkeypatch.chdir(tmp_path)
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+class Clock:
+    """The app's (real) clock, moved by the test."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
