@@ -157,7 +157,7 @@ async def test_a_resume_that_loses_the_lease_says_only_that(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Two `shepherd resume` of one session at once both find no runner; the one that
     loses the race for the lease must not announce a resume it will not do."""
-    from shepherd.tui.cli import run_headless
+    from shepherd.tui.cli_run import run_headless
 
     db, store, sup = await _done_session_taken_by_another(tmp_path)
     try:

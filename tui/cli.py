@@ -19,20 +19,7 @@ from shepherd.tui.cli_common import DB_HELP, EXIT_BAD_INPUT, EXIT_INTERRUPTED, E
 from shepherd.tui.cli_common import EXIT_FAILED  # noqa: F401 - the exit codes: here too, as before
 
 # The commands' modules are imported by the command that runs (below), not here: `shepherd`
-# alone (the home) starts without them and without building the parser. Their names that
-# this module gave before are still here, imported on first use.
-_MOVED = {"run_headless": "cli_run", "run_tui": "cli_run", "configure_logging": "cli_run",
-          "tasks_from_args": "cli_run", "check_task_sandbox": "cli_run", "cmd_answer": "cli_control",
-          "cmd_control": "cli_control", "plan_resume": "cli_control", "resolve_live": "cli_control",
-          "cmd_export": "cli_read", "cmd_sessions": "cli_read", "cmd_show": "cli_read"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"shepherd.tui.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# alone (the home) starts without them and without building the parser.
 
 
 class _Parser(argparse.ArgumentParser):
