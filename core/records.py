@@ -181,7 +181,7 @@ def _first_init(cls: type) -> Callable[..., None]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         """The class's first construction: compile its real __init__, then call it (this
         class's, not type(self)'s: a subclass's own __init__ may be the caller)."""
-        _compile([entry for entry in _PENDING if entry[0] is cls])
+        _compile(cls)
         cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
 
     return __init__
@@ -192,12 +192,13 @@ def finish() -> None:
     compiled at its class's first construction: compiling is most of what a record costs,
     ~25 µs a line, and most classes are not constructed on a given command's way to its
     first screen)."""
-    _compile(_PENDING[:])
+    _compile(None)
 
 
-def _compile(wanted: list[tuple[type, bool, bool]]) -> None:
+def _compile(only: type | None) -> None:
+    """Compile the pending ``__init__`` of ``only`` (None: of every pending record)."""
     with _LOCK:  # (the store's reader thread makes rows while the loop makes events)
-        pending = [entry for entry in wanted if entry in _PENDING]
+        pending = [entry for entry in _PENDING if only is None or entry[0] is only]
         for entry in pending:
             _PENDING.remove(entry)
         if pending:
