@@ -496,3 +496,20 @@ async def test_content_that_fits_again_starts_at_the_top(store: Store) -> None:
         assert screen.selected == "b"
         first = next(iter(s.widgets.values()))
         assert s.scroll_y == 0 and first.region.y <= s.scrollable_content_region.y + 1  # (its margin)
+
+
+async def test_a_hostile_database_path_reaches_the_screen_as_visible_text(tmp_path: Path) -> None:
+    """The home's title bar shows the database path: an escape sequence or a C1 control in
+    it (a typed path, $SHEPHERD_DB) is shown, never sent to the terminal."""
+    from shepherd.tui.app import ShepherdApp
+    from tests.test_tui_app import home_ready
+
+    folder = tmp_path / "evil\x1b]0;pwn\x07[red]x\x9b31m"
+    folder.mkdir()
+    app = ShepherdApp(folder / "s.db")
+    async with app.run_test(size=(160, 20)) as pilot:
+        home = await home_ready(pilot)
+        shown = str(home.query_one("#title-bar").render())
+        assert "[red]x" in shown and "pwn" in shown  # the text itself, not markup
+        assert not any(c in shown for c in "\x1b\x07\x9b") and "␛" in shown
+        assert not any(c in app.sub_title for c in "\x1b\x07\x9b")

@@ -187,12 +187,13 @@ class ShepherdApp(App[int]):
         self.call_later(self._start_up)
 
     def _db_label(self) -> str:
-        """The database as shown: a file as ``~/...``; a URL without its password."""
+        """The database as shown: a file as ``~/...``; a URL without its password; its
+        controls made visible (a path or $SHEPHERD_DB may hold an escape sequence)."""
         if isinstance(self.db_path, Path):
-            return _short_path(self.db_path)
+            return safe(_short_path(self.db_path))
         import re
 
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1@", self.db_path)  # no psycopg needed to hide it
+        return safe(re.sub(r"(://[^:/@]*):[^@]*@", r"\1@", self.db_path))  # no psycopg needed to hide it
 
     async def _start_up(self) -> None:
         from shepherd.core.store.db import StoreError

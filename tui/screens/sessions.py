@@ -120,7 +120,7 @@ class SessionsScreen(CSSSection, InboxMixin, Screen):
         super().__init__(classes="-no-needs")  # the inbox shows once a session needs someone
         self.store = store
         self.clock = clock
-        self.db_label = db_label if db_label is not None else str(getattr(store, "path", ""))
+        self.db_label = safe(db_label if db_label is not None else str(getattr(store, "path", "")))  # (shown)
         self._live_ids = live_ids or (lambda: set())
         self.rows: list[SessionRow] = []
         self.filter_text = ""
