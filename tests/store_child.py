@@ -6,6 +6,11 @@
         deltas and some tool.finished, forever. Prints each acknowledged seq on its own line
         (flushed) the moment append() returns. The test SIGKILLs it at a random point.
 
+    python tests/store_child.py costs   DB SEED
+        Writes varied sessions with usage and costs (tests/cost_sessions.py) in batches of
+        random sizes, each batch one transaction, forever; prints the number of each batch
+        committed. The test SIGKILLs it at a random point.
+
     python tests/store_child.py append  DB SESSION SECONDS TAG
         Prints "ready", waits for a line on stdin, then appends text deltas (message_id=TAG)
         to SESSION from 4 concurrent producers for SECONDS, prints "done <count>". (A time
@@ -73,6 +78,26 @@ async def run_kill(db: str, sid: str, lease: bool) -> None:
     await asyncio.gather(*(producer(p) for p in range(4)))
 
 
+async def run_costs(db: str, seed: int) -> None:
+    import random
+
+    from tests.cost_sessions import random_session
+
+    rng = random.Random(seed)
+    store = await Store.open(db)
+    batches = 0
+    for n in range(1_000_000):
+        evs = random_session(rng, f"k{seed}-{n}")
+        i = 0
+        while i < len(evs):
+            size = rng.choice([1, 2, 3, 7, 20])
+            pending = [store.submit(ev) for ev in evs[i:i + size - 1]]  # not waited: the writer batches
+            await asyncio.gather(*pending, store.append_together(*evs[i + size - 1:i + size]))
+            i += size
+            batches += 1
+            ack(batches)
+
+
 async def run_append(db: str, sid: str, seconds: float, tag: str) -> None:
     # recover=False: the session belongs to the test, not to a runner that died.
     store = await Store.open(db, recover=False)
@@ -98,6 +123,8 @@ def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "kill":
         asyncio.run(run_kill(argv[1], argv[2], "--lease" in argv[3:]))
+    elif mode == "costs":
+        asyncio.run(run_costs(argv[1], int(argv[2])))
     elif mode == "append":
         asyncio.run(run_append(argv[1], argv[2], float(argv[3]), argv[4]))
     else:

@@ -157,3 +157,39 @@ async def test_a_forgotten_close_does_not_hang_the_process_at_exit(tmp_path: Pat
                                                 stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0 and out.strip() == b"bye", err.decode(errors="replace")
+
+
+async def test_sigkill_keeps_the_derived_costs_equal_to_the_events(tmp_path: Path) -> None:
+    """Costs are derived in the events' own transaction: wherever a SIGKILL lands (in a
+    batch, in a commit), each session's figures and its attempt_costs ledger equal a fold
+    of the events that were stored (core.stats.session_costs), and still do once the next
+    open has recovered the sessions the kill left running."""
+    from shepherd.core.stats import session_costs
+    from tests.cost_sessions import check_costs
+
+    db = tmp_path / "costs.db"
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    seed_note = f"(rng state {rng.getstate()[1][0]})"
+    for round_no in range(8):
+        proc = await _spawn("costs", str(db), str(round_no))
+        assert proc.stdout is not None
+        kill_after = rng.randint(1, 120)  # committed batches to see before the kill
+        for _ in range(kill_after):
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=20)
+            if not line:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"child ended early: {err.decode(errors='replace')}")
+        proc.kill()
+        await proc.wait()
+
+        store = await Store.open(db)  # recovery runs here
+        try:
+            rows = await store.list_sessions(limit=10_000)
+            assert rows, "nothing was stored"
+            for row in rows:
+                ledger = await store.cost_ledger(row.id)
+                want = await session_costs(store, row.id)
+                assert ledger is not None and ledger.seq == row.last_seq, (round_no, row.id, seed_note)
+                check_costs(row, ledger, want)
+        finally:
+            await store.close()
