@@ -139,6 +139,7 @@ class ShepherdApp(AppRuns, App[int]):
         self._telemetry_noted = False  # the "otel extra missing" line was shown
         self.home: SessionsScreen | None = None
         self._quitting = False
+        self._held: Any = None  # the batch _hold_frames holds open
         self._signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
         self._store_closed = False
         self._notifier_asked = False  # _start_notifier has run (once is enough)
@@ -172,6 +173,17 @@ class ShepherdApp(AppRuns, App[int]):
         # of updates), so a screen pushed here would be rendered for nothing, and reach
         # the terminal only with a later full refresh.
         self.call_later(self._start_up)
+
+    def _hold_frames(self) -> None:
+        """Draw nothing until ``_release_frames`` (start-up, while a view over the home is made)."""
+        if self._held is None:
+            self._held = self.batch_update()
+            self._held.__enter__()
+
+    def _release_frames(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.__exit__(None, None, None)
 
     def _db_label(self) -> str:
         """The database as shown: a file as ``~/...``; a URL without its password; its
@@ -214,8 +226,10 @@ class ShepherdApp(AppRuns, App[int]):
             self.call_after_refresh(self._start_notifier)
             return
         self._start_notifier()  # before the run below writes its first event
-        with self.batch_update():
-            await self.push_screen(home)
+        # No frame from here until the view that covers the home is pushed (the run's
+        # opening events can take longer than a frame: the home would be drawn, unbuilt)
+        self._hold_frames()
+        await self.push_screen(home)
         if self.start is not None:
             await self._start_from_factory()
         elif self.resume is not None:
@@ -225,6 +239,7 @@ class ShepherdApp(AppRuns, App[int]):
             await self.open_replay(self.replay[0], speed=self.replay[1], at_seq=self.replay[2])
         else:
             await self._open_initial()
+        self._release_frames()  # (no view opened over the home: refused, not found)
         if self.screen is home:  # no view opened over it (refused, not found): build and draw it now
             await home.build()
             home.refresh()
@@ -352,15 +367,23 @@ class ShepherdApp(AppRuns, App[int]):
         # home), so hidden live views never keep rendering streams nobody sees.
         while isinstance(self.screen, SessionScreen) and len(self.screen_stack) > 2:
             await self.pop_screen()
-        await self.push_screen(SessionScreen(self.store, session_id, controller=controller, follow=follow,
-                                             clock=self.clock, at_seq=at_seq))
+        await self._push_view(SessionScreen(self.store, session_id, controller=controller, follow=follow,
+                                            clock=self.clock, at_seq=at_seq))
 
     async def open_replay(self, session_id: str, *, speed: float | None = 1.0, at_seq: int | None = None) -> None:
         """The replay of a session (tui.screens.replay) over the screen shown: its own
         virtual clock for what it shows, this app's clock for how fast it plays."""
         from shepherd.tui.screens.replay import ReplayScreen
 
-        await self.push_screen(ReplayScreen(self.store, session_id, speed=speed, at_seq=at_seq, clock=self.clock))
+        await self._push_view(ReplayScreen(self.store, session_id, speed=speed, at_seq=at_seq, clock=self.clock))
+
+    async def _push_view(self, screen: Any) -> None:
+        """Push a session view or a replay. Frames held back at start-up (``_hold_frames``)
+        flow again once it is on top, before it mounts: what its mount leaves for after the
+        next refresh (markdown-it's import) waits for a real one, not the held batch's end."""
+        mounted = self.push_screen(screen)
+        self._release_frames()
+        await mounted
 
     def _top_is_modal(self) -> bool:
         return isinstance(self.screen, ModalScreen)
