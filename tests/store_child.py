@@ -8,8 +8,9 @@
 
     python tests/store_child.py costs   DB SEED
         Writes varied sessions with usage and costs (tests/cost_sessions.py) in batches of
-        random sizes, each batch one transaction, forever; prints the number of each batch
-        committed. The test SIGKILLs it at a random point.
+        random sizes, each batch one transaction, from 2 concurrent writers (their batches
+        share commits), forever; prints a line for each batch committed. The test SIGKILLs
+        it at a random point.
 
     python tests/store_child.py append  DB SESSION SECONDS TAG
         Prints "ready", waits for a line on stdin, then appends text deltas (message_id=TAG)
@@ -79,23 +80,25 @@ async def run_kill(db: str, sid: str, lease: bool) -> None:
 
 
 async def run_costs(db: str, seed: int) -> None:
+    import itertools
     import random
 
     from tests.cost_sessions import random_session
 
-    rng = random.Random(seed)
     store = await Store.open(db)
-    batches = 0
-    for n in range(1_000_000):
-        evs = random_session(rng, f"k{seed}-{n}")
-        i = 0
-        while i < len(evs):
-            size = rng.choice([1, 2, 3, 7, 20])
-            pending = [store.submit(ev) for ev in evs[i:i + size - 1]]  # not waited: the writer batches
-            await asyncio.gather(*pending, store.append_together(*evs[i + size - 1:i + size]))
-            i += size
-            batches += 1
-            ack(batches)
+
+    async def writer(w: int) -> None:
+        rng = random.Random(seed * 2 + w)
+        for n in itertools.count():
+            evs = random_session(rng, f"k{seed}-{w}-{n}")
+            i = 0
+            while i < len(evs):
+                size = rng.choice([1, 2, 3, 7, 20])
+                await store.append_together(*evs[i:i + size])
+                i += size
+                ack(i)
+
+    await asyncio.gather(writer(0), writer(1))
 
 
 async def run_append(db: str, sid: str, seconds: float, tag: str) -> None:

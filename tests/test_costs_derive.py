@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-
 from shepherd.core.cost_ledger import CostLedger
 from shepherd.core.events import AttemptStarted, Usage
 from shepherd.core.stats import costs_from_events, session_costs
