@@ -225,3 +225,33 @@ def test_a_terminal_gets_bold_marks_around_safe_text() -> None:
     out = render_snippet(f"a\x1b[2J {MARK_START}hit\x1b]0;t\x07{MARK_END}\nb", BOLD_MARKS)
     assert out.count("\x1b[1m") == 1 and out.count("\x1b[22m") == 1
     assert "\x1b[2J" not in out and "\x07" not in out and "\n" not in out
+
+
+def test_the_writer_indexes_its_events_as_their_stored_json_would_be() -> None:
+    """The writer reads the index text off the events it holds (search.event_docs), not off
+    their JSON: for every indexed type and odd values, the same rows as from the JSON."""
+    from shepherd.core.events import (ApprovalRequested, SessionFinished, SessionInterrupted, SessionPaused,
+                                      SubtaskFinished)
+    from shepherd.core.store.search import doc_rows, event_docs
+
+    odd = ["plain", "", "\x02mark\x03 and \x00nul", "\x1b[31mred\x1b[0m [bold]x[/bold]", "ünï 😀 \u2028",
+           "y" * 30_000, "  padded  "]
+    inputs = [{}, {"cmd": "ls", "n": 3, "nested": {"b": [1, 2.5, None, True], "a": "x"}},
+              {"path": Path("/tmp/x")}, {"t": (1, "two")}, {1: "int key"}]
+    events = []
+    for i, text in enumerate(odd):
+        common = {"session_id": "s", "seq": i + 1, "subtask_id": "a", "attempt": 1}
+        inp = inputs[i % len(inputs)]
+        events += [MessageCompleted(message_id="m", text=text, **common),
+                   ToolStarted(call_id="c", name=text[:10], input=inp, **common),
+                   ToolFinished(call_id="c", output=text, **common), Error(kind="api", message=text, **common),
+                   Control(command="note", text=text, **common),
+                   ApprovalRequested(call_id="c", tool="bash", input=inp, **common),
+                   ApprovalDecided(call_id="c", decision="denied", reason=text, **common),
+                   SubtaskFinished(status="done", reason=text, **common),
+                   SessionFinished(status="done", reason=text, **common),
+                   SessionPaused(reason=text, **common), SessionInterrupted(reason=text, **common),
+                   TextDelta(message_id="m", text=text, **common)]
+    from_json = doc_rows([(e.session_id, e.seq, e.type, e.to_json()) for e in events])
+    assert event_docs(events) == from_json
+    assert len(from_json) > len(odd) * 8

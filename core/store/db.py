@@ -36,6 +36,7 @@ from shepherd.core.secrets import Scrubber
 from shepherd.core.store import commands, leases, recovery, run_states
 from shepherd.core.store.derive import copy_event, prepare, write_events
 from shepherd.core.store.derive import field_names
+from shepherd.core.store.row_cache import RowCache
 from shepherd.core.store.errors import (  # noqa: F401  (re-exported: `from core.store.db import X` still works)
     AmbiguousSession, DatabaseDamaged, LeaseHeld, NoDatabase, NotADatabase, SchemaTooNew, SessionEnded,
     SessionNotFound, StoreError,
@@ -203,6 +204,7 @@ class Store(SQLiteReads):
         self.checkpointer = Checkpointer(path)
         self._wal_work = 0  # commit work since the last checkpoint was asked for
         self.damaged_events: set[tuple[str, int]] = set()  # (session, seq) of events that did not decode
+        self.row_cache = RowCache()  # the derived rows the writer wrote last (row_cache.py)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -456,7 +458,7 @@ class Store(SQLiteReads):
         t_start = time.perf_counter()
 
         def work(c: sqlite3.Connection) -> tuple[list[Event | None], list[tuple[bool, Any]]]:
-            results = write_events(c, events, now, heads)
+            results = write_events(c, events, now, heads, self.row_cache)
             outcomes: list[tuple[bool, Any]] = []
             for job in row_jobs:
                 if job.atomic:

@@ -3,7 +3,8 @@
 The caller holds ``BEGIN IMMEDIATE``, so everything read here (last_seq, tool call and
 subtask state) is current even when several processes write the same file: seq numbers
 are gapless and unique, and a duplicate ``tool.finished`` is seen whoever wrote the first.
-Nothing is cached between batches for the same reason. The work per batch is a handful of
+The SQLite writer keeps what it wrote for its next batches (``row_cache``): a row read
+in the transaction tells whether it is still the file's. The work per batch is a handful of
 statements whatever its size (executemany), not a few per event, and it is plain sync
 sqlite3 code: the store runs a whole batch in one call on its connection's thread.
 """
@@ -21,7 +22,8 @@ from shepherd.core.events import LAZY_TYPES, Event, build_event, event_from_dict
 from shepherd.core.cost_ledger import COST_TYPES, CostLedger, attempt_row
 from shepherd.core.store.costs import load_ledgers, ledger_figures, write_ledger_rows
 from shepherd.core.store.derive_handlers import HANDLERS
-from shepherd.core.store.search import INSERT_DOCS, doc_rows
+from shepherd.core.store.row_cache import Entry, RowCache
+from shepherd.core.store.search import INSERT_DOCS, event_docs
 
 log = logging.getLogger("shepherd.store")
 
@@ -172,8 +174,12 @@ def _marks(n: int) -> str:
 class _Batch:
     """In-memory copies of the rows one batch touches; written back at the end."""
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, cache: RowCache | None = None) -> None:
         self.now = now
+        self.cache = cache
+        self.entries: dict[str, Entry] = {}  # sessions whose rows came from the cache (row_cache)
+        self.finished: set[tuple[str, str]] = set()  # calls a complete entry knows finished
+        self.all_subtasks: set[str] = set()  # sessions whose every subtask row is in self.subtasks
         self.sessions: dict[str, dict[str, Any]] = {}
         self.stored_sessions: dict[str, dict[str, Any]] = {}  # the rows as loaded
         self.subtasks: dict[str, dict[str, dict[str, Any]]] = {}  # sid -> id -> row
@@ -199,6 +205,7 @@ class _Batch:
             for r in rows:
                 self.sessions[r["id"]] = dict(r)
                 self.stored_sessions[r["id"]] = dict(r)
+        cache, entries = self.cache, self.entries
         for sid in sids:
             if sid not in self.sessions:
                 # No row yet: continue after whatever events exist (a row deleted by hand,
@@ -207,14 +214,35 @@ class _Batch:
                     "SELECT MAX(seq) AS m FROM events WHERE session_id = ?", (sid,)).fetchall()
                 first_ts = next(e.ts for e in events if e.session_id == sid)
                 self.sessions[sid] = _new_session(sid, (rows[0]["m"] or 0), first_ts)
-        sub_sids = list(dict.fromkeys(e.session_id for e in events if e.type in SUBTASK_EVENTS))
+                if cache is not None and not rows[0]["m"]:  # nothing of it anywhere: complete
+                    cache.take(sid, None)
+                    entries[sid] = Entry(complete=True)
+            elif cache is not None:
+                entry = cache.take(sid, self.stored_sessions[sid])
+                if entry is not None:
+                    entries[sid] = entry
+        sub_sids = []
+        for sid in dict.fromkeys(e.session_id for e in events if e.type in SUBTASK_EVENTS):
+            entry = entries.get(sid)
+            if entry is not None and entry.subtasks is not None:
+                self.subtasks[sid] = entry.subtasks
+            else:
+                sub_sids.append(sid)
+            self.all_subtasks.add(sid)
         for chunk in _chunks(sub_sids):
             rows = conn.execute(
                 f"SELECT * FROM subtasks WHERE session_id IN ({_marks(len(chunk))}) "
                 "ORDER BY position, rowid", chunk).fetchall()
+            for sid in chunk:
+                self.subtasks.setdefault(sid, {})
             for r in rows:
-                self.subtasks.setdefault(r["session_id"], {})[r["id"]] = dict(r)
-        self.ledgers = load_ledgers(conn, list(dict.fromkeys(e.session_id for e in events if e.type in COST_TYPES)))
+                self.subtasks[r["session_id"]][r["id"]] = dict(r)
+        cost_sids = list(dict.fromkeys(e.session_id for e in events if e.type in COST_TYPES))
+        cached = {sid: entries[sid].ledger for sid in cost_sids if sid in entries and
+                  (entries[sid].ledger is not None or entries[sid].complete)}
+        self.ledgers = load_ledgers(conn, [sid for sid in cost_sids if sid not in cached])
+        for sid, ledger in cached.items():
+            self.ledgers[sid] = ledger if ledger is not None else CostLedger()
         keys: dict[str, set[str]] = {}
         approval_sids: set[str] = set()
         for e in events:
@@ -222,6 +250,17 @@ class _Batch:
                 keys.setdefault(e.session_id, set()).add(getattr(e, "call_id", ""))
             if e.type in APPROVAL_EVENTS or e.type == "tool.finished" or e.type == "subtask.finished":
                 approval_sids.add(e.session_id)
+        for sid in list(approval_sids) + list(keys):
+            entry = entries.get(sid)
+            if entry is not None and entry.complete:  # every row of it is in the entry
+                approval_sids.discard(sid)
+                for cid, row in entry.approvals.items():
+                    self.approvals[(sid, cid)] = row
+                for cid in keys.pop(sid, ()):
+                    if cid in entry.finished:
+                        self.finished.add((sid, cid))
+                    elif cid in entry.open_calls:
+                        self.calls[(sid, cid)] = entry.open_calls[cid]
         for sid in approval_sids:
             # the session's pending approvals and the ones this batch names (few rows: an index)
             named = sorted(keys.get(sid, ()))
@@ -241,13 +280,47 @@ class _Batch:
                 for r in rows:
                     self.calls[(sid, r["call_id"])] = dict(r)
 
+    def keep(self) -> None:
+        """Put what this batch wrote into the cache, for the next batches (row_cache)."""
+        cache = self.cache
+        if cache is None:
+            return
+        calls: dict[str, list[str]] = {}
+        for sid, cid in self.dirty_calls:
+            calls.setdefault(sid, []).append(cid)
+        approvals: dict[str, list[str]] = {}
+        for sid, cid in self.dirty_approvals:
+            approvals.setdefault(sid, []).append(cid)
+        for sid, s in self.sessions.items():
+            if s["status"] in FINISHED_SESSION:
+                continue  # ended (or interrupted: resumed by whichever process): forgotten
+            entry = self.entries.get(sid) or Entry()
+            if sid in self.all_subtasks:
+                entry.subtasks = self.subtasks[sid]
+            if sid in self.ledgers:
+                entry.ledger = self.ledgers[sid]
+            if entry.complete:
+                for cid in calls.get(sid, ()):
+                    row = self.calls[(sid, cid)]
+                    if row["status"] in OPEN_CALL:
+                        entry.open_calls[cid] = row
+                    else:
+                        entry.open_calls.pop(cid, None)
+                        entry.finished.add(cid)
+                for cid in approvals.get(sid, ()):
+                    entry.approvals[cid] = self.approvals[(sid, cid)]
+            cache.put(sid, entry, s)
+
     # --- dedup ---------------------------------------------------------------------
 
     def is_duplicate(self, ev: Event) -> bool:
         """A second tool.finished for a call, or a tool.started for a finished call."""
         if ev.type not in TOOL_EVENTS:
             return False
-        row = self.calls.get((ev.session_id, getattr(ev, "call_id", "")))
+        key = (ev.session_id, getattr(ev, "call_id", ""))
+        if key in self.finished:
+            return True
+        row = self.calls.get(key)
         return row is not None and row["status"] not in OPEN_CALL
 
     # --- applying ------------------------------------------------------------------
@@ -457,7 +530,7 @@ def _log_duplicate(ev: Event) -> None:
 
 
 def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
-                 heads: list[str] | None = None) -> list[Event | None]:
+                 heads: list[str] | None = None, cache: RowCache | None = None) -> list[Event | None]:
     """Store ``events`` with gapless seq numbers and update the derived tables, inside the
     caller's write transaction. With ``heads`` (from ``prepare``) the events are the
     store's private copies and get their seq set in place; without, they are prepared
@@ -469,7 +542,7 @@ def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
         prepared = [prepare(e, e.ts) for e in events]
         events = [p[0] for p in prepared]
         heads = [p[1] for p in prepared]
-    batch = _Batch(now)
+    batch = _Batch(now, cache)
     batch.load(conn, events)
     out: list[Event | None] = []
     rows: list[tuple[Any, ...]] = []
@@ -485,8 +558,9 @@ def write_events(conn: sqlite3.Connection, events: list[Event], now: float,
         out.append(ev)
     if rows:
         _insert_events(conn, rows)
-        docs = doc_rows([(r[0], r[1], r[2], r[6]) for r in rows])
+        docs = event_docs([ev for ev in out if ev is not None])
         if docs:  # the search index, in the same transaction as its events
             insert_rows(conn, INSERT_DOCS, 3, docs)
         batch.write(conn)
+    batch.keep()
     return out
