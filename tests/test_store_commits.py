@@ -184,7 +184,7 @@ async def _turns(n: int = 5) -> None:
 
 
 async def test_a_lazy_event_waits_for_the_next_urgent_one_and_shares_its_commit(store: Store) -> None:
-    store.lazy_s = 3600.0  # (held until something urgent comes: no timing in the test)
+    store.lazy_s = store.max_wait_s = 3600.0  # (held until something urgent comes: no timing in the test)
     seen: list[list[str]] = []
     store.subscribe(lambda evs: seen.append([e.type for e in evs]))
     text = store.submit(TextDelta(session_id="z", text="streamed"), lazy=True)
@@ -198,7 +198,7 @@ async def test_a_lazy_event_waits_for_the_next_urgent_one_and_shares_its_commit(
 
 async def test_urge_flush_and_close_end_the_hold(tmp_path: Path) -> None:
     s = await Store.open(tmp_path / "u.db", clock=FakeClock())
-    s.lazy_s = 3600.0
+    s.lazy_s = s.max_wait_s = 3600.0
     try:
         first = s.submit(TextDelta(session_id="u", text="a"), lazy=True)
         await _turns()
@@ -215,7 +215,7 @@ async def test_urge_flush_and_close_end_the_hold(tmp_path: Path) -> None:
 
 
 async def test_a_deferred_history_write_returns_before_its_commit_and_reads_see_it(store: Store) -> None:
-    store.lazy_s = 3600.0
+    store.lazy_s = store.max_wait_s = 3600.0
     history = store.agents_session("d", deferred=True)
     await history.add_items([{"role": "assistant", "content": "turn 1"}])
     with sqlite3.connect(str(store.path)) as conn:  # not committed yet: the SDK went on anyway
@@ -268,7 +268,7 @@ async def test_a_failed_deferred_history_write_is_raised_and_nothing_lands_after
     await store.run_rows(lambda c: c.execute(
         "CREATE TEMP TRIGGER no_boom BEFORE INSERT ON agent_items WHEN NEW.item_json LIKE '%boom%' "
         "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"))
-    store.lazy_s = 3600.0
+    store.lazy_s = store.max_wait_s = 3600.0
     history = store.agents_session("f", deferred=True)
     await history.add_items([{"role": "user", "content": "kept"}])
     await history.settle()
@@ -296,7 +296,7 @@ async def test_a_streaming_turn_takes_one_commit(tmp_path: Path) -> None:
     task = task_from_dict({"title": "t", "backend": "scripted", "workspace": str(ws), "heartbeat_s": 86400,
                            "subtasks": [{"id": "a", "prompt": "p", "steps": steps}]})
     store = await Store.open(tmp_path / "t.db")
-    store.lazy_s = 3600.0  # a held item is committed only by an urgent one, or by a wait for it
+    store.lazy_s = store.max_wait_s = 3600.0  # a held item is committed only by an urgent one, or by a wait for it
     seen: list[list[str]] = []
     store.subscribe(lambda evs: seen.append([e.type for e in evs]))
     try:
@@ -332,7 +332,7 @@ async def test_a_read_only_tools_start_is_lazy_and_a_writing_tools_is_not(tmp_pa
     task = task_from_dict({"title": "t", "backend": "scripted", "workspace": str(ws), "heartbeat_s": 86400,
                            "subtasks": [{"id": "a", "prompt": "p", "steps": reads + write + reads}]})
     store = await Store.open(tmp_path / "t.db")
-    store.lazy_s = 3600.0  # a held item is committed only by an urgent one, or by a wait for it
+    store.lazy_s = store.max_wait_s = 3600.0  # a held item is committed only by an urgent one, or by a wait for it
     seen: list[list[Any]] = []
     store.subscribe(lambda evs: seen.append(list(evs)))
     try:
@@ -376,3 +376,26 @@ async def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) ->
     with sqlite3.connect(str(path)) as check:
         assert check.execute("SELECT COUNT(*) FROM events").fetchone()[0] == db.CHECKPOINT_EVERY + 5
     check.close()
+
+
+def test_the_lazy_hold_leaves_room_for_its_commit_within_the_bound() -> None:
+    """Lazy items wait up to LAZY_S, less when the commits measured lately would not land
+    within the 50 ms bound after it; never below zero."""
+    from shepherd.core.store.db import HOLD_MARGIN_S, LAZY_S, MAX_WAIT_S, hold_s
+
+    assert hold_s(LAZY_S, MAX_WAIT_S, 0.0) == min(LAZY_S, MAX_WAIT_S - HOLD_MARGIN_S)
+    assert LAZY_S + HOLD_MARGIN_S <= MAX_WAIT_S
+    for commit_s in (0.001, 0.004, 0.008, 0.015, 0.03, 0.2):
+        hold = hold_s(LAZY_S, MAX_WAIT_S, commit_s)
+        assert 0.0 <= hold <= LAZY_S
+        assert hold == 0.0 or hold + 2 * commit_s <= MAX_WAIT_S + 1e-12
+    assert hold_s(LAZY_S, MAX_WAIT_S, 0.015) < hold_s(LAZY_S, MAX_WAIT_S, 0.004)
+
+
+async def test_the_writer_measures_its_commits_for_the_hold(store: Store) -> None:
+    await store.append(SessionStarted(session_id="m"))
+    first = store.commit_s
+    assert first > 0.0
+    for i in range(5):
+        await store.append(TextDelta(session_id="m", text=str(i)))
+    assert store.commit_s > 0.0 and store.stats.batches >= 6

@@ -69,8 +69,11 @@ MAX_BATCH = 500
 # rows of a turn) is what nothing acts on before the next urgent one: the writer holds a
 # queue of lazy items alone for up to LAZY_S, so they share the commit of the next urgent
 # event (the next tool call's start, a lifecycle event, anything awaited) instead of taking
-# one of their own. Within the 50 ms bound; ``urge()`` and ``flush()`` end the hold at once.
-LAZY_S = 0.025
+# one of their own. Within the 50 ms bound: the hold ends early enough for its commit to
+# land in time (``hold_s``: twice the writer's running estimate of a commit's duration, and
+# at least HOLD_MARGIN_S, are left before MAX_WAIT_S). ``urge()`` and ``flush()`` end it at once.
+LAZY_S = 0.040
+HOLD_MARGIN_S = 0.010
 # WAL + NORMAL: a commit is in the OS once COMMIT returns, so SIGKILL loses nothing
 # acknowledged; only a power cut / kernel crash can drop the last commits (FULL would fsync
 # every commit). Chosen after measuring both, see bench/store_bench.py and the report.
@@ -96,6 +99,12 @@ class WriterStats:
     over_budget: int = 0  # events that waited longer than max_wait_s
 
 
+def hold_s(lazy_s: float, max_wait_s: float, commit_s: float) -> float:
+    """How long lazy items may wait for an urgent one: lazy_s, less if a commit of the
+    measured length (``commit_s``, twice, or HOLD_MARGIN_S) would not fit before max_wait_s."""
+    return max(0.0, min(lazy_s, max_wait_s - max(HOLD_MARGIN_S, 2 * commit_s)))
+
+
 class _Pending:
     __slots__ = ("event", "head", "future", "t0", "with_next", "lazy")
 
@@ -106,7 +115,7 @@ class _Pending:
         self.future = future
         self.t0 = t0
         self.with_next = with_next  # committed in the same transaction as the next one
-        self.lazy = lazy  # may wait up to LAZY_S for an urgent item to share its commit
+        self.lazy = lazy  # may wait (hold_s) for an urgent item to share its commit
 
 
 class _Job:
@@ -186,6 +195,7 @@ class Store(SQLiteReads):
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = MAX_WAIT_S
         self.lazy_s = LAZY_S
+        self.commit_s = 0.0  # a running estimate of one commit's duration (hold_s)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.owner = f"{self.host}:{self.pid}:{os.urandom(4).hex()}"
@@ -278,7 +288,7 @@ class Store(SQLiteReads):
     def submit(self, event: Event, *, lazy: bool = False) -> asyncio.Future[Event | None]:
         """Queue ``event``; the future resolves to the committed event (seq, ts set) or
         None if it was dropped as a duplicate. ``lazy``: nothing acts on it before the next
-        urgent submit, whose commit it may wait for (up to LAZY_S; see ``urge``)."""
+        urgent submit, whose commit it may wait for (``hold_s``; see ``urge``)."""
         if self._closing:
             raise StoreError(f"the store {self.path} is closed")
         if not event.session_id:
@@ -425,13 +435,14 @@ class Store(SQLiteReads):
             await self._commit(items)
 
     async def _hold_lazy(self) -> bool:
-        """While only lazy items are queued, wait (up to lazy_s after the oldest) for an
+        """While only lazy items are queued, wait (up to ``hold_s`` after the oldest) for an
         urgent one to share their commit. True when woken early (look at the queue again)."""
         queue = self._queue
         head = queue[0]
         if not getattr(head, "lazy", False):
             return False
-        left = head.t0 + self.lazy_s - time.perf_counter()  # type: ignore[union-attr]
+        hold = hold_s(self.lazy_s, self.max_wait_s, self.commit_s)
+        left = head.t0 + hold - time.perf_counter()  # type: ignore[union-attr]
         if left <= 0 or not all(getattr(item, "lazy", False) for item in queue):
             return False
         # (a timer that sets the wake event, not wait_for: that made a task and a timer per
@@ -519,6 +530,7 @@ class Store(SQLiteReads):
         st.events += len(batch)
         st.max_batch = max(st.max_batch, len(batch))
         st.max_commit_s = max(st.max_commit_s, t_end - t_start)
+        self.commit_s += 0.25 * ((t_end - t_start) - self.commit_s)
         st.max_latency_s = max(st.max_latency_s, t_end - min(p.t0 for p in batch))
         st.over_budget += sum(1 for p in batch if t_end - p.t0 > self.max_wait_s)
         committed: list[Event] = []
