@@ -107,9 +107,9 @@ async def test_a_run_commits_its_paired_lifecycle_events_together(tmp_path: Path
         # the run's opening is one commit: nothing acts on the start and the plan before the
         # first attempt, whose commit confirms them
         assert seen[0] == ["session.started", "plan.ready", "subtask.started", "attempt.started"]
-        # a success is committed when it is recorded (a crash must not run it again), the
-        # session's end (with the lease's release) after it
-        assert "subtask.finished" in seen[-2] and seen[-1] == ["session.finished"]
+        # a success is committed before anything runs after it (a crash must not run it
+        # again): with the session's end (and the lease's release), the next awaited event
+        assert seen[-1] == ["subtask.finished", "session.finished"]
         assert await store.lease_owner(sup.session_id) is None  # released in that same commit
         rows = await store.run_read(lambda c: c.execute_fetchall("SELECT COUNT(*) FROM leases"))
         assert list(rows)[0][0] == 0

@@ -309,10 +309,11 @@ class Supervisor(Attempts, Countdown):
                                    status=status, reason=reason)
         error, run.final_error = run.final_error, None
         if status is T.DONE and error is None:
-            # Committed at once but confirmed by the next awaited event (the next subtask's
-            # attempt.started, or session.finished): no agent work runs before either, so a
-            # crash cannot spend on it again, and the run does not idle for the round trip.
-            self._soon.append(self.store.submit(finished))
+            # Committed with, and confirmed by, the next awaited event (the next subtask's
+            # attempt.started, or session.finished; lazy until then, so one commit, not
+            # two): no agent work runs before either, so a crash cannot spend on it again,
+            # and the run does not idle for the round trip.
+            self._soon.append(self.store.submit(finished, lazy=True))
         else:
             await self._check_soon()
             await (self.store.append_together(error, finished) if error is not None else self.store.append(finished))
