@@ -29,7 +29,7 @@ from shepherd.tui.widgets.blocks import BlockWidget, RetryBanner, ToolCallView, 
 from shepherd.tui.widgets.footer import KeyFooter
 from shepherd.tui.widgets.status import SessionHeader, StatusBar
 from shepherd.tui.widgets.stream import EarlierBar, StreamView
-from shepherd.tui.widgets.subtasks import SubtaskList, subtask_id_of
+from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane, subtask_id_of
 from shepherd.tui.widgets.timeline import Timeline
 from shepherd.tui.stylesheet import CSSSection
 
@@ -138,7 +138,8 @@ class ReplayScreen(CSSSection, SessionPanes, Screen[None]):
         yield SessionHeader(self.model.session, id="session-header")
         yield Timeline(self.driver, id="timeline")
         with Horizontal(id="session-body"):
-            yield SubtaskList(self.driver.clock, id="subtasks")
+            with SubtaskPane(id="subtask-pane"):
+                yield SubtaskList(self.driver.clock, id="subtasks")
             yield ReplayStream(self.driver.clock, id="stream")
         yield StatusBar(self.model.session, self.driver.clock, id="status")
         yield KeyFooter(compact=True)

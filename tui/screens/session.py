@@ -40,7 +40,7 @@ from shepherd.tui.widgets import markdown as md
 from shepherd.tui.widgets.footer import KeyFooter
 from shepherd.tui.widgets.status import SessionHeader, StatusBar
 from shepherd.tui.widgets.stream import EarlierBar, StreamView
-from shepherd.tui.widgets.subtasks import SubtaskList, subtask_id_of
+from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane, subtask_id_of
 from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
@@ -160,7 +160,8 @@ class SessionScreen(CSSSection, JumpMixin, ControlsMixin, SessionPanes, Screen[N
     def compose(self) -> ComposeResult:
         yield SessionHeader(self.model.session, id="session-header")
         with Horizontal(id="session-body"):
-            yield SubtaskList(self.clock, id="subtasks")
+            with SubtaskPane(id="subtask-pane"):
+                yield SubtaskList(self.clock, id="subtasks")
             yield StreamView(self.clock, id="stream")
         yield StatusBar(self.model.session, self.clock, follow=self.follow, id="status")
         yield KeyFooter(compact=True)  # every key that applies fits 80 columns

@@ -173,6 +173,20 @@ class TextView(BlockWidget):
     TextView { height: auto; padding: 0 1; }
     """
 
+    GUTTER = 2  # its padding in stream.tcss: its content is this much narrower than the stream's
+
+    @staticmethod
+    def finished_rows(block: m.TextBlock, width: int) -> int:
+        """The rows a finished message takes at content ``width``: rendered into the cache
+        its widget reads at that width, so a stream can count a tail's rows before it
+        mounts it (and mount no more than fill the view) at no cost to the layout."""
+        width = max(8, width)
+        content = RENDERED.get(block.text, width)
+        if content is None:
+            content = md.render(md.parse(block.text), width)
+            RENDERED.put(block.text, width, content)
+        return content.plain.count("\n") + 1
+
     def __init__(self, block: m.TextBlock, clock: Clock = time.time) -> None:
         super().__init__(block, clock)
         self._units: list[md.Unit] | None = None

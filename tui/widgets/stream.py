@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gc
 import time
+from typing import TYPE_CHECKING
+
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.events import Click
@@ -23,8 +25,12 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from shepherd.tui import model as m
-from shepherd.tui.widgets.blocks import Clock, Expandable, widget_for
+from shepherd.tui.widgets.blocks import Clock, Expandable, TextView, widget_for
 from shepherd.tui.stylesheet import CSSSection
+
+if TYPE_CHECKING:
+    from textual._arrange import DockArrangeResult
+    from textual.geometry import Size
 
 
 class _PressBar(Static):
@@ -84,8 +90,10 @@ class StreamView(CSSSection, VerticalScroll):
     COLLECT_EVERY = 3000
     gc_pauses: list[float] = []  # seconds each of those took (benchmarks)
 
+    # scrollbar-gutter: one width for the text whether it overflows or not, so the
+    # scrollbar's coming does not wrap every message again in a second layout pass
     DEFAULT_CSS = """
-    StreamView { height: 1fr; }
+    StreamView { height: 1fr; scrollbar-gutter: stable; }
     """
 
     def __init__(self, clock: Clock = time.time, *, id: str | None = None, classes: str | None = None) -> None:
@@ -126,6 +134,24 @@ class StreamView(CSSSection, VerticalScroll):
         self.call_after_refresh(self._maybe_anchor)  # the container size is set after this
         self.call_after_refresh(self._maybe_fill)
 
+    def arrange(self, size: "Size", optimal: bool = False) -> "DockArrangeResult":
+        """Decide the anchor on this layout's own sizes: the compositor reads it right
+        after arranging. Deciding after the layout (``_maybe_anchor``) meant a first
+        frame at the head of a tail that overflows and one or two more layouts to reach
+        its end (a subtask switch took up to three)."""
+        result = super().arrange(size, optimal)
+        overflows = result.spatial_map.total_region.bottom > size.height - self.scrollbar_size_horizontal
+        if self._follow_pending and overflows and not self.windowed:
+            self._follow_pending = False
+            self._anchored, self._anchor_released = True, False
+        elif self._anchored and not self._anchor_released and not overflows:
+            # everything fits (a block folded, a short subtask shown): anchored, it
+            # would be pinned to the bottom of the view
+            self._anchored, self._follow_pending = False, True
+            self.set_reactive(StreamView.scroll_y, 0)
+            self.set_reactive(StreamView.scroll_target_y, 0)
+        return result
+
     def _maybe_anchor(self) -> None:
         if self._follow_pending and self.max_scroll_y > 0:
             self._follow_pending = False
@@ -145,12 +171,13 @@ class StreamView(CSSSection, VerticalScroll):
         region = self.scrollable_content_region
         if not region.height:  # not laid out yet: no size to fill
             return blocks[-limit:], len(blocks[-limit:])
+        width = region.width  # the same with a scrollbar or without (scrollbar-gutter)
         n = rows = 0
         for b in reversed(blocks):
             if n >= limit or rows >= region.height:
                 break
             n += 1
-            rows += _rows_at_least(b, region.width)
+            rows += _rows_at_least(b, width)
         return blocks[len(blocks) - n:], rows
 
     def _anchor_if_overflowing(self, rows_at_least: int) -> None:
@@ -514,8 +541,14 @@ def _shed(widget: Widget) -> None:
 
 
 def _rows_at_least(block: m.Block, width: int) -> int:
-    """A lower bound of the rows a block's widget takes: one for any block; a message
-    wraps at the view's width (Markdown joins its lines, drops some characters: half)."""
+    """A lower bound of the rows a block's widget takes in a view ``width`` wide: one for
+    any block; a finished message, its rendered rows (exact for the assistant's: a user's
+    border makes it narrower still); a streaming one wraps at the view's width (Markdown
+    joins its lines, drops some characters: half). An estimate too low mounts blocks that
+    are never seen, each costing layout time on every switch (2.5 times the view's rows
+    under a flood, by the old estimate for every message)."""
     if isinstance(block, m.TextBlock):
+        if block.completed:
+            return TextView.finished_rows(block, width - TextView.GUTTER)
         return 1 + len(block.text) // max(2, 2 * width)
     return 1

@@ -1,0 +1,159 @@
+"""A subtask switch: what it mounts, where its first frame is, what a frame repaints.
+Real Store (SQLite file), real app (pilot), no sleeps. The figures these shapes buy are
+``bench/ui_bench.py``'s (a switch under a flood of events), not asserted here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.geometry import Offset
+
+from shepherd.core import events as ev
+from shepherd.core.clock import FakeClock
+from shepherd.core.store.db import Store
+from shepherd.tui.widgets.anim import Ticker
+from shepherd.tui.widgets.blocks import BlockWidget, TextView
+from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane
+from tests.test_tui_session import T0, Clock, Writer, live_screen, loaded, until
+
+PROSE = ("The parser reads the date, then the time; a missing zone means UTC and a bad month "
+         "is an error the caller sees. ") * 6  # ~660 characters: several rows at any width here
+
+
+def list_text(n: int) -> str:
+    """Few characters, many rows: a Markdown list of ``n`` one-word items."""
+    return "\n".join(f"- item{i}" for i in range(n))
+
+
+@pytest.fixture(autouse=True)
+def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Ticker, "animate", False)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
+    yield s
+    await s.close()
+
+
+async def messages(w: Writer, subtask: str, texts: list[str], *, complete: bool = True) -> None:
+    for i, text in enumerate(texts):
+        mid = f"{subtask}-m{i}"
+        await w.add(ev.TextDelta, subtask_id=subtask, attempt=1, message_id=mid, text=text)
+        if complete:
+            await w.add(ev.MessageCompleted, subtask_id=subtask, attempt=1, message_id=mid, text="")
+
+
+async def start_b(w: Writer) -> None:
+    """Subtask a is done; b runs (the view follows it: a switch back to a is the test)."""
+    await w.add(ev.SubtaskFinished, subtask_id="a", status="done")
+    await w.add(ev.SubtaskStarted, subtask_id="b", title="Subtask b")
+    await w.add(ev.AttemptStarted, subtask_id="b", attempt=1)
+    await w.add(ev.TextDelta, subtask_id="b", attempt=1, message_id="b1", text="working on b")
+
+
+def mounted(screen: Any) -> list[BlockWidget]:
+    return [c for c in screen.stream.children if isinstance(c, BlockWidget)]
+
+
+async def switch_to_a(pilot: Any, screen: Any) -> list[tuple[float, int, set[str]]]:
+    """Press up (b -> a) and record, at every layout until a is shown, the stream's
+    scroll position, its furthest position and the subtasks of its mounted blocks."""
+    seen: list[tuple[float, int, set[str]]] = []
+    stream = screen.stream
+
+    def layout(_: Any) -> None:
+        seen.append((stream.scroll_y, stream.max_scroll_y, {b.block.subtask_id for b in mounted(screen)}))
+
+    screen.screen_layout_refresh_signal.subscribe(stream, layout, immediate=True)
+    await pilot.press("up")
+    await until(pilot, lambda: screen.selected == "a" and any(s == {"a"} for *_, s in seen), "a shown")
+    await pilot.pause()
+    return seen
+
+
+async def test_a_switch_to_an_overflowing_tail_shows_its_end_in_its_first_frame(store: Store) -> None:
+    """Streaming messages that are short in characters but long in rows (lists): no
+    estimate before the layout sees they overflow. The anchor is decided in the layout
+    itself, so the first frame that shows them is at their end, not at their head with
+    one or two more layouts to reach it."""
+    w = Writer(store)
+    await w.start()
+    await messages(w, "a", [list_text(14) for _ in range(4)], complete=False)
+    await start_b(w)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, screen)
+        await until(pilot, lambda: screen.selected == "b", "b followed")
+        frames = [(y, top) for y, top, subs in await switch_to_a(pilot, screen) if subs == {"a"}]
+        y, top = frames[0]
+        assert top > 0, "the tail must overflow the view for this test to mean anything"
+        assert y == top, f"first frame of a at row {y} of {top}: not at its end"
+        assert screen.stream.following
+
+
+async def test_a_switch_mounts_only_the_blocks_that_fill_the_view(store: Store) -> None:
+    """Finished messages are counted in rendered rows before they are mounted: the tail
+    is the fewest blocks that fill the view (one fewer would not), not twice as many
+    by a guess from their length. Every mounted widget costs layout time on a switch."""
+    w = Writer(store)
+    await w.start()
+    await messages(w, "a", [PROSE] * 30)
+    await start_b(w)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, screen)
+        await until(pilot, lambda: screen.selected == "b", "b followed")
+        frames = [(y, top) for y, top, subs in await switch_to_a(pilot, screen) if subs == {"a"}]
+        assert frames[0][0] == frames[0][1] > 0  # at the end from the first frame
+        widgets = mounted(screen)
+        view = screen.stream.scrollable_content_region.height
+        heights = [wd.outer_size.height for wd in widgets]
+        assert sum(heights) >= view, "the view is full"
+        assert sum(heights[1:]) < view, f"{len(widgets)} blocks mounted ({heights}) where {len(widgets) - 1} fill {view} rows"
+        # the rows counted before mounting are the rows the layout gave
+        for wd in widgets:
+            if isinstance(wd, TextView):
+                assert TextView.finished_rows(wd.block, wd.content_size.width) == wd.content_size.height
+
+
+async def test_a_message_keeps_its_width_when_the_stream_starts_to_overflow(store: Store) -> None:
+    """The stream keeps room for its scrollbar (scrollbar-gutter): when it starts to
+    overflow, no message wraps again in a second layout pass."""
+    w = Writer(store)
+    await w.start(subtasks=("a",))
+    await messages(w, "a", ["a short first message"])
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, screen)
+        first = mounted(screen)[0]
+        width = first.content_size.width
+        assert screen.stream.max_scroll_y == 0 and not screen.stream.show_vertical_scrollbar
+        await messages(w, "a", [PROSE] * 6)
+        await screen.flush_now()
+        await until(pilot, lambda: screen.stream.max_scroll_y > 0, "the stream overflows")
+        await pilot.pause()
+        assert screen.stream.show_vertical_scrollbar
+        assert first.is_attached and first.content_size.width == width
+
+
+async def test_the_subtask_list_is_as_tall_as_its_lines(store: Store) -> None:
+    """A spinner's frame or a switch repaints the list's lines, not the empty rows of its
+    column below them; the column still fills the height, and a click there focuses the
+    list as a click on it would."""
+    w = Writer(store)
+    await w.start()
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, screen)
+        lst, pane = screen.query_one(SubtaskList), screen.query_one(SubtaskPane)
+        assert lst.outer_size.height == len(screen.model.subtasks) == 3
+        assert pane.outer_size.height == screen.query_one("#session-body").outer_size.height
+        screen.stream.focus()
+        await pilot.pause()
+        assert not lst.has_focus
+        await pilot.click(SubtaskPane, offset=Offset(2, pane.outer_size.height - 2))
+        assert lst.has_focus
