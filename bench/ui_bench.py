@@ -14,8 +14,8 @@ Naive peer: a plain Textual app with one ``Markdown`` widget per session, each
 Reported per run: deltas/s delivered to the UI, the visible session's frames,
 input latency while flooding (a key press sent through the driver, as a terminal
 would, until (a) an app-level key handler ran and (b) for Shepherd, the session
-screen switched to another subtask and painted the frame that shows its stream), and
-peak RSS. Each run is a child process so peak memory is its own. At the end: each of
+screen switched to another subtask and painted the frame that shows its stream: the
+end of that paint, as the frame goes to the driver), and peak RSS. Each run is a child process so peak memory is its own. At the end: each of
 issue 9's targets with its figure, and the ratios against the naive peer fed the same
 load in the same run.
 """
@@ -177,11 +177,32 @@ async def run_shepherd(seconds: float, rate: float | None, sessions: int, stacke
 
         # Time a subtask switch on the visible screen: key -> handler -> the frame that
         # shows the other subtask's stream painted (whatever the handler left for later).
+        # The mark is the end of that paint (the screen's compositor refresh, where the
+        # frame goes to the driver), checked after every paint; a callback after the
+        # refresh (call_after_refresh) runs when the busy loop gets to it, up to ~60 ms
+        # after the frame was out, so it is only the fallback.
         switch_marks: list[float] = []
         layouts = [0]
-        top.screen_layout_refresh_signal.subscribe(top.stream, lambda _: layouts.__setitem__(0, layouts[0] + 1),
-                                                 immediate=True)
         original_select = top._select
+        original_paint = top._compositor_refresh
+        pending: list[Any] = []  # the check of the switch not painted yet
+
+        def check() -> None:
+            if pending and pending[0]():
+                switch_marks.append(time.perf_counter())
+                pending.clear()
+
+        def laid_out(_: Any) -> None:  # published right after a layout's paint
+            layouts[0] += 1
+            check()
+
+        top.screen_layout_refresh_signal.subscribe(top.stream, laid_out, immediate=True)
+
+        def paint() -> None:  # a paint without a layout (a scroll)
+            original_paint()
+            check()
+
+        top._compositor_refresh = paint  # type: ignore[method-assign]
 
         async def timed_select(subtask_id: str | None) -> None:
             stream = top.stream
@@ -189,16 +210,22 @@ async def run_shepherd(seconds: float, rate: float | None, sessions: int, stacke
             await original_select(subtask_id)
             since = layouts[0]  # a layout after the switch: sizes below are not stale
 
-            def painted(rounds: int = 0) -> None:
-                # after a refresh: the old blocks gone, the new ones laid out, at the end
+            def shown() -> bool:
+                # the old blocks gone, the new ones laid out, at the end
                 new = list(stream.widgets.values())[-5:]
-                done = (layouts[0] > since and not any(w.is_attached for w in old) and all(w.outer_size.height for w in new)
+                return (layouts[0] > since and not any(w.is_attached for w in old) and all(w.outer_size.height for w in new)
                         and (stream.max_scroll_y <= 0 or stream.scroll_y >= stream.max_scroll_y))
-                if done or rounds > 100:
+
+            def painted(rounds: int = 0) -> None:
+                if not pending or pending[0] is not shown:
+                    return  # marked at its paint
+                if shown() or rounds > 100:
                     switch_marks.append(time.perf_counter())
+                    pending.clear()
                 else:
                     top.call_after_refresh(painted, rounds + 1)
 
+            pending[:] = [shown]
             top.call_after_refresh(painted)
 
         top._select = timed_select  # type: ignore[method-assign]
