@@ -157,3 +157,31 @@ async def test_the_subtask_list_is_as_tall_as_its_lines(store: Store) -> None:
         assert not lst.has_focus
         await pilot.click(SubtaskPane, offset=Offset(2, pane.outer_size.height - 2))
         assert lst.has_focus
+
+
+async def test_two_quick_moves_in_the_list_show_the_last_and_then_rest(store: Store) -> None:
+    """Two key presses before the first switch is done queue two highlight messages.
+    Showing the first (stale) one moved the highlight back, which queued another: the
+    two ping-ponged for ever at full CPU (found in tmux: Up Up, then no key answered)."""
+    w = Writer(store)
+    await w.start()
+    await messages(w, "a", [PROSE] * 3)
+    await start_b(w)
+    await messages(w, "b", [PROSE] * 3)
+    await w.add(ev.SubtaskFinished, subtask_id="b", status="done")
+    await w.add(ev.SubtaskStarted, subtask_id="c", title="Subtask c")
+    await w.add(ev.AttemptStarted, subtask_id="c", attempt=1)
+    await messages(w, "c", [PROSE] * 3)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, screen)
+        await until(pilot, lambda: screen.selected == "c", "c followed")
+        lst = screen.query_one(SubtaskList)
+        lst.highlighted, lst.highlighted = 1, 0  # b, then a: both messages queued at once
+        await until(pilot, lambda: screen.selected == "a", "a shown")
+        mounts = screen.stream.mount_count
+        for _ in range(30):
+            await pilot.pause()
+        assert screen.selected == "a" and lst.highlighted == 0
+        assert {wd.block.subtask_id for wd in mounted(screen)} == {"a"}
+        assert screen.stream.mount_count == mounts, "the view is still being switched back and forth"

@@ -40,7 +40,7 @@ from shepherd.tui.widgets import markdown as md
 from shepherd.tui.widgets.footer import KeyFooter
 from shepherd.tui.widgets.status import SessionHeader, StatusBar
 from shepherd.tui.widgets.stream import EarlierBar, StreamView
-from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane, subtask_id_of
+from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane
 from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
@@ -326,8 +326,8 @@ class SessionScreen(CSSSection, JumpMixin, ControlsMixin, SessionPanes, Screen[N
         await self.stream.show(st, more_events=bool(st and st.has_earlier))
 
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        sid = subtask_id_of(event.option.id)
-        if sid is None or sid == self.selected:
+        sid = self._chosen_subtask(event)
+        if sid is None:
             return
         self.auto_follow = sid == self.model.default_subtask_id()
         await self._select(sid)

@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shepherd.tui.widgets.stream import StreamView
-from shepherd.tui.widgets.subtasks import SubtaskList
+from shepherd.tui.widgets.subtasks import SubtaskList, subtask_id_of
 
 if TYPE_CHECKING:
+    from textual.widgets import OptionList
+
     from shepherd.tui import model as m
 
 
@@ -29,6 +31,16 @@ class SessionPanes:
 
     async def _show(self, subtask_id: str | None) -> None:
         raise NotImplementedError
+
+    def _chosen_subtask(self, event: "OptionList.OptionHighlighted") -> str | None:
+        """The subtask a highlight in the list asks to show, or None: not the list's,
+        already shown, or stale. Keys pressed quickly queue one message per move; showing
+        a stale one moved the highlight back (``_show_subtask`` selects in the list),
+        which queued another, and two of them ping-ponged for ever."""
+        if event.option_list is not self.subtask_list or event.option_list.highlighted != event.option_index:
+            return None  # (stale: the list moved on; its newer message follows)
+        sid = subtask_id_of(event.option.id)
+        return None if sid == self.selected else sid
 
     async def _show_subtask(self, subtask_id: str | None) -> None:
         self.selected = subtask_id
