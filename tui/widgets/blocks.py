@@ -164,6 +164,10 @@ class AttemptSeparator(BlockWidget):
         return Content("\n").join([head, Content.styled(m.clip("↳ " + extra, width), "$foreground-muted italic")])
 
 
+def _rows(content: Content) -> int:
+    return content.plain.count("\n") + 1
+
+
 class TextView(BlockWidget):
     """Assistant (or user) text as Markdown, one widget per message. Deltas of a frame
     arrive as one version bump: the text is re-parsed once and only this widget
@@ -180,12 +184,7 @@ class TextView(BlockWidget):
         """The rows a finished message takes at content ``width``: rendered into the cache
         its widget reads at that width, so a stream can count a tail's rows before it
         mounts it (and mount no more than fill the view) at no cost to the layout."""
-        width = max(8, width)
-        content = RENDERED.get(block.text, width)
-        if content is None:
-            content = md.render(md.parse(block.text), width)
-            RENDERED.put(block.text, width, content)
-        return content.plain.count("\n") + 1
+        return _rows(RENDERED.render(block.text, max(8, width)))
 
     def __init__(self, block: m.TextBlock, clock: Clock = time.time) -> None:
         super().__init__(block, clock)
@@ -204,20 +203,21 @@ class TextView(BlockWidget):
             self._cache.clear()
             self._cache_version = b.version
         content = self._cache.get(width)
-        if content is None and b.completed:
-            content = RENDERED.get(b.text, width)
-            if content is not None:
-                self._cache[width] = content
         if content is None:
-            if self._units is None or self._units_version != b.version:
-                self._units = md.parse(b.text)
-                self._units_version = b.version
-            if len(self._cache) >= 4:  # layout asks for a couple of widths (with/without scrollbar)
+            # a finished message is shared (RENDERED: a switch back mounts a new widget);
+            # a streaming one changes every frame and is this widget's alone
+            content = RENDERED.render(b.text, width, self._parsed) if b.completed else md.render(self._parsed(), width)
+            if len(self._cache) >= 4:  # a layout may ask for a couple of widths
                 self._cache.clear()
-            content = self._cache[width] = md.render(self._units, width)
-            if b.completed:
-                RENDERED.put(b.text, width, content)
+            self._cache[width] = content
         return content
+
+    def _parsed(self) -> list[md.Unit]:
+        """The text's Markdown blocks, parsed once per version."""
+        if self._units is None or self._units_version != self.block.version:
+            self._units = md.parse(self.block.text)
+            self._units_version = self.block.version
+        return self._units
 
     def render(self) -> Content:
         return self._content(max(8, self.content_width() or 80))
@@ -231,7 +231,7 @@ class TextView(BlockWidget):
         self.on_block_changed()
         width, height = self.content_width(), self.content_height()
         if width and height:
-            lines = self._content(max(8, width)).plain.count("\n") + 1
+            lines = _rows(self._content(max(8, width)))
             self.refresh(layout=lines != height)
         else:
             self.refresh(layout=True)
@@ -239,7 +239,7 @@ class TextView(BlockWidget):
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         self._layout_width = width
-        return self._content(max(8, width)).plain.count("\n") + 1
+        return _rows(self._content(max(8, width)))
 
     @property
     def source(self) -> str:

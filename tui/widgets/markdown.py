@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from textual.content import Content
 from shepherd.core.records import record
@@ -275,6 +275,15 @@ class RenderedText:
         content = self._items.get((text, width))
         if content is not None:
             self._items.move_to_end((text, width))
+        return content
+
+    def render(self, text: str, width: int, units: "Callable[[], list[Unit]] | None" = None) -> Content:
+        """``text`` rendered at ``width``: from here, else rendered (from ``units()``, a
+        widget's own parse, or parsed now) and kept."""
+        content = self.get(text, width)
+        if content is None:
+            content = render(units() if units is not None else parse(text), width)
+            self.put(text, width, content)
         return content
 
     def put(self, text: str, width: int, content: Content) -> None:

@@ -163,14 +163,14 @@ class StreamView(CSSSection, VerticalScroll):
             self._follow_pending = True
             self.scroll_to(y=0, animate=False, immediate=True)
 
-    def _tail(self, blocks: list[m.Block]) -> tuple[list[m.Block], int]:
+    def _tail(self, blocks: list[m.Block]) -> list[m.Block]:
         """The fewest last blocks that surely fill the view, by a lower bound of their
-        rows (at most SHOW_BLOCKS), and that bound. Each mounted widget costs layout time
-        on every switch; an underestimate only means one more frame (``_maybe_fill``)."""
+        rows (at most SHOW_BLOCKS). Each mounted widget costs layout time on every
+        switch; an underestimate only means one more frame (``_maybe_fill``)."""
         limit = min(self.SHOW_BLOCKS, self.MAX_BLOCKS)
         region = self.scrollable_content_region
         if not region.height:  # not laid out yet: no size to fill
-            return blocks[-limit:], len(blocks[-limit:])
+            return blocks[-limit:]
         width = region.width  # the same with a scrollbar or without (scrollbar-gutter)
         n = rows = 0
         for b in reversed(blocks):
@@ -178,7 +178,7 @@ class StreamView(CSSSection, VerticalScroll):
                 break
             n += 1
             rows += _rows_at_least(b, width)
-        return blocks[len(blocks) - n:], rows
+        return blocks[len(blocks) - n:]
 
     def _anchor_if_overflowing(self, rows_at_least: int) -> None:
         """Before mounting blocks that take at least ``rows_at_least`` rows in all: as
@@ -285,19 +285,10 @@ class StreamView(CSSSection, VerticalScroll):
         if subtask is None:
             self._update_bar()
             return
-        blocks, rows = self._tail(subtask.blocks)
-        if len(blocks) < len(subtask.blocks):
-            # more above than is mounted: the tail fills the view, or is topped up from
-            # above until it does (_maybe_fill). Anchored now, the first layout is at the
-            # end; in the rare case that all of it fits, _maybe_anchor lets go again.
-            self._follow_pending = False
-            self.anchor()
-        else:
-            self._anchor_if_overflowing(rows)
-        await self._mount_blocks(blocks)
+        # follow pending: the first layout anchors the tail at its end if it overflows
+        # (arrange); a tail too short is topped up from above until it does (_maybe_fill)
+        await self._mount_blocks(self._tail(subtask.blocks))
         self._update_bar()
-        if not self.is_anchored:  # (anchored above: sizes read now are still the old ones')
-            self._maybe_anchor()
         self.call_after_refresh(self._maybe_fill)
 
     async def _clear(self, subtask: m.SubtaskView | None, more_events: bool) -> None:
