@@ -4,19 +4,17 @@ Real Store (SQLite file), real app (pilot), no sleeps. The figures these shapes 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
-import pytest
 from textual.geometry import Offset
 
 from shepherd.core import events as ev
-from shepherd.core.clock import FakeClock
 from shepherd.core.store.db import Store
-from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.blocks import BlockWidget, TextView
 from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane
-from tests.test_tui_session import T0, Clock, Writer, live_screen, loaded, until
+from tests.test_tui_session import (  # noqa: F401 - store and _frozen_animation are fixtures
+    Clock, Writer, _frozen_animation, live_screen, loaded, store, until)
 
 PROSE = ("The parser reads the date, then the time; a missing zone means UTC and a bad month "
          "is an error the caller sees. ") * 6  # ~660 characters: several rows at any width here
@@ -25,18 +23,6 @@ PROSE = ("The parser reads the date, then the time; a missing zone means UTC and
 def list_text(n: int) -> str:
     """Few characters, many rows: a Markdown list of ``n`` one-word items."""
     return "\n".join(f"- item{i}" for i in range(n))
-
-
-@pytest.fixture(autouse=True)
-def _frozen_animation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Ticker, "animate", False)
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "shepherd.db", clock=FakeClock(T0))
-    yield s
-    await s.close()
 
 
 async def messages(w: Writer, subtask: str, texts: list[str], *, complete: bool = True) -> None:
@@ -57,6 +43,22 @@ async def start_b(w: Writer) -> None:
 
 def mounted(screen: Any) -> list[BlockWidget]:
     return [c for c in screen.stream.children if isinstance(c, BlockWidget)]
+
+
+@asynccontextmanager
+async def first_frame_of_a(store: Store, texts: list[str], complete: bool = True) -> AsyncIterator[tuple[Any, tuple[float, int]]]:
+    """Subtask a holds ``texts``; b runs and is followed; up switches to a. Yields the
+    screen and (scroll row, furthest row) of the first frame that showed a's blocks."""
+    w = Writer(store)
+    await w.start()
+    await messages(w, "a", texts, complete=complete)
+    await start_b(w)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot, screen)
+        await until(pilot, lambda: screen.selected == "b", "b followed")
+        frames = [(y, top) for y, top, subs in await switch_to_a(pilot, screen) if subs == {"a"}]
+        yield screen, frames[0]
 
 
 async def switch_to_a(pilot: Any, screen: Any) -> list[tuple[float, int, set[str]]]:
@@ -80,16 +82,7 @@ async def test_a_switch_to_an_overflowing_tail_shows_its_end_in_its_first_frame(
     estimate before the layout sees they overflow. The anchor is decided in the layout
     itself, so the first frame that shows them is at their end, not at their head with
     one or two more layouts to reach it."""
-    w = Writer(store)
-    await w.start()
-    await messages(w, "a", [list_text(14) for _ in range(4)], complete=False)
-    await start_b(w)
-    screen, app = live_screen(store, Clock(w.ts))
-    async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(pilot, screen)
-        await until(pilot, lambda: screen.selected == "b", "b followed")
-        frames = [(y, top) for y, top, subs in await switch_to_a(pilot, screen) if subs == {"a"}]
-        y, top = frames[0]
+    async with first_frame_of_a(store, [list_text(14) for _ in range(4)], complete=False) as (screen, (y, top)):
         assert top > 0, "the tail must overflow the view for this test to mean anything"
         assert y == top, f"first frame of a at row {y} of {top}: not at its end"
         assert screen.stream.following
@@ -99,16 +92,8 @@ async def test_a_switch_mounts_only_the_blocks_that_fill_the_view(store: Store) 
     """Finished messages are counted in rendered rows before they are mounted: the tail
     is the fewest blocks that fill the view (one fewer would not), not twice as many
     by a guess from their length. Every mounted widget costs layout time on a switch."""
-    w = Writer(store)
-    await w.start()
-    await messages(w, "a", [PROSE] * 30)
-    await start_b(w)
-    screen, app = live_screen(store, Clock(w.ts))
-    async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(pilot, screen)
-        await until(pilot, lambda: screen.selected == "b", "b followed")
-        frames = [(y, top) for y, top, subs in await switch_to_a(pilot, screen) if subs == {"a"}]
-        assert frames[0][0] == frames[0][1] > 0  # at the end from the first frame
+    async with first_frame_of_a(store, [PROSE] * 30) as (screen, (y, top)):
+        assert y == top > 0  # at the end from the first frame
         widgets = mounted(screen)
         view = screen.stream.scrollable_content_region.height
         heights = [wd.outer_size.height for wd in widgets]
