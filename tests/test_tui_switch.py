@@ -170,3 +170,22 @@ async def test_two_quick_moves_in_the_list_show_the_last_and_then_rest(store: St
         assert screen.selected == "a" and lst.highlighted == 0
         assert {wd.block.subtask_id for wd in mounted(screen)} == {"a"}
         assert screen.stream.mount_count == mounts, "the view is still being switched back and forth"
+
+
+def test_a_huge_finished_message_is_not_rendered_to_be_counted(monkeypatch: Any) -> None:
+    """Counting a tail renders its finished messages into the shared cache, which its
+    widgets then read. A message too big for that cache is counted by the cheap bound
+    instead: rendered to be counted, it would be rendered again by its widget."""
+    from shepherd.tui import model as m
+    from shepherd.tui.widgets import markdown as md
+    from shepherd.tui.widgets import stream
+
+    rendered: list[int] = []
+    real = md.render
+    monkeypatch.setattr(md, "render", lambda units, width: rendered.append(width) or real(units, width))
+    small = m.TextBlock(bid=1, subtask_id="a", seq=1, ts=0.0, attempt=1, text=PROSE, completed=True)
+    huge = m.TextBlock(bid=2, subtask_id="a", seq=2, ts=0.0, attempt=1, text=PROSE * 400, completed=True)
+    assert md.RENDERED.keeps(small.text) and not md.RENDERED.keeps(huge.text)
+    assert stream._rows_at_least(huge, 80) >= 30  # still more rows than a view: it fills it
+    assert rendered == []
+    assert stream._rows_at_least(small, 80) == TextView.finished_rows(small, 80 - TextView.GUTTER) > 1

@@ -286,8 +286,12 @@ class RenderedText:
             self.put(text, width, content)
         return content
 
+    def keeps(self, text: str) -> bool:
+        """Whether ``text`` is small enough to be kept (a huge one would push out the rest)."""
+        return len(text) <= self.budget // 4
+
     def put(self, text: str, width: int, content: Content) -> None:
-        if len(text) > self.budget // 4 or (text, width) in self._items:
+        if not self.keeps(text) or (text, width) in self._items:
             return
         self._items[(text, width)] = content
         self._chars += len(text)

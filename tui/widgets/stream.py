@@ -26,6 +26,7 @@ from textual.widgets import Static
 
 from shepherd.tui import model as m
 from shepherd.tui.widgets.blocks import Clock, Expandable, TextView, widget_for
+from shepherd.tui.widgets.markdown import RENDERED
 from shepherd.tui.stylesheet import CSSSection
 
 if TYPE_CHECKING:
@@ -539,7 +540,7 @@ def _rows_at_least(block: m.Block, width: int) -> int:
     are never seen, each costing layout time on every switch (2.5 times the view's rows
     under a flood, by the old estimate for every message)."""
     if isinstance(block, m.TextBlock):
-        if block.completed:
+        if block.completed and RENDERED.keeps(block.text):  # (a huge one would be rendered twice)
             return TextView.finished_rows(block, width - TextView.GUTTER)
         return 1 + len(block.text) // max(2, 2 * width)
     return 1
