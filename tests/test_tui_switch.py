@@ -11,7 +11,10 @@ from textual.geometry import Offset
 
 from shepherd.core import events as ev
 from shepherd.core.store.db import Store
+from textual.widgets._footer import FooterKey
+
 from shepherd.tui.widgets.blocks import BlockWidget, TextView
+from shepherd.tui.widgets.footer import KeyFooter
 from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane
 from tests.test_tui_session import (  # noqa: F401 - store and _frozen_animation are fixtures
     Clock, Writer, _frozen_animation, live_screen, loaded, store, until)
@@ -75,6 +78,42 @@ async def switch_to_a(pilot: Any, screen: Any) -> list[tuple[float, int, set[str
     await until(pilot, lambda: screen.selected == "a" and any(s == {"a"} for *_, s in seen), "a shown")
     await pilot.pause()
     return seen
+
+
+def bar(screen: Any) -> list[tuple[Any, ...]]:
+    """The key bar as shown: each key's text and state, in order."""
+    return [(k.key, k.key_display, k.description, k.action, k.has_class("-disabled"), k.tooltip)
+            for k in screen.query_one(KeyFooter).children if isinstance(k, FooterKey)]
+
+
+def o_enabled(screen: Any) -> bool | None:
+    """Whether the bar's "o" is enabled (None: not in the bar)."""
+    return next((not disabled for key, *_, disabled, _tip in bar(screen) if key == "o"), None)
+
+
+async def test_a_switch_keeps_the_footer_keys_and_dims_what_does_not_apply(store: Store) -> None:
+    """Subtask a has a tool call (so "o" opens its output), b has none: a switch between
+    them dims or lights "o" and leaves every key of the bar in place, the same widgets
+    (recomposing the bar, or mounting one key, laid the screen out again on every
+    switch), and the bar is the one a rebuild from the bindings would make."""
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Read", input={"file_path": "d.py"})
+    await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c1", status="ok", output="x", duration_s=0.1)
+    await start_b(w)
+    screen, app = live_screen(store, Clock(w.ts))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot, screen)
+        await until(pilot, lambda: screen.selected == "b" and o_enabled(screen) is False, "b's keys")
+        for key, sub, enabled in (("up", "a", True), ("down", "b", False), ("up", "a", True)):
+            before = list(screen.query(FooterKey))
+            await pilot.press(key)
+            await until(pilot, lambda: screen.selected == sub and o_enabled(screen) is enabled, f"{sub}'s keys")
+            await pilot.pause()
+            assert [id(k) for k in screen.query(FooterKey)] == [id(k) for k in before], "the bar was rebuilt"
+            shown = bar(screen)
+            await screen.query_one(KeyFooter).build()  # a rebuild from the bindings as they are
+            assert bar(screen) == shown
 
 
 async def test_a_switch_to_an_overflowing_tail_shows_its_end_in_its_first_frame(store: Store) -> None:

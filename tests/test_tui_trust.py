@@ -294,7 +294,10 @@ async def test_footer_of_a_read_only_session_offers_only_what_works(store: Store
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot, screen)
         await _footer_settles(pilot, screen, {"escape": "Back"})
-        assert set(keys(screen)) <= {"r", "escape", "ctrl+p"}, footer(screen)
+        shown = list(screen.query("FooterKey"))
+        assert {k.key for k in shown if not k.has_class("-disabled")} <= {"r", "escape", "ctrl+p"}, footer(screen)
+        # dimmed, as a key that does not apply now: no tool call here to open
+        assert {k.key for k in shown if k.has_class("-disabled")} <= {"o"}, footer(screen)
         assert keys(screen)["r"] == "Retry"  # run a subtask of it again, in this process
         assert "read-only" in screen.status_bar.text
 

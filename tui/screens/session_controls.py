@@ -70,7 +70,10 @@ class ControlsMixin:
         if action in ("skip", "cancel", "note"):
             return ctl
         if action == "open_output":
-            return self._tool_target() is not None
+            # dimmed, not hidden, while the subtask on screen has no tool call: the bar keeps
+            # its keys in place from one subtask to the next, so a switch restyles one key
+            # instead of mounting it or removing it (and laying the screen out again)
+            return True if self._tool_target() is not None else None
         return True
 
     def _selected_subtask(self) -> str | None:

@@ -9,14 +9,22 @@ on_mount (``await footer.build()``), so its first frame has its keys. A screen t
 on top is not rebuilt for: every screen refreshes its bindings when it comes back. A
 change that leaves the keys shown as they are (focus moved, a state the keys do not
 follow) costs no rebuild: the bar is rebuilt only when what it would show differs.
+
+A change of some keys is made in place: the keys both bars have stay (a key that is
+only enabled or dimmed now is restyled), only a key that went is removed and only one
+that came is mounted ("p" turning from Pause to Resume). Recomposing the whole bar
+(~20 ms, every key mounted again, and the screen laid out again) was on the path of
+every subtask switch, whose "o" lights or dims with the subtask's tool calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+from difflib import SequenceMatcher
 from typing import Any
 
 from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
 
 class KeyFooter(Footer):
@@ -61,8 +69,54 @@ class KeyFooter(Footer):
         keys = self.shown_keys()
         if keys == self._built_keys and not force:
             return  # the same keys, the same look: nothing to rebuild
-        self._built_keys = keys
+        built, self._built_keys = self._built_keys, keys
+        if not force and built is not None and await self._patch(built, keys):
+            return
         await self.recompose()
+
+    async def _patch(self, built: tuple[Any, ...], keys: tuple[Any, ...]) -> bool:
+        """Turn the bar built for ``built`` into the one for ``keys`` in place: the keys
+        both have stay, only those that went are removed and those that came mounted (what
+        Footer.compose makes of them). False when only a rebuild can: binding groups, the
+        palette key or the bar's style changed, or the bar is not the one built."""
+        old, new = _items(built[0]), _items(keys[0])
+        widgets = [w for w in self.children if type(w) is FooterKey and not w.has_class("-command-palette")]
+        palette = [w for w in self.children if w.has_class("-command-palette")]
+        if old is None or new is None or built[1:] != keys[1:] or len(widgets) != len(old) \
+                or len(self.children) != len(widgets) + len(palette):
+            return False
+        gone: list[FooterKey] = []
+        mounts = []
+        same = [_looks(k) for k in old], [_looks(k) for k in new]
+        for tag, i1, i2, j1, j2 in SequenceMatcher(None, *same, autojunk=False).get_opcodes():
+            if tag == "equal":  # (the same key; it may have been enabled or disabled meanwhile)
+                for widget, item in zip(widgets[i1:i2], new[j1:j2]):
+                    _enable(widget, item[5])
+                continue
+            gone += widgets[i1:i2]
+            came = [self._key(item) for item in new[j1:j2]]
+            if not came:
+                continue
+            # (before a key that stays, or one that goes: removals come after the mounts)
+            if i2 < len(widgets):
+                mounts.append(self.mount_all(came, before=widgets[i2]))
+            elif palette:
+                mounts.append(self.mount_all(came, before=palette[0]))
+            else:
+                mounts.append(self.mount_all(came))
+        for mounted in mounts:
+            await mounted
+        if gone:
+            await self.remove_children(gone)
+        self.styles.grid_size_columns = len(new)  # (as compose sets it)
+        return True
+
+    def _key(self, item: tuple[Any, ...]) -> FooterKey:
+        """The key Footer.compose makes of a binding that is not in a group."""
+        key, display, description, action, _group, enabled, tooltip = item
+        widget = FooterKey(key, display, description, action, disabled=not enabled, tooltip=tooltip)
+        widget.compact = self.compact  # (compose data-binds it; a change of it rebuilds the bar)
+        return widget
 
     def shown_keys(self) -> tuple[Any, ...]:
         """Everything of the screen's bindings that Footer.compose draws from."""
@@ -74,3 +128,28 @@ class KeyFooter(Footer):
         palette_key = None if palette is None else (palette.binding.key, palette.binding.description,
                                                      palette.enabled, palette.binding.tooltip)
         return keys, palette_key, self.compact, app.ENABLE_COMMAND_PALETTE
+
+
+def _items(keys: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
+    """The keys Footer.compose makes of ``shown_keys()[0]``: each action's first binding,
+    in order; None if any is in a group (compose nests those)."""
+    first: dict[str, tuple[Any, ...]] = {}
+    for item in keys:
+        if item[4] is not None:
+            return None
+        first.setdefault(item[3], item)
+    return list(first.values())
+
+
+
+def _looks(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    """All of a key but whether it is enabled (which ``_enable`` changes in place)."""
+    return item[:5] + item[6:]
+
+
+def _enable(widget: FooterKey, enabled: bool) -> None:
+    """What FooterKey's constructor does with ``disabled``, for a key already shown: a
+    dimmed key (its action does not apply now) keeps its place in the bar."""
+    if widget._disabled == enabled:
+        widget._disabled = not enabled
+        widget.set_class(not enabled, "-disabled")
