@@ -135,6 +135,7 @@ class FirstFrames(ShepherdApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.first_frames: dict[str, str] = {}
+        self.first_dimmed: dict[str, set[str]] = {}  # the keys drawn dimmed in that frame
 
     def _display(self, screen: Any, renderable: Any) -> None:
         name = type(self.screen).__name__
@@ -142,6 +143,7 @@ class FirstFrames(ShepherdApp):
             from tests.test_tui_app import screen_text
 
             self.first_frames[name] = screen_text(self)
+            self.first_dimmed[name] = {k.key for k in self.screen.query("FooterKey") if k.has_class("-disabled")}
         super()._display(screen, renderable)
 
 
@@ -158,7 +160,8 @@ async def test_the_demo_live_view_first_frame_has_its_plan_and_its_keys(tmp_path
         assert "Write down what changed" in first and "running" in first, first
         for key in ("p Pause", "r Retry", "s Skip", "c Cancel", "m Note", "esc Back"):
             assert key in first, f"{key!r} not in the first frame:\n{first}"
-        assert "o Output" not in first  # no tool call yet: o has nothing to open
+        # no tool call yet: o has nothing to open, and is drawn dimmed (in its place in the bar)
+        assert "o Output" in first and app.first_dimmed["SessionScreen"] == {"o"}, app.first_dimmed
         assert "SessionsScreen" not in app.first_frames
         await app._stop_runs(wait_s=10)
 

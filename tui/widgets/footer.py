@@ -141,7 +141,6 @@ def _items(keys: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
     return list(first.values())
 
 
-
 def _looks(item: tuple[Any, ...]) -> tuple[Any, ...]:
     """All of a key but whether it is enabled (which ``_enable`` changes in place)."""
     return item[:5] + item[6:]
