@@ -182,6 +182,32 @@ async def test_cancelled_command_kills_group(ws: Path) -> None:
     assert await _wait_gone(pid)
 
 
+async def test_a_command_cancelled_while_it_starts_leaves_nothing_running(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel that lands while the process is being started (a skip as a check began:
+    the check had run its first command, asyncio had not handed the process over yet)
+    ends all of it. Before, the command's children ran on (its sleep, then whatever came
+    after it). The race is widened here: the loop's start returns only when told to."""
+    loop = asyncio.get_running_loop()
+    real_start = loop.subprocess_exec
+    running, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_start(*args: object, **kwargs: object) -> object:
+        started = await real_start(*args, **kwargs)  # type: ignore[arg-type]
+        running.set()
+        await release.wait()
+        return started
+
+    monkeypatch.setattr(loop, "subprocess_exec", slow_start)
+    task = asyncio.create_task(run_command(ws, GRANDCHILD, timeout_s=300, clock=FakeClock()))
+    await running.wait()
+    pid = int(await _wait_for_file(ws / "gc.pid"))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    assert await _wait_gone(pid), f"grandchild {pid} survived the cancel"
+
+
 async def test_background_leftovers_do_not_hang_the_call(ws: Path) -> None:
     # the shell exits at once but its background child keeps the pipe open
     out = await asyncio.wait_for(

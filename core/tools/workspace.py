@@ -232,6 +232,15 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _end_spawned(spawn: "asyncio.Future[Any]", call: str) -> None:
+    """The whole of a process whose caller gave up while it was being started."""
+    if not spawn.cancelled() and spawn.exception() is None:
+        transport, _ = spawn.result()
+        _kill_group(transport.get_pid())
+        transport.close()
+    kill_call_leftovers(call)
+
+
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """Resolves ``exited`` when the shell itself exits, pipes open or not."""
 
@@ -271,7 +280,7 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
     loop = asyncio.get_running_loop()
     argv = command_argv(command, Path(workspace), policy)
     call = os.urandom(8).hex()
-    transport, proto = await loop.subprocess_exec(
+    spawn = asyncio.ensure_future(loop.subprocess_exec(
         lambda: _ExitAwareProtocol(loop),
         *argv,
         cwd=str(workspace),
@@ -279,7 +288,15 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         **spawn_kwargs(policy, call),
-    )
+    ))
+    try:
+        transport, proto = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        # Cancelled while the process was being started (a skip as a check began): it
+        # runs already, its first commands too, and asyncio's own clean-up would kill
+        # the shell alone, leaving the rest of its group running. It ends once it is ours.
+        spawn.add_done_callback(lambda done: _end_spawned(done, call))
+        raise
     proc = asyncio.subprocess.Process(transport, proto, loop)
     head, tail = bytearray(), bytearray()
     assert proc.stdout is not None
