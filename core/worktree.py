@@ -11,7 +11,9 @@ line, made terminal-safe. Research: docs/next/worktrees.md (§1, §2.2, §2.4-2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 from shepherd.core.records import record
@@ -147,18 +149,27 @@ async def git(path: str | os.PathLike[str], *args: str, input: bytes | None = No
         proc = await asyncio.create_subprocess_exec(
             "git", "-C", os.fspath(path), *_OVERRIDES, *args,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            start_new_session=True)  # (its group: what git starts ends with it)
     except FileNotFoundError as exc:  # git itself missing, or cwd trouble
         raise GitError(safe(f"cannot run git: {exc}")) from None
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except asyncio.TimeoutError:
-        proc.kill()
+        _kill_group(proc.pid)
         await proc.wait()
         raise GitError(safe(f"git {args[0] if args else ''} timed out after {timeout:g}s")) from None
+    except asyncio.CancelledError:  # the session is shut down: git does not go on writing alone
+        _kill_group(proc.pid)
+        raise
     if check and proc.returncode != 0:
         raise GitError(_first_line(err.decode("utf-8", "replace"), proc.returncode, args))
     return proc.returncode or 0, out
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 async def _text(path: str, *args: str) -> str:

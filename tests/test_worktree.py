@@ -56,6 +56,24 @@ async def test_lifecycle_leaves_dirty_user_checkout_untouched(repo: Path, tmp_pa
     assert user_state(repo) == before
 
 
+async def test_a_cancelled_git_call_ends_with_what_it_started(repo: Path, tmp_path: Path) -> None:
+    """A git call cancelled (the session shut down) does not run on, nor does what git
+    started (here an editor that never returns): before, only its timeout killed git."""
+    from shepherd.core.worktree import git
+    from tests.test_tools import _alive, _wait_for_file, _wait_gone
+
+    editor = tmp_path / "editor.sh"
+    editor.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'editor.pid'}\nexec sleep 300\n")
+    editor.chmod(0o755)
+    call = asyncio.create_task(git(repo, "-c", f"core.editor={editor}", "commit", "--allow-empty"))
+    pid = int(await _wait_for_file(tmp_path / "editor.pid"))
+    assert _alive(pid)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert await _wait_gone(pid), f"git's editor {pid} survived the cancel"
+
+
 async def test_env_git_variables_do_not_leak(repo: Path, tmp_path: Path, monkeypatch):
     wt = await create(await repo_info(repo), "env1", tmp_path / "wts")
     before = user_state(repo)
