@@ -161,6 +161,8 @@ async def git(path: str | os.PathLike[str], *args: str, input: bytes | None = No
         raise GitError(safe(f"git {args[0] if args else ''} timed out after {timeout:g}s")) from None
     except asyncio.CancelledError:  # the session is shut down: git does not go on writing alone
         _kill_group(proc.pid)
+        with contextlib.suppress(BaseException):  # (reaped and its pipes closed while the loop runs)
+            await asyncio.shield(proc.wait())
         raise
     if check and proc.returncode != 0:
         raise GitError(_first_line(err.decode("utf-8", "replace"), proc.returncode, args))
