@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from pathlib import Path
 
 from shepherd.core.records import record
@@ -156,22 +155,21 @@ async def git(path: str | os.PathLike[str], *args: str, input: bytes | None = No
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except asyncio.TimeoutError:
-        _kill_group(proc.pid)
+        from shepherd.core.tools.spawn import kill_group  # (lazy: only a timeout or a cancel needs it)
+
+        kill_group(proc.pid)
         await proc.wait()
         raise GitError(safe(f"git {args[0] if args else ''} timed out after {timeout:g}s")) from None
     except asyncio.CancelledError:  # the session is shut down: git does not go on writing alone
-        _kill_group(proc.pid)
+        from shepherd.core.tools.spawn import kill_group
+
+        kill_group(proc.pid)
         with contextlib.suppress(BaseException):  # (reaped and its pipes closed while the loop runs)
             await asyncio.shield(proc.wait())
         raise
     if check and proc.returncode != 0:
         raise GitError(_first_line(err.decode("utf-8", "replace"), proc.returncode, args))
     return proc.returncode or 0, out
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 async def _text(path: str, *args: str) -> str:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,8 @@ from shepherd.core.clock import Clock, real_time
 from shepherd.core.records import record
 from shepherd.core.secrets import scrub_values
 from shepherd.core.text import truncate_middle as _truncate_middle
-from shepherd.core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, spawn_kwargs
+from shepherd.core.tools.spawn import (SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, kill_group,
+                                       spawn_kwargs)
 
 if TYPE_CHECKING:
     from agents import Tool
@@ -227,16 +227,11 @@ class CommandResult:
     duration_s: float
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def _end_spawned(spawn: "asyncio.Future[Any]", call: str) -> None:
     """The whole of a process whose caller gave up while it was being started."""
     if not spawn.cancelled() and spawn.exception() is None:
         transport, _ = spawn.result()
-        _kill_group(transport.get_pid())
+        kill_group(transport.get_pid())
         transport.close()
     kill_call_leftovers(call)
 
@@ -309,16 +304,16 @@ async def execute(command: str, workspace: Path, timeout_s: float = 60.0, *,
         await asyncio.wait({proto.exited, timer}, return_when=asyncio.FIRST_COMPLETED)
         if not proto.exited.done():
             timed_out = True
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             await proto.exited
         # the shell is gone; give lingering background children a moment to finish
         # writing, then make sure nothing of the group survives the call
         await asyncio.wait({reader}, timeout=_DRAIN_GRACE_S)
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         await asyncio.wait({reader}, timeout=_DRAIN_GRACE_S)
     finally:
         if transport.get_returncode() is None:  # cancelled while running
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
         kill_call_leftovers(call)  # what left the group (setsid) ends with the call too
         for fut in (timer, reader):
             if not fut.done():
