@@ -70,7 +70,7 @@ async def test_a_cancelled_git_call_ends_with_what_it_started(repo: Path, tmp_pa
     assert _alive(pid)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await call
+        await asyncio.wait_for(call, 10)  # at once: not after the editor's 300 s
     assert await _wait_gone(pid), f"git's editor {pid} survived the cancel"
 
 
