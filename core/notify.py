@@ -27,9 +27,9 @@ folded, no C0/C1 byte left, ``;`` out of the OSC 777 title, at most 200 characte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -195,15 +195,10 @@ def _claim(session_id: str, seq: int, at: float) -> Callable[[sqlite3.Connection
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     """The command and whatever it started (it leads a session of its own)."""
-    if proc.returncode is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
+    if proc.returncode is None:
+        from shepherd.core.tools.spawn import kill_group  # (lazy: core.tools is not on start-up's path)
+
+        kill_group(proc.pid)
 
 
 class Notifier:
@@ -370,8 +365,10 @@ class Notifier:
             self._fail_once("notify_command %r took longer than %s s: killed", self.config.notify_command[0],
                             self.command_timeout_s)
             return
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # (shutting down: the command does not go on alone)
             _kill_group(proc)
+            with contextlib.suppress(BaseException):  # reaped, its transport closed, while the loop runs
+                await asyncio.shield(proc.wait())
             raise
         if code != 0:
             self._fail_once("notify_command %r exited with %s", self.config.notify_command[0], code)

@@ -513,3 +513,34 @@ async def test_the_command_claim_is_once_per_event_on_both_stores(store_target: 
         for st in stores:
             await st.close()
     assert won == [True, False, True]
+
+
+async def test_a_cancelled_notify_command_is_killed_and_reaped_with_what_it_started(tmp_path: Path) -> None:
+    """Shutting down (the notification's task cancelled) while the command runs: the
+    command and its child are killed, and the command is reaped before the cancel ends
+    (not left to a loop that is closing)."""
+    from tests.test_tools import _alive, _wait_for_file
+
+    pids = tmp_path / "pids"
+    script = tmp_path / "slow.py"
+    script.write_text("import os, subprocess, sys, time\n"
+                      "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+                      "open(sys.argv[1] + '.tmp', 'w').write(f'{os.getpid()} {child.pid}')\n"
+                      "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+                      "time.sleep(300)\n")
+    store = await _store(tmp_path)
+    notifier = Notifier(store, UserConfig(notify_command=(sys.executable, str(script), str(pids)), bell=False,
+                                          desktop="off"), run_commands=True, command_timeout_s=300).start()
+    try:
+        await store.append(SessionStarted(session_id="s1", title="T"))
+        await store.append(SessionFinished(session_id="s1", status="done"))
+        drain = asyncio.ensure_future(notifier.drain())
+        command, child = map(int, (await _wait_for_file(pids)).split())
+        for task in list(notifier._tasks):
+            task.cancel()
+        await asyncio.wait_for(drain, 10)
+        assert not Path(f"/proc/{command}").exists()  # killed and reaped
+        assert not _alive(child)
+    finally:
+        await notifier.close()
+        await store.close()
