@@ -2,8 +2,7 @@
 
 Layout: header / subtask list (left) + stream of the selected subtask (right) /
 status bar / footer. Events from the feed are buffered and applied to the model and
-the widgets at most once per frame (~30 fps; down to 10 while events pour in faster
-than anyone reads: tui.frame_pacer), so a burst of deltas costs one update.
+the widgets at most once per frame (~30 fps), so a burst of deltas costs one update.
 While another screen hides this one, events still go into the model but the widgets
 wait: what changed meanwhile is rendered once, when the screen shows again. Switching
 subtasks and applying a frame take turns (one lock), so a frame never lands in a
@@ -30,7 +29,6 @@ from textual.widgets import OptionList
 
 from shepherd.tui import model as m
 from shepherd.tui.feed import FeedEvents, History, StaticFeed, make_feed
-from shepherd.tui.frame_pacer import FramePacer
 from shepherd.tui.history import load_earlier_blocks
 from shepherd.tui.screens.session_panes import SessionPanes
 from shepherd.tui.screens.session_controls import ControlsMixin
@@ -49,6 +47,8 @@ if TYPE_CHECKING:
     from shepherd.core.control import Controller
     from shepherd.core.events import Event
     from shepherd.core.store.protocol import EventStore
+
+FRAME_S = 1 / 30
 
 
 class SessionScreen(CSSSection, JumpMixin, ControlsMixin, SessionPanes, Screen[None]):
@@ -150,7 +150,6 @@ class SessionScreen(CSSSection, JumpMixin, ControlsMixin, SessionPanes, Screen[N
         self.frames = 0  # widget updates done (one per frame with events, while shown)
         self._deferred = m.Changes()  # applied to the model while hidden, not rendered yet
         self._flush_scheduled = False
-        self.pacer = FramePacer()  # how soon the next frame: later while events pour in
         self._lock = asyncio.Lock()
         self._busy = False  # a resume this screen asked for is starting
         self._keys_state: tuple[Any, ...] | None = None
@@ -237,12 +236,7 @@ class SessionScreen(CSSSection, JumpMixin, ControlsMixin, SessionPanes, Screen[N
         """New events wait in the feed: one flush for the next frame."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.set_timer(self.pacer.interval, self._paced_flush, name="session-flush")
-
-    async def _paced_flush(self) -> None:
-        """A frame on the pacer's timer: what it brought sets the pace of the next."""
-        self.pacer.ran(len(self._pending))
-        await self._flush()
+            self.set_timer(FRAME_S, self._flush, name="session-flush")
 
     async def _flush(self) -> None:
         self._flush_scheduled = False
