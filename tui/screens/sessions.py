@@ -6,7 +6,7 @@ write. Cells are only rewritten when their text changes, so a busy store costs l
 
 The table's columns and cells are in tui.widgets.session_list; the "Needs you" inbox is
 tui.widgets.inbox (which rows, their cells) and tui.screens.sessions_inbox (the screen's
-side: filling it, answering from it).
+side: filling it, answering from it); its keys and own actions are tui.screens.sessions_keys.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -27,14 +27,15 @@ from textual.widgets import DataTable, Input, Label, Static
 from shepherd.core.states import FINISHED_STATUSES, LIVE_STATUSES
 from shepherd.core.text import safe
 from shepherd.tui.fmt import fmt_tokens  # noqa: F401 - the one fmt_tokens (tests check it here)
-from shepherd.tui.logging_setup import guarded, report_error
+from shepherd.tui.logging_setup import report_error
 from shepherd.tui.screens.sessions_inbox import InboxMixin
+from shepherd.tui.screens.sessions_keys import HomeKeysMixin
 from shepherd.tui.screens.visibility import on_screen
 from shepherd.tui.widgets.anim import Ticker
 from shepherd.tui.widgets.footer import KeyFooter
 from shepherd.tui.widgets.inbox import NeedsTable, row_needs
 from shepherd.tui.widgets.inbox import inbox_rows, needs_text  # noqa: F401 - tests import them from here
-from shepherd.tui.widgets.session_list import (BACKEND_MAX, RESUMABLE_STATUSES, TITLE_MAX, SessionTable, cell_texts,
+from shepherd.tui.widgets.session_list import (BACKEND_MAX, TITLE_MAX, SessionTable, cell_texts,
                                                column_plan, safe_rows)
 from shepherd.tui.widgets.session_list import fmt_usage  # noqa: F401 - tests read it here
 from shepherd.tui.stylesheet import CSSSection
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shepherd.tui.sessions")
 
 
-class SessionsScreen(CSSSection, InboxMixin, Screen):
+class SessionsScreen(CSSSection, InboxMixin, HomeKeysMixin, Screen):
     """Home: the sessions list with a filter. Enter opens a session, r resumes one: the
     screen asks the app (``OpenRequested``, ``ResumeRequested``), which owns runs and views."""
 
@@ -428,7 +429,7 @@ class SessionsScreen(CSSSection, InboxMixin, Screen):
     def row_ids(self) -> list[str]:
         return [r.id for r in self.rows]
 
-    # --- events and actions ----------------------------------------------------------------------
+    # --- events (its keys and own actions: tui.screens.sessions_keys) -----------------------------
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -457,79 +458,3 @@ class SessionsScreen(CSSSection, InboxMixin, Screen):
     @on(SessionTable.NearEnd)
     async def _near_end(self) -> None:
         await self.load_more()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "next_needs":
-            return bool(self.inbox)  # hidden (tab moves focus as usual) while nobody waits
-        if action in ("answer", "inbox_retry", "inbox_skip"):
-            row = self.inbox_row() if self._built and not self._building else None
-            if row is None:
-                return None
-            if action == "answer" and row_needs(row) != "approval":
-                return None  # shown dimmed: a stuck session has nothing to approve
-            return True
-        if action == "resume":
-            # the table is there once built (in on_mount, where the key bar is first built)
-            built = self._built and not self._building and (self.is_mounted or self._first_built)
-            row = self.highlighted_row() if built else None
-            if row is None or row.status not in RESUMABLE_STATUSES or row.id in self._live_ids():
-                return None  # shown dimmed: nothing to resume here
-        return True
-
-    def on_key(self, event: events.Key) -> None:
-        """Filter as you type: a printable key that is not one of this screen's keys
-        (d, o, g, r, q, ?, /...) goes to the filter. A key that is a binding stays the
-        binding; ``/`` first, to type anything."""
-        field = self.query_one("#filter", Input)
-        char = event.character
-        if self.focused is field or not char or not char.isprintable() or char.isspace():
-            return
-        if event.key in self.active_bindings:
-            return
-        event.stop()
-        event.prevent_default()
-        field.focus()
-        field.value += char
-        field.cursor_position = len(field.value)
-
-    def action_search(self) -> None:
-        from shepherd.tui.screens.search import SearchScreen
-
-        def done(hit: Any) -> None:
-            if hit is not None:
-                self.post_message(self.OpenRequested(hit.session_id, at_seq=hit.seq))
-
-        self.app.push_screen(SearchScreen(self.store, clock=self.clock), callback=done)
-
-    def action_focus_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
-
-    def action_focus_table(self) -> None:
-        self.table.focus()
-
-    def action_clear_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        if field.value:
-            field.value = ""  # Input.Changed reloads
-        self.table.focus()
-
-    def action_replay(self) -> None:
-        row = self.highlighted_row()
-        if row is not None:
-            self.post_message(self.ReplayRequested(row.id))
-
-    def action_stats(self) -> None:
-        from shepherd.tui.screens.stats import StatsScreen  # imported when first asked for
-
-        self.app.push_screen(StatsScreen(self.store, clock=self.clock))
-
-    @guarded("Could not resume the session")
-    def action_resume(self) -> None:
-        row = self.highlighted_row()
-        if row is None:
-            return
-        if row.status not in RESUMABLE_STATUSES:
-            self.app.notify(f"Session {row.id} is {row.status}; only interrupted, failed or cancelled "
-                            "sessions can be resumed.", severity="warning")
-            return
-        self.post_message(self.ResumeRequested(row.id))
