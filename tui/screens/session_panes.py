@@ -44,9 +44,12 @@ class SessionPanes:
 
     async def _show_subtask(self, subtask_id: str | None) -> None:
         self.selected = subtask_id
-        self.refresh_bindings()  # type: ignore[attr-defined]
         self.subtask_list.select(subtask_id)
         await self._show(subtask_id)
+        # the keys follow what is on screen now ("o" lights up with a tool call shown):
+        # asked before the show, a bar evaluated while the show awaited saw a stream half
+        # replaced, and a session with no more frames (a finished one) kept that bar
+        self.refresh_bindings()  # type: ignore[attr-defined]
 
     async def _follow_changes(self, changes: "m.Changes") -> None:
         """The subtask list's order and the shown stream after a fold: following, the
