@@ -16,8 +16,9 @@ from textual.widgets._footer import FooterKey
 from shepherd.tui.widgets.blocks import BlockWidget, TextView
 from shepherd.tui.widgets.footer import KeyFooter
 from shepherd.tui.widgets.subtasks import SubtaskList, SubtaskPane
+from shepherd.tui.screens.session import SessionScreen
 from tests.test_tui_session import (  # noqa: F401 - store and _frozen_animation are fixtures
-    Clock, Writer, _frozen_animation, live_screen, loaded, store, until)
+    SID, Clock, Harness, Writer, _frozen_animation, live_screen, loaded, store, until)
 
 PROSE = ("The parser reads the date, then the time; a missing zone means UTC and a bad month "
          "is an error the caller sees. ") * 6  # ~660 characters: several rows at any width here
@@ -228,3 +229,28 @@ def test_a_huge_finished_message_is_not_rendered_to_be_counted(monkeypatch: Any)
     assert stream._rows_at_least(huge, 80) >= 30  # still more rows than a view: it fills it
     assert rendered == []
     assert stream._rows_at_least(small, 80) == TextView.finished_rows(small, 80 - TextView.GUTTER) > 1
+
+
+async def test_a_switch_in_a_past_session_lights_the_keys_of_what_it_shows(store: Store) -> None:
+    """A finished session gets no frames after it opens, so nothing but the switch itself
+    asks for the key bar again: after each switch the bar is the one for the subtask now
+    on screen ("o" lit: a has a tool call; dimmed in b). (It fails without the switch's
+    own refresh; it does not tell asking before the show from asking after it.)"""
+    w = Writer(store)
+    await w.start()
+    await w.add(ev.ToolStarted, subtask_id="a", attempt=1, call_id="c1", name="Read", input={"file_path": "d.py"})
+    await w.add(ev.ToolFinished, subtask_id="a", attempt=1, call_id="c1", status="ok", output="x", duration_s=0.1)
+    await start_b(w)
+    await w.add(ev.SubtaskFinished, subtask_id="b", status="done")
+    await w.add(ev.SessionFinished, status="done")
+    screen = SessionScreen(store, SID, controller=None, follow=None, clock=Clock(w.ts))
+    async with Harness(screen).run_test(size=(120, 30)) as pilot:
+        await loaded(pilot, screen)
+        screen.set_focus(screen.subtask_list)
+        assert screen.selected == "b" and o_enabled(screen) is False  # (the list: a, b, c)
+        for key, sub, enabled in (("up", "a", True), ("down", "b", False), ("up", "a", True)):
+            await pilot.press(key)
+            await until(pilot, lambda: screen.selected == sub, f"{sub} shown")
+            for _ in range(5):
+                await pilot.pause()
+            assert o_enabled(screen) is enabled, f"the bar after the switch to {sub} has the old subtask's keys"
