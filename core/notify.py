@@ -27,7 +27,6 @@ folded, no C0/C1 byte left, ``;`` out of the OSC 777 title, at most 200 characte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -37,6 +36,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shepherd.core.config import UserConfig
+from shepherd.core.process_group import end_group
 from shepherd.core.records import record
 from shepherd.core.text import clip, safe
 
@@ -191,14 +191,6 @@ def _claim(session_id: str, seq: int, at: float) -> Callable[[sqlite3.Connection
                           (session_id, seq, COMMAND_CHANNEL, at))
         return cur.rowcount == 1
     return fn
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """The command and whatever it started (it leads a session of its own)."""
-    if proc.returncode is None:
-        from shepherd.core.tools.spawn import kill_group  # (lazy: core.tools is not on start-up's path)
-
-        kill_group(proc.pid)
 
 
 class Notifier:
@@ -360,15 +352,12 @@ class Notifier:
         try:
             code = await asyncio.wait_for(proc.wait(), self.command_timeout_s)
         except asyncio.TimeoutError:
-            _kill_group(proc)
-            await proc.wait()
+            await end_group(proc)
             self._fail_once("notify_command %r took longer than %s s: killed", self.config.notify_command[0],
                             self.command_timeout_s)
             return
         except asyncio.CancelledError:  # (shutting down: the command does not go on alone)
-            _kill_group(proc)
-            with contextlib.suppress(BaseException):  # reaped, its transport closed, while the loop runs
-                await asyncio.shield(proc.wait())
+            await end_group(proc)
             raise
         if code != 0:
             self._fail_once("notify_command %r exited with %s", self.config.notify_command[0], code)

@@ -11,10 +11,10 @@ line, made terminal-safe. Research: docs/next/worktrees.md (§1, §2.2, §2.4-2.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 
+from shepherd.core.process_group import end_group
 from shepherd.core.records import record
 from shepherd.core.text import safe
 
@@ -155,17 +155,10 @@ async def git(path: str | os.PathLike[str], *args: str, input: bytes | None = No
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except asyncio.TimeoutError:
-        from shepherd.core.tools.spawn import kill_group  # (lazy: only a timeout or a cancel needs it)
-
-        kill_group(proc.pid)
-        await proc.wait()
+        await end_group(proc)
         raise GitError(safe(f"git {args[0] if args else ''} timed out after {timeout:g}s")) from None
     except asyncio.CancelledError:  # the session is shut down: git does not go on writing alone
-        from shepherd.core.tools.spawn import kill_group
-
-        kill_group(proc.pid)
-        with contextlib.suppress(BaseException):  # (reaped and its pipes closed while the loop runs)
-            await asyncio.shield(proc.wait())
+        await end_group(proc)
         raise
     if check and proc.returncode != 0:
         raise GitError(_first_line(err.decode("utf-8", "replace"), proc.returncode, args))

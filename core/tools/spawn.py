@@ -292,12 +292,6 @@ def kill_orphans(pid: int, host: str | None = None) -> int:
     return _kill_marked(marked_processes(runner_marker_value(pid, host)))
 
 
-def kill_group(pid: int) -> None:
-    """SIGKILL the process group ``pid`` leads (a process started in a session of its own)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def kill_call_leftovers(call: str) -> int:
     """SIGKILL what one tool call left running outside its process group (``setsid``,
     a double fork): a call's processes end with the call, however it ended."""

@@ -28,8 +28,8 @@ from shepherd.core.clock import Clock, real_time
 from shepherd.core.records import record
 from shepherd.core.secrets import scrub_values
 from shepherd.core.text import truncate_middle as _truncate_middle
-from shepherd.core.tools.spawn import (SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, kill_group,
-                                       spawn_kwargs)
+from shepherd.core.process_group import kill_group
+from shepherd.core.tools.spawn import SandboxUnavailable, SpawnPolicy, command_argv, kill_call_leftovers, spawn_kwargs
 
 if TYPE_CHECKING:
     from agents import Tool
